@@ -1,0 +1,300 @@
+"""GraphSpec → Amazon States Language (JSONPath), as a pure function.
+
+Every node becomes a Task that invokes the one stateless step with a small payload: the node name
+and the *cursor* (thread, run, seq, route, frames, visit counters). State itself stays in the store.
+
+- plain edge        → ``Next``
+- conditional edges → ``Next`` to a Choice on ``$.route`` (the step evaluated the conditions)
+- fan-out / fan-in  → Parallel (``ResultPath: null``); the join node folds the branches' events
+- planner           → Map over ``$.items`` (subtask references); the next node joins the items
+- human             → ``lambda:invoke.waitForTaskToken``
+- subgraph          → the subgraph's states inlined with a ``node/`` prefix, then the node's own
+  Task, which routes on the parent's edges
+- ends              → ``__end__`` (records the run finished); every error → ``__failed__``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.topology import Topology, is_end, topology
+
+DEFAULT_STEP_ARN = "arn:aws:lambda:us-east-1:000000000000:function:stepwise-step"
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+LAMBDA_WAIT = "arn:aws:states:::lambda:invoke.waitForTaskToken"
+END_STATE = END
+FAILED_STATE = "__failed__"
+SUCCEED_STATE = "Succeeded"
+FAIL_STATE = "Failed"
+
+NODE_ERROR = "Stepwise.NodeError"
+CONFLICT_ERROR = "Stepwise.StateConflict"
+LAMBDA_TRANSIENT = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+
+
+@dataclass
+class _Region:
+    """Where a compiled node's ``END`` and stop targets lead."""
+
+    on_end: str | None  # state to go to on END; None = this region simply ends (branch, Map item)
+    stop: frozenset[str] = frozenset()  # nodes that close the region (a Parallel's join)
+    top: bool = True  # top-level states get Catch → __failed__; nested errors propagate to their block
+    entry_extras: dict[str, Any] = field(default_factory=dict)
+
+
+class _Compiler:
+    def __init__(self, spec: GraphSpec, step_arn: str, prefix: str = "") -> None:
+        self.spec = spec
+        self.topo: Topology = topology(spec)
+        self.arn = step_arn
+        self.prefix = prefix
+        self.joins: dict[str, str] = {}
+        names = set(spec.graph.nodes)
+        for split in self.topo.fanout:
+            join = self.topo.join_of(split, names)
+            if join:
+                self.joins[join] = f"p:{prefix}{split}"
+        for planner, node in spec.graph.nodes.items():
+            if node.kind == "planner":
+                after = self.topo.edges.get(planner, [])
+                if after and not is_end(after[0]):
+                    self.joins[after[0]] = f"m:{prefix}{planner}"
+
+    # -- names --------------------------------------------------------------------------------
+    def state_name(self, node: str) -> str:
+        return self.prefix + node
+
+    def entry_state(self, node: str) -> str:
+        spec = self.spec.graph.nodes[node]
+        if spec.kind == "subgraph" and spec.subgraph_spec is not None:
+            return f"{self.prefix}{node}/{spec.subgraph_spec.entry}"
+        return self.state_name(node)
+
+    # -- regions ------------------------------------------------------------------------------
+    def region(self, entry: str, region: _Region) -> tuple[str, dict[str, Any]]:
+        states: dict[str, Any] = {}
+        todo, seen = [entry], set()
+        while todo:
+            node = todo.pop(0)
+            if node in seen or node in region.stop:
+                continue
+            seen.add(node)
+            extras = region.entry_extras if node == entry else {}
+            todo.extend(self.emit(node, region, states, extras))
+        return self.entry_state(entry), states
+
+    def goto(self, target: str, region: _Region) -> str | None:
+        """State name for a transition to ``target``; None means "end this region"."""
+        if target in region.stop or (is_end(target) and region.on_end is None):
+            return None
+        if is_end(target):
+            return region.on_end
+        return self.entry_state(target)
+
+    @staticmethod
+    def link(state: dict[str, Any], nxt: str | None) -> dict[str, Any]:
+        if nxt is None:
+            state["End"] = True
+        else:
+            state["Next"] = nxt
+        return state
+
+    def task(self, node: str, payload: dict[str, Any], region: _Region, *, wait: bool = False) -> dict[str, Any]:
+        spec = self.spec.graph.nodes.get(node)
+        retry: list[dict[str, Any]] = [
+            {"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2.0},
+            {"ErrorEquals": [CONFLICT_ERROR], "IntervalSeconds": 1, "MaxAttempts": 5, "BackoffRate": 2.0},
+        ]
+        if spec is not None and spec.retry is not None and spec.retry.max_attempts > 0:
+            r = spec.retry
+            rule: dict[str, Any] = {
+                "ErrorEquals": [NODE_ERROR],
+                "IntervalSeconds": max(1, round(r.interval_seconds)),
+                "MaxAttempts": r.max_attempts,
+                "BackoffRate": r.backoff_rate,
+            }
+            if r.max_delay_seconds is not None:
+                rule["MaxDelaySeconds"] = max(1, round(r.max_delay_seconds))
+            if r.jitter == "FULL":
+                rule["JitterStrategy"] = "FULL"
+            retry.append(rule)
+        body: dict[str, Any] = {"node": self.state_name(node), "cursor.$": "$", **payload}
+        if wait:
+            body["token.$"] = "$$.Task.Token"
+        state: dict[str, Any] = {
+            "Type": "Task",
+            "Resource": LAMBDA_WAIT if wait else LAMBDA_INVOKE,
+            "Parameters": {"FunctionName": self.arn, "Payload": body},
+            "Retry": retry,
+        }
+        if not wait:
+            state["OutputPath"] = "$.Payload"
+        if spec is not None and spec.kind == "human" and spec.config.get("timeout_seconds"):
+            state["TimeoutSeconds"] = int(spec.config["timeout_seconds"])
+        return self.catch(state, region)
+
+    @staticmethod
+    def catch(state: dict[str, Any], region: _Region) -> dict[str, Any]:
+        if region.top:
+            state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": FAILED_STATE}]
+        return state
+
+    def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:
+        """Add ``node``'s states; return the nodes that follow it in this region."""
+        spec = self.spec.graph.nodes[node]
+        name = self.state_name(node)
+        payload = dict(extras)
+        if node in self.joins:
+            payload["join"] = self.joins[node]
+        follow: list[str] = []
+
+        if spec.kind == "subgraph" and spec.subgraph_spec is not None:
+            inner = _Compiler(spec.subgraph_spec, self.arn, prefix=f"{self.prefix}{node}/")
+            sub_region = _Region(on_end=name, top=region.top, entry_extras=payload)
+            payload = {}
+            _, sub_states = inner.region(spec.subgraph_spec.entry, sub_region)
+            states.update(sub_states)
+
+        task = self.task(node, payload, region, wait=spec.kind == "human")
+        states[name] = task
+
+        if node in self.topo.fanout:
+            join = self.topo.join_of(node, set(self.spec.graph.nodes))
+            par_name = f"{name}.fanout"
+            branches = []
+            for i, branch in enumerate(self.topo.fanout[node]):
+                sub = _Region(on_end=None, stop=frozenset({join}) if join else frozenset(), top=False,
+                              entry_extras={"enter": f"p:{name}/{i}"})
+                start, sub_states = self.region(branch, sub)
+                branches.append({"StartAt": start, "States": sub_states})
+            task["Next"] = par_name
+            par: dict[str, Any] = {"Type": "Parallel", "Branches": branches, "ResultPath": None}
+            if join:
+                follow.append(join)
+                nxt = self.goto(join, _Region(on_end=region.on_end))
+            else:
+                nxt = f"{name}.join"
+                states[nxt] = self.link(self.task(node, {"join": f"p:{name}", "mode": "join"}, region), region.on_end)
+            states[par_name] = self.link(self.catch(par, region), nxt)
+            return follow
+
+        if spec.kind == "planner":
+            map_name = f"{name}.map"
+            item_states: dict[str, Any] = {}
+            workers = spec.workers or {}
+            entry_extras = {"enter": f"m:{name}", "cursor.$": "$.cursor", "item.$": "$.item", "index.$": "$.index"}
+            starts = {}
+            for kind, worker in sorted(workers.items()):
+                start, sub_states = self.region(worker, _Region(on_end=None, top=False, entry_extras=entry_extras))
+                item_states.update(sub_states)
+                starts[kind] = start
+            if len(starts) == 1:
+                start_at = next(iter(starts.values()))
+            else:
+                start_at = f"{name}.pick"
+                item_states[start_at] = {
+                    "Type": "Choice",
+                    "Choices": [{"Variable": "$.item.kind", "StringEquals": k, "Next": s} for k, s in starts.items()],
+                    "Default": next(iter(starts.values())),
+                }
+            task["Next"] = map_name
+            mapped: dict[str, Any] = {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemSelector": {"cursor.$": "$", "item.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
+                "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": start_at, "States": item_states},
+                "MaxConcurrency": spec.max_concurrency,
+                "ResultPath": None,
+            }
+            after = self.topo.edges.get(node, [])
+            if after and not is_end(after[0]):
+                follow.append(after[0])
+                nxt = self.goto(after[0], region)
+            else:
+                nxt = f"{name}.join"
+                states[nxt] = self.link(self.task(node, {"join": f"m:{name}", "mode": "join"}, region), region.on_end)
+            states[map_name] = self.link(self.catch(mapped, region), nxt)
+            return follow
+
+        conditions = self.topo.conditions.get(node)
+        if conditions:
+            route_name = f"{name}.route"
+            choices, default = [], None
+            for cond in conditions:
+                nxt = self.goto(cond.target, region)
+                if nxt is None:
+                    nxt = f"{name}.end"
+                    states[nxt] = {"Type": "Succeed"}
+                if not is_end(cond.target):
+                    follow.append(cond.target)
+                if cond.otherwise is not None:
+                    default = nxt
+                elif all(c["StringEquals"] != self._route_value(cond.target) for c in choices):
+                    choices.append({"Variable": "$.route", "StringEquals": self._route_value(cond.target), "Next": nxt})
+            task["Next"] = route_name
+            choice: dict[str, Any] = {"Type": "Choice", "Choices": choices or [{"Variable": "$.route", "StringEquals": "", "Next": default}]}
+            if default is not None:
+                choice["Default"] = default
+            states[route_name] = choice
+            return follow
+
+        edges = self.topo.edges.get(node, [])
+        if edges:
+            self.link(task, self.goto(edges[0], region))
+            if not is_end(edges[0]):
+                follow.append(edges[0])
+            return follow
+        tails_to = [j for j, tails in self.topo.fanin.items() if node in tails]
+        if tails_to:
+            self.link(task, self.goto(tails_to[0], region))
+            return follow
+        self.link(task, self.goto(END, region))
+        return follow
+
+    @staticmethod
+    def _route_value(target: str) -> str:
+        return END if is_end(target) else target
+
+
+def compile_graph(spec: GraphSpec, *, step_arn: str = DEFAULT_STEP_ARN) -> dict[str, Any]:
+    """Compile a validated spec; the same spec always gives byte-identical JSON (see ``to_json``)."""
+    comp = _Compiler(spec, step_arn)
+    start, states = comp.region(spec.entry, _Region(on_end=END_STATE))
+    finish = {"FunctionName": step_arn, "Payload": {"node": END, "mode": "finish", "cursor.$": "$"}}
+    states[END_STATE] = {
+        "Type": "Task",
+        "Resource": LAMBDA_INVOKE,
+        "Parameters": finish,
+        "OutputPath": "$.Payload",
+        "Retry": [{"ErrorEquals": [*LAMBDA_TRANSIENT, CONFLICT_ERROR], "IntervalSeconds": 1, "MaxAttempts": 5, "BackoffRate": 2.0}],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": FAILED_STATE}],
+        "Next": SUCCEED_STATE,
+    }
+    states[FAILED_STATE] = {
+        "Type": "Task",
+        "Resource": LAMBDA_INVOKE,
+        "Parameters": {"FunctionName": step_arn, "Payload": {"node": FAILED_STATE, "mode": "fail", "cursor.$": "$"}},
+        "OutputPath": "$.Payload",
+        "Retry": [{"ErrorEquals": [*LAMBDA_TRANSIENT, CONFLICT_ERROR], "IntervalSeconds": 1, "MaxAttempts": 5, "BackoffRate": 2.0}],
+        "Next": FAIL_STATE,
+    }
+    states[SUCCEED_STATE] = {"Type": "Succeed"}
+    states[FAIL_STATE] = {"Type": "Fail", "Error": "Stepwise.RunFailed", "Cause": "A node failed; the run record and event log hold the node, error and traceback."}
+    return {
+        "Comment": f"Stepwise graph {spec.ref}",
+        "QueryLanguage": "JSONPath",
+        "StartAt": start,
+        "States": states,
+    }
+
+
+def to_json(asl: dict[str, Any]) -> str:
+    return json.dumps(asl, indent=2, sort_keys=True)

@@ -1,0 +1,353 @@
+"""A local interpreter of the ASL subset the compiler emits — the embedded stand-in for Step Functions.
+
+Task resources resolve through ``functions`` (Lambda name → Python callable). A
+``.waitForTaskToken`` task whose token has no recorded output suspends its branch; the execution
+then reports ``WAITING``. Running the same execution again (same name, same input) replays it:
+the step is idempotent, so completed tasks return their recorded output at once, and a token that
+has been completed in the meantime lets the execution continue. That is how a run survives a
+process exit. The clock is injectable so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from stepwise.asl import intrinsics, paths
+from stepwise.asl.retry import delay, pick_catcher, pick_retrier
+
+LambdaFn = Callable[[dict[str, Any]], Any]
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@dataclass
+class FakeClock:
+    """Advances only when slept on; records every sleep so tests can assert backoff schedules."""
+
+    t: float = 1_700_000_000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds
+
+
+class TokenStore(Protocol):
+    def token_output(self, token: str) -> dict[str, Any] | None: ...
+
+
+class StatesError(Exception):
+    """An ASL error with a name (``States.TaskFailed``, ``Stepwise.NodeError``…) and a cause."""
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+class Suspended(Exception):
+    """A branch is waiting for a task token."""
+
+
+@dataclass
+class ExecutionResult:
+    status: str  # SUCCEEDED | FAILED | WAITING
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    transitions: int = 0
+
+
+@dataclass
+class _Path:
+    """Where a branch of execution is, for deterministic task tokens across replays."""
+
+    name: str
+    visits: Counter[str] = field(default_factory=Counter)
+
+    def child(self, label: str) -> _Path:
+        return _Path(f"{self.name}/{label}")
+
+
+class Interpreter:
+    def __init__(
+        self,
+        functions: dict[str, LambdaFn],
+        *,
+        tokens: TokenStore | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        max_workers: int = 64,
+    ) -> None:
+        self.functions = functions
+        self.tokens = tokens
+        self.clock = clock or RealClock()
+        self.rng = rng or random.Random(0)
+        self.max_workers = max_workers
+        self._transitions = 0
+        self._lock = threading.Lock()
+
+    # -- public -------------------------------------------------------------------------------
+    def execute(self, definition: dict[str, Any], input_: Any, *, name: str = "local") -> ExecutionResult:
+        self._transitions = 0
+        context = {
+            "Execution": {"Id": f"arn:aws:states:local:000000000000:execution:stepwise:{name}", "Name": name, "Input": input_},
+            "StateMachine": {"Id": "arn:aws:states:local:000000000000:stateMachine:stepwise"},
+        }
+        try:
+            output = self._run_states(definition, input_, context, _Path(name))
+        except Suspended:
+            return ExecutionResult("WAITING", transitions=self._transitions)
+        except StatesError as exc:
+            return ExecutionResult("FAILED", error=exc.error, cause=exc.cause, transitions=self._transitions)
+        return ExecutionResult("SUCCEEDED", output=output, transitions=self._transitions)
+
+    # -- machinery ----------------------------------------------------------------------------
+    def _run_states(self, machine: dict[str, Any], data: Any, context: dict[str, Any], where: _Path) -> Any:
+        states = machine["States"]
+        name = machine["StartAt"]
+        while True:
+            state = states[name]
+            with self._lock:
+                self._transitions += 1
+            where.visits[name] += 1
+            ctx = {**context, "State": {"Name": name, "EnteredTime": _iso(self.clock.now()), "RetryCount": 0}}
+            kind = state["Type"]
+            if kind == "Choice":
+                nxt = self._choose(state, data)
+                name = nxt
+                continue
+            if kind == "Succeed":
+                return self._output(state, self._input(state, data, ctx), ctx)
+            if kind == "Fail":
+                raise StatesError(state.get("Error", "States.Fail"), state.get("Cause", ""))
+            try:
+                data = self._run_state(name, state, data, ctx, where)
+            except StatesError as exc:
+                catcher = pick_catcher(state.get("Catch", []), exc.error)
+                if catcher is None:
+                    raise
+                data = paths.put(data, catcher.get("ResultPath", "$"), {"Error": exc.error, "Cause": exc.cause})
+                name = catcher["Next"]
+                continue
+            if state.get("End"):
+                return data
+            name = state["Next"]
+
+    def _run_state(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any], where: _Path) -> Any:
+        attempts: Counter[int] = Counter()
+        if state["Type"] == "Task" and state["Resource"].endswith(".waitForTaskToken"):
+            digest = hashlib.sha256(f"{where.name}|{name}|{where.visits[name]}".encode()).hexdigest()[:32]
+            ctx = {**ctx, "Task": {"Token": f"{ctx['Execution']['Name']}.{digest}"}}
+        while True:
+            try:
+                effective = self._input(state, data, ctx)
+                kind = state["Type"]
+                if kind == "Pass":
+                    result = state["Result"] if "Result" in state else effective
+                elif kind == "Wait":
+                    self.clock.sleep(float(state.get("Seconds", 0) or (paths.get(data, state["SecondsPath"], ctx) if "SecondsPath" in state else 0)))
+                    return self._output(state, effective, ctx)
+                elif kind == "Task":
+                    result = self._task(name, state, effective, ctx, where)
+                elif kind == "Parallel":
+                    result = self._parallel(name, state, effective, ctx, where)
+                elif kind == "Map":
+                    result = self._map(name, state, effective, ctx, where)
+                else:
+                    raise StatesError("States.Runtime", f"state {name!r}: unsupported type {kind!r}")
+                if "ResultSelector" in state:
+                    result = self._parameters(state["ResultSelector"], result, ctx)
+                return self._output(state, paths.put(data, state.get("ResultPath", "$"), result), ctx)
+            except paths.PathError as exc:
+                raise StatesError("States.Runtime", f"state {name!r}: {exc}") from None
+            except StatesError as exc:
+                index = pick_retrier(state.get("Retry", []), exc.error)
+                if index is None:
+                    raise
+                retrier = state["Retry"][index]
+                if attempts[index] >= int(retrier.get("MaxAttempts", 3)):
+                    raise
+                self.clock.sleep(delay(retrier, attempts[index], self.rng))
+                attempts[index] += 1
+                ctx = {**ctx, "State": {**ctx["State"], "RetryCount": sum(attempts.values())}}
+
+    def _input(self, state: dict[str, Any], data: Any, ctx: dict[str, Any]) -> Any:
+        if "InputPath" in state:
+            data = None if state["InputPath"] is None else paths.get(data, state["InputPath"], ctx)
+        if "Parameters" in state and state["Type"] != "Map":
+            data = self._parameters(state["Parameters"], data, ctx)
+        return data
+
+    @staticmethod
+    def _output(state: dict[str, Any], data: Any, ctx: dict[str, Any]) -> Any:
+        if "OutputPath" in state:
+            return None if state["OutputPath"] is None else paths.get(data, state["OutputPath"], ctx)
+        return data
+
+    def _parameters(self, template: Any, data: Any, ctx: dict[str, Any]) -> Any:
+        if isinstance(template, dict):
+            out: dict[str, Any] = {}
+            for key, value in template.items():
+                if key.endswith(".$"):
+                    if not isinstance(value, str):
+                        raise StatesError("States.Runtime", f"{key} must be a path or intrinsic string")
+                    out[key[:-2]] = intrinsics.call(value, data, ctx) if intrinsics.is_intrinsic(value) else paths.get(data, value, ctx)
+                else:
+                    out[key] = self._parameters(value, data, ctx)
+            return out
+        if isinstance(template, list):
+            return [self._parameters(v, data, ctx) for v in template]
+        return template
+
+    # -- Task ---------------------------------------------------------------------------------
+    def _task(self, name: str, state: dict[str, Any], params: Any, ctx: dict[str, Any], where: _Path) -> Any:
+        resource: str = state["Resource"]
+        wait = resource.endswith(".waitForTaskToken")
+        token = ctx.get("Task", {}).get("Token")
+        if resource.startswith("arn:aws:states:::lambda:invoke"):
+            function_name, payload = params["FunctionName"], params.get("Payload")
+        elif resource.startswith("arn:aws:lambda:"):
+            function_name, payload = resource, params
+        else:
+            raise StatesError("States.Runtime", f"state {name!r}: unsupported resource {resource!r}")
+        fn = self.functions.get(function_name.split(":function:")[-1].split(":")[0])
+        if fn is None:
+            raise StatesError("Lambda.ResourceNotFoundException", f"Function not found: {function_name}")
+        payload = json.loads(json.dumps(payload))  # what crosses a Lambda boundary is JSON
+        try:
+            result = fn(payload)
+        except Exception as exc:  # noqa: BLE001 - becomes an ASL error like a Lambda FunctionError
+            error = getattr(exc, "error_name", None) or type(exc).__name__
+            cause = json.dumps({"errorType": error, "errorMessage": str(exc), "stackTrace": traceback.format_exception(exc)[-3:]})
+            raise StatesError(error, cause) from None
+        if wait:
+            assert token is not None
+            output = self.tokens.token_output(token) if self.tokens else None
+            if output is None:
+                raise Suspended(token)
+            return output
+        if resource.startswith("arn:aws:states:::lambda:invoke"):
+            return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": result}
+        return result
+
+    # -- Parallel / Map -----------------------------------------------------------------------
+    def _fan(self, jobs: list[Callable[[], Any]], limit: int) -> list[Any]:
+        if not jobs:
+            return []
+        workers = min(len(jobs), limit or self.max_workers, self.max_workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(job) for job in jobs]
+            results, failure, suspended = [], None, False
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except StatesError as exc:
+                    failure = failure or exc
+                    results.append(None)
+                except Suspended:
+                    suspended = True
+                    results.append(None)
+        if failure:
+            raise failure
+        if suspended:
+            raise Suspended()
+        return results
+
+    def _parallel(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any], where: _Path) -> list[Any]:
+        visit = where.visits[name]
+        jobs = [
+            (lambda b=branch, i=i: self._run_states(b, data, ctx, where.child(f"{name}#{visit}[{i}]")))
+            for i, branch in enumerate(state["Branches"])
+        ]
+        return self._fan(jobs, 0)
+
+    def _map(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any], where: _Path) -> list[Any]:
+        items = paths.get(data, state.get("ItemsPath", "$"), ctx)
+        if not isinstance(items, list):
+            raise StatesError("States.Runtime", f"state {name!r}: ItemsPath did not select an array")
+        processor = state.get("ItemProcessor") or state["Iterator"]
+        selector = state.get("ItemSelector") or state.get("Parameters")
+        visit = where.visits[name]
+        jobs = []
+        for index, item in enumerate(items):
+            item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
+            item_input = self._parameters(selector, data, item_ctx) if selector else item
+            jobs.append(lambda x=item_input, i=index: self._run_states(processor, x, ctx, where.child(f"{name}#{visit}[{i}]")))
+        return self._fan(jobs, int(state.get("MaxConcurrency", 0)))
+
+    # -- Choice -------------------------------------------------------------------------------
+    def _choose(self, state: dict[str, Any], data: Any) -> str:
+        for rule in state.get("Choices", []):
+            if _test(rule, data):
+                return str(rule["Next"])
+        if "Default" in state:
+            return str(state["Default"])
+        raise StatesError("States.NoChoiceMatched", f"no choice matched and there is no Default (input: {json.dumps(data)[:200]})")
+
+
+_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "StringEquals": lambda a, b: isinstance(a, str) and a == b,
+    "StringLessThan": lambda a, b: isinstance(a, str) and a < b,
+    "StringGreaterThan": lambda a, b: isinstance(a, str) and a > b,
+    "NumericEquals": lambda a, b: _num(a) and a == b,
+    "NumericLessThan": lambda a, b: _num(a) and a < b,
+    "NumericLessThanEquals": lambda a, b: _num(a) and a <= b,
+    "NumericGreaterThan": lambda a, b: _num(a) and a > b,
+    "NumericGreaterThanEquals": lambda a, b: _num(a) and a >= b,
+    "BooleanEquals": lambda a, b: isinstance(a, bool) and a == b,
+}
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _test(rule: dict[str, Any], data: Any) -> bool:
+    if "And" in rule:
+        return all(_test(r, data) for r in rule["And"])
+    if "Or" in rule:
+        return any(_test(r, data) for r in rule["Or"])
+    if "Not" in rule:
+        return not _test(rule["Not"], data)
+    variable = rule["Variable"]
+    if "IsPresent" in rule:
+        return paths.exists(data, variable) == rule["IsPresent"]
+    if not paths.exists(data, variable):
+        return False
+    value = paths.get(data, variable)
+    for op, fn in _COMPARATORS.items():
+        if op in rule:
+            return fn(value, rule[op])
+        if op + "Path" in rule:
+            return fn(value, paths.get(data, rule[op + "Path"]))
+    raise StatesError("States.Runtime", f"unsupported Choice rule {json.dumps(rule)}")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -1,0 +1,161 @@
+"""The local client: register graphs, start and resume runs, read and fork threads — on embedded defaults.
+
+Runs execute the compiled ASL in the local interpreter, with the stateless step in-process: the very
+document that deploys to Step Functions.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stepwise.asl.compiler import compile_graph
+from stepwise.asl.interpreter import Clock, Interpreter
+from stepwise.graph.spec import GraphSpec
+from stepwise.runtime.services import Observer, Services
+from stepwise.runtime.step import Cursor, reducers_of, resume_step, step
+from stepwise.state.events import FORKED, RUN_STARTED, Event
+from stepwise.state.files import FileSnapshotStore
+from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
+from stepwise.state.ports import RunRecord
+from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
+
+STEP_FUNCTION = "stepwise-step"
+
+
+class StepwiseError(Exception):
+    """A user-facing error: the message says what went wrong and what to do."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    thread_id: str
+    status: str
+    state: dict[str, Any]
+    error: dict[str, Any] | None = None
+    waiting: dict[str, Any] | None = None
+    transitions: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"run_id": self.run_id, "thread_id": self.thread_id, "status": self.status, "state": self.state}
+        if self.error:
+            out["error"] = self.error
+        if self.waiting:
+            out["waiting"] = {"node": self.waiting.get("node"), "prompt": self.waiting.get("prompt")}
+        return out
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("STEPWISE_HOME", ".stepwise"))
+
+
+class Stepwise:
+    def __init__(self, services: Services, *, clock: Clock | None = None) -> None:
+        self.services = services
+        self.clock = clock
+
+    @classmethod
+    def embedded(cls, home: str | Path | None = None, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
+        home = Path(home) if home is not None else default_home()
+        db = SqliteDatabase(home / "stepwise.db")
+        services = Services(
+            events=SqliteEventStore(db), snapshots=FileSnapshotStore(home / "snapshots"),
+            runs=SqliteRunStore(db), registry=SqliteRegistry(db), observer=observer,
+        )
+        return cls(services, **kwargs)
+
+    @classmethod
+    def in_memory(cls, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
+        services = Services(
+            events=MemoryEventStore(), snapshots=MemorySnapshotStore(), runs=MemoryRunStore(),
+            registry=MemoryRegistry(), observer=observer,
+        )
+        return cls(services, **kwargs)
+
+    # -- graphs -------------------------------------------------------------------------------
+    def register(self, spec: GraphSpec) -> str:
+        ref = spec.ref
+        if self.services.registry.get(ref) is None:
+            self.services.registry.put(ref, spec.name, spec.canonical(), compile_graph(spec))
+        self.services.remember_graph(spec)
+        return ref
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None) -> RunResult:
+        if input is not None and not isinstance(input, dict):
+            raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+        ref = self.register(spec)
+        thread_id = thread_id or f"thread-{uuid.uuid4().hex[:12]}"
+        run_id = f"run-{uuid.uuid4().hex[:12]}"
+        events = self.services.events
+        head = events.head(thread_id)
+        started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
+        events.append(thread_id, head, [started])
+        cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
+        self.services.runs.put(RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor))
+        self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
+        return self._drive(run_id)
+
+    def resume(self, run_id: str, input: dict[str, Any] | None = None) -> RunResult:
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if run.status in ("succeeded", "failed", "cancelled"):
+            raise StepwiseError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
+        if input is not None and not isinstance(input, dict):
+            raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
+        if run.status == "waiting":
+            assert run.waiting is not None
+            out = resume_step(self.services, run.waiting, dict(input or {}))
+            self.services.runs.complete_token(run.waiting["token"], out)
+            self.services.runs.update(run_id, status="running", waiting=None)
+        return self._drive(run_id)
+
+    def _drive(self, run_id: str) -> RunResult:
+        run = self.services.runs.get(run_id)
+        assert run is not None
+        found = self.services.registry.get(run.graph_ref)
+        if found is None:
+            raise StepwiseError(f"graph version {run.graph_ref} is not registered in this store")
+        interpreter = Interpreter({STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock)
+        result = interpreter.execute(found[1], run.start_cursor, name=run_id)
+        run = self.services.runs.get(run_id)
+        assert run is not None
+        if result.status == "FAILED" and run.status != "failed":  # failed outside any node (e.g. States.Runtime)
+            run = self.services.runs.update(run_id, status="failed", error={"error": result.error, "cause": result.cause})
+        _, state = self.state(run.thread_id)
+        return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions)
+
+    # -- threads ------------------------------------------------------------------------------
+    def _reducers(self, thread_id: str) -> dict[str, str]:
+        runs = self.services.runs.list(thread_id=thread_id, limit=1)
+        return reducers_of(self.services.graph(runs[0].graph_ref)) if runs else {}
+
+    def state(self, thread_id: str, at: int | None = None) -> tuple[int, dict[str, Any]]:
+        head = self.services.events.head(thread_id)
+        if head == 0:
+            raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
+        if at is not None and not 0 <= at <= head:
+            raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
+        return self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+
+    def history(self, thread_id: str) -> list[Event]:
+        events = self.services.events.read(thread_id)
+        if not events:
+            raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
+        return events
+
+    def fork(self, thread_id: str, at: int) -> str:
+        """A new thread whose first event holds the state of ``thread_id`` at ``at``."""
+        _, state = self.state(thread_id, at=at)
+        new_thread = f"thread-{uuid.uuid4().hex[:12]}"
+        event = Event(type=FORKED, data={"from": thread_id, "at": at, "state": state})
+        self.services.events.append(new_thread, 0, [event])
+        return new_thread
+
+    def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+        return self.services.runs.list(thread_id=thread_id, limit=limit)

@@ -1,0 +1,30 @@
+"""Load-time errors that name the file, the node (or line) and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    fix: str
+    node: str | None = None
+    line: int | None = None
+
+    def render(self, source: str | None) -> str:
+        where = source or "<graph>"
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.node is not None:
+            where += f": node '{self.node}'"
+        return f"{where}: {self.message}. Fix: {self.fix}"
+
+
+class GraphError(ValueError):
+    """One or more problems with a graph definition."""
+
+    def __init__(self, problems: list[Problem], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("\n".join(p.render(source) for p in problems))

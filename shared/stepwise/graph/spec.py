@@ -1,0 +1,140 @@
+"""The graph specification: plain pydantic data that the loader, builder, validator and compiler share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+END = "__end__"
+NodeKind = Literal["function", "agent", "planner", "synthesizer", "human", "subgraph"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RetrySpec(_Strict):
+    """Retry of a failing node, compiled into the Task's Retry block."""
+
+    max_attempts: int = Field(2, ge=0, le=10)
+    interval_seconds: float = Field(1.0, ge=0)
+    backoff_rate: float = Field(2.0, ge=1.0)
+    max_delay_seconds: float | None = None
+    jitter: Literal["FULL", "NONE"] = "NONE"
+
+
+class NodeSpec(_Strict):
+    kind: NodeKind = "function"
+    fn: str | None = None
+    model: str | None = None
+    system: str | None = None
+    prompt: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    script: list[Any] | str | None = None
+    graph: str | None = None
+    workers: dict[str, str] = Field(default_factory=dict)
+    output: str | None = None
+    writes: list[str] = Field(default_factory=list)
+    max_concurrency: int = Field(0, ge=0)
+    retry: RetrySpec | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
+
+
+    def channels_written(self) -> list[str]:
+        """Channels this node is declared (or known, for LLM kinds) to write; used by static checks."""
+        if self.writes:
+            return self.writes
+        if self.kind == "agent":
+            return [self.output or "messages"]
+        if self.kind == "synthesizer":
+            return [self.output or "answer", "quality"]
+        if self.kind == "planner":
+            return [self.output or "subtasks"]
+        return []
+
+
+class Edge(_Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+
+
+class Condition(_Strict):
+    when: str | None = Field(default=None, alias="if")
+    then: str | None = None
+    otherwise: str | None = Field(default=None, alias="else")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Condition:
+        if self.otherwise is None and (self.when is None or self.then is None):
+            raise ValueError("a condition is either {if: EXPR, then: NODE} or {else: NODE}")
+        if self.otherwise is not None and (self.when is not None or self.then is not None):
+            raise ValueError("{else: NODE} cannot be combined with if/then in the same item")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.otherwise if self.otherwise is not None else str(self.then)
+
+
+class ConditionalEdge(_Strict):
+    source: str = Field(alias="from")
+    conditions: list[Condition]
+
+
+class ParallelEdge(_Strict):
+    source: str | list[str] = Field(alias="from")
+    target: str | list[str] = Field(alias="to")
+
+
+class GraphBody(_Strict):
+    nodes: dict[str, NodeSpec]
+    edges: list[Edge] = Field(default_factory=list)
+    conditional_edges: list[ConditionalEdge] = Field(default_factory=list)
+    parallel_nodes: list[ParallelEdge] = Field(default_factory=list)
+    entry: str | None = None
+    max_iterations: int = Field(25, ge=1, le=10_000)
+
+
+class GraphSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+    description: str = ""
+    state: dict[str, str] = Field(default_factory=dict)
+    graph: GraphBody
+    source: str | None = Field(default=None, exclude=True)
+
+    @property
+    def entry(self) -> str:
+        return self.graph.entry or next(iter(self.graph.nodes))
+
+    def reducer_of(self, channel: str) -> str:
+        return self.state.get(channel, "replace")
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-ready form with subgraphs inlined, used for hashing and the registry."""
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False)
+        for name, node in self.graph.nodes.items():
+            if node.subgraph_spec is not None:
+                data["graph"]["nodes"][name]["subgraph_spec"] = node.subgraph_spec.canonical()
+        return data
+
+    @property
+    def ref(self) -> str:
+        """Immutable version id: the graph name plus a hash of its canonical content."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return f"{self.name}@{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    @classmethod
+    def from_canonical(cls, data: dict[str, Any]) -> GraphSpec:
+        data = json.loads(json.dumps(data))
+        subs = {n: v.pop("subgraph_spec") for n, v in data["graph"]["nodes"].items() if "subgraph_spec" in v}
+        spec = cls.model_validate(data)
+        for name, sub in subs.items():
+            spec.graph.nodes[name].subgraph_spec = cls.from_canonical(sub)
+        return spec
+
+
+NodeSpec.model_rebuild()

@@ -1,0 +1,127 @@
+"""The shape of a graph as plain data: successors, fan-outs, fan-ins, Map workers and cycles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stepwise.graph.spec import END, Condition, GraphSpec
+
+END_ALIASES = frozenset({END, "END", "end"})
+
+
+def is_end(target: str) -> bool:
+    return target in END_ALIASES
+
+
+@dataclass
+class Topology:
+    edges: dict[str, list[str]] = field(default_factory=dict)
+    conditions: dict[str, list[Condition]] = field(default_factory=dict)
+    fanout: dict[str, list[str]] = field(default_factory=dict)
+    fanin: dict[str, list[str]] = field(default_factory=dict)  # join -> branch tails
+    workers: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def successors(self, node: str) -> list[str]:
+        """Every node that can run right after ``node`` (END excluded), in a stable order."""
+        out: list[str] = []
+        out += self.edges.get(node, [])
+        out += [c.target for c in self.conditions.get(node, [])]
+        out += self.fanout.get(node, [])
+        out += list(self.workers.get(node, {}).values())
+        out += [join for join, tails in self.fanin.items() if node in tails]
+        return [n for n in dict.fromkeys(out) if not is_end(n)]
+
+    def can_end(self, node: str) -> bool:
+        return any(is_end(c.target) for c in self.conditions.get(node, [])) or any(is_end(t) for t in self.edges.get(node, []))
+
+    def join_of(self, split: str, nodes: set[str]) -> str | None:
+        """The fan-in node that closes the fan-out at ``split``: the join all of whose tails the branches reach."""
+        reach = self.reachable(self.fanout[split])
+        for join, tails in sorted(self.fanin.items()):
+            if set(tails) <= reach and join in nodes:
+                return join
+        return None
+
+    def reachable(self, starts: list[str], *, stop: frozenset[str] = frozenset()) -> set[str]:
+        seen: set[str] = set()
+        todo = [s for s in starts if not is_end(s)]
+        while todo:
+            node = todo.pop()
+            if node in seen or node in stop:
+                continue
+            seen.add(node)
+            todo.extend(self.successors(node))
+        return seen
+
+
+def topology(spec: GraphSpec) -> Topology:
+    topo = Topology()
+    body = spec.graph
+    for edge in body.edges:
+        topo.edges.setdefault(edge.source, []).append(edge.target)
+    for cond in body.conditional_edges:
+        topo.conditions.setdefault(cond.source, []).extend(cond.conditions)
+    for par in body.parallel_nodes:
+        if isinstance(par.source, str) and isinstance(par.target, list):
+            topo.fanout.setdefault(par.source, []).extend(par.target)
+        elif isinstance(par.source, list) and isinstance(par.target, str):
+            topo.fanin.setdefault(par.target, []).extend(par.source)
+    for name, node in body.nodes.items():
+        if node.kind == "planner" and node.workers:
+            topo.workers[name] = dict(node.workers)
+    return topo
+
+
+def strongly_connected(topo: Topology, nodes: list[str]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative; returns components in a deterministic order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    result: list[list[str]] = []
+    counter = 0
+    for root in nodes:
+        if root in index:
+            continue
+        work = [(root, iter(topo.successors(root)))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(topo.successors(child))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    comp.append(member)
+                    if member == node:
+                        break
+                result.append(sorted(comp))
+    return result
+
+
+def cyclic_nodes(topo: Topology, nodes: list[str]) -> set[str]:
+    out: set[str] = set()
+    for comp in strongly_connected(topo, nodes):
+        if len(comp) > 1 or comp[0] in topo.successors(comp[0]):
+            out.update(comp)
+    return out

@@ -1,0 +1,62 @@
+"""An offline, deterministic model: it answers from a script, for examples, tests and benchmarks.
+
+A script is a list of responses; call ``n`` of a node gets entry ``n`` (the last entry repeats).
+An entry is a string (the reply), or a mapping with ``content``, ``tool_calls`` and any extra
+fields (a planner's ``subtasks``, a synthesizer's ``quality``). ``{task}`` in a string is replaced
+by the current Map item's title, ``{question}`` by the last user message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, Usage
+
+
+def load_script(script: list[Any] | str | None, base_dir: Path | None = None) -> list[Any]:
+    if script is None:
+        return []
+    if isinstance(script, list):
+        return script
+    path = Path(script)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"script file {path} must hold a YAML/JSON list of responses")
+    return data
+
+
+class ScriptedModel:
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        turn = int(request.metadata.get("turn", 0))
+        question = next((m.get("content", "") for m in reversed(request.messages) if m.get("role") == "user"), "")
+        task = str((request.metadata.get("item") or {}).get("title", ""))
+        if not self.script:
+            entry: Any = f"{request.metadata.get('node', 'agent')}: {task or question}".strip()
+        else:
+            entry = self.script[min(turn, len(self.script) - 1)]
+        if isinstance(entry, str):
+            entry = {"content": entry}
+        content = str(entry.get("content", "")).replace("{task}", task).replace("{question}", str(question))
+        calls = [
+            ToolCall(id=c.get("id", f"call_{turn}_{i}"), name=c["name"], arguments=c.get("arguments", {}))
+            for i, c in enumerate(entry.get("tool_calls", []))
+        ]
+        extra = {k: v for k, v in entry.items() if k not in ("content", "tool_calls")}
+        prompt_chars = sum(len(json.dumps(m)) for m in request.messages) + len(request.system or "")
+        return ChatResponse(
+            content=content,
+            tool_calls=calls,
+            stop_reason="tool_use" if calls else "end_turn",
+            usage=Usage(input_tokens=prompt_chars // 4, output_tokens=max(1, len(content) // 4)),
+            model="scripted",
+            extra=extra,
+        )

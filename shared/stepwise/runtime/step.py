@@ -1,0 +1,304 @@
+"""The stateless step: hydrate → run node → append the delta (conditional write) → route.
+
+The same function serves the local engine and the ``step`` Lambda. Its input is the Task payload
+``{node, cursor, mode?, enter?, index?, item?, join?, token?}``; its output is the next cursor. It is
+idempotent: a step's events carry a key derived from (run, scope, node, input seq), so a retried or
+replayed step returns the output it recorded instead of running again.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepwise.asl.compiler import END_STATE, FAILED_STATE
+from stepwise.graph.conditions import evaluate
+from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.topology import is_end, topology
+from stepwise.runtime.nodes import MaxIterationsError, NodeContext, NodeError, run_node
+from stepwise.runtime.services import Services
+from stepwise.state import fold as folding
+from stepwise.state import reducers as reducing
+from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, Event
+from stepwise.state.ports import ConflictError, DuplicateKeyError
+
+APPEND_ATTEMPTS = 20
+
+
+class StateConflictError(RuntimeError):
+    """Another writer changed state this step read; Step Functions retries the step (5× exponential)."""
+
+    error_name = "Stepwise.StateConflict"
+
+
+class Cursor(BaseModel):
+    """The whole Step Functions payload between states: references and routing, never state."""
+
+    model_config = ConfigDict(extra="allow")
+    thread_id: str
+    run_id: str
+    graph: str
+    seq: int = Field(ge=0)
+    route: str | None = None
+    frames: list[tuple[str, int]] = Field(default_factory=list)
+    visits: dict[str, int] = Field(default_factory=dict)
+    items: list[dict[str, Any]] | None = None
+
+
+class StepInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node: str
+    cursor: Cursor
+    mode: Literal["run", "finish", "fail", "join"] = "run"
+    enter: str | None = None
+    index: int | None = None
+    item: dict[str, Any] | None = None
+    join: str | None = None
+    token: str | None = None
+
+
+def reducers_of(spec: GraphSpec) -> dict[str, str]:
+    """Reducers of the graph and every inlined subgraph (subgraphs share the parent's thread state)."""
+    out: dict[str, str] = {}
+    for node in spec.graph.nodes.values():
+        if node.subgraph_spec is not None:
+            out.update(reducers_of(node.subgraph_spec))
+    out.update(spec.state)
+    return out
+
+
+def locate(spec: GraphSpec, node: str) -> tuple[GraphSpec, str]:
+    """Resolve ``outer/inner`` names of inlined subgraph nodes to (the spec that owns it, local name)."""
+    while "/" in node:
+        head, node = node.split("/", 1)
+        sub = spec.graph.nodes[head].subgraph_spec
+        if sub is None:
+            raise LookupError(f"node {head!r} is not a subgraph")
+        spec = sub
+    if node not in spec.graph.nodes:
+        raise LookupError(f"graph {spec.name!r} has no node {node!r}")
+    return spec, node
+
+
+def route_after(spec: GraphSpec, node: str, state: dict[str, Any]) -> str:
+    """The next node by the node's outgoing conditions (first match wins), else its plain edge, else END."""
+    topo = topology(spec)
+    for cond in topo.conditions.get(node, []):
+        if cond.when is None or evaluate(cond.when, state):
+            return END if is_end(cond.target) else cond.target
+    edges = topo.edges.get(node, [])
+    return (END if is_end(edges[0]) else edges[0]) if edges else END
+
+
+def task_key(cursor: Cursor, scope: str, node: str, mode: str) -> str:
+    return f"{cursor.run_id}|{scope}|{node}|{mode}|{cursor.seq}"
+
+
+def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None) -> dict[str, Any]:
+    req = StepInput.model_validate(payload)
+    if req.mode == "finish":
+        return _finish(services, req)
+    if req.mode == "fail":
+        return _fail(services, req)
+    cursor = req.cursor
+    frames = [tuple(f) for f in cursor.frames]
+    if req.enter is not None:
+        segment = req.enter if req.index is None else f"{req.enter}/{req.index}"
+        parent = folding.scope_of(frames)
+        frames.append((f"{parent}/{segment}" if parent else segment, cursor.seq))
+    scope = folding.scope_of(frames)
+    key = task_key(cursor, scope, req.node, req.mode)
+    done = services.events.by_key(cursor.thread_id, key)
+    if done is not None:  # replay or retry: never run a completed step twice
+        return dict(done.data["out"])
+
+    root = services.graph(cursor.graph)
+    spec, local = locate(root, req.node) if req.mode != "join" else (root, req.node)
+    reducer_names = reducers_of(root)
+    if req.join is not None:
+        _join(services, cursor, frames, scope, req.join, reducer_names, key)
+    if req.mode == "join":
+        return cursor.model_dump(exclude_none=True) | {"route": END}
+
+    node_spec = spec.graph.nodes[local]
+    if node_spec.kind == "human" and req.token is not None:
+        return _interrupt(services, req, scope, key, frames)
+
+    seq, state = services.hydrator.state(cursor.thread_id, reducer_names, frames)
+    visits = dict(cursor.visits)
+    visits[req.node] = visits.get(req.node, 0) + 1
+    limit = spec.graph.max_iterations
+    if visits[req.node] > limit:
+        message = (
+            f"node {req.node!r} would run for the {visits[req.node]}th time, over graph.max_iterations={limit}; "
+            "raise max_iterations or add an exit condition to the cycle"
+        )
+        _record_failure(services, cursor, scope, req.node, MaxIterationsError(message), "")
+        raise MaxIterationsError(message)
+
+    ctx = NodeContext(
+        run_id=cursor.run_id,
+        thread_id=cursor.thread_id,
+        node=req.node,
+        scope=scope,
+        turn=visits[req.node] - 1,
+        key=key,
+        spec=spec,
+        node_spec=node_spec,
+        models=services.models,
+        item=req.item,
+        resume_input=resume_input,
+    )
+    services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
+    started = time.perf_counter()
+    try:
+        update = run_node(state, ctx)
+        new_state = reducing.apply(state, update, reducer_names)
+        route = route_after(spec, local, new_state)
+    except Exception as exc:  # noqa: BLE001 - every node failure is recorded, then re-raised as NodeError
+        tb = traceback.format_exc()
+        _record_failure(services, cursor, scope, req.node, exc, tb)
+        services.notify(kind="node_failed", run_id=cursor.run_id, node=req.node, error=f"{type(exc).__name__}: {exc}")
+        raise NodeError(f"node {req.node!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    out = cursor.model_dump(exclude_none=True)
+    out.pop("item", None)
+    out.update(route=route, frames=[list(f) for f in frames], visits=visits)
+    if ctx.items is not None:
+        out["items"] = ctx.items
+    events = [*ctx.records, Event(type=NODE_UPDATE, run_id=cursor.run_id, node=req.node, scope=scope, key=key, data={"update": update})]
+    new_seq = _append(services, cursor.thread_id, seq, events, frames, out)
+    services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
+    services.notify(
+        kind="node_finished", run_id=cursor.run_id, node=req.node, scope=scope, seq=new_seq, route=route,
+        update=update, ms=(time.perf_counter() - started) * 1000,
+    )
+    return out
+
+
+def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any], out: dict[str, Any]) -> int:
+    """Conditional append. A conflict with writes this step cannot see (a sibling branch) just moves on to
+    the new head; a conflict with writes it can see means its input changed, so the step must re-run."""
+    view = folding.levels(frames)
+    expected = seq
+    for _ in range(APPEND_ATTEMPTS):
+        new_seq = expected + len(events)
+        out["seq"] = new_seq
+        events[-1].data["out"] = dict(out)
+        try:
+            services.events.append(thread_id, expected, events)
+            return new_seq
+        except DuplicateKeyError:
+            done = services.events.by_key(thread_id, str(events[-1].key))
+            assert done is not None
+            out.clear()
+            out.update(done.data["out"])
+            return int(out["seq"])
+        except ConflictError:
+            head = services.events.head(thread_id)
+            newer = services.events.read(thread_id, after=expected, upto=head)
+            if any(folding.is_visible(e, view) and e.type in (NODE_UPDATE, JOIN, "run_started") for e in newer):
+                raise StateConflictError(f"thread {thread_id!r} changed under this step; it will be retried") from None
+            expected = head
+    raise StateConflictError(f"thread {thread_id!r}: too many concurrent writers; the step will be retried")
+
+
+def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, block: str, reducer_names: dict[str, str], key: str) -> None:
+    join_key = f"{key}|join"
+    if services.events.by_key(cursor.thread_id, join_key) is not None:
+        return
+    branch_events = services.events.read(cursor.thread_id, after=cursor.seq)
+    refs = folding.join_refs(branch_events, scope, block)
+    by_seq = {e.seq: e for e in branch_events}
+    prefix = (f"{scope}/{block}/" if scope else f"{block}/")
+    conflicts = folding.replace_conflicts([by_seq[s] for s in refs], reducer_names, len(prefix))
+    if conflicts:
+        channel, a, b = conflicts[0]
+        raise NodeError(
+            f"branches {a} and {b} of {block} both wrote channel {channel!r}, whose reducer is replace; "
+            f"declare `{channel}: append` (or merge/add) under state:"
+        )
+    event = Event(type=JOIN, run_id=cursor.run_id, scope=scope, key=join_key, data={"block": block, "refs": refs})
+    head = services.events.head(cursor.thread_id)
+    try:
+        services.events.append(cursor.thread_id, head, [event])
+    except DuplicateKeyError:
+        return
+    except ConflictError:
+        raise StateConflictError("the join raced another writer; it will be retried") from None
+
+
+def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames: list[Any]) -> dict[str, Any]:
+    """First half of a human node: record the interrupt and park the run until a resume sends the token."""
+    cursor = req.cursor
+    interrupt_key = f"{key}|interrupt"
+    if services.events.by_key(cursor.thread_id, interrupt_key) is None:
+        spec, local = locate(services.graph(cursor.graph), req.node)
+        waiting = {
+            "node": req.node,
+            "prompt": spec.graph.nodes[local].prompt or f"Input needed at {req.node}",
+            "token": req.token,
+            "payload": req.model_dump(exclude_none=True, exclude={"token"}) | {"frames_at": [list(f) for f in frames]},
+        }
+        event = Event(type=INTERRUPT, run_id=cursor.run_id, node=req.node, scope=scope, key=interrupt_key, data=waiting)
+        _append_at_head(services, cursor.thread_id, [event])
+        services.runs.update(cursor.run_id, status="waiting", waiting=waiting)
+        services.notify(kind="waiting", run_id=cursor.run_id, node=req.node, prompt=waiting["prompt"])
+    return {"waiting": req.node}
+
+
+def resume_step(services: Services, waiting: dict[str, Any], resume_input: dict[str, Any]) -> dict[str, Any]:
+    """Second half of a human node: apply the input as the node's update and compute the next cursor."""
+    payload = {k: v for k, v in waiting["payload"].items() if k != "frames_at"}
+    return step(services, payload, resume_input=resume_input)
+
+
+def _append_at_head(services: Services, thread_id: str, events: list[Event]) -> int:
+    for _ in range(APPEND_ATTEMPTS):
+        head = services.events.head(thread_id)
+        try:
+            services.events.append(thread_id, head, events)
+            return head + len(events)
+        except ConflictError:
+            continue
+    raise StateConflictError(f"thread {thread_id!r}: too many concurrent writers")
+
+
+def _record_failure(services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str) -> None:
+    data = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": tb}
+    _append_at_head(services, cursor.thread_id, [Event(type=NODE_FAILED, run_id=cursor.run_id, node=node, scope=scope, data=data)])
+
+
+def _finish(services: Services, req: StepInput) -> dict[str, Any]:
+    cursor = req.cursor
+    key = task_key(cursor, "", END_STATE, "finish")
+    if services.events.by_key(cursor.thread_id, key) is None:
+        try:
+            _append_at_head(services, cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})])
+        except DuplicateKeyError:
+            pass
+    services.runs.update(cursor.run_id, status="succeeded", finished_at=time.time(), waiting=None, steps=sum(cursor.visits.values()))
+    services.notify(kind="run_finished", run_id=cursor.run_id)
+    return cursor.model_dump(exclude_none=True)
+
+
+def _fail(services: Services, req: StepInput) -> dict[str, Any]:
+    cursor = req.cursor
+    raw = (cursor.model_extra or {}).get("error") or {}
+    failed = [e for e in services.events.read(cursor.thread_id, after=cursor.seq) if e.type == NODE_FAILED and e.run_id == cursor.run_id]
+    error: dict[str, Any] = {"error": raw.get("Error"), "cause": raw.get("Cause")}
+    if failed:
+        last = failed[-1]
+        error.update(node=last.node, message=last.data.get("error"), traceback=last.data.get("traceback"))
+    key = task_key(cursor, "", FAILED_STATE, "fail")
+    if services.events.by_key(cursor.thread_id, key) is None:
+        try:
+            _append_at_head(services, cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
+        except DuplicateKeyError:
+            pass
+    services.runs.update(cursor.run_id, status="failed", finished_at=time.time(), error=error, waiting=None)
+    services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
+    return cursor.model_dump(exclude_none=True)

@@ -1,0 +1,55 @@
+"""The event log's record type and the event kinds a thread's log can hold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_STARTED = "run_started"
+NODE_UPDATE = "node_update"
+JOIN = "join"
+INTERRUPT = "interrupt"
+NODE_FAILED = "node_failed"
+RUN_FINISHED = "run_finished"
+RUN_FAILED = "run_failed"
+LLM_CALL = "llm_call"
+TOOL_CALL = "tool_call"
+FORKED = "forked"
+
+#: Event kinds whose ``data["update"]`` is folded into the state.
+STATE_CHANGING = frozenset({RUN_STARTED, NODE_UPDATE})
+
+
+@dataclass(slots=True)
+class Event:
+    """One entry of a thread's append-only log. ``data`` holds the delta, never the whole state."""
+
+    type: str
+    run_id: str = ""
+    node: str | None = None
+    scope: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    seq: int = 0
+    ts: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "run_id": self.run_id,
+            "node": self.node,
+            "scope": self.scope,
+            "key": self.key,
+            "ts": self.ts,
+            "data": self.data,
+        }
+
+
+def encode(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def decode(blob: str | bytes) -> dict[str, Any]:
+    return json.loads(blob)  # type: ignore[no-any-return]

@@ -1,0 +1,100 @@
+"""Pure functions that turn a thread's events into state.
+
+Scopes make parallel writes deterministic. Main-flow events have scope ``""``. A Parallel branch or a
+Map item writes under its own scope (``"p:split/0"``, ``"m:plan/3"``, nested with ``/``) and only sees
+its ancestors' events up to the fork plus its own. The join step appends one ``join`` event listing
+the branch events in branch order; folding that event applies them in that order, whatever order the
+branches actually finished in.
+
+A *frame* is ``(scope, base)``: the scope a branch runs in and the seq of the log when it forked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from stepwise.state import reducers
+from stepwise.state.events import FORKED, JOIN, STATE_CHANGING, Event
+
+Frames = Sequence[Sequence[Any]]  # [(scope: str, base: int), ...], outermost first
+
+
+def scope_of(frames: Frames) -> str:
+    return str(frames[-1][0]) if frames else ""
+
+
+def levels(frames: Frames) -> list[tuple[str, float, float]]:
+    """(scope, lo, hi): an event at ``scope`` is visible when lo < seq <= hi."""
+    out: list[tuple[str, float, float]] = []
+    scope, lo = "", 0.0
+    for name, base in frames:
+        out.append((scope, lo, float(base)))
+        scope, lo = str(name), float(base)
+    out.append((scope, lo, math.inf))
+    return out
+
+
+def is_visible(event: Event, view: list[tuple[str, float, float]]) -> bool:
+    return any(event.scope == scope and lo < event.seq <= hi for scope, lo, hi in view)
+
+
+def apply_event(
+    state: dict[str, Any],
+    event: Event,
+    reducer_names: Mapping[str, str],
+    lookup: Callable[[int], Event],
+) -> dict[str, Any]:
+    if event.type in STATE_CHANGING:
+        update = event.data.get("update")
+        return reducers.apply(state, update, reducer_names) if update else state
+    if event.type == JOIN:
+        for ref in event.data.get("refs", []):
+            state = apply_event(state, lookup(ref), reducer_names, lookup)
+        return state
+    if event.type == FORKED:
+        return dict(event.data.get("state") or {})
+    return state
+
+
+def fold(
+    state: dict[str, Any],
+    events: Iterable[Event],
+    reducer_names: Mapping[str, str],
+    frames: Frames,
+    lookup: Callable[[int], Event],
+) -> dict[str, Any]:
+    view = levels(frames)
+    for event in events:
+        if is_visible(event, view):
+            state = apply_event(state, event, reducer_names, lookup)
+    return state
+
+
+def join_refs(events: Iterable[Event], parent_scope: str, block: str) -> list[int]:
+    """Seqs of the events written directly inside ``block``'s branches, ordered by branch index then seq."""
+    prefix = f"{parent_scope}/{block}/" if parent_scope else f"{block}/"
+    found: list[tuple[int, int]] = []
+    for event in events:
+        if not event.scope.startswith(prefix):
+            continue
+        rest = event.scope[len(prefix):]
+        if rest.isdigit() and event.type in (*STATE_CHANGING, JOIN):
+            found.append((int(rest), event.seq))
+    return [seq for _, seq in sorted(found)]
+
+
+def replace_conflicts(events: Sequence[Event], reducer_names: Mapping[str, str], prefix_len: int) -> list[tuple[str, str, str]]:
+    """Channels with a replace reducer written by two different branches: (channel, branch a, branch b)."""
+    writers: dict[str, str] = {}
+    conflicts: list[tuple[str, str, str]] = []
+    for event in events:
+        branch = event.scope[prefix_len:]
+        for channel in (event.data.get("update") or {}) if event.type in STATE_CHANGING else {}:
+            if reducer_names.get(channel, "replace") != "replace":
+                continue
+            first = writers.setdefault(channel, branch)
+            if first != branch:
+                conflicts.append((channel, first, branch))
+    return conflicts

@@ -1,0 +1,149 @@
+"""Storage ports. A base class owns the protocol (encoding, conflict semantics); adapters implement primitives.
+
+Adapters live beside this module: ``memory.py`` (tests), ``sqlite.py`` and ``files.py`` (the embedded
+default), and the AWS adapters (DynamoDB, S3).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from stepwise.state.events import Event, decode, encode
+
+Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type, run, node, scope, key, ts, data
+
+
+class ConflictError(RuntimeError):
+    """Another writer appended first: the expected sequence number is no longer the head."""
+
+    def __init__(self, thread_id: str, expected: int) -> None:
+        super().__init__(f"thread {thread_id!r} moved past seq {expected}; re-read and retry")
+        self.thread_id = thread_id
+        self.expected = expected
+
+
+class DuplicateKeyError(RuntimeError):
+    """An event with this idempotency key is already in the log (the step already completed)."""
+
+
+class EventStore(ABC):
+    """Append-only, per-thread event log with optimistic concurrency on the sequence number."""
+
+    def append(self, thread_id: str, expected_seq: int, events: Sequence[Event]) -> list[Event]:
+        """Append after ``expected_seq``; raise ConflictError if the head moved, DuplicateKeyError on a reused key."""
+        now = time.time()
+        rows: list[Row] = []
+        for offset, event in enumerate(events, start=1):
+            event.seq = expected_seq + offset
+            event.ts = event.ts or now
+            rows.append((event.seq, event.type, event.run_id, event.node, event.scope, event.key, event.ts, encode(event.data)))
+        self._insert(thread_id, expected_seq, rows)
+        return list(events)
+
+    def read(self, thread_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
+        return [self._decode(r) for r in self._select(thread_id, after, upto)]
+
+    def by_key(self, thread_id: str, key: str) -> Event | None:
+        row = self._select_key(thread_id, key)
+        return self._decode(row) if row else None
+
+    @staticmethod
+    def _decode(row: Row) -> Event:
+        seq, kind, run_id, node, scope, key, ts, data = row
+        return Event(type=kind, run_id=run_id, node=node, scope=scope, key=key, seq=seq, ts=ts, data=decode(data))
+
+    @abstractmethod
+    def head(self, thread_id: str) -> int: ...
+
+    @abstractmethod
+    def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None: ...
+
+    @abstractmethod
+    def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]: ...
+
+    @abstractmethod
+    def _select_key(self, thread_id: str, key: str) -> Row | None: ...
+
+    @abstractmethod
+    def threads(self) -> list[str]: ...
+
+    def size_bytes(self) -> int:
+        """Bytes this store holds on its medium (for benchmarks and quotas); 0 when unknown."""
+        return 0
+
+
+class SnapshotStore(ABC):
+    """The latest materialised main-scope state per thread: a cache of the fold, never the source of truth."""
+
+    @abstractmethod
+    def put(self, thread_id: str, seq: int, state: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None: ...
+
+    def size_bytes(self) -> int:
+        return 0
+
+
+RunStatus = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    thread_id: str
+    graph_ref: str
+    status: RunStatus = "running"
+    input: dict[str, Any] = Field(default_factory=dict)
+    start_cursor: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    error: dict[str, Any] | None = None
+    waiting: dict[str, Any] | None = None
+    execution_arn: str | None = None
+    tenant: str = "default"
+    steps: int = 0
+
+
+class RunStore(ABC):
+    @abstractmethod
+    def put(self, run: RunRecord) -> None: ...
+
+    @abstractmethod
+    def get(self, run_id: str) -> RunRecord | None: ...
+
+    @abstractmethod
+    def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    def update(self, run_id: str, **fields: Any) -> RunRecord:
+        run = self.get(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        updated = run.model_copy(update={**fields, "updated_at": time.time()})
+        self.put(updated)
+        return updated
+
+    # Task tokens: the local engine's stand-in for Step Functions' SendTaskSuccess.
+    @abstractmethod
+    def complete_token(self, token: str, output: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def token_output(self, token: str) -> dict[str, Any] | None: ...
+
+
+class Registry(ABC):
+    """Graph versions by immutable ref (``name@hash``), plus a name -> latest ref alias."""
+
+    @abstractmethod
+    def put(self, ref: str, name: str, spec: dict[str, Any], asl: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None: ...
+
+    @abstractmethod
+    def latest(self, name: str) -> str | None: ...

@@ -1,0 +1,52 @@
+"""Channel reducers: how a node's update to a channel combines with the channel's current value."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+Reducer = Callable[[Any, Any], Any]
+
+
+def replace(old: Any, new: Any) -> Any:
+    return new
+
+
+def append(old: Any, new: Any) -> list[Any]:
+    items = new if isinstance(new, list) else [new]
+    return [*(old or []), *items]
+
+
+def merge(old: Any, new: Any) -> dict[str, Any]:
+    if not isinstance(new, Mapping):
+        raise TypeError(f"the merge reducer needs a mapping, got {type(new).__name__}")
+    return {**(old or {}), **new}
+
+
+def add(old: Any, new: Any) -> Any:
+    return new if old is None else old + new
+
+
+BUILTIN_REDUCERS: dict[str, Reducer] = {"replace": replace, "append": append, "merge": merge, "add": add}
+
+
+@lru_cache(maxsize=256)
+def resolve(name: str) -> Reducer:
+    """A built-in reducer by name, or a custom one by import path 'pkg.module:function'."""
+    if name in BUILTIN_REDUCERS:
+        return BUILTIN_REDUCERS[name]
+    module, _, attr = name.partition(":")
+    fn = getattr(importlib.import_module(module), attr, None)
+    if not callable(fn):
+        raise ValueError(f"reducer {name!r}: {module} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def apply(state: dict[str, Any], update: Mapping[str, Any], reducers: Mapping[str, str]) -> dict[str, Any]:
+    """Return a new state with ``update`` folded in; ``state`` itself is never mutated."""
+    out = dict(state)
+    for channel, value in update.items():
+        out[channel] = resolve(reducers.get(channel, "replace"))(out.get(channel), value)
+    return out

@@ -1,0 +1,147 @@
+"""SQLite (WAL) adapters: the embedded default's event log, run records, task tokens and registry.
+
+One database file holds all of them. Each OS thread gets its own connection (Parallel branches run in
+threads); the primary key (thread_id, seq) is the conditional write, so two writers can never both
+append the same seq.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    thread_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, run_id TEXT NOT NULL,
+    node TEXT, scope TEXT NOT NULL, key TEXT, ts REAL NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (thread_id, seq)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(thread_id, key) WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, created_at);
+CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, output TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS registry (ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL DEFAULT (unixepoch('subsec')));
+CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
+"""
+
+
+class SqliteDatabase:
+    """A WAL-mode database file shared by the adapters below, with one connection per OS thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.connection().executescript(_SCHEMA)
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+
+class SqliteEventStore(EventStore):
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def head(self, thread_id: str) -> int:
+        row = self.db.connection().execute("SELECT max(seq) FROM events WHERE thread_id=?", (thread_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
+        conn = self.db.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.head(thread_id) != expected_seq:
+                    raise ConflictError(thread_id, expected_seq)
+                conn.executemany(
+                    "INSERT INTO events (seq, type, run_id, node, scope, key, ts, data, thread_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(*row, thread_id) for row in rows],
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            if "events.thread_id, events.key" in str(exc):
+                raise DuplicateKeyError(str(exc)) from None
+            raise ConflictError(thread_id, expected_seq) from None
+
+    def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]:
+        sql = "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND seq>?"
+        args: tuple[Any, ...] = (thread_id, after)
+        if upto is not None:
+            sql += " AND seq<=?"
+            args += (upto,)
+        return self.db.connection().execute(sql + " ORDER BY seq", args).fetchall()
+
+    def _select_key(self, thread_id: str, key: str) -> Row | None:
+        return self.db.connection().execute(  # type: ignore[no-any-return]
+            "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND key=?", (thread_id, key)
+        ).fetchone()
+
+    def threads(self) -> list[str]:
+        return [r[0] for r in self.db.connection().execute("SELECT DISTINCT thread_id FROM events ORDER BY thread_id")]
+
+    def size_bytes(self) -> int:
+        return self.db.size_bytes()
+
+
+class SqliteRunStore(RunStore):
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def put(self, run: RunRecord) -> None:
+        self.db.connection().execute(
+            "INSERT OR REPLACE INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
+            (run.run_id, run.thread_id, run.created_at, run.model_dump_json()),
+        )
+
+    def get(self, run_id: str) -> RunRecord | None:
+        row = self.db.connection().execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return RunRecord.model_validate_json(row[0]) if row else None
+
+    def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+        sql, args = "SELECT body FROM runs", ()
+        if thread_id is not None:
+            sql, args = sql + " WHERE thread_id=?", (thread_id,)
+        rows = self.db.connection().execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def complete_token(self, token: str, output: dict[str, Any]) -> None:
+        self.db.connection().execute("INSERT OR REPLACE INTO tokens (token, output) VALUES (?,?)", (token, json.dumps(output)))
+
+    def token_output(self, token: str) -> dict[str, Any] | None:
+        row = self.db.connection().execute("SELECT output FROM tokens WHERE token=?", (token,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+class SqliteRegistry(Registry):
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def put(self, ref: str, name: str, spec: dict[str, Any], asl: dict[str, Any]) -> None:
+        conn = self.db.connection()
+        conn.execute("INSERT OR IGNORE INTO registry (ref, name, spec, asl) VALUES (?,?,?,?)", (ref, name, json.dumps(spec), json.dumps(asl)))
+        conn.execute("INSERT OR REPLACE INTO aliases (name, ref) VALUES (?,?)", (name, ref))
+
+    def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        row = self.db.connection().execute("SELECT spec, asl FROM registry WHERE ref=?", (ref,)).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else None
+
+    def latest(self, name: str) -> str | None:
+        row = self.db.connection().execute("SELECT ref FROM aliases WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
