@@ -10,10 +10,10 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stepwise.asl.compiler import compile_graph
-from stepwise.asl.interpreter import Clock, Interpreter
+from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step, step
@@ -53,10 +53,44 @@ def default_home() -> Path:
     return Path(os.environ.get("STEPWISE_HOME", ".stepwise"))
 
 
-class Stepwise:
-    def __init__(self, services: Services, *, clock: Clock | None = None) -> None:
+class Executor(Protocol):
+    """Runs a registered graph's ASL: the local interpreter here, Step Functions on AWS."""
+
+    def deploy(self, ref: str, asl: dict[str, Any]) -> None: ...
+
+    def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult | None: ...
+
+    def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult | None: ...
+
+
+class LocalExecutor:
+    """The embedded default: interpret the ASL in-process, synchronously, with the step as a local call.
+
+    A resumed run is replayed from its start cursor; the idempotent step makes completed tasks instant.
+    """
+
+    def __init__(self, services: Services, clock: Clock | None = None) -> None:
         self.services = services
         self.clock = clock
+
+    def deploy(self, ref: str, asl: dict[str, Any]) -> None:
+        return None
+
+    def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
+        interpreter = Interpreter({STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock)
+        return interpreter.execute(asl, run.start_cursor, name=run.run_id)
+
+    def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
+        self.services.runs.complete_token(token, output)
+        found = self.services.registry.get(run.graph_ref)
+        assert found is not None, run.graph_ref
+        return self.start(run, found[1])
+
+
+class Stepwise:
+    def __init__(self, services: Services, *, executor: Executor | None = None, clock: Clock | None = None) -> None:
+        self.services = services
+        self.executor: Executor = executor or LocalExecutor(services, clock)
 
     @classmethod
     def embedded(cls, home: str | Path | None = None, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
@@ -80,7 +114,9 @@ class Stepwise:
     def register(self, spec: GraphSpec) -> str:
         ref = spec.ref
         if self.services.registry.get(ref) is None:
-            self.services.registry.put(ref, spec.name, spec.canonical(), compile_graph(spec))
+            asl = compile_graph(spec)
+            self.executor.deploy(ref, asl)
+            self.services.registry.put(ref, spec.name, spec.canonical(), asl)
         self.services.remember_graph(spec)
         return ref
 
@@ -98,7 +134,9 @@ class Stepwise:
         cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
         self.services.runs.put(RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor))
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
-        return self._drive(run_id)
+        run = self.services.runs.get(run_id)
+        assert run is not None
+        return self._result(run_id, self.executor.start(run, self._asl(ref)))
 
     def resume(self, run_id: str, input: dict[str, Any] | None = None) -> RunResult:
         run = self.services.runs.get(run_id)
@@ -108,27 +146,27 @@ class Stepwise:
             raise StepwiseError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
         if input is not None and not isinstance(input, dict):
             raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
-        if run.status == "waiting":
-            assert run.waiting is not None
-            out = resume_step(self.services, run.waiting, dict(input or {}))
-            self.services.runs.complete_token(run.waiting["token"], out)
-            self.services.runs.update(run_id, status="running", waiting=None)
-        return self._drive(run_id)
+        if run.status != "waiting":  # a run whose process died mid-way: replay it from its start cursor
+            return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        assert run.waiting is not None
+        token = run.waiting["token"]
+        out = resume_step(self.services, run.waiting, dict(input or {}))
+        run = self.services.runs.update(run_id, status="running", waiting=None)
+        return self._result(run_id, self.executor.send_token(run, token, out))
 
-    def _drive(self, run_id: str) -> RunResult:
-        run = self.services.runs.get(run_id)
-        assert run is not None
-        found = self.services.registry.get(run.graph_ref)
+    def _asl(self, ref: str) -> dict[str, Any]:
+        found = self.services.registry.get(ref)
         if found is None:
-            raise StepwiseError(f"graph version {run.graph_ref} is not registered in this store")
-        interpreter = Interpreter({STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock)
-        result = interpreter.execute(found[1], run.start_cursor, name=run_id)
+            raise StepwiseError(f"graph version {ref} is not registered in this store")
+        return found[1]
+
+    def _result(self, run_id: str, result: ExecutionResult | None) -> RunResult:
         run = self.services.runs.get(run_id)
         assert run is not None
-        if result.status == "FAILED" and run.status != "failed":  # failed outside any node (e.g. States.Runtime)
+        if result is not None and result.status == "FAILED" and run.status != "failed":  # failed outside any node
             run = self.services.runs.update(run_id, status="failed", error={"error": result.error, "cause": result.cause})
         _, state = self.state(run.thread_id)
-        return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions)
+        return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions if result else 0)
 
     # -- threads ------------------------------------------------------------------------------
     def _reducers(self, thread_id: str) -> dict[str, str]:
