@@ -51,7 +51,7 @@ def _parse_input(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"--input is not valid JSON ({exc.msg} at column {exc.colno}); pass an object like '{{\"type\": \"A\"}}' or @file.json")
+        _fail(f'--input is not valid JSON ({exc.msg} at column {exc.colno}); pass an object like \'{{"type": "A"}}\' or @file.json')
     if not isinstance(value, dict):
         _fail(f"--input must be a JSON object (the initial state), not {type(value).__name__}")
     return value  # type: ignore[no-any-return]
@@ -61,7 +61,7 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
     observer = _progress if progress else None
     try:
         return Stepwise.embedded(home or default_home(), observer=observer)
-    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable directory
+    except Exception as exc:
         _fail(f"cannot open the state directory {home or default_home()}: {exc}")
         raise
 
@@ -74,7 +74,10 @@ def _progress(event: dict[str, Any]) -> None:
     elif kind == "node_finished":
         keys = ", ".join(sorted(event.get("update") or {})) or "-"
         route = f" → {event['route']}" if event.get("route") else ""
-        err.print(f"  [green]✓[/green] {event['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}", highlight=False)
+        err.print(
+            f"  [green]✓[/green] {event['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
+            highlight=False,
+        )
     elif kind == "node_failed":
         err.print(f"  [red]✗[/red] {event['node']}{where}: {event['error']}", highlight=False)
     elif kind == "waiting":
@@ -88,10 +91,15 @@ def _report(result: RunResult, output: str) -> None:
         colour = {"succeeded": "green", "waiting": "yellow", "failed": "red"}.get(result.status, "white")
         out.print(f"[{colour}]{result.status}[/{colour}]  run {result.run_id}  thread {result.thread_id}", highlight=False)
         if result.waiting:
-            out.print(f"waiting at {result.waiting['node']}: {result.waiting['prompt']}\n"
-                      f"continue with: stepwise resume {result.run_id} --input '{{...}}'", highlight=False)
+            out.print(
+                f"waiting at {result.waiting['node']}: {result.waiting['prompt']}\n"
+                f"continue with: stepwise resume {result.run_id} --input '{{...}}'",
+                highlight=False,
+            )
         if result.error:
-            out.print(f"[red]node {result.error.get('node')}: {result.error.get('message') or result.error.get('error')}[/red]", highlight=False)
+            out.print(
+                f"[red]node {result.error.get('node')}: {result.error.get('message') or result.error.get('error')}[/red]", highlight=False
+            )
             if result.error.get("traceback"):
                 err.print(result.error["traceback"], highlight=False, markup=False)
         out.print_json(json.dumps(result.state, default=str))
@@ -159,8 +167,12 @@ def resume(
 
 
 @app.command()
-def runs(thread: Annotated[str | None, typer.Option(help="Only runs of this thread")] = None, limit: int = 20,
-         output: OutputOpt = "text", home: HomeOpt = None) -> None:
+def runs(
+    thread: Annotated[str | None, typer.Option(help="Only runs of this thread")] = None,
+    limit: int = 20,
+    output: OutputOpt = "text",
+    home: HomeOpt = None,
+) -> None:
     """List recent runs."""
     records = _client(home, False).runs(thread_id=thread, limit=limit)
     if output == "json":
@@ -191,7 +203,9 @@ def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None) ->
 
 
 @app.command()
-def state(thread_id: str, at: Annotated[int | None, typer.Option(help="Sequence number (default: latest)")] = None, home: HomeOpt = None) -> None:
+def state(
+    thread_id: str, at: Annotated[int | None, typer.Option(help="Sequence number (default: latest)")] = None, home: HomeOpt = None
+) -> None:
     """The state of a thread, now or at any seq (time travel)."""
     try:
         seq, value = _client(home, False).state(thread_id, at=at)

@@ -77,7 +77,9 @@ class LocalExecutor:
         return None
 
     def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
-        interpreter = Interpreter({STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock)
+        interpreter = Interpreter(
+            {STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock
+        )
         return interpreter.execute(asl, run.start_cursor, name=run.run_id)
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
@@ -97,16 +99,22 @@ class Stepwise:
         home = Path(home) if home is not None else default_home()
         db = SqliteDatabase(home / "stepwise.db")
         services = Services(
-            events=SqliteEventStore(db), snapshots=FileSnapshotStore(home / "snapshots"),
-            runs=SqliteRunStore(db), registry=SqliteRegistry(db), observer=observer,
+            events=SqliteEventStore(db),
+            snapshots=FileSnapshotStore(home / "snapshots"),
+            runs=SqliteRunStore(db),
+            registry=SqliteRegistry(db),
+            observer=observer,
         )
         return cls(services, **kwargs)
 
     @classmethod
     def in_memory(cls, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
         services = Services(
-            events=MemoryEventStore(), snapshots=MemorySnapshotStore(), runs=MemoryRunStore(),
-            registry=MemoryRegistry(), observer=observer,
+            events=MemoryEventStore(),
+            snapshots=MemorySnapshotStore(),
+            runs=MemoryRunStore(),
+            registry=MemoryRegistry(),
+            observer=observer,
         )
         return cls(services, **kwargs)
 

@@ -66,7 +66,10 @@ def merge_results(state: dict[str, Any]) -> dict[str, Any]:
 # -- human approval ----------------------------------------------------------------------------------
 def draft(state: dict[str, Any]) -> dict[str, Any]:
     revision = int(state.get("revision", 0)) + 1
-    return {"draft": f"Refund of {state.get('amount', 40)} EUR for order {state.get('order', 'A-17')} (rev {revision})", "revision": revision}
+    return {
+        "draft": f"Refund of {state.get('amount', 40)} EUR for order {state.get('order', 'A-17')} (rev {revision})",
+        "revision": revision,
+    }
 
 
 def publish(state: dict[str, Any]) -> dict[str, Any]:

@@ -171,8 +171,9 @@ class _Compiler:
             par_name = f"{name}.fanout"
             branches = []
             for i, branch in enumerate(self.topo.fanout[node]):
-                sub = _Region(on_end=None, stop=frozenset({join}) if join else frozenset(), top=False,
-                              entry_extras={"enter": f"p:{name}/{i}"})
+                sub = _Region(
+                    on_end=None, stop=frozenset({join}) if join else frozenset(), top=False, entry_extras={"enter": f"p:{name}/{i}"}
+                )
                 start, sub_states = self.region(branch, sub)
                 branches.append({"StartAt": start, "States": sub_states})
             task["Next"] = par_name
@@ -227,7 +228,8 @@ class _Compiler:
         conditions = self.topo.conditions.get(node)
         if conditions:
             route_name = f"{name}.route"
-            choices, default = [], None
+            choices: list[dict[str, Any]] = []
+            default: str | None = None
             for cond in conditions:
                 nxt = self.goto(cond.target, region)
                 if nxt is None:
@@ -240,7 +242,10 @@ class _Compiler:
                 elif all(c["StringEquals"] != self._route_value(cond.target) for c in choices):
                     choices.append({"Variable": "$.route", "StringEquals": self._route_value(cond.target), "Next": nxt})
             task["Next"] = route_name
-            choice: dict[str, Any] = {"Type": "Choice", "Choices": choices or [{"Variable": "$.route", "StringEquals": "", "Next": default}]}
+            choice: dict[str, Any] = {
+                "Type": "Choice",
+                "Choices": choices or [{"Variable": "$.route", "StringEquals": "", "Next": default}],
+            }
             if default is not None:
                 choice["Default"] = default
             states[route_name] = choice
@@ -287,7 +292,11 @@ def compile_graph(spec: GraphSpec, *, step_arn: str = DEFAULT_STEP_ARN) -> dict[
         "Next": FAIL_STATE,
     }
     states[SUCCEED_STATE] = {"Type": "Succeed"}
-    states[FAIL_STATE] = {"Type": "Fail", "Error": "Stepwise.RunFailed", "Cause": "A node failed; the run record and event log hold the node, error and traceback."}
+    states[FAIL_STATE] = {
+        "Type": "Fail",
+        "Error": "Stepwise.RunFailed",
+        "Cause": "A node failed; the run record and event log hold the node, error and traceback.",
+    }
     return {
         "Comment": f"Stepwise graph {spec.ref}",
         "QueryLanguage": "JSONPath",

@@ -17,9 +17,10 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -169,9 +170,11 @@ class Interpreter:
                 effective = self._input(state, data, ctx)
                 kind = state["Type"]
                 if kind == "Pass":
-                    result = state["Result"] if "Result" in state else effective
+                    result = state.get("Result", effective)
                 elif kind == "Wait":
-                    self.clock.sleep(float(state.get("Seconds", 0) or (paths.get(data, state["SecondsPath"], ctx) if "SecondsPath" in state else 0)))
+                    self.clock.sleep(
+                        float(state.get("Seconds", 0) or (paths.get(data, state["SecondsPath"], ctx) if "SecondsPath" in state else 0))
+                    )
                     return self._output(state, effective, ctx)
                 elif kind == "Task":
                     result = self._task(name, state, effective, ctx, where)
@@ -257,7 +260,7 @@ class Interpreter:
         return result
 
     # -- Parallel / Map -----------------------------------------------------------------------
-    def _fan(self, jobs: list[Callable[[], Any]], limit: int) -> list[Any]:
+    def _fan(self, jobs: Sequence[Callable[[], Any]], limit: int) -> list[Any]:
         if not jobs:
             return []
         workers = min(len(jobs), limit or self.max_workers, self.max_workers)
@@ -282,8 +285,7 @@ class Interpreter:
     def _parallel(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any], where: _Path) -> list[Any]:
         visit = where.visits[name]
         jobs = [
-            (lambda b=branch, i=i: self._run_states(b, data, ctx, where.child(f"{name}#{visit}[{i}]")))
-            for i, branch in enumerate(state["Branches"])
+            partial(self._run_states, branch, data, ctx, where.child(f"{name}#{visit}[{i}]")) for i, branch in enumerate(state["Branches"])
         ]
         return self._fan(jobs, 0)
 
@@ -298,7 +300,7 @@ class Interpreter:
         for index, item in enumerate(items):
             item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
             item_input = self._parameters(selector, data, item_ctx) if selector else item
-            jobs.append(lambda x=item_input, i=index: self._run_states(processor, x, ctx, where.child(f"{name}#{visit}[{i}]")))
+            jobs.append(partial(self._run_states, processor, item_input, ctx, where.child(f"{name}#{visit}[{index}]")))
         return self._fan(jobs, int(state.get("MaxConcurrency", 0)))
 
     # -- Choice -------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any
 
 from stepwise.asl import paths
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<path>\$\$?[\w.\[\]'\"-]*)|(?P<fn>States\.\w+)\(|(?P<close>\))|(?P<comma>,)|(?P<lit>true|false|null))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<path>\$\$?[\w.\[\]'\"-]*)|(?P<fn>States\.\w+)\(|(?P<close>\))|(?P<comma>,)|(?P<lit>true|false|null))"
+)
 
 
 class IntrinsicError(ValueError):

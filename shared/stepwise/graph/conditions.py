@@ -38,8 +38,7 @@ _COMPARE = {
     ast.IsNot: operator.is_not,
 }
 _ALLOWED = (
-    "comparisons (== != < <= > >= in, not in, is), and/or/not, len(...), literals, "
-    "and reads of state such as state.type or state.items[0]"
+    "comparisons (== != < <= > >= in, not in, is), and/or/not, len(...), literals, and reads of state such as state.type or state.items[0]"
 )
 
 
@@ -67,9 +66,7 @@ def _check(node: ast.AST, source: str) -> None:
         children = []
     elif isinstance(node, ast.Name):
         if node.id != "state":
-            raise ConditionError(
-                f"{source!r} reads {node.id!r}; only 'state' can be read (write state.{node.id}?). Allowed: {_ALLOWED}"
-            )
+            raise ConditionError(f"{source!r} reads {node.id!r}; only 'state' can be read (write state.{node.id}?). Allowed: {_ALLOWED}")
         children = []
     elif isinstance(node, ast.Attribute):
         if node.attr.startswith("_"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _normalise(data: dict[str, Any], source: str | None) -> dict[str, Any]:
             )
         graph["nodes"] = {str(n): {"kind": "function", "fn": f"{module}:{n}"} for n in nodes}
         if not graph.get("edges") and not graph.get("conditional_edges") and not graph.get("parallel_nodes"):
-            graph["edges"] = [{"from": a, "to": b} for a, b in zip(nodes, nodes[1:], strict=False)]
+            graph["edges"] = [{"from": a, "to": b} for a, b in pairwise(nodes)]
         graph.setdefault("entry", str(nodes[0]) if nodes else None)
     elif isinstance(nodes, dict) and module:
         for name, node in nodes.items():
@@ -108,7 +109,10 @@ def _load_subgraphs(spec: GraphSpec, base_dir: Path) -> None:
             try:
                 node.script = load_script(node.script, base_dir)
             except (OSError, ValueError, yaml.YAMLError) as exc:
-                raise GraphError([Problem(f"cannot read script {node.script!r}: {exc}", "give a YAML list file relative to this file", node=name)], spec.source) from None
+                raise GraphError(
+                    [Problem(f"cannot read script {node.script!r}: {exc}", "give a YAML list file relative to this file", node=name)],
+                    spec.source,
+                ) from None
         if node.kind != "subgraph" or not node.graph or node.subgraph_spec is not None:
             continue
         path = (base_dir / node.graph).resolve()

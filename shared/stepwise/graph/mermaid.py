@@ -43,8 +43,11 @@ def to_mermaid(spec: GraphSpec) -> str:
     for join, tails in topo.fanin.items():
         for tail in tails:
             lines.append(f"  {_id(tail)} == join ==> {_id(join)}")
-    terminal = [n for n in spec.graph.nodes if not topo.successors(n) and not topo.can_end(n)
-                and not any(n in ws.values() for ws in topo.workers.values())]
+    terminal = [
+        n
+        for n in spec.graph.nodes
+        if not topo.successors(n) and not topo.can_end(n) and not any(n in ws.values() for ws in topo.workers.values())
+    ]
     for name in terminal:
         lines.append(f"  {_id(name)} --> __end__")
     return "\n".join(lines) + "\n"

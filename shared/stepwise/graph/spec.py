@@ -43,7 +43,6 @@ class NodeSpec(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
 
-
     def channels_written(self) -> list[str]:
         """Channels this node is declared (or known, for LLM kinds) to write; used by static checks."""
         if self.writes:

@@ -17,7 +17,7 @@ def validate(spec: GraphSpec, *, check_imports: bool = False) -> None:
         raise GraphError(problems, spec.source)
 
 
-def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat list of independent checks
+def _problems(spec: GraphSpec, check_imports: bool):
     body = spec.graph
     nodes = body.nodes
     names = set(nodes)
@@ -38,7 +38,11 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat li
 
     def known(target: str, source: str, what: str):
         if not is_end(target) and target not in names:
-            yield Problem(f"{what} points to unknown node {target!r}", f"define node {target!r} or fix the name (nodes: {', '.join(sorted(names))})", node=source)
+            yield Problem(
+                f"{what} points to unknown node {target!r}",
+                f"define node {target!r} or fix the name (nodes: {', '.join(sorted(names))})",
+                node=source,
+            )
 
     for edge in body.edges:
         if edge.source not in names:
@@ -55,7 +59,9 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat li
                 except ConditionError as exc:
                     yield Problem(str(exc), "rewrite the condition within the subset (docs/graph-language.md)", node=cond.source)
         if cond.conditions and cond.conditions[-1].otherwise is None:
-            yield Problem("conditions have no `else:` fallback", "end the list with `- {else: NODE}` (or `- {else: __end__}`)", node=cond.source)
+            yield Problem(
+                "conditions have no `else:` fallback", "end the list with `- {else: NODE}` (or `- {else: __end__}`)", node=cond.source
+            )
     for par in body.parallel_nodes:
         sources = [par.source] if isinstance(par.source, str) else par.source
         targets = [par.target] if isinstance(par.target, str) else par.target
@@ -71,7 +77,7 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat li
     topo = topology(spec)
     for name, node in nodes.items():
         if node.kind == "function" and not node.fn:
-            yield Problem("function node has no `fn`", f"add `fn: \"your.module:{name}\"` (a def {name}(state) -> dict)", node=name)
+            yield Problem("function node has no `fn`", f'add `fn: "your.module:{name}"` (a def {name}(state) -> dict)', node=name)
         if node.fn and ":" not in node.fn:
             yield Problem(f"fn {node.fn!r} is not an import path", "write it as 'package.module:function'", node=name)
         elif node.fn and check_imports:
@@ -90,7 +96,9 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat li
                 node=name,
             )
         if outs and name in topo.conditions:
-            yield Problem("the node has both a plain edge and conditional edges", "move the plain edge into the conditions as `else:`", node=name)
+            yield Problem(
+                "the node has both a plain edge and conditional edges", "move the plain edge into the conditions as `else:`", node=name
+            )
         if name in topo.fanout and (outs or name in topo.conditions):
             yield Problem("a fan-out node cannot also have plain or conditional edges", "route after the join instead", node=name)
 
@@ -123,7 +131,8 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - one flat li
                         continue
                     if channel in writers and writers[channel] != branch:
                         yield Problem(
-                            f"parallel branches {writers[channel]!r} and {branch!r} both write channel {channel!r}, whose reducer is `replace`",
+                            f"parallel branches {writers[channel]!r} and {branch!r} both write channel {channel!r}, "
+                            "whose reducer is `replace`",
                             f"give {channel!r} a merging reducer under `state:` (append, merge or add), or write different channels",
                             node=split,
                         )
@@ -135,7 +144,9 @@ def _check_import(name: str, fn: str):
     try:
         obj = getattr(importlib.import_module(module), attr, None)
     except Exception as exc:  # noqa: BLE001 - any import failure is reported to the user
-        yield Problem(f"cannot import {module!r}: {type(exc).__name__}: {exc}", "run from the project directory or add it to PYTHONPATH", node=name)
+        yield Problem(
+            f"cannot import {module!r}: {type(exc).__name__}: {exc}", "run from the project directory or add it to PYTHONPATH", node=name
+        )
         return
     if not callable(obj):
         yield Problem(f"{module!r} has no function {attr!r}", f"define `def {attr}(state) -> dict` in {module}", node=name)

@@ -8,6 +8,7 @@ replayed step returns the output it recorded instead of running again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from typing import Any, Literal
@@ -158,7 +159,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         update = run_node(state, ctx)
         new_state = reducing.apply(state, update, reducer_names)
         route = route_after(spec, local, new_state)
-    except Exception as exc:  # noqa: BLE001 - every node failure is recorded, then re-raised as NodeError
+    except Exception as exc:
         tb = traceback.format_exc()
         _record_failure(services, cursor, scope, req.node, exc, tb)
         services.notify(kind="node_failed", run_id=cursor.run_id, node=req.node, error=f"{type(exc).__name__}: {exc}")
@@ -173,8 +174,14 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     new_seq = _append(services, cursor.thread_id, seq, events, frames, out)
     services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
     services.notify(
-        kind="node_finished", run_id=cursor.run_id, node=req.node, scope=scope, seq=new_seq, route=route,
-        update=update, ms=(time.perf_counter() - started) * 1000,
+        kind="node_finished",
+        run_id=cursor.run_id,
+        node=req.node,
+        scope=scope,
+        seq=new_seq,
+        route=route,
+        update=update,
+        ms=(time.perf_counter() - started) * 1000,
     )
     return out
 
@@ -213,7 +220,7 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
     branch_events = services.events.read(cursor.thread_id, after=cursor.seq)
     refs = folding.join_refs(branch_events, scope, block)
     by_seq = {e.seq: e for e in branch_events}
-    prefix = (f"{scope}/{block}/" if scope else f"{block}/")
+    prefix = f"{scope}/{block}/" if scope else f"{block}/"
     conflicts = folding.replace_conflicts([by_seq[s] for s in refs], reducer_names, len(prefix))
     if conflicts:
         channel, a, b = conflicts[0]
@@ -276,10 +283,8 @@ def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
     key = task_key(cursor, "", END_STATE, "finish")
     if services.events.by_key(cursor.thread_id, key) is None:
-        try:
+        with contextlib.suppress(DuplicateKeyError):
             _append_at_head(services, cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})])
-        except DuplicateKeyError:
-            pass
     services.runs.update(cursor.run_id, status="succeeded", finished_at=time.time(), waiting=None, steps=sum(cursor.visits.values()))
     services.notify(kind="run_finished", run_id=cursor.run_id)
     return cursor.model_dump(exclude_none=True)
@@ -295,10 +300,8 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update(node=last.node, message=last.data.get("error"), traceback=last.data.get("traceback"))
     key = task_key(cursor, "", FAILED_STATE, "fail")
     if services.events.by_key(cursor.thread_id, key) is None:
-        try:
+        with contextlib.suppress(DuplicateKeyError):
             _append_at_head(services, cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
-        except DuplicateKeyError:
-            pass
     services.runs.update(cursor.run_id, status="failed", finished_at=time.time(), error=error, waiting=None)
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
     return cursor.model_dump(exclude_none=True)

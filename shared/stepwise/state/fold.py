@@ -79,7 +79,7 @@ def join_refs(events: Iterable[Event], parent_scope: str, block: str) -> list[in
     for event in events:
         if not event.scope.startswith(prefix):
             continue
-        rest = event.scope[len(prefix):]
+        rest = event.scope[len(prefix) :]
         if rest.isdigit() and event.type in (*STATE_CHANGING, JOIN):
             found.append((int(rest), event.seq))
     return [seq for _, seq in sorted(found)]

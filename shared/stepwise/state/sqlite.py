@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(thread_id, key) WHERE key
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, created_at);
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, output TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS registry (ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL DEFAULT (unixepoch('subsec')));
+CREATE TABLE IF NOT EXISTS registry (
+    ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL);
 CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 """
 
@@ -89,9 +91,13 @@ class SqliteEventStore(EventStore):
         return self.db.connection().execute(sql + " ORDER BY seq", args).fetchall()
 
     def _select_key(self, thread_id: str, key: str) -> Row | None:
-        return self.db.connection().execute(  # type: ignore[no-any-return]
-            "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND key=?", (thread_id, key)
-        ).fetchone()
+        return (
+            self.db.connection()
+            .execute(  # type: ignore[no-any-return]
+                "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND key=?", (thread_id, key)
+            )
+            .fetchone()
+        )
 
     def threads(self) -> list[str]:
         return [r[0] for r in self.db.connection().execute("SELECT DISTINCT thread_id FROM events ORDER BY thread_id")]
@@ -115,7 +121,7 @@ class SqliteRunStore(RunStore):
         return RunRecord.model_validate_json(row[0]) if row else None
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
-        sql, args = "SELECT body FROM runs", ()
+        sql, args = "SELECT body FROM runs", tuple[str, ...]()
         if thread_id is not None:
             sql, args = sql + " WHERE thread_id=?", (thread_id,)
         rows = self.db.connection().execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
@@ -135,7 +141,10 @@ class SqliteRegistry(Registry):
 
     def put(self, ref: str, name: str, spec: dict[str, Any], asl: dict[str, Any]) -> None:
         conn = self.db.connection()
-        conn.execute("INSERT OR IGNORE INTO registry (ref, name, spec, asl) VALUES (?,?,?,?)", (ref, name, json.dumps(spec), json.dumps(asl)))
+        conn.execute(
+            "INSERT OR IGNORE INTO registry (ref, name, spec, asl, created_at) VALUES (?,?,?,?,?)",
+            (ref, name, json.dumps(spec), json.dumps(asl), time.time()),
+        )
         conn.execute("INSERT OR REPLACE INTO aliases (name, ref) VALUES (?,?)", (name, ref))
 
     def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
