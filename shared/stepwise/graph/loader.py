@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
 from stepwise.llm.scripted import load_script
+
+_SEED_SHORTHAND = re.compile(r"^\s*-\s*from:\s*([^,{}]+),\s*to:\s*([^{}]+)$")
 
 
 def load_file(path: str | Path, *, check_imports: bool = False) -> GraphSpec:
@@ -29,6 +32,19 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
+        shorthand = _SEED_SHORTHAND.match(text.splitlines()[mark.line]) if mark is not None and mark.line < len(text.splitlines()) else None
+        if shorthand:
+            a, b = shorthand.group(1).strip(), shorthand.group(2).strip()
+            raise GraphError(
+                [
+                    Problem(
+                        f"edge `- from: {a}, to: {b}` is the seed's shorthand, which is not valid YAML",
+                        f"write it as a flow mapping: `- {{from: {a}, to: {b}}}`",
+                        line=line,
+                    )
+                ],
+                source,
+            ) from None
         raise GraphError(
             [Problem(f"malformed YAML: {problem}", "fix the YAML syntax at that line (indentation, quotes, colons)", line=line)],
             source,

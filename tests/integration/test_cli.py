@@ -1,0 +1,128 @@
+"""The `stepwise` command as a user runs it: separate processes over one state directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "statemachines" / "examples"
+
+
+def cli(*args: str, cwd: Path = ROOT, home: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": ""}
+    if home is not None:
+        env["STEPWISE_HOME"] = str(home)
+    proc = subprocess.run([sys.executable, "-m", "stepwise.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+def test_validate_compile_graph():
+    assert "ok" in cli("validate", str(EXAMPLES / "conditional.yaml")).stdout
+    asl = json.loads(cli("compile", str(EXAMPLES / "conditional.yaml")).stdout)
+    assert asl["StartAt"] == "evaluate" and asl["States"]["evaluate.route"]["Type"] == "Choice"
+    mermaid = cli("graph", str(EXAMPLES / "conditional.yaml")).stdout
+    assert mermaid.startswith("flowchart TD") and "state.type == 'A'" in mermaid
+
+
+def test_invalid_graph_exits_nonzero_with_the_fix(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: b\ngraph:\n  nodes:\n    a: {fn: 'statemachines.examples.nodes:fetch'}\n  edges:\n    - from: a, to: b\n  entry: a\n"
+    )
+    proc = cli("validate", str(bad), check=False)
+    assert proc.returncode == 2
+    assert "bad.yaml:6" in proc.stderr and "`- {from: a, to: b}`" in proc.stderr
+
+
+def test_run_json_then_inspect(tmp_path: Path):
+    proc = cli("run", str(EXAMPLES / "conditional.yaml"), "--input", '{"type": "A"}', "--output", "json", home=tmp_path)
+    result = json.loads(proc.stdout)  # stdout holds exactly one JSON object
+    assert set(result) == {"run_id", "thread_id", "status", "state"}
+    assert result["status"] == "succeeded" and result["state"]["trail"] == ["evaluate", "handle_billing"]
+    thread = result["thread_id"]
+    runs = json.loads(cli("runs", "--output", "json", home=tmp_path).stdout)
+    assert runs[0]["run_id"] == result["run_id"] and runs[0]["status"] == "succeeded"
+    history = json.loads(cli("history", thread, "--output", "json", home=tmp_path).stdout)
+    assert [e["type"] for e in history] == ["run_started", "node_update", "node_update", "run_finished"]
+    at = json.loads(cli("state", thread, "--at", "2", home=tmp_path).stdout)
+    assert at["state"] == {"type": "A", "trail": ["evaluate"]}
+    fork = json.loads(cli("fork", thread, "--at", "2", home=tmp_path).stdout)
+    assert json.loads(cli("state", fork["thread_id"], home=tmp_path).stdout)["state"] == at["state"]
+
+
+def test_run_text_shows_progress_per_node(tmp_path: Path):
+    proc = cli("run", str(EXAMPLES / "parallel.yaml"), home=tmp_path)
+    for node in ("split", "search_web", "search_docs", "search_code", "rank", "merge_results"):
+        assert f"✓ {node}" in proc.stderr
+    assert "succeeded" in proc.stdout
+
+
+def test_human_resume_across_processes(tmp_path: Path):
+    waiting = json.loads(cli("run", str(EXAMPLES / "human_approval.yaml"), "-o", "json", home=tmp_path).stdout)
+    assert waiting["status"] == "waiting" and waiting["waiting"]["node"] == "approve"
+    done = json.loads(
+        cli("resume", waiting["run_id"], "--input", '{"decision": "no", "comment": "too much"}', "-o", "json", home=tmp_path).stdout
+    )
+    assert done["status"] == "succeeded" and done["state"]["outcome"] == "rejected: too much"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", str(EXAMPLES / "conditional.yaml"), "--input", "{not json"], "--input is not valid JSON"),
+        (["run", str(EXAMPLES / "conditional.yaml"), "--input", "[1]"], "must be a JSON object"),
+        (["resume", "run-unknown", "--input", "{}"], "no run 'run-unknown'"),
+        (["state", "thread-unknown"], "no thread 'thread-unknown'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str):
+    proc = cli(*args, home=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_failed_run_exits_nonzero(tmp_path: Path):
+    graph = tmp_path / "f.yaml"
+    graph.write_text("name: f\nmodule: statemachines.examples.nodes\nnodes: [fetch, fail_on_purpose]\n")
+    proc = cli("run", str(graph), "-o", "json", home=tmp_path / "h", check=False)
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["status"] == "failed" and result["error"]["node"] == "fail_on_purpose"
+
+
+CRASHY = """
+import os, signal
+from pathlib import Path
+
+def first(state):
+    return {"log": ["first"]}
+
+def second(state):
+    marker = Path("crashed-once")
+    if not marker.exists():
+        marker.write_text("x")
+        os.kill(os.getpid(), signal.SIGKILL)   # the process dies mid-run, after `first` was appended
+    return {"log": ["second"]}
+
+def third(state):
+    return {"log": ["third"]}
+"""
+
+
+def test_killed_process_loses_nothing_and_resume_continues(tmp_path: Path):
+    (tmp_path / "crashy.py").write_text(CRASHY)
+    (tmp_path / "g.yaml").write_text("name: crashy\nmodule: crashy\nstate: {log: append}\nnodes: [first, second, third]\n")
+    home = tmp_path / ".stepwise"
+    killed = cli("run", "g.yaml", "-o", "json", cwd=tmp_path, home=home, check=False)
+    assert killed.returncode != 0 and killed.stdout == ""
+    run = json.loads(cli("runs", "-o", "json", cwd=tmp_path, home=home).stdout)[0]
+    assert run["status"] == "running"
+    done = json.loads(cli("resume", run["run_id"], "-o", "json", cwd=tmp_path, home=home).stdout)
+    assert done["status"] == "succeeded"
+    assert done["state"]["log"] == ["first", "second", "third"]  # `first` ran exactly once
