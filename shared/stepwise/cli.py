@@ -73,7 +73,7 @@ def _progress(event: dict[str, Any]) -> None:
         err.print(f"[bold]run[/bold] {event['run_id']} on {event['thread_id']} ({event['graph']})", highlight=False)
     elif kind == "node_finished":
         keys = ", ".join(sorted(event.get("update") or {})) or "-"
-        route = f" → {event['route']}" if event.get("route") else ""
+        route = f" → {event['route']}" if event.get("route") and not (event.get("scope") and event["route"] == "__end__") else ""
         err.print(
             f"  [green]✓[/green] {event['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
             highlight=False,
