@@ -170,7 +170,11 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     out.update(route=route, frames=[list(f) for f in frames], visits=visits)
     if ctx.items is not None:
         out["items"] = ctx.items
-    events = [*ctx.records, Event(type=NODE_UPDATE, run_id=cursor.run_id, node=req.node, scope=scope, key=key, data={"update": update})]
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+    node_event = Event(
+        type=NODE_UPDATE, run_id=cursor.run_id, node=req.node, scope=scope, key=key, data={"update": update, "ms": elapsed_ms}
+    )
+    events = [*ctx.records, node_event]
     new_seq = _append(services, cursor.thread_id, seq, events, frames, out)
     services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
     services.notify(
@@ -181,7 +185,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         seq=new_seq,
         route=route,
         update=update,
-        ms=(time.perf_counter() - started) * 1000,
+        ms=elapsed_ms,
     )
     return out
 
