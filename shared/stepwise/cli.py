@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,12 +34,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(path: Path) -> GraphSpec:
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's user-facing errors into one clear line on stderr and exit code 2."""
     try:
-        return load_file(path, check_imports=True)
-    except GraphError as exc:
+        yield
+    except (StepwiseError, GraphError) as exc:
         _fail(str(exc))
-        raise  # unreachable
+
+
+def _load(path: Path) -> GraphSpec:
+    with _user_errors():
+        return load_file(path, check_imports=True)
+    raise AssertionError("unreachable")
 
 
 def _parse_input(text: str | None) -> dict[str, Any]:
@@ -140,11 +149,8 @@ def run(
     spec = _load(file)
     state = _parse_input(input)
     client = _client(home, progress=output != "json")
-    try:
+    with _user_errors():
         result = client.run(spec, state, thread_id=thread)
-    except StepwiseError as exc:
-        _fail(str(exc))
-        raise
     _report(result, output)
 
 
@@ -158,11 +164,8 @@ def resume(
     """Continue a run waiting at a human node (or one whose process died)."""
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
-    try:
+    with _user_errors():
         result = client.resume(run_id, update)
-    except StepwiseError as exc:
-        _fail(str(exc))
-        raise
     _report(result, output)
 
 
@@ -187,11 +190,8 @@ def runs(
 @app.command()
 def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> None:
     """Every event of a thread, in order."""
-    try:
+    with _user_errors():
         events = _client(home, False).history(thread_id)
-    except StepwiseError as exc:
-        _fail(str(exc))
-        raise
     if output == "json":
         sys.stdout.write(json.dumps([e.to_json() for e in events], default=str) + "\n")
         return
@@ -207,22 +207,16 @@ def state(
     thread_id: str, at: Annotated[int | None, typer.Option(help="Sequence number (default: latest)")] = None, home: HomeOpt = None
 ) -> None:
     """The state of a thread, now or at any seq (time travel)."""
-    try:
+    with _user_errors():
         seq, value = _client(home, False).state(thread_id, at=at)
-    except StepwiseError as exc:
-        _fail(str(exc))
-        raise
     sys.stdout.write(json.dumps({"thread_id": thread_id, "seq": seq, "state": value}, default=str, indent=2) + "\n")
 
 
 @app.command()
 def fork(thread_id: str, at: Annotated[int, typer.Option(help="Sequence number to fork from")], home: HomeOpt = None) -> None:
     """Start a new thread from the state of THREAD at SEQ."""
-    try:
+    with _user_errors():
         new_thread = _client(home, False).fork(thread_id, at)
-    except StepwiseError as exc:
-        _fail(str(exc))
-        raise
     sys.stdout.write(json.dumps({"thread_id": new_thread, "from": thread_id, "at": at}) + "\n")
 
 
