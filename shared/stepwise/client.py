@@ -129,7 +129,7 @@ class Stepwise:
         return ref
 
     # -- runs ---------------------------------------------------------------------------------
-    def run(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None) -> RunResult:
+    def run(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default") -> RunResult:
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
         ref = self.register(spec)
@@ -140,7 +140,7 @@ class Stepwise:
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
         events.append(thread_id, head, [started])
         cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
-        self.services.runs.put(RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor))
+        self.services.runs.put(RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor, tenant=tenant))
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         run = self.services.runs.get(run_id)
         assert run is not None

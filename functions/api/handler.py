@@ -1,0 +1,38 @@
+"""The `api` Lambda: API Gateway (REST, proxy) → the Stepwise API app. Thin on purpose.
+
+Everything lives in ``stepwise.api`` (the same object ``stepwise serve`` runs locally); this module adds
+Powertools' logger (correlation id = API Gateway request id), tracer (X-Ray) and metrics, and builds
+the engine client from the ``STEPWISE_*`` environment the CDK stack sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+from stepwise.api.app import create_app
+from stepwise.config import Settings, build_client
+
+logger = Logger(service="stepwise-api")
+tracer = Tracer(service="stepwise-api")
+metrics = Metrics(namespace="Stepwise", service="stepwise-api")
+
+
+class MetricEvents:
+    """The API's lifecycle events as CloudWatch metrics (``run.started`` → ``run_started``: 1)."""
+
+    def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None:
+        metrics.add_metric(name=kind.replace(".", "_"), unit=MetricUnit.Count, value=1)
+
+
+app = create_app(lambda: build_client(Settings.from_env()), events=MetricEvents())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False)  # responses can hold user state: keep them out of traces
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app(event, context)

@@ -1,0 +1,528 @@
+"""The HTTPS API: Powertools' REST resolver with pydantic validation, behind API-key auth, tenant-scoped.
+
+``create_app(client_factory)`` returns a ``StepwiseApi``: call it with an API Gateway (REST, proxy)
+event and it returns the proxy response. The Lambda handler (functions/api/handler.py) and the local
+server (``stepwise serve``) both call exactly this object.
+
+Request flow: size check → YAML body normalisation → authentication (``auth.py``) → rate limit seam
+(``hooks.py``) → the resolver (request validation → route). Authentication runs before Powertools'
+validation on purpose: an anonymous caller learns nothing about the API's schema from its errors.
+
+Tenancy: every route reads the caller's tenant from the principal. Agents live in the tenant's
+partition of the API store; runs carry ``RunRecord.tenant``; threads have an owner record. Anything
+of another tenant answers 404, exactly like something that does not exist.
+
+Note on this module: no ``from __future__ import annotations`` — Powertools reads the route
+functions' annotations at run time to build validation and the OpenAPI document.
+"""
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+import stepwise
+from stepwise.api import models as m
+from stepwise.api import policy
+from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal
+from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
+from stepwise.api.settings import ApiSettings, build_store
+from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
+from stepwise.client import Stepwise, StepwiseError
+from stepwise.graph.errors import GraphError
+from stepwise.state.ports import RunRecord
+
+log = logging.getLogger("stepwise.api")
+
+PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/openapi.json")})
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+POLL_SECONDS = 0.5
+MAX_EVENTS_PAGE = 1000
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message", "details"?}}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+) -> Response[str]:
+    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=message, details=details))
+    return Response(status_code=status, content_type="application/json", body=body.model_dump_json(exclude_none=True), headers=headers)
+
+
+def _proxy(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A proxy response built without the resolver (for auth, size and rate-limit failures)."""
+    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=message)).model_dump_json(exclude_none=True)
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+ERRORS: dict[int, Any] = {
+    code: {"description": text, "content": {"application/json": {"model": m.ErrorBody}}}
+    for code, text in (
+        (401, "missing, unknown or revoked API key"),
+        (404, "no such resource for this tenant"),
+        (422, "invalid body or parameter"),
+    )
+}
+
+
+def _errors(*extra: int) -> dict[int, Any]:
+    out = dict(ERRORS)
+    for code in extra:
+        out[code] = {"description": HTTPStatus(code).phrase, "content": {"application/json": {"model": m.ErrorBody}}}
+    return out
+
+
+class StepwiseApi:
+    """The API handler: ``api(event, context) -> proxy response``; one Powertools resolver per OS thread."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Stepwise],
+        *,
+        store: ApiStore,
+        settings: ApiSettings,
+        authenticators: list[Authenticator] | None = None,
+        rate_limiter: RateLimiter | None = None,
+        events: EventSink | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client_factory = client_factory
+        self._client: Stepwise | None = None
+        self._client_lock = threading.Lock()
+        self._local = threading.local()
+        self.store = store
+        self.settings = settings
+        self.authenticators = authenticators if authenticators is not None else [ApiKeyAuthenticator(store)]
+        self.rate_limiter = rate_limiter or NoLimit()
+        self.events = events or NoEvents()
+        self.sleep = sleep
+        self.clock = clock
+
+    # -- plumbing ------------------------------------------------------------------------------
+    @property
+    def client(self) -> Stepwise:
+        """The engine client, built on first use (a Lambda pays for it once per container)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._client_factory()
+        return self._client
+
+    @property
+    def resolver(self) -> APIGatewayRestResolver:
+        """This thread's resolver. Powertools keeps the current event on the resolver, so threads don't share one."""
+        resolver: APIGatewayRestResolver | None = getattr(self._local, "resolver", None)
+        if resolver is None:
+            resolver = build_resolver(self)
+            self._local.resolver = resolver
+        return resolver
+
+    def openapi(self) -> dict[str, Any]:
+        doc = self.resolver.get_openapi_json_schema(
+            title="Stepwise API",
+            version=stepwise.__version__,
+            description="Register agent graphs, run them, resume human steps, read and fork threads. See docs/api.md.",
+            security_schemes={
+                "apiKey": APIKey.model_validate({"name": "x-api-key", "in": APIKeyIn.header}),
+                "bearer": HTTPBearer(bearerFormat="swk_<tenant>_<id>_<secret>"),
+            },
+            security=[{"apiKey": []}, {"bearer": []}],
+        )
+        return json.loads(doc)  # type: ignore[no-any-return]
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        method = str(event.get("httpMethod") or "").upper()
+        path = str(event.get("path") or "")
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        body = event.get("body") or ""
+        if len(body) > self.settings.api_max_body_bytes:
+            return _proxy(413, "payload_too_large", f"request bodies are limited to {self.settings.api_max_body_bytes} bytes")
+        event = _yaml_body(event, headers)
+        resolver = self.resolver
+        if (method, path) not in PUBLIC_ROUTES:
+            try:
+                principal = self._authenticate(headers, event)
+            except AuthError as exc:
+                return _proxy(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+            if principal is None:
+                return _proxy(
+                    401,
+                    "unauthorized",
+                    "send an API key in the x-api-key header (or Authorization: Bearer); see docs/api.md",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            try:
+                self.rate_limiter.check(principal, f"{method} {path}")
+            except RateLimited as exc:
+                return _proxy(429, "rate_limited", str(exc), {"Retry-After": str(max(1, round(exc.retry_after)))})
+            resolver.append_context(principal=principal)
+        response = resolver.resolve(event, context)
+        response["statusCode"] = int(response["statusCode"])
+        return response
+
+    def _authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
+        for authenticator in self.authenticators:
+            principal = authenticator.authenticate(headers, event)
+            if principal is not None:
+                return principal
+        return None
+
+    # -- helpers the routes share ---------------------------------------------------------------
+    def agent(self, tenant: str, agent_id: str) -> AgentRecord:
+        record = self.store.get_agent(tenant, agent_id)
+        if record is None:
+            raise ApiError(404, "agent_not_found", f"no agent {agent_id!r}; list yours with GET /agents")
+        return record
+
+    def run_of(self, tenant: str, run_id: str) -> RunRecord:
+        run = self.client.services.runs.get(run_id)
+        if run is None or run.tenant != tenant:
+            raise ApiError(404, "run_not_found", f"no run {run_id!r}")
+        return run
+
+    def thread_of(self, tenant: str, thread_id: str) -> int:
+        """The head seq of one of the tenant's threads, else a 404."""
+        owner = self.store.thread_owner(thread_id)
+        if owner is None:  # threads started outside the API (CLI): owned by the tenant of their runs
+            runs = self.client.services.runs.list(thread_id=thread_id, limit=1)
+            owner = runs[0].tenant if runs else None
+        head = self.client.services.events.head(thread_id) if owner == tenant else 0
+        if head == 0:
+            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+        return head
+
+    def run_view(self, run: RunRecord, *, with_state: bool = True) -> m.Run:
+        agent = self.store.get_agent(run.tenant, run.graph_ref.split("@", 1)[0])
+        found = agent.by_ref(run.graph_ref) if agent else None
+        state = None
+        if with_state and self.client.services.events.head(run.thread_id) > 0:
+            _, state = self.client.state(run.thread_id)
+        return m.Run.of(run, found.version if found else None, state)
+
+    def wait(self, run_id: str, seconds: float) -> RunRecord:
+        """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""
+        runs = self.client.services.runs
+        run = runs.get(run_id)
+        assert run is not None
+        deadline = self.clock() + min(seconds, self.settings.api_max_wait_seconds)
+        while run.status == "running" and self.clock() < deadline:
+            self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
+            run = runs.get(run_id) or run
+        return run
+
+    def register_version(self, tenant: str, agent_id: str | None, source: m.GraphSource) -> tuple[str, str]:
+        """Load the graph under the policy, register it with the engine; return (agent id, ref)."""
+        if (source.yaml is None) == (source.graph is None):
+            field = "yaml" if source.yaml is not None else "graph"
+            raise ApiError(
+                422,
+                "validation_error",
+                "send exactly one of `yaml` (YAML text) or `graph` (a JSON object)",
+                [{"field": f"body.{field}", "type": "one_of"}],
+            )
+        try:
+            spec = policy.load_graph(yaml_text=source.yaml, graph=source.graph, allowed_modules=self.settings.api_allowed_modules)
+        except GraphError as exc:
+            raise ApiError(422, "invalid_graph", str(exc), [_problem(p) for p in exc.problems]) from None
+        if agent_id is not None and spec.name != agent_id:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"the graph's name is {spec.name!r} but the agent is {agent_id!r}; make them equal",
+                [{"field": "body.graph.name", "type": "mismatch"}],
+            )
+        return spec.name, self.client.register(spec)
+
+
+def _problem(p: Any) -> dict[str, Any]:
+    return {k: v for k, v in {"message": p.message, "fix": p.fix, "node": p.node, "line": p.line}.items() if v is not None}
+
+
+def _yaml_body(event: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """``Content-Type: application/yaml`` on a graph route: wrap the text as ``{"yaml": ...}`` for validation."""
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in YAML_TYPES or event.get("httpMethod", "").upper() != "POST":
+        return event
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode("utf-8", errors="replace")
+    new_headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+    new_headers["content-type"] = "application/json"
+    multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
+    multi["content-type"] = ["application/json"]
+    return {**event, "headers": new_headers, "multiValueHeaders": multi, "body": json.dumps({"yaml": body}), "isBase64Encoded": False}
+
+
+def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    def tenant() -> str:
+        principal: Principal = app.context["principal"]
+        return principal.tenant
+
+    # -- errors -------------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    def _api_error(exc: ApiError) -> Response[str]:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[str]:
+        details = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "type": e.get("type"), "message": e.get("msg", "")} for e in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message'] or d['type']}" for d in details)
+        return error_response(422, "validation_error", summary or "invalid request", details)
+
+    @app.exception_handler(NotFoundError)
+    def _no_route(exc: NotFoundError) -> Response[str]:
+        event = app.current_event
+        return error_response(404, "not_found", f"no route {event.http_method} {event.path}; see docs/api.md")
+
+    @app.exception_handler(StoreConflict)
+    def _conflict(exc: StoreConflict) -> Response[str]:
+        return error_response(409, "conflict", f"{exc}; retry the request")
+
+    @app.exception_handler(Exception)
+    def _internal(exc: Exception) -> Response[str]:
+        request_id = (app.current_event.raw_event.get("requestContext") or {}).get("requestId", "-")
+        log.exception("unhandled error in %s %s (request %s)", app.current_event.http_method, app.current_event.path, request_id)
+        return error_response(500, "internal", f"internal error; quote request id {request_id} to the operator")
+
+    # -- public ---------------------------------------------------------------------------------
+    @app.get("/health", summary="Liveness (no authentication)", tags=["meta"], security=[])
+    def health() -> m.Health:
+        return m.Health(status="ok", version=stepwise.__version__)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi() -> dict[str, Any]:
+        return api.openapi()
+
+    # -- agents ---------------------------------------------------------------------------------
+    @app.post(
+        "/agents", status_code=201, summary="Register an agent (its graph as YAML text or JSON)", tags=["agents"], responses=_errors(409)
+    )
+    def register_agent(body: Annotated[m.RegisterAgent, Body()]) -> m.VersionResult:
+        name, ref = api.register_version(tenant(), body.id, body)
+        try:
+            record = api.store.create_agent(tenant(), name, ref, description=body.description)
+        except StoreConflict:
+            raise ApiError(409, "agent_exists", f"agent {name!r} exists; add a version with POST /agents/{name}/versions") from None
+        api.events.publish("agent.registered", tenant(), {"agent": name, "version": 1, "ref": ref})
+        return m.VersionResult(agent=name, version=1, ref=ref, created=True, aliases=record.aliases)
+
+    @app.get("/agents", summary="List your agents", tags=["agents"], responses=_errors())
+    def list_agents() -> m.AgentList:
+        agents = api.store.list_agents(tenant())
+        return m.AgentList(
+            agents=[
+                m.AgentSummary(
+                    id=a.name, description=a.description, latest_version=len(a.versions), aliases=a.aliases, updated_at=a.updated_at
+                )
+                for a in agents
+            ]
+        )
+
+    @app.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=_errors())
+    def get_agent(agent_id: str) -> m.Agent:
+        return m.Agent.of(api.agent(tenant(), agent_id))
+
+    @app.post(
+        "/agents/<agent_id>/versions",
+        summary="Add an immutable version (moves `live` unless promote=false)",
+        tags=["agents"],
+        responses=_errors(),
+    )
+    def add_version(agent_id: str, body: Annotated[m.AddVersion, Body()]) -> Response[m.VersionResult]:
+        api.agent(tenant(), agent_id)
+        _, ref = api.register_version(tenant(), agent_id, body)
+        record, version, created = api.store.add_version(tenant(), agent_id, ref, description=body.description, promote=body.promote)
+        if created:
+            api.events.publish("agent.version_added", tenant(), {"agent": agent_id, "version": version.version, "ref": ref})
+        result = m.VersionResult(agent=agent_id, version=version.version, ref=ref, created=created, aliases=record.aliases)
+        return Response(status_code=201 if created else 200, content_type="application/json", body=result)
+
+    @app.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=_errors())
+    def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
+        api.agent(tenant(), agent_id)
+        try:
+            return m.Agent.of(api.store.set_alias(tenant(), agent_id, alias, body.version))
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
+
+    @app.post(
+        "/agents/<agent_id>/execute",
+        summary="Start a run; optionally wait for it to finish or pause",
+        tags=["runs"],
+        responses=_errors(409),
+    )
+    def execute(agent_id: str, body: Annotated[m.ExecuteAgent, Body()]) -> Response[m.Run]:
+        who = tenant()
+        record = api.agent(who, agent_id)
+        if body.version is not None:
+            chosen = record.version(body.version)
+            if chosen is None:
+                raise ApiError(404, "version_not_found", f"agent {agent_id!r} has versions 1..{len(record.versions)}")
+        else:
+            alias = body.alias or "live"
+            number = record.aliases.get(alias)
+            if number is None:
+                raise ApiError(
+                    404, "alias_not_found", f"agent {agent_id!r} has no alias {alias!r}; aliases: {', '.join(sorted(record.aliases))}"
+                )
+            chosen = record.version(number)
+            assert chosen is not None
+        spec = api.client.services.graph(chosen.ref)
+        try:  # the allow-list may have shrunk since registration
+            policy.check(spec, api.settings.api_allowed_modules)
+        except GraphError as exc:
+            raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
+        thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
+        if api.store.claim_thread(who, thread_id) != who:
+            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+        result = api.client.run(spec, body.input, thread_id=thread_id, tenant=who)
+        api.events.publish(
+            "run.started", who, {"run_id": result.run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version}
+        )
+        run = api.wait(result.run_id, body.wait_seconds)
+        if run.status != "running":
+            api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
+        view = api.run_view(run)
+        return Response(status_code=202 if run.status == "running" else 200, content_type="application/json", body=view)
+
+    # -- runs -----------------------------------------------------------------------------------
+    @app.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=_errors())
+    def get_run(run_id: str) -> m.Run:
+        return api.run_view(api.run_of(tenant(), run_id))
+
+    @app.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=_errors())
+    def run_events(
+        run_id: str,
+        after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 200,
+    ) -> m.EventsPage:
+        run = api.run_of(tenant(), run_id)
+        events = [e for e in api.client.services.events.read(run.thread_id, after=after) if e.run_id == run_id]
+        page = events[:limit]
+        next_after = page[-1].seq if len(events) > limit else None
+        return m.EventsPage(run_id=run_id, thread_id=run.thread_id, events=[m.EventOut.of(e) for e in page], next_after=next_after)
+
+    @app.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
+    def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status != "waiting":
+            raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
+        try:
+            api.client.resume(run_id, body.input)
+        except StepwiseError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        run = api.wait(run_id, body.wait_seconds)
+        if run.status != "running":
+            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    @app.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
+    def cancel(run_id: str) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status in ("succeeded", "failed", "cancelled"):
+            raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
+        stop = getattr(api.client.executor, "cancel", None)  # Step Functions: StopExecution; local runs are synchronous
+        if callable(stop):
+            stop(run)
+        run = api.client.services.runs.update(run_id, status="cancelled", waiting=None, finished_at=time.time())
+        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    # -- threads --------------------------------------------------------------------------------
+    @app.get(
+        "/threads/<thread_id>/state", summary="A thread's state, now or at a past seq (time travel)", tags=["threads"], responses=_errors()
+    )
+    def thread_state(
+        thread_id: str, at: Annotated[int | None, Query(ge=0, description="sequence number; default: the head")] = None
+    ) -> m.ThreadState:
+        head = api.thread_of(tenant(), thread_id)
+        if at is not None and at > head:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"query.at: thread {thread_id!r} has seqs 0..{head}",
+                [{"field": "query.at", "type": "out_of_range"}],
+            )
+        seq, state = api.client.state(thread_id, at=at)
+        return m.ThreadState(thread_id=thread_id, seq=seq, head=head, state=state)
+
+    @app.post(
+        "/threads/<thread_id>/fork",
+        status_code=201,
+        summary="Fork a thread at a seq into a new thread",
+        tags=["threads"],
+        responses=_errors(),
+    )
+    def fork(thread_id: str, body: Annotated[m.ForkThread, Body()]) -> m.Forked:
+        who = tenant()
+        head = api.thread_of(who, thread_id)
+        at = head if body.at is None else body.at
+        if at > head:
+            raise ApiError(
+                422, "validation_error", f"body.at: thread {thread_id!r} has seqs 0..{head}", [{"field": "body.at", "type": "out_of_range"}]
+            )
+        new_thread = api.client.fork(thread_id, at)
+        api.store.claim_thread(who, new_thread)
+        api.events.publish("thread.forked", who, {"thread_id": new_thread, "from": thread_id, "at": at})
+        return m.Forked(thread_id=new_thread, forked_from=thread_id, at=at)
+
+    return app
+
+
+def create_app(
+    client_factory: Callable[[], Stepwise],
+    *,
+    store: ApiStore | None = None,
+    settings: ApiSettings | None = None,
+    authenticators: list[Authenticator] | None = None,
+    rate_limiter: RateLimiter | None = None,
+    events: EventSink | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> StepwiseApi:
+    """The API over the engine client that ``client_factory`` builds (lazily, once).
+
+    ``store`` holds keys, agents and thread owners (default: from settings, matching the backend);
+    ``authenticators``, ``rate_limiter`` and ``events`` are the seams described in auth.py/hooks.py;
+    ``sleep``/``clock`` drive the wait loop (tests pass fakes).
+    """
+    settings = settings or ApiSettings.from_env()
+    return StepwiseApi(
+        client_factory,
+        store=store or build_store(settings),
+        settings=settings,
+        authenticators=authenticators,
+        rate_limiter=rate_limiter,
+        events=events,
+        sleep=sleep,
+        clock=clock,
+    )

@@ -1,0 +1,51 @@
+"""Seams for the gateway issue: rate limiting and lifecycle notifications. Defaults do nothing.
+
+- ``RateLimiter.check(principal, operation)``: called after authentication, before every route.
+  Raise ``RateLimited(retry_after)`` to answer 429 with a ``Retry-After`` header. A Valkey token
+  bucket per tenant (ElastiCache on AWS) fits here.
+- ``EventSink.publish(kind, tenant, detail)``: called after the API changed something
+  (``agent.registered``, ``agent.version_added``, ``run.started``, ``run.resumed``, ``run.cancelled``,
+  ``run.finished`` when a waited-for run ends, ``thread.forked``). EventBridge ``PutEvents``, webhooks
+  and WebSocket fan-out plug in here; node-level progress on AWS comes from the events table's stream.
+- Authentication: see ``stepwise.api.auth`` (``Authenticator``; JWT goes there).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from stepwise.api.auth import Principal
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: float = 1.0) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+class RateLimiter(Protocol):
+    def check(self, principal: Principal, operation: str) -> None: ...
+
+
+class EventSink(Protocol):
+    def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None: ...
+
+
+class NoLimit:
+    def check(self, principal: Principal, operation: str) -> None:
+        return None
+
+
+class NoEvents:
+    def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None:
+        return None
+
+
+class RecordingSink:
+    """Keeps what was published, in order: for tests and for a local event log."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None:
+        self.events.append((kind, tenant, detail))

@@ -1,0 +1,194 @@
+"""Request and response bodies of the HTTPS API (pydantic: validation and the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stepwise.api.store import AgentRecord, VersionRecord
+from stepwise.state.events import Event
+from stepwise.state.ports import RunRecord
+
+AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+THREAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GraphSource(_Body):
+    yaml: str | None = Field(None, description="the graph as YAML text (exactly one of yaml / graph)", max_length=512_000)
+    graph: dict[str, Any] | None = Field(None, description="the graph as a JSON object (exactly one of yaml / graph)")
+    description: str = Field("", max_length=2000)
+
+
+class RegisterAgent(GraphSource):
+    id: str | None = Field(None, pattern=AGENT_ID, description="agent id; defaults to the graph's `name`, and must equal it")
+
+
+class AddVersion(GraphSource):
+    promote: bool = Field(True, description="point the `live` alias at this version")
+
+
+class ExecuteAgent(_Body):
+    input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
+    version: int | None = Field(None, ge=1, description="run this version (default: the `live` alias)")
+    alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
+    thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
+    wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
+
+
+class ResumeRun(_Body):
+    input: dict[str, Any] = Field(default_factory=dict, description="the human node's answer, merged into the state")
+    wait_seconds: float = Field(0, ge=0, le=900)
+
+
+class ForkThread(_Body):
+    at: int | None = Field(None, ge=0, description="sequence number to fork at (default: the head)")
+
+
+class SetAlias(_Body):
+    version: int = Field(ge=1)
+
+
+# -- responses ---------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class AgentVersion(BaseModel):
+    version: int
+    ref: str
+    description: str = ""
+    created_at: float
+
+    @classmethod
+    def of(cls, v: VersionRecord) -> AgentVersion:
+        return cls(version=v.version, ref=v.ref, description=v.description, created_at=v.created_at)
+
+
+class Agent(BaseModel):
+    id: str
+    description: str
+    versions: list[AgentVersion]
+    aliases: dict[str, int]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, a: AgentRecord) -> Agent:
+        return cls(
+            id=a.name,
+            description=a.description,
+            versions=[AgentVersion.of(v) for v in a.versions],
+            aliases=a.aliases,
+            created_at=a.created_at,
+            updated_at=a.updated_at,
+        )
+
+
+class AgentSummary(BaseModel):
+    id: str
+    description: str
+    latest_version: int
+    aliases: dict[str, int]
+    updated_at: float
+
+
+class AgentList(BaseModel):
+    agents: list[AgentSummary]
+
+
+class VersionResult(BaseModel):
+    agent: str
+    version: int
+    ref: str
+    created: bool
+    aliases: dict[str, int]
+
+
+class Waiting(BaseModel):
+    node: str | None = None
+    prompt: str | None = None
+
+
+class Run(BaseModel):
+    run_id: str
+    thread_id: str
+    agent: str
+    version: int | None
+    graph_ref: str
+    status: Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    steps: int = 0
+    error: dict[str, Any] | None = None
+    waiting: Waiting | None = None
+    state: dict[str, Any] | None = Field(None, description="the thread's current state")
+
+    @classmethod
+    def of(cls, run: RunRecord, version: int | None, state: dict[str, Any] | None) -> Run:
+        waiting = Waiting(node=run.waiting.get("node"), prompt=run.waiting.get("prompt")) if run.waiting else None  # never the token
+        return cls(
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            agent=run.graph_ref.split("@", 1)[0],
+            version=version,
+            graph_ref=run.graph_ref,
+            status=run.status,
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+            finished_at=run.finished_at,
+            steps=run.steps,
+            error=run.error,
+            waiting=waiting,
+            state=state,
+        )
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    run_id: str
+    node: str | None
+    scope: str
+    ts: float
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: Event) -> EventOut:
+        return cls(seq=e.seq, type=e.type, run_id=e.run_id, node=e.node, scope=e.scope, ts=e.ts, data=e.data)
+
+
+class EventsPage(BaseModel):
+    run_id: str
+    thread_id: str
+    events: list[EventOut]
+    next_after: int | None = Field(None, description="pass as `after` to read the next page; null at the end")
+
+
+class ThreadState(BaseModel):
+    thread_id: str
+    seq: int
+    head: int
+    state: dict[str, Any]
+
+
+class Forked(BaseModel):
+    thread_id: str
+    forked_from: str
+    at: int
+
+
+class Health(BaseModel):
+    status: str
+    version: str

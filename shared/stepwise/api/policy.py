@@ -1,0 +1,132 @@
+"""What a tenant may put in a graph it sends over the API.
+
+A graph is code by reference: a function node's ``fn`` and a custom reducer name a Python callable that
+the step imports and calls with the thread's state. On a multi-tenant API that is remote code
+selection, so the API enforces, at registration and again at execution:
+
+1. Import paths (``fn`` of function nodes, custom reducers ``pkg.mod:fn``) must be
+   ``module.path:function`` with a module under one of the allowed prefixes
+   (``STEPWISE_API_ALLOWED_MODULES``, default ``statemachines.`` — the project's own graphs — and
+   ``stepwise.tools.``); the function name may not start with ``_``. Deploy your node code inside an
+   allowed package (e.g. ``statemachines.yourteam``) or widen the list for a single-tenant install.
+2. No server files: ``script:`` must be an inline list and a subgraph must be inlined as
+   ``subgraph_spec:`` (or registered separately), never a path, so a request cannot read files.
+3. YAML anchors and aliases are refused (they let a small document expand into a huge one), and
+   YAML is parsed only by ``yaml.safe_load`` through ``stepwise.graph.loader.load_text`` — never eval.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import yaml
+
+from stepwise.graph.errors import GraphError, Problem
+from stepwise.graph.loader import load_text
+from stepwise.graph.spec import GraphSpec
+from stepwise.graph.validate import validate
+from stepwise.state.reducers import BUILTIN_REDUCERS
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
+
+
+def load_graph(*, yaml_text: str | None = None, graph: dict[str, Any] | None = None, allowed_modules: Sequence[str]) -> GraphSpec:
+    """Parse a graph sent by a tenant, enforcing the policy above; GraphError lists every problem."""
+    if (yaml_text is None) == (graph is None):
+        raise GraphError([Problem("send exactly one of `yaml` (text) or `graph` (a JSON object)", "drop one of them")])
+    if yaml_text is not None:
+        _refuse_aliases(yaml_text)
+        try:
+            data = yaml.safe_load(yaml_text)
+        except yaml.YAMLError:
+            data = None  # load_text reports the syntax error with its line
+        text = yaml_text
+    else:
+        data, text = graph, json.dumps(graph)
+    if isinstance(data, dict):
+        problems = list(_file_references(data))
+        if problems:
+            raise GraphError(problems)
+    spec = load_text(text)
+    check(spec, allowed_modules)
+    return spec
+
+
+def check(spec: GraphSpec, allowed_modules: Sequence[str]) -> None:
+    """Raise GraphError if the spec (or an inlined subgraph) imports outside the allowed modules."""
+    problems: list[Problem] = []
+    for owner, sub in _specs(spec, ""):
+        if owner:  # inlined subgraphs bypass the loader's validation: validate them here
+            try:
+                validate(sub)
+            except GraphError as exc:
+                problems.extend(Problem(p.message, p.fix, node=f"{owner}/{p.node}" if p.node else owner) for p in exc.problems)
+        for name, node in sub.graph.nodes.items():
+            if node.fn is not None:
+                problems.extend(_check_path(node.fn, f"{owner}{name}", "fn", allowed_modules))
+        for channel, reducer in sub.state.items():
+            if reducer not in BUILTIN_REDUCERS:
+                problems.extend(_check_path(reducer, None, f"reducer of channel {channel!r}", allowed_modules))
+    if problems:
+        raise GraphError(problems)
+
+
+def allowed(path: str, allowed_modules: Sequence[str]) -> bool:
+    if not _IMPORT_PATH.match(path):
+        return False
+    module = path.split(":", 1)[0] + "."
+    return any(module.startswith(p if p.endswith(".") else p + ".") for p in allowed_modules)
+
+
+def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequence[str]) -> Iterator[Problem]:
+    if not allowed(path, allowed_modules):
+        prefixes = ", ".join(allowed_modules) or "(none: this API accepts no custom code)"
+        yield Problem(
+            f"{what} {path!r} is not an allowed import path on this API",
+            f"use 'module.path:function' inside an allowed package ({prefixes}); operators widen the list "
+            "with STEPWISE_API_ALLOWED_MODULES",
+            node=node,
+        )
+
+
+def _specs(spec: GraphSpec, owner: str) -> Iterator[tuple[str, GraphSpec]]:
+    yield owner, spec
+    for name, node in spec.graph.nodes.items():
+        if node.subgraph_spec is not None:
+            yield from _specs(node.subgraph_spec, f"{owner}{name}/")
+
+
+def _refuse_aliases(text: str) -> None:
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
+                line = token.start_mark.line + 1
+                raise GraphError(
+                    [Problem("YAML anchors and aliases (&name, *name) are not accepted by the API", "write the values out", line=line)]
+                )
+    except yaml.YAMLError:
+        return  # load_text reports the syntax error
+
+
+def _file_references(data: dict[str, Any], owner: str = "") -> Iterator[Problem]:
+    graph = data.get("graph") if isinstance(data.get("graph"), dict) else data
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if not isinstance(nodes, dict):
+        return
+    for name, node in nodes.items():
+        if not isinstance(node, dict):
+            continue
+        where = f"{owner}{name}"
+        if isinstance(node.get("script"), str):
+            yield Problem("`script:` names a file; the API does not read server files", "inline the script as a YAML/JSON list", node=where)
+        if node.get("kind") == "subgraph" and isinstance(node.get("graph"), str) and not node.get("subgraph_spec"):
+            yield Problem(
+                "`graph:` names a subgraph file; the API does not read server files",
+                "inline the subgraph under `subgraph_spec:` (a whole graph document)",
+                node=where,
+            )
+        if isinstance(node.get("subgraph_spec"), dict):
+            yield from _file_references(node["subgraph_spec"], f"{where}/")

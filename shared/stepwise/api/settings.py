@@ -1,0 +1,59 @@
+"""API settings from the environment (prefix ``STEPWISE_``, like ``stepwise.config.Settings``).
+
+STEPWISE_BACKEND              embedded | memory | aws (shared with the engine)
+STEPWISE_HOME                 state directory of the embedded backend
+STEPWISE_API_TABLE            DynamoDB table of the API store on AWS (pk S, sk S)
+STEPWISE_API_ALLOWED_MODULES  comma-separated module prefixes function nodes and custom reducers
+                              may import (default ``statemachines.,stepwise.tools.``)
+STEPWISE_API_MAX_WAIT_SECONDS upper bound of ``wait_seconds`` (default 25: API Gateway's REST
+                              integration times out at 29 s)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from stepwise.api.store import ApiStore
+
+DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.tools.")
+
+
+class ApiSettings(BaseModel):
+    backend: Literal["embedded", "memory", "aws"] = "embedded"
+    home: Path = Path(".stepwise")
+    api_table: str = "stepwise-api"
+    api_allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES
+    api_max_wait_seconds: float = Field(25.0, ge=0, le=900)
+    api_max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    @field_validator("api_allowed_modules", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ApiSettings:
+        env = environ if environ is not None else dict(os.environ)
+        values = {name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if f"STEPWISE_{name.upper()}" in env}
+        return cls.model_validate(values)
+
+
+def build_store(settings: ApiSettings) -> ApiStore:
+    """The API store matching the engine's backend: SQLite beside stepwise.db, memory, or DynamoDB."""
+    if settings.backend == "embedded":
+        from stepwise.api.store.sqlite import SqliteApiStore
+
+        return SqliteApiStore(settings.home / "api.db")
+    if settings.backend == "memory":
+        from stepwise.api.store.memory import MemoryApiStore
+
+        return MemoryApiStore()
+    from stepwise.api.store.dynamodb import DynamoApiStore
+
+    return DynamoApiStore(settings.api_table)

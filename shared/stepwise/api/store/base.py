@@ -1,0 +1,193 @@
+"""The ApiStore port: API keys, agents (tenant, name) → immutable versions + aliases, thread owners.
+
+Every record is a JSON document addressed by a partition key and a sort key, with a revision number
+for optimistic concurrency. Items of one tenant share the partition ``tenant#<tenant>`` so listing a
+tenant's agents or keys is one query; thread ownership is global (``thread#<id>``) so that two tenants
+can never both claim a thread. The base class owns all of that; an adapter implements ``_get``,
+``_put`` (conditional on the revision) and ``_query``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+CONFLICT_RETRIES = 8
+
+
+class StoreConflict(RuntimeError):
+    """The item changed (or appeared) since it was read: re-read and retry."""
+
+
+class ApiKeyRecord(BaseModel):
+    """An API key at rest: only a salted hash of its secret is stored, never the secret."""
+
+    key_id: str
+    tenant: str
+    name: str = ""
+    salt: str
+    hash: str
+    created_at: float = Field(default_factory=time.time)
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class VersionRecord(BaseModel):
+    version: int
+    ref: str
+    created_at: float = Field(default_factory=time.time)
+    description: str = ""
+
+
+class AgentRecord(BaseModel):
+    """An agent of one tenant: its versions (immutable graph refs, numbered from 1) and its aliases."""
+
+    tenant: str
+    name: str
+    description: str = ""
+    versions: list[VersionRecord] = Field(default_factory=list)
+    aliases: dict[str, int] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    def version(self, number: int) -> VersionRecord | None:
+        return self.versions[number - 1] if 1 <= number <= len(self.versions) else None
+
+    def by_ref(self, ref: str) -> VersionRecord | None:
+        return next((v for v in self.versions if v.ref == ref), None)
+
+
+def _tenant_pk(tenant: str) -> str:
+    return f"tenant#{tenant}"
+
+
+class ApiStore(ABC):
+    # -- primitives (adapters) ----------------------------------------------------------------
+    @abstractmethod
+    def _get(self, pk: str, sk: str) -> tuple[int, dict[str, Any]] | None:
+        """The item's (revision, document), or None."""
+
+    @abstractmethod
+    def _put(self, pk: str, sk: str, doc: dict[str, Any], expected: int | None) -> int:
+        """Write if the current revision is ``expected`` (None: the item must not exist); return the new revision.
+
+        Raise StoreConflict otherwise.
+        """
+
+    @abstractmethod
+    def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
+        """Documents of the partition whose sort key starts with ``prefix``, in sort-key order."""
+
+    # -- API keys -----------------------------------------------------------------------------
+    def put_key(self, record: ApiKeyRecord) -> None:
+        self._put(_tenant_pk(record.tenant), f"apikey#{record.key_id}", record.model_dump(), None)
+
+    def get_key(self, tenant: str, key_id: str) -> ApiKeyRecord | None:
+        found = self._get(_tenant_pk(tenant), f"apikey#{key_id}")
+        return ApiKeyRecord.model_validate(found[1]) if found else None
+
+    def list_keys(self, tenant: str) -> list[ApiKeyRecord]:
+        return [ApiKeyRecord.model_validate(d) for d in self._query(_tenant_pk(tenant), "apikey#")]
+
+    def revoke_key(self, tenant: str, key_id: str) -> ApiKeyRecord | None:
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(_tenant_pk(tenant), f"apikey#{key_id}")
+            if found is None:
+                return None
+            revision, doc = found
+            record = ApiKeyRecord.model_validate(doc)
+            if record.revoked_at is not None:
+                return record
+            record.revoked_at = time.time()
+            try:
+                self._put(_tenant_pk(tenant), f"apikey#{key_id}", record.model_dump(), revision)
+            except StoreConflict:
+                continue
+            return record
+        raise StoreConflict(f"key {key_id} kept changing while being revoked")
+
+    # -- agents -------------------------------------------------------------------------------
+    def get_agent(self, tenant: str, name: str) -> AgentRecord | None:
+        found = self._get(_tenant_pk(tenant), f"agent#{name}")
+        return AgentRecord.model_validate(found[1]) if found else None
+
+    def list_agents(self, tenant: str) -> list[AgentRecord]:
+        return [AgentRecord.model_validate(d) for d in self._query(_tenant_pk(tenant), "agent#")]
+
+    def create_agent(self, tenant: str, name: str, ref: str, *, description: str = "") -> AgentRecord:
+        """A new agent with version 1 aliased ``live``; StoreConflict if the tenant already has this name."""
+        record = AgentRecord(tenant=tenant, name=name, description=description)
+        record.versions.append(VersionRecord(version=1, ref=ref, description=description))
+        record.aliases["live"] = 1
+        self._put(_tenant_pk(tenant), f"agent#{name}", record.model_dump(), None)
+        return record
+
+    def add_version(
+        self, tenant: str, name: str, ref: str, *, description: str = "", promote: bool = True
+    ) -> tuple[AgentRecord, VersionRecord, bool]:
+        """Append ``ref`` as the next version (or return the existing one with the same ref); move ``live`` if promote.
+
+        Returns (agent, version, created). Raises KeyError if the agent does not exist.
+        """
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(_tenant_pk(tenant), f"agent#{name}")
+            if found is None:
+                raise KeyError(name)
+            revision, doc = found
+            record = AgentRecord.model_validate(doc)
+            existing = record.by_ref(ref)
+            created = existing is None
+            version = existing or VersionRecord(version=len(record.versions) + 1, ref=ref, description=description)
+            if created:
+                record.versions.append(version)
+            if promote:
+                record.aliases["live"] = version.version
+            if not created and not promote:
+                return record, version, False
+            record.updated_at = time.time()
+            try:
+                self._put(_tenant_pk(tenant), f"agent#{name}", record.model_dump(), revision)
+            except StoreConflict:
+                continue
+            return record, version, created
+        raise StoreConflict(f"agent {name!r} kept changing; retry the request")
+
+    def set_alias(self, tenant: str, name: str, alias: str, version: int) -> AgentRecord:
+        """Point ``alias`` at an existing version. KeyError if the agent is missing, ValueError if the version is."""
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(_tenant_pk(tenant), f"agent#{name}")
+            if found is None:
+                raise KeyError(name)
+            revision, doc = found
+            record = AgentRecord.model_validate(doc)
+            if record.version(version) is None:
+                raise ValueError(f"agent {name!r} has versions 1..{len(record.versions)}")
+            record.aliases[alias] = version
+            record.updated_at = time.time()
+            try:
+                self._put(_tenant_pk(tenant), f"agent#{name}", record.model_dump(), revision)
+            except StoreConflict:
+                continue
+            return record
+        raise StoreConflict(f"agent {name!r} kept changing; retry the request")
+
+    # -- threads ------------------------------------------------------------------------------
+    def claim_thread(self, tenant: str, thread_id: str) -> str:
+        """Make ``tenant`` the owner of ``thread_id`` unless someone owns it already; return the owner."""
+        try:
+            self._put(f"thread#{thread_id}", "owner", {"tenant": tenant, "created_at": time.time()}, None)
+            return tenant
+        except StoreConflict:
+            owner = self.thread_owner(thread_id)
+            assert owner is not None
+            return owner
+
+    def thread_owner(self, thread_id: str) -> str | None:
+        found = self._get(f"thread#{thread_id}", "owner")
+        return str(found[1]["tenant"]) if found else None
