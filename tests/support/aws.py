@@ -1,0 +1,61 @@
+"""Create the AWS state resources in moto from the key schemas documented in ``stepwise.state.dynamodb``.
+
+The CDK stack creates the same tables; if a schema drifts from the adapters, the contract tests and the
+cloud-in-a-box test fail here first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stepwise.config import Settings
+
+TEST_REGION = "us-east-1"
+TEST_ACCOUNT = "123456789012"  # moto's default account
+
+
+def aws_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "backend": "aws",
+        "events_table": "test-events",
+        "runs_table": "test-runs",
+        "registry_table": "test-registry",
+        "bucket": "test-stepwise-state",
+        "step_function_arn": f"arn:aws:lambda:{TEST_REGION}:{TEST_ACCOUNT}:function:test-step",
+        "state_machine_role_arn": f"arn:aws:iam::{TEST_ACCOUNT}:role/test-state-machines",
+        "name_prefix": "test",
+    }
+    return Settings.model_validate(values | overrides)
+
+
+def create_state_resources(settings: Settings, *, dynamodb: Any, s3: Any) -> None:
+    """The events, runs and registry tables and the state bucket, exactly as documented."""
+    on_demand = {"BillingMode": "PAY_PER_REQUEST"}
+    dynamodb.create_table(
+        TableName=settings.events_table,
+        KeySchema=[{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "seq", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "thread_id", "AttributeType": "S"}, {"AttributeName": "seq", "AttributeType": "N"}],
+        **on_demand,
+    )
+    dynamodb.create_table(
+        TableName=settings.runs_table,
+        KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "run_id", "AttributeType": "S"},
+            {"AttributeName": "thread_id", "AttributeType": "S"},
+            {"AttributeName": "created_at", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "thread_id-created_at",
+            "KeySchema": [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        **on_demand,
+    )
+    dynamodb.create_table(
+        TableName=settings.registry_table,
+        KeySchema=[{"AttributeName": "ref", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "ref", "AttributeType": "S"}],
+        **on_demand,
+    )
+    s3.create_bucket(Bucket=settings.bucket)
