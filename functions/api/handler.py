@@ -35,4 +35,5 @@ app = create_app(lambda: build_client(Settings.from_env()), events=MetricEvents(
 @tracer.capture_lambda_handler(capture_response=False)  # responses can hold user state: keep them out of traces
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    metrics.add_metric(name="api_requests", unit=MetricUnit.Count, value=1)
     return app(event, context)

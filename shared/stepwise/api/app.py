@@ -235,13 +235,9 @@ class StepwiseApi:
     def register_version(self, tenant: str, agent_id: str | None, source: m.GraphSource) -> tuple[str, str]:
         """Load the graph under the policy, register it with the engine; return (agent id, ref)."""
         if (source.yaml is None) == (source.graph is None):
-            field = "yaml" if source.yaml is not None else "graph"
-            raise ApiError(
-                422,
-                "validation_error",
-                "send exactly one of `yaml` (YAML text) or `graph` (a JSON object)",
-                [{"field": f"body.{field}", "type": "one_of"}],
-            )
+            kind = "missing" if source.yaml is None else "exclusive"
+            details = [{"field": f"body.{name}", "type": kind} for name in ("yaml", "graph")]
+            raise ApiError(422, "validation_error", "send exactly one of `yaml` (YAML text) or `graph` (a JSON object)", details)
         try:
             spec = policy.load_graph(yaml_text=source.yaml, graph=source.graph, allowed_modules=self.settings.api_allowed_modules)
         except GraphError as exc:

@@ -1,0 +1,572 @@
+"""The HTTPS API handler, called with API Gateway proxy events, over an in-memory engine and store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepwise.api.app import StepwiseApi, create_app
+from stepwise.api.auth import Principal
+from stepwise.api.hooks import RateLimited, RecordingSink
+from stepwise.api.keys import create_key, revoke_key
+from stepwise.api.settings import ApiSettings
+from stepwise.api.store.memory import MemoryApiStore
+from stepwise.client import Stepwise
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "statemachines" / "examples"
+
+
+def event(
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    key: str | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    hdrs = {"content-type": "application/json", **({"x-api-key": key} if key else {}), **(headers or {})}
+    text = body if isinstance(body, str) or body is None else json.dumps(body)
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": hdrs,
+        "multiValueHeaders": {k: [v] for k, v in hdrs.items()},
+        "queryStringParameters": query,
+        "pathParameters": None,
+        "requestContext": {"requestId": "req-1", "stage": "test"},
+        "body": text,
+        "isBase64Encoded": False,
+    }
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, Any]
+
+
+@dataclass
+class Harness:
+    api: StepwiseApi
+    client: Stepwise
+    store: MemoryApiStore
+    keys: dict[str, str]
+    sink: RecordingSink
+    key_ids: dict[str, str] = field(default_factory=dict)
+
+    def __call__(
+        self, method: str, path: str, body: Any = None, *, tenant: str | None = "acme", key: str | None = None, **kw: Any
+    ) -> Reply:
+        key = key if key is not None else (self.keys[tenant] if tenant else None)
+        out = self.api(event(method, path, body, key=key, **kw))
+        headers = dict(out.get("headers") or {})
+        headers.update({k: v[0] for k, v in (out.get("multiValueHeaders") or {}).items()})
+        return Reply(out["statusCode"], json.loads(out["body"]) if out.get("body") else None, headers)
+
+    def register(self, example: str, tenant: str = "acme") -> dict[str, Any]:
+        reply = self("POST", "/agents", {"yaml": (EXAMPLES / f"{example}.yaml").read_text()}, tenant=tenant)
+        assert reply.status == 201, reply.body
+        return reply.body  # type: ignore[no-any-return]
+
+
+def make(settings: ApiSettings | None = None, client: Stepwise | None = None, **kw: Any) -> Harness:
+    store = MemoryApiStore()
+    client = client or Stepwise.in_memory()
+    sink = RecordingSink()
+    keys, ids = {}, {}
+    for tenant in ("acme", "globex"):
+        record, plaintext = create_key(store, tenant, f"{tenant} test key")
+        keys[tenant], ids[tenant] = plaintext, record.key_id
+    api = create_app(lambda: client, store=store, settings=settings or ApiSettings(backend="memory"), events=sink, **kw)
+    return Harness(api, client, store, keys, sink, ids)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return make()
+
+
+def error_code(reply: Reply) -> str:
+    assert set(reply.body) == {"error"}, reply.body
+    return str(reply.body["error"]["code"])
+
+
+# -- meta and auth --------------------------------------------------------------------------------
+def test_health_and_openapi_need_no_key(h: Harness) -> None:
+    assert h("GET", "/health", tenant=None).body["status"] == "ok"
+    doc = h("GET", "/openapi.json", tenant=None).body
+    assert "/agents/{agent_id}/execute" in doc["paths"]
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [(None, "send an API key"), ("nonsense", "malformed"), ("swk_acme_0123456789abcdef_wrong", "unknown API key")],
+)
+def test_requests_without_a_valid_key_are_401(h: Harness, key: str | None, message: str) -> None:
+    reply = h("GET", "/agents", tenant=None, key=key or "")
+    assert reply.status == 401 and error_code(reply) == "unauthorized"
+    assert message in reply.body["error"]["message"]
+    assert reply.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_right_key_id_with_a_wrong_secret_is_401(h: Harness) -> None:
+    tampered = h.keys["acme"][:-4] + "AAAA"
+    assert h("GET", "/agents", key=tampered).status == 401
+
+
+def test_bearer_header_is_accepted(h: Harness) -> None:
+    reply = h("GET", "/agents", tenant=None, headers={"authorization": f"Bearer {h.keys['acme']}"})
+    assert reply.status == 200 and reply.body == {"agents": []}
+
+
+def test_revoked_key_gets_401_and_other_keys_keep_working(h: Harness) -> None:
+    assert h("GET", "/agents").status == 200
+    revoke_key(h.store, "acme", h.key_ids["acme"])
+    reply = h("GET", "/agents")
+    assert reply.status == 401 and "revoked" in reply.body["error"]["message"]
+    assert h("GET", "/agents", tenant="globex").status == 200
+
+
+def test_unknown_route_is_a_json_404(h: Harness) -> None:
+    reply = h("GET", "/nowhere")
+    assert reply.status == 404 and error_code(reply) == "not_found"
+
+
+def test_oversized_body_is_413() -> None:
+    h = make(ApiSettings(backend="memory", api_max_body_bytes=2048))
+    reply = h("POST", "/agents", {"yaml": "x" * 4096})
+    assert reply.status == 413 and error_code(reply) == "payload_too_large"
+
+
+def test_internal_errors_are_500_without_details() -> None:
+    store = MemoryApiStore()
+    _, key = create_key(store, "acme")
+    store.create_agent("acme", "a", "a@123")
+
+    def broken() -> Stepwise:
+        raise RuntimeError("password=hunter2")
+
+    api = create_app(broken, store=store, settings=ApiSettings(backend="memory"))
+    out = api(event("POST", "/agents/a/execute", {}, key=key))
+    assert out["statusCode"] == 500
+    assert "hunter2" not in out["body"] and json.loads(out["body"])["error"]["code"] == "internal"
+
+
+# -- agents ---------------------------------------------------------------------------------------
+def test_register_from_yaml_json_and_raw_yaml_body(h: Harness) -> None:
+    text = (EXAMPLES / "sequential.yaml").read_text()
+    first = h("POST", "/agents", {"yaml": text, "description": "three steps"})
+    assert first.status == 201
+    assert first.body["agent"] == "sequential" and first.body["version"] == 1 and first.body["ref"].startswith("sequential@")
+    assert first.body["aliases"] == {"live": 1}
+
+    graph = {
+        "name": "tiny",
+        "graph": {"nodes": {"only": {"kind": "function", "fn": "statemachines.examples.nodes:fetch"}}, "entry": "only"},
+    }
+    assert h("POST", "/agents", {"graph": graph}).status == 201
+    raw = h("POST", "/agents", (EXAMPLES / "conditional.yaml").read_text(), headers={"content-type": "application/yaml"})
+    assert raw.status == 201 and raw.body["agent"] == "support-router"
+
+    listed = h("GET", "/agents").body["agents"]
+    assert sorted(a["id"] for a in listed) == sorted(["sequential", "tiny", "support-router"])
+    agent = h("GET", "/agents/sequential").body
+    assert agent["description"] == "three steps"
+    assert [v["ref"] for v in agent["versions"]] == [first.body["ref"]]
+    assert h("POST", "/agents", {"yaml": text}).body["error"]["code"] == "agent_exists"
+
+
+def test_unknown_agent_is_404(h: Harness) -> None:
+    for method, path, body in [
+        ("GET", "/agents/ghost", None),
+        ("POST", "/agents/ghost/execute", {}),
+        ("POST", "/agents/ghost/versions", {"yaml": "x"}),
+    ]:
+        reply = h(method, path, body)
+        assert reply.status == 404 and error_code(reply) == "agent_not_found", (method, path)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"yml": "name: x"}, "body.yml"),  # unknown key
+        ({"yaml": 12}, "body.yaml"),  # wrong type
+        ({"yaml": "a", "graph": {"name": "a"}}, "body.yaml"),  # both forms
+        ({}, "body.yaml"),  # neither form
+        ({"graph": {"name": "x"}, "id": "has space"}, "body.id"),  # bad id
+    ],
+)
+def test_bad_register_bodies_are_422_naming_the_field(h: Harness, body: dict[str, Any], field: str) -> None:
+    reply = h("POST", "/agents", body)
+    assert reply.status == 422 and error_code(reply) == "validation_error"
+    assert field in [d["field"] for d in reply.body["error"]["details"]]
+
+
+def test_missing_body_is_422(h: Harness) -> None:
+    reply = h("POST", "/agents", None)
+    assert reply.status == 422 and reply.body["error"]["details"][0]["field"] == "body"
+
+
+def test_invalid_graph_is_422_with_node_and_fix(h: Harness) -> None:
+    text = (
+        "name: broken\ngraph:\n  nodes:\n    a: {kind: function, fn: 'statemachines.examples.nodes:fetch'}\n"
+        "  edges:\n    - {from: a, to: ghost}\n  entry: a\n"
+    )
+    reply = h("POST", "/agents", {"yaml": text})
+    assert reply.status == 422 and error_code(reply) == "invalid_graph"
+    problem = reply.body["error"]["details"][0]
+    assert problem["node"] == "a" and "ghost" in problem["message"] and problem["fix"]
+
+
+def test_malformed_yaml_names_the_line(h: Harness) -> None:
+    reply = h("POST", "/agents", {"yaml": "name: x\ngraph:\n  nodes: [a\n"})
+    assert reply.status == 422 and reply.body["error"]["details"][0]["line"] >= 3
+
+
+def test_agent_id_must_match_graph_name(h: Harness) -> None:
+    reply = h("POST", "/agents", {"id": "other", "yaml": (EXAMPLES / "sequential.yaml").read_text()})
+    assert reply.status == 422 and reply.body["error"]["details"][0]["field"] == "body.graph.name"
+
+
+def test_versions_are_immutable_numbered_and_move_live(h: Harness) -> None:
+    base = (EXAMPLES / "sequential.yaml").read_text()
+    v1 = h.register("sequential")
+    v2 = h("POST", "/agents/sequential/versions", {"yaml": base + "description: second\n"})
+    assert v2.status == 201 and v2.body["version"] == 2 and v2.body["ref"] != v1["ref"] and v2.body["aliases"]["live"] == 2
+    same = h("POST", "/agents/sequential/versions", {"yaml": base})
+    assert same.status == 200 and same.body == {**same.body, "version": 1, "created": False, "ref": v1["ref"]}
+    assert same.body["aliases"]["live"] == 1  # promote=True moved live back to the existing version
+    v3 = h("POST", "/agents/sequential/versions", {"yaml": base + "description: third\n", "promote": False})
+    assert v3.body["version"] == 3 and v3.body["aliases"]["live"] == 1
+    agent = h("GET", "/agents/sequential").body
+    assert [v["version"] for v in agent["versions"]] == [1, 2, 3]
+
+    aliased = h("PUT", "/agents/sequential/aliases/canary", {"version": 3})
+    assert aliased.status == 200 and aliased.body["aliases"] == {"live": 1, "canary": 3}
+    run = h("POST", "/agents/sequential/execute", {"alias": "canary"}).body
+    assert run["version"] == 3 and run["graph_ref"] == v3.body["ref"]
+    run = h("POST", "/agents/sequential/execute", {"version": 2}).body
+    assert run["version"] == 2 and run["graph_ref"] == v2.body["ref"]
+    assert h("POST", "/agents/sequential/execute", {"version": 9}).body["error"]["code"] == "version_not_found"
+    assert h("POST", "/agents/sequential/execute", {"alias": "nope"}).body["error"]["code"] == "alias_not_found"
+    bad = h("PUT", "/agents/sequential/aliases/canary", {"version": 7})
+    assert bad.status == 422 and bad.body["error"]["details"][0]["field"] == "body.version"
+
+
+def test_a_new_version_must_keep_the_agent_name(h: Harness) -> None:
+    h.register("sequential")
+    reply = h("POST", "/agents/sequential/versions", {"yaml": (EXAMPLES / "conditional.yaml").read_text()})
+    assert reply.status == 422 and "make them equal" in reply.body["error"]["message"]
+
+
+# -- the graph policy -----------------------------------------------------------------------------
+def _graph(fn: str, **extra: Any) -> dict[str, Any]:
+    return {"name": "g", **extra, "graph": {"nodes": {"a": {"kind": "function", "fn": fn}}, "entry": "a"}}
+
+
+@pytest.mark.parametrize(
+    ("graph", "needle"),
+    [
+        (_graph("os:system"), "'os:system' is not an allowed import path"),
+        (_graph("statemachines.examples.nodes:_private"), "not an allowed import path"),
+        (_graph("statemachines_evil.x:f"), "not an allowed import path"),  # a prefix, not a package boundary
+        (_graph("statemachines.examples.nodes:fetch", state={"log": "subprocess:getoutput"}), "reducer of channel 'log'"),
+        (
+            {"name": "g", "graph": {"nodes": {"a": {"kind": "agent", "script": "/etc/passwd"}}, "entry": "a"}},
+            "does not read server files",
+        ),
+        (
+            {"name": "g", "graph": {"nodes": {"a": {"kind": "subgraph", "graph": "../../secrets.yaml"}}, "entry": "a"}},
+            "does not read server files",
+        ),
+    ],
+)
+def test_policy_refuses_code_outside_the_allowlist_and_file_references(h: Harness, graph: dict[str, Any], needle: str) -> None:
+    reply = h("POST", "/agents", {"graph": graph})
+    assert reply.status == 422 and error_code(reply) == "invalid_graph"
+    assert needle in reply.body["error"]["message"]
+    assert h("GET", "/agents").body == {"agents": []}
+
+
+def test_policy_refuses_yaml_aliases(h: Harness) -> None:
+    text = "name: g\nbase: &b {kind: function, fn: 'statemachines.examples.nodes:fetch'}\ngraph:\n  nodes:\n    a: *b\n  entry: a\n"
+    reply = h("POST", "/agents", {"yaml": text})
+    assert reply.status == 422 and "anchors and aliases" in reply.body["error"]["message"]
+
+
+def test_policy_checks_inlined_subgraphs(h: Harness) -> None:
+    inner_bad = {"name": "inner", "graph": {"nodes": {"x": {"kind": "function", "fn": "os:getcwd"}}, "entry": "x"}}
+    outer = {"name": "outer", "graph": {"nodes": {"sub": {"kind": "subgraph", "subgraph_spec": inner_bad}}, "entry": "sub"}}
+    reply = h("POST", "/agents", {"graph": outer})
+    assert reply.status == 422 and reply.body["error"]["details"][0]["node"] == "sub/x"
+
+    inner_spec = {
+        "name": "inner",
+        "state": {"log": "append"},
+        "graph": {
+            "nodes": {"fetch": {"fn": "statemachines.examples.nodes:fetch"}, "clean": {"fn": "statemachines.examples.nodes:clean"}},
+            "edges": [{"from": "fetch", "to": "clean"}],
+            "entry": "fetch",
+        },
+    }
+    ok = {
+        "name": "outer",
+        "state": {"log": "append"},
+        "graph": {"nodes": {"sub": {"kind": "subgraph", "subgraph_spec": inner_spec}}, "entry": "sub"},
+    }
+    assert h("POST", "/agents", {"graph": ok}).status == 201
+    run = h("POST", "/agents/outer/execute", {}).body
+    assert run["status"] == "succeeded" and len(run["state"]["log"]) == 2
+
+
+def test_allowlist_comes_from_settings_and_is_rechecked_at_execute() -> None:
+    wide = make(ApiSettings(backend="memory"))
+    wide.register("react")  # uses stepwise.tools.react:run_tool_calls
+    narrow = create_app(lambda: wide.client, store=wide.store, settings=ApiSettings(backend="memory", api_allowed_modules="statemachines."))
+    out = narrow(event("POST", "/agents/react/execute", {}, key=wide.keys["acme"]))
+    assert out["statusCode"] == 403 and json.loads(out["body"])["error"]["code"] == "policy_violation"
+    out = narrow(event("POST", "/agents", {"yaml": (EXAMPLES / "react.yaml").read_text()}, key=wide.keys["globex"]))
+    assert out["statusCode"] == 422 and "stepwise.tools.react:run_tool_calls" in json.loads(out["body"])["error"]["message"]
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def test_execute_runs_to_completion_and_get_run_returns_the_state(h: Harness) -> None:
+    h.register("sequential")
+    run = h("POST", "/agents/sequential/execute", {"input": {"url": "https://example.test"}})
+    assert run.status == 200 and run.body["status"] == "succeeded" and run.body["version"] == 1
+    assert run.body["state"]["log"] == ["fetch", "clean", "summarize"] and run.body["state"]["url"] == "https://example.test"
+    again = h("GET", f"/runs/{run.body['run_id']}").body
+    assert again["state"] == run.body["state"] and again["status"] == "succeeded" and again["steps"] == 3
+
+
+def test_execute_body_errors_name_the_field(h: Harness) -> None:
+    h.register("sequential")
+    for body, name in [
+        ({"input": [1]}, "body.input"),
+        ({"wait_seconds": -1}, "body.wait_seconds"),
+        ({"version": 0}, "body.version"),
+        ({"thread_id": "../x"}, "body.thread_id"),
+        ({"inputs": {}}, "body.inputs"),
+    ]:
+        reply = h("POST", "/agents/sequential/execute", body)
+        assert reply.status == 422, body
+        assert name in [d["field"] for d in reply.body["error"]["details"]], reply.body
+
+
+def test_human_flow_waits_then_resumes_through_the_api(h: Harness) -> None:
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {"input": {"amount": 40}}).body
+    assert run["status"] == "waiting" and run["waiting"]["node"] == "approve" and "Approve" in run["waiting"]["prompt"]
+    assert "token" not in json.dumps(run["waiting"])  # the task token never leaves the server
+    resumed = h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}})
+    assert resumed.status == 200 and resumed.body["status"] == "succeeded"
+    assert resumed.body["state"]["decision"] == "yes" and resumed.body["waiting"] is None
+    again = h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}})
+    assert again.status == 409 and error_code(again) == "run_not_waiting"
+    assert h("POST", "/runs/run-nope/resume", {}).status == 404
+    kinds = [k for k, _, _ in h.sink.events]
+    assert kinds == ["agent.registered", "run.started", "run.waiting", "run.resumed", "run.succeeded"]
+
+
+def test_resume_body_must_be_an_object(h: Harness) -> None:
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {}).body
+    reply = h("POST", f"/runs/{run['run_id']}/resume", {"input": "yes"})
+    assert reply.status == 422 and reply.body["error"]["details"][0]["field"] == "body.input"
+
+
+def test_run_events_are_that_runs_events_paged_by_seq(h: Harness) -> None:
+    h.register("sequential")
+    first = h("POST", "/agents/sequential/execute", {}).body
+    second = h("POST", "/agents/sequential/execute", {"thread_id": first["thread_id"]}).body  # same thread
+    assert second["thread_id"] == first["thread_id"]
+    page = h("GET", f"/runs/{second['run_id']}/events", query={"limit": "2"}).body
+    assert [e["type"] for e in page["events"]] == ["run_started", "node_update"]
+    assert {e["run_id"] for e in page["events"]} == {second["run_id"]}
+    rest = h("GET", f"/runs/{second['run_id']}/events", query={"after": str(page["next_after"]), "limit": "1000"}).body
+    assert rest["next_after"] is None and rest["events"][-1]["type"] == "run_finished"
+    seqs = [e["seq"] for e in page["events"] + rest["events"]]
+    assert seqs == sorted(seqs) and min(seqs) > max(e["seq"] for e in h("GET", f"/runs/{first['run_id']}/events").body["events"])
+    bad = h("GET", f"/runs/{first['run_id']}/events", query={"limit": "0"})
+    assert bad.status == 422 and bad.body["error"]["details"][0]["field"] == "query.limit"
+
+
+def test_cancel_a_waiting_run(h: Harness) -> None:
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {}).body
+    cancelled = h("POST", f"/runs/{run['run_id']}/cancel")
+    assert cancelled.status == 200 and cancelled.body["status"] == "cancelled" and cancelled.body["finished_at"]
+    assert h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}}).body["error"]["code"] == "run_not_waiting"
+    assert h("POST", f"/runs/{run['run_id']}/cancel").body["error"]["code"] == "run_finished"
+
+
+def test_cancel_asks_an_executor_that_can_stop_executions() -> None:
+    stopped: list[str] = []
+    client = Stepwise.in_memory()
+    client.executor.cancel = lambda run: stopped.append(run.run_id)  # type: ignore[attr-defined]
+    h = make(client=client)
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {}).body
+    assert h("POST", f"/runs/{run['run_id']}/cancel").status == 200
+    assert stopped == [run["run_id"]]
+
+
+class AsyncExecutor:
+    """Like Step Functions: start returns at once; the run finishes 'later' (when the API sleeps)."""
+
+    def __init__(self, client: Stepwise, finish_after_sleeps: int) -> None:
+        self.client, self.left, self.run_id = client, finish_after_sleeps, ""
+
+    def deploy(self, ref: str, asl: dict[str, Any]) -> None:
+        return None
+
+    def start(self, run: Any, asl: dict[str, Any]) -> None:
+        self.run_id = run.run_id
+
+    def send_token(self, run: Any, token: str, output: dict[str, Any]) -> None:
+        return None
+
+    def tick(self, seconds: float) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.client.services.runs.update(self.run_id, status="succeeded")
+
+
+def _async_harness(finish_after_sleeps: int, max_wait: float = 25) -> tuple[Harness, list[float]]:
+    client = Stepwise.in_memory()
+    executor = AsyncExecutor(client, finish_after_sleeps)
+    client.executor = executor
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+        executor.tick(seconds)
+
+    return make(ApiSettings(backend="memory", api_max_wait_seconds=max_wait), client=client, sleep=sleep, clock=lambda: now[0]), slept
+
+
+def test_execute_without_wait_answers_202_running() -> None:
+    h, slept = _async_harness(finish_after_sleeps=3)
+    h.register("sequential")
+    reply = h("POST", "/agents/sequential/execute", {})
+    assert reply.status == 202 and reply.body["status"] == "running" and slept == []
+    assert h("GET", f"/runs/{reply.body['run_id']}").body["status"] == "running"
+
+
+def test_execute_with_wait_polls_the_run_store_until_done() -> None:
+    h, slept = _async_harness(finish_after_sleeps=3)
+    h.register("sequential")
+    reply = h("POST", "/agents/sequential/execute", {"wait_seconds": 10})
+    assert reply.status == 200 and reply.body["status"] == "succeeded" and len(slept) == 3
+
+
+def test_wait_is_capped_by_the_server() -> None:
+    h, slept = _async_harness(finish_after_sleeps=1000, max_wait=2)
+    h.register("sequential")
+    reply = h("POST", "/agents/sequential/execute", {"wait_seconds": 600})
+    assert reply.status == 202 and sum(slept) == pytest.approx(2.0)
+
+
+# -- threads --------------------------------------------------------------------------------------
+def test_thread_state_time_travel_and_fork(h: Harness) -> None:
+    h.register("sequential")
+    run = h("POST", "/agents/sequential/execute", {"input": {"topic": "x"}}).body
+    thread = run["thread_id"]
+    now = h("GET", f"/threads/{thread}/state").body
+    assert now["state"] == run["state"] and now["seq"] == now["head"]
+    at1 = h("GET", f"/threads/{thread}/state", query={"at": "1"}).body
+    assert at1["seq"] == 1 and at1["state"] == {"topic": "x"}
+    too_far = h("GET", f"/threads/{thread}/state", query={"at": str(now["head"] + 1)})
+    assert too_far.status == 422 and too_far.body["error"]["details"][0]["field"] == "query.at"
+    negative = h("GET", f"/threads/{thread}/state", query={"at": "-1"})
+    assert negative.status == 422 and negative.body["error"]["details"][0]["field"] == "query.at"
+
+    forked = h("POST", f"/threads/{thread}/fork", {"at": 2})
+    assert forked.status == 201 and forked.body["forked_from"] == thread and forked.body["at"] == 2
+    fork_state = h("GET", f"/threads/{forked.body['thread_id']}/state").body["state"]
+    assert fork_state == h("GET", f"/threads/{thread}/state", query={"at": "2"}).body["state"]
+    at_head = h("POST", f"/threads/{thread}/fork", {})
+    assert at_head.body["at"] == now["head"]
+    assert h("POST", f"/threads/{thread}/fork", {"at": 999}).body["error"]["details"][0]["field"] == "body.at"
+    assert h("GET", "/threads/thread-ghost/state").status == 404
+
+    # a run continues on the fork, from the forked state
+    cont = h("POST", "/agents/sequential/execute", {"thread_id": forked.body["thread_id"]}).body
+    assert cont["status"] == "succeeded" and cont["state"]["topic"] == "x"
+
+
+# -- tenants --------------------------------------------------------------------------------------
+def test_tenants_never_see_each_other(h: Harness) -> None:
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {}).body
+    rid, thread = run["run_id"], run["thread_id"]
+    forked = h("POST", f"/threads/{thread}/fork", {"at": 1}).body["thread_id"]
+
+    other = dict(tenant="globex")
+    assert h("GET", "/agents", **other).body == {"agents": []}
+    for method, path, body in [
+        ("GET", "/agents/human-approval", None),
+        ("POST", "/agents/human-approval/execute", {}),
+        ("POST", "/agents/human-approval/versions", {"yaml": (EXAMPLES / "human_approval.yaml").read_text()}),
+        ("GET", f"/runs/{rid}", None),
+        ("GET", f"/runs/{rid}/events", None),
+        ("POST", f"/runs/{rid}/resume", {"input": {"decision": "yes"}}),
+        ("POST", f"/runs/{rid}/cancel", None),
+        ("GET", f"/threads/{thread}/state", None),
+        ("POST", f"/threads/{thread}/fork", {}),
+        ("GET", f"/threads/{forked}/state", None),
+    ]:
+        reply = h(method, path, body, **other)
+        assert reply.status == 404, (method, path, reply.body)
+        assert "globex" not in json.dumps(reply.body) and "acme" not in json.dumps(reply.body)
+
+    # globex may use the same agent name independently, but not acme's thread
+    mine = h.register("human_approval", tenant="globex")
+    assert mine["version"] == 1
+    hijack = h("POST", "/agents/human-approval/execute", {"thread_id": thread}, **other)
+    assert hijack.status == 404 and error_code(hijack) == "thread_not_found"
+    assert h("GET", f"/runs/{rid}").body["status"] == "waiting"  # acme's run untouched
+    assert h.client.services.runs.get(rid).tenant == "acme"  # type: ignore[union-attr]
+
+
+def test_rate_limit_seam_answers_429_with_retry_after() -> None:
+    class OneCall:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str]] = []
+
+        def check(self, principal: Principal, operation: str) -> None:
+            self.seen.append((principal.tenant, operation))
+            if len(self.seen) > 1:
+                raise RateLimited(retry_after=2.4)
+
+    limiter = OneCall()
+    h = make(rate_limiter=limiter)
+    assert h("GET", "/agents").status == 200
+    reply = h("GET", "/agents")
+    assert reply.status == 429 and reply.headers["Retry-After"] == "2" and error_code(reply) == "rate_limited"
+    assert limiter.seen == [("acme", "GET /agents"), ("acme", "GET /agents")]
+
+
+def test_custom_authenticator_seam() -> None:
+    class HeaderTenant:  # stands in for a JWT authenticator reading authorizer claims
+        def authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
+            claims = (event.get("requestContext") or {}).get("authorizer") or {}
+            return Principal(tenant=claims["tenant"], subject=claims["sub"], method="jwt") if "tenant" in claims else None
+
+    store = MemoryApiStore()
+    client = Stepwise.in_memory()
+    api = create_app(lambda: client, store=store, settings=ApiSettings(backend="memory"), authenticators=[HeaderTenant()])
+    ev = event("GET", "/agents")
+    ev["requestContext"]["authorizer"] = {"tenant": "initech", "sub": "user-1"}
+    assert api(ev)["statusCode"] == 200
+    assert api(event("GET", "/agents"))["statusCode"] == 401
