@@ -411,12 +411,12 @@ def test_cancel_a_waiting_run(h: Harness) -> None:
 def test_cancel_asks_an_executor_that_can_stop_executions() -> None:
     stopped: list[str] = []
     client = Stepwise.in_memory()
-    client.executor.cancel = lambda run: stopped.append(run.run_id)  # type: ignore[attr-defined]
+    client.executor.stop = lambda run, cause: stopped.append((run.run_id, cause))  # type: ignore[attr-defined]
     h = make(client=client)
     h.register("human_approval")
     run = h("POST", "/agents/human-approval/execute", {}).body
     assert h("POST", f"/runs/{run['run_id']}/cancel").status == 200
-    assert stopped == [run["run_id"]]
+    assert stopped == [(run["run_id"], f"cancelled through the API by key:{h.key_ids['acme']}")]
 
 
 class AsyncExecutor:

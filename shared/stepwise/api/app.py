@@ -446,9 +446,9 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
         run = api.run_of(tenant(), run_id)
         if run.status in ("succeeded", "failed", "cancelled"):
             raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
-        stop = getattr(api.client.executor, "cancel", None)  # Step Functions: StopExecution; local runs are synchronous
+        stop = getattr(api.client.executor, "stop", None)  # Step Functions: StopExecution; local runs are synchronous
         if callable(stop):
-            stop(run)
+            stop(run, cause=f"cancelled through the API by {app.context['principal'].subject}")
         run = api.client.services.runs.update(run_id, status="cancelled", waiting=None, finished_at=time.time())
         api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
         return api.run_view(run)

@@ -27,8 +27,8 @@ class ApiSettings(BaseModel):
     home: Path = Path(".stepwise")
     api_table: str = "stepwise-api"
     api_allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES
-    api_max_wait_seconds: float = Field(25.0, ge=0, le=900)
-    api_max_body_bytes: int = Field(1_048_576, ge=1024)
+    api_max_wait_seconds: float = Field(default=25.0, ge=0, le=900)
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     @field_validator("api_allowed_modules", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 Each item holds ``rev`` (N) and ``body`` (S, the JSON document). Writes are conditional on ``rev``
 (or on the item not existing), which is the optimistic concurrency the port expects. The client honours
-``AWS_ENDPOINT_URL`` like every other Stepwise AWS client (botocore reads it).
+``AWS_ENDPOINT_URL`` / LocalStack like every other Stepwise AWS client (``stepwise.awsclients``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from stepwise.api.store.base import ApiStore, StoreConflict
 class DynamoApiStore(ApiStore):
     def __init__(self, table: str, *, client: Any = None) -> None:
         if client is None:
-            import boto3
+            from stepwise import awsclients
 
-            client = boto3.client("dynamodb")
+            client = awsclients.client("dynamodb")
         self.table = table
         self.client = client
 
