@@ -6,6 +6,9 @@ cloud-in-a-box test fail here first.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from stepwise.config import Settings
@@ -59,3 +62,29 @@ def create_state_resources(settings: Settings, *, dynamodb: Any, s3: Any) -> Non
         **on_demand,
     )
     s3.create_bucket(Bucket=settings.bucket)
+
+
+@contextlib.contextmanager
+def serialized_dynamodb_transactions() -> Iterator[None]:
+    """Make moto's ``TransactWriteItems`` atomic under concurrency, as DynamoDB's is.
+
+    moto 5.2.1 runs a transaction as: deep-copy the table, apply each action, restore the copy on a
+    failed condition — with no lock, so two threads can both pass ``attribute_not_exists`` or a failing
+    transaction can restore over a concurrent success. DynamoDB serializes transactions on the items
+    they touch; one lock around moto's implementation stands in for that server-side guarantee (our
+    adapter's own logic — conditions, conflict mapping, retries — is unchanged and under test).
+    """
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with lock:
+            original(self, transact_items)
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DynamoDBBackend.transact_write_items = original  # type: ignore[method-assign]

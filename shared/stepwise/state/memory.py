@@ -89,7 +89,7 @@ class MemoryRegistry(Registry):
         self._latest: dict[str, str] = {}
 
     def put(self, ref: str, name: str, spec: dict[str, Any], asl: dict[str, Any]) -> None:
-        self._items[ref] = (spec, asl)
+        self._items.setdefault(ref, (spec, asl))  # versions are immutable: the first write wins
         self._latest[name] = ref
 
     def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -1,0 +1,351 @@
+"""DynamoDB adapters for the state ports: event log (+ S3 offload), run records and task tokens, registry.
+
+Table key schemas — the CDK stack creates exactly these (names come from ``Settings``):
+
+``events`` table (``STEPWISE_EVENTS_TABLE``, default ``stepwise-events``)
+    partition key ``thread_id`` (S), sort key ``seq`` (N).
+
+    - Event items, ``seq`` >= 1, dense per thread: ``type`` (S), ``run_id`` (S), ``scope`` (S), ``ts`` (N),
+      optional ``node`` (S) and ``key`` (S, the idempotency key), and the event's delta either inline as
+      ``data`` (S, compact JSON) or, when it is larger than ``offload_bytes`` (100 KB by default), as
+      ``data_ref`` (S, an S3 key in the state bucket, see ``state/s3.py``) plus ``data_bytes`` (N).
+    - Idempotency-key guards, ``seq`` < 0: ``seq = -(first 112 bits of sha256(key)) - 1``, attributes
+      ``guard_key`` (S) and ``ref_seq`` (N, the event holding the key). A guard sits in its event's
+      partition, is written in the same transaction, so a key can be used once per thread. Readers of
+      the stream (WebSocket, webhooks) skip items with ``seq`` < 1.
+
+    ``append`` is one ``TransactWriteItems``: a ``ConditionCheck`` that ``seq = expected`` exists (no
+    gaps), a ``Put`` per event with ``attribute_not_exists(seq)`` (a concurrent writer of the same seq
+    fails → ``ConflictError``, nothing is overwritten) and a ``Put`` per key guard with the same
+    condition (→ ``DuplicateKeyError``). All reads are strongly consistent ``Query``/``GetItem`` calls.
+
+``runs`` table (``STEPWISE_RUNS_TABLE``, default ``stepwise-runs``)
+    partition key ``run_id`` (S); global secondary index ``thread_id-created_at`` with partition key
+    ``thread_id`` (S) and sort key ``created_at`` (N), projection ALL.
+
+    - Run items: one attribute per ``RunRecord`` field; ``input``, ``start_cursor``, ``error`` and
+      ``waiting`` (which holds the task token) are JSON strings. ``update`` is an ``UpdateItem`` of just
+      the given fields, so the step Lambda and the API never overwrite each other's fields.
+    - Task-token outputs (the local engine's stand-in for ``SendTaskSuccess``): ``run_id =
+      "token#" + sha256(token)``, ``output`` (S). They have no ``thread_id``, so they stay out of the index.
+
+``registry`` table (``STEPWISE_REGISTRY_TABLE``, default ``stepwise-registry``)
+    partition key ``ref`` (S).
+
+    - Versions: ``ref = "<name>@<hash>"``, ``name`` (S), ``spec`` and ``asl`` (B, zlib-compressed JSON),
+      ``created_at`` (N). Written with ``attribute_not_exists(ref)``: a version never changes.
+    - Aliases: ``ref = "alias#<name>"``, ``target`` (S, the latest version's ref), ``updated_at`` (N).
+      Graph names cannot contain ``#`` or ``@``, so the two kinds never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from stepwise import awsclients
+from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+from stepwise.state.s3 import S3Blobs
+
+#: ``data`` larger than this goes to S3 (a DynamoDB item holds at most 400 KB).
+OFFLOAD_BYTES = 100_000
+#: A transaction carries at most 4 MB; offload more eagerly than that to stay clear of it.
+TRANSACTION_BUDGET = 3_500_000
+MAX_ACTIONS = 100
+_FAR = 10**30  # an upper bound for seq in range queries
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def guard_seq(key: str) -> int:
+    """Sort key of an idempotency-key guard: negative, so event queries (seq > 0) never see it."""
+    return -int(hashlib.sha256(key.encode()).hexdigest()[:28], 16) - 1
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float | int) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _pages(call: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    while True:
+        page = call(**kwargs)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class DynamoEventStore(EventStore):
+    def __init__(
+        self, table_name: str, *, bucket: str | None = None, client: Any = None, s3: Any = None, offload_bytes: int = OFFLOAD_BYTES,
+    ) -> None:
+        self.table = table_name
+        self.db = client or awsclients.client("dynamodb")
+        self.blobs = S3Blobs(bucket, client=s3) if bucket else None
+        self.offload_bytes = offload_bytes
+
+    # -- writes -------------------------------------------------------------------------------
+    def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
+        items = self._items(thread_id, rows)
+        actions: list[dict[str, Any]] = []
+        if expected_seq > 0:
+            actions.append({"ConditionCheck": {
+                "TableName": self.table, "Key": {"thread_id": _s(thread_id), "seq": _n(expected_seq)},
+                "ConditionExpression": "attribute_exists(#s)", "ExpressionAttributeNames": {"#s": "seq"},
+            }})
+        first_guard = len(actions) + len(items)
+        actions += [self._put(item) for item in items]
+        for row in rows:
+            if row[5] is not None:
+                guard = {"thread_id": _s(thread_id), "seq": _n(guard_seq(row[5])), "guard_key": _s(row[5]), "ref_seq": _n(row[0])}
+                actions.append(self._put(guard))
+        if len(actions) > MAX_ACTIONS:
+            raise ValueError(f"one append may write at most {MAX_ACTIONS} items (events + keys), got {len(actions)}; split the records")
+        try:
+            self.db.transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code", "None") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if any(code not in ("None", "ConditionalCheckFailed") for code in reasons):
+                raise ConflictError(thread_id, expected_seq) from None  # TransactionConflict: a writer raced us
+            if reasons and all(code == "None" for code in reasons[:first_guard]) and "ConditionalCheckFailed" in reasons[first_guard:]:
+                raise DuplicateKeyError(f"an event with one of these idempotency keys is already in thread {thread_id!r}") from None
+            raise ConflictError(thread_id, expected_seq) from None
+
+    def _put(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"Put": {
+            "TableName": self.table, "Item": item,
+            "ConditionExpression": "attribute_not_exists(#s)", "ExpressionAttributeNames": {"#s": "seq"},
+        }}
+
+    def _items(self, thread_id: str, rows: list[Row]) -> list[dict[str, Any]]:
+        items = []
+        for seq, kind, run_id, node, scope, key, ts, data in rows:
+            item = {"thread_id": _s(thread_id), "seq": _n(seq), "type": _s(kind), "run_id": _s(run_id), "scope": _s(scope), "ts": _n(ts)}
+            if node is not None:
+                item["node"] = _s(node)
+            if key is not None:
+                item["key"] = _s(key)
+            item["data"] = _s(data)
+            items.append(item)
+        # offload every large payload, then the largest ones until the transaction fits its 4 MB cap
+        sizes = sorted(((len(item["data"]["S"].encode()), i) for i, item in enumerate(items)), reverse=True)
+        total = sum(size for size, _ in sizes)
+        for size, i in sizes:
+            if size <= self.offload_bytes and total <= TRANSACTION_BUDGET:
+                break
+            self._offload(thread_id, items[i], size)
+            total -= size
+        return items
+
+    def _offload(self, thread_id: str, item: dict[str, Any], size: int) -> None:
+        if self.blobs is None:
+            raise ValueError(
+                f"event data of {size} bytes is too large for a DynamoDB item; configure a bucket "
+                "(STEPWISE_BUCKET) so large values are offloaded to S3"
+            )
+        item["data_ref"] = _s(self.blobs.put(thread_id, item.pop("data")["S"]))
+        item["data_bytes"] = _n(size)
+
+    # -- reads --------------------------------------------------------------------------------
+    def _row(self, item: dict[str, Any]) -> Row:
+        if "data_ref" in item:
+            if self.blobs is None:
+                raise ValueError("this event's data is offloaded to S3 but the store has no bucket configured")
+            data = self.blobs.get(item["data_ref"]["S"])
+        else:
+            data = item["data"]["S"]
+        return (
+            int(item["seq"]["N"]), item["type"]["S"], item["run_id"]["S"], item.get("node", {}).get("S"),
+            item["scope"]["S"], item.get("key", {}).get("S"), float(item["ts"]["N"]), data,
+        )
+
+    def head(self, thread_id: str) -> int:
+        page = self.db.query(
+            TableName=self.table, KeyConditionExpression="thread_id = :t AND #s > :z", ExpressionAttributeNames={"#s": "seq"},
+            ExpressionAttributeValues={":t": _s(thread_id), ":z": _n(0)}, ScanIndexForward=False, Limit=1,
+            ConsistentRead=True, ProjectionExpression="#s",
+        )
+        items = page.get("Items", [])
+        return int(items[0]["seq"]["N"]) if items else 0
+
+    def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]:
+        hi = _FAR if upto is None else upto
+        if hi <= after:
+            return []
+        items = _pages(
+            self.db.query, TableName=self.table, KeyConditionExpression="thread_id = :t AND #s BETWEEN :lo AND :hi",
+            ExpressionAttributeNames={"#s": "seq"}, ConsistentRead=True,
+            ExpressionAttributeValues={":t": _s(thread_id), ":lo": _n(after + 1), ":hi": _n(hi)},
+        )
+        return [self._row(item) for item in items]
+
+    def _select_key(self, thread_id: str, key: str) -> Row | None:
+        guard = self.db.get_item(
+            TableName=self.table, Key={"thread_id": _s(thread_id), "seq": _n(guard_seq(key))}, ConsistentRead=True,
+        ).get("Item")
+        if guard is None or guard["guard_key"]["S"] != key:
+            return None
+        item = self.db.get_item(
+            TableName=self.table, Key={"thread_id": _s(thread_id), "seq": guard["ref_seq"]}, ConsistentRead=True,
+        ).get("Item")
+        return self._row(item) if item else None
+
+    def threads(self) -> list[str]:
+        """Every thread id (a table Scan: for the CLI and admin tools, not for hot paths)."""
+        items = _pages(
+            self.db.scan, TableName=self.table, FilterExpression="#s = :one", ExpressionAttributeNames={"#s": "seq"},
+            ExpressionAttributeValues={":one": _n(1)}, ProjectionExpression="thread_id",
+        )
+        return sorted({item["thread_id"]["S"] for item in items})
+
+
+# -- runs -------------------------------------------------------------------------------------
+_JSON_FIELDS = frozenset({"input", "start_cursor", "error", "waiting"})
+_NUMBER_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "steps"})
+_TOKEN_PREFIX = "token#"
+
+
+def _encode_field(name: str, value: Any) -> dict[str, str]:
+    if name in _JSON_FIELDS:
+        return _s(json.dumps(value, separators=(",", ":"), default=str))
+    if name in _NUMBER_FIELDS:
+        return _n(value)
+    return _s(str(value))
+
+
+def _decode_run(item: dict[str, Any]) -> RunRecord:
+    data: dict[str, Any] = {}
+    for name, attr in item.items():
+        if name not in RunRecord.model_fields:
+            continue
+        if name in _JSON_FIELDS:
+            data[name] = json.loads(attr["S"])
+        elif name in _NUMBER_FIELDS:
+            number = float(attr["N"])
+            data[name] = int(number) if name == "steps" else number
+        else:
+            data[name] = attr["S"]
+    return RunRecord.model_validate(data)
+
+
+class DynamoRunStore(RunStore):
+    INDEX = "thread_id-created_at"
+
+    def __init__(self, table_name: str, *, client: Any = None) -> None:
+        self.table = table_name
+        self.db = client or awsclients.client("dynamodb")
+
+    def put(self, run: RunRecord) -> None:
+        item = {name: _encode_field(name, value) for name, value in run.model_dump(mode="json").items() if value is not None}
+        self.db.put_item(TableName=self.table, Item=item)
+
+    def get(self, run_id: str) -> RunRecord | None:
+        item = self.db.get_item(TableName=self.table, Key={"run_id": _s(run_id)}, ConsistentRead=True).get("Item")
+        return _decode_run(item) if item and "thread_id" in item else None
+
+    def update(self, run_id: str, **fields: Any) -> RunRecord:
+        """Set only ``fields`` (and ``updated_at``) in one ``UpdateItem``; None removes a field."""
+        unknown = {name for name in fields if name not in RunRecord.model_fields or name == "run_id"}
+        if unknown:
+            raise ValueError(f"cannot update run field(s) {sorted(unknown)}")
+        checked = RunRecord.model_validate({"run_id": run_id, "thread_id": "-", "graph_ref": "-", **fields})
+        values = {name: getattr(checked, name) for name in fields} | {"updated_at": time.time()}
+        sets, removes, names, attrs = [], [], {}, {}
+        for i, (name, value) in enumerate(sorted(values.items())):
+            names[f"#f{i}"] = name
+            if value is None:
+                removes.append(f"#f{i}")
+            else:
+                sets.append(f"#f{i} = :v{i}")
+                attrs[f":v{i}"] = _encode_field(name, value)
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        names["#id"] = "run_id"
+        try:
+            out = self.db.update_item(
+                TableName=self.table, Key={"run_id": _s(run_id)}, UpdateExpression=expression,
+                ConditionExpression="attribute_exists(#id)", ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attrs, ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise KeyError(run_id) from None
+            raise
+        return _decode_run(out["Attributes"])
+
+    def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+        if thread_id is not None:
+            runs: list[RunRecord] = []
+            for item in _pages(
+                self.db.query, TableName=self.table, IndexName=self.INDEX, KeyConditionExpression="thread_id = :t",
+                ExpressionAttributeValues={":t": _s(thread_id)}, ScanIndexForward=False, Limit=max(1, limit),
+            ):
+                runs.append(_decode_run(item))
+                if len(runs) >= limit:
+                    break
+            return runs
+        # every run, newest first: a Scan, for the CLI and admin tools (tenant listings get their own index)
+        items = _pages(self.db.scan, TableName=self.table, FilterExpression="attribute_exists(thread_id)")
+        return sorted((_decode_run(i) for i in items), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    @staticmethod
+    def _token_id(token: str) -> str:
+        return _TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+    def complete_token(self, token: str, output: dict[str, Any]) -> None:
+        self.db.put_item(TableName=self.table, Item={"run_id": _s(self._token_id(token)), "output": _s(json.dumps(output))})
+
+    def token_output(self, token: str) -> dict[str, Any] | None:
+        item = self.db.get_item(TableName=self.table, Key={"run_id": _s(self._token_id(token))}, ConsistentRead=True).get("Item")
+        return json.loads(item["output"]["S"]) if item else None
+
+
+# -- registry ---------------------------------------------------------------------------------
+_ALIAS_PREFIX = "alias#"
+
+
+def _pack(value: dict[str, Any]) -> dict[str, bytes]:
+    return {"B": zlib.compress(json.dumps(value, separators=(",", ":"), sort_keys=True).encode(), 6)}
+
+
+def _unpack(attr: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(zlib.decompress(attr["B"]))  # type: ignore[no-any-return]
+
+
+class DynamoRegistry(Registry):
+    def __init__(self, table_name: str, *, client: Any = None) -> None:
+        self.table = table_name
+        self.db = client or awsclients.client("dynamodb")
+
+    def put(self, ref: str, name: str, spec: dict[str, Any], asl: dict[str, Any]) -> None:
+        now = _n(time.time())
+        try:
+            self.db.put_item(
+                TableName=self.table, Item={"ref": _s(ref), "name": _s(name), "spec": _pack(spec), "asl": _pack(asl), "created_at": now},
+                ConditionExpression="attribute_not_exists(#r)", ExpressionAttributeNames={"#r": "ref"},
+            )
+        except Exception as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise  # an existing version stays as it was: versions are immutable
+        self.db.put_item(TableName=self.table, Item={"ref": _s(_ALIAS_PREFIX + name), "target": _s(ref), "updated_at": now})
+
+    def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        if ref.startswith(_ALIAS_PREFIX):
+            return None
+        item = self.db.get_item(TableName=self.table, Key={"ref": _s(ref)}, ConsistentRead=True).get("Item")
+        return (_unpack(item["spec"]), _unpack(item["asl"])) if item else None
+
+    def latest(self, name: str) -> str | None:
+        item = self.db.get_item(TableName=self.table, Key={"ref": _s(_ALIAS_PREFIX + name)}, ConsistentRead=True).get("Item")
+        return item["target"]["S"] if item else None
