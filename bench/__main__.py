@@ -1,0 +1,56 @@
+"""``python -m bench [--quick | --full]``: Stepwise and LangGraph side by side, in one run.
+
+Writes ``bench/results/<mode>.json``; ``--full`` (or ``--docs``) also rewrites the generated part of
+``docs/benchmarks.md`` and ``docs/img/benchmarks.png``. ``--report FILE`` re-renders the docs from a saved
+results file without measuring anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the example graphs import `statemachines.examples.nodes`
+    sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="N = 10 and 100, 3 repetitions (under 2 minutes); the default")
+    size.add_argument("--full", action="store_true", help="N = 10, 100 and 500, 5 repetitions; rewrites the docs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for <mode>.json")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for the stores (default: the system temp dir)")
+    parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None, help="rewrite docs/benchmarks.md and the plot")
+    parser.add_argument("--report", type=Path, default=None, help="render the docs from this results file and exit")
+    args = parser.parse_args(argv)
+
+    from bench.report import write_docs
+
+    doc, image = ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "img" / "benchmarks.png"
+    if args.report is not None:
+        write_docs(json.loads(args.report.read_text()), doc, image)
+        print(f"wrote {doc} and {image}")
+        return 0
+
+    from bench.suite import FULL, QUICK, run_suite
+
+    config = FULL if args.full else QUICK
+    results = run_suite(config, args.workdir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{config.name}.json"
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {out} ({results['meta']['duration_s']} s)")
+    for target in results["targets"]:
+        print(f"  {target['id']}: {'met   ' if target['met'] else 'MISSED'} {target['measured']}")
+    if args.docs or (args.docs is None and args.full):
+        write_docs(results, doc, image)
+        print(f"wrote {doc} and {image}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

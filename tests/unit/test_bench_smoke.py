@@ -1,0 +1,110 @@
+"""The benchmark harness runs end to end at the quick mode's smallest size and yields complete results.
+
+Asserts completeness and consistency (every system × workload has numbers, both systems stored the
+same conversation), never timings: those belong to ``python -m bench``, not to the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import workload
+from bench.__main__ import main
+from bench.report import END, START, write_docs
+from bench.suite import FANOUT_SYSTEMS, SMOKE, SYSTEMS, run_suite
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_suite(SMOKE, tmp_path_factory.mktemp("bench"), progress=lambda _: None)
+
+
+def test_w1_has_every_system_and_mode_with_numbers(results: dict[str, Any]) -> None:
+    n = SMOKE.sizes[0]
+    for system in SYSTEMS:
+        for mode in SMOKE.modes:
+            row = next(r for r in results["w1"] if r["system"] == system and r["mode"] == mode and r["n"] == n)
+            if system == "stepwise" and mode == "a":
+                assert "event-sourced" in row["na"]  # reported as not applicable, with the reason
+                continue
+            assert row["steps"] == workload.react_steps(n) == 2 * n + 1
+            assert _number(row["wall_ms"]) and _number(row["cpu_ms"]) and row["reps"] == SMOKE.reps
+            assert len(row["samples_wall_ms"]) == len(row["samples_cpu_ms"]) == SMOKE.reps
+
+
+def test_w2_bytes_and_growth_for_every_system(results: dict[str, Any]) -> None:
+    lo, hi = SMOKE.growth
+    for system in SYSTEMS:
+        for n in (lo, hi):
+            row = next(r for r in results["w2"] if r["system"] == system and r["n"] == n)
+            assert row["raw_message_bytes"] == workload.raw_message_bytes(n) > 0
+            assert row["bytes"] > 0 and row["ratio_to_raw"] == pytest.approx(row["bytes"] / row["raw_message_bytes"], rel=1e-3)
+            assert row["breakdown"]["db_file"] > 0
+        growth = next(g for g in results["w2_growth"] if g["system"] == system)
+        assert _number(growth["exponent"]) and (growth["n_lo"], growth["n_hi"]) == (lo, hi)
+    stepwise = next(r for r in results["w2"] if r["system"] == "stepwise" and r["n"] == hi)
+    assert stepwise["breakdown"]["by_table"].get("events", 0) > 0  # the event log is what gets counted
+
+
+def test_w3_restores_the_same_conversation_in_both_systems(results: dict[str, Any]) -> None:
+    n = SMOKE.restore_size
+    assert {r["system"] for r in results["w3"]} == set(SYSTEMS)
+    for row in results["w3"]:
+        assert row["messages"] == workload.react_steps(n) + 1
+        assert row["history_states"] > workload.react_steps(n)  # a state per seq / per checkpoint, not one
+        for key in ("current_state", "current_state_warm", "history"):
+            assert _number(row[key]["wall_ms"]) and _number(row[key]["cpu_ms"])
+
+
+def test_w4_fanout_for_both_systems_and_modes(results: dict[str, Any]) -> None:
+    for system in FANOUT_SYSTEMS:
+        for mode in SMOKE.fanout_modes:
+            row = next(r for r in results["w4"] if r["system"] == system and r["mode"] == mode)
+            assert row["workers"] == workload.FANOUT_WORKERS == 50
+            assert _number(row["wall_ms"]) and _number(row["cpu_ms"])
+
+
+def test_targets_machine_versions_and_cost_model(results: dict[str, Any]) -> None:
+    assert [t["id"] for t in results["targets"]] == ["W1", "W2", "W3", "W4"]
+    assert all(isinstance(t["met"], bool) and t["measured"] for t in results["targets"])
+    meta = results["meta"]
+    assert meta["machine"]["cores"] and meta["machine"]["python"] and meta["machine"]["sqlite"]
+    assert meta["versions"]["langgraph"] and meta["versions"]["langgraph-checkpoint-sqlite"] and meta["versions"]["stepwise"]
+    examples = {r["example"]: r for r in results["costs"]["examples"]}
+    assert {"react", "parallel", "human_approval", "sequential"} <= set(examples)
+    for row in examples.values():
+        assert row["status"] == "succeeded"
+        assert row["transitions"] >= row["lambda_invocations"] > row["node_executions"] > 0  # + the __end__ task
+        assert row["usd_per_1000_runs"]["total_standard"] > row["usd_per_1000_runs"]["standard_sfn"] > 0
+    assert examples["human_approval"]["resumes"] == 1
+    assert results["costs"]["react_turn"]["per_turn"] == 3  # agent Task + route Choice + tool Task
+
+
+def test_docs_render_from_results_and_keep_hand_written_text(results: dict[str, Any], tmp_path: Path) -> None:
+    doc, image = tmp_path / "benchmarks.md", tmp_path / "img" / "benchmarks.png"
+    doc.write_text(f"# Benchmarks\n\nintro kept\n\n{START}\nold tables\n{END}\n\n## Analysis\n\nkept too\n")
+    write_docs(results, doc, image)
+    text = doc.read_text()
+    assert "intro kept" in text and "kept too" in text and "old tables" not in text
+    assert "### W1" in text and "### W2" in text and "### W3" in text and "### W4" in text and "AWS cost model" in text
+    assert "](img/benchmarks.png)" in text
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_report_mode_renders_saved_results(results: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.__main__ as entry
+
+    monkeypatch.setattr(entry, "ROOT", tmp_path)
+    saved = tmp_path / "smoke.json"
+    saved.write_text(json.dumps(results))
+    assert main(["--report", str(saved)]) == 0
+    assert (tmp_path / "docs" / "benchmarks.md").read_text().count("### W") == 4
+    assert (tmp_path / "docs" / "img" / "benchmarks.png").stat().st_size > 1000
