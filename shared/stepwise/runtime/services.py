@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,10 +17,18 @@ Observer = Callable[[dict[str, Any]], None]
 
 
 class DefaultModels:
-    """Offline resolver: every model string maps to the scripted model. The LLM layer replaces it."""
+    """Offline resolver: every model string maps to the scripted model (kept for callers that want exactly that)."""
 
     def resolve(self, model: str, script: list[Any] | None = None) -> ChatModel:
         return ScriptedModel(script or [])
+
+
+def default_models() -> Any:
+    """The model hub configured from the environment: ``scripted`` stays offline; provider strings
+    (``openai:…``, ``anthropic:…``, ``bedrock:…``, ``local:…``, ``auto``) go through the router, cache and budgets."""
+    from stepwise.llm.gateway import ModelHub
+
+    return ModelHub.from_env()
 
 
 @dataclass
@@ -29,14 +37,31 @@ class Services:
     snapshots: SnapshotStore
     runs: RunStore
     registry: Registry
-    models: Any = field(default_factory=DefaultModels)
+    models: Any = field(default_factory=default_models)
     observer: Observer | None = None
     snapshot_every: int = 200
+    #: MCP tool servers (built-ins in-process, plus STEPWISE_MCP_CONFIG); created on first use.
+    tool_registry: Any = None
+    #: How tool retries wait (asyncio.sleep); tests inject a recorder so they never really sleep.
+    tool_sleep: Callable[[float], Awaitable[None]] | None = None
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
 
     @cached_property
     def hydrator(self) -> Hydrator:
         return Hydrator(self.events, self.snapshots, snapshot_every=self.snapshot_every)
+
+    @property
+    def tools(self) -> Any:
+        if self.tool_registry is None:
+            from stepwise.tools.registry import ToolRegistry
+
+            self.tool_registry = ToolRegistry.from_env()
+        return self.tool_registry
+
+    def tool_executor(self, timeouts: dict[str, float]) -> Any:
+        from stepwise.tools.executor import ActionExecutor
+
+        return ActionExecutor(self.tools, timeouts=timeouts, sleep=self.tool_sleep)
 
     def graph(self, ref: str) -> GraphSpec:
         spec = self._graphs.get(ref)

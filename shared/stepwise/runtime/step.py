@@ -152,6 +152,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         models=services.models,
         item=req.item,
         resume_input=resume_input,
+        services=services,
     )
     services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
     started = time.perf_counter()
@@ -170,6 +171,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     out.update(route=route, frames=[list(f) for f in frames], visits=visits)
     if ctx.items is not None:
         out["items"] = ctx.items
+    out.update(ctx.cursor)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
     node_event = Event(
         type=NODE_UPDATE, run_id=cursor.run_id, node=req.node, scope=scope, key=key, data={"update": update, "ms": elapsed_ms}

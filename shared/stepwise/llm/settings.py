@@ -1,0 +1,73 @@
+"""LLM-layer settings: an optional YAML file (``STEPWISE_LLM_CONFIG``) overlaid by ``STEPWISE_LLM_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProviderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = None
+    timeout_seconds: float | None = None
+    region: str | None = None  # bedrock
+    api_key_env: str | None = None  # which variable holds the key (default OPENAI_API_KEY / ANTHROPIC_API_KEY)
+
+
+class LLMSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cache: Literal["off", "exact", "semantic"] = "exact"
+    cache_ttl_seconds: int = Field(default=3600, ge=1)
+    semantic_threshold: float = Field(default=0.92, gt=0, le=1)
+    embedder: str = "hashing"
+    valkey_url: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=30.0, ge=0)
+    run_budget_usd: float | None = Field(default=None, ge=0)
+    tenant_budget_usd: float | None = Field(default=None, ge=0)
+    tenant_budgets: dict[str, float] = Field(default_factory=dict)
+    #: ``auto`` / ``tier:X`` choose among these; default: every priced model whose provider has credentials.
+    tiers: dict[str, list[str]] = Field(default_factory=dict)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    #: Run every LLM node on this model, whatever the graph says (``STEPWISE_MODEL``): one switch to go live.
+    model_override: str | None = None
+    prices_file: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMSettings:
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        path = env.get("STEPWISE_LLM_CONFIG")
+        if path:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: the LLM config must be a mapping")
+            data.update(loaded)
+        for name in (
+            "cache",
+            "cache_ttl_seconds",
+            "semantic_threshold",
+            "embedder",
+            "timeout_seconds",
+            "breaker_failures",
+            "breaker_cooldown_seconds",
+            "prices_file",
+        ):
+            value = env.get(f"STEPWISE_LLM_{name.upper()}")
+            if value is not None:
+                data[name] = value
+        if env.get("STEPWISE_LLM_RUN_BUDGET_USD"):
+            data["run_budget_usd"] = env["STEPWISE_LLM_RUN_BUDGET_USD"]
+        if env.get("STEPWISE_LLM_TENANT_BUDGET_USD"):
+            data["tenant_budget_usd"] = env["STEPWISE_LLM_TENANT_BUDGET_USD"]
+        if env.get("STEPWISE_VALKEY_URL"):
+            data["valkey_url"] = env["STEPWISE_VALKEY_URL"]
+        if env.get("STEPWISE_MODEL"):
+            data["model_override"] = env["STEPWISE_MODEL"]
+        return cls.model_validate(data)

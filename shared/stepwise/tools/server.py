@@ -1,0 +1,65 @@
+"""The built-in tools as an MCP server: in-process for agents (no subprocess, no socket), or standalone
+over stdio / streamable HTTP for other MCP clients::
+
+    python -m stepwise.tools.server                  # stdio
+    python -m stepwise.tools.server --http --port 8931   # streamable HTTP on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+
+from stepwise.tools import builtin
+
+IDEMPOTENCY_META = "stepwise/idempotency_key"
+
+
+def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-builtin") -> MCPServer:
+    hosts = list(allowlist if allowlist is not None else builtin.default_allowlist())
+    server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools")
+
+    @server.tool(description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses)")
+    def calculator(expression: str) -> int | float:
+        return builtin.calculator(expression)
+
+    @server.tool(description="The current time in ISO 8601, in an IANA timezone (default UTC)")
+    def current_time(timezone: str = "UTC") -> str:
+        return builtin.current_time(timezone)
+
+    @server.tool(
+        description="Select a value from JSON data with a path ($.a.b[0]) or reshape it with a template "
+        "whose keys ending in .$ are paths ({'name.$': '$.user.name'})"
+    )
+    def json_transform(data: Any, template: dict[str, Any] | None = None, path: str | None = None) -> Any:
+        return builtin.json_transform(data, template, path)
+
+    @server.tool(description="HTTP GET a URL on the allowlist; returns status, content_type and body (first 200 kB)")
+    async def http_fetch(url: str) -> dict[str, Any]:
+        return await builtin.http_fetch(url, hosts)
+
+    @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
+    def echo(text: str, ctx: Context) -> dict[str, Any]:
+        meta = ctx.request_context.meta or {}
+        key = meta.get(IDEMPOTENCY_META) if isinstance(meta, dict) else getattr(meta, IDEMPOTENCY_META, None)
+        return {"text": text, "idempotency_key": key}
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stepwise.tools.server", description=__doc__)
+    parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    parser.add_argument("--port", type=int, default=8931)
+    args = parser.parse_args(argv)
+    server = build_server()
+    if args.http:
+        server.run("streamable-http", host="127.0.0.1", port=args.port)
+    else:
+        server.run()
+
+
+if __name__ == "__main__":
+    main()
