@@ -88,3 +88,18 @@ def serialized_dynamodb_transactions() -> Iterator[None]:
         yield
     finally:
         DynamoDBBackend.transact_write_items = original  # type: ignore[method-assign]
+
+
+def create_api_table(table: str, *, dynamodb: Any) -> None:
+    """The API store's table, as documented in ``stepwise.api.store.dynamodb`` (pk S, sk S)."""
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``STEPWISE_*`` environment a Lambda gets from the CDK stack."""
+    return {f"STEPWISE_{name.upper()}": str(value) for name, value in settings.model_dump().items()}

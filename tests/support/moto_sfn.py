@@ -147,6 +147,7 @@ def _patched_moto() -> Iterator[None]:
         # an execution of a version is an execution of its state machine (describe/list/send_task_* look there)
         original_publish(self, description)
         self.latest_version.executions = self.executions
+        self.latest_version._handle_name_input_idempotency = self._handle_name_input_idempotency
 
     models.StateMachineInstance.__deepcopy__ = _state_machine_deepcopy  # type: ignore[attr-defined]
     models.StepFunctionBackend.describe_state_machine = describe_state_machine  # type: ignore[method-assign]

@@ -1,0 +1,39 @@
+"""The ``step`` Lambda: the very stateless step the local engine calls, behind a Lambda handler.
+
+Step Functions invokes it for every Task with ``{node, cursor, ...}`` and gets the next cursor back.
+Services (DynamoDB/S3 adapters, warm hydration cache) are built once per container from the
+``STEPWISE_*`` environment. Errors are re-raised under their ASL name (``Stepwise.NodeError``…) so the
+compiled Retry/Catch rules match them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from stepwise.asl.stepfunctions import task_error
+from stepwise.config import Settings, build_client
+from stepwise.runtime.services import Services
+from stepwise.runtime.step import step
+
+logger = Logger(service="stepwise-step")
+_services: Services | None = None
+
+
+def services() -> Services:
+    global _services
+    if _services is None:
+        _services = build_client(Settings.from_env()).services
+    return _services
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    cursor = event.get("cursor") or {}
+    logger.append_keys(node=event.get("node"), run_id=cursor.get("run_id"), thread_id=cursor.get("thread_id"))
+    try:
+        return step(services(), event)
+    except Exception as exc:
+        logger.exception("step failed")
+        raise task_error(exc) from exc
