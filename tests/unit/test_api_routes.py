@@ -570,3 +570,24 @@ def test_custom_authenticator_seam() -> None:
     ev["requestContext"]["authorizer"] = {"tenant": "initech", "sub": "user-1"}
     assert api(ev)["statusCode"] == 200
     assert api(event("GET", "/agents"))["statusCode"] == 401
+
+
+# -- WebSocket (thin routes) ----------------------------------------------------------------------
+def ws_event(kind: str, *, headers: dict[str, str] | None = None, query: dict[str, str] | None = None) -> dict[str, Any]:
+    route = {"CONNECT": "$connect", "DISCONNECT": "$disconnect", "MESSAGE": "$default"}[kind]
+    return {
+        "headers": headers or {},
+        "queryStringParameters": query,
+        "body": "{}" if kind == "MESSAGE" else None,
+        "requestContext": {"eventType": kind, "routeKey": route, "connectionId": "c-1", "requestId": "w-1"},
+    }
+
+
+def test_websocket_connect_needs_a_key(h: Harness) -> None:
+    assert h.api(ws_event("CONNECT"))["statusCode"] == 401
+    assert h.api(ws_event("CONNECT", headers={"X-Api-Key": h.keys["acme"]}))["statusCode"] == 200
+    assert h.api(ws_event("CONNECT", query={"api_key": h.keys["globex"]}))["statusCode"] == 200
+    assert h.api(ws_event("CONNECT", query={"api_key": "swk_acme_0123456789abcdef_nope"}))["statusCode"] == 401
+    assert h.api(ws_event("DISCONNECT"))["statusCode"] == 200
+    reply = h.api(ws_event("MESSAGE"))
+    assert reply["statusCode"] == 200 and json.loads(reply["body"])["error"]["code"] == "not_implemented"

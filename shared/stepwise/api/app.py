@@ -33,7 +33,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 import stepwise
 from stepwise.api import models as m
-from stepwise.api import policy
+from stepwise.api import policy, websocket
 from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal
 from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
 from stepwise.api.settings import ApiSettings, build_store
@@ -153,6 +153,8 @@ class StepwiseApi:
         return json.loads(doc)  # type: ignore[no-any-return]
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        if websocket.is_websocket(event):
+            return websocket.handle(self, event)
         method = str(event.get("httpMethod") or "").upper()
         path = str(event.get("path") or "")
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
@@ -163,7 +165,7 @@ class StepwiseApi:
         resolver = self.resolver
         if (method, path) not in PUBLIC_ROUTES:
             try:
-                principal = self._authenticate(headers, event)
+                principal = self.authenticate(headers, event)
             except AuthError as exc:
                 return _proxy(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
             if principal is None:
@@ -182,7 +184,7 @@ class StepwiseApi:
         response["statusCode"] = int(response["statusCode"])
         return response
 
-    def _authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
+    def authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
         for authenticator in self.authenticators:
             principal = authenticator.authenticate(headers, event)
             if principal is not None:

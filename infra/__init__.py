@@ -1,0 +1,1 @@
+"""The CDK app (``infra/app.py``) and its stacks/constructs (``infra/stacks/``)."""

@@ -1,0 +1,43 @@
+"""The CDK app: ``npx cdk synth`` / ``npx cdk deploy`` (cdk.json runs this with the project's venv).
+
+AwsSolutions checks (cdk-nag) run on every synth; an unacknowledged finding fails it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `infra`, `layers` and `statemachines` are imported from the repo root
+    sys.path.insert(0, str(ROOT))
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from infra.stacks.config import StackConfig  # noqa: E402
+from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
+
+#: Feature flags this app relies on, set in code so tests and `cdk synth` build the same thing.
+FEATURE_FLAGS = {
+    "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,  # access logs via bucket policy, not ACLs
+    "@aws-cdk/aws-iam:minimizePolicies": True,
+    "@aws-cdk/core:enablePartitionLiterals": True,
+}
+
+
+def build(app: cdk.App) -> StepwiseStack:
+    """Add the Stepwise stack (settings from context, see infra/stacks/config.py) and the cdk-nag checks to ``app``."""
+    for flag, value in FEATURE_FLAGS.items():
+        app.node.set_context(flag, value)
+    config = StackConfig.from_context(app.node)
+    env = cdk.Environment(account=config.account, region=config.region) if config.region or config.account else None
+    stack = StepwiseStack(app, config.name_prefix, config=config, env=env)
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return stack
+
+
+if __name__ == "__main__":
+    application = cdk.App()
+    build(application)
+    application.synth()

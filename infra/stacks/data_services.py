@@ -1,0 +1,105 @@
+"""Short-term memory (ElastiCache Serverless, Valkey) and long-term vectors (OpenSearch Serverless),
+both reachable only from inside the VPC."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticache as elasticache
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_opensearchserverless as aoss
+from constructs import Construct
+
+from infra.stacks.config import StackConfig
+from infra.stacks.network import Network
+
+
+class Valkey(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig, network: Network) -> None:
+        super().__init__(scope, id)
+        subnets = network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids
+        self.cache = elasticache.CfnServerlessCache(
+            self,
+            "Cache",
+            engine="valkey",
+            major_engine_version="8",
+            serverless_cache_name=f"{config.name_prefix}-valkey",
+            description="Stepwise short-term memory, LLM cache and rate limits",
+            security_group_ids=[network.valkey_sg.security_group_id],
+            subnet_ids=subnets,
+            cache_usage_limits=elasticache.CfnServerlessCache.CacheUsageLimitsProperty(
+                data_storage=elasticache.CfnServerlessCache.DataStorageProperty(unit="GB", maximum=5),
+                ecpu_per_second=elasticache.CfnServerlessCache.ECPUPerSecondProperty(maximum=10000),
+            ),
+        )
+
+    @property
+    def url(self) -> str:
+        """``rediss://host:port``: serverless caches only accept TLS."""
+        return f"rediss://{self.cache.attr_endpoint_address}:{self.cache.attr_endpoint_port}"
+
+
+class Vectors(Construct):
+    """A VECTORSEARCH collection with AWS-owned encryption, VPC-only network access and a data policy
+    naming exactly the roles that may use it."""
+
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig, network: Network) -> None:
+        super().__init__(scope, id)
+        name = f"{config.name_prefix}-vectors"[:32]
+        self.name = name
+        collection_rule = [{"ResourceType": "collection", "Resource": [f"collection/{name}"]}]
+        encryption = aoss.CfnSecurityPolicy(
+            self,
+            "Encryption",
+            name=f"{name}-enc"[:32],
+            type="encryption",
+            policy=json.dumps({"Rules": collection_rule, "AWSOwnedKey": True}),
+        )
+        self.endpoint = aoss.CfnVpcEndpoint(
+            self,
+            "Endpoint",
+            name=f"{config.name_prefix}-aoss"[:32],
+            vpc_id=network.vpc.vpc_id,
+            subnet_ids=network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids,
+            security_group_ids=[network.vectors_sg.security_group_id],
+        )
+        policy = [{"Rules": collection_rule, "AllowFromPublic": False, "SourceVPCEs": [self.endpoint.attr_id]}]
+        network_policy = aoss.CfnSecurityPolicy(
+            self, "Network", name=f"{name}-net"[:32], type="network", policy=Stack.of(self).to_json_string(policy)
+        )
+        self.collection = aoss.CfnCollection(
+            self,
+            "Collection",
+            name=name,
+            type="VECTORSEARCH",
+            description="Stepwise long-term memory (k-NN)",
+            standby_replicas="ENABLED" if config.production else "DISABLED",
+        )
+        self.collection.node.add_dependency(encryption)
+        self.collection.node.add_dependency(network_policy)
+        self._principals: list[str] = []
+        self._access = aoss.CfnAccessPolicy(self, "Access", name=f"{name}-data"[:32], type="data", policy="[]")
+
+    def grant(self, role: iam.IRole) -> None:
+        """Data access for ``role`` (the data policy) plus the IAM side (``aoss:APIAccessAll`` on this collection)."""
+        self._principals.append(role.role_arn)
+        rules = [
+            {
+                "ResourceType": "collection",
+                "Resource": [f"collection/{self.name}"],
+                "Permission": ["aoss:DescribeCollectionItems", "aoss:CreateCollectionItems", "aoss:UpdateCollectionItems"],
+            },
+            {
+                "ResourceType": "index",
+                "Resource": [f"index/{self.name}/*"],
+                "Permission": ["aoss:CreateIndex", "aoss:DescribeIndex", "aoss:UpdateIndex", "aoss:ReadDocument", "aoss:WriteDocument"],
+            },
+        ]
+        self._access.policy = Stack.of(self).to_json_string([{"Rules": rules, "Principal": list(self._principals)}])
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["aoss:APIAccessAll"], resources=[self.collection.attr_arn]))
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.collection.attr_collection_endpoint

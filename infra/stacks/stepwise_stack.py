@@ -1,0 +1,78 @@
+"""``StepwiseStack``: everything Stepwise needs in one account and region, wired together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from infra.stacks.api import Api
+from infra.stacks.compute import Compute
+from infra.stacks.config import StackConfig
+from infra.stacks.data_services import Valkey, Vectors
+from infra.stacks.integration import Integration
+from infra.stacks.network import Network
+from infra.stacks.storage import LogBucket, StateStorage
+
+
+class StepwiseStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id, description=f"Stepwise agent orchestration ({config.name_prefix})", **kwargs)
+        Tags.of(self).add("project", "stepwise")
+        Tags.of(self).add("stage", config.stage)
+        self.config = config
+        self.log_bucket = LogBucket(self, "Logs", config=config).bucket
+        self.network = Network(self, "Network", config=config, log_bucket=self.log_bucket)
+        self.storage = StateStorage(self, "Storage", config=config, log_bucket=self.log_bucket)
+        self.valkey = Valkey(self, "Valkey", config=config, network=self.network)
+        self.vectors = Vectors(self, "Vectors", config=config, network=self.network) if config.vector_store else None
+        self.integration = Integration(self, "Integration", config=config)
+
+        environment = {
+            "STEPWISE_BACKEND": "aws",
+            "STEPWISE_EVENTS_TABLE": self.storage.events.table_name,
+            "STEPWISE_RUNS_TABLE": self.storage.runs.table_name,
+            "STEPWISE_REGISTRY_TABLE": self.storage.registry.table_name,
+            "STEPWISE_API_TABLE": self.storage.api.table_name,
+            "STEPWISE_BUCKET": self.storage.bucket.bucket_name,
+            "STEPWISE_NAME_PREFIX": config.name_prefix,
+            "STEPWISE_API_ALLOWED_MODULES": config.allowed_modules,
+            "STEPWISE_VALKEY_URL": self.valkey.url,
+            "STEPWISE_EVENT_BUS": self.integration.bus.event_bus_name,
+            **{f"STEPWISE_{env_var}_SECRET": secret.secret_arn for env_var, secret in self.integration.secrets.items()},
+        }
+        if self.vectors is not None:
+            environment["STEPWISE_OPENSEARCH_ENDPOINT"] = self.vectors.endpoint_url
+        self.compute = Compute(self, "Compute", config=config, network=self.network, storage=self.storage, environment=environment)
+        for fn in (self.compute.api, self.compute.step):
+            self.integration.bus.grant_put_events_to(fn)
+        for secret in self.integration.secrets.values():
+            secret.grant_read(self.compute.step)
+        if self.vectors is not None:
+            self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
+        self.api = Api(self, "Api", config=config, function=self.compute.api)
+
+        outputs = {
+            "ApiUrl": self.api.url,
+            "WebSocketUrl": self.api.websocket_url,
+            "EventsTable": self.storage.events.table_name,
+            "RunsTable": self.storage.runs.table_name,
+            "RegistryTable": self.storage.registry.table_name,
+            "ApiTable": self.storage.api.table_name,
+            "StateBucket": self.storage.bucket.bucket_name,
+            "StepFunctionArn": self.compute.step.function_arn,
+            "StateMachineRoleArn": self.compute.state_machine_role.role_arn,
+            "EventBusName": self.integration.bus.event_bus_name,
+            "ValkeyEndpoint": self.valkey.cache.attr_endpoint_address,
+            "OpenAiKeySecretArn": self.integration.secrets["OPENAI_API_KEY"].secret_arn,
+            "AnthropicKeySecretArn": self.integration.secrets["ANTHROPIC_API_KEY"].secret_arn,
+            "CreateApiKeyCommand": (
+                f"STEPWISE_BACKEND=aws STEPWISE_API_TABLE={self.storage.api.table_name} "
+                ".venv/bin/python -m stepwise.api.keys create --tenant default"
+            ),
+        }
+        if self.vectors is not None:
+            outputs["VectorCollectionEndpoint"] = self.vectors.endpoint_url
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
