@@ -222,6 +222,8 @@ class _Compiler:
             else:
                 nxt = f"{name}.join"
                 states[nxt] = self.link(self.task(node, {"join": f"m:{name}", "mode": "join"}, region), region.on_end)
+            if spec.config.get("dag"):  # dependency waves: the planner re-enters with each next wave
+                nxt = self._waves(node, name, map_name, nxt, region, states)
             states[map_name] = self.link(self.catch(mapped, region), nxt)
             return follow
 
@@ -263,6 +265,17 @@ class _Compiler:
             return follow
         self.link(task, self.goto(END, region))
         return follow
+
+    def _waves(self, node: str, name: str, map_name: str, after: str | None, region: _Region, states: dict[str, Any]) -> str:
+        """A planner with ``config.dag`` hands the Map one wave of ready subtasks at a time: after each wave a
+        Choice on the cursor's ``more`` flag goes back to the planner (joining the wave first), else on."""
+        if after is None:
+            after = f"{name}.done"
+            states[after] = {"Type": "Pass", "End": True}
+        more = [{"Variable": "$.more", "IsPresent": True}, {"Variable": "$.more", "BooleanEquals": True}]
+        states[f"{name}.waves"] = {"Type": "Choice", "Choices": [{"And": more, "Next": f"{name}.next"}], "Default": after}
+        states[f"{name}.next"] = self.link(self.task(node, {"join": f"m:{name}"}, region), map_name)
+        return f"{name}.waves"
 
     @staticmethod
     def _route_value(target: str) -> str:

@@ -79,10 +79,10 @@ def classify(request: ChatRequest) -> str:
     score += 2 if tokens > 6000 else 1 if tokens > 1500 else 0
     score += 1 if len(request.tools) > 3 else 0
     score += 1 if "```" in text or "def " in text or "class " in text else 0
-    score += min(2, len(_HARD.findall(last_user)))
+    score += min(3, len(_HARD.findall(last_user)))
     score += 1 if len(last_user) > 600 else 0
     score += 1 if request.response_schema is not None else 0
-    return "simple" if score <= 1 else "moderate" if score <= 3 else "complex"
+    return "simple" if score <= 1 else "moderate" if score == 2 else "complex"
 
 
 TIER_FOR = {"simple": "small", "moderate": "medium", "complex": "large"}

@@ -82,6 +82,9 @@ def build_request(
     history = [m for m in (messages if messages is not None else list(state.get("messages") or [])) if isinstance(m, dict)]
     if ctx.item is not None and variables["task"]:
         history.append({"role": "user", "content": variables["task"]})
+        needed = _prerequisites(state, ctx, variables["item"])
+        if needed:
+            history.append({"role": "user", "content": f"Results of the subtasks this one depends on: {json.dumps(needed, default=str)}"})
     if cfg.feedback:
         entries = state.get(cfg.feedback) or []
         last = entries[-1] if isinstance(entries, list) and entries else None
@@ -105,6 +108,17 @@ def build_request(
         response_schema=schema,
         metadata={"turn": ctx.turn if turn is None else turn, "item": item_details(state, ctx), "node": ctx.node},
     )
+
+
+def _prerequisites(state: dict[str, Any], ctx: NodeContext, item: dict[str, Any]) -> dict[str, Any]:
+    """What earlier waves produced for the subtasks ``item`` depends on (merge channels are keyed by subtask id)."""
+    found: dict[str, Any] = {}
+    for dep in item.get("depends_on") or []:
+        for channel, reducer in ctx.spec.state.items():
+            value = state.get(channel)
+            if reducer == "merge" and isinstance(value, dict) and dep in value:
+                found[dep] = value[dep]
+    return found
 
 
 def _version(ctx: NodeContext) -> str:
@@ -239,6 +253,10 @@ def planner(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
     else:
         plan = _new_plan(state, ctx, cfg)
         wave = 0
+    if not cfg.dag:  # no wave loop compiled for this planner: every subtask runs in the one Map
+        plan = [{**t, "status": "dispatched"} for t in plan]
+        ctx.items = [{"id": t["id"], "kind": t["kind"]} for t in plan]
+        return {channel: plan}
     ctx.items = [{"id": t["id"], "kind": t["kind"]} for t in plan if t.get("wave") == wave and t.get("status") == "dispatched"]
     ctx.cursor["more"] = any(t.get("status") == "pending" for t in plan)
     return {channel: plan}
@@ -246,7 +264,10 @@ def planner(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
 
 def _new_plan(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig) -> list[dict[str, Any]]:
     workers = ctx.node_spec.workers
-    request = build_request(state, ctx, cfg, extra_user=PLAN_INSTRUCTION.format(kinds=", ".join(workers) or "task"), with_tools=False)
+    instruction = PLAN_INSTRUCTION.format(kinds=", ".join(workers) or "task")
+    if not cfg.dag:
+        instruction = instruction.replace(" and depends_on (ids of subtasks whose results it needs)", "")
+    request = build_request(state, ctx, cfg, extra_user=instruction, with_tools=False)
     response = _call(ctx, cfg, request)
     raw = response.extra.get("subtasks")
     if raw is None:

@@ -52,6 +52,7 @@ class AgentConfig(BaseModel):
     reflect_script: list[Any] | None = None
     feedback: str | None = None  # a channel whose latest entry is shown to the agent as reviewer feedback
     inputs: list[str] | None = None  # synthesizer: channels to combine (default: the merge channels)
+    dag: bool = False  # planner: run subtasks in dependency waves (the compiler adds the wave loop)
     min_quality: float = Field(default=0.8, ge=0, le=1)
 
 

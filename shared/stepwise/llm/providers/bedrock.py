@@ -53,7 +53,7 @@ class BedrockChat:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=timeout, connect_timeout=min(timeout, 10))
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=timeout, connect_timeout=min(timeout, 10))
             client = boto3.client("bedrock-runtime", region_name=region, endpoint_url=endpoint_url, config=config)
         self.client = client
 

