@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from aws_cdk import Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_opensearchserverless as aoss
@@ -19,7 +18,7 @@ from infra.stacks.network import Network
 class Valkey(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig, network: Network) -> None:
         super().__init__(scope, id)
-        subnets = network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids
+        subnets = network.vpc.select_subnets(subnet_group_name="private").subnet_ids
         self.cache = elasticache.CfnServerlessCache(
             self,
             "Cache",
@@ -62,7 +61,7 @@ class Vectors(Construct):
             "Endpoint",
             name=f"{config.name_prefix}-aoss"[:32],
             vpc_id=network.vpc.vpc_id,
-            subnet_ids=network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids,
+            subnet_ids=network.vpc.select_subnets(subnet_group_name="private").subnet_ids,
             security_group_ids=[network.vectors_sg.security_group_id],
         )
         policy = [{"Rules": collection_rule, "AllowFromPublic": False, "SourceVPCEs": [self.endpoint.attr_id]}]

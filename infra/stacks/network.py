@@ -13,6 +13,8 @@ from infra.stacks.config import StackConfig
 class Network(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig, log_bucket: s3.IBucket) -> None:
         super().__init__(scope, id)
+        # no NAT (e.g. LocalStack): isolated subnets; the functions then reach AWS through endpoints only
+        private = ec2.SubnetType.PRIVATE_WITH_EGRESS if config.nat_gateways > 0 else ec2.SubnetType.PRIVATE_ISOLATED
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -20,7 +22,7 @@ class Network(Construct):
             nat_gateways=config.nat_gateways,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
-                ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22),
+                ec2.SubnetConfiguration(name="private", subnet_type=private, cidr_mask=22),
             ],
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
@@ -32,7 +34,7 @@ class Network(Construct):
             destination=ec2.FlowLogDestination.to_s3(log_bucket, "vpc-flow-logs/"),
             traffic_type=ec2.FlowLogTrafficType.REJECT,
         )
-        self.private_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.private_subnets = ec2.SubnetSelection(subnet_type=private)
         self.functions_sg = ec2.SecurityGroup(self, "FunctionsSg", vpc=self.vpc, description="Stepwise Lambdas (egress only)")
         self.valkey_sg = ec2.SecurityGroup(
             self,

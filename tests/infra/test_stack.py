@@ -271,7 +271,8 @@ def test_vpc_has_private_egress_gateway_endpoints_and_flow_logs(synth: Synth) ->
 
 @pytest.mark.slow
 def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> None:
-    prod = synthesize(tmp_path, **{"stepwise:prefix": "acme", "stepwise:stage": "prod", "stepwise:vectorStore": "false"})
+    context = {"stepwise:prefix": "acme", "stepwise:stage": "prod", "stepwise:vectorStore": "false", "stepwise:natGateways": "0"}
+    prod = synthesize(tmp_path, **context)
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
@@ -279,6 +280,7 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
+    assert prod.resources("AWS::EC2::NatGateway") == {}  # no NAT: isolated subnets, AWS reached through endpoints
     env = next(iter(prod.resources("AWS::Lambda::Function").values()))["Properties"]["Environment"]["Variables"]
     assert "STEPWISE_OPENSEARCH_ENDPOINT" not in env and env["STEPWISE_NAME_PREFIX"] == "acme-prod"
     assert "Fn::Join" in json.dumps(env["STEPWISE_STEP_FUNCTION_ARN"])  # env-agnostic: region/account are pseudo parameters

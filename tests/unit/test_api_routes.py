@@ -296,10 +296,17 @@ def test_policy_refuses_code_outside_the_allowlist_and_file_references(h: Harnes
     assert h("GET", "/agents").body == {"agents": []}
 
 
-def test_policy_refuses_yaml_aliases(h: Harness) -> None:
-    text = "name: g\nbase: &b {kind: function, fn: 'statemachines.examples.nodes:fetch'}\ngraph:\n  nodes:\n    a: *b\n  entry: a\n"
-    reply = h("POST", "/agents", {"yaml": text})
-    assert reply.status == 422 and "anchors and aliases" in reply.body["error"]["message"]
+def test_policy_refuses_yaml_alias_bombs_but_allows_reuse(h: Harness) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values once expanded
+    bomb = "name: g\n" + "\n".join(f"x{line}" for line in levels) + "\ngraph: {nodes: {a: {fn: 'statemachines.examples.nodes:fetch'}}}\n"
+    reply = h("POST", "/agents", {"yaml": bomb})
+    assert reply.status == 422 and "expands to more than" in reply.body["error"]["message"]
+    reuse = (
+        "name: g\ngraph:\n  nodes:\n    a: {fn: &f 'statemachines.examples.nodes:fetch'}\n    b: {fn: *f}\n"
+        "  edges: [{from: a, to: b}]\n  entry: a\n"
+    )
+    assert h("POST", "/agents", {"yaml": reuse}).status == 201
 
 
 def test_policy_checks_inlined_subgraphs(h: Harness) -> None:

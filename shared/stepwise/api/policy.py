@@ -11,8 +11,9 @@ selection, so the API enforces, at registration and again at execution:
    allowed package (e.g. ``statemachines.yourteam``) or widen the list for a single-tenant install.
 2. No server files: ``script:`` must be an inline list and a subgraph must be inlined as
    ``subgraph_spec:`` (or registered separately), never a path, so a request cannot read files.
-3. YAML anchors and aliases are refused (they let a small document expand into a huge one), and
-   YAML is parsed only by ``yaml.safe_load`` through ``stepwise.graph.loader.load_text`` — never eval.
+3. A document may expand to at most ``MAX_VALUES`` values: YAML aliases are fine for reuse (a model
+   string shared by two nodes) but not as an expansion bomb ("billion laughs"). YAML is parsed only by
+   ``yaml.safe_load`` through ``stepwise.graph.loader.load_text`` — never eval.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
 from stepwise.state.reducers import BUILTIN_REDUCERS
 
+MAX_VALUES = 100_000
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -38,11 +40,12 @@ def load_graph(*, yaml_text: str | None = None, graph: dict[str, Any] | None = N
     if (yaml_text is None) == (graph is None):
         raise GraphError([Problem("send exactly one of `yaml` (text) or `graph` (a JSON object)", "drop one of them")])
     if yaml_text is not None:
-        _refuse_aliases(yaml_text)
         try:
             data = yaml.safe_load(yaml_text)
         except yaml.YAMLError:
             data = None  # load_text reports the syntax error with its line
+        if _expands_beyond(data, MAX_VALUES):
+            raise GraphError([Problem(f"the document expands to more than {MAX_VALUES} values", "use fewer or less nested YAML aliases")])
         text = yaml_text
     else:
         data, text = graph, json.dumps(graph)
@@ -99,16 +102,21 @@ def _specs(spec: GraphSpec, owner: str) -> Iterator[tuple[str, GraphSpec]]:
             yield from _specs(node.subgraph_spec, f"{owner}{name}/")
 
 
-def _refuse_aliases(text: str) -> None:
-    try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            if isinstance(token, yaml.AliasToken | yaml.AnchorToken):
-                line = token.start_mark.line + 1
-                raise GraphError(
-                    [Problem("YAML anchors and aliases (&name, *name) are not accepted by the API", "write the values out", line=line)]
-                )
-    except yaml.YAMLError:
-        return  # load_text reports the syntax error
+def _expands_beyond(data: Any, limit: int) -> bool:
+    """Count values as a JSON dump would see them (aliases expanded), stopping as soon as ``limit`` is passed."""
+    seen = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _file_references(data: dict[str, Any], owner: str = "") -> Iterator[Problem]:
