@@ -12,6 +12,7 @@ checked and its tool schemas cached. Configure servers in code or with ``STEPWIS
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Coroutine
@@ -252,7 +253,10 @@ class ToolRegistry:
         structured = result.structured_content
         if isinstance(structured, dict):
             return structured["result"] if set(structured) == {"result"} else structured
-        return text
+        try:  # tools without a structured schema send their JSON-encoded value as text
+            return json.loads(text)
+        except ValueError:
+            return text
 
     def close(self) -> None:
         async def close_all() -> None:

@@ -8,37 +8,53 @@ over stdio / streamable HTTP for other MCP clients::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 from stepwise.tools import builtin
 
 IDEMPOTENCY_META = "stepwise/idempotency_key"
 
 
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Anticipated failures (bad input, a refused URL) reach the agent with their message; MCP hides other errors."""
+    try:
+        yield
+    except (ValueError, TypeError, PermissionError, LookupError) as exc:
+        raise ToolError(str(exc)) from exc
+
+
 def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-builtin") -> MCPServer:
     hosts = list(allowlist if allowlist is not None else builtin.default_allowlist())
-    server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools")
+    server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools", log_level="WARNING")
 
     @server.tool(description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses)")
     def calculator(expression: str) -> int | float:
-        return builtin.calculator(expression)
+        with _reported():
+            return builtin.calculator(expression)
 
     @server.tool(description="The current time in ISO 8601, in an IANA timezone (default UTC)")
     def current_time(timezone: str = "UTC") -> str:
-        return builtin.current_time(timezone)
+        with _reported():
+            return builtin.current_time(timezone)
 
     @server.tool(
         description="Select a value from JSON data with a path ($.a.b[0]) or reshape it with a template "
         "whose keys ending in .$ are paths ({'name.$': '$.user.name'})"
     )
     def json_transform(data: Any, template: dict[str, Any] | None = None, path: str | None = None) -> Any:
-        return builtin.json_transform(data, template, path)
+        with _reported():
+            return builtin.json_transform(data, template, path)
 
     @server.tool(description="HTTP GET a URL on the allowlist; returns status, content_type and body (first 200 kB)")
     async def http_fetch(url: str) -> dict[str, Any]:
-        return await builtin.http_fetch(url, hosts)
+        with _reported():
+            return await builtin.http_fetch(url, hosts)
 
     @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
     def echo(text: str, ctx: Context) -> dict[str, Any]:
