@@ -42,7 +42,7 @@ def test_cdk_runs_the_local_bundling_and_never_docker(tmp_path: Path) -> None:
     from aws_cdk import aws_lambda as lambda_
 
     recorder = Recorder()
-    app = cdk.App(outdir=str(tmp_path / "out"))
+    app = cdk.App(outdir=str(tmp_path / "out"), builtin_cloud_formation_validation=False)
     stack = cdk.Stack(app, "LayerOnly")
     bundling = cdk.BundlingOptions(
         image=cdk.DockerImage.from_registry("must-not-be-pulled"), local=local_bundling(LayerBuild(runner=recorder)), command=["false"]
