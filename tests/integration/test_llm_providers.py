@@ -153,7 +153,7 @@ def test_bedrock_throttling_is_a_rate_limit(server: FakeLLMServer) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_timeout_is_transient(kind: str, server: FakeLLMServer) -> None:
     server.add(Reply(hang=True))
-    with pytest.raises(TransientError, match="timed out|unreachable"):
+    with pytest.raises(TransientError, match=r"timed out|unreachable"):
         provider(kind, server, timeout=0.5).complete(ChatRequest(model="x", messages=[{"role": "user", "content": "hi"}]))
 
 
@@ -181,7 +181,7 @@ def test_router_honours_retry_after_from_the_real_sdk(server: FakeLLMServer) -> 
         clock=clock,
         environ={"ANTHROPIC_API_KEY": "sk-ant-test"},
     )
-    response, info = hub.call(ChatRequest(model="anthropic:claude-3-5-haiku-latest", messages=[{"role": "user", "content": "hi"}]))
+    response, _ = hub.call(ChatRequest(model="anthropic:claude-3-5-haiku-latest", messages=[{"role": "user", "content": "hi"}]))
     assert response.content == "finally" and clock.sleeps == [2.0]
     assert response.cost_usd == pytest.approx((11 * 0.80 + 7 * 4.00) / 1e6)
 

@@ -25,7 +25,7 @@ def valkey() -> Any:
 
 @pytest.fixture
 def cache(valkey: Any) -> ResponseCache:
-    return ResponseCache(valkey, ttl_seconds=120, threshold=0.8, prefix=f"test:{uuid.uuid4().hex[:8]}")
+    return ResponseCache(valkey, ttl_seconds=120, prefix=f"test:{uuid.uuid4().hex[:8]}")
 
 
 def ask(text: str, model: str = "openai:gpt-4o-mini") -> ChatRequest:
@@ -55,8 +55,9 @@ def test_exact_hit_costs_nothing(cache: ResponseCache) -> None:
 def test_semantic_hit_over_threshold_only(cache: ResponseCache) -> None:
     cache.put("t1", "openai:gpt-4o-mini", ask("What is the capital of France?"), ANSWER, "semantic")
     hit = cache.get("t1", "openai:gpt-4o-mini", ask("what is the capital city of France"), "semantic")
-    assert hit is not None and hit.kind == "semantic" and 0.8 <= hit.similarity < 1.0
+    assert hit is not None and hit.kind == "semantic" and cache.threshold <= hit.similarity < 1.0
     assert cache.get("t1", "openai:gpt-4o-mini", ask("How do I bake sourdough bread?"), "semantic") is None
+    assert cache.get("t1", "openai:gpt-4o-mini", ask("What is the capital of Spain?"), "semantic") is None  # same words, other entity
     assert cache.get("t1", "openai:gpt-4o-mini", ask("what is the capital city of France"), "exact") is None  # exact mode: no fuzzy
 
 
@@ -111,7 +112,7 @@ class Counting:
 
 def test_hub_serves_exact_and_semantic_hits_for_zero_tokens(valkey: Any) -> None:
     model = Counting()
-    cache = ResponseCache(valkey, threshold=0.8, prefix=f"test:{uuid.uuid4().hex[:8]}")
+    cache = ResponseCache(valkey, prefix=f"test:{uuid.uuid4().hex[:8]}")
     hub = ModelHub(LLMSettings(cache="semantic"), clock=FakeClock(), cache=cache, models={"openai:gpt-4o-mini": model})
     first, info = hub.call(ask("What is the capital of France?"), tenant="acme")
     assert model.calls == 1 and first.usage.total == 110 and first.cost_usd > 0 and info.cache is None

@@ -41,7 +41,7 @@ class ResponseCache:
         client: Any,
         *,
         ttl_seconds: int = 3600,
-        threshold: float = 0.92,
+        threshold: float = 0.85,
         embedder: Embedder | None = None,
         max_entries: int = 1000,
         prefix: str = "stepwise:llm",

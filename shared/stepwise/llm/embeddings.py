@@ -9,7 +9,6 @@ call the providers; ``minilm`` runs all-MiniLM-L6-v2 locally when ``sentence-tra
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 from typing import Any, Protocol
@@ -31,9 +30,76 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
     return (matrix / norms).astype(np.float32)
 
 
+_STOP = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "and",
+        "or",
+        "but",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "do",
+        "does",
+        "did",
+        "i",
+        "you",
+        "it",
+        "me",
+        "my",
+        "our",
+        "your",
+        "we",
+        "they",
+        "them",
+        "please",
+        "can",
+        "could",
+        "would",
+        "should",
+        "that",
+        "this",
+        "these",
+        "those",
+        "with",
+        "about",
+        "into",
+        "from",
+        "by",
+        "as",
+        "user",
+        "assistant",
+        "system",
+        "tool",
+    }
+)
+
+
 class HashingEmbedder:
-    def __init__(self, dim: int = 1024, ngrams: tuple[int, ...] = (3, 4)) -> None:
-        self.dim, self.ngrams = dim, ngrams
+    """Content words (stop words dropped) plus their character trigrams at half weight, hashed with a sign bit.
+
+    Lexical, not semantic: paraphrases that keep the content words score ~0.85-1.0, a swapped entity
+    ("capital of France" / "of Spain") ~0.5. Pair it with a threshold around 0.85.
+    """
+
+    def __init__(self, dim: int = 1024, char_weight: float = 0.5) -> None:
+        self.dim, self.char_weight = dim, char_weight
         self.name = f"hashing-{dim}"
 
     def _bucket(self, feature: str) -> tuple[int, float]:
@@ -43,14 +109,14 @@ class HashingEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            words = _WORD.findall(text.lower())
-            features = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
-            joined = f" {' '.join(words)} "
-            for n in self.ngrams:
-                features += [f"c{n}:{joined[i : i + n]}" for i in range(max(0, len(joined) - n + 1))]
-            for feature in features:
+            words = [w for w in _WORD.findall(text.lower().replace("'s ", " is ")) if w not in _STOP]
+            features = [(f"w:{w}", 1.0) for w in words]
+            for word in words:
+                padded = f" {word} "
+                features += [(f"c:{padded[i : i + 3]}", self.char_weight) for i in range(len(padded) - 2)]
+            for feature, weight in features:
                 index, sign = self._bucket(feature)
-                out[row, index] += sign
+                out[row, index] += sign * weight
         return _normalise(out)
 
 

@@ -23,7 +23,7 @@ class LLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cache: Literal["off", "exact", "semantic"] = "exact"
     cache_ttl_seconds: int = Field(default=3600, ge=1)
-    semantic_threshold: float = Field(default=0.92, gt=0, le=1)
+    semantic_threshold: float = Field(default=0.85, gt=0, le=1)
     embedder: str = "hashing"
     valkey_url: str | None = None
     timeout_seconds: float = Field(default=60.0, gt=0)

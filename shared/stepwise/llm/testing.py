@@ -228,8 +228,8 @@ class FakeLLMServer:
                 delta = {"type": "input_json_delta", "partial_json": piece}
                 chunks.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
             chunks.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-        delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-        chunks.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": reply.output_tokens}}))
+        final: dict[str, Any] = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        chunks.append(("message_delta", {"type": "message_delta", "delta": final, "usage": {"output_tokens": reply.output_tokens}}))
         chunks.append(("message_stop", {"type": "message_stop"}))
         self._sse(h, chunks)
 
