@@ -205,3 +205,19 @@ def test_semantic_cache_hit_for_a_paraphrase(fake: FakeLLMServer, cache: Respons
     [hit] = llm_calls(client, result.thread_id)
     assert hit.data["cache"] == "semantic" and cache.threshold <= hit.data["similarity"] < 1 and hit.data["input_tokens"] == 0
     assert [e.node for e in client.history(result.thread_id) if e.type == NODE_UPDATE] == ["talk"]
+
+
+def test_cache_is_isolated_per_tenant_of_the_run(fake: FakeLLMServer, cache: ResponseCache) -> None:
+    fake.add(Reply(text="acme's answer"), Reply(text="globex's answer"))
+    hub = hub_for(fake, cache="exact")
+    hub._cache = cache
+    client = Stepwise.in_memory(clock=FakeClock())
+    client.services.models = hub
+    spec = load_text(STREAMING.replace("config: {stream: true}", "config: {}"))
+    question = {"messages": [{"role": "user", "content": "What is our refund policy?"}]}
+    acme = client.run(spec, question, tenant="acme")
+    globex = client.run(spec, question, tenant="globex")
+    acme_again = client.run(spec, question, tenant="acme")
+    assert acme.state["messages"][-1]["content"] == acme_again.state["messages"][-1]["content"] == "acme's answer"
+    assert globex.state["messages"][-1]["content"] == "globex's answer"  # never served acme's cached reply
+    assert [llm_calls(client, r.thread_id)[0].data["cached"] for r in (acme, globex, acme_again)] == [False, False, True]
