@@ -28,6 +28,10 @@ def _bytes(n: float) -> str:
     return f"{n:,.0f} B"
 
 
+def _load(values: list[float] | None) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -56,7 +60,7 @@ def machine_section(results: dict[str, Any]) -> list[str]:
         ["mode", f"`{meta['mode']}` ({meta.get('duration_s', '?')} s), started {meta['started']}, commit {m.get('git_commit')}"],
         ["CPU", f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gib']} GiB"],
         ["OS / Python / SQLite", f"{m['os']} / {m['implementation']} {m['python']} / {m['sqlite']}"],
-        ["load average (1/5/15 min)", f"start {m['loadavg_start']}, end {m.get('loadavg_end')}"],
+        ["load average (1/5/15 min)", f"start {_load(m.get('loadavg_start'))}, end {_load(m.get('loadavg_end'))}"],
         ["versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
         ["plan", ", ".join(f"{k}={val}" for k, val in meta["config"].items() if k not in ("systems", "notes"))],
     ]
@@ -139,7 +143,6 @@ def w3_section(results: dict[str, Any]) -> list[str]:
 
 
 def w4_section(results: dict[str, Any]) -> list[str]:
-    labels = results["meta"]["labels"]
     rows = []
     for mode in results["meta"]["config"]["fanout_modes"]:
         me = _find(results["w4"], system="stepwise", mode=mode)
@@ -148,7 +151,7 @@ def w4_section(results: dict[str, Any]) -> list[str]:
                      f"{_ms(peer['wall_ms'], 1)} / {_ms(peer['cpu_ms'], 1)}" if peer else "–",
                      f"{peer['wall_ms'] / me['wall_ms']:.2f}×" if me and peer else "–"])
     return [f"### W4 — fan-out to {results['w4'][0]['workers'] if results['w4'] else 50} workers and a join (median ms per run)", "",
-            *_table(["mode", "Stepwise wall / CPU", f"{labels['langgraph']} wall / CPU", "LangGraph ÷ Stepwise"], rows)]
+            *_table(["mode", "Stepwise wall / CPU", "LangGraph wall / CPU", "LangGraph ÷ Stepwise"], rows)]
 
 
 def costs_section(results: dict[str, Any]) -> list[str]:
@@ -180,7 +183,8 @@ def costs_section(results: dict[str, Any]) -> list[str]:
                  "DynamoDB writes",
                  "SFN Standard", "SFN Express", "Lambda", "DynamoDB", "total Standard / Express"], rows),
         f"ReAct turn ({turn['graph']}): **{turn['per_turn']:.0f} transitions per turn** (agent Task, its route Choice, tool Task), "
-        f"{turn['per_node']:.1f} per node, plus {turn['fixed_per_run']:.0f} per run (`__end__` Task and `Succeeded`). "
+        f"{turn['per_node']:.1f} per node, plus {turn['fixed_per_run']:.0f} per run (the agent's final answer: Task + Choice; "
+        "then `__end__` and `Succeeded`). "
         f"Measured as the difference between 20 and 10 turns: {turn['transitions_at_20']} − {turn['transitions_at_10']}.", "",
     ]
 

@@ -46,7 +46,7 @@ class Config:
 
 QUICK = Config("quick", sizes=(10, 100), reps=5, warmup=1, growth=(10, 100),
                restore_size=100, restore_reps=5, history_reps=3, fanout_reps=9)
-FULL = Config("full", sizes=(10, 100, 500), reps=5, warmup=1, growth=(100, 500),
+FULL = Config("full", sizes=(10, 100, 500), reps=7, warmup=1, growth=(100, 500),
               restore_size=500, restore_reps=7, history_reps=3, fanout_reps=15)
 # The smoke test's plan: the quick mode's smallest size, once (W2's growth needs a second size: 20).
 SMOKE = replace(QUICK, name="smoke", sizes=(10,), reps=1, warmup=0, growth=(10, 20),
@@ -254,9 +254,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if me and others:
         best = min(others, key=lambda r: r["wall_ms"])
         ratio = best["wall_ms"] / me["wall_ms"]
+        cpu_ratio = best["cpu_ms"] / me["cpu_ms"]
         out.append({"id": "W1", "target": "W1(c) per-step time at N=500 ≥ 10× lower than LangGraph + SqliteSaver",
-                    "measured": f"{ratio:.1f}× lower than the faster LangGraph configuration ({LABELS[best['system']]}){at}",
-                    "ratio": round(ratio, 2), "met": ratio >= 10,
+                    "measured": f"{ratio:.1f}× lower wall time than the faster LangGraph configuration ({LABELS[best['system']]}); "
+                                f"{cpu_ratio:.1f}× lower CPU time{at}",
+                    "ratio": round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2), "met": ratio >= 10,
                     "vs": {r["system"]: round(r["wall_ms"] / me["wall_ms"], 2) for r in others}})
 
     growth = _pick(results["w2_growth"], system="stepwise")
