@@ -124,3 +124,20 @@ def test_hub_serves_exact_and_semantic_hits_for_zero_tokens(valkey: Any) -> None
     assert model.calls == 2 and info.cache is None
     _, info = hub.call(ask("What is the capital of France?"), tenant="acme", cache_mode="off")
     assert model.calls == 3
+
+
+def test_a_cache_outage_degrades_to_calling_the_model() -> None:
+    class Down:
+        def __getattr__(self, name: str) -> Any:
+            raise ConnectionError("valkey is down")
+
+    model = Counting()
+    hub = ModelHub(LLMSettings(cache="semantic"), clock=FakeClock(), cache=ResponseCache(Down()), models={"openai:gpt-4o-mini": model})
+    response, info = hub.call(ask("still works?"))
+    assert response.content == "reply 1" and info.cache is None and model.calls == 1
+
+
+def test_on_lambda_without_a_valkey_url_the_cache_is_off() -> None:
+    assert LLMSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "stepwise-step"}).cache == "off"
+    assert LLMSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f", "STEPWISE_VALKEY_URL": "redis://cache:6379"}).cache == "exact"
+    assert LLMSettings.from_env({}).cache == "exact"

@@ -8,6 +8,7 @@ Valkey is only started when a cache or budget actually needs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from stepwise.llm.secrets import api_key
 from stepwise.llm.settings import LLMSettings
 from stepwise.llm.targets import Target, chain, is_routed, parse
 
+log = logging.getLogger(__name__)
 _KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
@@ -90,6 +92,10 @@ class ModelHub:
     def valkey(self) -> Any:
         if self._valkey is None:
             from stepwise.memory.valkey import client
+
+            env = os.environ if self.environ is None else self.environ
+            if not self.settings.valkey_url and not env.get("STEPWISE_VALKEY_URL") and env.get("AWS_LAMBDA_FUNCTION_NAME"):
+                raise RuntimeError("no STEPWISE_VALKEY_URL on Lambda: point it at ElastiCache to share caches and budgets")
 
             self._valkey = client(self.settings.valkey_url)
         return self._valkey
@@ -235,11 +241,21 @@ class ModelHub:
         return response, info
 
     def _cached(self, tenant: str, model: str, request: ChatRequest, mode: CacheMode) -> Any:
-        return None if mode == "off" else self.cache.get(tenant, model, request, mode)
+        if mode == "off":
+            return None
+        try:
+            return self.cache.get(tenant, model, request, mode)
+        except Exception as exc:  # noqa: BLE001 - a cache outage degrades to a miss, never fails the call
+            log.warning("LLM cache unavailable (%s); calling the model", type(exc).__name__)
+            return None
 
     def _store(self, tenant: str, model: str, request: ChatRequest, response: ChatResponse, mode: CacheMode) -> None:
-        if mode != "off" and not response.cached:
+        if mode == "off" or response.cached:
+            return
+        try:
             self.cache.put(tenant, model, request, response, mode)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("LLM cache unavailable (%s); reply not cached", type(exc).__name__)
 
 
 def parse_or_none(model: str) -> str | None:

@@ -68,6 +68,8 @@ class LLMSettings(BaseModel):
             data["tenant_budget_usd"] = env["STEPWISE_LLM_TENANT_BUDGET_USD"]
         if env.get("STEPWISE_VALKEY_URL"):
             data["valkey_url"] = env["STEPWISE_VALKEY_URL"]
+        if env.get("AWS_LAMBDA_FUNCTION_NAME") and not data.get("valkey_url") and "cache" not in data:
+            data["cache"] = "off"  # on Lambda the cache needs ElastiCache (STEPWISE_VALKEY_URL); never an embedded server
         if env.get("STEPWISE_MODEL"):
             data["model_override"] = env["STEPWISE_MODEL"]
         return cls.model_validate(data)
