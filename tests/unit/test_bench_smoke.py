@@ -17,6 +17,8 @@ from bench.__main__ import main
 from bench.report import END, START, write_docs
 from bench.suite import FANOUT_SYSTEMS, SMOKE, SYSTEMS, run_suite
 
+pytestmark = pytest.mark.slow  # ~8 s: imports LangGraph and runs every workload once
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
