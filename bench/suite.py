@@ -3,7 +3,7 @@
 Each repetition runs every system once, in alternating order (A B C, then C B A, …), so drift on a
 shared machine (other load, thermal, page cache) hits all of them alike. Every run gets a fresh store
 in its own directory, set up before the clock starts and deleted afterwards (LangGraph's W1(c) files
-reach hundreds of MB). Results are plain data: see ``bench/README.md`` for the schema.
+reach hundreds of MB). Results are plain data; ``bench/README.md`` describes their schema.
 """
 
 from __future__ import annotations
