@@ -113,6 +113,16 @@ class FakeLLMServer:
 
     def _dispatch(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         path = h.path
+        if path.endswith("/embeddings"):  # deterministic vectors: the hashing embedder, so similar texts are close
+            from stepwise.llm.embeddings import HashingEmbedder
+
+            texts = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+            vectors = HashingEmbedder(dim=64).embed([str(t) for t in texts])
+            data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+            self._json(
+                h, 200, {"object": "list", "data": data, "model": body.get("model", ""), "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            )
+            return
         if path.endswith("/chat/completions"):
             api, stream = "openai", bool(body.get("stream"))
         elif path.endswith("/messages"):
