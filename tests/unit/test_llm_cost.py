@@ -51,10 +51,14 @@ def test_complexity_classification() -> None:
 
 
 def test_cheapest_fitting_tier() -> None:
-    table = PriceTable({
-        "openai:small-a": Price(0.2, 0.8, "small", 8000), "openai:small-b": Price(0.1, 0.4, "small", 8000),
-        "openai:medium": Price(1, 4, "medium", 128000), "openai:large": Price(5, 15, "large", 200000),
-    })
+    table = PriceTable(
+        {
+            "openai:small-a": Price(0.2, 0.8, "small", 8000),
+            "openai:small-b": Price(0.1, 0.4, "small", 8000),
+            "openai:medium": Price(1, 4, "medium", 128000),
+            "openai:large": Price(5, 15, "large", 200000),
+        }
+    )
     tiers = {"small": ["openai:small-a", "openai:small-b"], "medium": ["openai:medium"], "large": ["openai:large"]}
     assert choose_tier(ask("hi"), tiers, table) == ("small", ["openai:small-a", "openai:small-b"])
     huge = ask("x " * 40_000)  # ≈20k tokens: no small model's window holds it
@@ -76,8 +80,9 @@ def test_auto_routes_to_the_classified_tier_and_records_cost() -> None:
 
 def test_run_budget_stops_the_run_with_a_clear_error() -> None:
     model = Priced(Usage(input_tokens=100_000, output_tokens=100_000))  # $0.075 per call on gpt-4o-mini
-    hub = ModelHub(LLMSettings(cache="off", run_budget_usd=0.1), clock=FakeClock(), ledger=MemoryLedger(),
-                   models={"openai:gpt-4o-mini": model})
+    hub = ModelHub(
+        LLMSettings(cache="off", run_budget_usd=0.1), clock=FakeClock(), ledger=MemoryLedger(), models={"openai:gpt-4o-mini": model}
+    )
     req = ask("hi").model_copy(update={"model": "openai:gpt-4o-mini"})
     hub.call(req, run_id="run-1")
     hub.call(req, run_id="run-1")  # spent 0.075 < 0.1 before this call

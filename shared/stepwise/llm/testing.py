@@ -116,7 +116,8 @@ class FakeLLMServer:
         if path.endswith("/embeddings"):  # deterministic vectors: the hashing embedder, so similar texts are close
             from stepwise.llm.embeddings import HashingEmbedder
 
-            texts = body.get("input") if isinstance(body.get("input"), list) else [body.get("input", "")]
+            raw = body.get("input")
+            texts = raw if isinstance(raw, list) else [raw or ""]
             vectors = HashingEmbedder(dim=64).embed([str(t) for t in texts])
             data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
             self._json(
