@@ -93,6 +93,8 @@ class Stepwise:
     def __init__(self, services: Services, *, executor: Executor | None = None, clock: Clock | None = None) -> None:
         self.services = services
         self.executor: Executor = executor or LocalExecutor(services, clock)
+        self._asl_cache: dict[str, dict[str, Any]] = {}
+        self._registered: dict[int, tuple[GraphSpec, str]] = {}
 
     @classmethod
     def embedded(cls, home: str | Path | None = None, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
@@ -120,12 +122,19 @@ class Stepwise:
 
     # -- graphs -------------------------------------------------------------------------------
     def register(self, spec: GraphSpec) -> str:
+        """Compile, deploy and record a graph version once; later calls with the same spec object are free."""
+        known = self._registered.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
         ref = spec.ref
-        if self.services.registry.get(ref) is None:
-            asl = compile_graph(spec)
+        found = self.services.registry.get(ref)
+        asl = found[1] if found is not None else compile_graph(spec)
+        if found is None:
             self.executor.deploy(ref, asl)
             self.services.registry.put(ref, spec.name, spec.canonical(), asl)
         self.services.remember_graph(spec)
+        self._asl_cache[ref] = asl
+        self._registered[id(spec)] = (spec, ref)
         return ref
 
     # -- runs ---------------------------------------------------------------------------------
@@ -163,10 +172,13 @@ class Stepwise:
         return self._result(run_id, self.executor.send_token(run, token, out))
 
     def _asl(self, ref: str) -> dict[str, Any]:
-        found = self.services.registry.get(ref)
-        if found is None:
-            raise StepwiseError(f"graph version {ref} is not registered in this store")
-        return found[1]
+        asl = self._asl_cache.get(ref)
+        if asl is None:
+            found = self.services.registry.get(ref)
+            if found is None:
+                raise StepwiseError(f"graph version {ref} is not registered in this store")
+            asl = self._asl_cache[ref] = found[1]  # versions are immutable, so caching by ref is safe
+        return asl
 
     def _result(self, run_id: str, result: ExecutionResult | None) -> RunResult:
         run = self.services.runs.get(run_id)

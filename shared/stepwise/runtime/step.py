@@ -23,7 +23,7 @@ from stepwise.runtime.nodes import MaxIterationsError, NodeContext, NodeError, r
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
-from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, Event
+from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.ports import ConflictError, DuplicateKeyError
 
 APPEND_ATTEMPTS = 20
@@ -95,7 +95,20 @@ def route_after(spec: GraphSpec, node: str, state: dict[str, Any]) -> str:
 
 
 def task_key(cursor: Cursor, scope: str, node: str, mode: str) -> str:
+    """Idempotency key of one logical task: (run, scope, node, mode, input seq). It also prefixes the keys of
+    the LLM and tool calls the task makes, so it is unique beyond the thread too."""
     return f"{cursor.run_id}|{scope}|{node}|{mode}|{cursor.seq}"
+
+
+def next_cursor(cursor: Cursor, node: str, frames: list[Any], changes: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The step's output: its input cursor moved on. Only ``changes`` (route, items…) is stored with the
+    event; everything else is rebuilt from the input, so replaying a step gives back the same cursor."""
+    out = cursor.model_dump(exclude_none=True)
+    out.pop("item", None)
+    visits = dict(cursor.visits)
+    visits[node] = visits.get(node, 0) + 1
+    out.update(changes, frames=[list(f) for f in frames], visits=visits, seq=seq)
+    return out
 
 
 def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -114,7 +127,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     key = task_key(cursor, scope, req.node, req.mode)
     done = services.events.by_key(cursor.thread_id, key)
     if done is not None:  # replay or retry: never run a completed step twice
-        return dict(done.data["out"])
+        return next_cursor(cursor, req.node, frames, done.data["next"], done.seq)
 
     root = services.graph(cursor.graph)
     spec, local = locate(root, req.node) if req.mode != "join" else (root, req.node)
@@ -166,19 +179,23 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         services.notify(kind="node_failed", run_id=cursor.run_id, node=req.node, error=f"{type(exc).__name__}: {exc}")
         raise NodeError(f"node {req.node!r} failed: {type(exc).__name__}: {exc}") from exc
 
-    out = cursor.model_dump(exclude_none=True)
-    out.pop("item", None)
-    out.update(route=route, frames=[list(f) for f in frames], visits=visits)
+    changes: dict[str, Any] = {"route": route}
     if ctx.items is not None:
-        out["items"] = ctx.items
-    out.update(ctx.cursor)
+        changes["items"] = ctx.items
+    changes.update(ctx.cursor)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
     node_event = Event(
-        type=NODE_UPDATE, run_id=cursor.run_id, node=req.node, scope=scope, key=key, data={"update": update, "ms": elapsed_ms}
+        type=NODE_UPDATE,
+        run_id=cursor.run_id,
+        node=req.node,
+        scope=scope,
+        key=key,
+        data={"update": update, "next": changes, "ms": elapsed_ms},
     )
-    events = [*ctx.records, node_event]
-    new_seq = _append(services, cursor.thread_id, seq, events, frames, out)
-    services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
+    recorded = _append(services, cursor.thread_id, seq, [*ctx.records, node_event], frames)
+    new_seq = recorded.seq
+    if recorded is node_event:
+        services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
     services.notify(
         kind="node_finished",
         run_id=cursor.run_id,
@@ -189,33 +206,35 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         update=update,
         ms=elapsed_ms,
     )
-    return out
+    return next_cursor(cursor, req.node, frames, recorded.data["next"], new_seq)
 
 
-def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any], out: dict[str, Any]) -> int:
-    """Conditional append. A conflict with writes this step cannot see (a sibling branch) just moves on to
-    the new head; a conflict with writes it can see means its input changed, so the step must re-run."""
-    view = folding.levels(frames)
-    expected = seq
-    for _ in range(APPEND_ATTEMPTS):
-        new_seq = expected + len(events)
-        out["seq"] = new_seq
-        events[-1].data["out"] = dict(out)
-        try:
-            services.events.append(thread_id, expected, events)
-            return new_seq
-        except DuplicateKeyError:
-            done = services.events.by_key(thread_id, str(events[-1].key))
-            assert done is not None
-            out.clear()
-            out.update(done.data["out"])
-            return int(out["seq"])
-        except ConflictError:
-            head = services.events.head(thread_id)
-            newer = services.events.read(thread_id, after=expected, upto=head)
-            if any(folding.is_visible(e, view) and e.type in (NODE_UPDATE, JOIN, "run_started") for e in newer):
-                raise StateConflictError(f"thread {thread_id!r} changed under this step; it will be retried") from None
-            expected = head
+def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any]) -> Event:
+    """Append the step's events; return its node event as stored (a duplicate's, if it lost on the key).
+
+    A branch (Parallel/Map) only sees its ancestors up to its fork, which are suspended, and its own
+    scope, whose steps run one at a time (a duplicate of the same task loses on the key): it appends at
+    the head, whatever its siblings wrote. The main flow appends only if nothing it can see was written
+    since it read (a conditional write); if something was, the step must re-run with fresh state.
+    """
+    try:
+        if frames:
+            return services.events.append_at_head(thread_id, events)[-1]
+        view = folding.levels(frames)
+        expected = seq
+        for _ in range(APPEND_ATTEMPTS):
+            try:
+                return services.events.append(thread_id, expected, events)[-1]
+            except ConflictError:
+                head = services.events.head(thread_id)
+                newer = services.events.read(thread_id, after=expected, upto=head)
+                if any(folding.is_visible(e, view) and e.type in (NODE_UPDATE, JOIN, RUN_STARTED) for e in newer):
+                    raise StateConflictError(f"thread {thread_id!r} changed under this step; it will be retried") from None
+                expected = head
+    except DuplicateKeyError:
+        done = services.events.by_key(thread_id, str(events[-1].key))
+        assert done is not None
+        return done
     raise StateConflictError(f"thread {thread_id!r}: too many concurrent writers; the step will be retried")
 
 
@@ -257,7 +276,7 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
             "payload": req.model_dump(exclude_none=True, exclude={"token"}) | {"frames_at": [list(f) for f in frames]},
         }
         event = Event(type=INTERRUPT, run_id=cursor.run_id, node=req.node, scope=scope, key=interrupt_key, data=waiting)
-        _append_at_head(services, cursor.thread_id, [event])
+        services.events.append_at_head(cursor.thread_id, [event])
         services.runs.update(cursor.run_id, status="waiting", waiting=waiting)
         services.notify(kind="waiting", run_id=cursor.run_id, node=req.node, prompt=waiting["prompt"])
     return {"waiting": req.node}
@@ -269,20 +288,9 @@ def resume_step(services: Services, waiting: dict[str, Any], resume_input: dict[
     return step(services, payload, resume_input=resume_input)
 
 
-def _append_at_head(services: Services, thread_id: str, events: list[Event]) -> int:
-    for _ in range(APPEND_ATTEMPTS):
-        head = services.events.head(thread_id)
-        try:
-            services.events.append(thread_id, head, events)
-            return head + len(events)
-        except ConflictError:
-            continue
-    raise StateConflictError(f"thread {thread_id!r}: too many concurrent writers")
-
-
 def _record_failure(services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str) -> None:
     data = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": tb}
-    _append_at_head(services, cursor.thread_id, [Event(type=NODE_FAILED, run_id=cursor.run_id, node=node, scope=scope, data=data)])
+    services.events.append_at_head(cursor.thread_id, [Event(type=NODE_FAILED, run_id=cursor.run_id, node=node, scope=scope, data=data)])
 
 
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
@@ -290,7 +298,9 @@ def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     key = task_key(cursor, "", END_STATE, "finish")
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
-            _append_at_head(services, cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})])
+            services.events.append_at_head(
+                cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})]
+            )
     services.runs.update(cursor.run_id, status="succeeded", finished_at=time.time(), waiting=None, steps=sum(cursor.visits.values()))
     services.notify(kind="run_finished", run_id=cursor.run_id)
     return cursor.model_dump(exclude_none=True)
@@ -307,7 +317,7 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     key = task_key(cursor, "", FAILED_STATE, "fail")
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
-            _append_at_head(services, cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
+            services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
     services.runs.update(cursor.run_id, status="failed", finished_at=time.time(), error=error, waiting=None)
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
     return cursor.model_dump(exclude_none=True)

@@ -36,6 +36,11 @@ def levels(frames: Frames) -> list[tuple[str, float, float]]:
     return out
 
 
+def visible_scopes(frames: Frames) -> frozenset[str]:
+    """Every scope whose events a reader at ``frames`` may see (before the seq ranges are applied)."""
+    return frozenset(scope for scope, _, _ in levels(frames))
+
+
 def is_visible(event: Event, view: list[tuple[str, float, float]]) -> bool:
     return any(event.scope == scope and lo < event.seq <= hi for scope, lo, hi in view)
 

@@ -6,12 +6,13 @@ events after the cached seq, so a writer in another process can never be missed.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stepwise.state.events import Event
-from stepwise.state.fold import Frames, fold
+from stepwise.state.fold import Frames, fold, visible_scopes
 from stepwise.state.ports import EventStore, SnapshotStore
 
 CacheKey = tuple[str, tuple[tuple[str, int], ...]]
@@ -25,6 +26,7 @@ class Hydrator:
         self._cache: OrderedDict[CacheKey, tuple[int, dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
         self._last_snapshot: dict[str, int] = {}
+        self._lock = threading.Lock()  # Parallel branches hydrate from several threads
 
     @staticmethod
     def _key(thread_id: str, frames: Frames) -> CacheKey:
@@ -34,20 +36,17 @@ class Hydrator:
         """The state visible to ``frames`` at seq ``at`` (default: the head), and that seq."""
         if at is not None:
             return self._state_at(thread_id, reducers, frames, at)
-        key = self._key(thread_id, frames)
-        cached = self._cache.get(key)
-        if cached is None:
-            if frames:
-                base = int(frames[0][1])
-                seq, state = self.state(thread_id, reducers, (), at=base)
-            else:
-                seq, state = self._from_snapshot(thread_id, None)
-        else:
+        cached = self._cached(self._key(thread_id, frames))
+        if cached is not None:
             seq, state = cached
-        tail = self.events.read(thread_id, after=seq)
+        elif frames:
+            seq, state = self._state_at(thread_id, reducers, (), int(frames[0][1]))
+        else:
+            seq, state = self._from_snapshot(thread_id, None)
+        tail, head = self.events.read_visible(thread_id, seq, visible_scopes(frames))
         if tail:
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail))
-            seq = tail[-1].seq
+        seq = max(seq, head)
         self.remember(thread_id, frames, seq, state)
         return seq, state
 
@@ -56,13 +55,19 @@ class Hydrator:
             base = int(frames[0][1])
             _, state = self._state_at(thread_id, reducers, (), min(base, at))
             tail = self.events.read(thread_id, after=base, upto=at) if at > base else []
-        else:
-            seq, state = self._from_snapshot(thread_id, at)
-            cached = self._cache.get(self._key(thread_id, ()))
-            if cached is not None and seq < cached[0] <= at:
-                seq, state = cached
-            tail = self.events.read(thread_id, after=seq, upto=at)
+            return at, fold(state, tail, reducers, frames, self._lookup(thread_id, tail))
+        cached = self._cached(self._key(thread_id, ()))
+        if cached is not None and cached[0] == at:  # the common case: a branch forking from the latest state
+            return cached
+        seq, state = self._from_snapshot(thread_id, at)
+        if cached is not None and seq < cached[0] <= at:
+            seq, state = cached
+        tail = self.events.read(thread_id, after=seq, upto=at)
         return at, fold(state, tail, reducers, frames, self._lookup(thread_id, tail))
+
+    def _cached(self, key: CacheKey) -> tuple[int, dict[str, Any]] | None:
+        with self._lock:
+            return self._cache.get(key)
 
     def _from_snapshot(self, thread_id: str, at_most: int | None) -> tuple[int, dict[str, Any]]:
         snap = self.snapshots.latest(thread_id, at_most)
@@ -72,14 +77,15 @@ class Hydrator:
         return snap
 
     def _lookup(self, thread_id: str, loaded: Sequence[Event]):  # type: ignore[no-untyped-def]
+        """Find a join's referenced events: in the loaded tail, else read (unfiltered) from the store."""
         by_seq = {e.seq: e for e in loaded}
 
         def lookup(seq: int) -> Event:
             event = by_seq.get(seq)
-            if event is None:  # a join that references events before the loaded window
-                first = min(by_seq) if by_seq else seq + 1
-                for e in self.events.read(thread_id, after=seq - 1, upto=first - 1):
-                    by_seq[e.seq] = e
+            if event is None:
+                upper = max(by_seq) if by_seq else None
+                for e in self.events.read(thread_id, after=seq - 1, upto=upper):
+                    by_seq.setdefault(e.seq, e)
                 event = by_seq[seq]
             return event
 
@@ -88,14 +94,19 @@ class Hydrator:
     def remember(self, thread_id: str, frames: Frames, seq: int, state: dict[str, Any]) -> None:
         """Cache a state the caller computed itself (after its own append), and snapshot the main scope."""
         key = self._key(thread_id, frames)
-        self._cache[key] = (seq, state)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        if not frames and seq - self._last_snapshot.get(thread_id, 0) >= self.snapshot_every:
+        with self._lock:
+            self._cache[key] = (seq, state)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        last = self._last_snapshot.get(thread_id, 0)
+        # Intervals double (K, 2K, 4K, …): writing the whole state costs O(state) each time, so this keeps
+        # total snapshot work and bytes linear in the run, while a cold restore replays at most half the log.
+        if not frames and seq - last >= max(self.snapshot_every, last):
             self.snapshots.put(thread_id, seq, state)
             self._last_snapshot[thread_id] = seq
 
     def forget(self, thread_id: str) -> None:
-        for key in [k for k in self._cache if k[0] == thread_id]:
-            del self._cache[key]
+        with self._lock:
+            for key in [k for k in self._cache if k[0] == thread_id]:
+                del self._cache[key]

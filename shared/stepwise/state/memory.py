@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+from stepwise.state.events import Event
 from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, SnapshotStore
 
 
@@ -23,13 +25,21 @@ class MemoryEventStore(EventStore):
         with self._lock:
             if self.head(thread_id) != expected_seq:
                 raise ConflictError(thread_id, expected_seq)
-            for row in rows:
-                if row[5] is not None and (thread_id, row[5]) in self._keys:
-                    raise DuplicateKeyError(row[5])
-            self._rows.setdefault(thread_id, []).extend(rows)
-            for row in rows:
-                if row[5] is not None:
-                    self._keys[(thread_id, row[5])] = row
+            self._insert_unlocked(thread_id, rows)
+
+    def _insert_unlocked(self, thread_id: str, rows: list[Row]) -> None:
+        for row in rows:
+            if row[5] is not None and (thread_id, row[5]) in self._keys:
+                raise DuplicateKeyError(row[5])
+        self._rows.setdefault(thread_id, []).extend(rows)
+        for row in rows:
+            if row[5] is not None:
+                self._keys[(thread_id, row[5])] = row
+
+    def append_at_head(self, thread_id: str, events: Sequence[Event], attempts: int = 50) -> list[Event]:
+        with self._lock:
+            self._insert_unlocked(thread_id, self._numbered(events, self.head(thread_id)))
+        return list(events)
 
     def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]:
         rows = self._rows.get(thread_id, [])

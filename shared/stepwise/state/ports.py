@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -20,6 +20,8 @@ Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type
 
 class ConflictError(RuntimeError):
     """Another writer appended first: the expected sequence number is no longer the head."""
+
+    error_name = "Stepwise.StateConflict"  # the name Step Functions' Retry matches on
 
     def __init__(self, thread_id: str, expected: int) -> None:
         super().__init__(f"thread {thread_id!r} moved past seq {expected}; re-read and retry")
@@ -36,17 +38,38 @@ class EventStore(ABC):
 
     def append(self, thread_id: str, expected_seq: int, events: Sequence[Event]) -> list[Event]:
         """Append after ``expected_seq``; raise ConflictError if the head moved, DuplicateKeyError on a reused key."""
+        self._insert(thread_id, expected_seq, self._numbered(events, expected_seq))
+        return list(events)
+
+    @staticmethod
+    def _numbered(events: Sequence[Event], after: int) -> list[Row]:
+        """Number the events after seq ``after`` and encode them as rows."""
         now = time.time()
         rows: list[Row] = []
         for offset, event in enumerate(events, start=1):
-            event.seq = expected_seq + offset
+            event.seq = after + offset
             event.ts = event.ts or now
             rows.append((event.seq, event.type, event.run_id, event.node, event.scope, event.key, event.ts, encode(event.data)))
-        self._insert(thread_id, expected_seq, rows)
-        return list(events)
+        return rows
+
+    def append_at_head(self, thread_id: str, events: Sequence[Event], attempts: int = 50) -> list[Event]:
+        """Append after whatever the head is now (for writers whose view other writers cannot change).
+        Adapters that can read the head and insert in one transaction override this."""
+        for _ in range(attempts):
+            try:
+                return self.append(thread_id, self.head(thread_id), events)
+            except ConflictError:
+                continue
+        raise ConflictError(thread_id, self.head(thread_id))
 
     def read(self, thread_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [self._decode(r) for r in self._select(thread_id, after, upto)]
+
+    def read_visible(self, thread_id: str, after: int, scopes: Collection[str]) -> tuple[list[Event], int]:
+        """Events after ``after`` whose scope is in ``scopes`` (others are not even decoded), and the seq
+        of the last event read of any scope: a Parallel branch skips its siblings' writes cheaply."""
+        rows = self._select(thread_id, after, None)
+        return [self._decode(r) for r in rows if r[4] in scopes], (rows[-1][0] if rows else after)
 
     def by_key(self, thread_id: str, key: str) -> Event | None:
         row = self._select_key(thread_id, key)

@@ -11,9 +11,11 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepwise.state.events import Event
 from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
 
 _SCHEMA = """
@@ -38,6 +40,7 @@ class SqliteDatabase:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self.write_lock = threading.Lock()
         self.connection().executescript(_SCHEMA)
 
     def connection(self) -> sqlite3.Connection:
@@ -63,24 +66,38 @@ class SqliteEventStore(EventStore):
         return int(row[0] or 0)
 
     def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
-        conn = self.db.connection()
-        try:
+        def check(head: int) -> list[Row]:
+            if head != expected_seq:
+                raise ConflictError(thread_id, expected_seq)
+            return rows
+
+        self._write(thread_id, check)
+
+    def append_at_head(self, thread_id: str, events: Sequence[Event], attempts: int = 50) -> list[Event]:
+        self._write(thread_id, lambda head: self._numbered(events, head))
+        return list(events)
+
+    def _write(self, thread_id: str, rows_after: Callable[[int], list[Row]]) -> None:
+        """One write transaction: read the head, build the rows after it, insert. The in-process lock
+        queues this process's writers on a mutex instead of SQLite's sleeping busy handler."""
+        with self.db.write_lock:
+            conn = self.db.connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if self.head(thread_id) != expected_seq:
-                    raise ConflictError(thread_id, expected_seq)
+                rows = rows_after(self.head(thread_id))
                 conn.executemany(
                     "INSERT INTO events (seq, type, run_id, node, scope, key, ts, data, thread_id) VALUES (?,?,?,?,?,?,?,?,?)",
                     [(*row, thread_id) for row in rows],
                 )
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                if "events.thread_id, events.key" in str(exc):
+                    raise DuplicateKeyError(str(exc)) from None
+                raise ConflictError(thread_id, -1) from None
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            if "events.thread_id, events.key" in str(exc):
-                raise DuplicateKeyError(str(exc)) from None
-            raise ConflictError(thread_id, expected_seq) from None
 
     def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]:
         sql = "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND seq>?"
