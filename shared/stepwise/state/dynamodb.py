@@ -87,7 +87,13 @@ def _pages(call: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
 
 class DynamoEventStore(EventStore):
     def __init__(
-        self, table_name: str, *, bucket: str | None = None, client: Any = None, s3: Any = None, offload_bytes: int = OFFLOAD_BYTES,
+        self,
+        table_name: str,
+        *,
+        bucket: str | None = None,
+        client: Any = None,
+        s3: Any = None,
+        offload_bytes: int = OFFLOAD_BYTES,
     ) -> None:
         self.table = table_name
         self.db = client or awsclients.client("dynamodb")
@@ -99,10 +105,16 @@ class DynamoEventStore(EventStore):
         items = self._items(thread_id, rows)
         actions: list[dict[str, Any]] = []
         if expected_seq > 0:
-            actions.append({"ConditionCheck": {
-                "TableName": self.table, "Key": {"thread_id": _s(thread_id), "seq": _n(expected_seq)},
-                "ConditionExpression": "attribute_exists(#s)", "ExpressionAttributeNames": {"#s": "seq"},
-            }})
+            actions.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": {"thread_id": _s(thread_id), "seq": _n(expected_seq)},
+                        "ConditionExpression": "attribute_exists(#s)",
+                        "ExpressionAttributeNames": {"#s": "seq"},
+                    }
+                }
+            )
         first_guard = len(actions) + len(items)
         actions += [self._put(item) for item in items]
         for row in rows:
@@ -124,10 +136,14 @@ class DynamoEventStore(EventStore):
             raise ConflictError(thread_id, expected_seq) from None
 
     def _put(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {"Put": {
-            "TableName": self.table, "Item": item,
-            "ConditionExpression": "attribute_not_exists(#s)", "ExpressionAttributeNames": {"#s": "seq"},
-        }}
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": item,
+                "ConditionExpression": "attribute_not_exists(#s)",
+                "ExpressionAttributeNames": {"#s": "seq"},
+            }
+        }
 
     def _items(self, thread_id: str, rows: list[Row]) -> list[dict[str, Any]]:
         items = []
@@ -167,15 +183,26 @@ class DynamoEventStore(EventStore):
         else:
             data = item["data"]["S"]
         return (
-            int(item["seq"]["N"]), item["type"]["S"], item["run_id"]["S"], item.get("node", {}).get("S"),
-            item["scope"]["S"], item.get("key", {}).get("S"), float(item["ts"]["N"]), data,
+            int(item["seq"]["N"]),
+            item["type"]["S"],
+            item["run_id"]["S"],
+            item.get("node", {}).get("S"),
+            item["scope"]["S"],
+            item.get("key", {}).get("S"),
+            float(item["ts"]["N"]),
+            data,
         )
 
     def head(self, thread_id: str) -> int:
         page = self.db.query(
-            TableName=self.table, KeyConditionExpression="thread_id = :t AND #s > :z", ExpressionAttributeNames={"#s": "seq"},
-            ExpressionAttributeValues={":t": _s(thread_id), ":z": _n(0)}, ScanIndexForward=False, Limit=1,
-            ConsistentRead=True, ProjectionExpression="#s",
+            TableName=self.table,
+            KeyConditionExpression="thread_id = :t AND #s > :z",
+            ExpressionAttributeNames={"#s": "seq"},
+            ExpressionAttributeValues={":t": _s(thread_id), ":z": _n(0)},
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+            ProjectionExpression="#s",
         )
         items = page.get("Items", [])
         return int(items[0]["seq"]["N"]) if items else 0
@@ -185,28 +212,39 @@ class DynamoEventStore(EventStore):
         if hi <= after:
             return []
         items = _pages(
-            self.db.query, TableName=self.table, KeyConditionExpression="thread_id = :t AND #s BETWEEN :lo AND :hi",
-            ExpressionAttributeNames={"#s": "seq"}, ConsistentRead=True,
+            self.db.query,
+            TableName=self.table,
+            KeyConditionExpression="thread_id = :t AND #s BETWEEN :lo AND :hi",
+            ExpressionAttributeNames={"#s": "seq"},
+            ConsistentRead=True,
             ExpressionAttributeValues={":t": _s(thread_id), ":lo": _n(after + 1), ":hi": _n(hi)},
         )
         return [self._row(item) for item in items]
 
     def _select_key(self, thread_id: str, key: str) -> Row | None:
         guard = self.db.get_item(
-            TableName=self.table, Key={"thread_id": _s(thread_id), "seq": _n(guard_seq(key))}, ConsistentRead=True,
+            TableName=self.table,
+            Key={"thread_id": _s(thread_id), "seq": _n(guard_seq(key))},
+            ConsistentRead=True,
         ).get("Item")
         if guard is None or guard["guard_key"]["S"] != key:
             return None
         item = self.db.get_item(
-            TableName=self.table, Key={"thread_id": _s(thread_id), "seq": guard["ref_seq"]}, ConsistentRead=True,
+            TableName=self.table,
+            Key={"thread_id": _s(thread_id), "seq": guard["ref_seq"]},
+            ConsistentRead=True,
         ).get("Item")
         return self._row(item) if item else None
 
     def threads(self) -> list[str]:
         """Every thread id (a table Scan: for the CLI and admin tools, not for hot paths)."""
         items = _pages(
-            self.db.scan, TableName=self.table, FilterExpression="#s = :one", ExpressionAttributeNames={"#s": "seq"},
-            ExpressionAttributeValues={":one": _n(1)}, ProjectionExpression="thread_id",
+            self.db.scan,
+            TableName=self.table,
+            FilterExpression="#s = :one",
+            ExpressionAttributeNames={"#s": "seq"},
+            ExpressionAttributeValues={":one": _n(1)},
+            ProjectionExpression="thread_id",
         )
         return sorted({item["thread_id"]["S"] for item in items})
 
@@ -274,9 +312,13 @@ class DynamoRunStore(RunStore):
         names["#id"] = "run_id"
         try:
             out = self.db.update_item(
-                TableName=self.table, Key={"run_id": _s(run_id)}, UpdateExpression=expression,
-                ConditionExpression="attribute_exists(#id)", ExpressionAttributeNames=names,
-                ExpressionAttributeValues=attrs, ReturnValues="ALL_NEW",
+                TableName=self.table,
+                Key={"run_id": _s(run_id)},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(#id)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attrs,
+                ReturnValues="ALL_NEW",
             )
         except Exception as exc:
             if _code(exc) == "ConditionalCheckFailedException":
@@ -288,8 +330,13 @@ class DynamoRunStore(RunStore):
         if thread_id is not None:
             runs: list[RunRecord] = []
             for item in _pages(
-                self.db.query, TableName=self.table, IndexName=self.INDEX, KeyConditionExpression="thread_id = :t",
-                ExpressionAttributeValues={":t": _s(thread_id)}, ScanIndexForward=False, Limit=max(1, limit),
+                self.db.query,
+                TableName=self.table,
+                IndexName=self.INDEX,
+                KeyConditionExpression="thread_id = :t",
+                ExpressionAttributeValues={":t": _s(thread_id)},
+                ScanIndexForward=False,
+                Limit=max(1, limit),
             ):
                 runs.append(_decode_run(item))
                 if len(runs) >= limit:
@@ -332,8 +379,10 @@ class DynamoRegistry(Registry):
         now = _n(time.time())
         try:
             self.db.put_item(
-                TableName=self.table, Item={"ref": _s(ref), "name": _s(name), "spec": _pack(spec), "asl": _pack(asl), "created_at": now},
-                ConditionExpression="attribute_not_exists(#r)", ExpressionAttributeNames={"#r": "ref"},
+                TableName=self.table,
+                Item={"ref": _s(ref), "name": _s(name), "spec": _pack(spec), "asl": _pack(asl), "created_at": now},
+                ConditionExpression="attribute_not_exists(#r)",
+                ExpressionAttributeNames={"#r": "ref"},
             )
         except Exception as exc:
             if _code(exc) != "ConditionalCheckFailedException":

@@ -47,8 +47,11 @@ class S3SnapshotStore(SnapshotStore):
     def put(self, thread_id: str, seq: int, state: dict[str, Any]) -> None:
         body = json.dumps({"thread_id": thread_id, "seq": seq, "state": state}, separators=(",", ":"), default=str)
         self.s3.put_object(
-            Bucket=self.bucket, Key=self._key(thread_id), Body=zlib.compress(body.encode(), 3),
-            ContentType="application/json", Metadata={"seq": str(seq)},
+            Bucket=self.bucket,
+            Key=self._key(thread_id),
+            Body=zlib.compress(body.encode(), 3),
+            ContentType="application/json",
+            Metadata={"seq": str(seq)},
         )
 
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None:
