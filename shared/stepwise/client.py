@@ -69,16 +69,22 @@ class LocalExecutor:
     A resumed run is replayed from its start cursor; the idempotent step makes completed tasks instant.
     """
 
-    def __init__(self, services: Services, clock: Clock | None = None) -> None:
+    def __init__(self, services: Services, clock: Clock | None = None, max_concurrency: int | None = None) -> None:
         self.services = services
         self.clock = clock
+        # Branches run on threads: worth it when nodes wait on I/O (LLMs, tools); pure-CPU nodes only pay
+        # for the GIL hand-offs. Map states may set their own, lower MaxConcurrency.
+        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "8"))
 
     def deploy(self, ref: str, asl: dict[str, Any]) -> None:
         return None
 
     def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
         interpreter = Interpreter(
-            {STEP_FUNCTION: lambda payload: step(self.services, payload)}, tokens=self.services.runs, clock=self.clock
+            {STEP_FUNCTION: lambda payload: step(self.services, payload)},
+            tokens=self.services.runs,
+            clock=self.clock,
+            max_workers=self.max_concurrency,
         )
         return interpreter.execute(asl, run.start_cursor, name=run.run_id)
 
@@ -138,7 +144,9 @@ class Stepwise:
         return ref
 
     # -- runs ---------------------------------------------------------------------------------
-    def run(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default") -> RunResult:
+    def run(
+        self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
+    ) -> RunResult:
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
         ref = self.register(spec)
@@ -149,7 +157,9 @@ class Stepwise:
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
         events.append(thread_id, head, [started])
         cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
-        self.services.runs.put(RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor, tenant=tenant))
+        self.services.runs.put(
+            RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor, tenant=tenant)
+        )
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         run = self.services.runs.get(run_id)
         assert run is not None
@@ -185,7 +195,7 @@ class Stepwise:
         assert run is not None
         if result is not None and result.status == "FAILED" and run.status != "failed":  # failed outside any node
             run = self.services.runs.update(run_id, status="failed", error={"error": result.error, "cause": result.cause})
-        _, state = self.state(run.thread_id)
+        _, state = self.services.hydrator.state(run.thread_id, reducers_of(self.services.graph(run.graph_ref)))  # no index lag
         return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions if result else 0)
 
     # -- threads ------------------------------------------------------------------------------
