@@ -598,3 +598,12 @@ def test_websocket_connect_needs_a_key(h: Harness) -> None:
     assert h.api(ws_event("DISCONNECT"))["statusCode"] == 200
     reply = h.api(ws_event("MESSAGE"))
     assert reply["statusCode"] == 200 and json.loads(reply["body"])["error"]["code"] == "not_implemented"
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", ""])
+def test_json_body_sent_without_a_json_content_type_is_read_as_json(h: Harness, content_type: str) -> None:
+    """`curl -d '{...}'` sends form encoding by default; a JSON-looking body is still read as JSON."""
+    h.register("conditional")
+    reply = h("POST", "/agents/support-router/execute", {"input": {"type": "A"}}, headers={"content-type": content_type})
+    assert reply.status == 200, reply.body
+    assert reply.body["state"]["trail"] == ["evaluate", "handle_billing"]

@@ -261,6 +261,8 @@ def _problem(p: Any) -> dict[str, Any]:
 def _yaml_body(event: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     """``Content-Type: application/yaml`` on a graph route: wrap the text as ``{"yaml": ...}`` for validation."""
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("", "application/x-www-form-urlencoded") and _looks_like_json(event.get("body")):
+        return _with_json_type(event, event.get("body"))  # `curl -d '{...}'` without a content type
     if content_type not in YAML_TYPES or event.get("httpMethod", "").upper() != "POST":
         return event
     body = event.get("body") or ""
@@ -268,11 +270,19 @@ def _yaml_body(event: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]
         import base64
 
         body = base64.b64decode(body).decode("utf-8", errors="replace")
+    return _with_json_type(event, json.dumps({"yaml": body}))
+
+
+def _looks_like_json(body: Any) -> bool:
+    return isinstance(body, str) and body.lstrip()[:1] in ("{", "[")
+
+
+def _with_json_type(event: dict[str, Any], body: Any) -> dict[str, Any]:
     new_headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
     new_headers["content-type"] = "application/json"
     multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
     multi["content-type"] = ["application/json"]
-    return {**event, "headers": new_headers, "multiValueHeaders": multi, "body": json.dumps({"yaml": body}), "isBase64Encoded": False}
+    return {**event, "headers": new_headers, "multiValueHeaders": multi, "body": body, "isBase64Encoded": False}
 
 
 def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:

@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from stepwise.asl import intrinsics, paths
