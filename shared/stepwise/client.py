@@ -80,8 +80,9 @@ class LocalExecutor:
         return None
 
     def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
+        fresh = self.services.events.head(run.thread_id) == run.start_cursor["seq"]  # nothing after run_started yet
         interpreter = Interpreter(
-            {STEP_FUNCTION: lambda payload: step(self.services, payload)},
+            {STEP_FUNCTION: lambda payload: step(self.services, payload, fresh=fresh)},
             tokens=self.services.runs,
             clock=self.clock,
             max_workers=self.max_concurrency,

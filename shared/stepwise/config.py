@@ -6,34 +6,11 @@ CLI all assemble the same pieces the same way.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, Field
-
 from stepwise.client import Stepwise
 from stepwise.runtime.services import Observer, Services
+from stepwise.settings import Settings
 
-
-class Settings(BaseModel):
-    backend: Literal["embedded", "memory", "aws"] = "embedded"
-    home: Path = Path(".stepwise")
-    events_table: str = "stepwise-events"
-    runs_table: str = "stepwise-runs"
-    registry_table: str = "stepwise-registry"
-    bucket: str = "stepwise-state"
-    step_function_arn: str = Field(default="arn:aws:lambda:us-east-1:000000000000:function:stepwise-step")
-    state_machine_role_arn: str = "arn:aws:iam::000000000000:role/stepwise-state-machine"
-    name_prefix: str = "stepwise"
-    snapshot_every: int = 200
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        import os
-
-        env = environ if environ is not None else dict(os.environ)
-        values = {name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if f"STEPWISE_{name.upper()}" in env}
-        return cls.model_validate(values)
+__all__ = ["Settings", "build_client"]
 
 
 def build_client(settings: Settings | None = None, *, observer: Observer | None = None) -> Stepwise:

@@ -21,8 +21,8 @@ from functools import lru_cache
 from typing import Any
 
 from stepwise import awsclients
-from stepwise.config import Settings
 from stepwise.runtime.services import Services
+from stepwise.settings import Settings
 from stepwise.state.ports import RunRecord
 
 ALIAS = "live"

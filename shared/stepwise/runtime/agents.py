@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from stepwise.llm.base import ChatRequest, ChatResponse
-from stepwise.runtime.nodes import MaxIterationsError, NodeContext, NodeError
+from stepwise.runtime.context import MaxIterationsError, NodeContext, NodeError
 from stepwise.runtime.reasoning import (
     COT_INSTRUCTION,
     AgentConfig,

@@ -1,8 +1,6 @@
-"""Node kinds: each turns (state, context) into an update.
+"""Node kinds: each turns (state, context) into an update; this module is the dispatch table.
 
-LLM and tool calls go through the context, which journals each one as it completes (``journal.py``): a
-retried or resumed step reads completed calls back instead of repeating them. The agent, planner and
-synthesizer logic lives in ``agents.py``; this module holds the context and the dispatch table.
+The agent, planner and synthesizer logic lives in ``agents.py``; the context they run with in ``context.py``.
 """
 
 from __future__ import annotations
@@ -10,167 +8,13 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from stepwise.graph.spec import GraphSpec, NodeSpec
-from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec, Usage
-from stepwise.runtime.journal import Journal
-from stepwise.state.events import LLM_CALL, Event
+from stepwise.runtime.agents import agent, planner, synthesizer
+from stepwise.runtime.context import MaxIterationsError, NodeContext, NodeError
 
-
-class NodeError(Exception):
-    """A node raised or returned something invalid. Its ASL error name is ``Stepwise.NodeError``."""
-
-    error_name = "Stepwise.NodeError"
-
-
-class MaxIterationsError(Exception):
-    error_name = "Stepwise.MaxIterationsExceeded"
-
-
-@dataclass
-class NodeContext:
-    """What a node may know about its run. Passed as the optional second argument of function nodes."""
-
-    run_id: str
-    thread_id: str
-    node: str
-    scope: str
-    turn: int
-    key: str
-    spec: GraphSpec
-    node_spec: NodeSpec
-    models: Any
-    item: dict[str, Any] | None = None
-    resume_input: dict[str, Any] | None = None
-    items: list[dict[str, Any]] | None = None
-    records: list[Event] = field(default_factory=list)
-    services: Any = None
-    #: Extra routing fields for the step's output cursor (the planner's ``more`` flag for dependency waves).
-    cursor: dict[str, Any] = field(default_factory=dict)
-    _journal: Journal | None = field(default=None, repr=False)
-    _llm_calls: int = field(default=0, repr=False)
-    _tenant: str | None = field(default=None, repr=False)
-
-    def record(self, kind: str, **data: Any) -> None:
-        self.records.append(Event(type=kind, run_id=self.run_id, node=self.node, scope=self.scope, data=data))
-
-    @property
-    def journal(self) -> Journal:
-        if self._journal is None:
-            events = getattr(self.services, "events", None)
-            self._journal = Journal(
-                events, thread_id=self.thread_id, run_id=self.run_id, node=self.node, scope=self.scope, fallback=self.records
-            )
-        return self._journal
-
-    @property
-    def tenant(self) -> str:
-        if self._tenant is None:
-            runs = getattr(self.services, "runs", None)
-            run = runs.get(self.run_id) if runs is not None else None
-            self._tenant = getattr(run, "tenant", None) or "default"
-        return self._tenant
-
-    def notify(self, **event: Any) -> None:
-        notify = getattr(self.services, "notify", None)
-        if notify is not None:
-            notify(run_id=self.run_id, node=self.node, scope=self.scope, **event)
-
-    # -- LLM calls ---------------------------------------------------------------------------------
-    def call_model(
-        self,
-        request: ChatRequest,
-        *,
-        script: list[Any] | None = None,
-        cache: str | None = None,
-        stream: bool = False,
-        prompt_version: str | None = None,
-    ) -> ChatResponse:
-        """One journalled LLM call: replayed from the log if this step already made it."""
-        key = f"{self.key}|llm|{self._llm_calls}"
-        self._llm_calls += 1
-        found = self.journal.lookup(key)
-        if found is not None:
-            return _replayed(found.data)
-        script = script if script is not None else self._script()
-        on_text = (lambda text: self.notify(kind="llm_delta", text=text)) if stream else None
-        info: dict[str, Any] = {}
-        if hasattr(self.models, "call"):
-            response, call_info = self.models.call(
-                request, script=script, tenant=self.tenant, run_id=self.run_id, cache_mode=cache, on_text=on_text
-            )
-            info = call_info.to_json()
-        else:  # a plain ModelResolver
-            response = self.models.resolve(request.model or "scripted", script).complete(request)
-        data: dict[str, Any] = {
-            "request_hash": request.cache_key(),
-            "model": response.model or request.model,
-            "response": response.message(),
-            "stop_reason": response.stop_reason,
-            "input_tokens": response.usage.input_tokens,
-            "output_tokens": response.usage.output_tokens,
-            "cost_usd": response.cost_usd,
-            "cached": response.cached,
-            **info,
-        }
-        if response.extra:
-            data["extra"] = response.extra
-        if prompt_version:
-            data["prompt_version"] = prompt_version
-        self.journal.record(LLM_CALL, key, data)
-        return response
-
-    def _script(self) -> list[Any] | None:
-        script = self.node_spec.script
-        if script is None or isinstance(script, list):
-            return script
-        from pathlib import Path
-
-        from stepwise.llm.scripted import load_script
-
-        base = Path(self.spec.source).parent if self.spec.source else None
-        return load_script(script, base)
-
-    # -- tools -------------------------------------------------------------------------------------
-    def tool_specs(self, names: list[str] | None = None) -> list[ToolSpec]:
-        names = list(self.node_spec.tools if names is None else names)
-        if not names:
-            return []
-        registry = getattr(self.services, "tools", None)
-        if registry is None:
-            from stepwise.tools.builtin import BUILTINS
-
-            return [BUILTINS[n][1] for n in names if n in BUILTINS]
-        return list(registry.specs(names))
-
-    def run_tools(self, calls: list[ToolCall], *, prefix: str | None = None, timeouts: dict[str, float] | None = None) -> list[Any]:
-        """Execute tool calls (in parallel); each result is journalled under its idempotency key."""
-        make = getattr(self.services, "tool_executor", None)
-        if make is None:
-            from stepwise.tools.executor import ActionExecutor
-            from stepwise.tools.registry import ToolRegistry
-
-            executor = ActionExecutor(ToolRegistry(), timeouts=timeouts)
-        else:
-            executor = make(timeouts or {})
-        return list(executor.run(calls, key_prefix=prefix or self.key, journal=self.journal, node=self.node, run_id=self.run_id))
-
-
-def _replayed(data: dict[str, Any]) -> ChatResponse:
-    message = data.get("response") or {}
-    return ChatResponse(
-        content=str(message.get("content") or ""),
-        tool_calls=[ToolCall.model_validate(c) for c in message.get("tool_calls") or []],
-        stop_reason=str(data.get("stop_reason") or "end_turn"),
-        usage=Usage(input_tokens=int(data.get("input_tokens", 0)), output_tokens=int(data.get("output_tokens", 0))),
-        model=str(data.get("model") or ""),
-        cost_usd=float(data.get("cost_usd", 0.0)),
-        cached=bool(data.get("cached", False)),
-        extra=dict(data.get("extra") or {}),
-    )
+__all__ = ["MaxIterationsError", "NodeContext", "NodeError", "import_function", "run_node"]
 
 
 @lru_cache(maxsize=512)
@@ -211,29 +55,11 @@ def _passthrough(state: dict[str, Any], ctx: NodeContext) -> Any:
     return {}
 
 
-def _agent(state: dict[str, Any], ctx: NodeContext) -> Any:
-    from stepwise.runtime.agents import agent
-
-    return agent(state, ctx)
-
-
-def _planner(state: dict[str, Any], ctx: NodeContext) -> Any:
-    from stepwise.runtime.agents import planner
-
-    return planner(state, ctx)
-
-
-def _synthesizer(state: dict[str, Any], ctx: NodeContext) -> Any:
-    from stepwise.runtime.agents import synthesizer
-
-    return synthesizer(state, ctx)
-
-
 _RUNNERS: dict[str, Callable[[dict[str, Any], NodeContext], Any]] = {
     "function": _function,
     "human": _human,
     "subgraph": _passthrough,
-    "agent": _agent,
-    "planner": _planner,
-    "synthesizer": _synthesizer,
+    "agent": agent,
+    "planner": planner,
+    "synthesizer": synthesizer,
 }

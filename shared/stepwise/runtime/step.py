@@ -111,7 +111,9 @@ def next_cursor(cursor: Cursor, node: str, frames: list[Any], changes: dict[str,
     return out
 
 
-def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None) -> dict[str, Any]:
+def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Run one Task. ``fresh`` (the local engine's first pass over a new run, where no task can have
+    completed yet) skips the completed-task lookup; the unique key still guards the append."""
     req = StepInput.model_validate(payload)
     if req.mode == "finish":
         return _finish(services, req)
@@ -125,7 +127,7 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         frames.append((f"{parent}/{segment}" if parent else segment, cursor.seq))
     scope = folding.scope_of(frames)
     key = task_key(cursor, scope, req.node, req.mode)
-    done = services.events.by_key(cursor.thread_id, key)
+    done = None if fresh else services.events.by_key(cursor.thread_id, key)
     if done is not None:  # replay or retry: never run a completed step twice
         return next_cursor(cursor, req.node, frames, done.data["next"], done.seq)
 

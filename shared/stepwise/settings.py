@@ -1,0 +1,32 @@
+"""Deployment settings from the environment (prefix ``STEPWISE_``): which backend, which tables and bucket.
+
+Plain data, imported by the adapters and the executor; ``config.build_client`` assembles a client from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    backend: Literal["embedded", "memory", "aws"] = "embedded"
+    home: Path = Path(".stepwise")
+    events_table: str = "stepwise-events"
+    runs_table: str = "stepwise-runs"
+    registry_table: str = "stepwise-registry"
+    bucket: str = "stepwise-state"
+    step_function_arn: str = Field(default="arn:aws:lambda:us-east-1:000000000000:function:stepwise-step")
+    state_machine_role_arn: str = "arn:aws:iam::000000000000:role/stepwise-state-machine"
+    name_prefix: str = "stepwise"
+    snapshot_every: int = 200
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        import os
+
+        env = environ if environ is not None else dict(os.environ)
+        values = {name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if f"STEPWISE_{name.upper()}" in env}
+        return cls.model_validate(values)
