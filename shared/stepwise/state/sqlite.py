@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 """
 
 
+class _Lease:
+    """Holds a connection for one thread; its finalizer returns the connection to the pool."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class SqliteDatabase:
     """A WAL-mode database file shared by the adapters below, with one connection per OS thread."""
 
@@ -40,17 +50,29 @@ class SqliteDatabase:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []  # list.append/pop are atomic under the GIL
         self.write_lock = threading.Lock()
         self.connection().executescript(_SCHEMA)
 
     def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
+        """This thread's connection. When a thread ends, its connection goes back to a pool for the next
+        thread, so short-lived branch threads do not each pay for opening the database."""
+        lease: _Lease | None = getattr(self._local, "lease", None)
+        if lease is None:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                conn = self._connect()
+            lease = _Lease(conn)
+            weakref.finalize(lease, self._idle.append, conn)
+            self._local.lease = lease
+        return lease.conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     def size_bytes(self) -> int:
