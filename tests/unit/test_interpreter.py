@@ -191,7 +191,27 @@ def test_parallel_runs_branches_concurrently_and_keeps_order():
 
     branch = lambda i: machine({f"b{i}": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"i": i}}}})  # noqa: E731
     asl = machine({"par": {"Type": "Parallel", "Branches": [branch(i) for i in range(3)], "End": True}})
-    assert Interpreter({"fn": fn}).execute(asl, {}).output == [0, 1, 2]
+    assert Interpreter({"fn": fn}, inline_budget_s=0).execute(asl, {}).output == [0, 1, 2]
+
+
+def _thread_per_branch(budget: float) -> list[str]:
+    threads = []
+
+    def fn(payload):
+        threads.append((payload["i"], threading.current_thread().name))
+        return payload["i"]
+
+    branch = lambda i: machine({f"b{i}": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"i": i}}}})  # noqa: E731
+    asl = machine({"par": {"Type": "Parallel", "Branches": [branch(i) for i in range(4)], "End": True}})
+    assert Interpreter({"fn": fn}, inline_budget_s=budget).execute(asl, {}).output == [0, 1, 2, 3]
+    return [name for _, name in sorted(threads)]
+
+
+def test_quick_branches_run_inline_and_a_slow_one_moves_the_rest_to_threads():
+    main = threading.current_thread().name
+    assert _thread_per_branch(60.0) == [main] * 4  # every branch finished within the budget: no hand-offs
+    first, *rest = _thread_per_branch(1e-12)  # the first branch "took too long": the others go to the pool
+    assert first == main and all(name != main for name in rest)
 
 
 def test_map_with_item_selector_and_max_concurrency():

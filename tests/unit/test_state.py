@@ -83,7 +83,7 @@ def test_snapshot_plus_tail_equals_full_replay(tmp_path: Path):
         store.append("t", seq, [upd({"log": i})])
         hydrator.remember("t", (), seq + 1, reducers.apply(state, {"log": i}, names))
     snap = snaps.latest("t")
-    assert snap is not None and snap[0] == 20  # snapshots at 10, 20, (40): intervals double
+    assert snap is not None and snap[0] == 30  # snapshots at 10, 20, 30, (45): intervals grow by half
     cold = Hydrator(store, snaps)  # a new process: no cache, uses the snapshot and the tail
     assert cold.state("t", names) == (35, {"log": list(range(35))})
     assert cold.state("t", names, at=7)[1] == {"log": list(range(7))}  # time travel below the snapshot replays the log

@@ -95,6 +95,20 @@ class _Path:
         return _Path(f"{self.name}/{label}")
 
 
+def _settled(job: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``job`` now; return a thunk that gives its result or re-raises its ASL error or suspension."""
+    try:
+        value = job()
+    except (StatesError, Suspended) as exc:
+        error = exc
+
+        def reraise() -> Any:
+            raise error
+
+        return reraise
+    return lambda: value
+
+
 class Interpreter:
     def __init__(
         self,
@@ -104,12 +118,14 @@ class Interpreter:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         max_workers: int = 64,
+        inline_budget_s: float = 0.002,
     ) -> None:
         self.functions = functions
         self.tokens = tokens
         self.clock = clock or RealClock()
         self.rng = rng or random.Random(0)
         self.max_workers = max_workers
+        self.inline_budget_s = inline_budget_s
         self._transitions = 0
         self._lock = threading.Lock()
 
@@ -261,21 +277,38 @@ class Interpreter:
 
     # -- Parallel / Map -----------------------------------------------------------------------
     def _fan(self, jobs: Sequence[Callable[[], Any]], limit: int) -> list[Any]:
-        if not jobs:
-            return []
+        """Run branch jobs; results keep the jobs' order whatever order they finish in.
+
+        Jobs start inline, one after another, while each finishes within ``inline_budget_s``: quick,
+        CPU-bound branches gain nothing from threads under the GIL and lose a hand-off per job. As soon as
+        one job is slow (an LLM or tool call waiting on I/O), the remaining jobs go to a thread pool of up
+        to ``limit`` (Map's MaxConcurrency) or ``max_workers`` threads.
+        """
         workers = min(len(jobs), limit or self.max_workers, self.max_workers)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(job) for job in jobs]
-            results, failure, suspended = [], None, False
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except StatesError as exc:
-                    failure = failure or exc
-                    results.append(None)
-                except Suspended:
-                    suspended = True
-                    results.append(None)
+        outcomes: list[Callable[[], Any]] = []
+        index = 0
+        while index < len(jobs) and (workers == 1 or self.inline_budget_s > 0):
+            started = time.perf_counter()
+            outcomes.append(_settled(jobs[index]))
+            index += 1
+            if workers > 1 and time.perf_counter() - started > self.inline_budget_s:
+                break
+        if index < len(jobs):
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_settled, job) for job in jobs[index:]]
+                outcomes.extend(future.result() for future in futures)
+        results: list[Any] = []
+        failure: StatesError | None = None
+        suspended = False
+        for outcome in outcomes:
+            try:
+                results.append(outcome())
+            except StatesError as exc:
+                failure = failure or exc
+                results.append(None)
+            except Suspended:
+                suspended = True
+                results.append(None)
         if failure:
             raise failure
         if suspended:

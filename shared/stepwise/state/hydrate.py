@@ -100,9 +100,10 @@ class Hydrator:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         last = self._last_snapshot.get(thread_id, 0)
-        # Intervals double (K, 2K, 4K, …): writing the whole state costs O(state) each time, so this keeps
-        # total snapshot work and bytes linear in the run, while a cold restore replays at most half the log.
-        if not frames and seq - last >= max(self.snapshot_every, last):
+        # Intervals grow by half (K, K, K, 1.5K, 2.25K, …): writing the whole state costs O(state) each time,
+        # so geometric intervals keep total snapshot work linear in the run, while a cold restore replays at
+        # most a third of the log.
+        if not frames and seq - last >= max(self.snapshot_every, last // 2):
             self.snapshots.put(thread_id, seq, state)
             self._last_snapshot[thread_id] = seq
 
