@@ -26,36 +26,11 @@ from typing import Any, Protocol
 
 from stepwise.asl import intrinsics, paths
 from stepwise.asl.retry import delay, pick_catcher, pick_retrier
+from stepwise.clock import Clock, FakeClock, SystemClock
+
+__all__ = ["Clock", "ExecutionResult", "FakeClock", "Interpreter", "StatesError", "Suspended"]
 
 LambdaFn = Callable[[dict[str, Any]], Any]
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-@dataclass
-class FakeClock:
-    """Advances only when slept on; records every sleep so tests can assert backoff schedules."""
-
-    t: float = 1_700_000_000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += seconds
 
 
 class TokenStore(Protocol):
@@ -122,7 +97,7 @@ class Interpreter:
     ) -> None:
         self.functions = functions
         self.tokens = tokens
-        self.clock = clock or RealClock()
+        self.clock = clock or SystemClock()
         self.rng = rng or random.Random(0)
         self.max_workers = max_workers
         self.inline_budget_s = inline_budget_s

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 
 class LLMError(Exception):
     """Base of every LLM-layer error. ``error_name`` is what Step Functions sees in a Catch."""
@@ -57,3 +59,26 @@ def retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def from_sdk_error(
+    exc: Exception, sdk: ModuleType, label: str, *, transient_statuses: tuple[int, ...] = (408, 409), detail: str = ""
+) -> LLMError:
+    """Normalise an error of the ``openai`` or ``anthropic`` SDK: both are generated from the same template
+    and share these exception classes, so one mapping serves both."""
+    if isinstance(exc, sdk.RateLimitError):
+        header = exc.response.headers.get("retry-after") if exc.response is not None else None
+        return RateLimitError(f"{label} rate-limited the request (HTTP 429)", provider=label, retry_after=retry_after_seconds(header))
+    if isinstance(exc, sdk.APITimeoutError):
+        return TransientError(f"{label} timed out", provider=label)
+    if isinstance(exc, sdk.APIConnectionError):
+        return TransientError(f"{label} unreachable: {type(exc).__name__}", provider=label)
+    if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError | sdk.NotFoundError):
+        return ProviderUnavailable(
+            f"{label} refused the request (HTTP {exc.status_code}): check the API key and model name", provider=label
+        )
+    if isinstance(exc, sdk.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code in transient_statuses:
+            return TransientError(f"{label} failed with HTTP {exc.status_code}", provider=label)
+        return InvalidRequestError(f"{label} rejected the request (HTTP {exc.status_code}): {detail or str(exc)[:300]}", provider=label)
+    return TransientError(f"{label} failed: {type(exc).__name__}", provider=label)

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepwise.clock import Clock, SystemClock
 from stepwise.llm.base import ChatModel, ChatRequest, ChatResponse
 from stepwise.llm.budget import Budgets, Ledger, MemoryLedger, ValkeyLedger
 from stepwise.llm.cache import CacheMode, ResponseCache
 from stepwise.llm.cost import TIERS, PriceTable, choose_tier, classify
-from stepwise.llm.router import CircuitBreaker, Clock, RetryPolicy, Router, SystemClock
+from stepwise.llm.router import CircuitBreaker, RetryPolicy, Router
 from stepwise.llm.scripted import ScriptedModel
 from stepwise.llm.secrets import api_key
 from stepwise.llm.settings import LLMSettings

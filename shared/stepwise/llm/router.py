@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from stepwise.clock import Clock, SystemClock
 from stepwise.llm.base import ChatModel, ChatRequest, ChatResponse, complete
 from stepwise.llm.errors import (
     AllProvidersFailed,
@@ -24,19 +24,6 @@ from stepwise.llm.errors import (
     TransientError,
 )
 from stepwise.llm.targets import Target, parse
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
-from stepwise.llm.errors import InvalidRequestError, LLMError, ProviderUnavailable, RateLimitError, TransientError, retry_after_seconds
+from stepwise.llm.errors import LLMError, from_sdk_error
 from stepwise.llm.wire import name_map, parse_arguments, text_of, wire_name
 
 _STOP = {
@@ -117,23 +117,7 @@ class AnthropicChat:
         return True
 
     def error(self, exc: Exception) -> LLMError:
-        label = self.label
-        if isinstance(exc, anthropic.RateLimitError):
-            header = exc.response.headers.get("retry-after") if exc.response is not None else None
-            return RateLimitError(f"{label} rate-limited the request (HTTP 429)", provider=label, retry_after=retry_after_seconds(header))
-        if isinstance(exc, anthropic.APITimeoutError):
-            return TransientError(f"{label} timed out", provider=label)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return TransientError(f"{label} unreachable: {type(exc).__name__}", provider=label)
-        if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError | anthropic.NotFoundError):
-            return ProviderUnavailable(
-                f"{label} refused the request (HTTP {exc.status_code}): check the API key and model name", provider=label
-            )
-        if isinstance(exc, anthropic.APIStatusError):
-            if exc.status_code >= 500 or exc.status_code in (408, 409, 529):
-                return TransientError(f"{label} failed with HTTP {exc.status_code}", provider=label)
-            return InvalidRequestError(f"{label} rejected the request (HTTP {exc.status_code}): {str(exc)[:300]}", provider=label)
-        return TransientError(f"{label} failed: {type(exc).__name__}", provider=label)
+        return from_sdk_error(exc, anthropic, self.label, transient_statuses=(408, 409, 529))  # 529: overloaded
 
 
 def to_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

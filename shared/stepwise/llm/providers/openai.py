@@ -12,7 +12,7 @@ from typing import Any
 import openai
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
-from stepwise.llm.errors import InvalidRequestError, LLMError, ProviderUnavailable, RateLimitError, TransientError, retry_after_seconds
+from stepwise.llm.errors import LLMError, TransientError, from_sdk_error
 from stepwise.llm.wire import name_map, parse_arguments, text_of, wire_name
 
 _STOP = {
@@ -124,23 +124,8 @@ class OpenAIChat:
         return True
 
     def error(self, exc: Exception) -> LLMError:
-        label = self.label
-        if isinstance(exc, openai.RateLimitError):
-            header = exc.response.headers.get("retry-after") if exc.response is not None else None
-            return RateLimitError(f"{label} rate-limited the request (HTTP 429)", provider=label, retry_after=retry_after_seconds(header))
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError(f"{label} timed out", provider=label)
-        if isinstance(exc, openai.APIConnectionError):
-            return TransientError(f"{label} unreachable: {type(exc).__name__}", provider=label)
-        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError):
-            return ProviderUnavailable(
-                f"{label} refused the request (HTTP {exc.status_code}): check the API key and model name", provider=label
-            )
-        if isinstance(exc, openai.APIStatusError):
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                return TransientError(f"{label} failed with HTTP {exc.status_code}", provider=label)
-            return InvalidRequestError(f"{label} rejected the request (HTTP {exc.status_code}): {_detail(exc)}", provider=label)
-        return TransientError(f"{label} failed: {type(exc).__name__}", provider=label)
+        detail = _detail(exc) if isinstance(exc, openai.APIStatusError) else ""
+        return from_sdk_error(exc, openai, self.label, detail=detail)
 
 
 def _detail(exc: openai.APIStatusError) -> str:
