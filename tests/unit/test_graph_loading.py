@@ -178,3 +178,17 @@ def test_every_example_is_valid(examples: Path):
     assert len(files) >= 7
     for path in files:
         load_file(path, check_imports=True)
+
+
+def test_agent_config_is_checked_at_load():
+    text = """
+name: a
+graph:
+  nodes:
+    think: {kind: agent, config: {loop: fuse, max_iteration: 3}}
+  entry: think
+"""
+    message = _error(text)
+    assert "node 'think'" in message
+    assert "unknown config key `max_iteration`" in message and "max_iterations" in message
+    assert "config.loop:" in message and "'graph' or 'fused'" in message

@@ -26,6 +26,28 @@ class RetrySpec(_Strict):
     jitter: Literal["FULL", "NONE"] = "NONE"
 
 
+class AgentConfig(BaseModel):
+    """``config:`` of agent, planner and synthesizer nodes (validated, so a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(extra="forbid")
+    loop: Literal["graph", "fused"] = "graph"
+    max_iterations: int | None = Field(default=None, ge=1, le=200)
+    reasoning: Literal["direct", "cot"] = "direct"
+    output_schema: str | dict[str, str] | None = None
+    cache: Literal["off", "exact", "semantic"] | None = None
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    tool_timeouts: dict[str, float] = Field(default_factory=dict)
+    reflect: bool = False
+    reflect_prompt: str | None = None
+    reflect_script: list[Any] | None = None
+    feedback: str | None = None  # a channel whose latest entry is shown to the agent as reviewer feedback
+    inputs: list[str] | None = None  # synthesizer: channels to combine (default: the merge channels)
+    dag: bool = False  # planner: run subtasks in dependency waves (the compiler adds the wave loop)
+    min_quality: float = Field(default=0.8, ge=0, le=1)
+
+
 class NodeSpec(_Strict):
     kind: NodeKind = "function"
     fn: str | None = None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
+
+from pydantic import ValidationError
 
 from stepwise.graph.conditions import ConditionError, parse
 from stepwise.graph.errors import GraphError, Problem
-from stepwise.graph.spec import GraphSpec
+from stepwise.graph.spec import AgentConfig, GraphSpec
 from stepwise.graph.topology import is_end, strongly_connected, topology
 from stepwise.state.reducers import BUILTIN_REDUCERS
 
@@ -76,6 +79,8 @@ def _problems(spec: GraphSpec, check_imports: bool):
 
     topo = topology(spec)
     for name, node in nodes.items():
+        if node.kind in LLM_KINDS:
+            yield from _check_agent_config(name, node.config)
         if node.kind == "function" and not node.fn:
             yield Problem("function node has no `fn`", f'add `fn: "your.module:{name}"` (a def {name}(state) -> dict)', node=name)
         if node.fn and ":" not in node.fn:
@@ -150,3 +155,19 @@ def _check_import(name: str, fn: str):
         return
     if not callable(obj):
         yield Problem(f"{module!r} has no function {attr!r}", f"define `def {attr}(state) -> dict` in {module}", node=name)
+
+
+LLM_KINDS = ("agent", "planner", "synthesizer")
+
+
+def _check_agent_config(name: str, config: dict[str, Any]):  # type: ignore[no-untyped-def]
+    try:
+        AgentConfig.model_validate(config)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(sorted(AgentConfig.model_fields))
+                yield Problem(f"unknown config key `{key}`", f"use one of: {known} (docs/llm.md)", node=name)
+            else:
+                yield Problem(f"config.{key}: {err['msg']}", "see the agent settings in docs/llm.md", node=name)

@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from stepwise.graph.spec import AgentConfig
 from stepwise.llm.base import ChatRequest, ChatResponse
 from stepwise.runtime.context import MaxIterationsError, NodeContext, NodeError
 from stepwise.runtime.reasoning import (
     COT_INSTRUCTION,
-    AgentConfig,
     extract_json,
     output_model,
     parse_structured,

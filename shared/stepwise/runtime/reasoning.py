@@ -11,9 +11,9 @@ import hashlib
 import importlib
 import json
 import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ValidationError, create_model
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][\w]*(?:\.[\w]+|\[\d+\])*)\s*\}\}")
 _STEP = re.compile(r"\.([\w]+)|\[(\d+)\]")
@@ -32,28 +32,6 @@ _TYPES: dict[str, Any] = {
     "list[float]": list[float],
     "any": Any,
 }
-
-
-class AgentConfig(BaseModel):
-    """``config:`` of agent, planner and synthesizer nodes (validated, so a typo is an error, not a no-op)."""
-
-    model_config = ConfigDict(extra="forbid")
-    loop: Literal["graph", "fused"] = "graph"
-    max_iterations: int | None = Field(default=None, ge=1, le=200)
-    reasoning: Literal["direct", "cot"] = "direct"
-    output_schema: str | dict[str, str] | None = None
-    cache: Literal["off", "exact", "semantic"] | None = None
-    stream: bool = False
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    tool_timeouts: dict[str, float] = Field(default_factory=dict)
-    reflect: bool = False
-    reflect_prompt: str | None = None
-    reflect_script: list[Any] | None = None
-    feedback: str | None = None  # a channel whose latest entry is shown to the agent as reviewer feedback
-    inputs: list[str] | None = None  # synthesizer: channels to combine (default: the merge channels)
-    dag: bool = False  # planner: run subtasks in dependency waves (the compiler adds the wave loop)
-    min_quality: float = Field(default=0.8, ge=0, le=1)
 
 
 def lookup(data: Any, dotted: str) -> Any:
