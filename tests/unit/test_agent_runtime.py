@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import FakeClock
 from stepwise.client import Stepwise
+from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file, load_text
+from stepwise.graph.spec import GraphSpec
 from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, Usage
 from stepwise.llm.errors import InvalidRequestError
 from stepwise.llm.gateway import ModelHub
@@ -204,7 +207,11 @@ def test_structured_output_that_stays_invalid_fails_the_node_clearly() -> None:
 
 def test_invalid_agent_config_is_a_clear_error() -> None:
     bad = STRUCTURED.replace("reasoning: cot", "reasonning: cot")
-    result = client_with({"openai:gpt-4o-mini": Model("{}")}).run(load_text(bad), {})
+    with pytest.raises(GraphError, match="unknown config key `reasonning`"):  # caught when the graph loads
+        load_text(bad)
+    # a spec that skipped the loader (built by hand) still fails the run clearly instead of ignoring the key
+    unchecked = GraphSpec.model_validate(yaml.safe_load(bad))
+    result = client_with({"openai:gpt-4o-mini": Model("{}")}).run(unchecked, {})
     assert result.status == "failed" and "invalid config" in str(result.error) and "reasonning" in str(result.error)
 
 
