@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step, step
+from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
@@ -211,6 +213,19 @@ class Stepwise:
         if at is not None and not 0 <= at <= head:
             raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
         return self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+
+    def states(self, thread_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The thread's state after every event, in one pass over its log (``state(at=…)`` per seq would
+        re-fold the log each time). Reducers never mutate a state, so each yielded state stands alone."""
+        events = self.history(thread_id)
+        by_seq = {e.seq: e for e in events}
+        reducer_names = self._reducers(thread_id)
+        view = folding.levels(())  # the main scope: branch events enter through their join
+        state: dict[str, Any] = {}
+        for event in events:
+            if folding.is_visible(event, view):
+                state = folding.apply_event(state, event, reducer_names, by_seq.__getitem__)
+            yield event.seq, state
 
     def history(self, thread_id: str) -> list[Event]:
         events = self.services.events.read(thread_id)

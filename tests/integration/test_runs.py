@@ -137,3 +137,12 @@ def test_threads_time_travel_and_fork(examples: Path, embedded_client: Stepwise)
     assert again.state["log"] == ["fetch", "fetch", "clean", "summarize"]
     with pytest.raises(StepwiseError, match="pick --at within"):
         embedded_client.state(result.thread_id, at=10_000)
+
+
+def test_states_lists_the_state_after_every_event(examples: Path, embedded_client: Stepwise):
+    result = embedded_client.run(load_file(examples / "parallel.yaml"), {"query": "q"})
+    states = list(embedded_client.states(result.thread_id))
+    assert [seq for seq, _ in states] == [e.seq for e in embedded_client.history(result.thread_id)]
+    for seq, state in states[::3]:
+        assert state == embedded_client.state(result.thread_id, at=seq)[1]  # the same as time travel, seq by seq
+    assert states[-1][1] == result.state

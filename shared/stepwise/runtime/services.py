@@ -8,19 +8,10 @@ from functools import cached_property
 from typing import Any
 
 from stepwise.graph.spec import GraphSpec
-from stepwise.llm.base import ChatModel
-from stepwise.llm.scripted import ScriptedModel
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
 
 Observer = Callable[[dict[str, Any]], None]
-
-
-class DefaultModels:
-    """Offline resolver: every model string maps to the scripted model (kept for callers that want exactly that)."""
-
-    def resolve(self, model: str, script: list[Any] | None = None) -> ChatModel:
-        return ScriptedModel(script or [])
 
 
 def default_models() -> Any:
