@@ -88,3 +88,13 @@ def coordinate(state: dict[str, Any]) -> dict[str, Any]:
 
 def fail_on_purpose(state: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"cannot process ticket {state.get('ticket')!r}")
+
+
+# -- structural building blocks (used by tests of nested and looping graphs) ------------------------------
+def tick(state: dict[str, Any]) -> dict[str, Any]:
+    return {"round": int(state.get("round", 0)) + 1, "trail": ["tick"]}
+
+
+def mark(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Record that this node ran, by name."""
+    return {"trail": [ctx.node]}

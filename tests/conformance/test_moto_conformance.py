@@ -192,3 +192,28 @@ def test_failing_node_fails_the_run_the_same_on_moto(retry: str, local: Stepwise
         assert [e.node for e in failures] == ["explode"] * attempts
         assert [e.type for e in client.history(result.thread_id)][-1] == RUN_FAILED
     assert_same_run(local, mine, moto, theirs)
+
+
+def test_nested_fan_outs_in_a_loop_run_the_same_on_moto(local: Stepwise, moto: MotoEngine) -> None:
+    from tests.support.graphs import NESTED_LOOP, NESTED_LOOP_TRAIL
+
+    spec = load_text(NESTED_LOOP)
+    mine = local.run(spec, {})
+    theirs = moto.finish(moto.client.run(spec, {}).run_id)
+    assert mine.state["trail"] == NESTED_LOOP_TRAIL
+    assert_same_run(local, mine, moto, theirs)
+
+
+def test_human_in_a_branch_runs_the_same_on_moto(local: Stepwise, moto: MotoEngine) -> None:
+    from tests.support.graphs import HUMAN_IN_BRANCH
+
+    spec = load_text(HUMAN_IN_BRANCH)
+    mine = local.run(spec, {})
+    started = moto.client.run(spec, {})
+    waiting = moto.wait_until_waiting(started.run_id)
+    assert mine.waiting is not None and waiting["node"] == mine.waiting["node"] == "ask"
+    mine = local.resume(mine.run_id, {"go": True})
+    moto.resume(started.run_id, waiting, {"go": True})
+    theirs = moto.finish(started.run_id)
+    assert mine.status == "succeeded"
+    assert_same_run(local, mine, moto, theirs)

@@ -146,3 +146,25 @@ def test_states_lists_the_state_after_every_event(examples: Path, embedded_clien
     for seq, state in states[::3]:
         assert state == embedded_client.state(result.thread_id, at=seq)[1]  # the same as time travel, seq by seq
     assert states[-1][1] == result.state
+
+
+def test_nested_fan_outs_inside_a_loop_join_in_order(memory_client: Stepwise):
+    from tests.support.graphs import NESTED_LOOP, NESTED_LOOP_TRAIL
+
+    spec = load_text(NESTED_LOOP)
+    for _ in range(3):
+        result = memory_client.run(spec, {})
+        assert result.status == "succeeded", result.error
+        assert result.state == {"round": 2, "trail": NESTED_LOOP_TRAIL}
+
+
+def test_human_inside_a_parallel_branch(tmp_path: Path):
+    from tests.support.graphs import HUMAN_IN_BRANCH
+
+    spec = load_text(HUMAN_IN_BRANCH)
+    waiting = Stepwise.embedded(tmp_path).run(spec, {})
+    assert waiting.status == "waiting" and waiting.waiting["node"] == "ask"
+    assert waiting.state["trail"] == ["tick"]  # branch `a` finished, but nothing joins until `ask` answers
+    done = Stepwise.embedded(tmp_path).resume(waiting.run_id, {"go": True})
+    assert done.status == "succeeded"
+    assert done.state == {"round": 1, "trail": ["tick", "a", "join"], "go": True}

@@ -35,10 +35,16 @@ class Topology:
         return any(is_end(c.target) for c in self.conditions.get(node, [])) or any(is_end(t) for t in self.edges.get(node, []))
 
     def join_of(self, split: str, nodes: set[str]) -> str | None:
-        """The fan-in node that closes the fan-out at ``split``: the join all of whose tails the branches reach."""
-        reach = self.reachable(self.fanout[split])
+        """The fan-in node that closes the fan-out at ``split``: every branch reaches one of its tails and
+        every tail is reached by a branch, without passing through that join or back through ``split``
+        (so a nested fan-in, or a loop back to the split, is not mistaken for it)."""
+        branches = self.fanout[split]
         for join, tails in sorted(self.fanin.items()):
-            if set(tails) <= reach and join in nodes:
+            if join not in nodes:
+                continue
+            stop = frozenset({join, split})
+            reached = [self.reachable([b], stop=stop) for b in branches]
+            if all(r & set(tails) for r in reached) and set(tails) <= set().union(*reached):
                 return join
         return None
 
