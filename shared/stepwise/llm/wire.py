@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from stepwise.llm.base import ToolSpec
@@ -43,3 +44,48 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
     return json.dumps(content)
+
+
+Block = dict[str, Any]
+
+
+def alternating_turns(
+    messages: list[dict[str, Any]],
+    *,
+    text: Callable[[str], Block],
+    tool_result: Callable[[str, str], Block],
+    tool_use: Callable[[str, str, dict[str, Any]], Block],
+) -> list[dict[str, Any]]:
+    """OpenAI-style messages → user/assistant turns of content blocks (Anthropic Messages, Bedrock Converse):
+    system messages are dropped (they travel separately), tool results become user blocks, consecutive
+    same-role turns merge, the first turn is a user turn and the last is not the assistant's (a trailing
+    assistant turn would be read as a prefill to continue). The providers differ only in block shapes."""
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[Block]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for m in messages:
+        role = m.get("role")
+        if role == "system":
+            continue
+        if role == "tool":
+            add("user", [tool_result(m.get("tool_call_id", ""), text_of(m.get("content")))])
+            continue
+        body = text_of(m.get("content"))
+        blocks = [text(body)] if body else []
+        if role == "assistant":
+            blocks += [tool_use(c["id"], wire_name(c["name"]), c.get("arguments") or {}) for c in m.get("tool_calls") or []]
+            add("assistant", blocks)
+        else:
+            add("user", blocks)
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": [text("(start)")]})
+    if turns[-1]["role"] == "assistant":
+        turns.append({"role": "user", "content": [text("Continue.")]})
+    return turns

@@ -11,7 +11,7 @@ import anthropic
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 from stepwise.llm.errors import LLMError, from_sdk_error
-from stepwise.llm.wire import name_map, parse_arguments, text_of, wire_name
+from stepwise.llm.wire import alternating_turns, name_map, parse_arguments, wire_name
 
 _STOP = {
     "end_turn": "end_turn",
@@ -121,38 +121,10 @@ class AnthropicChat:
 
 
 def to_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI-style messages → Anthropic turns: tool results become user ``tool_result`` blocks,
-    consecutive same-role turns merge, the first turn is a user turn and the last is not the assistant's
-    (a trailing assistant turn would be read as a prefill to continue)."""
-    turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for m in messages:
-        role = m.get("role")
-        if role == "system":
-            continue
-        if role == "tool":
-            add("user", [{"type": "tool_result", "tool_use_id": m.get("tool_call_id", ""), "content": text_of(m.get("content"))}])
-            continue
-        text = text_of(m.get("content"))
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        if role == "assistant":
-            blocks += [
-                {"type": "tool_use", "id": c["id"], "name": wire_name(c["name"]), "input": c.get("arguments") or {}}
-                for c in m.get("tool_calls") or []
-            ]
-            add("assistant", blocks)
-        else:
-            add("user", blocks)
-    if not turns or turns[0]["role"] != "user":
-        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "(start)"}]})
-    if turns[-1]["role"] == "assistant":
-        turns.append({"role": "user", "content": [{"type": "text", "text": "Continue."}]})
-    return turns
+    """OpenAI-style messages → Anthropic turns (text, tool_use and tool_result blocks)."""
+    return alternating_turns(
+        messages,
+        text=lambda text: {"type": "text", "text": text},
+        tool_result=lambda call_id, text: {"type": "tool_result", "tool_use_id": call_id, "content": text},
+        tool_use=lambda call_id, name, args: {"type": "tool_use", "id": call_id, "name": name, "input": args},
+    )

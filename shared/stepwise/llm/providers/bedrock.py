@@ -9,7 +9,7 @@ from typing import Any
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 from stepwise.llm.errors import InvalidRequestError, LLMError, ProviderUnavailable, RateLimitError, TransientError
-from stepwise.llm.wire import name_map, parse_arguments, text_of, wire_name
+from stepwise.llm.wire import alternating_turns, name_map, parse_arguments, wire_name
 
 _STOP = {
     "end_turn": "end_turn",
@@ -178,36 +178,10 @@ class BedrockChat:
 
 
 def to_converse(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI-style messages → Converse turns (text, toolUse, toolResult blocks; same-role turns merged)."""
-    turns: list[dict[str, Any]] = []
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for m in messages:
-        role = m.get("role")
-        if role == "system":
-            continue
-        if role == "tool":
-            add("user", [{"toolResult": {"toolUseId": m.get("tool_call_id", ""), "content": [{"text": text_of(m.get("content"))}]}}])
-            continue
-        text = text_of(m.get("content"))
-        blocks: list[dict[str, Any]] = [{"text": text}] if text else []
-        if role == "assistant":
-            blocks += [
-                {"toolUse": {"toolUseId": c["id"], "name": wire_name(c["name"]), "input": c.get("arguments") or {}}}
-                for c in m.get("tool_calls") or []
-            ]
-            add("assistant", blocks)
-        else:
-            add("user", blocks)
-    if not turns or turns[0]["role"] != "user":
-        turns.insert(0, {"role": "user", "content": [{"text": "(start)"}]})
-    if turns[-1]["role"] == "assistant":
-        turns.append({"role": "user", "content": [{"text": "Continue."}]})
-    return turns
+    """OpenAI-style messages → Converse turns (text, toolUse and toolResult blocks)."""
+    return alternating_turns(
+        messages,
+        text=lambda text: {"text": text},
+        tool_result=lambda call_id, text: {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}},
+        tool_use=lambda call_id, name, args: {"toolUse": {"toolUseId": call_id, "name": name, "input": args}},
+    )
