@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
 CONFLICT_RETRIES = 8
+R = TypeVar("R", bound=BaseModel)
 
 
 class StoreConflict(RuntimeError):
@@ -84,6 +86,24 @@ class ApiStore(ABC):
     def _query(self, pk: str, prefix: str) -> list[dict[str, Any]]:
         """Documents of the partition whose sort key starts with ``prefix``, in sort-key order."""
 
+    def _update(self, pk: str, sk: str, model: type[R], change: Callable[[R], bool], conflict: str) -> R | None:
+        """Read, change, write back only if nobody wrote in between; re-read and retry when someone did.
+        ``change`` edits the record and says whether it needs writing. None when the item does not exist."""
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(pk, sk)
+            if found is None:
+                return None
+            revision, doc = found
+            record = model.model_validate(doc)
+            if not change(record):
+                return record
+            try:
+                self._put(pk, sk, record.model_dump(), revision)
+            except StoreConflict:
+                continue
+            return record
+        raise StoreConflict(conflict)
+
     # -- API keys -----------------------------------------------------------------------------
     def put_key(self, record: ApiKeyRecord) -> None:
         self._put(_tenant_pk(record.tenant), f"apikey#{record.key_id}", record.model_dump(), None)
@@ -96,21 +116,14 @@ class ApiStore(ABC):
         return [ApiKeyRecord.model_validate(d) for d in self._query(_tenant_pk(tenant), "apikey#")]
 
     def revoke_key(self, tenant: str, key_id: str) -> ApiKeyRecord | None:
-        for _ in range(CONFLICT_RETRIES):
-            found = self._get(_tenant_pk(tenant), f"apikey#{key_id}")
-            if found is None:
-                return None
-            revision, doc = found
-            record = ApiKeyRecord.model_validate(doc)
+        def revoke(record: ApiKeyRecord) -> bool:
             if record.revoked_at is not None:
-                return record
+                return False
             record.revoked_at = time.time()
-            try:
-                self._put(_tenant_pk(tenant), f"apikey#{key_id}", record.model_dump(), revision)
-            except StoreConflict:
-                continue
-            return record
-        raise StoreConflict(f"key {key_id} kept changing while being revoked")
+            return True
+
+        conflict = f"key {key_id} kept changing while being revoked"
+        return self._update(_tenant_pk(tenant), f"apikey#{key_id}", ApiKeyRecord, revoke, conflict)
 
     # -- agents -------------------------------------------------------------------------------
     def get_agent(self, tenant: str, name: str) -> AgentRecord | None:
@@ -135,47 +148,40 @@ class ApiStore(ABC):
 
         Returns (agent, version, created). Raises KeyError if the agent does not exist.
         """
-        for _ in range(CONFLICT_RETRIES):
-            found = self._get(_tenant_pk(tenant), f"agent#{name}")
-            if found is None:
-                raise KeyError(name)
-            revision, doc = found
-            record = AgentRecord.model_validate(doc)
+        outcome: dict[str, Any] = {}
+
+        def add(record: AgentRecord) -> bool:
             existing = record.by_ref(ref)
-            created = existing is None
             version = existing or VersionRecord(version=len(record.versions) + 1, ref=ref, description=description)
-            if created:
+            outcome.update(version=version, created=existing is None)
+            if existing is None:
                 record.versions.append(version)
             if promote:
                 record.aliases["live"] = version.version
-            if not created and not promote:
-                return record, version, False
+            if existing is not None and not promote:
+                return False
             record.updated_at = time.time()
-            try:
-                self._put(_tenant_pk(tenant), f"agent#{name}", record.model_dump(), revision)
-            except StoreConflict:
-                continue
-            return record, version, created
-        raise StoreConflict(f"agent {name!r} kept changing; retry the request")
+            return True
+
+        record = self._update(_tenant_pk(tenant), f"agent#{name}", AgentRecord, add, f"agent {name!r} kept changing; retry the request")
+        if record is None:
+            raise KeyError(name)
+        return record, outcome["version"], outcome["created"]
 
     def set_alias(self, tenant: str, name: str, alias: str, version: int) -> AgentRecord:
         """Point ``alias`` at an existing version. KeyError if the agent is missing, ValueError if the version is."""
-        for _ in range(CONFLICT_RETRIES):
-            found = self._get(_tenant_pk(tenant), f"agent#{name}")
-            if found is None:
-                raise KeyError(name)
-            revision, doc = found
-            record = AgentRecord.model_validate(doc)
+
+        def point(record: AgentRecord) -> bool:
             if record.version(version) is None:
                 raise ValueError(f"agent {name!r} has versions 1..{len(record.versions)}")
             record.aliases[alias] = version
             record.updated_at = time.time()
-            try:
-                self._put(_tenant_pk(tenant), f"agent#{name}", record.model_dump(), revision)
-            except StoreConflict:
-                continue
-            return record
-        raise StoreConflict(f"agent {name!r} kept changing; retry the request")
+            return True
+
+        record = self._update(_tenant_pk(tenant), f"agent#{name}", AgentRecord, point, f"agent {name!r} kept changing; retry the request")
+        if record is None:
+            raise KeyError(name)
+        return record
 
     # -- threads ------------------------------------------------------------------------------
     def claim_thread(self, tenant: str, thread_id: str) -> str:
