@@ -215,6 +215,18 @@ class StepwiseApi:
             raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
         return head
 
+    def claim_thread(self, tenant: str, thread_id: str) -> None:
+        """Make ``tenant`` the owner of a new thread, or check it owns an existing one, else 404.
+
+        A thread started outside the API (the CLI) has no owner record: it belongs to the tenant of its
+        runs, and a thread with events but no runs (a CLI fork) belongs to nobody on the API."""
+        if self.store.thread_owner(thread_id) is None and self.client.services.events.head(thread_id) > 0:
+            runs = self.client.services.runs.list(thread_id=thread_id, limit=1000)
+            if not runs or any(r.tenant != tenant for r in runs):
+                raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+        if self.store.claim_thread(tenant, thread_id) != tenant:
+            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+
     def run_view(self, run: RunRecord, *, with_state: bool = True) -> m.Run:
         agent = self.store.get_agent(run.tenant, run.graph_ref.split("@", 1)[0])
         found = agent.by_ref(run.graph_ref) if agent else None
@@ -409,8 +421,7 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
         except GraphError as exc:
             raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
         thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
-        if api.store.claim_thread(who, thread_id) != who:
-            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+        api.claim_thread(who, thread_id)
         result = api.client.run(spec, body.input, thread_id=thread_id, tenant=who)
         api.events.publish(
             "run.started", who, {"run_id": result.run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version}

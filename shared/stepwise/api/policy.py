@@ -7,7 +7,11 @@ selection, so the API enforces, at registration and again at execution:
 1. Import paths (``fn`` of function nodes, custom reducers ``pkg.mod:fn``) must be
    ``module.path:function`` with a module under one of the allowed prefixes
    (``STEPWISE_API_ALLOWED_MODULES``, default ``statemachines.`` — the project's own graphs — and
-   ``stepwise.tools.``); the function name may not start with ``_``. Deploy your node code inside an
+   ``stepwise.tools.``); the function name may not start with ``_``. The path must resolve to a plain
+   Python function *defined in* that module (``obj.__module__`` is the module): not a re-exported module
+   (``stepwise.tools.builtin:os``), a class, a builtin, a coroutine function, or a CLI entry point
+   (``main`` or anything in a ``__main__``/``cli`` module), and it must accept the call the step makes
+   (``(state)`` or ``(state, ctx)``; reducers ``(current, update)``). Deploy your node code inside an
    allowed package (e.g. ``statemachines.yourteam``) or widen the list for a single-tenant install.
 2. No server files: ``script:`` must be an inline list and a subgraph must be inlined as
    ``subgraph_spec:`` (or registered separately), never a path, so a request cannot read files.
@@ -18,6 +22,8 @@ selection, so the API enforces, at registration and again at execution:
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -69,10 +75,10 @@ def check(spec: GraphSpec, allowed_modules: Sequence[str]) -> None:
                 problems.extend(Problem(p.message, p.fix, node=f"{owner}/{p.node}" if p.node else owner) for p in exc.problems)
         for name, node in sub.graph.nodes.items():
             if node.fn is not None:
-                problems.extend(_check_path(node.fn, f"{owner}{name}", "fn", allowed_modules))
+                problems.extend(_check_path(node.fn, f"{owner}{name}", "fn", allowed_modules, arities=(1, 2)))
         for channel, reducer in sub.state.items():
             if reducer not in BUILTIN_REDUCERS:
-                problems.extend(_check_path(reducer, None, f"reducer of channel {channel!r}", allowed_modules))
+                problems.extend(_check_path(reducer, None, f"reducer of channel {channel!r}", allowed_modules, arities=(2,)))
     if problems:
         raise GraphError(problems)
 
@@ -84,7 +90,7 @@ def allowed(path: str, allowed_modules: Sequence[str]) -> bool:
     return any(module.startswith(p if p.endswith(".") else p + ".") for p in allowed_modules)
 
 
-def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequence[str]) -> Iterator[Problem]:
+def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequence[str], arities: tuple[int, ...]) -> Iterator[Problem]:
     if not allowed(path, allowed_modules):
         prefixes = ", ".join(allowed_modules) or "(none: this API accepts no custom code)"
         yield Problem(
@@ -93,6 +99,40 @@ def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequenc
             "with STEPWISE_API_ALLOWED_MODULES",
             node=node,
         )
+        return
+    reason = plain_function_problem(path, arities)
+    if reason is not None:
+        yield Problem(f"{what} {path!r} {reason}", "point it at a `def` of your own node code in that module", node=node)
+
+
+_ENTRY_MODULES = ("__main__", "cli")
+
+
+def plain_function_problem(path: str, arities: tuple[int, ...] = (1, 2)) -> str | None:
+    """Why ``path`` is not a plain function defined in its own module and callable with one of ``arities``
+    positional arguments; None if it is. Imports the module (it is under an allowed prefix already)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the tenant's problem to fix
+        return f"cannot be imported ({type(exc).__name__})"
+    obj = getattr(module, attr, None)
+    if obj is None:
+        return "does not exist"
+    if not inspect.isfunction(obj) or inspect.iscoroutinefunction(obj) or inspect.isgeneratorfunction(obj):
+        return f"is a {type(obj).__name__}, not a plain function"
+    if obj.__module__ != module_name or obj.__name__ != attr:
+        return f"is re-exported from {obj.__module__}:{obj.__name__}, not defined in {module_name}"
+    if attr == "main" or module_name.rsplit(".", 1)[-1] in _ENTRY_MODULES:
+        return "is a command-line entry point"
+    signature = inspect.signature(obj)
+    for n in arities:
+        try:
+            signature.bind(*range(n))
+            return None
+        except TypeError:
+            continue
+    return f"does not take {' or '.join(str(n) for n in arities)} positional argument(s)"
 
 
 def _specs(spec: GraphSpec, owner: str) -> Iterator[tuple[str, GraphSpec]]:
