@@ -19,11 +19,16 @@ demo: setup  ## the seed's multi-agent coordination flow, offline, on embedded d
 	$(BIN)/stepwise run statemachines/examples/multi_agent.yaml \
 	  --input '{"question": "How should our payment client retry failed calls?"}'
 
-test: setup lint  ## the whole suite
-	$(BIN)/pytest
+LINTED := shared tests bench infra functions statemachines
 
-lint: setup
-	$(BIN)/ruff check shared tests bench infra functions statemachines
+test: setup lint  ## the whole suite, one worker per core
+	$(BIN)/pytest -n auto
+
+lint: setup typecheck  ## ruff rules (incl. complexity) and formatting, then the type check
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+typecheck: setup  ## mypy over shared/stepwise, settings in pyproject.toml
 	$(BIN)/mypy
 
 bench: setup

@@ -102,8 +102,12 @@ def price(counts: dict[str, Any], prices: dict[str, Any]) -> dict[str, float]:
     standard = counts["transitions"] * sfn["standard_per_1000_transitions"] / 1000
     writes = counts["write_units"] * ddb["on_demand_per_million_write_units"] / 1e6
     per_run = {
-        "standard_sfn": standard, "express_sfn": express, "lambda": lambda_cost, "dynamodb_writes": writes,
-        "total_standard": standard + lambda_cost + writes, "total_express": express + lambda_cost + writes,
+        "standard_sfn": standard,
+        "express_sfn": express,
+        "lambda": lambda_cost,
+        "dynamodb_writes": writes,
+        "total_standard": standard + lambda_cost + writes,
+        "total_express": express + lambda_cost + writes,
     }
     return {k: round(v * 1000, 6) for k, v in per_run.items()}
 
@@ -118,8 +122,11 @@ def react_turn_transitions() -> dict[str, Any]:
     per_turn = (hi["transitions"] - lo["transitions"]) / 10
     return {
         "graph": "bench-react (agent → tool → agent …)",
-        "transitions_at_10": lo["transitions"], "transitions_at_20": hi["transitions"],
-        "per_turn": per_turn, "per_node": per_turn / 2, "fixed_per_run": lo["transitions"] - 10 * per_turn,
+        "transitions_at_10": lo["transitions"],
+        "transitions_at_20": hi["transitions"],
+        "per_turn": per_turn,
+        "per_node": per_turn / 2,
+        "fixed_per_run": lo["transitions"] - 10 * per_turn,
         "states_by_type": dict(_states_by_type(compile_graph(spec))),
     }
 
@@ -131,9 +138,14 @@ def cost_model(examples: Path = EXAMPLES) -> dict[str, Any]:
         spec = load_file(path)
         asl = compile_graph(spec)
         counts = measure_run(spec)
-        rows.append({
-            "example": path.stem, "graph_nodes": len(spec.graph.nodes), "asl_states": dict(_states_by_type(asl)),
-            **counts, "transitions_per_node": round(counts["transitions"] / max(1, counts["node_executions"]), 2),
-            "usd_per_1000_runs": price(counts, prices),
-        })
+        rows.append(
+            {
+                "example": path.stem,
+                "graph_nodes": len(spec.graph.nodes),
+                "asl_states": dict(_states_by_type(asl)),
+                **counts,
+                "transitions_per_node": round(counts["transitions"] / max(1, counts["node_executions"]), 2),
+                "usd_per_1000_runs": price(counts, prices),
+            }
+        )
     return {"prices": prices, "examples": rows, "react_turn": react_turn_transitions()}

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = (
-    "stepwise", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "langchain-core", "pydantic", "ormsgpack", "matplotlib",
+    "stepwise",
+    "langgraph",
+    "langgraph-checkpoint",
+    "langgraph-checkpoint-sqlite",
+    "langchain-core",
+    "pydantic",
+    "ormsgpack",
+    "matplotlib",
 )
 
 

@@ -112,15 +112,22 @@ def w2_section(results: dict[str, Any]) -> list[str]:
         rows.append(cells)
     growth = ", ".join(f"{labels[g['system']]} **{g['exponent']:.2f}**" for g in results["w2_growth"])
     lo, hi = results["meta"]["config"]["growth"]
-    out = ["### W2 — bytes stored after N turns (durable mode; × raw message bytes)", "",
-           *_table(["N", "raw messages", *[labels[s] for s in systems]], rows),
-           f"Growth exponent between N={lo} and N={hi} (1 = linear, 2 = quadratic): {growth}.", ""]
+    out = [
+        "### W2 — bytes stored after N turns (durable mode; × raw message bytes)",
+        "",
+        *_table(["N", "raw messages", *[labels[s] for s in systems]], rows),
+        f"Growth exponent between N={lo} and N={hi} (1 = linear, 2 = quadratic): {growth}.",
+        "",
+    ]
     me = _find(results["w2"], system="stepwise", n=sizes[-1])
     if me:
         b = me["breakdown"]
         parts = ", ".join(f"{k} {_bytes(v)}" for k, v in b.get("by_table", {}).items() if v >= 8192)
-        out += [f"Where Stepwise's bytes are at N={sizes[-1]}: database file {_bytes(b['db_file'])} ({parts}), "
-                f"WAL {_bytes(b['wal_file'])}, snapshot files {_bytes(b['snapshot_files'])}.", ""]
+        out += [
+            f"Where Stepwise's bytes are at N={sizes[-1]}: database file {_bytes(b['db_file'])} ({parts}), "
+            f"WAL {_bytes(b['wal_file'])}, snapshot files {_bytes(b['snapshot_files'])}.",
+            "",
+        ]
     for p in _peers(results):
         r = _find(results["w2"], system=p, n=sizes[-1])
         if r:
@@ -132,14 +139,24 @@ def w2_section(results: dict[str, Any]) -> list[str]:
 def w3_section(results: dict[str, Any]) -> list[str]:
     labels = results["meta"]["labels"]
     rows = [
-        [labels[r["system"]], r["n"], f"{_ms(r['current_state']['wall_ms'])} / {_ms(r['current_state']['cpu_ms'])}",
-         f"{_ms(r['current_state_warm']['wall_ms'])}", f"{_ms(r['history']['wall_ms'], 1)} / {_ms(r['history']['cpu_ms'], 1)}",
-         r["history_states"]]
+        [
+            labels[r["system"]],
+            r["n"],
+            f"{_ms(r['current_state']['wall_ms'])} / {_ms(r['current_state']['cpu_ms'])}",
+            f"{_ms(r['current_state_warm']['wall_ms'])}",
+            f"{_ms(r['history']['wall_ms'], 1)} / {_ms(r['history']['cpu_ms'], 1)}",
+            r["history_states"],
+        ]
         for r in results["w3"]
     ]
-    return ["### W3 — restore (median ms)", "",
-            *_table(["system", "N", "current state, fresh reader: wall / CPU", "again, same reader", "whole history: wall / CPU",
-                     "states listed"], rows)]
+    return [
+        "### W3 — restore (median ms)",
+        "",
+        *_table(
+            ["system", "N", "current state, fresh reader: wall / CPU", "again, same reader", "whole history: wall / CPU", "states listed"],
+            rows,
+        ),
+    ]
 
 
 def w4_section(results: dict[str, Any]) -> list[str]:
@@ -147,11 +164,19 @@ def w4_section(results: dict[str, Any]) -> list[str]:
     for mode in results["meta"]["config"]["fanout_modes"]:
         me = _find(results["w4"], system="stepwise", mode=mode)
         peer = _find(results["w4"], system="langgraph", mode=mode)
-        rows.append([MODE_NAMES[mode], f"{_ms(me['wall_ms'], 1)} / {_ms(me['cpu_ms'], 1)}" if me else "–",
-                     f"{_ms(peer['wall_ms'], 1)} / {_ms(peer['cpu_ms'], 1)}" if peer else "–",
-                     f"{peer['wall_ms'] / me['wall_ms']:.2f}×" if me and peer else "–"])
-    return [f"### W4 — fan-out to {results['w4'][0]['workers'] if results['w4'] else 50} workers and a join (median ms per run)", "",
-            *_table(["mode", "Stepwise wall / CPU", "LangGraph wall / CPU", "LangGraph ÷ Stepwise"], rows)]
+        rows.append(
+            [
+                MODE_NAMES[mode],
+                f"{_ms(me['wall_ms'], 1)} / {_ms(me['cpu_ms'], 1)}" if me else "–",
+                f"{_ms(peer['wall_ms'], 1)} / {_ms(peer['cpu_ms'], 1)}" if peer else "–",
+                f"{peer['wall_ms'] / me['wall_ms']:.2f}×" if me and peer else "–",
+            ]
+        )
+    return [
+        f"### W4 — fan-out to {results['w4'][0]['workers'] if results['w4'] else 50} workers and a join (median ms per run)",
+        "",
+        *_table(["mode", "Stepwise wall / CPU", "LangGraph wall / CPU", "LangGraph ÷ Stepwise"], rows),
+    ]
 
 
 def costs_section(results: dict[str, Any]) -> list[str]:
@@ -163,10 +188,23 @@ def costs_section(results: dict[str, Any]) -> list[str]:
     for r in costs["examples"]:
         usd = r["usd_per_1000_runs"]
         states = ", ".join(f"{k} {v}" for k, v in sorted(r["asl_states"].items()))
-        rows.append([r["example"], states, r["node_executions"], r["transitions"], r["transitions_per_node"], r["lambda_invocations"],
-                     f"{r['payload_max_bytes']:,} / {r['payload_total_bytes']:,}", r["write_units"],
-                     f"${usd['standard_sfn']:.4f}", f"${usd['express_sfn']:.4f}", f"${usd['lambda']:.4f}", f"${usd['dynamodb_writes']:.4f}",
-                     f"**${usd['total_standard']:.4f}** / ${usd['total_express']:.4f}"])
+        rows.append(
+            [
+                r["example"],
+                states,
+                r["node_executions"],
+                r["transitions"],
+                r["transitions_per_node"],
+                r["lambda_invocations"],
+                f"{r['payload_max_bytes']:,} / {r['payload_total_bytes']:,}",
+                r["write_units"],
+                f"${usd['standard_sfn']:.4f}",
+                f"${usd['express_sfn']:.4f}",
+                f"${usd['lambda']:.4f}",
+                f"${usd['dynamodb_writes']:.4f}",
+                f"**${usd['total_standard']:.4f}** / ${usd['total_express']:.4f}",
+            ]
+        )
     turn = costs["react_turn"]
     sfn, lam = p["step_functions"], p["lambda"]
     prices = (
@@ -178,14 +216,33 @@ def costs_section(results: dict[str, Any]) -> list[str]:
         f"Assumed: {a['lambda_memory_mb']} MB Lambda, {a['lambda_ms_per_invocation']} ms per step. {a['note']}"
     )
     return [
-        "### AWS cost model (per 1,000 runs)", "", prices, "",
-        *_table(["example", "ASL states", "nodes run", "transitions", "per node", "Lambda calls", "payload max / total B",
-                 "DynamoDB writes",
-                 "SFN Standard", "SFN Express", "Lambda", "DynamoDB", "total Standard / Express"], rows),
+        "### AWS cost model (per 1,000 runs)",
+        "",
+        prices,
+        "",
+        *_table(
+            [
+                "example",
+                "ASL states",
+                "nodes run",
+                "transitions",
+                "per node",
+                "Lambda calls",
+                "payload max / total B",
+                "DynamoDB writes",
+                "SFN Standard",
+                "SFN Express",
+                "Lambda",
+                "DynamoDB",
+                "total Standard / Express",
+            ],
+            rows,
+        ),
         f"ReAct turn ({turn['graph']}): **{turn['per_turn']:.0f} transitions per turn** (agent Task, its route Choice, tool Task), "
         f"{turn['per_node']:.1f} per node, plus {turn['fixed_per_run']:.0f} per run (the agent's final answer: Task + Choice; "
         "then `__end__` and `Succeeded`). "
-        f"Measured as the difference between 20 and 10 turns: {turn['transitions_at_20']} − {turn['transitions_at_10']}.", "",
+        f"Measured as the difference between 20 and 10 turns: {turn['transitions_at_20']} − {turn['transitions_at_10']}.",
+        "",
     ]
 
 
@@ -216,8 +273,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
             right.plot(*zip(*pts, strict=True), "-o", color=COLORS.get(s), label=labels[s])
     raw = sorted({(r["n"], r["raw_message_bytes"]) for r in results["w2"]})
     right.plot(*zip(*raw, strict=True), "--", color="gray", label="raw message bytes")
-    left.set(xscale="log", yscale="log", xlabel="N (ReAct turns)", ylabel="ms per step (median wall)",
-             title="W1 per-step time: (c) durable SQLite, (b) in-memory")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="N (ReAct turns)",
+        ylabel="ms per step (median wall)",
+        title="W1 per-step time: (c) durable SQLite, (b) in-memory",
+    )
     right.set(xscale="log", yscale="log", xlabel="N (ReAct turns)", ylabel="bytes stored", title="W2 bytes stored (durable)")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)

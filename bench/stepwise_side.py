@@ -43,22 +43,24 @@ def _spec(data: dict[str, Any]) -> GraphSpec:
 
 def react_spec() -> GraphSpec:
     """W1: agent → tool → agent …, the agent routes to the tool while its last message has tool calls."""
-    return _spec({
-        "name": "bench-react",
-        "state": {"messages": "append"},
-        "graph": {
-            "nodes": {
-                "agent": {"kind": "function", "fn": "bench.nodes:agent", "writes": ["messages"]},
-                "tool": {"kind": "function", "fn": "bench.nodes:tool", "writes": ["messages"]},
+    return _spec(
+        {
+            "name": "bench-react",
+            "state": {"messages": "append"},
+            "graph": {
+                "nodes": {
+                    "agent": {"kind": "function", "fn": "bench.nodes:agent", "writes": ["messages"]},
+                    "tool": {"kind": "function", "fn": "bench.nodes:tool", "writes": ["messages"]},
+                },
+                "edges": [{"from": "tool", "to": "agent"}],
+                "conditional_edges": [
+                    {"from": "agent", "conditions": [{"if": "state.messages[-1].tool_calls", "then": "tool"}, {"else": "__end__"}]},
+                ],
+                "entry": "agent",
+                "max_iterations": MAX_ITERATIONS,
             },
-            "edges": [{"from": "tool", "to": "agent"}],
-            "conditional_edges": [
-                {"from": "agent", "conditions": [{"if": "state.messages[-1].tool_calls", "then": "tool"}, {"else": "__end__"}]},
-            ],
-            "entry": "agent",
-            "max_iterations": MAX_ITERATIONS,
-        },
-    })
+        }
+    )
 
 
 def fanout_spec(workers: int = workload.FANOUT_WORKERS) -> GraphSpec:
@@ -69,15 +71,17 @@ def fanout_spec(workers: int = workload.FANOUT_WORKERS) -> GraphSpec:
         "join": {"kind": "function", "fn": "bench.nodes:join", "writes": ["count", "workers"]},
     }
     nodes.update({n: {"kind": "function", "fn": "bench.nodes:worker", "writes": ["results"]} for n in names})
-    return _spec({
-        "name": "bench-fanout",
-        "state": {"results": "append"},
-        "graph": {
-            "nodes": nodes,
-            "parallel_nodes": [{"from": "split", "to": names}, {"from": names, "to": "join"}],
-            "entry": "split",
-        },
-    })
+    return _spec(
+        {
+            "name": "bench-fanout",
+            "state": {"results": "append"},
+            "graph": {
+                "nodes": nodes,
+                "parallel_nodes": [{"from": "split", "to": names}, {"from": names, "to": "join"}],
+                "entry": "split",
+            },
+        }
+    )
 
 
 def _client(mode: str, workdir: Path) -> tuple[Stepwise, Path | None]:

@@ -44,13 +44,16 @@ class Config:
     notes: list[str] = field(default_factory=list)
 
 
-QUICK = Config("quick", sizes=(10, 100), reps=5, warmup=1, growth=(10, 100),
-               restore_size=100, restore_reps=5, history_reps=3, fanout_reps=9)
-FULL = Config("full", sizes=(10, 100, 500), reps=7, warmup=1, growth=(100, 500),
-              restore_size=500, restore_reps=7, history_reps=3, fanout_reps=15)
+QUICK = Config(
+    "quick", sizes=(10, 100), reps=5, warmup=1, growth=(10, 100), restore_size=100, restore_reps=5, history_reps=3, fanout_reps=9
+)
+FULL = Config(
+    "full", sizes=(10, 100, 500), reps=7, warmup=1, growth=(100, 500), restore_size=500, restore_reps=7, history_reps=3, fanout_reps=15
+)
 # The smoke test's plan: the quick mode's smallest size, once (W2's growth needs a second size: 20).
-SMOKE = replace(QUICK, name="smoke", sizes=(10,), reps=1, warmup=0, growth=(10, 20),
-                restore_size=10, restore_reps=1, history_reps=1, fanout_reps=1)
+SMOKE = replace(
+    QUICK, name="smoke", sizes=(10,), reps=1, warmup=0, growth=(10, 20), restore_size=10, restore_reps=1, history_reps=1, fanout_reps=1
+)
 TARGET_SIZE = 500  # the issue states its W1/W3 targets at N=500
 
 
@@ -145,8 +148,12 @@ class Runner:
                 raise RuntimeError(f"W3 {system}: restored {counts[system]['messages']} messages, expected {want}")
         return [
             {
-                "system": s, "n": n, **counts[s],
-                "current_state": summary(cold[s]), "current_state_warm": summary(warm[s]), "history": summary(hist[s]),
+                "system": s,
+                "n": n,
+                **counts[s],
+                "current_state": summary(cold[s]),
+                "current_state_warm": summary(warm[s]),
+                "history": summary(hist[s]),
             }
             for s in systems
         ]
@@ -180,12 +187,19 @@ class Runner:
         started = time.time()
         results: dict[str, Any] = {
             "meta": {
-                "mode": cfg.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(self.workdir),
-                "versions": versions(), "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
-                "labels": LABELS, "modes": {"stepwise": sw.MODES, "langgraph": lg.MODES},
+                "mode": cfg.name,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "machine": machine(self.workdir),
+                "versions": versions(),
+                "config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
+                "labels": LABELS,
+                "modes": {"stepwise": sw.MODES, "langgraph": lg.MODES},
                 "message_bytes": workload.MESSAGE_BYTES,
             },
-            "w1": [], "w2": [], "w3": [], "w4": [],
+            "w1": [],
+            "w2": [],
+            "w3": [],
+            "w4": [],
         }
         stored_at: dict[int, dict[str, list[dict[str, Any]]]] = {}
         for n in cfg.sizes:
@@ -224,8 +238,16 @@ class Runner:
                 if not measured:
                     continue
                 total = int(median([m["total"] for m in measured]))
-                rows.append({"system": system, "n": n, "bytes": total, "raw_message_bytes": raw,
-                             "ratio_to_raw": round(total / raw, 3), "breakdown": measured[-1]})
+                rows.append(
+                    {
+                        "system": system,
+                        "n": n,
+                        "bytes": total,
+                        "raw_message_bytes": raw,
+                        "ratio_to_raw": round(total / raw, 3),
+                        "breakdown": measured[-1],
+                    }
+                )
         return rows
 
     def growth_rows(self, w2: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -233,7 +255,8 @@ class Runner:
         by = {(r["system"], r["n"]): r["bytes"] for r in w2}
         return [
             {"system": s, "n_lo": lo, "n_hi": hi, "exponent": round(growth_exponent(lo, by[(s, lo)], hi, by[(s, hi)]), 3)}
-            for s in self.config.systems if (s, lo) in by and (s, hi) in by
+            for s in self.config.systems
+            if (s, lo) in by and (s, hi) in by
         ]
 
 
@@ -255,38 +278,64 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         best = min(others, key=lambda r: r["wall_ms"])
         ratio = best["wall_ms"] / me["wall_ms"]
         cpu_ratio = best["cpu_ms"] / me["cpu_ms"]
-        out.append({"id": "W1", "target": "W1(c) per-step time at N=500 ≥ 10× lower than LangGraph + SqliteSaver",
-                    "measured": f"{ratio:.1f}× lower wall time than the faster LangGraph configuration ({LABELS[best['system']]}); "
-                                f"{cpu_ratio:.1f}× lower CPU time{at}",
-                    "ratio": round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2), "met": ratio >= 10,
-                    "vs": {r["system"]: round(r["wall_ms"] / me["wall_ms"], 2) for r in others}})
+        out.append(
+            {
+                "id": "W1",
+                "target": "W1(c) per-step time at N=500 ≥ 10× lower than LangGraph + SqliteSaver",
+                "measured": f"{ratio:.1f}× lower wall time than the faster LangGraph configuration ({LABELS[best['system']]}); "
+                f"{cpu_ratio:.1f}× lower CPU time{at}",
+                "ratio": round(ratio, 2),
+                "cpu_ratio": round(cpu_ratio, 2),
+                "met": ratio >= 10,
+                "vs": {r["system"]: round(r["wall_ms"] / me["wall_ms"], 2) for r in others},
+            }
+        )
 
     growth = _pick(results["w2_growth"], system="stepwise")
     hi = cfg["growth"][1]
     size = _pick(results["w2"], system="stepwise", n=hi)
     if growth and size:
         ok = growth["exponent"] <= 1.1 and size["ratio_to_raw"] <= 2.0
-        out.append({"id": "W2", "target": "linear growth (exponent ≤ 1.1) and total bytes ≤ 2× the raw message bytes",
-                    "measured": f"exponent {growth['exponent']:.2f} between N={growth['n_lo']} and N={growth['n_hi']}; "
-                                f"{size['ratio_to_raw']:.2f}× the raw message bytes at N={hi}",
-                    "exponent": growth["exponent"], "ratio_to_raw": size["ratio_to_raw"], "met": ok,
-                    "met_parts": {"linear": growth["exponent"] <= 1.1, "bytes": size["ratio_to_raw"] <= 2.0}})
+        out.append(
+            {
+                "id": "W2",
+                "target": "linear growth (exponent ≤ 1.1) and total bytes ≤ 2× the raw message bytes",
+                "measured": f"exponent {growth['exponent']:.2f} between N={growth['n_lo']} and N={growth['n_hi']}; "
+                f"{size['ratio_to_raw']:.2f}× the raw message bytes at N={hi}",
+                "exponent": growth["exponent"],
+                "ratio_to_raw": size["ratio_to_raw"],
+                "met": ok,
+                "met_parts": {"linear": growth["exponent"] <= 1.1, "bytes": size["ratio_to_raw"] <= 2.0},
+            }
+        )
 
     w3 = _pick(results["w3"], system="stepwise")
     if w3:
         cur, hist = w3["current_state"]["wall_ms"], w3["history"]["wall_ms"]
         at3 = "" if w3["n"] == TARGET_SIZE else f" (measured at N={w3['n']})"
-        out.append({"id": "W3", "target": "current state ≤ 5 ms; whole history ≤ 200 ms at N=500",
-                    "measured": f"current state {cur:.2f} ms (cold client), history {hist:.1f} ms for {w3['history_states']} states{at3}",
-                    "met": cur <= 5 and hist <= 200, "met_parts": {"current": cur <= 5, "history": hist <= 200}})
+        out.append(
+            {
+                "id": "W3",
+                "target": "current state ≤ 5 ms; whole history ≤ 200 ms at N=500",
+                "measured": f"current state {cur:.2f} ms (cold client), history {hist:.1f} ms for {w3['history_states']} states{at3}",
+                "met": cur <= 5 and hist <= 200,
+                "met_parts": {"current": cur <= 5, "history": hist <= 200},
+            }
+        )
 
     mine = _pick(results["w4"], system="stepwise", mode="c")
     theirs = _pick(results["w4"], system="langgraph", mode="c")
     if mine and theirs:
         ratio = theirs["wall_ms"] / mine["wall_ms"]
-        out.append({"id": "W4", "target": "fan-out of 50 with durable persistence faster than LangGraph + SqliteSaver",
-                    "measured": f"Stepwise {mine['wall_ms']:.1f} ms vs LangGraph {theirs['wall_ms']:.1f} ms per run ({ratio:.2f}×)",
-                    "ratio": round(ratio, 2), "met": ratio > 1})
+        out.append(
+            {
+                "id": "W4",
+                "target": "fan-out of 50 with durable persistence faster than LangGraph + SqliteSaver",
+                "measured": f"Stepwise {mine['wall_ms']:.1f} ms vs LangGraph {theirs['wall_ms']:.1f} ms per run ({ratio:.2f}×)",
+                "ratio": round(ratio, 2),
+                "met": ratio > 1,
+            }
+        )
     return out
 
 

@@ -71,13 +71,20 @@ class Cloud:
         """One API Gateway (REST proxy) request through the real ``api`` Lambda handler."""
         headers = {"content-type": "application/json", "x-api-key": key or self.key}
         event = {
-            "resource": path, "path": path, "httpMethod": method, "headers": headers,
-            "multiValueHeaders": {k: [v] for k, v in headers.items()}, "queryStringParameters": None,
+            "resource": path,
+            "path": path,
+            "httpMethod": method,
+            "headers": headers,
+            "multiValueHeaders": {k: [v] for k, v in headers.items()},
+            "queryStringParameters": None,
             "requestContext": {"requestId": str(uuid.uuid4()), "stage": "prod"},
-            "body": json.dumps(body) if body is not None else None, "isBase64Encoded": False,
+            "body": json.dumps(body) if body is not None else None,
+            "isBase64Encoded": False,
         }
         context = SimpleNamespace(
-            function_name="test-api", memory_limit_in_mb=512, aws_request_id=str(uuid.uuid4()),
+            function_name="test-api",
+            memory_limit_in_mb=512,
+            aws_request_id=str(uuid.uuid4()),
             invoked_function_arn=f"arn:aws:lambda:{TEST_REGION}:123456789012:function:test-api",
         )
         out = self.api.handler(event, context)
@@ -93,8 +100,10 @@ class Cloud:
     def stored_events(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's event items, straight from the DynamoDB table."""
         return self.dynamodb.query(
-            TableName=self.settings.events_table, KeyConditionExpression="thread_id = :t AND seq > :z",
-            ExpressionAttributeValues={":t": {"S": thread_id}, ":z": {"N": "0"}}, ConsistentRead=True,
+            TableName=self.settings.events_table,
+            KeyConditionExpression="thread_id = :t AND seq > :z",
+            ExpressionAttributeValues={":t": {"S": thread_id}, ":z": {"N": "0"}},
+            ConsistentRead=True,
         )["Items"]
 
 
@@ -104,8 +113,11 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SFN", "STEPWISE_LOCALSTACK"):
         monkeypatch.delenv(name, raising=False)
     env = settings_env(settings) | {
-        "AWS_DEFAULT_REGION": TEST_REGION, "STEPWISE_API_TABLE": API_TABLE, "STEPWISE_API_MAX_WAIT_SECONDS": str(WAIT),
-        "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "Stepwise",
+        "AWS_DEFAULT_REGION": TEST_REGION,
+        "STEPWISE_API_TABLE": API_TABLE,
+        "STEPWISE_API_MAX_WAIT_SECONDS": str(WAIT),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Stepwise",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -178,6 +190,7 @@ def test_human_approval_waits_for_its_task_token_and_resumes(cloud: Cloud) -> No
 
     resumed = cloud.client.resume(run.run_id, {"decision": "revise"})
     assert resumed.status in ("running", "waiting")
+
     def asked_again() -> Any:
         r = cloud.client.services.runs.get(run.run_id)
         return r if r is not None and r.status == "waiting" and r.waiting["token"] != run.waiting["token"] else None

@@ -48,11 +48,13 @@ def create_state_resources(settings: Settings, *, dynamodb: Any, s3: Any) -> Non
             {"AttributeName": "thread_id", "AttributeType": "S"},
             {"AttributeName": "created_at", "AttributeType": "N"},
         ],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "thread_id-created_at",
-            "KeySchema": [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "thread_id-created_at",
+                "KeySchema": [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         **on_demand,
     )
     dynamodb.create_table(

@@ -276,8 +276,12 @@ def test_dynamodb_items_follow_the_documented_schema(aws_env: None) -> None:
 
     s.runs.put(run("r1", thread="t"))
     s.runs.complete_token("tok", {"x": 1})
-    gsi = db.query(TableName=settings.runs_table, IndexName="thread_id-created_at", KeyConditionExpression="thread_id = :t",
-                   ExpressionAttributeValues={":t": {"S": "t"}})["Items"]
+    gsi = db.query(
+        TableName=settings.runs_table,
+        IndexName="thread_id-created_at",
+        KeyConditionExpression="thread_id = :t",
+        ExpressionAttributeValues={":t": {"S": "t"}},
+    )["Items"]
     assert [i["run_id"]["S"] for i in gsi] == ["r1"]
 
     s.registry.put("g@1", "g", {"v": 1}, {"a": 1})

@@ -25,8 +25,11 @@ from stepwise.state.events import NODE_UPDATE
 # -- error naming ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("exc", "name"),
-    [(NodeError("node 'x' failed"), "Stepwise.NodeError"), (StateConflictError("moved"), "Stepwise.StateConflict"),
-     (MaxIterationsError("too many"), "Stepwise.MaxIterationsExceeded")],
+    [
+        (NodeError("node 'x' failed"), "Stepwise.NodeError"),
+        (StateConflictError("moved"), "Stepwise.StateConflict"),
+        (MaxIterationsError("too many"), "Stepwise.MaxIterationsExceeded"),
+    ],
 )
 def test_task_error_names_the_exception_class_after_its_asl_error(exc: Exception, name: str) -> None:
     """Lambda reports errorType = the raised class's name, and Retry/Catch match on it."""

@@ -297,7 +297,7 @@ def _with_json_type(event: dict[str, Any], body: Any) -> dict[str, Any]:
     return {**event, "headers": new_headers, "multiValueHeaders": multi, "body": body, "isBase64Encoded": False}
 
 
-def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
+def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - to be split by concern
     app = APIGatewayRestResolver(enable_validation=True)
 
     def tenant() -> str:

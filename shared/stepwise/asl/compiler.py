@@ -147,7 +147,7 @@ class _Compiler:
             state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": FAILED_STATE}]
         return state
 
-    def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:
+    def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:  # noqa: C901 - to be split by concern
         """Add ``node``'s states; return the nodes that follow it in this region."""
         spec = self.spec.graph.nodes[node]
         name = self.state_name(node)

@@ -152,16 +152,24 @@ class StepFunctionsExecutor:
         for _ in range(attempts):
             try:
                 out = self.sfn.update_state_machine(
-                    stateMachineArn=self.machine_arn(ref), definition=definition, roleArn=self.settings.state_machine_role_arn,
-                    publish=True, versionDescription=ref,
+                    stateMachineArn=self.machine_arn(ref),
+                    definition=definition,
+                    roleArn=self.settings.state_machine_role_arn,
+                    publish=True,
+                    versionDescription=ref,
                 )
             except Exception as exc:
                 if _code(exc) != "StateMachineDoesNotExist":
                     raise
                 try:
                     out = self.sfn.create_state_machine(
-                        name=self.machine_name(ref), definition=definition, roleArn=self.settings.state_machine_role_arn,
-                        type="STANDARD", publish=True, versionDescription=ref, tracingConfiguration={"enabled": True},
+                        name=self.machine_name(ref),
+                        definition=definition,
+                        roleArn=self.settings.state_machine_role_arn,
+                        type="STANDARD",
+                        publish=True,
+                        versionDescription=ref,
+                        tracingConfiguration={"enabled": True},
                     )
                 except Exception as create_exc:
                     if _code(create_exc) == "StateMachineAlreadyExists":

@@ -53,7 +53,7 @@ def parse(expression: str) -> ast.expr:
     return tree
 
 
-def _check(node: ast.AST, source: str) -> None:
+def _check(node: ast.AST, source: str) -> None:  # noqa: C901 - to be split by concern
     if isinstance(node, ast.BoolOp | ast.Compare):
         children: list[ast.AST] = list(node.values) if isinstance(node, ast.BoolOp) else [node.left, *node.comparators]
         if isinstance(node, ast.Compare):
@@ -101,7 +101,7 @@ def evaluate(expression: str, state: dict[str, Any]) -> bool:
     return bool(_eval(parse(expression), state))
 
 
-def _eval(node: ast.AST, state: dict[str, Any]) -> Any:
+def _eval(node: ast.AST, state: dict[str, Any]) -> Any:  # noqa: C901 - to be split by concern
     if isinstance(node, ast.BoolOp):
         if isinstance(node.op, ast.And):
             result: Any = True

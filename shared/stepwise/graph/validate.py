@@ -20,7 +20,7 @@ def validate(spec: GraphSpec, *, check_imports: bool = False) -> None:
         raise GraphError(problems, spec.source)
 
 
-def _problems(spec: GraphSpec, check_imports: bool):
+def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - to be split by concern
     body = spec.graph
     nodes = body.nodes
     names = set(nodes)
