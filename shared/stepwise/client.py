@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
+from stepwise.graph import limits
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step, step
@@ -23,6 +24,7 @@ from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
 from stepwise.state.ports import RunRecord
+from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
 STEP_FUNCTION = "stepwise-step"
@@ -49,6 +51,14 @@ class RunResult:
         if self.waiting:
             out["waiting"] = {"node": self.waiting.get("node"), "prompt": self.waiting.get("prompt")}
         return out
+
+
+def _admit(value: Any, what: str) -> None:
+    """Inputs must be storable: bounded depth and integers, valid Unicode (see graph/limits.py)."""
+    try:
+        limits.check_value(value, what=what)
+    except limits.LimitError as exc:
+        raise StepwiseError(str(exc)) from None
 
 
 def default_home() -> Path:
@@ -152,6 +162,7 @@ class Stepwise:
     ) -> RunResult:
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+        _admit(input, "the input")
         ref = self.register(spec)
         thread_id = thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         run_id = f"run-{uuid.uuid4().hex[:12]}"
@@ -176,6 +187,7 @@ class Stepwise:
             raise StepwiseError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
         if input is not None and not isinstance(input, dict):
             raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
+        _admit(input, "the resume input")
         if run.status != "waiting":  # a run whose process died mid-way: replay it from its start cursor
             return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
         assert run.waiting is not None
@@ -198,7 +210,12 @@ class Stepwise:
         assert run is not None
         if result is not None and result.status == "FAILED" and run.status != "failed":  # failed outside any node
             run = self.services.runs.update(run_id, status="failed", error={"error": result.error, "cause": result.cause})
-        _, state = self.services.hydrator.state(run.thread_id, reducers_of(self.services.graph(run.graph_ref)))  # no index lag
+        try:
+            _, state = self.services.hydrator.state(run.thread_id, reducers_of(self.services.graph(run.graph_ref)))  # no index lag
+        except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
+            if run.status not in ("failed", "cancelled"):
+                run = self.services.runs.update(run_id, status="failed", error={"error": "Stepwise.ReducerError", "cause": str(exc)})
+            state = {}
         return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions if result else 0)
 
     # -- threads ------------------------------------------------------------------------------
@@ -212,7 +229,10 @@ class Stepwise:
             raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
         if at is not None and not 0 <= at <= head:
             raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
-        return self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+        try:
+            return self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+        except ReducerError as exc:
+            raise StepwiseError(f"the state of thread {thread_id!r} cannot be computed: {exc}; fork it at an earlier seq") from None
 
     def states(self, thread_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """The thread's state after every event, in one pass over its log (``state(at=…)`` per seq would

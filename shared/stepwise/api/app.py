@@ -39,6 +39,7 @@ from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLi
 from stepwise.api.settings import ApiSettings, build_store
 from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
 from stepwise.client import Stepwise, StepwiseError
+from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
 from stepwise.state.ports import RunRecord
 
@@ -48,6 +49,7 @@ PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/openapi.json")})
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 POLL_SECONDS = 0.5
 MAX_EVENTS_PAGE = 1000
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
 
 class ApiError(Exception):
@@ -161,6 +163,12 @@ class StepwiseApi:
         body = event.get("body") or ""
         if len(body) > self.settings.api_max_body_bytes:
             return _proxy(413, "payload_too_large", f"request bodies are limited to {self.settings.api_max_body_bytes} bytes")
+        if method not in HTTP_METHODS:
+            return _proxy(405, "method_not_allowed", f"{method or 'this method'} is not served; use {', '.join(HTTP_METHODS)}")
+        try:
+            event = _admit_body(event, headers)
+        except limits.LimitError as exc:
+            return _proxy(422, "invalid_body", str(exc))
         event = _yaml_body(event, headers)
         resolver = self.resolver
         if (method, path) not in PUBLIC_ROUTES:
@@ -232,7 +240,10 @@ class StepwiseApi:
         found = agent.by_ref(run.graph_ref) if agent else None
         state = None
         if with_state and self.client.services.events.head(run.thread_id) > 0:
-            _, state = self.client.state(run.thread_id)
+            try:
+                _, state = self.client.state(run.thread_id)
+            except StepwiseError:  # a reducer raised: the run record (and its error) still reads
+                state = None
         return m.Run.of(run, found.version if found else None, state)
 
     def wait(self, run_id: str, seconds: float) -> RunRecord:
@@ -268,6 +279,27 @@ class StepwiseApi:
 
 def _problem(p: Any) -> dict[str, Any]:
     return {k: v for k, v in {"message": p.message, "fix": p.fix, "node": p.node, "line": p.line}.items() if v is not None}
+
+
+def _admit_body(event: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """Bodies are UTF-8 text; a JSON body is measured (depth, integer size, lone surrogates) before any
+    recursive parser sees it, so hostile input gets a 422 instead of a RecursionError or ValueError 500."""
+    body = event.get("body")
+    if not body:
+        return event
+    if event.get("isBase64Encoded"):
+        import base64
+        import binascii
+
+        try:
+            body = base64.b64decode(body).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise limits.LimitError("the request body is not UTF-8 text; send JSON (or YAML) encoded as UTF-8") from None
+        event = {**event, "body": body, "isBase64Encoded": False}
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json") or (content_type == "" and _looks_like_json(body)):
+        limits.check_json(str(body))
+    return event
 
 
 def _yaml_body(event: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
@@ -321,6 +353,10 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
     def _no_route(exc: NotFoundError) -> Response[str]:
         event = app.current_event
         return error_response(404, "not_found", f"no route {event.http_method} {event.path}; see docs/api.md")
+
+    @app.exception_handler(StepwiseError)
+    def _refused(exc: StepwiseError) -> Response[str]:
+        return error_response(422, "invalid_request", str(exc))
 
     @app.exception_handler(StoreConflict)
     def _conflict(exc: StoreConflict) -> Response[str]:

@@ -34,7 +34,7 @@ class AddVersion(GraphSource):
 
 class ExecuteAgent(_Body):
     input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
-    version: int | None = Field(None, ge=1, description="run this version (default: the `live` alias)")
+    version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
@@ -46,11 +46,11 @@ class ResumeRun(_Body):
 
 
 class ForkThread(_Body):
-    at: int | None = Field(None, ge=0, description="sequence number to fork at (default: the head)")
+    at: int | None = Field(None, ge=0, strict=True, description="sequence number to fork at (default: the head)")
 
 
 class SetAlias(_Body):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, strict=True)
 
 
 # -- responses ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ selection, so the API enforces, at registration and again at execution:
    allowed package (e.g. ``statemachines.yourteam``) or widen the list for a single-tenant install.
 2. No server files: ``script:`` must be an inline list and a subgraph must be inlined as
    ``subgraph_spec:`` (or registered separately), never a path, so a request cannot read files.
-3. A document may expand to at most ``MAX_VALUES`` values: YAML aliases are fine for reuse (a model
+3. A document may expand to at most ``STEPWISE_MAX_VALUES`` values (``graph/limits.py``): YAML aliases are fine for reuse (a model
    string shared by two nodes) but not as an expansion bomb ("billion laughs"). YAML is parsed only by
    ``yaml.safe_load`` through ``stepwise.graph.loader.load_text`` — never eval.
 """
@@ -31,13 +31,13 @@ from typing import Any
 
 import yaml
 
+from stepwise.graph import limits
 from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.loader import load_text
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
 from stepwise.state.reducers import BUILTIN_REDUCERS
 
-MAX_VALUES = 100_000
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -47,11 +47,14 @@ def load_graph(*, yaml_text: str | None = None, graph: dict[str, Any] | None = N
         raise GraphError([Problem("send exactly one of `yaml` (text) or `graph` (a JSON object)", "drop one of them")])
     if yaml_text is not None:
         try:
+            limits.check_yaml(yaml_text)  # aliases, depth and integer size bounded before any parser recurses
             data = yaml.safe_load(yaml_text)
+        except limits.LimitError as exc:
+            raise GraphError(
+                [Problem(str(exc), "shrink or flatten the document (limits: graph/limits.py)")]
+            ) from None
         except yaml.YAMLError:
             data = None  # load_text reports the syntax error with its line
-        if _expands_beyond(data, MAX_VALUES):
-            raise GraphError([Problem(f"the document expands to more than {MAX_VALUES} values", "use fewer or less nested YAML aliases")])
         text = yaml_text
     else:
         data, text = graph, json.dumps(graph)
@@ -140,23 +143,6 @@ def _specs(spec: GraphSpec, owner: str) -> Iterator[tuple[str, GraphSpec]]:
     for name, node in spec.graph.nodes.items():
         if node.subgraph_spec is not None:
             yield from _specs(node.subgraph_spec, f"{owner}{name}/")
-
-
-def _expands_beyond(data: Any, limit: int) -> bool:
-    """Count values as a JSON dump would see them (aliases expanded), stopping as soon as ``limit`` is passed."""
-    seen = 0
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        seen += 1
-        if seen > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _file_references(data: dict[str, Any], owner: str = "") -> Iterator[Problem]:

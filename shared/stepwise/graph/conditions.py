@@ -20,6 +20,8 @@ import operator
 from functools import lru_cache
 from typing import Any
 
+from stepwise.graph.limits import LimitError, check_expression
+
 
 class ConditionError(ValueError):
     """An expression uses something outside the documented subset."""
@@ -45,6 +47,10 @@ _ALLOWED = (
 @lru_cache(maxsize=1024)
 def parse(expression: str) -> ast.expr:
     """Parse and check an expression once; raise ConditionError naming the offending part."""
+    try:
+        check_expression(expression)
+    except LimitError as exc:
+        raise ConditionError(f"{expression[:60]!r}...: {exc}") from None
     try:
         tree = ast.parse(expression.strip(), mode="eval").body
     except SyntaxError as exc:

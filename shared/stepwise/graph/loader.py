@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from stepwise.graph import limits
 from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
@@ -26,6 +27,10 @@ def load_file(path: str | Path, *, check_imports: bool = False) -> GraphSpec:
 
 
 def load_text(text: str, *, source: str | None = None, check_imports: bool = False) -> GraphSpec:
+    try:
+        limits.check_yaml(text)  # before safe_load: aliases, depth and integer size bounded (graph/limits.py)
+    except limits.LimitError as exc:
+        raise GraphError([Problem(str(exc), "shrink the document, or raise the limit with its STEPWISE_MAX_* variable")], source) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -52,6 +57,10 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
     if not isinstance(data, dict):
         raise GraphError([Problem("the document is not a mapping", "start the file with `name:` and `graph:` keys")], source)
     spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd())
+    try:
+        limits.count_nodes(spec)
+    except limits.LimitError as exc:
+        raise GraphError([Problem(str(exc), "split the graph into registered subgraphs")], source) from None
     validate(spec, check_imports=check_imports)
     return spec
 

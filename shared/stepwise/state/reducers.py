@@ -44,9 +44,24 @@ def resolve(name: str) -> Reducer:
     return fn  # type: ignore[no-any-return]
 
 
+class ReducerError(ValueError):
+    """A reducer raised while folding an update: the thread's state cannot be computed past that event.
+    Callers answer it as a clear error (the run fails; reads say why) instead of an internal error."""
+
+    def __init__(self, channel: str, reducer: str, exc: BaseException) -> None:
+        super().__init__(f"reducer {reducer!r} of channel {channel!r} raised {type(exc).__name__}: {exc}")
+        self.channel, self.reducer = channel, reducer
+
+
 def apply(state: dict[str, Any], update: Mapping[str, Any], reducers: Mapping[str, str]) -> dict[str, Any]:
     """Return a new state with ``update`` folded in; ``state`` itself is never mutated."""
     out = dict(state)
     for channel, value in update.items():
-        out[channel] = resolve(reducers.get(channel, "replace"))(out.get(channel), value)
+        name = reducers.get(channel, "replace")
+        try:
+            out[channel] = resolve(name)(out.get(channel), value)
+        except ReducerError:
+            raise
+        except Exception as exc:
+            raise ReducerError(channel, name, exc) from exc
     return out

@@ -1,0 +1,195 @@
+"""Admission limits for documents and values from outside: bounded before anything recursive touches them.
+
+Why: PyYAML's composer, ``json.loads``, pydantic and ``ast.parse`` all recurse, and a YAML alias expands
+to a full copy in anything that walks it (a 726-byte "billion laughs" document became 4 GiB). So a graph
+document is measured first from PyYAML's *event stream* (flat, no recursion, aliases counted at their
+expanded size), and JSON bodies from a flat scan, before any parser builds objects. The same limits apply
+to the CLI (``stepwise validate``/``run``) and the API, through :func:`check_yaml` and :func:`check_json`.
+
+Every limit can be raised for one install through an environment variable (``STEPWISE_MAX_*``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+
+def _env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Limits:
+    values: int = 100_000  # values after alias expansion (a JSON dump's size, in values)
+    depth: int = 64  # nesting of mappings/sequences
+    nodes: int = 5_000  # graph nodes (across inlined subgraphs)
+    int_digits: int = 64  # digits of an integer literal
+    expression_chars: int = 2_000  # characters of a condition expression
+    expression_depth: int = 32  # nesting of a condition expression's syntax tree
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        d = cls()
+        return cls(
+            values=_env("STEPWISE_MAX_VALUES", d.values),
+            depth=_env("STEPWISE_MAX_DEPTH", d.depth),
+            nodes=_env("STEPWISE_MAX_NODES", d.nodes),
+            int_digits=_env("STEPWISE_MAX_INT_DIGITS", d.int_digits),
+            expression_chars=_env("STEPWISE_MAX_EXPRESSION_CHARS", d.expression_chars),
+            expression_depth=_env("STEPWISE_MAX_EXPRESSION_DEPTH", d.expression_depth),
+        )
+
+
+class LimitError(ValueError):
+    """A document or value is beyond an admission limit; the message names the limit and how to fix it."""
+
+
+_INT = re.compile(r"^[-+]?(0[xob])?[0-9_a-fA-F]+$")
+
+
+def check_yaml(text: str, limits: Limits | None = None) -> None:
+    """Measure a YAML (or JSON) document from its event stream; raise LimitError past any limit.
+
+    Malformed YAML is left to the real parser, which reports it with a line number."""
+    lim = limits or Limits.from_env()
+    sizes: dict[str, int] = {}  # anchor -> expanded size
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values so far)
+    total = 0
+
+    def add(count: int) -> None:
+        nonlocal total
+        total += count
+        if stack:
+            anchor, seen = stack[-1]
+            stack[-1] = (anchor, seen + count)
+        if total > lim.values:
+            raise LimitError(
+                f"the document expands to more than {lim.values} values (YAML aliases count at their expanded size)",
+            )
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                add(sizes.get(str(event.anchor), 1))
+            elif isinstance(event, yaml.ScalarEvent):
+                value = event.value
+                if event.implicit[0] and len(value) > lim.int_digits and _INT.match(value):
+                    raise LimitError(f"an integer has {len(value)} digits; at most {lim.int_digits} are accepted")
+                if event.anchor:
+                    sizes[str(event.anchor)] = 1
+                add(1)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                add(1)
+                stack.append((event.anchor, 1))
+                if len(stack) > lim.depth:
+                    raise LimitError(f"the document nests deeper than {lim.depth} levels; flatten it")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, seen = stack.pop()
+                if anchor:
+                    sizes[str(anchor)] = seen
+                if stack:  # the child's values were already added to the running total; carry them up
+                    parent, parent_seen = stack[-1]
+                    stack[-1] = (parent, parent_seen + seen - 1)
+    except yaml.YAMLError:
+        return
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+_LONG_INT = re.compile(r"(?<![\w.])-?\d{%d,}")
+
+
+def check_json(text: str, limits: Limits | None = None) -> Any:
+    """Parse a JSON body within the limits: nesting depth (a flat scan first, so ``json`` never recurses
+    too deep), integer size, and text that SQLite and UTF-8 can store (no lone surrogates)."""
+    lim = limits or Limits.from_env()
+    skeleton = _STRING.sub('""', text)
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(skeleton):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > lim.depth:
+            raise LimitError(f"the JSON body nests deeper than {lim.depth} levels; flatten it")
+    if re.search(_LONG_INT.pattern % (lim.int_digits + 1), skeleton):
+        raise LimitError(f"an integer has more than {lim.int_digits} digits; send big numbers as strings")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise LimitError(f"the body is not valid JSON: {exc}") from None
+    check_value(value, lim)
+    return value
+
+
+def check_value(value: Any, limits: Limits | None = None, what: str = "the input") -> None:
+    """A parsed value is storable: no lone surrogates (UTF-8 cannot encode them), no oversized ints,
+    within the depth limit. Iterative, so a deep value cannot overflow the stack here."""
+    lim = limits or Limits.from_env()
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if depth > lim.depth:
+            raise LimitError(f"{what} nests deeper than {lim.depth} levels; flatten it")
+        if seen > lim.values:
+            raise LimitError(f"{what} holds more than {lim.values} values")
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if item.bit_length() > lim.int_digits * 3.33:
+                raise LimitError(f"{what} holds an integer with more than {lim.int_digits} digits; send it as a string")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str):
+                    _check_text(key, what)
+                stack.append((sub, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((sub, depth + 1) for sub in item)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LimitError(f"{what} holds a lone surrogate (like \\ud800), which is not text; send valid Unicode") from None
+
+
+def check_expression(expression: str, limits: Limits | None = None) -> None:
+    """Bound a condition expression before ``ast.parse`` sees it (its parser recurses)."""
+    lim = limits or Limits.from_env()
+    if len(expression) > lim.expression_chars:
+        raise LimitError(f"the expression is {len(expression)} characters; at most {lim.expression_chars} are accepted")
+    depth = deepest = 0
+    for char in expression:
+        if char in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]":
+            depth -= 1
+    operators = len(re.findall(r"\bnot\b|-", expression))
+    if deepest > lim.expression_depth or operators > lim.expression_depth * 4:
+        raise LimitError(f"the expression nests deeper than {lim.expression_depth} levels; split the condition")
+
+
+def count_nodes(spec: Any, limits: Limits | None = None) -> None:
+    """Raise LimitError if a spec (with its inlined subgraphs) has more nodes than the limit."""
+    lim = limits or Limits.from_env()
+    total, stack = 0, [spec]
+    while stack:
+        current = stack.pop()
+        nodes = current.graph.nodes
+        total += len(nodes)
+        stack.extend(n.subgraph_spec for n in nodes.values() if getattr(n, "subgraph_spec", None) is not None)
+    if total > lim.nodes:
+        raise LimitError(f"the graph has {total} nodes; at most {lim.nodes} are accepted (STEPWISE_MAX_NODES)")
