@@ -50,9 +50,7 @@ def load_graph(*, yaml_text: str | None = None, graph: dict[str, Any] | None = N
             limits.check_yaml(yaml_text)  # aliases, depth and integer size bounded before any parser recurses
             data = yaml.safe_load(yaml_text)
         except limits.LimitError as exc:
-            raise GraphError(
-                [Problem(str(exc), "shrink or flatten the document (limits: graph/limits.py)")]
-            ) from None
+            raise GraphError([Problem(str(exc), "shrink or flatten the document (limits: graph/limits.py)")]) from None
         except yaml.YAMLError:
             data = None  # load_text reports the syntax error with its line
         text = yaml_text
