@@ -141,8 +141,18 @@ class NodeContext:
             return [BUILTINS[n][1] for n in names if n in BUILTINS]
         return list(registry.specs(names))
 
-    def run_tools(self, calls: list[ToolCall], *, prefix: str | None = None, timeouts: dict[str, float] | None = None) -> list[Any]:
-        """Execute tool calls (in parallel); each result is journalled under its idempotency key."""
+    def run_tools(
+        self,
+        calls: list[ToolCall],
+        *,
+        prefix: str | None = None,
+        timeouts: dict[str, float] | None = None,
+        allowed: list[str] | None = None,
+    ) -> list[Any]:
+        """Execute tool calls (in parallel); each result is journalled under its idempotency key.
+
+        Only the tools in ``allowed`` (default: this node's declared ``tools:``) may run; the executor refuses
+        any other name with a ``tool_denied`` event and a "denied" observation for the model."""
         make = getattr(self.services, "tool_executor", None)
         if make is None:
             from stepwise.tools.executor import ActionExecutor
@@ -151,7 +161,18 @@ class NodeContext:
             executor = ActionExecutor(ToolRegistry(), timeouts=timeouts)
         else:
             executor = make(timeouts or {})
-        return list(executor.run(calls, key_prefix=prefix or self.key, journal=self.journal, node=self.node, run_id=self.run_id))
+        declared = list(self.node_spec.tools) if allowed is None else list(allowed)
+        return list(
+            executor.run(
+                calls,
+                key_prefix=prefix or self.key,
+                journal=self.journal,
+                node=self.node,
+                run_id=self.run_id,
+                allowed=declared,
+                tenant=self.tenant,
+            )
+        )
 
 
 def _replayed(data: dict[str, Any]) -> ChatResponse:

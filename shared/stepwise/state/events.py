@@ -16,6 +16,10 @@ RUN_FAILED = "run_failed"
 LLM_CALL = "llm_call"
 TOOL_CALL = "tool_call"
 FORKED = "forked"
+#: Safety events (permissions, capability tokens, guardrails): journal entries, never state changes.
+TOOL_DENIED = "tool_denied"
+TOOL_GRANTED = "tool_granted"
+GUARDRAIL = "guardrail"
 
 #: Event kinds whose ``data["update"]`` is folded into the state.
 STATE_CHANGING = frozenset({RUN_STARTED, NODE_UPDATE})

@@ -4,20 +4,22 @@ observation for the agent ("error: ..."), never a crashed step.
 
 Each call carries an idempotency key ``{step key}|tool|{call id}``: it is sent to the tool (MCP ``_meta``)
 and journalled with the result, so a retried step reads the recorded result instead of calling again.
-``ToolPolicy`` is the seam for permissions, sandboxing and guardrails (a later issue): it can veto a call.
+A node may call only the tools it declares (``allowed``): that check lives here, in the executor, not in the
+prompt, so a model that names an undeclared tool gets a "denied" observation and the log a ``tool_denied``
+event. ``ToolPolicy`` is the further seam (RBAC, capability tokens, guardrails): it can veto a call too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepwise.llm.base import ToolCall
 from stepwise.runtime.journal import Journal
-from stepwise.state.events import TOOL_CALL
+from stepwise.state.events import TOOL_CALL, TOOL_DENIED
 from stepwise.tools.registry import ToolError, ToolRegistry, UnknownTool
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -31,6 +33,9 @@ class ToolInvocation:
     idempotency_key: str
     node: str = ""
     run_id: str = ""
+    tenant: str = ""
+    #: Filled by a policy that grants the call (a capability token); sent to the tool in ``_meta``.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class ToolPolicy(Protocol):
@@ -42,6 +47,22 @@ class ToolPolicy(Protocol):
 class AllowAll:
     def check(self, invocation: ToolInvocation) -> None:
         return None
+
+
+class ToolDenied(PermissionError):
+    """A refused call; ``rule`` names the check that refused it (for the ``tool_denied`` event)."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def undeclared(name: str, allowed: Collection[str], node: str) -> str | None:
+    """Why ``name`` may not be called by ``node`` declaring ``allowed`` (None when it may)."""
+    if name in allowed:
+        return None
+    declared = ", ".join(sorted(allowed)) or "none"
+    return f"tool {name!r} is not declared by node {node or '?'!r} (its tools: {declared}); add it to the node's tools: to allow it"
 
 
 @dataclass
@@ -56,6 +77,7 @@ class ToolOutcome:
     attempts: int = 1
     replayed: bool = False
     waits: list[float] = field(default_factory=list)
+    denied: str | None = None  # the rule that refused the call, if one did
 
     def message(self) -> dict[str, Any]:
         content = json.dumps(self.result, default=str) if self.ok else f"error: {self.error}"
@@ -73,6 +95,8 @@ class ToolOutcome:
         }
         if self.waits:
             data["waits"] = self.waits
+        if self.denied:
+            data["denied"] = self.denied
         return data
 
     @classmethod
@@ -88,6 +112,7 @@ class ToolOutcome:
             error=None if ok else str(data.get("result")),
             attempts=int(data.get("attempts", 1)),
             replayed=True,
+            denied=data.get("denied"),
         )
 
 
@@ -111,9 +136,20 @@ class ActionExecutor:
         self.policy = policy or AllowAll()
 
     def run(
-        self, calls: list[ToolCall], *, key_prefix: str, journal: Journal | None = None, node: str = "", run_id: str = ""
+        self,
+        calls: list[ToolCall],
+        *,
+        key_prefix: str,
+        journal: Journal | None = None,
+        node: str = "",
+        run_id: str = "",
+        allowed: Collection[str] | None = None,
+        tenant: str = "",
     ) -> list[ToolOutcome]:
-        """Execute ``calls`` (in parallel), reusing journalled results; results come back in call order."""
+        """Execute ``calls`` (in parallel), reusing journalled results; results come back in call order.
+
+        ``allowed`` is the calling node's declared tools: any other name is refused before the policy or the
+        tool sees it. ``None`` (no declaration known) is for direct library use only; steps always pass it."""
         outcomes: dict[int, ToolOutcome] = {}
         pending: list[tuple[int, ToolInvocation]] = []
         for i, call in enumerate(calls):
@@ -121,15 +157,30 @@ class ActionExecutor:
             found = journal.lookup(key) if journal is not None else None
             if found is not None:
                 outcomes[i] = ToolOutcome.from_event(found.data)
+                continue
+            inv = ToolInvocation(call.name, dict(call.arguments), call.id, key, node, run_id, tenant)
+            why = undeclared(call.name, allowed, node) if allowed is not None else None
+            if why is not None:
+                outcomes[i] = self._refuse(inv, ToolDenied(why, "declared_tools"), journal)
             else:
-                pending.append((i, ToolInvocation(call.name, dict(call.arguments), call.id, key, node, run_id)))
+                pending.append((i, inv))
         if pending:
             done = self.registry.run(self._all([inv for _, inv in pending]))
-            for (i, _), outcome in zip(pending, done, strict=True):
+            for (i, inv), outcome in zip(pending, done, strict=True):
+                if outcome.denied and journal is not None:
+                    journal.record(TOOL_DENIED, f"{inv.idempotency_key}|denied", _denial(inv, outcome.denied, outcome.error))
                 if journal is not None:
                     journal.record(TOOL_CALL, outcome.idempotency_key, outcome.event_data())
                 outcomes[i] = outcome
         return [outcomes[i] for i in range(len(calls))]
+
+    def _refuse(self, inv: ToolInvocation, exc: ToolDenied, journal: Journal | None) -> ToolOutcome:
+        outcome = ToolOutcome(inv.call_id, inv.name, inv.arguments, inv.idempotency_key, ok=False, attempts=0)
+        outcome.error, outcome.denied = f"denied: {exc}", exc.rule
+        if journal is not None:
+            journal.record(TOOL_DENIED, f"{inv.idempotency_key}|denied", _denial(inv, exc.rule, outcome.error))
+            journal.record(TOOL_CALL, inv.idempotency_key, outcome.event_data())
+        return outcome
 
     async def _all(self, invocations: list[ToolInvocation]) -> list[ToolOutcome]:
         return list(await asyncio.gather(*(self._one(inv) for inv in invocations)))
@@ -140,13 +191,15 @@ class ActionExecutor:
             self.policy.check(inv)
         except PermissionError as exc:
             outcome.error = f"denied: {exc}"
+            outcome.denied = getattr(exc, "rule", None) or "policy"
             return outcome
         timeout = self.timeouts.get(inv.name, self.default_timeout)
         for attempt in range(self.retries + 1):
             outcome.attempts = attempt + 1
             try:
+                extra = {"meta": inv.meta} if inv.meta else {}
                 outcome.result = await asyncio.wait_for(
-                    self.registry.acall(inv.name, inv.arguments, idempotency_key=inv.idempotency_key, timeout=timeout), timeout
+                    self.registry.acall(inv.name, inv.arguments, idempotency_key=inv.idempotency_key, timeout=timeout, **extra), timeout
                 )
                 outcome.ok, outcome.error = True, None
                 return outcome
@@ -163,3 +216,9 @@ class ActionExecutor:
                 await self.sleep(wait)
         outcome.error = f"{outcome.error} (after {outcome.attempts} attempts)"
         return outcome
+
+
+def _denial(inv: ToolInvocation, rule: str, reason: str | None) -> dict[str, Any]:
+    """The ``tool_denied`` event: which tool, who asked, the rule that refused it and why (arguments omitted:
+    they may hold what the refusal was protecting)."""
+    return {"tool": inv.name, "call_id": inv.call_id, "node": inv.node, "tenant": inv.tenant, "rule": rule, "reason": reason}

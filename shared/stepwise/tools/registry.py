@@ -240,13 +240,24 @@ class ToolRegistry:
             out.append(spec)
         return out
 
-    async def acall(self, name: str, arguments: dict[str, Any], *, idempotency_key: str, timeout: float | None = None) -> Any:
-        """Call a tool; the idempotency key travels in the request's ``_meta`` so servers can dedupe."""
+    async def acall(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        idempotency_key: str,
+        timeout: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Call a tool; the idempotency key (and any capability token in ``meta``) travels in the request's
+        ``_meta`` so servers can dedupe and verify."""
         from stepwise.tools.server import IDEMPOTENCY_META
 
         server, tool = self.split(name)
         conn = await self.connection(server)
-        result = await conn.client.call_tool(tool, arguments, read_timeout_seconds=timeout, meta={IDEMPOTENCY_META: idempotency_key})
+        result = await conn.client.call_tool(
+            tool, arguments, read_timeout_seconds=timeout, meta={**(meta or {}), IDEMPOTENCY_META: idempotency_key}
+        )
         text = "".join(getattr(c, "text", "") for c in result.content or [])
         if result.is_error:
             raise ToolError(text or f"tool {name} failed")
