@@ -28,6 +28,26 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 MAX_FETCH_BYTES = 200_000
 
 
+MAX_RESULT_BITS = 10_000  # about 3,000 decimal digits
+
+
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse an integer result over MAX_RESULT_BITS before computing it: the exponent bound alone let
+    ``(((9**99)**99)**99)**99`` run for minutes (floats overflow by themselves, quickly)."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return
+    if isinstance(op, ast.Pow) and right > 0:
+        bits = max(left.bit_length(), 1) * right
+    elif isinstance(op, ast.Mult):
+        bits = left.bit_length() + right.bit_length()
+    else:
+        return
+    if bits > MAX_RESULT_BITS:
+        raise ValueError(
+            f"the result would have about {int(bits * 0.30103)} digits; the calculator stops at {int(MAX_RESULT_BITS * 0.30103)}"
+        )
+
+
 def calculator(expression: str) -> float | int:
     """Evaluate arithmetic (+ - * / // % ** and parentheses) by walking its syntax tree; never eval."""
 
@@ -38,6 +58,7 @@ def calculator(expression: str) -> float | int:
             left, right = walk(node.left), walk(node.right)
             if isinstance(node.op, ast.Pow) and abs(right) > 100:
                 raise ValueError("exponent too large")
+            _check_size(node.op, left, right)
             return _BINARY[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             value = walk(node.operand)
@@ -112,10 +133,19 @@ async def http_fetch(url: str, allowlist: list[str], timeout: float = 10.0) -> d
 
     if not allowed(url, allowlist):
         raise PermissionError(f"{url!r} is not on the HTTP allowlist (STEPWISE_HTTP_ALLOWLIST); add its host to allow it")
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-        resp = await client.get(url)
-    body = resp.content[:MAX_FETCH_BYTES].decode(resp.encoding or "utf-8", errors="replace")
+    chunks: list[bytes] = []
+    size = 0
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as resp:
+        async for chunk in resp.aiter_raw():  # stream, and stop reading at the cap: a 50 MB body is never downloaded
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_FETCH_BYTES:
+                break
+    raw = b"".join(chunks)
+    body = raw[:MAX_FETCH_BYTES].decode(resp.encoding or "utf-8", errors="replace")
     out: dict[str, Any] = {"status": resp.status_code, "content_type": resp.headers.get("content-type", ""), "body": body}
+    if size >= MAX_FETCH_BYTES:
+        out["truncated"] = True
     if resp.is_redirect:
         out["location"] = resp.headers.get("location", "")
     return out

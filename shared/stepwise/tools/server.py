@@ -15,7 +15,7 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from stepwise.tools import builtin
+from stepwise.tools import builtin, limits
 
 IDEMPOTENCY_META = "stepwise/idempotency_key"
 
@@ -25,7 +25,7 @@ def _reported() -> Iterator[None]:
     """Anticipated failures (bad input, a refused URL) reach the agent with their message; MCP hides other errors."""
     try:
         yield
-    except (ValueError, TypeError, PermissionError, LookupError) as exc:
+    except (ValueError, TypeError, PermissionError, LookupError, limits.ToolLimitError) as exc:
         raise ToolError(str(exc)) from exc
 
 
@@ -34,9 +34,9 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
     server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools", log_level="WARNING")
 
     @server.tool(description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses)")
-    def calculator(expression: str) -> int | float:
-        with _reported():
-            return builtin.calculator(expression)
+    async def calculator(expression: str) -> int | float:
+        with _reported():  # CPU-bound: a child process with a wall and CPU budget (tools/limits.py)
+            return await limits.arun_bounded("calculator", {"expression": expression})  # type: ignore[no-any-return]
 
     @server.tool(description="The current time in ISO 8601, in an IANA timezone (default UTC)")
     def current_time(timezone: str = "UTC") -> str:
@@ -47,14 +47,14 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
         description="Select a value from JSON data with a path ($.a.b[0]) or reshape it with a template "
         "whose keys ending in .$ are paths ({'name.$': '$.user.name'})"
     )
-    def json_transform(data: Any, template: dict[str, Any] | None = None, path: str | None = None) -> Any:
+    async def json_transform(data: Any, template: dict[str, Any] | None = None, path: str | None = None) -> Any:
         with _reported():
-            return builtin.json_transform(data, template, path)
+            return await limits.arun_bounded("json_transform", {"data": data, "template": template, "path": path})
 
     @server.tool(description="HTTP GET a URL on the allowlist; returns status, content_type and body (first 200 kB)")
     async def http_fetch(url: str) -> dict[str, Any]:
         with _reported():
-            return await builtin.http_fetch(url, hosts)
+            return await limits.within_wall(builtin.http_fetch(url, hosts), "http_fetch")
 
     @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
     def echo(text: str, ctx: Context) -> dict[str, Any]:
