@@ -217,3 +217,13 @@ def test_human_in_a_branch_runs_the_same_on_moto(local: Stepwise, moto: MotoEngi
     theirs = moto.finish(started.run_id)
     assert mine.status == "succeeded"
     assert_same_run(local, mine, moto, theirs)
+
+
+def test_seed_parallel_form_in_a_loop_runs_the_same_on_moto(local: Stepwise, moto: MotoEngine) -> None:
+    from tests.support.graphs import SEED_PARALLEL_LOOP, SEED_PARALLEL_LOOP_TRAIL
+
+    spec = load_text(SEED_PARALLEL_LOOP)
+    mine = local.run(spec, {})
+    theirs = moto.finish(moto.client.run(spec, {}).run_id)
+    assert mine.status == "succeeded" and mine.state["trail"] == SEED_PARALLEL_LOOP_TRAIL
+    assert_same_run(local, mine, moto, theirs)

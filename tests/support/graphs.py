@@ -41,3 +41,30 @@ graph:
     - {from: [a, ask], to: join}
   entry: split
 """
+
+# The seed's own parallel form, inside a bounded cycle: parallel_nodes lists the branch names, and the
+# fan-out and fan-in are edges with a list on one side.
+SEED_PARALLEL_LOOP = """
+name: seed-parallel-loop
+state: {trail: append}
+graph:
+  nodes:
+    split:  {fn: "statemachines.examples.nodes:tick"}
+    task_a: {fn: "statemachines.examples.nodes:mark"}
+    task_b: {fn: "statemachines.examples.nodes:mark"}
+    task_c: {fn: "statemachines.examples.nodes:mark"}
+    join:   {fn: "statemachines.examples.nodes:mark"}
+  parallel_nodes: [task_a, task_b, task_c]
+  edges:
+    - {from: split, to: [task_a, task_b, task_c]}
+    - {from: [task_a, task_b, task_c], to: join}
+  conditional_edges:
+    - from: join
+      conditions:
+        - {if: "state.round < 3", then: split}
+        - {else: __end__}
+  entry: split
+  max_iterations: 3
+"""
+
+SEED_PARALLEL_LOOP_TRAIL = ["tick", "task_a", "task_b", "task_c", "join"] * 3

@@ -329,7 +329,7 @@ def test_synthesizer_quality_check_sends_work_back_with_feedback() -> None:
 
 def test_budget_exceeded_stops_the_run_with_a_clear_error() -> None:
     model = Model("4", usage=Usage(input_tokens=400_000, output_tokens=100_000))  # $0.12 per call on gpt-4o-mini
-    spec = load_text(FUSED.replace("loop: fused, max_iterations: 4", "loop: graph"))
+    spec = load_text(FUSED.replace("loop: fused, max_iterations: 4", "max_iterations: 1"))
     client = client_with({"openai:gpt-4o-mini": model}, run_budget_usd=0.1)
     first = client.run(spec, QUESTION)
     assert first.status == "succeeded"
@@ -337,7 +337,7 @@ def test_budget_exceeded_stops_the_run_with_a_clear_error() -> None:
     assert events_[0].data["cost_usd"] == pytest.approx(0.12)
     # the same run spending again would go over: simulate a second call in the same run by a two-agent graph
     two = load_text(
-        FUSED.replace("loop: fused, max_iterations: 4", "loop: graph").replace(
+        FUSED.replace("loop: fused, max_iterations: 4", "max_iterations: 1").replace(
             "  entry: agent",
             """    again:
       kind: agent

@@ -192,3 +192,169 @@ graph:
     assert "node 'think'" in message
     assert "unknown config key `max_iteration`" in message and "max_iterations" in message
     assert "config.loop:" in message and "'graph' or 'fused'" in message
+
+
+# -- the seed's parallel form -------------------------------------------------------------------------
+SEED_PARALLEL = """
+name: seed-parallel
+state: {findings: merge, trail: append}
+graph:
+  nodes:
+    split:  {fn: "statemachines.examples.nodes:split"}
+    task_a: {fn: "statemachines.examples.nodes:search_web"}
+    task_b: {fn: "statemachines.examples.nodes:search_docs"}
+    task_c: {fn: "statemachines.examples.nodes:search_code"}
+    join:   {fn: "statemachines.examples.nodes:merge_results"}
+  edges:
+    - {from: split, to: [task_a, task_b, task_c]}
+    - {from: [task_a, task_b, task_c], to: join}
+  parallel_nodes: [task_a, task_b, task_c]
+  entry: split
+"""
+
+LIST_OF_EDGES = """
+name: seed-parallel
+state: {findings: merge, trail: append}
+graph:
+  nodes:
+    split:  {fn: "statemachines.examples.nodes:split"}
+    task_a: {fn: "statemachines.examples.nodes:search_web"}
+    task_b: {fn: "statemachines.examples.nodes:search_docs"}
+    task_c: {fn: "statemachines.examples.nodes:search_code"}
+    join:   {fn: "statemachines.examples.nodes:merge_results"}
+  parallel_nodes:
+    - {from: split, to: [task_a, task_b, task_c]}
+    - {from: [task_a, task_b, task_c], to: join}
+  entry: split
+"""
+
+
+def test_seed_parallel_form_is_the_list_of_edges_form():
+    seed, edges = load_text(SEED_PARALLEL), load_text(LIST_OF_EDGES)
+    assert seed.canonical() == edges.canonical() and seed.ref == edges.ref  # one graph, one version id
+    assert [(p.source, p.target) for p in seed.graph.parallel_nodes] == [
+        ("split", ["task_a", "task_b", "task_c"]),
+        (["task_a", "task_b", "task_c"], "join"),
+    ]
+
+
+def test_seed_parallel_form_runs():
+    from stepwise.client import Stepwise
+
+    result = Stepwise.in_memory().run(load_text(SEED_PARALLEL), {"query": "q"})
+    assert result.status == "succeeded", result.error
+    assert result.state["trail"] == ["split", "search_web", "search_docs", "search_code", "merge_results"]
+    assert result.state["report"] == "code: 5 code references to q; docs: 2 internal docs about q; web: 3 articles about q"
+
+
+def test_seed_parallel_form_runs_inside_a_bounded_cycle():
+    from tests.support.graphs import SEED_PARALLEL_LOOP, SEED_PARALLEL_LOOP_TRAIL
+
+    from stepwise.client import Stepwise
+
+    client = Stepwise.in_memory()
+    result = client.run(load_text(SEED_PARALLEL_LOOP), {})
+    assert result.status == "succeeded", result.error
+    assert result.state["trail"] == SEED_PARALLEL_LOOP_TRAIL and result.state["round"] == 3
+    # the same graph with a lower bound stops at the bound, naming it
+    over = client.run(load_text(SEED_PARALLEL_LOOP.replace("max_iterations: 3", "max_iterations: 2")), {})
+    assert over.status == "failed" and "max_iterations=2" in str(over.error)
+
+
+def test_parallel_nodes_names_group_plain_edges():
+    text = SEED_PARALLEL.replace(
+        "    - {from: split, to: [task_a, task_b, task_c]}\n    - {from: [task_a, task_b, task_c], to: join}\n",
+        "".join(f"    - {{from: split, to: {t}}}\n    - {{from: {t}, to: join}}\n" for t in ("task_a", "task_b", "task_c")),
+    )
+    assert load_text(text).canonical() == load_text(LIST_OF_EDGES).canonical()
+
+
+def test_parallel_nodes_names_must_be_started_by_a_fan_out():
+    message = _error(SEED_PARALLEL.replace("    - {from: split, to: [task_a, task_b, task_c]}\n", "    - {from: split, to: task_a}\n"))
+    assert "g.yaml:14: node 'task_b': 'task_b' is listed in parallel_nodes but no fan-out starts it" in message
+    assert "`- {from: SPLIT, to: [task_a, task_b, task_c]}`" in message
+    message = _error(SEED_PARALLEL.replace("parallel_nodes: [task_a, task_b, task_c]", "parallel_nodes: [task_a, task_b, tsak_c]"))
+    assert "parallel_nodes names unknown node 'tsak_c'" in message and "did you mean 'task_c'?" in message
+
+
+# -- file:line and root causes --------------------------------------------------------------------------
+def test_validation_problems_name_their_line():
+    message = _error(GOOD.replace("then: handle_billing", "then: handle_biling"))
+    assert message.startswith("g.yaml:12: node 'evaluate': a condition points to unknown node 'handle_biling'")
+    message = _error(GOOD.replace('{kind: function, fn: "statemachines.examples.nodes:default"}', "{kind: function}"))
+    assert message.startswith("g.yaml:8: node 'default': function node has no `fn`")
+    assert _error(GOOD.replace("entry: evaluate", "entry: evaluat")).startswith("g.yaml:14: entry 'evaluat' is not a node")
+    assert _error(GOOD.replace("kind: function, fn", "kind: function, fun: x, fn")).startswith("g.yaml:6: node 'evaluate': unknown key")
+    # the short form's paths are the file's, not the normalised ones
+    short = "name: s\nmodule: statemachines.examples.nodes\nnodes: [fetch, clean]\nedges:\n  - {from: fetch, to: clena}\n"
+    assert _error(short).startswith("g.yaml:5: node 'fetch': an edge points to unknown node 'clena'")
+
+
+def test_line_numbers_from_a_file(tmp_path: Path):
+    path = tmp_path / "flow.yaml"
+    path.write_text(SEED_PARALLEL.replace("to: join}", "to: jion}"))
+    with pytest.raises(GraphError) as info:
+        load_file(path)
+    assert str(info.value).startswith(f"{path}:13: a parallel edge points to unknown node 'jion'. Fix: did you mean 'join'?")
+
+
+def test_one_bad_edge_name_is_one_error():
+    text = """
+name: chain
+graph:
+  nodes:
+    a: {fn: "m:a"}
+    b: {fn: "m:b"}
+    c: {fn: "m:c"}
+    d: {fn: "m:d"}
+    e: {fn: "m:e"}
+  edges:
+    - {from: a, to: bb}
+    - {from: b, to: c}
+    - {from: c, to: d}
+    - {from: d, to: e}
+  entry: a
+"""
+    with pytest.raises(GraphError) as info:
+        load_text(text, source="g.yaml")
+    assert len(info.value.problems) == 1
+    assert str(info.value) == (
+        "g.yaml:11: node 'a': an edge points to unknown node 'bb'. Fix: did you mean 'b'? Otherwise define node 'bb' (nodes: a, b, c, d, e)"
+    )
+
+
+def test_an_orphaned_chain_is_one_problem_at_its_head():
+    text = GOOD.replace(
+        "    default:",
+        '    orphan: {fn: "statemachines.examples.nodes:default"}\n'
+        '    orphan2: {fn: "statemachines.examples.nodes:default"}\n'
+        "    default:",
+    ).replace("  entry: evaluate", "  edges:\n    - {from: orphan, to: orphan2}\n  entry: evaluate")
+    with pytest.raises(GraphError) as info:
+        load_text(text)
+    assert [(p.node, p.message) for p in info.value.problems] == [
+        ("orphan", "node is unreachable from the entry (and so are orphan2, which only it leads to)")
+    ]
+
+
+# -- did you mean ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("node", "suggested"),
+    [
+        ("max_iteration: 3", "graph.nodes.think.max_iterations"),  # a typo
+        ("reflect: true", "graph.nodes.think.config.reflect"),  # a config key written on the node
+        ("config: {max_iters: 3}", "graph.nodes.think.config.max_iterations"),  # a typo under config
+        ("config: {tools: [calculator]}", "graph.nodes.think.tools"),  # a node key written under config
+        ("retry: {max_attempt: 2}", "graph.nodes.think.retry.max_attempts"),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_valid_path(node: str, suggested: str):
+    message = _error(f"name: a\ngraph:\n  nodes:\n    think: {{kind: agent, {node}}}\n  entry: think\n")
+    assert f"did you mean `{suggested}`?" in message and message.startswith("g.yaml:4: node 'think': unknown")
+
+
+def test_a_graph_key_at_the_top_suggests_its_place():
+    message = _error(GOOD.replace("name: support-router", "name: support-router\nmax_iterations: 5"))
+    assert message.startswith("g.yaml:3: unknown key `max_iterations`") and "did you mean `graph.max_iterations`?" in message
+    message = _error(GOOD.replace("        - {else: default}", "        - {els: default}"))
+    assert "did you mean `graph.conditional_edges.0.conditions.1.else`?" in message

@@ -158,3 +158,20 @@ def _get(container: Any, key: Any) -> Any:
     if isinstance(container, list | tuple | str) and isinstance(key, int):
         return container[key] if -len(container) <= key < len(container) else None
     return None
+
+
+def state_keys(expression: str) -> set[str]:
+    """The top-level state keys an expression reads (``state.decision``, ``state['x'][0]`` → decision, x)."""
+    found: set[str] = set()
+    for node in ast.walk(parse(expression)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "state":
+            found.add(node.attr)
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "state"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            found.add(node.slice.value)
+    return found

@@ -11,6 +11,7 @@ class Problem:
     fix: str
     node: str | None = None
     line: int | None = None
+    at: tuple[str | int, ...] | None = None  # where in the document (graph.edges.3), for the loader to find the line
 
     def render(self, source: str | None) -> str:
         where = source or "<graph>"

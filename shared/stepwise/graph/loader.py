@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError, Problem
+from stepwise.graph.keys import nearest_key_path, nearest_name
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
 from stepwise.llm.scripted import load_script
@@ -56,18 +58,76 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
         ) from None
     if not isinstance(data, dict):
         raise GraphError([Problem("the document is not a mapping", "start the file with `name:` and `graph:` keys")], source)
-    spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd())
+    origin: Origin = {}
     try:
-        limits.count_nodes(spec)
-    except limits.LimitError as exc:
-        raise GraphError([Problem(str(exc), "split the graph into registered subgraphs")], source) from None
-    validate(spec, check_imports=check_imports)
+        spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd(), origin=origin)
+        try:
+            limits.count_nodes(spec)
+        except limits.LimitError as exc:
+            raise GraphError([Problem(str(exc), "split the graph into registered subgraphs")], source) from None
+        validate(spec, check_imports=check_imports)
+    except GraphError as exc:
+        if exc.source != source:  # a subgraph file's own problems already name their file and lines
+            raise
+        raise GraphError(_with_lines(exc.problems, _line_index(text), origin), source) from None
     return spec
 
 
-def parse_dict(data: dict[str, Any], *, source: str | None = None, base_dir: Path | None = None) -> GraphSpec:
+# -- positions ----------------------------------------------------------------------------------------
+Key = tuple[str | int, ...]
+Origin = dict[Key, Key]  # normalised path prefix -> where it was written in the file
+
+
+def _line_index(text: str) -> dict[Key, int]:
+    """1-based line of every mapping key and sequence item in the document, by path."""
+    lines: dict[Key, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    todo: list[tuple[Key, yaml.Node]] = [((), root)] if root is not None else []
+    while todo:
+        path, node = todo.pop()
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value in node.value:
+                child = (*path, str(key_node.value))
+                lines[child] = key_node.start_mark.line + 1
+                todo.append((child, value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                child = (*path, index)
+                lines[child] = value.start_mark.line + 1
+                todo.append((child, value))
+    return lines
+
+
+def _source_path(path: Key, origin: Origin) -> Key:
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in origin:
+            return origin[path[:cut]] + path[cut:]
+    return path
+
+
+def _with_lines(problems: list[Problem], lines: dict[Key, int], origin: Origin) -> list[Problem]:
+    """Give each problem the line of the nearest enclosing key it names (the item, else its node)."""
+    out = []
+    for problem in problems:
+        path = problem.at or (("graph", "nodes", problem.node) if problem.node else None)
+        if problem.line is None and path is not None:
+            where = _source_path(tuple(path), origin)
+            for cut in range(len(where), 0, -1):
+                if where[:cut] in lines:
+                    problem = replace(problem, line=lines[where[:cut]])
+                    break
+        out.append(problem)
+    return out
+
+
+# -- normalisation ----------------------------------------------------------------------------------
+def parse_dict(data: dict[str, Any], *, source: str | None = None, base_dir: Path | None = None, origin: Origin | None = None) -> GraphSpec:
     """Normalise the seed's forms into the long form, then validate types with pydantic."""
-    data = _normalise(dict(data), source)
+    origin = {} if origin is None else origin
+    data = _normalise(dict(data), source, origin)
     try:
         spec = GraphSpec.model_validate(data)
     except ValidationError as exc:
@@ -77,13 +137,20 @@ def parse_dict(data: dict[str, Any], *, source: str | None = None, base_dir: Pat
     return spec
 
 
-def _normalise(data: dict[str, Any], source: str | None) -> dict[str, Any]:
+GRAPH_KEYS = ("nodes", "edges", "conditional_edges", "parallel_nodes", "entry", "max_iterations")
+
+
+def _normalise(data: dict[str, Any], source: str | None, origin: Origin) -> dict[str, Any]:
     graph = data.get("graph")
+    base: Key = ("graph",)
     if graph is None and "nodes" in data:  # seed short form at top level
-        graph = {k: data.pop(k) for k in ("nodes", "edges", "conditional_edges", "parallel_nodes", "entry", "max_iterations") if k in data}
+        graph = {k: data.pop(k) for k in GRAPH_KEYS if k in data}
         data["graph"] = graph
+        base = ()
+        origin[("graph",)] = ()
     if not isinstance(graph, dict):
         raise GraphError([Problem("missing `graph:` section", "add `graph:` with `nodes:`, `edges:` and `entry:`")], source)
+    graph = data["graph"] = dict(graph)
     module = data.pop("module", None) or graph.pop("module", None)
     nodes = graph.get("nodes")
     if isinstance(nodes, list):  # short form: nodes: [step1, step2] with module: pkg.mod
@@ -93,8 +160,10 @@ def _normalise(data: dict[str, Any], source: str | None) -> dict[str, Any]:
                 source,
             )
         graph["nodes"] = {str(n): {"kind": "function", "fn": f"{module}:{n}"} for n in nodes}
+        origin.update({("graph", "nodes", str(n)): (*base, "nodes", i) for i, n in enumerate(nodes)})
         if not graph.get("edges") and not graph.get("conditional_edges") and not graph.get("parallel_nodes"):
             graph["edges"] = [{"from": a, "to": b} for a, b in pairwise(nodes)]
+            origin.update({("graph", "edges", i): (*base, "nodes", i + 1) for i in range(len(nodes) - 1)})
         graph.setdefault("entry", str(nodes[0]) if nodes else None)
     elif isinstance(nodes, dict) and module:
         for name, node in nodes.items():
@@ -102,29 +171,115 @@ def _normalise(data: dict[str, Any], source: str | None) -> dict[str, Any]:
                 node["fn"] = f"{module}:{name}"
     problems: list[Problem] = []
     for key in ("edges", "parallel_nodes"):
-        for item in graph.get(key) or []:
+        for i, item in enumerate(graph.get(key) or []):
             if isinstance(item, dict) and "to" not in item and isinstance(item.get("from"), str) and ", to:" in item["from"]:
                 a, b = (s.strip() for s in item["from"].split(", to:", 1))
                 problems.append(
                     Problem(
                         f"edge `- from: {a}, to: {b}` is the seed's shorthand, which YAML reads as one string",
                         f"write it as a flow mapping: `- {{from: {a}, to: {b}}}`",
+                        at=(*base, key, i),
                     )
                 )
     if problems:
         raise GraphError(problems, source)
+    _parallel_form(graph, base, source, origin)
     return data
 
 
+def _parallel_form(graph: dict[str, Any], base: Key, source: str | None, origin: Origin) -> None:
+    """The seed's parallel form, rewritten as fan-out/fan-in items of ``parallel_nodes``:
+
+    - ``edges`` items with a list on one side (``{from: split, to: [a, b]}``, ``{from: [a, b], to: join}``);
+    - ``parallel_nodes: [a, b]`` as a list of node *names*, which declares that those nodes run together. Plain
+      edges from one node to several of them (or from several of them into one node) become the fan-out
+      (fan-in); every declared name must end up as a branch of some fan-out.
+    """
+    edges, parallel = graph.get("edges") or [], graph.get("parallel_nodes") or []
+    if not isinstance(edges, list) or not isinstance(parallel, list):
+        return
+    if not all(isinstance(i, dict) for i in edges) or not all(isinstance(i, dict | str) for i in parallel):
+        return
+    declared = [p for p in parallel if isinstance(p, str)]
+    plain: list[tuple[Key, dict[str, Any]]] = []
+    fan: list[tuple[Key, dict[str, Any]]] = [((*base, "parallel_nodes", i), p) for i, p in enumerate(parallel) if isinstance(p, dict)]
+    for i, item in enumerate(edges):
+        ends = [item.get("from"), item.get("to")]
+        if any(isinstance(e, list) and len(e) == 1 for e in ends):  # a one-element list is a plain edge
+            item = {**item, **{k: v[0] for k, v in item.items() if k in ("from", "to") and isinstance(v, list) and len(v) == 1}}
+            ends = [item.get("from"), item.get("to")]
+        (fan if any(isinstance(e, list) for e in ends) else plain).append(((*base, "edges", i), item))
+    if declared:
+        group = set(declared)
+        outs: dict[str, list[tuple[Key, dict[str, Any]]]] = {}
+        ins: dict[str, list[tuple[Key, dict[str, Any]]]] = {}
+        for where, item in plain:
+            if isinstance(item.get("to"), str) and item["to"] in group:
+                outs.setdefault(str(item.get("from")), []).append((where, item))
+            if isinstance(item.get("from"), str) and item["from"] in group:
+                ins.setdefault(str(item.get("to")), []).append((where, item))
+        grouped: set[Key] = set()
+        for source_node, items in outs.items():
+            if len(items) > 1:
+                fan.append((items[0][0], {"from": source_node, "to": [i["to"] for _, i in items]}))
+                grouped.update(w for w, _ in items)
+        for target, items in ins.items():
+            if len(items) > 1:
+                fan.append((items[0][0], {"from": [i["from"] for _, i in items], "to": target}))
+                grouped.update(w for w, _ in items)
+        plain = [(w, i) for w, i in plain if w not in grouped]
+        _check_declared(declared, graph, fan, base, source)
+    if not declared and len(fan) == sum(isinstance(p, dict) for p in parallel):
+        return  # nothing to rewrite: leave the document as written (and its paths as they are)
+    graph["edges"] = [item for _, item in plain]
+    graph["parallel_nodes"] = [item for _, item in fan]
+    origin.update({("graph", "edges", i): where for i, (where, _) in enumerate(plain)})
+    origin.update({("graph", "parallel_nodes", i): where for i, (where, _) in enumerate(fan)})
+
+
+def _check_declared(
+    declared: list[str], graph: dict[str, Any], fan: list[tuple[Key, dict[str, Any]]], base: Key, source: str | None
+) -> None:
+    found = graph.get("nodes")
+    nodes: dict[str, Any] = found if isinstance(found, dict) else {}
+    branches = {t for _, item in fan if isinstance(item.get("to"), list) for t in item["to"]}
+    problems = []
+    for i, name in enumerate(declared):
+        at = (*base, "parallel_nodes", i)
+        if name not in nodes:
+            guess = nearest_name(name, nodes)
+            hint = f"did you mean {guess!r}? " if guess else ""
+            problems.append(Problem(f"parallel_nodes names unknown node {name!r}", f"{hint}list only defined nodes", at=at))
+        elif name not in branches:
+            listed = ", ".join(declared)
+            problems.append(
+                Problem(
+                    f"{name!r} is listed in parallel_nodes but no fan-out starts it",
+                    f"add the fan-out edge `- {{from: SPLIT, to: [{listed}]}}` and the fan-in `- {{from: [{listed}], to: JOIN}}`",
+                    node=name,
+                    at=at,
+                )
+            )
+    if problems:
+        raise GraphError(problems, source)
+
+
 def _problem_from_pydantic(err: Any) -> Problem:
-    loc = [str(p) for p in err["loc"]]
-    node = loc[2] if len(loc) > 2 and loc[:2] == ["graph", "nodes"] else None
-    where = ".".join(loc)
+    loc = tuple(err["loc"])
+    names = [str(p) for p in loc]
+    node = names[2] if len(names) > 2 and names[:2] == ["graph", "nodes"] else None
+    where = ".".join(names)
     if err["type"] == "extra_forbidden":
-        return Problem(f"unknown key `{loc[-1]}` at {where}", "remove it or check its spelling against docs/graph-language.md", node=node)
+        guess = nearest_key_path(loc)
+        fix = (
+            f"did you mean `{guess}`? (docs/graph-language.md)"
+            if guess
+            else "remove it or check its spelling against docs/graph-language.md"
+        )
+        return Problem(f"unknown key `{names[-1]}` at {where}", fix, node=node, at=loc)
     if err["type"] == "missing":
-        return Problem(f"missing required key `{loc[-1]}` at {where}", f"add `{loc[-1]}:`", node=node)
-    return Problem(f"{where}: {err['msg']}", "see docs/graph-language.md for the expected form", node=node)
+        return Problem(f"missing required key `{names[-1]}` at {where}", f"add `{names[-1]}:`", node=node, at=loc[:-1])
+    return Problem(f"{where}: {err['msg']}", "see docs/graph-language.md for the expected form", node=node, at=loc)
 
 
 def _load_subgraphs(spec: GraphSpec, base_dir: Path) -> None:

@@ -48,6 +48,24 @@ class AgentConfig(BaseModel):
     min_quality: float = Field(default=0.8, ge=0, le=1)
 
 
+AnswerType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
+
+
+class AnswerField(_Strict):
+    """One key of a human node's answer (``input: {decision: {enum: [yes, no]}}``), checked on resume."""
+
+    type: AnswerType = "any"
+    enum: list[Any] | None = None
+    required: bool = True
+    description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``decision: string`` is short for ``decision: {type: string}``."""
+        return {"type": value} if isinstance(value, str) else value
+
+
 class NodeSpec(_Strict):
     kind: NodeKind = "function"
     fn: str | None = None
@@ -62,6 +80,8 @@ class NodeSpec(_Strict):
     writes: list[str] = Field(default_factory=list)
     max_concurrency: int = Field(0, ge=0)
     retry: RetrySpec | None = None
+    max_iterations: int | None = Field(default=None, ge=1, le=200)  # agent: same as config.max_iterations
+    input: dict[str, AnswerField] | None = None  # human: the answer's schema, checked by resume
     config: dict[str, Any] = Field(default_factory=dict)
     subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from stepwise.graph.spec import END, Condition, GraphSpec
 
 END_ALIASES = frozenset({END, "END", "end"})
+TOOL_RUNNER = "stepwise.tools.react:run_tool_calls"
 
 
 def is_end(target: str) -> bool:
@@ -131,3 +132,15 @@ def cyclic_nodes(topo: Topology, nodes: list[str]) -> set[str]:
         if len(comp) > 1 or comp[0] in topo.successors(comp[0]):
             out.update(comp)
     return out
+
+
+def routes_to_tools(spec: GraphSpec, node: str) -> bool:
+    """Whether an agent's tool calls have a node to run them: a plain or conditional edge leads to the built-in
+    ``act`` function, or a condition on ``tool_calls`` picks the next node. Without one, an agent with
+    ``tools:`` runs its own ReAct loop (see runtime/agents.py)."""
+    topo = topology(spec)
+    nodes = spec.graph.nodes
+    targets = list(topo.edges.get(node, [])) + [c.target for c in topo.conditions.get(node, [])]
+    if any(c.when is not None and "tool_calls" in c.when and not is_end(c.target) for c in topo.conditions.get(node, [])):
+        return True
+    return any(t in nodes and nodes[t].kind == "function" and nodes[t].fn == TOOL_RUNNER for t in targets)

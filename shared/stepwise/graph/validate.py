@@ -3,69 +3,71 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
 
 from stepwise.graph.conditions import ConditionError, parse
 from stepwise.graph.errors import GraphError, Problem
-from stepwise.graph.spec import AgentConfig, GraphSpec
-from stepwise.graph.topology import is_end, strongly_connected, topology
+from stepwise.graph.keys import HUMAN_CONFIG_KEYS, nearest_key_path, nearest_name
+from stepwise.graph.spec import AgentConfig, GraphSpec, NodeSpec
+from stepwise.graph.topology import is_end, routes_to_tools, strongly_connected, topology
 from stepwise.state.reducers import BUILTIN_REDUCERS
 
 
 def validate(spec: GraphSpec, *, check_imports: bool = False) -> None:
-    problems = list(_problems(spec, check_imports))
+    problems = _problems(spec, check_imports)
     if problems:
         raise GraphError(problems, spec.source)
 
 
-def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - to be split by concern
-    body = spec.graph
-    nodes = body.nodes
-    names = set(nodes)
-    if not nodes:
-        yield Problem("the graph has no nodes", "add at least one node under graph.nodes")
+def _problems(spec: GraphSpec, check_imports: bool) -> list[Problem]:
+    """Root causes first: a bad name in an edge or the entry is reported once, and the reachability and cycle
+    checks (whose findings would only be its consequences) wait until the names are right."""
+    if not spec.graph.nodes:
+        return [Problem("the graph has no nodes", "add at least one node under graph.nodes", at=("graph", "nodes"))]
+    roots = list(_references(spec))
+    rest = [*_reducers(spec), *_nodes(spec, check_imports), *_parallel_writes(spec)]
+    return [*roots, *rest] if roots else [*rest, *_flow(spec)]
+
+
+def _unknown(target: str, names: set[str], what: str, source: str | None, at: tuple[str | int, ...]) -> Iterator[Problem]:
+    if is_end(target) or target in names:
         return
+    guess = nearest_name(target, names)
+    hint = f"did you mean {guess!r}? Otherwise define node {target!r}" if guess else f"define node {target!r} or fix the name"
+    yield Problem(f"{what} points to unknown node {target!r}", f"{hint} (nodes: {', '.join(sorted(names))})", node=source, at=at)
+
+
+def _references(spec: GraphSpec) -> Iterator[Problem]:
+    body = spec.graph
+    names = set(body.nodes)
     if body.entry is None:
-        yield Problem("the graph has no entry node", f"add `entry: {next(iter(nodes))}` (the node that runs first) under graph")
+        yield Problem("the graph has no entry node", f"add `entry: {next(iter(body.nodes))}` (the node that runs first) under graph")
     elif body.entry not in names:
-        yield Problem(f"entry {body.entry!r} is not a node", f"set entry to one of: {', '.join(sorted(names))}")
-
-    for channel, reducer in spec.state.items():
-        if reducer not in BUILTIN_REDUCERS and ":" not in reducer:
-            yield Problem(
-                f"channel {channel!r} has unknown reducer {reducer!r}",
-                f"use one of {', '.join(sorted(BUILTIN_REDUCERS))} or an import path 'pkg.module:function'",
-            )
-
-    def known(target: str, source: str, what: str):
-        if not is_end(target) and target not in names:
-            yield Problem(
-                f"{what} points to unknown node {target!r}",
-                f"define node {target!r} or fix the name (nodes: {', '.join(sorted(names))})",
-                node=source,
-            )
-
-    for edge in body.edges:
+        guess = nearest_name(body.entry, names)
+        hint = f"did you mean {guess!r}? " if guess else ""
+        yield Problem(
+            f"entry {body.entry!r} is not a node", f"{hint}set entry to one of: {', '.join(sorted(names))}", at=("graph", "entry")
+        )
+    for i, edge in enumerate(body.edges):
+        at = ("graph", "edges", i)
         if edge.source not in names:
-            yield Problem(f"edge from unknown node {edge.source!r}", f"define node {edge.source!r} or fix the name", node=edge.source)
-        yield from known(edge.target, edge.source, "an edge")
-    for cond in body.conditional_edges:
+            guess = nearest_name(edge.source, names)
+            hint = f"did you mean {guess!r}? Otherwise define" if guess else "define"
+            yield Problem(f"edge from unknown node {edge.source!r}", f"{hint} node {edge.source!r} or fix the name", at=at)
+        yield from _unknown(edge.target, names, "an edge", edge.source if edge.source in names else None, at)
+    for i, cond in enumerate(body.conditional_edges):
+        at = ("graph", "conditional_edges", i)
         if cond.source not in names:
-            yield Problem(f"conditional edge from unknown node {cond.source!r}", "define the node or fix the name", node=cond.source)
-        for item in cond.conditions:
-            yield from known(item.target, cond.source, "a condition")
-            if item.when is not None:
-                try:
-                    parse(item.when)
-                except ConditionError as exc:
-                    yield Problem(str(exc), "rewrite the condition within the subset (docs/graph-language.md)", node=cond.source)
-        if cond.conditions and cond.conditions[-1].otherwise is None:
-            yield Problem(
-                "conditions have no `else:` fallback", "end the list with `- {else: NODE}` (or `- {else: __end__}`)", node=cond.source
-            )
-    for par in body.parallel_nodes:
+            guess = nearest_name(cond.source, names)
+            hint = f"did you mean {guess!r}? Otherwise define" if guess else "define"
+            yield Problem(f"conditional edge from unknown node {cond.source!r}", f"{hint} the node or fix the name", at=at)
+        for j, item in enumerate(cond.conditions):
+            yield from _unknown(item.target, names, "a condition", cond.source, (*at, "conditions", j))
+    for i, par in enumerate(body.parallel_nodes):
+        at = ("graph", "parallel_nodes", i)
         sources = [par.source] if isinstance(par.source, str) else par.source
         targets = [par.target] if isinstance(par.target, str) else par.target
         if isinstance(par.source, list) == isinstance(par.target, list):
@@ -73,31 +75,82 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - to be split
                 "a parallel_nodes item must fan out ({from: a, to: [b, c]}) or fan in ({from: [b, c], to: d})",
                 "make exactly one side a list",
                 node=sources[0] if sources else None,
+                at=at,
             )
         for n in [*sources, *targets]:
-            yield from known(n, sources[0] if sources else n, "a parallel edge")
-
-    topo = topology(spec)
-    for name, node in nodes.items():
-        if node.kind in LLM_KINDS:
-            yield from _check_agent_config(name, node.config)
-        if node.kind == "function" and not node.fn:
-            yield Problem("function node has no `fn`", f'add `fn: "your.module:{name}"` (a def {name}(state) -> dict)', node=name)
-        if node.fn and ":" not in node.fn:
-            yield Problem(f"fn {node.fn!r} is not an import path", "write it as 'package.module:function'", node=name)
-        elif node.fn and check_imports:
-            yield from _check_import(name, node.fn)
-        if node.kind == "subgraph" and node.subgraph_spec is None and not node.graph:
-            yield Problem("subgraph node has no `graph`", "add `graph: path/to/other.yaml` (relative to this file)", node=name)
+            yield from _unknown(n, names, "a parallel edge", None, at)
+    for name, node in body.nodes.items():
         if node.kind == "planner":
             for kind, worker in node.workers.items():
                 if worker not in names:
-                    yield Problem(f"worker {worker!r} for {kind!r} subtasks is not a node", "define the worker node", node=name)
+                    guess = nearest_name(worker, names)
+                    hint = f"did you mean {guess!r}? Otherwise define" if guess else "define"
+                    yield Problem(
+                        f"worker {worker!r} for {kind!r} subtasks is not a node",
+                        f"{hint} the worker node",
+                        node=name,
+                        at=("graph", "nodes", name, "workers"),
+                    )
+
+
+def _reducers(spec: GraphSpec) -> Iterator[Problem]:
+    for channel, reducer in spec.state.items():
+        if reducer not in BUILTIN_REDUCERS and ":" not in reducer:
+            guess = nearest_name(reducer, BUILTIN_REDUCERS)
+            hint = f"did you mean {guess!r}? " if guess else ""
+            yield Problem(
+                f"channel {channel!r} has unknown reducer {reducer!r}",
+                f"{hint}use one of {', '.join(sorted(BUILTIN_REDUCERS))} or an import path 'pkg.module:function'",
+                at=("state", channel),
+            )
+
+
+def _nodes(spec: GraphSpec, check_imports: bool) -> Iterator[Problem]:
+    for name, node in spec.graph.nodes.items():
+        yield from _node(spec, name, node, check_imports)
+    yield from _routing(spec)
+    yield from _conditions(spec)
+
+
+def _node(spec: GraphSpec, name: str, node: NodeSpec, check_imports: bool) -> Iterator[Problem]:
+    """What one node's own keys say: its kind's settings, its function, its subgraph."""
+    at = ("graph", "nodes", name)
+    if node.kind in LLM_KINDS:
+        yield from _check_agent_config(name, node.config)
+        yield from _check_agent(spec, name, node)
+    elif node.max_iterations is not None:
+        yield Problem(
+            "`max_iterations` on a node applies to agents only",
+            "bound cycles with graph.max_iterations instead",
+            node=name,
+            at=(*at, "max_iterations"),
+        )
+    if node.kind == "human":
+        yield from _check_human_config(name, node.config)
+    elif node.input is not None:
+        yield Problem(
+            "`input:` declares the answer of a human node", "remove it, or make this node `kind: human`", node=name, at=(*at, "input")
+        )
+    if node.kind == "function" and not node.fn:
+        yield Problem("function node has no `fn`", f'add `fn: "your.module:{name}"` (a def {name}(state) -> dict)', node=name)
+    if node.fn and ":" not in node.fn:
+        yield Problem(f"fn {node.fn!r} is not an import path", "write it as 'package.module:function'", node=name, at=(*at, "fn"))
+    elif node.fn and check_imports:
+        yield from _check_import(name, node.fn)
+    if node.kind == "subgraph" and node.subgraph_spec is None and not node.graph:
+        yield Problem("subgraph node has no `graph`", "add `graph: path/to/other.yaml` (relative to this file)", node=name)
+
+
+def _routing(spec: GraphSpec) -> Iterator[Problem]:
+    """How control leaves each node: one plain edge, or conditions, or a fan-out, never a mix."""
+    topo = topology(spec)
+    for name in spec.graph.nodes:
         outs = topo.edges.get(name, [])
         if len(outs) > 1:
             yield Problem(
                 f"{len(outs)} plain edges leave this node ({', '.join(outs)})",
-                f"use parallel_nodes: [{{from: {name}, to: [{', '.join(outs)}]}}] to run them together, or conditional_edges to pick one",
+                f"to run them together write `- {{from: {name}, to: [{', '.join(outs)}]}}` (a fan-out), "
+                "or use conditional_edges to pick one",
                 node=name,
             )
         if outs and name in topo.conditions:
@@ -107,24 +160,65 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - to be split
         if name in topo.fanout and (outs or name in topo.conditions):
             yield Problem("a fan-out node cannot also have plain or conditional edges", "route after the join instead", node=name)
 
-    if body.entry in names:
-        reach = topo.reachable([body.entry])
-        for name in nodes:
-            if name not in reach:
-                yield Problem("node is unreachable from the entry", f"add an edge into {name!r} or remove it", node=name)
-        for comp in strongly_connected(topo, sorted(reach)):
-            cyclic = len(comp) > 1 or comp[0] in topo.successors(comp[0])
-            if not cyclic:
-                continue
-            members = set(comp)
-            exits = any(topo.can_end(n) or any(s not in members for s in topo.successors(n)) for n in comp)
-            if not exits:
-                yield Problem(
-                    f"the cycle {' -> '.join(comp)} has no way out",
-                    "add a conditional edge from one of its nodes to a node outside the cycle or to __end__",
-                    node=comp[0],
-                )
 
+def _conditions(spec: GraphSpec) -> Iterator[Problem]:
+    for i, cond in enumerate(spec.graph.conditional_edges):
+        for j, item in enumerate(cond.conditions):
+            if item.when is not None:
+                try:
+                    parse(item.when)
+                except ConditionError as exc:
+                    yield Problem(
+                        str(exc),
+                        "rewrite the condition within the subset (docs/graph-language.md)",
+                        node=cond.source,
+                        at=("graph", "conditional_edges", i, "conditions", j),
+                    )
+        if cond.conditions and cond.conditions[-1].otherwise is None:
+            yield Problem(
+                "conditions have no `else:` fallback",
+                "end the list with `- {else: NODE}` (or `- {else: __end__}`)",
+                node=cond.source,
+                at=("graph", "conditional_edges", i),
+            )
+
+
+def _flow(spec: GraphSpec) -> Iterator[Problem]:
+    """Reachability and cycles, reported per region: an orphaned node is one problem, not one per node after it."""
+    body = spec.graph
+    nodes = body.nodes
+    if body.entry not in nodes:
+        return
+    topo = topology(spec)
+    reach = topo.reachable([body.entry])
+    unreachable = [n for n in nodes if n not in reach]
+    regions = {n: topo.reachable([n]) & set(unreachable) for n in unreachable}
+    order = {n: i for i, n in enumerate(unreachable)}
+    for name in unreachable:
+        upstream = [m for m in unreachable if m != name and name in regions[m] and (m not in regions[name] or order[m] < order[name])]
+        if upstream:
+            continue
+        after = sorted(regions[name] - {name}, key=order.__getitem__)
+        also = f" (and so are {', '.join(after)}, which only it leads to)" if after else ""
+        yield Problem(f"node is unreachable from the entry{also}", f"add an edge into {name!r} or remove it", node=name)
+    for comp in strongly_connected(topo, sorted(reach)):
+        cyclic = len(comp) > 1 or comp[0] in topo.successors(comp[0])
+        if not cyclic:
+            continue
+        members = set(comp)
+        exits = any(topo.can_end(n) or any(s not in members for s in topo.successors(n)) for n in comp)
+        if not exits:
+            yield Problem(
+                f"the cycle {' -> '.join(comp)} has no way out",
+                "add a conditional edge from one of its nodes to a node outside the cycle or to __end__",
+                node=comp[0],
+            )
+
+
+def _parallel_writes(spec: GraphSpec) -> Iterator[Problem]:
+    nodes = spec.graph.nodes
+    names = set(nodes)
+    topo = topology(spec)
     for split, branches in topo.fanout.items():
         join = topo.join_of(split, names)
         writers: dict[str, str] = {}
@@ -144,7 +238,7 @@ def _problems(spec: GraphSpec, check_imports: bool):  # noqa: C901 - to be split
                     writers.setdefault(channel, branch)
 
 
-def _check_import(name: str, fn: str):
+def _check_import(name: str, fn: str) -> Iterator[Problem]:
     module, _, attr = fn.partition(":")
     try:
         obj = getattr(importlib.import_module(module), attr, None)
@@ -160,14 +254,52 @@ def _check_import(name: str, fn: str):
 LLM_KINDS = ("agent", "planner", "synthesizer")
 
 
-def _check_agent_config(name: str, config: dict[str, Any]):  # type: ignore[no-untyped-def]
+def _check_agent_config(name: str, config: dict[str, Any]) -> Iterator[Problem]:
+    at = ("graph", "nodes", name, "config")
     try:
         AgentConfig.model_validate(config)
     except ValidationError as exc:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
+                guess = nearest_key_path((*at, *err["loc"]))
+                hint = f"did you mean `{guess}`? Otherwise use" if guess else "use"
                 known = ", ".join(sorted(AgentConfig.model_fields))
-                yield Problem(f"unknown config key `{key}`", f"use one of: {known} (docs/llm.md)", node=name)
+                yield Problem(f"unknown config key `{key}`", f"{hint} one of: {known} (docs/llm.md)", node=name, at=(*at, *err["loc"]))
             else:
-                yield Problem(f"config.{key}: {err['msg']}", "see the agent settings in docs/llm.md", node=name)
+                yield Problem(f"config.{key}: {err['msg']}", "see the agent settings in docs/llm.md", node=name, at=(*at, *err["loc"]))
+
+
+def _check_agent(spec: GraphSpec, name: str, node: NodeSpec) -> Iterator[Problem]:
+    at = ("graph", "nodes", name)
+    inner = node.config.get("max_iterations")
+    if node.max_iterations is not None and inner is not None and inner != node.max_iterations:
+        yield Problem(
+            f"max_iterations is {node.max_iterations} on the node but {inner} under config",
+            "keep one of them (they mean the same thing)",
+            node=name,
+            at=(*at, "max_iterations"),
+        )
+    if node.kind == "agent" and node.tools and node.config.get("loop") == "graph" and not routes_to_tools(spec, name):
+        yield Problem(
+            "the agent has tools and `config.loop: graph`, but no edge leads to a node that runs tool calls, "
+            "so its tool calls would never run",
+            "remove `loop: graph` (the agent then runs its own bounded ReAct loop), or route "
+            '`- {if: "state.messages[-1].tool_calls", then: act}` to `act: {kind: function, fn: "stepwise.tools.react:run_tool_calls"}`',
+            node=name,
+            at=(*at, "config", "loop"),
+        )
+
+
+def _check_human_config(name: str, config: dict[str, Any]) -> Iterator[Problem]:
+    for key, value in config.items():
+        at = ("graph", "nodes", name, "config", key)
+        if key not in HUMAN_CONFIG_KEYS:
+            close = nearest_name(key, HUMAN_CONFIG_KEYS)
+            guess = f"graph.nodes.{name}.config.{close}" if close else nearest_key_path(at)
+            hint = f"did you mean `{guess}`? Otherwise use" if guess else "use"
+            yield Problem(
+                f"unknown config key `{key}` for a human node", f"{hint} one of: {', '.join(HUMAN_CONFIG_KEYS)}", node=name, at=at
+            )
+        elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            yield Problem(f"config.{key} must be a positive number of seconds", f"write e.g. `{key}: 3600`", node=name, at=at)
