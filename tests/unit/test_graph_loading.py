@@ -326,9 +326,7 @@ graph:
 def test_an_orphaned_chain_is_one_problem_at_its_head():
     text = GOOD.replace(
         "    default:",
-        '    orphan: {fn: "statemachines.examples.nodes:default"}\n'
-        '    orphan2: {fn: "statemachines.examples.nodes:default"}\n'
-        "    default:",
+        '    orphan: {fn: "statemachines.examples.nodes:default"}\n    orphan2: {fn: "statemachines.examples.nodes:default"}\n    default:',
     ).replace("  entry: evaluate", "  edges:\n    - {from: orphan, to: orphan2}\n  entry: evaluate")
     with pytest.raises(GraphError) as info:
         load_text(text)
