@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from stepwise.asl.compiler import compile_graph, to_json
-from stepwise.client import RunResult, Stepwise, StepwiseError, default_home
+from stepwise.client import RunResult, Stepwise, default_home
+from stepwise.errors import StepwiseError
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
 from stepwise.graph.mermaid import to_mermaid

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
+from stepwise.errors import StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
@@ -30,12 +31,11 @@ from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegist
 STEP_FUNCTION = "stepwise-step"
 
 
-class StepwiseError(Exception):
-    """A user-facing error: the message says what went wrong and what to do."""
-
-
 @dataclass
 class RunResult:
+    """How a run stands when ``run``/``resume`` return: ``succeeded``, ``failed`` or ``waiting`` (a human node),
+    with the thread's state at that point."""
+
     run_id: str
     thread_id: str
     status: str
@@ -109,6 +109,28 @@ class LocalExecutor:
 
 
 class Stepwise:
+    """The client: register graphs, run and resume them, and read, time-travel and fork their threads.
+
+    Backends: ``Stepwise.embedded(home)`` keeps everything in SQLite and files under ``home``
+    (default ``$STEPWISE_HOME`` or ``./.stepwise``); ``Stepwise.in_memory()`` keeps nothing; for AWS
+    (DynamoDB, S3, Step Functions) use ``stepwise.build_client(Settings(backend="aws", ...))``.
+    Every backend runs the same compiled ASL.
+
+    Runs: with the default local executor they execute in the calling thread (parallel branches fan out to a pool of
+    ``$STEPWISE_LOCAL_CONCURRENCY`` threads) and return ``succeeded``/``failed``/``waiting``; with the
+    Step Functions executor they return as soon as the execution is started (status ``running``), and
+    the run record (``runs``) tells the rest. A ``waiting`` result names the node and its prompt; answer it with
+    ``resume(run_id, {...})``.
+
+    Threading: one client may be shared by threads; each run writes only its own thread's log, and
+    concurrent writers to one thread get a conflict and retry rather than overwrite.
+
+    Observer: ``observer(event: dict) -> None`` is called synchronously, from whichever thread runs the
+    step, with ``event["kind"]`` one of ``run_started``, ``node_started``, ``node_finished``,
+    ``node_failed``, ``llm_delta``, ``waiting``, ``run_finished``, ``run_failed``, plus ``run_id`` and,
+    for node events, ``node`` and ``scope``. It must not raise and should return quickly.
+    """
+
     def __init__(self, services: Services, *, executor: Executor | None = None, clock: Clock | None = None) -> None:
         self.services = services
         self.executor: Executor = executor or LocalExecutor(services, clock)

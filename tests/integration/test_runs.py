@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stepwise.client import Stepwise, StepwiseError
+from stepwise.client import Stepwise
+from stepwise.errors import StepwiseError
 from stepwise.graph.loader import load_file, load_text
 from stepwise.state.events import NODE_UPDATE, RUN_FAILED, RUN_FINISHED
 

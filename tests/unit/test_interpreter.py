@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from stepwise.asl.interpreter import FakeClock, Interpreter
+from stepwise.errors import TaskError
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:fn"
 
@@ -165,7 +166,7 @@ def test_catch_routes_errors_with_result_path():
 
 
 def test_named_errors_and_fail_state():
-    class NodeError(Exception):
+    class NodeError(TaskError):
         error_name = "Stepwise.NodeError"
 
     def broken(payload):

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from stepwise.errors import StateConflictError
 from stepwise.state import reducers
 from stepwise.state.events import JOIN, NODE_UPDATE, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.fold import fold, join_refs
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.memory import MemoryEventStore, MemorySnapshotStore
-from stepwise.state.ports import ConflictError, DuplicateKeyError
+from stepwise.state.ports import DuplicateKeyError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore
 
 
@@ -44,7 +45,7 @@ def test_apply_never_mutates_its_input():
 
 def test_conditional_append_rejects_a_stale_writer(store):
     store.append("t", 0, [upd({"a": 1})])
-    with pytest.raises(ConflictError):
+    with pytest.raises(StateConflictError):
         store.append("t", 0, [upd({"a": 2})])
     assert [e.data["update"] for e in store.read("t")] == [{"a": 1}]
 

@@ -1,7 +1,7 @@
 """One contract for every adapter of the state ports: in-memory, SQLite + files, DynamoDB + S3 (moto).
 
 Whatever backend a deployment picks, the step sees the same behaviour: dense sequence numbers, a
-conflicting writer gets ``ConflictError`` and writes nothing, an idempotency key is used once, large
+conflicting writer gets ``StateConflictError`` and writes nothing, an idempotency key is used once, large
 values round-trip, run records update field by field, graph versions never change.
 """
 
@@ -18,11 +18,12 @@ import pytest
 from tests.support.aws import TEST_REGION, aws_settings, create_state_resources, serialized_dynamodb_transactions
 
 from stepwise import awsclients
+from stepwise.errors import StateConflictError
 from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore, guard_seq
 from stepwise.state.events import NODE_UPDATE, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, RunRecord, RunStore, SnapshotStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, RunRecord, RunStore, SnapshotStore
 from stepwise.state.s3 import S3SnapshotStore
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
@@ -114,7 +115,7 @@ def test_a_stale_writer_gets_a_conflict_and_writes_nothing(stores: Stores) -> No
     stores.events.append("t", 0, [ev({"a": 1})])
     stores.events.append("t", 1, [ev({"a": 2})])
     for expected in (0, 1):
-        with pytest.raises(ConflictError) as caught:
+        with pytest.raises(StateConflictError) as caught:
             stores.events.append("t", expected, [ev({"stale": expected}), ev({"more": 1})])
         assert caught.value.thread_id == "t" and caught.value.expected == expected
     assert updates(stores.events, "t") == [{"a": 1}, {"a": 2}]
@@ -123,9 +124,9 @@ def test_a_stale_writer_gets_a_conflict_and_writes_nothing(stores: Stores) -> No
 def test_a_writer_ahead_of_the_head_gets_a_conflict(stores: Stores) -> None:
     """No gaps: appending after a seq that does not exist yet is refused."""
     stores.events.append("t", 0, [ev({"a": 1})])
-    with pytest.raises(ConflictError):
+    with pytest.raises(StateConflictError):
         stores.events.append("t", 5, [ev({"a": 2})])
-    with pytest.raises(ConflictError):
+    with pytest.raises(StateConflictError):
         stores.events.append("fresh", 3, [ev({"a": 2})])
     assert stores.events.head("t") == 1 and stores.events.head("fresh") == 0
 
@@ -157,7 +158,7 @@ def test_large_values_round_trip(stores: Stores) -> None:
 
 
 def test_concurrent_writers_never_overwrite_each_other(stores: Stores) -> None:
-    """Writers race at the head: each retries on ConflictError; every event lands exactly once."""
+    """Writers race at the head: each retries on StateConflictError; every event lands exactly once."""
     writers, per_writer = 4, 5
     errors: list[BaseException] = []
 
@@ -169,7 +170,7 @@ def test_concurrent_writers_never_overwrite_each_other(stores: Stores) -> None:
                     try:
                         stores.events.append("t", head, [ev({"w": w, "i": i}, key=f"{w}-{i}")])
                         break
-                    except ConflictError:
+                    except StateConflictError:
                         continue
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)

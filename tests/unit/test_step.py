@@ -3,9 +3,9 @@
 import pytest
 
 from stepwise.client import Stepwise
+from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.loader import load_text
-from stepwise.runtime.nodes import MaxIterationsError, NodeError
-from stepwise.runtime.step import Cursor, StateConflictError, step
+from stepwise.runtime.step import Cursor, step
 from stepwise.state.events import NODE_FAILED, NODE_UPDATE, RUN_STARTED, Event
 
 SEQ = """

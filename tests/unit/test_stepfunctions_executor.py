@@ -16,9 +16,9 @@ from stepwise import awsclients
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.stepfunctions import ALIAS, StepFunctionsExecutor, bind_step_arn, task_error
 from stepwise.client import Stepwise
+from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.loader import load_file
-from stepwise.runtime.nodes import MaxIterationsError, NodeError
-from stepwise.runtime.step import StateConflictError, step
+from stepwise.runtime.step import step
 from stepwise.state.events import NODE_UPDATE
 
 
@@ -27,7 +27,7 @@ from stepwise.state.events import NODE_UPDATE
     ("exc", "name"),
     [
         (NodeError("node 'x' failed"), "Stepwise.NodeError"),
-        (StateConflictError("moved"), "Stepwise.StateConflict"),
+        (StateConflictError("thread-1", 3), "Stepwise.StateConflict"),
         (MaxIterationsError("too many"), "Stepwise.MaxIterationsExceeded"),
     ],
 )

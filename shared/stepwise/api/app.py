@@ -38,7 +38,8 @@ from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Pri
 from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
 from stepwise.api.settings import ApiSettings, build_store
 from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
-from stepwise.client import Stepwise, StepwiseError
+from stepwise.client import Stepwise
+from stepwise.errors import StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
 from stepwise.state.ports import RunRecord
@@ -52,7 +53,7 @@ MAX_EVENTS_PAGE = 1000
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
 
-class ApiError(Exception):
+class ApiError(StepwiseError):
     """An error answered as ``{"error": {"code", "message", "details"?}}`` with an HTTP status."""
 
     def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepwise.api.store import ApiKeyRecord, ApiStore
+from stepwise.errors import StepwiseError
 
 KEY_PREFIX = "swk"
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -36,7 +37,7 @@ class Principal:
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-class AuthError(Exception):
+class AuthError(StepwiseError):
     """Credentials were sent but are not valid (unknown, malformed or revoked): a 401."""
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from stepwise.api.auth import Principal
+from stepwise.errors import StepwiseError
 
 
-class RateLimited(Exception):
+class RateLimited(StepwiseError):
     def __init__(self, retry_after: float = 1.0) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after:g} s")
         self.retry_after = retry_after

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from stepwise.asl import intrinsics, paths
 from stepwise.asl.retry import delay, pick_catcher, pick_retrier
 from stepwise.clock import Clock, FakeClock, SystemClock
+from stepwise.errors import StepwiseError, asl_error_name
 
 __all__ = ["Clock", "ExecutionResult", "FakeClock", "Interpreter", "StatesError", "Suspended"]
 
@@ -37,7 +38,7 @@ class TokenStore(Protocol):
     def token_output(self, token: str) -> dict[str, Any] | None: ...
 
 
-class StatesError(Exception):
+class StatesError(StepwiseError):
     """An ASL error with a name (``States.TaskFailed``, ``Stepwise.NodeError``…) and a cause."""
 
     def __init__(self, error: str, cause: str = "") -> None:
@@ -237,7 +238,7 @@ class Interpreter:
         try:
             result = fn(payload)
         except Exception as exc:  # noqa: BLE001 - becomes an ASL error like a Lambda FunctionError
-            error = getattr(exc, "error_name", None) or type(exc).__name__
+            error = asl_error_name(exc)
             cause = json.dumps({"errorType": error, "errorMessage": str(exc), "stackTrace": traceback.format_exception(exc)[-3:]})
             raise StatesError(error, cause) from None
         if wait:

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from stepwise.asl import paths
+from stepwise.errors import StepwiseError
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<path>\$\$?[\w.\[\]'\"-]*)|(?P<fn>States\.\w+)\(|(?P<close>\))|(?P<comma>,)|(?P<lit>true|false|null))"
 )
 
 
-class IntrinsicError(ValueError):
+class IntrinsicError(StepwiseError, ValueError):
     """Bad intrinsic syntax or arguments (States.IntrinsicFailure)."""
 
 

@@ -11,10 +11,12 @@ import copy
 import re
 from typing import Any
 
+from stepwise.errors import StepwiseError
+
 _STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
-class PathError(ValueError):
+class PathError(StepwiseError, ValueError):
     """A reference path could not be parsed or resolved (ASL's States.Runtime)."""
 
 

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from stepwise import awsclients
+from stepwise.errors import asl_error_name
 from stepwise.runtime.services import Services
 from stepwise.settings import Settings
 from stepwise.state.ports import RunRecord
@@ -64,13 +65,13 @@ def task_error(exc: BaseException) -> BaseException:
     """The exception a Lambda handler should raise so the Task fails with the ASL error we compiled for.
 
     Lambda reports ``errorType = type(exc).__name__``; Step Functions matches Retry/Catch on it. Our
-    exceptions carry their ASL name in ``error_name`` (``Stepwise.NodeError``, ``Stepwise.StateConflict``),
+    task errors (``stepwise.errors.TaskError``) carry their ASL name in ``error_name`` (``Stepwise.NodeError``, ``Stepwise.StateConflict``),
     so they are re-raised as an exception class of exactly that name, with the same message.
     """
-    name = getattr(exc, "error_name", None)
-    if not name or type(exc).__name__ == name:
+    name = asl_error_name(exc)
+    if type(exc).__name__ == name:
         return exc
-    return _named_error(str(name))(str(exc))
+    return _named_error(name)(str(exc))
 
 
 class StepFunctionsExecutor:

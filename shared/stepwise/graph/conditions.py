@@ -20,10 +20,11 @@ import operator
 from functools import lru_cache
 from typing import Any
 
+from stepwise.errors import StepwiseError
 from stepwise.graph.limits import LimitError, check_expression
 
 
-class ConditionError(ValueError):
+class ConditionError(StepwiseError, ValueError):
     """An expression uses something outside the documented subset."""
 
 

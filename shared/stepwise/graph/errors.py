@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepwise.errors import StepwiseError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -22,7 +24,7 @@ class Problem:
         return f"{where}: {self.message}. Fix: {self.fix}"
 
 
-class GraphError(ValueError):
+class GraphError(StepwiseError, ValueError):
     """One or more problems with a graph definition."""
 
     def __init__(self, problems: list[Problem], source: str | None = None) -> None:

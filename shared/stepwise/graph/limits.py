@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from stepwise.errors import StepwiseError
+
 
 def _env(name: str, default: int) -> int:
     try:
@@ -49,7 +51,7 @@ class Limits:
         )
 
 
-class LimitError(ValueError):
+class LimitError(StepwiseError, ValueError):
     """A document or value is beyond an admission limit; the message names the limit and how to fix it."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from stepwise.errors import TaskError
 
-class LLMError(Exception):
+
+class LLMError(TaskError):
     """Base of every LLM-layer error. ``error_name`` is what Step Functions sees in a Catch."""
 
     error_name = "Stepwise.LLMError"
@@ -22,10 +24,12 @@ class LLMError(Exception):
 
 
 class TransientError(LLMError):
-    pass
+    """A 5xx, reset or timeout: retried, then failed over."""
 
 
 class RateLimitError(LLMError):
+    """HTTP 429: retried honouring Retry-After."""
+
     error_name = "Stepwise.RateLimited"
 
     def __init__(self, message: str, *, provider: str = "", retry_after: float | None = None) -> None:
@@ -34,14 +38,18 @@ class RateLimitError(LLMError):
 
 
 class ProviderUnavailable(LLMError):
-    pass
+    """Auth, missing key or unknown model: not retried; the router fails over."""
 
 
 class InvalidRequestError(LLMError):
+    """HTTP 400: the request itself is wrong; neither retried nor failed over."""
+
     error_name = "Stepwise.InvalidLLMRequest"
 
 
 class AllProvidersFailed(LLMError):
+    """Every provider in the route failed; the message lists why."""
+
     error_name = "Stepwise.AllProvidersFailed"
 
 

@@ -8,12 +8,14 @@ import os
 import threading
 from collections.abc import Mapping
 
+from stepwise.errors import StepwiseError
+
 _cache: dict[str, str] = {}
 _lock = threading.Lock()
 
 
-class MissingCredentials(RuntimeError):
-    pass
+class MissingCredentials(StepwiseError, RuntimeError):
+    """No API key in the environment or Secrets Manager for a provider that needs one."""
 
 
 def api_key(env_var: str, environ: Mapping[str, str] | None = None, *, required: bool = True) -> str | None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepwise.errors import StepwiseError
+
 PROVIDERS = ("scripted", "openai", "anthropic", "bedrock", "local")
 
 
-class ModelStringError(ValueError):
-    pass
+class ModelStringError(StepwiseError, ValueError):
+    """A model string that names no known provider or is malformed."""
 
 
 @dataclass(frozen=True)

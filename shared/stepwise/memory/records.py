@@ -16,12 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stepwise.errors import StepwiseError
+
 Strategy = Literal["semantic", "summary", "preference", "episode", "procedural"]
 STRATEGIES: tuple[str, ...] = ("semantic", "summary", "preference", "episode", "procedural")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 
-class MemoryError_(RuntimeError):
+class MemoryError_(StepwiseError, RuntimeError):
     """A memory request that cannot be served (bad namespace, unknown record, backend down)."""
 
 

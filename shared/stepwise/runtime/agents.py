@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from stepwise.errors import MaxIterationsError, NodeError
 from stepwise.graph.spec import AgentConfig
 from stepwise.llm.base import ChatRequest, ChatResponse
-from stepwise.runtime.context import MaxIterationsError, NodeContext, NodeError
+from stepwise.runtime.context import NodeContext
 from stepwise.runtime.reasoning import (
     COT_INSTRUCTION,
     extract_json,

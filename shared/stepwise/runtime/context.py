@@ -15,16 +15,6 @@ from stepwise.runtime.journal import Journal
 from stepwise.state.events import LLM_CALL, Event
 
 
-class NodeError(Exception):
-    """A node raised or returned something invalid. Its ASL error name is ``Stepwise.NodeError``."""
-
-    error_name = "Stepwise.NodeError"
-
-
-class MaxIterationsError(Exception):
-    error_name = "Stepwise.MaxIterationsExceeded"
-
-
 @dataclass
 class NodeContext:
     """What a node may know about its run. Passed as the optional second argument of function nodes."""

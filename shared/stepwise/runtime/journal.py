@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
-from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore
+from stepwise.state.ports import DuplicateKeyError, EventStore
 
 APPEND_ATTEMPTS = 50
 
@@ -40,7 +41,7 @@ class Journal:
             try:
                 self.events.append(self.thread_id, head, [event])
                 return event
-            except ConflictError:
+            except StateConflictError:
                 continue
             except DuplicateKeyError:  # a concurrent duplicate of this step recorded it first: use theirs
                 found = self.events.by_key(self.thread_id, key)

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from stepwise.errors import MaxIterationsError, NodeError
 from stepwise.runtime.agents import agent, planner, synthesizer
-from stepwise.runtime.context import MaxIterationsError, NodeContext, NodeError
+from stepwise.runtime.context import NodeContext
 
 __all__ = ["MaxIterationsError", "NodeContext", "NodeError", "import_function", "run_node"]
 

@@ -16,23 +16,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.asl.compiler import END_STATE, FAILED_STATE
+from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, GraphSpec
 from stepwise.graph.topology import is_end, topology
-from stepwise.runtime.nodes import MaxIterationsError, NodeContext, NodeError, run_node
+from stepwise.runtime.nodes import NodeContext, run_node
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
 from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
-from stepwise.state.ports import ConflictError, DuplicateKeyError
+from stepwise.state.ports import DuplicateKeyError
 
 APPEND_ATTEMPTS = 20
-
-
-class StateConflictError(RuntimeError):
-    """Another writer changed state this step read; Step Functions retries the step (5× exponential)."""
-
-    error_name = "Stepwise.StateConflict"
 
 
 class Cursor(BaseModel):
@@ -227,17 +222,19 @@ def _append(services: Services, thread_id: str, seq: int, events: list[Event], f
         for _ in range(APPEND_ATTEMPTS):
             try:
                 return services.events.append(thread_id, expected, events)[-1]
-            except ConflictError:
+            except StateConflictError:
                 head = services.events.head(thread_id)
                 newer = services.events.read(thread_id, after=expected, upto=head)
                 if any(folding.is_visible(e, view) and e.type in (NODE_UPDATE, JOIN, RUN_STARTED) for e in newer):
-                    raise StateConflictError(f"thread {thread_id!r} changed under this step; it will be retried") from None
+                    raise StateConflictError(
+                        thread_id, expected, detail=f"thread {thread_id!r} changed under this step; it will be retried"
+                    ) from None
                 expected = head
     except DuplicateKeyError:
         done = services.events.by_key(thread_id, str(events[-1].key))
         assert done is not None
         return done
-    raise StateConflictError(f"thread {thread_id!r}: too many concurrent writers; the step will be retried")
+    raise StateConflictError(thread_id, detail=f"thread {thread_id!r}: too many concurrent writers; the step will be retried")
 
 
 def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, block: str, reducer_names: dict[str, str], key: str) -> None:
@@ -261,8 +258,8 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
         services.events.append(cursor.thread_id, head, [event])
     except DuplicateKeyError:
         return
-    except ConflictError:
-        raise StateConflictError("the join raced another writer; it will be retried") from None
+    except StateConflictError:
+        raise StateConflictError(cursor.thread_id, head, detail="the join raced another writer; it will be retried") from None
 
 
 def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames: list[Any]) -> dict[str, Any]:

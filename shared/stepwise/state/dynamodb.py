@@ -48,7 +48,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepwise import awsclients
-from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+from stepwise.errors import StateConflictError
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
 from stepwise.state.s3 import S3Blobs
 
 #: ``data`` larger than this goes to S3 (a DynamoDB item holds at most 400 KB).
@@ -130,10 +131,10 @@ class DynamoEventStore(EventStore):
                 raise
             reasons = [r.get("Code", "None") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
             if any(code not in ("None", "ConditionalCheckFailed") for code in reasons):
-                raise ConflictError(thread_id, expected_seq) from None  # TransactionConflict: a writer raced us
+                raise StateConflictError(thread_id, expected_seq) from None  # TransactionConflict: a writer raced us
             if reasons and all(code == "None" for code in reasons[:first_guard]) and "ConditionalCheckFailed" in reasons[first_guard:]:
                 raise DuplicateKeyError(f"an event with one of these idempotency keys is already in thread {thread_id!r}") from None
-            raise ConflictError(thread_id, expected_seq) from None
+            raise StateConflictError(thread_id, expected_seq) from None
 
     def _put(self, item: dict[str, Any]) -> dict[str, Any]:
         return {

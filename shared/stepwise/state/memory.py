@@ -7,8 +7,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
-from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, SnapshotStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, SnapshotStore
 
 
 class MemoryEventStore(EventStore):
@@ -24,7 +25,7 @@ class MemoryEventStore(EventStore):
     def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
         with self._lock:
             if self.head(thread_id) != expected_seq:
-                raise ConflictError(thread_id, expected_seq)
+                raise StateConflictError(thread_id, expected_seq)
             self._insert_unlocked(thread_id, rows)
 
     def _insert_unlocked(self, thread_id: str, rows: list[Row]) -> None:

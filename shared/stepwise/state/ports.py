@@ -13,23 +13,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stepwise.errors import StateConflictError, StepwiseError
 from stepwise.state.events import Event, decode, encode
 
 Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type, run, node, scope, key, ts, data
 
 
-class ConflictError(RuntimeError):
-    """Another writer appended first: the expected sequence number is no longer the head."""
-
-    error_name = "Stepwise.StateConflict"  # the name Step Functions' Retry matches on
-
-    def __init__(self, thread_id: str, expected: int) -> None:
-        super().__init__(f"thread {thread_id!r} moved past seq {expected}; re-read and retry")
-        self.thread_id = thread_id
-        self.expected = expected
+ConflictError = StateConflictError  # the storage name of the one conflict error (Step Functions: Stepwise.StateConflict)
 
 
-class DuplicateKeyError(RuntimeError):
+class DuplicateKeyError(StepwiseError, RuntimeError):
     """An event with this idempotency key is already in the log (the step already completed)."""
 
 
@@ -37,7 +30,7 @@ class EventStore(ABC):
     """Append-only, per-thread event log with optimistic concurrency on the sequence number."""
 
     def append(self, thread_id: str, expected_seq: int, events: Sequence[Event]) -> list[Event]:
-        """Append after ``expected_seq``; raise ConflictError if the head moved, DuplicateKeyError on a reused key."""
+        """Append after ``expected_seq``; raise StateConflictError if the head moved, DuplicateKeyError on a reused key."""
         self._insert(thread_id, expected_seq, self._numbered(events, expected_seq))
         return list(events)
 
@@ -58,9 +51,9 @@ class EventStore(ABC):
         for _ in range(attempts):
             try:
                 return self.append(thread_id, self.head(thread_id), events)
-            except ConflictError:
+            except StateConflictError:
                 continue
-        raise ConflictError(thread_id, self.head(thread_id))
+        raise StateConflictError(thread_id, self.head(thread_id))
 
     def read(self, thread_id: str, after: int = 0, upto: int | None = None) -> list[Event]:
         return [self._decode(r) for r in self._select(thread_id, after, upto)]

@@ -16,8 +16,9 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
-from stepwise.state.ports import ConflictError, DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -90,7 +91,7 @@ class SqliteEventStore(EventStore):
     def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
         def check(head: int) -> list[Row]:
             if head != expected_seq:
-                raise ConflictError(thread_id, expected_seq)
+                raise StateConflictError(thread_id, expected_seq)
             return rows
 
         self._write(thread_id, check)
@@ -115,7 +116,7 @@ class SqliteEventStore(EventStore):
                 conn.execute("ROLLBACK")
                 if "events.thread_id, events.key" in str(exc):
                     raise DuplicateKeyError(str(exc)) from None
-                raise ConflictError(thread_id, -1) from None
+                raise StateConflictError(thread_id, -1) from None
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from stepwise.errors import StepwiseError
 
-class ToolLimitError(RuntimeError):
+
+class ToolLimitError(StepwiseError, RuntimeError):
     """A tool call went over its budget (wall time, CPU time or output size)."""
 
 

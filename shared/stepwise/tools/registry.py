@@ -22,18 +22,19 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stepwise.errors import StepwiseError
 from stepwise.llm.base import ToolSpec
 
 T = TypeVar("T")
 BUILTIN = "builtin"
 
 
-class ToolError(Exception):
+class ToolError(StepwiseError):
     """The tool ran and reported failure (MCP ``isError``): goes back to the agent, never retried."""
 
 
-class UnknownTool(LookupError):
-    pass
+class UnknownTool(StepwiseError, LookupError):
+    """An agent named a tool that no registered server or builtin provides."""
 
 
 class ServerConfig(BaseModel):

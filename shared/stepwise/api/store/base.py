@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from stepwise.errors import StepwiseError
+
 CONFLICT_RETRIES = 8
 R = TypeVar("R", bound=BaseModel)
 
 
-class StoreConflict(RuntimeError):
+class StoreConflict(StepwiseError, RuntimeError):
     """The item changed (or appeared) since it was read: re-read and retry."""
 
 

@@ -1,0 +1,56 @@
+"""One exception hierarchy: every error Stepwise raises on purpose is a ``StepwiseError``.
+
+``TaskError`` subclasses are raised inside a step (a Lambda on AWS, an in-process call locally) and
+reach the state machine by name: Step Functions matches Retry and Catch on ``error_name``, and the
+local interpreter reports the same name. This module imports nothing from the rest of the package,
+so every layer may import it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = ["MaxIterationsError", "NodeError", "StateConflictError", "StepwiseError", "TaskError", "asl_error_name"]
+
+
+class StepwiseError(Exception):
+    """A user-facing error: the message says what went wrong and what to do."""
+
+
+class TaskError(StepwiseError):
+    """An error that fails a Task state under a stable ASL name (``error_name``) that Retry/Catch match on."""
+
+    error_name: ClassVar[str] = "Stepwise.TaskError"
+
+
+class NodeError(TaskError):
+    """A node raised or returned something invalid."""
+
+    error_name = "Stepwise.NodeError"
+
+
+class MaxIterationsError(TaskError):
+    """A cycle ran more times than the graph's ``max_iterations`` allows."""
+
+    error_name = "Stepwise.MaxIterationsExceeded"
+
+
+class StateConflictError(TaskError):
+    """Another writer appended first, so what this writer read is stale: re-read and retry, never overwrite.
+
+    Raised by the event store when the expected sequence number is no longer the head, and by the step
+    when a conflict means the node must re-run; Step Functions retries it (5× exponential).
+    """
+
+    error_name = "Stepwise.StateConflict"
+
+    def __init__(self, thread_id: str, expected: int | None = None, *, detail: str | None = None) -> None:
+        super().__init__(detail or f"thread {thread_id!r} moved past seq {expected}; re-read and retry")
+        self.thread_id = thread_id
+        self.expected = expected
+
+
+def asl_error_name(exc: BaseException) -> str:
+    """The ASL error name an exception fails a Task with: ``error_name`` for task errors, else the class name
+    (what Lambda reports as ``errorType``)."""
+    return exc.error_name if isinstance(exc, TaskError) else type(exc).__name__
