@@ -139,6 +139,8 @@ class Stepwise:
 
     @classmethod
     def embedded(cls, home: str | Path | None = None, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
+        from stepwise.memory.service import MemoryServices
+
         home = Path(home) if home is not None else default_home()
         db = SqliteDatabase(home / "stepwise.db")
         services = Services(
@@ -147,6 +149,7 @@ class Stepwise:
             runs=SqliteRunStore(db),
             registry=SqliteRegistry(db),
             observer=observer,
+            memory=MemoryServices(home=home),
         )
         return cls(services, **kwargs)
 

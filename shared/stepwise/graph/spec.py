@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stepwise.graph.memory import MemoryConfig
+
 END = "__end__"
 NodeKind = Literal["function", "agent", "planner", "synthesizer", "human", "subgraph"]
 
@@ -83,6 +85,7 @@ class NodeSpec(_Strict):
     max_iterations: int | None = Field(default=None, ge=1, le=200)  # agent: same as config.max_iterations
     input: dict[str, AnswerField] | None = None  # human: the answer's schema, checked by resume
     config: dict[str, Any] = Field(default_factory=dict)
+    memory: MemoryConfig | None = None  # agent memory (docs/memory.md)
     subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
 
     def channels_written(self) -> list[str]:

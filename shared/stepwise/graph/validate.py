@@ -125,6 +125,13 @@ def _node(spec: GraphSpec, name: str, node: NodeSpec, check_imports: bool) -> It
             node=name,
             at=(*at, "max_iterations"),
         )
+    if node.memory is not None and node.kind not in LLM_KINDS:
+        yield Problem(
+            f"a {node.kind} node cannot have a memory block",
+            "move `memory:` to an agent node (docs/memory.md)",
+            node=name,
+            at=(*at, "memory"),
+        )
     if node.kind == "human":
         yield from _check_human_config(name, node.config)
     elif node.input is not None:

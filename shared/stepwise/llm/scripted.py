@@ -46,6 +46,8 @@ class ScriptedModel:
         if isinstance(entry, str):
             entry = {"content": entry}
         content = str(entry.get("content", "")).replace("{task}", task).replace("{question}", str(question))
+        if "{memory}" in content:  # the first retrieved memory of the prompt's memory section (docs/memory.md)
+            content = content.replace("{memory}", _first_memory(request.system))
         calls = [
             ToolCall(id=c.get("id", f"call_{turn}_{i}"), name=c["name"], arguments=c.get("arguments", {}))
             for i, c in enumerate(entry.get("tool_calls", []))
@@ -60,3 +62,9 @@ class ScriptedModel:
             model="scripted",
             extra=extra,
         )
+
+
+def _first_memory(system: str | None) -> str:
+    inside = (system or "").partition('<memory version="1">')[2].partition("</memory>")[0]
+    line = next((ln for ln in inside.splitlines() if ln.startswith("- [")), "")
+    return line.partition("] ")[2] or "(no memory)"

@@ -99,6 +99,10 @@ def build_request(
     system = render(ctx.node_spec.system, variables) if ctx.node_spec.system else None
     if cfg.reasoning == "cot":
         system = f"{system}\n\n{COT_INSTRUCTION}" if system else COT_INSTRUCTION
+    if ctx.node_spec.memory is not None:  # Retrieve Context: STM budget + retrieved memories (docs/memory.md)
+        from stepwise.runtime.memory import prepare
+
+        history, system = prepare(state, ctx, history, system, ctx.node_spec.model)
     return ChatRequest(
         model=ctx.node_spec.model or "scripted",
         messages=history,
@@ -182,7 +186,16 @@ def agent(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
         return _write(ctx, ctx.node_spec.output or "messages", response.content, [message])
     text, value = _final(ctx, cfg, state, request, response)
     message = {**response.message(), "content": text, "name": ctx.node}
+    _consolidate(state, ctx, [message], text)
     return _write(ctx, ctx.node_spec.output or "messages", value, [message])
+
+
+def _consolidate(state: dict[str, Any], ctx: NodeContext, produced: list[dict[str, Any]], answer: str) -> None:
+    """Consolidate to long-term memory once the agent has its answer (never fails the run)."""
+    if ctx.node_spec.memory is not None:
+        from stepwise.runtime.memory import write_back
+
+        write_back(state, ctx, produced, answer, ctx.node_spec.model)
 
 
 def _fused(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -207,6 +220,7 @@ def _fused(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, schema: di
                 produced.append({"role": "user", "content": f"Reviewer feedback: {critique}", "name": f"{ctx.node}.reflect"})
                 continue
         channel = ctx.node_spec.output or "messages"
+        _consolidate(state, ctx, produced, text)
         return _write(ctx, channel, value, produced if ctx.spec.reducer_of(channel) == "append" else [produced[-1]])
     raise MaxIterationsError(
         f"agent {ctx.node!r} reached config.max_iterations={limit} without a final answer; raise it or simplify the task"

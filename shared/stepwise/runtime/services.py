@@ -35,6 +35,8 @@ class Services:
     tool_registry: Any = None
     #: How tool retries wait (asyncio.sleep); tests inject a recorder so they never really sleep.
     tool_sleep: Callable[[float], Awaitable[None]] | None = None
+    #: Memory services (stepwise.memory.service.MemoryServices); None: the process-wide default from the environment.
+    memory: Any = None
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
 
     @cached_property

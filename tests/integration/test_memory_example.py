@@ -1,0 +1,74 @@
+"""The memory example: a preference stated in one thread shapes the answer in another (offline, scripted model),
+on the embedded client (SQLite + usearch/numpy store under the run's home, real Valkey)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stepwise.client import Stepwise
+from stepwise.graph.errors import GraphError
+from stepwise.graph.loader import load_file, load_text
+from stepwise.memory.records import MemoryQuery
+
+EXAMPLE = Path(__file__).parents[2] / "statemachines" / "examples" / "memory.yaml"
+
+
+def ask(client: Stepwise, user: str, text: str, tenant: str = "default") -> str:
+    result = client.run(load_file(EXAMPLE), {"user_id": user, "messages": [{"role": "user", "content": text}]}, tenant=tenant)
+    assert result.status == "succeeded", result.error
+    return str(result.state["messages"][-1]["content"])
+
+
+def test_preference_carries_across_threads(tmp_path: Path) -> None:
+    client = Stepwise.embedded(tmp_path)
+    first = ask(client, "dana", "I prefer window seats on long flights. Book me a flight to Oslo.")
+    assert "(no memory)" in first
+    second = ask(client, "dana", "Book me a flight to Rome for Friday.")
+    assert "window seats" in second
+    # another user of the same tenant, and the same user id in another tenant, remember nothing of dana
+    assert "(no memory)" in ask(client, "lee", "Book me a flight to Rome for Friday.")
+    assert "(no memory)" in ask(client, "dana", "Book me a flight to Rome for Friday.", tenant="globex")
+    # a newer preference supersedes the old one; the old one stays in history
+    ask(client, "dana", "Actually I prefer aisle seats now.")
+    assert "aisle seats" in ask(client, "dana", "Book me a flight to Lima.")
+    ltm = client.services.memory.ltm
+    prefs = [r for r in ltm.list("default", "default/memory-assistant/dana", include_history=True) if r.strategy == "preference"]
+    assert len(prefs) == 2 and sum(r.valid_to is None for r in prefs) == 1
+    hits = ltm.search("default", MemoryQuery(text="seat", namespaces=["default/memory-assistant/dana"], strategies=["preference"]))
+    assert "aisle" in hits[0].record.text
+
+
+def test_memory_outage_never_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = Stepwise.embedded(tmp_path)
+    ask(client, "dana", "I prefer window seats on long flights.")
+    events: list[dict] = []
+    client.services.observer = events.append
+    mem = client.services.memory
+    mem.resilient.sleep = lambda _s: None
+
+    def down(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise ConnectionError("vector store unreachable")
+
+    monkeypatch.setattr(mem.ltm, "search", down)
+    monkeypatch.setattr(mem.ltm, "remember_many", down)
+    answer = ask(client, "dana", "Book me a flight to a new place.")
+    assert answer.startswith("Booking it.")  # the run succeeded without memory
+    degraded = [e for e in events if e.get("kind") == "memory_degraded"]
+    assert {e["stage"] for e in degraded} >= {"ltm", "write_back"}
+
+
+def test_memory_block_is_validated_at_load() -> None:
+    bad = """
+name: bad
+graph:
+  nodes:
+    a: {kind: agent, model: scripted, memory: {namespaces: ["shared/{user}"]}}
+"""
+    with pytest.raises(GraphError, match="tenant"):
+        load_text(bad)
+    with pytest.raises(GraphError, match="top_k"):
+        load_text(bad.replace('namespaces: ["shared/{user}"]', "top_k: 500"))
+    with pytest.raises(GraphError, match="memory"):
+        load_text("name: f\ngraph:\n  nodes:\n    a: {kind: function, fn: 'x.y:z', memory: {top_k: 2}}\n")
