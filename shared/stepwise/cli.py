@@ -222,11 +222,30 @@ def fork(thread_id: str, at: Annotated[int, typer.Option(help="Sequence number t
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8080, home: HomeOpt = None) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    home: HomeOpt = None,
+    memory_worker: Annotated[bool, typer.Option(help="Consolidate memory in a background thread (or STEPWISE_MEMORY_WORKER=1)")] = False,
+) -> None:
     """Serve the HTTPS API's handlers over HTTP on this machine, on embedded defaults."""
     from stepwise.api.server import serve as serve_api
 
+    if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
+        from stepwise.memory.worker import ConsolidationWorker
+
+        memory_client = Stepwise.embedded(home or default_home())
+        ConsolidationWorker(memory_client.services.memory, memory_client.services.events).start()
     serve_api(host=host, port=port, home=home or default_home())
+
+
+def _add_memory_commands() -> None:
+    from stepwise.cli_memory import app as memory_app
+
+    app.add_typer(memory_app, name="memory")
+
+
+_add_memory_commands()
 
 
 def main() -> None:
