@@ -15,7 +15,7 @@ from stepwise.memory.local import EmbeddedLongTermStore
 from stepwise.memory.ltm import LongTermStore
 from stepwise.memory.records import MemoryError_, MemoryQuery
 
-ADAPTERS = ["embedded-minilm", "embedded-hashing", "embedded-hnsw"]
+ADAPTERS = ["embedded-minilm", "embedded-hashing", "embedded-hnsw", "opensearch-double"]
 if os.environ.get("STEPWISE_TEST_OPENSEARCH_URL"):
     ADAPTERS.append("opensearch-real")
 
