@@ -12,15 +12,19 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from stepwise import __version__
 from stepwise.asl.compiler import compile_graph, to_json
 from stepwise.client import RunResult, Stepwise, default_home
-from stepwise.errors import StepwiseError
+from stepwise.errors import AnswerError, StepwiseError
+from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
 from stepwise.graph.mermaid import to_mermaid
 from stepwise.graph.spec import GraphSpec
+from stepwise.runtime.step import locate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
 out = Console(soft_wrap=True)
@@ -30,8 +34,27 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (d
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
+DEBUG = {"on": os.environ.get("STEPWISE_DEBUG", "") not in ("", "0")}
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"stepwise {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also: STEPWISE_DEBUG=1)")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")] = False,
+) -> None:
+    """Stepwise: agent graphs compiled to AWS Step Functions, run locally."""
+    if debug:
+        DEBUG["on"] = True
+
+
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)  # escaped: `[thing]` in a message is text
     raise typer.Exit(code)
 
 
@@ -40,6 +63,9 @@ def _user_errors() -> Iterator[None]:
     """Turn the library's user-facing errors into one clear line on stderr and exit code 2."""
     try:
         yield
+    except AnswerError as exc:
+        problems = "\n".join(f"  - {p}" for p in exc.problems)
+        _fail(f"the answer for {exc.node!r} was refused:\n{problems}\nanswer with: stepwise resume {exc.run_id} --input '{exc.expected}'")
     except (StepwiseError, GraphError) as exc:
         _fail(str(exc))
 
@@ -78,43 +104,75 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
 
 def _progress(event: dict[str, Any]) -> None:
     kind = event["kind"]
-    where = f" [dim]({event['scope']})[/dim]" if event.get("scope") else ""
+    e = {k: escape(str(v)) for k, v in event.items()}  # values are text, never rich markup
+    where = f" [dim]({e['scope']})[/dim]" if event.get("scope") else ""
     if kind == "run_started":
-        err.print(f"[bold]run[/bold] {event['run_id']} on {event['thread_id']} ({event['graph']})", highlight=False)
+        err.print(f"[bold]run[/bold] {e['run_id']} on {e['thread_id']} ({e['graph']})", highlight=False)
     elif kind == "node_finished":
-        keys = ", ".join(sorted(event.get("update") or {})) or "-"
-        route = f" → {event['route']}" if event.get("route") and not (event.get("scope") and event["route"] == "__end__") else ""
+        keys = escape(", ".join(sorted(event.get("update") or {})) or "-")
+        route = f" → {e['route']}" if event.get("route") and not (event.get("scope") and event["route"] == "__end__") else ""
         err.print(
-            f"  [green]✓[/green] {event['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
+            f"  [green]✓[/green] {e['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
             highlight=False,
         )
     elif kind == "node_failed":
-        err.print(f"  [red]✗[/red] {event['node']}{where}: {event['error']}", highlight=False)
+        err.print(f"  [red]✗[/red] {e['node']}{where}: {e['error']}", highlight=False)
     elif kind == "waiting":
-        err.print(f"  [yellow]⏸[/yellow] {event['node']} waits for input: {event['prompt']}", highlight=False)
+        err.print(f"  [yellow]⏸[/yellow] {e['node']} waits for input: {e['prompt']}", highlight=False)
 
 
-def _report(result: RunResult, output: str) -> None:
+def _answer_example(client: Stepwise, result: RunResult) -> str:
+    """What `stepwise resume` should be given for the node the run waits at (from its `input:` schema)."""
+    if not result.waiting:
+        return "{...}"
+    run = client.services.runs.get(result.run_id)
+    if run is None:
+        return "{...}"
+    spec, node = locate(client.services.graph(run.graph_ref), result.waiting["node"])
+    return example(spec, node)
+
+
+def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
     if output == "json":
-        sys.stdout.write(json.dumps(result.to_json(), default=str) + "\n")
+        data = result.to_json()
+        if data.get("error") and not DEBUG["on"]:
+            data["error"] = {k: v for k, v in data["error"].items() if k != "traceback"}
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
     else:
         colour = {"succeeded": "green", "waiting": "yellow", "failed": "red"}.get(result.status, "white")
         out.print(f"[{colour}]{result.status}[/{colour}]  run {result.run_id}  thread {result.thread_id}", highlight=False)
         if result.waiting:
             out.print(
                 f"waiting at {result.waiting['node']}: {result.waiting['prompt']}\n"
-                f"continue with: stepwise resume {result.run_id} --input '{{...}}'",
+                f"continue with: stepwise resume {result.run_id} --input '{answer}'",
                 highlight=False,
+                markup=False,
             )
-        if result.error:
-            out.print(
-                f"[red]node {result.error.get('node')}: {result.error.get('message') or result.error.get('error')}[/red]", highlight=False
-            )
-            if result.error.get("traceback"):
-                err.print(result.error["traceback"], highlight=False, markup=False)
         out.print_json(json.dumps(result.state, default=str))
+        if result.error:
+            _explain(result.error)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+def _explain(error: dict[str, Any]) -> None:
+    """The real cause of a failed run on stderr: the node, the message, where in the user's code, the fix."""
+    node = error.get("node")
+    message = error.get("message") or error.get("cause") or error.get("error") or "unknown error"
+    head = f"node {node!r} failed: {message}" if node else f"the run failed outside any node: {message}"
+    lines = [head]
+    if error.get("where"):
+        lines.append(f"  at {error['where']}")
+    if error.get("fix"):
+        lines.append(f"  fix: {error['fix']}")
+    err.print(f"[red]error:[/red] {escape(lines[0])}", highlight=False)
+    for line in lines[1:]:
+        err.print(line, highlight=False, markup=False)
+    if error.get("traceback"):
+        if DEBUG["on"]:
+            err.print(error["traceback"], highlight=False, markup=False)
+        else:
+            err.print("  (run with --debug for the full traceback)", highlight=False, markup=False)
 
 
 @app.command()
@@ -152,7 +210,7 @@ def run(
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.run(spec, state, thread_id=thread)
-    _report(result, output)
+    _report(result, output, _answer_example(client, result))
 
 
 @app.command()
@@ -167,7 +225,7 @@ def resume(
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.resume(run_id, update)
-    _report(result, output)
+    _report(result, output, _answer_example(client, result))
 
 
 @app.command()
@@ -182,10 +240,15 @@ def runs(
     if output == "json":
         sys.stdout.write(json.dumps([r.model_dump(exclude={"start_cursor"}) for r in records], default=str) + "\n")
         return
-    table = Table("run", "thread", "graph", "status", "steps")
+    table = Table()
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in records), default=3))  # ids in full: they are
+    table.add_column("thread", no_wrap=True, min_width=max((len(r.thread_id) for r in records), default=6))  # what you paste
+    table.add_column("graph", overflow="fold")
+    table.add_column("status")
+    table.add_column("steps")
     for r in records:
         table.add_row(r.run_id, r.thread_id, r.graph_ref, r.status, str(r.steps))
-    out.print(table)
+    (out if out.is_terminal else Console(width=200)).print(table)  # piped or captured: never fold an id
 
 
 @app.command()
@@ -248,9 +311,52 @@ def _add_memory_commands() -> None:
 _add_memory_commands()
 
 
+# -- API keys ---------------------------------------------------------------------------------------
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys for `stepwise serve` and the deployed API.")
+app.add_typer(keys_app, name="keys")
+TenantOpt = Annotated[str, typer.Option(help="Tenant the key belongs to")]
+
+
+@keys_app.command("create")
+def keys_create(tenant: TenantOpt, name: Annotated[str, typer.Option(help="A label, e.g. who uses it")] = "", home: HomeOpt = None) -> None:
+    """Create a key and print it once (only its salted hash is stored)."""
+    from stepwise.api import keys
+
+    keys.create(tenant=tenant, name=name, home=home)
+
+
+@keys_app.command("list")
+def keys_list(tenant: TenantOpt, home: HomeOpt = None) -> None:
+    """List a tenant's keys (never their secrets)."""
+    from stepwise.api import keys
+
+    keys.list_(tenant=tenant, home=home)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, tenant: TenantOpt, home: HomeOpt = None) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    from stepwise.api import keys
+
+    keys.revoke(key_id=key_id, tenant=tenant, home=home)
+
+
 def main() -> None:
     sys.path.insert(0, os.getcwd())  # graphs reference code in the current project
-    app()
+    args = sys.argv[1:]
+    options = args[: args.index("--")] if "--" in args else args
+    if "--debug" in options:  # `stepwise run g.yaml --debug` works as well as `stepwise --debug run g.yaml`
+        args.remove("--debug")
+        args.insert(0, "--debug")
+        DEBUG["on"] = True
+    try:
+        app(args=args, prog_name="stepwise")
+    except Exception as exc:  # a bug or an environment problem: one line, the traceback only with --debug
+        if DEBUG["on"]:
+            raise
+        err.print(f"[red]error:[/red] {escape(f'{type(exc).__name__}: {exc}')}", highlight=False)
+        err.print("(run again with --debug for the full traceback)", highlight=False, markup=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

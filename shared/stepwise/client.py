@@ -15,11 +15,12 @@ from typing import Any, Protocol
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
-from stepwise.errors import StepwiseError
+from stepwise.errors import AnswerError, StepwiseError
 from stepwise.graph import limits
+from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
-from stepwise.runtime.step import Cursor, reducers_of, resume_step, step
+from stepwise.runtime.step import Cursor, locate, reducers_of, resume_step, step
 from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
@@ -63,6 +64,14 @@ def _admit(value: Any, what: str) -> None:
 
 def default_home() -> Path:
     return Path(os.environ.get("STEPWISE_HOME", ".stepwise"))
+
+
+def check_answer(root: GraphSpec, run_id: str, node: str, answer: dict[str, Any] | None) -> None:
+    """Refuse an answer that does not fit the human node ``node`` (``outer/inner`` inside subgraphs)."""
+    spec, local = locate(root, node)
+    problems = answer_problems(spec, local, answer)
+    if problems:
+        raise AnswerError(run_id, node, problems, example(spec, local))
 
 
 class Executor(Protocol):
@@ -216,6 +225,7 @@ class Stepwise:
         if run.status != "waiting":  # a run whose process died mid-way: replay it from its start cursor
             return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
         assert run.waiting is not None
+        check_answer(self.services.graph(run.graph_ref), run_id, run.waiting["node"], input)
         token = run.waiting["token"]
         out = resume_step(self.services, run.waiting, dict(input or {}))
         run = self.services.runs.update(run_id, status="running", waiting=None)

@@ -10,11 +10,24 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["MaxIterationsError", "NodeError", "StateConflictError", "StepwiseError", "TaskError", "asl_error_name"]
+__all__ = ["AnswerError", "MaxIterationsError", "NodeError", "StateConflictError", "StepwiseError", "TaskError", "asl_error_name"]
 
 
 class StepwiseError(Exception):
     """A user-facing error: the message says what went wrong and what to do."""
+
+    fix: str | None = None  # what to do about it, when known: shown apart from the message (CLI, run errors)
+
+
+class AnswerError(StepwiseError):
+    """A resume's answer does not fit the waiting human node: missing, unexpected keys, values outside its schema."""
+
+    def __init__(self, run_id: str, node: str, problems: list[str], expected: str) -> None:
+        self.run_id = run_id
+        self.node = node
+        self.problems = problems
+        self.expected = expected  # a valid answer, as JSON text
+        super().__init__(f"the answer for {node!r} was refused: {'; '.join(problems)}. A valid answer: {expected}")
 
 
 class TaskError(StepwiseError):

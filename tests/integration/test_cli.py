@@ -13,7 +13,7 @@ EXAMPLES = ROOT / "statemachines" / "examples"
 
 
 def cli(*args: str, cwd: Path = ROOT, home: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}  # this checkout's library (the venv may hold another's)
     if home is not None:
         env["STEPWISE_HOME"] = str(home)
     proc = subprocess.run([sys.executable, "-m", "stepwise.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -126,3 +126,91 @@ def test_killed_process_loses_nothing_and_resume_continues(tmp_path: Path):
     done = json.loads(cli("resume", run["run_id"], "-o", "json", cwd=tmp_path, home=home).stdout)
     assert done["status"] == "succeeded"
     assert done["state"]["log"] == ["first", "second", "third"]  # `first` ran exactly once
+
+
+BOOM = """
+def ok(state):
+    return {"x": 1}
+
+def boom(state):
+    raise ValueError("the [config] key is missing")
+
+def one(state):
+    return {"r": 1}
+
+def two(state):
+    return {"r": 2}
+"""
+
+
+def test_a_failure_shows_node_message_place_and_fix_and_the_traceback_only_with_debug(tmp_path: Path):
+    (tmp_path / "mine.py").write_text(BOOM)
+    graph = tmp_path / "g.yaml"
+    graph.write_text("name: g\nmodule: mine\nnodes: [ok, boom]\n")
+    proc = cli("run", str(graph), home=tmp_path / "h", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "error: node 'boom' failed: ValueError: the [config] key is missing" in proc.stderr  # [config] is not eaten as markup
+    assert f"at {tmp_path / 'mine.py'}:6 in boom" in proc.stderr and "fix: fix " in proc.stderr
+    assert "Traceback" not in proc.stderr and "stepwise/runtime" not in proc.stderr and "--debug" in proc.stderr
+    assert "Stepwise.NodeError" not in proc.stdout + proc.stderr
+    debug = cli("run", str(graph), "--debug", home=tmp_path / "h", cwd=tmp_path, check=False)
+    assert "Traceback (most recent call last)" in debug.stderr and 'raise ValueError("the [config] key is missing")' in debug.stderr
+    as_json = json.loads(cli("run", str(graph), "-o", "json", home=tmp_path / "h", cwd=tmp_path, check=False).stdout)
+    assert as_json["error"]["node"] == "boom" and "traceback" not in as_json["error"]
+
+
+def test_a_join_conflict_names_the_join_the_branches_and_the_fix(tmp_path: Path):
+    (tmp_path / "mine.py").write_text(BOOM)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "name: g\nmodule: mine\ngraph:\n  nodes: {ok: {}, one: {}, two: {}, done: {fn: 'mine:ok'}}\n"
+        "  edges:\n    - {from: ok, to: [one, two]}\n    - {from: [one, two], to: done}\n  entry: ok\n"
+    )
+    proc = cli("run", str(graph), home=tmp_path / "h", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "node None" not in proc.stdout + proc.stderr
+    assert "error: node 'done' failed: NodeError: branch 'one' and branch 'two' both wrote channel 'r'" in proc.stderr
+    assert "fix: declare `r: append` (or merge/add) under `state:`" in proc.stderr
+
+
+def test_version_full_ids_and_keys(tmp_path: Path):
+    from stepwise import __version__
+
+    assert cli("--version").stdout.strip() == f"stepwise {__version__}"
+    result = json.loads(cli("run", str(EXAMPLES / "sequential.yaml"), "-o", "json", home=tmp_path).stdout)
+    table = cli("runs", home=tmp_path).stdout
+    assert result["run_id"] in table and result["thread_id"] in table  # never cut to "thread-27224a314…"
+    created = json.loads(cli("keys", "create", "--tenant", "acme", "--name", "ci", "--home", str(tmp_path)).stdout)
+    assert created["api_key"] and created["tenant"] == "acme"
+    listed = [json.loads(line) for line in cli("keys", "list", "--tenant", "acme", "--home", str(tmp_path)).stdout.splitlines()]
+    assert [k["key_id"] for k in listed] == [created["key_id"]] and created["api_key"] not in json.dumps(listed)
+    revoked = json.loads(cli("keys", "revoke", created["key_id"], "--tenant", "acme", "--home", str(tmp_path)).stdout)
+    assert revoked["key_id"] == created["key_id"] and revoked["revoked_at"]
+
+
+def test_resume_refuses_a_missing_or_unexpected_answer(tmp_path: Path):
+    waiting = json.loads(cli("run", str(EXAMPLES / "human_approval.yaml"), "-o", "json", home=tmp_path).stdout)
+    run_id = waiting["run_id"]
+    for args, needle in [
+        ([], "no answer was given"),
+        (["--input", '{"decison": "yes"}'], "unexpected key 'decison' (did you mean 'decision'?"),
+        (["--input", '{"decision": "maybe"}'], '\'decision\' is \'maybe\'; allowed: "yes", "no", "revise"'),
+    ]:
+        proc = cli("resume", run_id, *args, home=tmp_path, check=False)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+        assert f'answer with: stepwise resume {run_id} --input \'{{"decision": "yes"}}\'' in proc.stderr
+    done = json.loads(cli("resume", run_id, "--input", '{"decision": "yes"}', "-o", "json", home=tmp_path).stdout)
+    assert done["status"] == "succeeded" and done["state"]["published"] is True
+
+
+def test_validate_reports_file_line_and_one_root_cause(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: b\nmodule: statemachines.examples.nodes\ngraph:\n  nodes:\n    fetch: {}\n    clean: {}\n    summarize: {}\n"
+        "  edges:\n    - {from: fetch, to: claen}\n    - {from: clean, to: summarize}\n  entry: fetch\n"
+    )
+    proc = cli("validate", str(bad), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {bad}:9: node 'fetch': an edge points to unknown node 'claen'. "
+        "Fix: did you mean 'clean'? Otherwise define node 'claen' (nodes: clean, fetch, summarize)"
+    ]

@@ -350,3 +350,60 @@ def test_budget_exceeded_stops_the_run_with_a_clear_error() -> None:
     result = client.run(two, QUESTION)
     assert result.status == "failed"
     assert "spent $0.1200 of its $0.1000 budget" in str(result.error) and result.error["node"] == "again"
+
+
+# -- an agent with tools and nowhere to run them loops by itself -------------------------------------------
+ALONE = """
+name: alone
+state: {messages: append}
+graph:
+  nodes:
+    agent:
+      kind: agent
+      model: openai:gpt-4o-mini
+      tools: [calculator]
+%s
+  entry: agent
+"""
+
+
+def test_an_agent_with_tools_and_no_tool_node_runs_its_own_react_loop() -> None:
+    model = Model(tool_reply(("calculator", {"expression": "17 * 23"})), "17 * 23 = 391")
+    client = client_with({"openai:gpt-4o-mini": model})
+    result = client.run(load_text(ALONE % ""), QUESTION)
+    assert result.status == "succeeded", result.error
+    assert [m["role"] for m in result.state["messages"]] == ["user", "assistant", "tool", "assistant"]
+    assert result.state["messages"][2]["content"] == "391"  # the tool call was executed, and observed
+    assert result.state["messages"][-1]["content"] == "17 * 23 = 391" and not result.state["messages"][-1].get("tool_calls")
+    assert [t.data["result"] for t in events(client, result.thread_id, TOOL_CALL)] == [391]
+    assert [m["role"] for m in model.requests[1].messages] == ["user", "assistant", "tool"]
+
+
+@pytest.mark.parametrize("bound", ["      max_iterations: 2", "      config: {max_iterations: 2}"])
+def test_the_agents_own_loop_is_bounded_by_max_iterations_on_the_node_or_in_config(bound: str) -> None:
+    model = Model(tool_reply(("calculator", {"expression": "1 + 1"})))  # never gives a final answer
+    result = client_with({"openai:gpt-4o-mini": model}).run(load_text(ALONE % bound), QUESTION)
+    assert result.status == "failed" and "reached config.max_iterations=2" in str(result.error)
+    assert len(model.requests) == 2
+    assert result.error is not None and "raise `max_iterations` on node 'agent' above 2" in result.error["fix"]
+
+
+def test_an_agent_routed_to_a_tool_node_keeps_the_graph_loop() -> None:
+    spec = load_file(Path(__file__).resolve().parents[2] / "statemachines" / "examples" / "react.yaml")
+    client = Stepwise.in_memory(clock=FakeClock())
+    result = client.run(spec, QUESTION)
+    assert result.status == "succeeded"
+    assert [e.node for e in events(client, result.thread_id, NODE_UPDATE)][:3] == ["reason", "act", "reason"]  # one state each
+
+
+def test_loop_graph_with_tools_and_no_tool_node_is_refused_at_load() -> None:
+    with pytest.raises(GraphError) as info:
+        load_text(ALONE % "      config: {loop: graph}", source="a.yaml")
+    message = str(info.value)
+    assert message.startswith("a.yaml:10: node 'agent': the agent has tools and `config.loop: graph`, but no edge leads")
+    assert "remove `loop: graph`" in message and "stepwise.tools.react:run_tool_calls" in message
+
+
+def test_max_iterations_on_the_node_and_in_config_must_agree() -> None:
+    with pytest.raises(GraphError, match="max_iterations is 2 on the node but 3 under config"):
+        load_text(ALONE % "      max_iterations: 2\n      config: {max_iterations: 3}")

@@ -607,3 +607,24 @@ def test_json_body_sent_without_a_json_content_type_is_read_as_json(h: Harness, 
     reply = h("POST", "/agents/support-router/execute", {"input": {"type": "A"}}, headers={"content-type": content_type})
     assert reply.status == 200, reply.body
     assert reply.body["state"]["trail"] == ["evaluate", "handle_billing"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "needle"),
+    [
+        ({}, "no answer was given"),
+        ({"decison": "yes"}, "unexpected key 'decison' (did you mean 'decision'?"),
+        ({"decision": "maybe"}, '\'decision\' is \'maybe\'; allowed: "yes", "no", "revise"'),
+        ({"decision": "no", "comment": 3}, "'comment' must be a string"),
+    ],
+)
+def test_resume_answer_is_checked_against_the_human_nodes_schema(h: Harness, answer: dict[str, Any], needle: str) -> None:
+    h.register("human_approval")  # approve declares input: {decision: {enum: [yes, no, revise]}, comment: ...}
+    run = h("POST", "/agents/human-approval/execute", {}).body
+    reply = h("POST", f"/runs/{run['run_id']}/resume", {"input": answer})
+    assert reply.status == 422 and error_code(reply) == "invalid_answer", reply.body
+    assert needle in reply.body["error"]["message"] and reply.body["error"]["details"][0]["field"] == "body.input"
+    still = h("GET", f"/runs/{run['run_id']}")
+    assert still.body["status"] == "waiting"  # a refused answer changes nothing
+    ok = h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "no", "comment": "too high"}})
+    assert ok.status == 200 and ok.body["state"]["outcome"] == "rejected: too high"

@@ -39,7 +39,7 @@ from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLi
 from stepwise.api.settings import ApiSettings, build_store
 from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
 from stepwise.client import Stepwise
-from stepwise.errors import StepwiseError
+from stepwise.errors import AnswerError, StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
 from stepwise.state.ports import RunRecord
@@ -493,6 +493,9 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
             raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
         try:
             api.client.resume(run_id, body.input)
+        except AnswerError as exc:  # the answer does not fit the node's `input:` schema (or its conditions)
+            details = [{"field": "body.input", "type": "invalid_answer", "message": p} for p in exc.problems]
+            raise ApiError(422, "invalid_answer", str(exc), details) from None
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})

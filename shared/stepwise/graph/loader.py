@@ -58,6 +58,7 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
         ) from None
     if not isinstance(data, dict):
         raise GraphError([Problem("the document is not a mapping", "start the file with `name:` and `graph:` keys")], source)
+    _keep_enum_words(data, text)
     origin: Origin = {}
     try:
         spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd(), origin=origin)
@@ -99,6 +100,40 @@ def _line_index(text: str) -> dict[Key, int]:
                 lines[child] = value.start_mark.line + 1
                 todo.append((child, value))
     return lines
+
+
+_BOOL_WORDS = re.compile(r"^(y|yes|n|no|on|off)$", re.IGNORECASE)
+
+
+def _keep_enum_words(data: dict[str, Any], text: str) -> None:
+    """YAML 1.1 reads `yes`/`no`/`on`/`off` as booleans; in a human node's ``input: {x: {enum: [yes, no]}}`` they
+    are answers, so keep them as the words written (``true``/``false`` stay booleans)."""
+    graph = data.get("graph") if isinstance(data.get("graph"), dict) else data
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if not isinstance(nodes, dict) or not any(isinstance(n, dict) and isinstance(n.get("input"), dict) for n in nodes.values()):
+        return
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return
+
+    def child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+        if isinstance(node, yaml.MappingNode):
+            return next((v for k, v in node.value if k.value == key), None)
+        return None
+
+    raw_nodes = child(child(root, "graph") or root, "nodes")
+    for name, node in nodes.items():
+        answer = node.get("input") if isinstance(node, dict) else None
+        if not isinstance(answer, dict):
+            continue
+        for key, field in answer.items():
+            enum = child(child(child(child(raw_nodes, str(name)), "input"), str(key)), "enum")
+            if isinstance(field, dict) and isinstance(field.get("enum"), list) and isinstance(enum, yaml.SequenceNode):
+                field["enum"] = [
+                    raw.value if isinstance(raw, yaml.ScalarNode) and isinstance(value, bool) and _BOOL_WORDS.match(raw.value) else value
+                    for raw, value in zip(enum.value, field["enum"], strict=False)
+                ]
 
 
 def _source_path(path: Key, origin: Origin) -> Key:

@@ -32,7 +32,7 @@ class AgentConfig(BaseModel):
     """``config:`` of agent, planner and synthesizer nodes (validated, so a typo is an error, not a no-op)."""
 
     model_config = ConfigDict(extra="forbid")
-    loop: Literal["graph", "fused"] = "graph"
+    loop: Literal["graph", "fused"] | None = None  # None: graph when an edge leads to a tool node, else fused
     max_iterations: int | None = Field(default=None, ge=1, le=200)
     reasoning: Literal["direct", "cot"] = "direct"
     output_schema: str | dict[str, str] | None = None

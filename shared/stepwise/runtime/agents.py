@@ -1,9 +1,11 @@
 """Agent, planner and synthesizer nodes.
 
-- agent: ReAct (think → act → observe → reflect). ``config.loop: graph`` (default) makes one LLM call per
-  step and lets the graph cycle through a tool node and a reflect node, so every iteration is a state in
-  the compiled ASL; ``config.loop: fused`` runs the whole loop inside one step, bounded by
-  ``config.max_iterations`` (default: the graph's), with every LLM and tool call journalled.
+- agent: ReAct (think → act → observe → reflect). ``config.loop: graph`` makes one LLM call per step and
+  lets the graph cycle through a tool node and a reflect node, so every iteration is a state in the
+  compiled ASL; ``config.loop: fused`` runs the whole loop inside one step, bounded by ``max_iterations``
+  (on the node or under ``config:``; default: the graph's), with every LLM and tool call journalled.
+  Unset, the loop is ``graph`` when an edge leads to a node that runs tool calls, else ``fused``: an agent
+  with ``tools:`` never ends a run with tool calls nobody executed.
 - planner: asks for a subtask DAG (``id, kind, title, depends_on``), validates it and hands the compiled
   Map one *wave* of ready subtasks at a time; the Map loops back through the planner until none is left.
 - synthesizer: combines the workers' results, scores them (``quality``) and, when the score is below
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from stepwise.errors import MaxIterationsError, NodeError
 from stepwise.graph.spec import AgentConfig
+from stepwise.graph.topology import routes_to_tools
 from stepwise.llm.base import ChatRequest, ChatResponse
 from stepwise.runtime.context import NodeContext
 from stepwise.runtime.reasoning import (
@@ -46,8 +49,11 @@ SYNTH_INSTRUCTION = (
 
 
 def config_of(ctx: NodeContext) -> AgentConfig:
+    config = dict(ctx.node_spec.config)
+    if ctx.node_spec.max_iterations is not None:  # `max_iterations:` on the node is the same setting
+        config.setdefault("max_iterations", ctx.node_spec.max_iterations)
     try:
-        return AgentConfig.model_validate(ctx.node_spec.config)
+        return AgentConfig.model_validate(config)
     except ValidationError as exc:
         raise NodeError(f"node {ctx.node!r}: invalid config: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
 
@@ -174,10 +180,19 @@ def _write(ctx: NodeContext, channel: str, value: Any, messages: list[dict[str, 
 
 
 # -- agent ------------------------------------------------------------------------------------------
+def loop_of(ctx: NodeContext, cfg: AgentConfig) -> str:
+    """``config.loop``, or by default ``graph`` if the graph runs this agent's tool calls, else ``fused``."""
+    if cfg.loop is not None:
+        return cfg.loop
+    if ctx.node_spec.tools and not routes_to_tools(ctx.spec, ctx.node.rsplit("/", 1)[-1]):
+        return "fused"
+    return "graph"
+
+
 def agent(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
     cfg = config_of(ctx)
     schema = output_model(cfg.output_schema).model_json_schema() if cfg.output_schema else None
-    if cfg.loop == "fused":
+    if loop_of(ctx, cfg) == "fused":
         return _fused(state, ctx, cfg, schema)
     request = build_request(state, ctx, cfg, schema=schema)
     response = _call(ctx, cfg, request)
@@ -222,9 +237,11 @@ def _fused(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, schema: di
         channel = ctx.node_spec.output or "messages"
         _consolidate(state, ctx, produced, text)
         return _write(ctx, channel, value, produced if ctx.spec.reducer_of(channel) == "append" else [produced[-1]])
-    raise MaxIterationsError(
+    error = MaxIterationsError(
         f"agent {ctx.node!r} reached config.max_iterations={limit} without a final answer; raise it or simplify the task"
     )
+    error.fix = f"raise `max_iterations` on node {ctx.node!r} above {limit}, or make the task (or the tools' answers) simpler"
+    raise error
 
 
 def _reflect(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, messages: list[dict[str, Any]], n: int) -> str:

@@ -9,8 +9,11 @@ replayed step returns the output it recorded instead of running again.
 from __future__ import annotations
 
 import contextlib
+import json
+import sysconfig
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -130,7 +133,11 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     spec, local = locate(root, req.node) if req.mode != "join" else (root, req.node)
     reducer_names = reducers_of(root)
     if req.join is not None:
-        _join(services, cursor, frames, scope, req.join, reducer_names, key)
+        try:
+            _join(services, cursor, frames, scope, req.join, reducer_names, key)
+        except NodeError as exc:  # recorded like a node's failure, so the run's error names the join and the fix
+            _record_failure(services, cursor, scope, req.node, exc, "")
+            raise
     if req.mode == "join":
         return cursor.model_dump(exclude_none=True) | {"route": END}
 
@@ -144,11 +151,13 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     limit = spec.graph.max_iterations
     if visits[req.node] > limit:
         message = (
-            f"node {req.node!r} would run for the {visits[req.node]}th time, over graph.max_iterations={limit}; "
+            f"node {req.node!r} would run {visits[req.node]} times, over graph.max_iterations={limit}; "
             "raise max_iterations or add an exit condition to the cycle"
         )
-        _record_failure(services, cursor, scope, req.node, MaxIterationsError(message), "")
-        raise MaxIterationsError(message)
+        error = MaxIterationsError(message)
+        error.fix = f"raise graph.max_iterations above {limit}, or add a condition that leaves the cycle sooner"
+        _record_failure(services, cursor, scope, req.node, error, "")
+        raise error
 
     ctx = NodeContext(
         run_id=cursor.run_id,
@@ -248,10 +257,12 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
     conflicts = folding.replace_conflicts([by_seq[s] for s in refs], reducer_names, len(prefix))
     if conflicts:
         channel, a, b = conflicts[0]
-        raise NodeError(
-            f"branches {a} and {b} of {block} both wrote channel {channel!r}, whose reducer is replace; "
-            f"declare `{channel}: append` (or merge/add) under state:"
+        error = NodeError(
+            f"{_branch_name(services, cursor, block, a)} and {_branch_name(services, cursor, block, b)} both wrote channel "
+            f"{channel!r}, whose reducer is replace, so the result would depend on which finished last"
         )
+        error.fix = f"declare `{channel}: append` (or merge/add) under `state:`, or let the branches write different channels"
+        raise error
     event = Event(type=JOIN, run_id=cursor.run_id, scope=scope, key=join_key, data={"block": block, "refs": refs})
     head = services.events.head(cursor.thread_id)
     try:
@@ -260,6 +271,17 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
         return
     except StateConflictError:
         raise StateConflictError(cursor.thread_id, head, detail="the join raced another writer; it will be retried") from None
+
+
+def _branch_name(services: Services, cursor: Cursor, block: str, branch: str) -> str:
+    """``branch 'search_web'`` for the first branch of ``p:split`` (``Map item 2`` of a Map), for error messages."""
+    index = branch.split("/", 1)[0]
+    if block.startswith("m:"):
+        return f"Map item {index}"
+    with contextlib.suppress(LookupError, ValueError, IndexError):
+        spec, split = locate(services.graph(cursor.graph), block[2:])
+        return f"branch {topology(spec).fanout[split][int(index)]!r}"
+    return f"branch {index} of {block}"
 
 
 def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames: list[Any]) -> dict[str, Any]:
@@ -289,7 +311,32 @@ def resume_step(services: Services, waiting: dict[str, Any], resume_input: dict[
 
 def _record_failure(services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str) -> None:
     data = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": tb}
+    where = user_frame(exc)
+    fix = getattr(exc, "fix", None) or (f"fix {where}, then run the graph again" if where else None)
+    data.update({k: v for k, v in {"where": where, "fix": fix}.items() if v})
     services.events.append_at_head(cursor.thread_id, [Event(type=NODE_FAILED, run_id=cursor.run_id, node=node, scope=scope, data=data)])
+
+
+_LIBRARY = (str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"])
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """``file:line in function`` of the innermost traceback frame in the user's own code (not Stepwise's,
+    not an installed library's), or None when the error did not come from user code."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = str(Path(frame.filename).resolve())
+        if not path.startswith(_LIBRARY) and not frame.filename.startswith("<"):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return None
+
+
+def cause_message(cause: str) -> str:
+    """The message inside a Step Functions ``Cause`` (a Lambda error is JSON with ``errorMessage``)."""
+    try:
+        data = json.loads(cause)
+    except ValueError:
+        return cause
+    return str(data.get("errorMessage") or cause) if isinstance(data, dict) else cause
 
 
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
@@ -313,6 +360,9 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     if failed:
         last = failed[-1]
         error.update(node=last.node, message=last.data.get("error"), traceback=last.data.get("traceback"))
+        error.update({k: last.data[k] for k in ("where", "fix") if last.data.get(k)})
+    elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
+        error["message"] = cause_message(str(raw["Cause"]))
     key = task_key(cursor, "", FAILED_STATE, "fail")
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
