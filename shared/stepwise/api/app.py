@@ -173,25 +173,45 @@ class StepwiseApi:
         event = _yaml_body(event, headers)
         resolver = self.resolver
         if (method, path) not in PUBLIC_ROUTES:
-            try:
-                principal = self.authenticate(headers, event)
-            except AuthError as exc:
-                return _proxy(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
-            if principal is None:
-                return _proxy(
-                    401,
-                    "unauthorized",
-                    "send an API key in the x-api-key header (or Authorization: Bearer); see docs/api.md",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-            try:
-                self.rate_limiter.check(principal, f"{method} {path}")
-            except RateLimited as exc:
-                return _proxy(429, "rate_limited", str(exc), {"Retry-After": str(max(1, round(exc.retry_after)))})
-            resolver.append_context(principal=principal)
+            admitted = self.admit(method, path, headers, event)
+            if isinstance(admitted, dict):
+                return admitted
+            resolver.append_context(principal=admitted)
         response = resolver.resolve(event, context)
         response["statusCode"] = int(response["statusCode"])
         return response
+
+    def admit(self, method: str, path: str, headers: dict[str, str], event: dict[str, Any]) -> Principal | dict[str, Any]:
+        """Authenticate and rate-limit one request: the principal, or the proxy response refusing it."""
+        try:
+            principal = self.authenticate(headers, event)
+        except AuthError as exc:
+            return _proxy(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+        if principal is None:
+            return _proxy(
+                401,
+                "unauthorized",
+                "send an API key in the x-api-key header (or Authorization: Bearer); see docs/api.md",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            self.rate_limiter.check(principal, f"{method} {path}")
+        except RateLimited as exc:
+            return _proxy(429, "rate_limited", str(exc), {"Retry-After": str(max(1, round(exc.retry_after)))})
+        return principal
+
+    def stream_preflight(self, event: dict[str, Any], run_id: str) -> tuple[RunRecord, int] | dict[str, Any]:
+        """For the live stream (stepwise.api.stream): the run and the seq to resume after, or an error response."""
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        admitted = self.admit("GET", str(event.get("path")), headers, event)
+        if isinstance(admitted, dict):
+            return admitted
+        try:
+            run = self.run_of(admitted.tenant, run_id)
+            after = resume_after(headers.get("last-event-id"), (event.get("queryStringParameters") or {}).get("after"))
+        except ApiError as exc:
+            return _proxy(exc.status, exc.code, exc.message)
+        return run, after
 
     def authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
         for authenticator in self.authenticators:
@@ -276,6 +296,17 @@ class StepwiseApi:
                 [{"field": "body.graph.name", "type": "mismatch"}],
             )
         return spec.name, self.client.register(spec)
+
+
+def resume_after(last_event_id: str | None, after: str | None) -> int:
+    """The seq a stream resumes after: ``Last-Event-ID`` (what an EventSource sends on reconnect) or ``?after=``."""
+    raw = last_event_id if last_event_id not in (None, "") else after
+    if raw in (None, ""):
+        return 0
+    assert raw is not None
+    if not raw.strip().isdigit() or len(raw.strip()) > 18:
+        raise ApiError(422, "validation_error", "Last-Event-ID / after must be an event seq (a non-negative integer)")
+    return int(raw.strip())
 
 
 def _problem(p: Any) -> dict[str, Any]:
@@ -485,6 +516,32 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         page = events[:limit]
         next_after = page[-1].seq if len(events) > limit else None
         return m.EventsPage(run_id=run_id, thread_id=run.thread_id, events=[m.EventOut.of(e) for e in page], next_after=next_after)
+
+    @app.get(
+        "/runs/<run_id>/stream",
+        summary="A run's events as server-sent events (live under `stepwise serve`; resumable with Last-Event-ID)",
+        tags=["runs"],
+        responses={
+            **_errors(),
+            200: {"description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`", "content": {"text/event-stream": {}}},
+        },
+    )
+    def run_stream(
+        run_id: str,
+        after: Annotated[str | None, Query(description="resume after this seq (or send Last-Event-ID)")] = None,
+    ) -> Response[str]:
+        """Through API Gateway (no response streaming) this answers the events so far and, if the run
+        has ended, the closing `end` event; reconnect with Last-Event-ID to continue. `stepwise serve`
+        keeps the connection open and streams live (stepwise.api.stream)."""
+        from stepwise.api.stream import TERMINAL, backlog, event_frame, sse
+
+        run = api.run_of(tenant(), run_id)
+        start = resume_after(app.current_event.headers.get("last-event-id"), after)
+        events, status = backlog(api, run_id, run.thread_id, start)
+        body = b"retry: 1000\n\n" + b"".join(event_frame(e) for e in events)
+        if status in TERMINAL:
+            body += sse({"run_id": run_id, "status": status}, event="end")
+        return Response(status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"})
 
     @app.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:

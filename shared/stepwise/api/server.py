@@ -1,23 +1,39 @@
-"""``stepwise serve``: the API's Lambda handler behind a local HTTP server, on embedded defaults.
+"""``stepwise serve``: the API's Lambda handler behind uvicorn, through a thin ASGI adapter.
 
-Why the standard library's ``ThreadingHTTPServer`` and not an ASGI stack: the deployed API is an API
-Gateway proxy event handed to one handler. Translating each HTTP request into that same event and
-the handler's proxy response back into HTTP means the laptop runs *the deployed code path* — the
-same routing, validation, auth and error bodies — with no second web framework and no new
-dependency. Requests run one per thread; each thread gets its own Powertools resolver (see
-``StepwiseApi.resolver``). Runs are synchronous locally, so a request that executes a run answers
-when the run finishes or pauses at a human node.
+Why uvicorn (h11) and not the standard library's ``ThreadingHTTPServer``: the stdlib server listened
+with a backlog of 5 (38-75 of 300 requests reset at 50 clients), spent one OS thread per connection
+(1,000 idle connections took /health down), trusted ``Content-Length: -1`` and executed a chunked
+body as a second request. uvicorn's h11 parser rejects malformed framing (negative or duplicate
+``Content-Length``, ``Transfer-Encoding`` with ``Content-Length``), idle connections cost a few KB on
+one event loop, and the listen backlog is ours to set. bench/serve_load.py measures it side by side
+with the old server. The adapter keeps the deployed code path: each request becomes the same API
+Gateway proxy event the Lambda handler receives, and the handler's proxy response goes back as HTTP.
+
+What the adapter adds around the handler:
+- bounded workers: the handler is synchronous (local runs execute in the request), so it runs on a
+  thread pool of ``workers`` threads; at most ``max_queue`` requests wait for one, beyond that 503;
+- slow clients: a connection has ``header_timeout`` seconds to send its request line and headers,
+  a request ``body_timeout`` seconds to send its body (408), idle keep-alive ends after 5 s;
+- strict framing: h11 rejects bad framing with 400; bodies above the API's limit get 413 before
+  they are read (and chunked bodies are cut off at the limit);
+- ``GET /health`` is answered on the event loop, so liveness holds while every worker is busy;
+- ``GET /runs/{id}/stream`` is a live server-sent event stream (``stepwise.api.stream``).
 
 It binds 127.0.0.1 by default. It speaks plain HTTP: put it behind a TLS proxy before exposing it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import logging
+import socket
 import sys
+import threading
 import uuid
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +43,47 @@ from stepwise.api.settings import ApiSettings
 from stepwise.config import Settings, build_client
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+log = logging.getLogger("stepwise.serve")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The server's resource bounds (``STEPWISE_SERVE_*`` in the environment override them)."""
+
+    workers: int = 16  # threads running the synchronous handler
+    max_queue: int = 1024  # requests waiting for a worker before the server answers 503
+    backlog: int = 2048  # the listen queue (the kernel caps it at net.core.somaxconn)
+    max_connections: int = 10_000  # beyond this uvicorn answers 503 (keep below `ulimit -n`)
+    header_timeout: float = 10.0  # seconds to send the request line and headers
+    body_timeout: float = 30.0  # seconds to send the body
+    keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
+    max_header_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServeLimits:
+        import os
+
+        env = environ if environ is not None else dict(os.environ)
+        values: dict[str, Any] = {}
+        for name, field_type in (
+            ("workers", int),
+            ("max_queue", int),
+            ("backlog", int),
+            ("max_connections", int),
+            ("header_timeout", float),
+            ("body_timeout", float),
+            ("keep_alive", float),
+            ("max_header_bytes", int),
+        ):
+            raw = env.get(f"STEPWISE_SERVE_{name.upper()}")
+            if raw:
+                values[name] = field_type(raw)
+        return cls(**values)
 
 
 def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
@@ -59,72 +116,263 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes, cli
     }
 
 
-def make_handler(api: Callable[[dict[str, Any], Any], dict[str, Any]], max_body: int) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "stepwise"
-        protocol_version = "HTTP/1.1"
+def _error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > max_body:
-                self._send(
-                    413, {"Content-Type": "application/json"}, b'{"error":{"code":"payload_too_large","message":"request body too large"}}'
+
+async def send_response(send: Send, status: int, headers: dict[str, str], payload: bytes) -> None:
+    raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items() if k.lower() not in ("content-length",)]
+    raw.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class AsgiAdapter:
+    """ASGI application: HTTP request → API Gateway proxy event → ``api(event)`` on a bounded thread pool."""
+
+    def __init__(self, api: StepwiseApi, limits: ServeLimits | None = None, streams: Any = None) -> None:
+        self.api = api
+        self.limits = limits or ServeLimits()
+        self.max_body = api.settings.api_max_body_bytes
+        self.streams = streams  # stepwise.api.stream.RunStreams, or None (no live streaming)
+        self._pool: Any = None
+        self._waiting = 0
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.limits.workers, thread_name_prefix="stepwise-api")
+        return self._pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets are served by API Gateway on AWS; locally SSE does the job
+            return
+        headers: dict[str, str] = {}
+        for raw_key, raw_value in scope["headers"]:
+            key, value = raw_key.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        method = str(scope["method"]).upper()
+        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        target = path + (("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else "")
+        client_ip = (scope.get("client") or ("127.0.0.1", 0))[0]
+        try:
+            body = await self._read_body(receive, headers)
+        except BodyError as exc:
+            await send_response(send, exc.status, {"content-type": "application/json", "connection": "close"}, _error(exc.code, exc.message))
+            return
+        event = to_event(method, target, headers, body, client_ip)
+        if self.streams is not None and method == "GET" and self.streams.matches(urlsplit(target).path):
+            await self.streams.serve(self, event, headers, send, receive)
+            return
+        if method == "GET" and urlsplit(target).path == "/health":
+            response = self.api(event, None)  # trivial and on the loop: liveness does not queue behind runs
+        else:
+            response = await self.call(event)
+            if response is None:
+                await send_response(
+                    send, 503, {"content-type": "application/json", "retry-after": "1"}, _error("overloaded", "server busy; retry")
                 )
-                self.close_connection = True
                 return
-            body = self.rfile.read(length) if length else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            event = to_event(self.command, self.path, headers, body, self.client_address[0])
-            response = api(event, None)
-            out = response.get("body") or ""
-            payload = base64.b64decode(out) if response.get("isBase64Encoded") else out.encode()
-            merged: dict[str, str] = {k: str(v) for k, v in (response.get("headers") or {}).items()}
-            for k, values in (response.get("multiValueHeaders") or {}).items():
-                merged[k] = ", ".join(str(v) for v in values)
-            self._send(int(response["statusCode"]), merged, payload)
+        out = response.get("body") or ""
+        payload = base64.b64decode(out) if response.get("isBase64Encoded") else out.encode()
+        merged: dict[str, str] = {k: str(v) for k, v in (response.get("headers") or {}).items()}
+        for k, values in (response.get("multiValueHeaders") or {}).items():
+            merged[k] = ", ".join(str(v) for v in values)
+        await send_response(send, int(response["statusCode"]), merged, payload)
 
-        def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
-            self.send_response(status)
-            for k, v in headers.items():
-                if k.lower() not in ("content-length", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    async def call(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Run the handler on a worker thread; None when too many requests already wait for one."""
+        return await self.run_sync(self.api, event, None)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._waiting >= self.limits.max_queue + self.limits.workers:
+            return None
+        self._waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        finally:
+            self._waiting -= 1
 
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or "," in declared):
+            raise BodyError(400, "bad_request", "invalid Content-Length")  # h11 already refuses these; belt and braces
+        if declared is not None and int(declared) > self.max_body:
+            raise BodyError(413, "payload_too_large", f"request bodies are limited to {self.max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.limits.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise BodyError(400, "bad_request", "client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise BodyError(413, "payload_too_large", f"request bodies are limited to {self.max_body} bytes")
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            raise BodyError(408, "request_timeout", f"the body did not arrive within {self.limits.body_timeout:g} s") from None
+        return b"".join(chunks)
 
-    return Handler
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.streams is not None:
+                    self.streams.bind(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-def local_api(home: Path) -> StepwiseApi:
+def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol plus a deadline for the request line and headers (uvicorn has none: a
+    client that connects and sends nothing, or a header a byte a minute, would hold its socket forever)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class StrictH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _between_requests(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._between_requests():
+                self._arm()  # a partial request line/headers: start (or keep) the clock
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self._between_requests() and not self.transport.is_closing():
+                self.transport.close()
+
+    return StrictH11Protocol
+
+
+def local_api(home: Path, streams: Any = None) -> StepwiseApi:
     """The API on embedded defaults in ``home``: SQLite + files for the engine, api.db for keys and agents."""
     settings = Settings(backend="embedded", home=home)
     api_settings = ApiSettings.from_env().model_copy(update={"backend": "embedded", "home": home})
-    return create_app(lambda: build_client(settings), settings=api_settings)
+    observer = streams.observe if streams is not None else None
+    return create_app(lambda: build_client(settings, observer=observer), settings=api_settings)
 
 
-def make_server(host: str, port: int, home: str | Path, api: StepwiseApi | None = None) -> ThreadingHTTPServer:
+class LocalServer:
+    """uvicorn serving the API on a socket bound at construction (port 0 picks a free one).
+
+    ``serve_forever()`` blocks; ``start()`` serves on a background thread; ``shutdown()`` stops either.
+    """
+
+    def __init__(self, host: str, port: int, home: str | Path, api: StepwiseApi | None = None, limits: ServeLimits | None = None) -> None:
+        import uvicorn
+
+        from stepwise.api.stream import RunStreams
+
+        self.limits = limits or ServeLimits.from_env()
+        self.streams = RunStreams()
+        self.api = api or local_api(Path(home), self.streams)
+        if api is not None:
+            self.streams.attach(api)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.socket.listen(self.limits.backlog)
+        self.socket.setblocking(False)
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        self.app = AsgiAdapter(self.api, self.limits, self.streams)
+        config = uvicorn.Config(
+            self.app,
+            http=_strict_h11(self.limits.header_timeout),
+            ws="none",
+            lifespan="on",
+            backlog=self.limits.backlog,
+            limit_concurrency=self.limits.max_connections,
+            timeout_keep_alive=int(self.limits.keep_alive),
+            timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=self.limits.max_header_bytes,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    def serve_forever(self) -> None:
+        self.server.config.install_signal_handlers = threading.current_thread() is threading.main_thread()
+        asyncio.run(self.server.serve(sockets=[self.socket]))
+
+    def start(self) -> LocalServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="stepwise-serve", daemon=True)
+        self._thread.start()
+        while not self.server.started and self._thread.is_alive():
+            self._thread.join(0.01)
+        return self
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+
+def make_server(host: str, port: int, home: str | Path, api: StepwiseApi | None = None, limits: ServeLimits | None = None) -> LocalServer:
     """A bound, not yet serving, server (port 0 picks a free port: read ``server.server_address``)."""
-    api = api or local_api(Path(home))
-    server = ThreadingHTTPServer((host, port), make_handler(api, api.settings.api_max_body_bytes))
-    server.daemon_threads = True
-    return server
+    return LocalServer(host, port, home, api, limits)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, home: str | Path = ".stepwise") -> None:
     """Serve until interrupted; print the URL and how to get an API key."""
     home = Path(home)
-    api = local_api(home)
-    server = make_server(host, port, home, api)
-    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-    url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
+    server = make_server(host, port, home)
+    url = server.url
     if host not in LOOPBACK:
         print(f"warning: listening on {host}, not loopback; this server speaks plain HTTP", file=sys.stderr)
-    keys = len(api.store.list_keys("default"))
+    keys = len(server.api.store.list_keys("default"))
     print(f"Stepwise API listening on {url} (state in {home.resolve()})", flush=True)
     print(f"  health:  curl {url}/health", flush=True)
     if keys == 0:
