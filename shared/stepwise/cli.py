@@ -102,8 +102,21 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
         raise
 
 
+_streaming: dict[str, bool] = {"open": False}
+
+
 def _progress(event: dict[str, Any]) -> None:
     kind = event["kind"]
+    if kind == "llm_delta":  # token deltas of a streaming agent (config: {stream: true}), as they arrive
+        if not _streaming["open"]:
+            err.file.write(f"  {event.get('node')}: ")
+            _streaming["open"] = True
+        err.file.write(str(event.get("text", "")))
+        err.file.flush()
+        return
+    if _streaming["open"]:
+        err.file.write("\n")
+        _streaming["open"] = False
     e = {k: escape(str(v)) for k, v in event.items()}  # values are text, never rich markup
     where = f" [dim]({e['scope']})[/dim]" if event.get("scope") else ""
     if kind == "run_started":

@@ -194,6 +194,14 @@ class Stepwise:
     def run(
         self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
     ) -> RunResult:
+        run = self.start(spec, input, thread_id=thread_id, tenant=tenant)
+        return self.execute(run.run_id)
+
+    def start(
+        self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
+    ) -> RunRecord:
+        """Record a run (its ``run_started`` event and run record) without executing it: ``execute`` does
+        that. ``run`` is both; the API splits them to answer with the run id before a local run ends."""
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
         _admit(input, "the input")
@@ -211,7 +219,14 @@ class Stepwise:
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         run = self.services.runs.get(run_id)
         assert run is not None
-        return self._result(run_id, self.executor.start(run, self._asl(ref)))
+        return run
+
+    def execute(self, run_id: str) -> RunResult:
+        """Execute a run recorded by ``start`` (locally: until it ends or waits; on AWS: start the execution)."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
 
     def resume(self, run_id: str, input: dict[str, Any] | None = None) -> RunResult:
         run = self.services.runs.get(run_id)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -52,15 +51,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     home = tmp_path / ".stepwise"
     store = SqliteApiStore(home / "api.db")
     keys = {tenant: create_key(store, tenant)[1] for tenant in ("acme", "globex")}
-    server = make_server("127.0.0.1", 0, home)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = make_server("127.0.0.1", 0, home).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", keys
+        yield server.url, keys
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(timeout=10)
 
 
 def test_register_execute_and_resume_over_http(served: tuple[str, dict[str, str]]) -> None:

@@ -114,6 +114,7 @@ class StepwiseApi:
         self._client_factory = client_factory
         self._client: Stepwise | None = None
         self._client_lock = threading.Lock()
+        self._background: Any = None
         self._local = threading.local()
         self.store = store
         self.settings = settings
@@ -267,6 +268,23 @@ class StepwiseApi:
                 state = None
         return m.Run.of(run, found.version if found else None, state)
 
+    def start_background(self, spec: Any, input: dict[str, Any], thread_id: str, tenant: str) -> str:
+        """Record the run now and execute it on a background thread (the local engine runs synchronously;
+        on Step Functions starting an execution is already asynchronous). Returns the run id at once."""
+        from stepwise.client import LocalExecutor
+
+        if not isinstance(self.client.executor, LocalExecutor):
+            return self.client.run(spec, input, thread_id=thread_id, tenant=tenant).run_id
+        record = self.client.start(spec, input, thread_id=thread_id, tenant=tenant)
+        with self._client_lock:
+            if self._background is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._background = ThreadPoolExecutor(max_workers=self.settings.api_background_runs, thread_name_prefix="stepwise-run")
+        future = self._background.submit(self.client.execute, record.run_id)
+        future.add_done_callback(_log_failure)
+        return record.run_id
+
     def wait(self, run_id: str, seconds: float) -> RunRecord:
         """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""
         runs = self.client.services.runs
@@ -296,6 +314,12 @@ class StepwiseApi:
                 [{"field": "body.graph.name", "type": "mismatch"}],
             )
         return spec.name, self.client.register(spec)
+
+
+def _log_failure(future: Any) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("background run failed outside its steps: %s: %s", type(exc).__name__, exc)
 
 
 def resume_after(last_event_id: str | None, after: str | None) -> int:
@@ -490,11 +514,12 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
             raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
         thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         api.claim_thread(who, thread_id)
-        result = api.client.run(spec, body.input, thread_id=thread_id, tenant=who)
-        api.events.publish(
-            "run.started", who, {"run_id": result.run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version}
-        )
-        run = api.wait(result.run_id, body.wait_seconds)
+        if body.background:
+            run_id = api.start_background(spec, body.input, thread_id, who)
+        else:
+            run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
+        api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
+        run = api.wait(run_id, body.wait_seconds)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
         view = api.run_view(run)
@@ -523,7 +548,10 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         tags=["runs"],
         responses={
             **_errors(),
-            200: {"description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`", "content": {"text/event-stream": {}}},
+            200: {
+                "description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`",
+                "content": {"text/event-stream": {}},
+            },
         },
     )
     def run_stream(
@@ -541,7 +569,9 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         body = b"retry: 1000\n\n" + b"".join(event_frame(e) for e in events)
         if status in TERMINAL:
             body += sse({"run_id": run_id, "status": status}, event="end")
-        return Response(status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"})
+        return Response(
+            status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"}
+        )
 
     @app.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:

@@ -38,6 +38,11 @@ class ExecuteAgent(_Body):
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
+    background: bool = Field(
+        False,
+        description="answer with the run id at once (202) and execute in the background, then follow GET /runs/{id}/stream; "
+        "runs on Step Functions always start in the background",
+    )
 
 
 class ResumeRun(_Body):

@@ -169,12 +169,15 @@ class AsgiAdapter:
         try:
             body = await self._read_body(receive, headers)
         except BodyError as exc:
-            await send_response(send, exc.status, {"content-type": "application/json", "connection": "close"}, _error(exc.code, exc.message))
+            await send_response(
+                send, exc.status, {"content-type": "application/json", "connection": "close"}, _error(exc.code, exc.message)
+            )
             return
         event = to_event(method, target, headers, body, client_ip)
         if self.streams is not None and method == "GET" and self.streams.matches(urlsplit(target).path):
             await self.streams.serve(self, event, headers, send, receive)
             return
+        response: dict[str, Any] | None
         if method == "GET" and urlsplit(target).path == "/health":
             response = self.api(event, None)  # trivial and on the loop: liveness does not queue behind runs
         else:
@@ -341,7 +344,7 @@ class LocalServer:
         return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
     def serve_forever(self) -> None:
-        self.server.config.install_signal_handlers = threading.current_thread() is threading.main_thread()
+        # uvicorn installs its signal handlers only on the main thread, so start() in tests is safe
         asyncio.run(self.server.serve(sockets=[self.socket]))
 
     def start(self) -> LocalServer:

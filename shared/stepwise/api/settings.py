@@ -29,6 +29,7 @@ class ApiSettings(BaseModel):
     api_allowed_modules: tuple[str, ...] = DEFAULT_ALLOWED_MODULES
     api_max_wait_seconds: float = Field(default=25.0, ge=0, le=900)
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    api_background_runs: int = Field(default=8, ge=1, le=256)  # local runs executing in the background at once
 
     @field_validator("api_allowed_modules", mode="before")
     @classmethod

@@ -27,7 +27,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +42,8 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 EPHEMERAL = frozenset({"node_started", "llm_delta", "tool_started", "guardrail"})
 QUEUE_SIZE = 1024
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 def sse(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepwise.clock import Clock, SystemClock
-from stepwise.llm.base import ChatModel, ChatRequest, ChatResponse
+from stepwise.llm.base import ChatModel, ChatRequest, ChatResponse, complete
 from stepwise.llm.budget import Budgets, Ledger, MemoryLedger, ValkeyLedger
 from stepwise.llm.cache import CacheMode, ResponseCache
 from stepwise.llm.cost import TIERS, PriceTable, choose_tier, classify
@@ -198,7 +198,7 @@ class ModelHub:
         model = self.settings.model_override or request.model
         request = request.model_copy(update={"model": model})
         if parse_or_none(model) == "scripted":
-            return self._scripted(request, script, tenant, cache_mode, started)
+            return self._scripted(request, script, tenant, cache_mode, started, on_text)
         if self.budgets.active:
             self.budgets.check(self.ledger, tenant, run_id)
         mode: CacheMode = cache_mode or self.settings.cache
@@ -227,7 +227,13 @@ class ModelHub:
         return response, info
 
     def _scripted(
-        self, request: ChatRequest, script: list[Any] | None, tenant: str, cache_mode: CacheMode | None, started: float
+        self,
+        request: ChatRequest,
+        script: list[Any] | None,
+        tenant: str,
+        cache_mode: CacheMode | None,
+        started: float,
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[ChatResponse, CallInfo]:
         info = CallInfo(target="scripted")
         mode: CacheMode = cache_mode or "off"  # a script answers by turn, so caching it is opt-in
@@ -236,7 +242,7 @@ class ModelHub:
             info.cache, info.similarity = hit.kind, hit.similarity
             info.ms = (time.perf_counter() - started) * 1000
             return hit.response, info
-        response = ScriptedModel(script or []).complete(request)
+        response = complete(ScriptedModel(script or []), request, on_text)  # streams word by word when asked
         self._store(tenant, "scripted", request, response, mode)
         info.ms = (time.perf_counter() - started) * 1000
         return response, info

@@ -9,12 +9,14 @@ by the current Map item's title, ``{question}`` by the last user message.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, Usage
+from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 
 
 def load_script(script: list[Any] | str | None, base_dir: Path | None = None) -> list[Any]:
@@ -63,6 +65,12 @@ class ScriptedModel:
             extra=extra,
         )
 
+    def stream(self, request: ChatRequest) -> Iterator[StreamEvent]:
+        """The scripted reply in word-sized text deltas, then ``done``: offline streaming (SSE, `stepwise run`)."""
+        response = self.complete(request)
+        for piece in re.findall(r"\S+\s*|\s+", response.content):
+            yield StreamEvent(type="text", text=piece)
+        yield StreamEvent(type="done", response=response)
 
 def _first_memory(system: str | None) -> str:
     inside = (system or "").partition('<memory version="1">')[2].partition("</memory>")[0]

@@ -1,0 +1,165 @@
+"""`stepwise serve` as an HTTP server: load without resets, held connections, slow clients, strict framing.
+
+Each test reproduces a finding against the old stdlib server (listen backlog 5, a thread per
+connection, ``Content-Length: -1`` trusted, chunked bodies executed as a second request).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from stepwise.api.keys import create_key
+from stepwise.api.server import LocalServer, ServeLimits, make_server
+from stepwise.api.store.sqlite import SqliteApiStore
+
+GRAPH = {"name": "tiny", "graph": {"nodes": {"a": {"fn": "statemachines.examples.nodes:fetch"}}, "entry": "a"}}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[LocalServer, str]]:
+    home = tmp_path / ".stepwise"
+    _, key = create_key(SqliteApiStore(home / "api.db"), "acme")
+    limits = ServeLimits(workers=8, header_timeout=1.0, body_timeout=1.0)
+    srv = make_server("127.0.0.1", 0, home, limits=limits).start()
+    try:
+        yield srv, key
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def raw(srv: LocalServer, data: bytes, *, wait: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection and read until the server closes it (or `wait` passes)."""
+    with socket.create_connection(srv.server_address, timeout=wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def request(srv: LocalServer, method: str, path: str, body: object = None, key: str | None = None) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection(*srv.server_address, timeout=30)
+    try:
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["x-api-key"] = key
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_300_executes_at_50_concurrent_clients_get_no_resets_and_no_5xx(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    assert request(srv, "POST", "/agents", {"graph": GRAPH}, key)[0] == 201
+
+    def one(_: int) -> str:
+        try:
+            status, run = request(srv, "POST", "/agents/tiny/execute", {"input": {}}, key)
+        except (ConnectionError, http.client.HTTPException, OSError) as exc:
+            return type(exc).__name__
+        return f"{status}:{run.get('status')}"
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = list(pool.map(one, range(300)))
+    counts = {o: outcomes.count(o) for o in set(outcomes)}
+    print(f"300 executes at 50 clients: {counts}")
+    assert counts == {"200:succeeded": 300}
+    status, _ = request(srv, "GET", "/agents/tiny", None, key)
+    assert status == 200
+
+
+def test_a_thousand_held_connections_do_not_take_health_down(server: tuple[LocalServer, str]) -> None:
+    srv, _ = server
+    held: list[socket.socket] = []
+    try:
+        for i in range(1000):
+            sock = socket.create_connection(srv.server_address, timeout=10)
+            if i % 2:
+                sock.sendall(b"POST /agents HTTP/1.1\r\nHost: x\r\n")  # half the headers, then silence
+            held.append(sock)
+        assert request(srv, "GET", "/health") == (200, {"status": "ok", "version": "0.1.0"})
+        # and the server lets go of them: a client that never finishes its headers is closed
+        held[1].settimeout(10)
+        assert held[1].recv(1024) == b""
+    finally:
+        for sock in held:
+            sock.close()
+    assert request(srv, "GET", "/health")[0] == 200
+
+
+def test_a_body_that_never_arrives_gets_408(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    answer = raw(srv, f"POST /agents HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 100\r\n\r\n{{".encode())
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip, chunked, identity\r\n",
+        b"Content-Length: +5\r\n",
+    ],
+)
+def test_bad_framing_is_refused_with_400(server: tuple[LocalServer, str], headers: bytes) -> None:
+    srv, _ = server
+    answer = raw(srv, b"POST /agents HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_a_chunked_body_is_one_body_not_a_smuggled_second_request(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    body = json.dumps({"graph": GRAPH}).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    head = f"POST /agents HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    answer = raw(srv, head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert answer.startswith(b"HTTP/1.1 201 ") and answer.count(b"HTTP/1.1 ") == 1
+    # a body that *looks* like a request stays a body: one (422) answer, no /health answer
+    sneaky = f"{len(smuggled):x}\r\n".encode() + smuggled + b"\r\n0\r\n\r\n"
+    answer = raw(srv, head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + sneaky)
+    assert answer.count(b"HTTP/1.1 ") == 1 and b'"status":"ok"' not in answer
+
+
+def test_oversized_bodies_get_413_declared_or_chunked(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    limit = srv.api.settings.api_max_body_bytes
+    answer = raw(srv, f"POST /agents HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: {limit + 1}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    big = b"x" * 65536
+    chunks = b"".join(f"{len(big):x}\r\n".encode() + big + b"\r\n" for _ in range(limit // len(big) + 2))
+    answer = raw(srv, f"POST /agents HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunks)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    conn = http.client.HTTPConnection(*srv.server_address, timeout=10)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/agents", headers={"x-api-key": key})
+            response = conn.getresponse()
+            assert response.status == 200 and json.loads(response.read()) == {"agents": []}
+    finally:
+        conn.close()
