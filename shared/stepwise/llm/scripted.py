@@ -72,6 +72,7 @@ class ScriptedModel:
             yield StreamEvent(type="text", text=piece)
         yield StreamEvent(type="done", response=response)
 
+
 def _first_memory(system: str | None) -> str:
     inside = (system or "").partition('<memory version="1">')[2].partition("</memory>")[0]
     line = next((ln for ln in inside.splitlines() if ln.startswith("- [")), "")
