@@ -14,6 +14,8 @@ from constructs import Construct
 from infra.stacks.config import StackConfig
 from infra.stacks.network import Network
 
+MEMORY_INDEX = "stepwise-memory"  # the long-term memory index (STEPWISE_OPENSEARCH_INDEX)
+
 
 class Valkey(Construct):
     def __init__(self, scope: Construct, id: str, *, config: StackConfig, network: Network) -> None:
@@ -84,16 +86,12 @@ class Vectors(Construct):
     def grant(self, role: iam.IRole) -> None:
         """Data access for ``role`` (the data policy) plus the IAM side (``aoss:APIAccessAll`` on this collection)."""
         self._principals.append(role.role_arn)
+        # exactly what stepwise.memory.opensearch does: HEAD/PUT the one index, _bulk, _search
         rules = [
             {
-                "ResourceType": "collection",
-                "Resource": [f"collection/{self.name}"],
-                "Permission": ["aoss:DescribeCollectionItems", "aoss:CreateCollectionItems", "aoss:UpdateCollectionItems"],
-            },
-            {
                 "ResourceType": "index",
-                "Resource": [f"index/{self.name}/*"],
-                "Permission": ["aoss:CreateIndex", "aoss:DescribeIndex", "aoss:UpdateIndex", "aoss:ReadDocument", "aoss:WriteDocument"],
+                "Resource": [f"index/{self.name}/{MEMORY_INDEX}"],
+                "Permission": ["aoss:CreateIndex", "aoss:DescribeIndex", "aoss:ReadDocument", "aoss:WriteDocument"],
             },
         ]
         self._access.policy = Stack.of(self).to_json_string([{"Rules": rules, "Principal": list(self._principals)}])

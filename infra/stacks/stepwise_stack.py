@@ -10,8 +10,9 @@ from constructs import Construct
 from infra.stacks.api import Api
 from infra.stacks.compute import Compute
 from infra.stacks.config import StackConfig
-from infra.stacks.data_services import Valkey, Vectors
+from infra.stacks.data_services import MEMORY_INDEX, Valkey, Vectors
 from infra.stacks.integration import Integration
+from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
 from infra.stacks.storage import LogBucket, StateStorage
 
@@ -44,6 +45,8 @@ class StepwiseStack(Stack):
         }
         if self.vectors is not None:
             environment["STEPWISE_OPENSEARCH_ENDPOINT"] = self.vectors.endpoint_url
+            environment["STEPWISE_MEMORY_BACKEND"] = "opensearch"
+            environment["STEPWISE_OPENSEARCH_INDEX"] = MEMORY_INDEX
         self.compute = Compute(self, "Compute", config=config, network=self.network, storage=self.storage, environment=environment)
         for fn in (self.compute.api, self.compute.step):
             self.integration.bus.grant_put_events_to(fn)
@@ -52,6 +55,11 @@ class StepwiseStack(Stack):
         if self.vectors is not None:
             self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
         self.api = Api(self, "Api", config=config, function=self.compute.api)
+        if self.vectors is not None:  # long-term memory lives in the collection: consolidate into it on a schedule
+            self.memory = MemoryConsolidation(
+                self, "Memory", config=config, network=self.network, storage=self.storage, compute=self.compute,
+                vectors=self.vectors, environment=environment,
+            )  # fmt: skip
 
         outputs = {
             "ApiUrl": self.api.url,

@@ -107,7 +107,7 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 # -- functions --------------------------------------------------------------------------------------
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
-    assert {f["Properties"]["FunctionName"] for f in functions.values()} == {"stepwise-dev-api", "stepwise-dev-step"}
+    assert {f["Properties"]["FunctionName"] for f in functions.values()} == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory"}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
         props = fn["Properties"]
@@ -284,3 +284,25 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     env = next(iter(prod.resources("AWS::Lambda::Function").values()))["Properties"]["Environment"]["Variables"]
     assert "STEPWISE_OPENSEARCH_ENDPOINT" not in env and env["STEPWISE_NAME_PREFIX"] == "acme-prod"
     assert "Fn::Join" in json.dumps(env["STEPWISE_STEP_FUNCTION_ARN"])  # env-agnostic: region/account are pseudo parameters
+
+
+def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_schedule(synth: Synth) -> None:
+    (access,) = synth.resources("AWS::OpenSearchServerless::AccessPolicy").values()
+    policy = json.dumps(access["Properties"]["Policy"])
+    for role in ("ComputeStepServiceRole", "ComputeMemoryServiceRole"):
+        assert ref_of(synth, "AWS::IAM::Role", role) in policy
+    assert ref_of(synth, "AWS::IAM::Role", "ComputeApiServiceRole") not in policy
+    permissions = set(re.findall(r"aoss:[A-Za-z]+", policy))
+    assert permissions == {"aoss:CreateIndex", "aoss:DescribeIndex", "aoss:ReadDocument", "aoss:WriteDocument"}
+    assert "index/stepwise-dev-vectors/stepwise-memory" in policy and "/*" not in policy
+    for fn in synth.resources("AWS::Lambda::Function").values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert env["STEPWISE_MEMORY_BACKEND"] == "opensearch" and env["STEPWISE_OPENSEARCH_INDEX"] == "stepwise-memory"
+    memory = _statements(synth, "ComputeMemoryServiceRole")
+    actions = {a for s in memory for a in _actions(s)}
+    assert "aoss:APIAccessAll" in actions and not any(a.startswith(("states:", "s3:")) for a in actions)
+    assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:Query", "dynamodb:GetItem"}
+    (rule,) = [r for r in synth.resources("AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
+    memory_fn = ref_of(synth, "AWS::Lambda::Function", "ComputeMemory")
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [memory_fn, "Arn"]}
