@@ -322,6 +322,13 @@ def _add_memory_commands() -> None:
 
 
 _add_memory_commands()
+def _add_subcommands() -> None:
+    from stepwise.cli_roles import roles_app
+
+    app.add_typer(roles_app, name="roles")
+
+
+_add_subcommands()
 
 
 # -- API keys ---------------------------------------------------------------------------------------

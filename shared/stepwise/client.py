@@ -159,6 +159,7 @@ class Stepwise:
             registry=SqliteRegistry(db),
             observer=observer,
             memory=MemoryServices(home=home),
+            permissions=_embedded_permissions(home),
         )
         return cls(services, **kwargs)
 
@@ -313,3 +314,10 @@ class Stepwise:
 
     def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.services.runs.list(thread_id=thread_id, limit=limit)
+
+
+def _embedded_permissions(home: Path) -> Any:
+    """Tool roles in ``<home>/api.db`` and the capability key in ``<home>/capability.key`` (made on first use)."""
+    from stepwise.tools.permissions import PermissionManager
+
+    return PermissionManager.embedded(home)

@@ -31,6 +31,14 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
         registry=DynamoRegistry(settings.registry_table),
         observer=observer,
         snapshot_every=settings.snapshot_every,
+        permissions=_aws_permissions(),
     )
     executor = StepFunctionsExecutor(services, settings)
     return Stepwise(services, executor=executor)
+
+
+def _aws_permissions() -> object:
+    """Roles in the API's table (STEPWISE_API_TABLE); the token key from STEPWISE_CAPABILITY_SECRET."""
+    from stepwise.tools.permissions import PermissionManager
+
+    return PermissionManager.aws()

@@ -313,6 +313,12 @@ class StepwiseApi:
                 f"the graph's name is {spec.name!r} but the agent is {agent_id!r}; make them equal",
                 [{"field": "body.graph.name", "type": "mismatch"}],
             )
+        from stepwise.tools.permissions import PermissionManager
+        from stepwise.tools.roles import RoleStore
+
+        denied = PermissionManager(RoleStore(self.store)).check_graph(spec, tenant)
+        if denied:
+            raise ApiError(403, "tools_not_permitted", "; ".join(denied), [{"field": "body.graph", "type": "role"}])
         return spec.name, self.client.register(spec)
 
 
@@ -432,6 +438,10 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:
         return api.openapi()
+
+    from stepwise.api.roles import add_role_routes
+
+    add_role_routes(app, api, tenant, ApiError, _errors)
 
     # -- agents ---------------------------------------------------------------------------------
     @app.post(

@@ -152,6 +152,7 @@ class NodeContext:
         else:
             executor = make(timeouts or {})
         declared = list(self.node_spec.tools) if allowed is None else list(allowed)
+        permissions = getattr(self.services, "tool_permissions", None)
         return list(
             executor.run(
                 calls,
@@ -161,6 +162,7 @@ class NodeContext:
                 run_id=self.run_id,
                 allowed=declared,
                 tenant=self.tenant,
+                grant=getattr(permissions, "grant", None),
             )
         )
 

@@ -37,7 +37,18 @@ class Services:
     tool_sleep: Callable[[float], Awaitable[None]] | None = None
     #: Memory services (stepwise.memory.service.MemoryServices); None: the process-wide default from the environment.
     memory: Any = None
+    #: Tool permissions (RBAC + capability tokens, ``stepwise.tools.permissions``); default: tokens with an
+    #: ephemeral key and no roles. ``Stepwise.embedded`` and the AWS client set the persistent ones.
+    permissions: Any = None
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
+
+    @property
+    def tool_permissions(self) -> Any:
+        if self.permissions is None:
+            from stepwise.tools.permissions import PermissionManager
+
+            self.permissions = PermissionManager()
+        return self.permissions
 
     @cached_property
     def hydrator(self) -> Hydrator:
@@ -54,7 +65,7 @@ class Services:
     def tool_executor(self, timeouts: dict[str, float]) -> Any:
         from stepwise.tools.executor import ActionExecutor
 
-        return ActionExecutor(self.tools, timeouts=timeouts, sleep=self.tool_sleep)
+        return ActionExecutor(self.tools, timeouts=timeouts, sleep=self.tool_sleep, policy=self.tool_permissions)
 
     def graph(self, ref: str) -> GraphSpec:
         spec = self._graphs.get(ref)

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 
 from stepwise.llm.base import ToolCall
 from stepwise.runtime.journal import Journal
-from stepwise.state.events import TOOL_CALL, TOOL_DENIED
+from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
 from stepwise.tools.registry import ToolError, ToolRegistry, UnknownTool
 
 Sleep = Callable[[float], Awaitable[None]]
+CAPABILITY_META = "stepwise/capability"  # the _meta key of the call's capability token (see capability.py)
 
 
 @dataclass
@@ -145,11 +146,14 @@ class ActionExecutor:
         run_id: str = "",
         allowed: Collection[str] | None = None,
         tenant: str = "",
+        grant: Callable[[ToolInvocation], str] | None = None,
     ) -> list[ToolOutcome]:
         """Execute ``calls`` (in parallel), reusing journalled results; results come back in call order.
 
         ``allowed`` is the calling node's declared tools: any other name is refused before the policy or the
-        tool sees it. ``None`` (no declaration known) is for direct library use only; steps always pass it."""
+        tool sees it. ``None`` (no declaration known) is for direct library use only; steps always pass it.
+        ``grant`` is the step's token minter (``PermissionManager.grant``): each call it grants is journalled
+        as ``tool_granted`` and carries the token in ``meta``; one it refuses never reaches the tool."""
         outcomes: dict[int, ToolOutcome] = {}
         pending: list[tuple[int, ToolInvocation]] = []
         for i, call in enumerate(calls):
@@ -162,8 +166,16 @@ class ActionExecutor:
             why = undeclared(call.name, allowed, node) if allowed is not None else None
             if why is not None:
                 outcomes[i] = self._refuse(inv, ToolDenied(why, "declared_tools"), journal)
-            else:
-                pending.append((i, inv))
+                continue
+            if grant is not None:
+                try:
+                    inv.meta[CAPABILITY_META] = grant(inv)
+                except PermissionError as exc:
+                    outcomes[i] = self._refuse(inv, ToolDenied(str(exc), getattr(exc, "rule", "policy")), journal)
+                    continue
+                if journal is not None:
+                    journal.record(TOOL_GRANTED, f"{key}|grant", {"tool": inv.name, "call_id": inv.call_id, "node": node, "tenant": tenant})
+            pending.append((i, inv))
         if pending:
             done = self.registry.run(self._all([inv for _, inv in pending]))
             for (i, inv), outcome in zip(pending, done, strict=True):
