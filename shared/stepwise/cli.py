@@ -322,6 +322,8 @@ def _add_memory_commands() -> None:
 
 
 _add_memory_commands()
+
+
 def _add_subcommands() -> None:
     from stepwise.cli_roles import roles_app
 
