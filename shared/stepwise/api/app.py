@@ -443,6 +443,10 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
 
     add_role_routes(app, api, tenant, ApiError, _errors)
 
+    from stepwise.api.memory import add_memory_routes
+
+    add_memory_routes(app, api, tenant, ApiError, _errors)
+
     # -- agents ---------------------------------------------------------------------------------
     @app.post(
         "/agents", status_code=201, summary="Register an agent (its graph as YAML text or JSON)", tags=["agents"], responses=_errors(409)
