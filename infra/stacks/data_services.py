@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_opensearchserverless as aoss
@@ -15,6 +15,7 @@ from infra.stacks.config import StackConfig
 from infra.stacks.network import Network
 
 MEMORY_INDEX = "stepwise-memory"  # the long-term memory index (STEPWISE_OPENSEARCH_INDEX)
+MEMORY_EMBEDDING_MODEL = "amazon.titan-embed-text-v2:0"  # STEPWISE_MEMORY_EMBEDDER on AWS
 
 
 class Valkey(Construct):
@@ -96,6 +97,15 @@ class Vectors(Construct):
         ]
         self._access.policy = Stack.of(self).to_json_string([{"Rules": rules, "Principal": list(self._principals)}])
         role.add_to_principal_policy(iam.PolicyStatement(actions=["aoss:APIAccessAll"], resources=[self.collection.attr_arn]))
+        # memories are embedded with Titan: exactly that foundation model
+        model = Stack.of(self).format_arn(
+            service="bedrock",
+            account="",
+            resource="foundation-model",
+            resource_name=MEMORY_EMBEDDING_MODEL,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["bedrock:InvokeModel"], resources=[model]))
 
     @property
     def endpoint_url(self) -> str:

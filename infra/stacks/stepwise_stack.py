@@ -10,7 +10,7 @@ from constructs import Construct
 from infra.stacks.api import Api
 from infra.stacks.compute import Compute
 from infra.stacks.config import StackConfig
-from infra.stacks.data_services import MEMORY_INDEX, Valkey, Vectors
+from infra.stacks.data_services import MEMORY_EMBEDDING_MODEL, MEMORY_INDEX, Valkey, Vectors
 from infra.stacks.integration import Integration
 from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
@@ -47,6 +47,7 @@ class StepwiseStack(Stack):
             environment["STEPWISE_OPENSEARCH_ENDPOINT"] = self.vectors.endpoint_url
             environment["STEPWISE_MEMORY_BACKEND"] = "opensearch"
             environment["STEPWISE_OPENSEARCH_INDEX"] = MEMORY_INDEX
+            environment["STEPWISE_MEMORY_EMBEDDER"] = f"bedrock:{MEMORY_EMBEDDING_MODEL}#512"
         self.compute = Compute(self, "Compute", config=config, network=self.network, storage=self.storage, environment=environment)
         for fn in (self.compute.api, self.compute.step):
             self.integration.bus.grant_put_events_to(fn)

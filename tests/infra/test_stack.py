@@ -298,9 +298,12 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     for fn in synth.resources("AWS::Lambda::Function").values():
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["STEPWISE_MEMORY_BACKEND"] == "opensearch" and env["STEPWISE_OPENSEARCH_INDEX"] == "stepwise-memory"
+        assert env["STEPWISE_MEMORY_EMBEDDER"] == "bedrock:amazon.titan-embed-text-v2:0#512"
     memory = _statements(synth, "ComputeMemoryServiceRole")
     actions = {a for s in memory for a in _actions(s)}
     assert "aoss:APIAccessAll" in actions and not any(a.startswith(("states:", "s3:")) for a in actions)
+    invoke = [s for s in memory if "bedrock:InvokeModel" in _actions(s)]
+    assert invoke and "foundation-model/amazon.titan-embed-text-v2:0" in json.dumps(invoke[0]["Resource"])
     assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:Query", "dynamodb:GetItem"}
     (rule,) = [r for r in synth.resources("AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
     assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"

@@ -55,3 +55,32 @@ def test_elasticache_url_uses_tls_and_auth() -> None:
     assert found.connection_pool.connection_class is redis.SSLConnection
     assert kwargs["username"] == "stepwise" and kwargs["password"] == "s3cret"
     assert json.dumps(kwargs["host"]) == '"cache.example.internal"'
+
+
+def test_titan_embedder_request_shape() -> None:
+    import io
+
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    from stepwise.memory.embedders import TitanEmbedder, make_embedder
+
+    client = boto3.client("bedrock-runtime", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    titan = TitanEmbedder(dimensions=2, client=client)
+    payload = json.dumps({"embedding": [3.0, 4.0], "inputTextTokenCount": 2}).encode()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "invoke_model",
+            {"body": StreamingBody(io.BytesIO(payload), len(payload)), "contentType": "application/json"},
+            {
+                "modelId": "amazon.titan-embed-text-v2:0",
+                "body": json.dumps({"inputText": "hello", "dimensions": 2, "normalize": True}),
+                "contentType": "application/json",
+                "accept": "application/json",
+            },
+        )
+        [vector] = titan.embed(["hello"])
+    assert vector.tolist() == pytest.approx([0.6, 0.8]) and titan.name == "bedrock:amazon.titan-embed-text-v2:0:2"
+    with pytest.raises(ValueError, match="bedrock:MODEL"):
+        make_embedder("word2vec")

