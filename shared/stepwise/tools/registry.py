@@ -45,6 +45,11 @@ class ServerConfig(BaseModel):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Start this stdio server inside the tool sandbox (``sandbox.py``): no network unless ``sandbox_network``,
+    #: a private scratch directory as its cwd, read-only ``sandbox_binds`` (its code), CPU/memory limits.
+    sandbox: bool = False
+    sandbox_network: bool = False
+    sandbox_binds: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_transport(self) -> ServerConfig:
@@ -143,6 +148,7 @@ class ToolRegistry:
         self._connections: dict[str, _Connection] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, asyncio.Future[_Connection]] = {}
+        self._scratch: list[Path] = []
 
     @classmethod
     def from_env(cls) -> ToolRegistry:
@@ -162,14 +168,23 @@ class ToolRegistry:
         server: Any = None,
         env: dict[str, str] | None = None,
         timeout_seconds: float = 30.0,
+        sandbox: bool = False,
+        sandbox_binds: list[str] | None = None,
     ) -> None:
-        """Register a stdio command, a streamable-HTTP URL, or an in-process ``MCPServer``."""
+        """Register a stdio command (``sandbox=True``: started jailed), a streamable-HTTP URL, or an in-process ``MCPServer``."""
         if "/" in name:
             raise ValueError(f"server name {name!r} cannot contain '/' (tools are named server/tool)")
         if server is not None:
             self.inprocess[name] = server
         else:
-            self.configs[name] = ServerConfig(command=command, url=url, env=env or {}, timeout_seconds=timeout_seconds)
+            self.configs[name] = ServerConfig(
+                command=command,
+                url=url,
+                env=env or {},
+                timeout_seconds=timeout_seconds,
+                sandbox=sandbox,
+                sandbox_binds=list(sandbox_binds or []),
+            )
 
     @staticmethod
     def split(name: str) -> tuple[str, str]:
@@ -184,6 +199,8 @@ class ToolRegistry:
         if conf is None:
             known = ", ".join(sorted([*self.inprocess, *self.configs])) or "none"
             raise UnknownTool(f"no MCP server {server!r} is registered (known: {known}); add it to STEPWISE_MCP_CONFIG")
+        if conf.command is not None and conf.sandbox:
+            return self._sandboxed(conf), conf.timeout_seconds
         if conf.command is not None:
             from mcp import StdioServerParameters
 
@@ -195,6 +212,19 @@ class ToolRegistry:
 
             return streamable_http_client(str(conf.url), http_client=httpx2.AsyncClient(headers=conf.headers)), conf.timeout_seconds
         return str(conf.url), conf.timeout_seconds
+
+    def _sandboxed(self, conf: ServerConfig) -> Any:
+        """The stdio parameters that start ``conf.command`` jailed; its scratch directory goes when we close."""
+        from mcp import StdioServerParameters
+
+        from stepwise.tools.sandbox import Sandbox, SandboxLimits
+
+        limits = SandboxLimits(cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
+        box = Sandbox(limits, network=conf.sandbox_network, ro_binds=list(conf.sandbox_binds), env=dict(conf.env))
+        scratch, uid = box.prepare()
+        self._scratch.append(scratch)
+        cmd = box.command(conf.command or [], scratch, uid)
+        return StdioServerParameters(command=cmd[0], args=cmd[1:], env={"PATH": "/usr/bin:/bin"})
 
     async def connection(self, server: str) -> _Connection:
         found = self._connections.get(server)
@@ -278,3 +308,8 @@ class ToolRegistry:
 
         if self._connections:
             self.run(close_all(), timeout=10)
+        import shutil
+
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._scratch.clear()

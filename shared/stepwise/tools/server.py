@@ -29,6 +29,17 @@ def _reported() -> Iterator[None]:
         raise ToolError(str(exc)) from exc
 
 
+def _sandboxed_python(code: str) -> dict[str, Any]:
+    from stepwise.tools.sandbox import Sandbox, SandboxUnavailable
+
+    if len(code) > 100_000:
+        raise ValueError("code longer than 100,000 characters")
+    try:
+        return Sandbox().run_python(code).to_json()
+    except SandboxUnavailable as exc:
+        raise LookupError(str(exc)) from None
+
+
 def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-builtin") -> MCPServer:
     hosts = list(allowlist if allowlist is not None else builtin.default_allowlist())
     server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools", log_level="WARNING")
@@ -55,6 +66,18 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
     async def http_fetch(url: str) -> dict[str, Any]:
         with _reported():
             return await limits.within_wall(builtin.http_fetch(url, hosts), "http_fetch")
+
+    @server.tool(
+        description=(
+            "Run Python 3 code in an isolated sandbox (no network, no files but a private scratch directory, CPU, memory "
+            "and wall-time limits); print what you want back. Returns exit_code, stdout and stderr."
+        )
+    )
+    async def python(code: str) -> dict[str, Any]:
+        import anyio
+
+        with _reported():
+            return await anyio.to_thread.run_sync(_sandboxed_python, code)
 
     @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
     def echo(text: str, ctx: Context) -> dict[str, Any]:

