@@ -150,7 +150,7 @@ def test_a_failure_shows_node_message_place_and_fix_and_the_traceback_only_with_
     proc = cli("run", str(graph), home=tmp_path / "h", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "error: node 'boom' failed: ValueError: the [config] key is missing" in proc.stderr  # [config] is not eaten as markup
-    assert f"at {tmp_path / 'mine.py'}:6 in boom" in proc.stderr and "fix: fix " in proc.stderr
+    assert f"at {tmp_path / 'mine.py'}:6 in boom" in proc.stderr and "fix: correct the code at " in proc.stderr
     assert "Traceback" not in proc.stderr and "stepwise/runtime" not in proc.stderr and "--debug" in proc.stderr
     assert "Stepwise.NodeError" not in proc.stdout + proc.stderr
     debug = cli("run", str(graph), "--debug", home=tmp_path / "h", cwd=tmp_path, check=False)

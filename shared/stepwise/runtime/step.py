@@ -312,7 +312,7 @@ def resume_step(services: Services, waiting: dict[str, Any], resume_input: dict[
 def _record_failure(services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str) -> None:
     data = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": tb}
     where = user_frame(exc)
-    fix = getattr(exc, "fix", None) or (f"fix {where}, then run the graph again" if where else None)
+    fix = getattr(exc, "fix", None) or (f"correct the code at {where}, then run the graph again" if where else None)
     data.update({k: v for k, v in {"where": where, "fix": fix}.items() if v})
     services.events.append_at_head(cursor.thread_id, [Event(type=NODE_FAILED, run_id=cursor.run_id, node=node, scope=scope, data=data)])
 
