@@ -1,5 +1,7 @@
 """The stateless step: idempotency, failure records, iteration bounds, concurrent writers."""
 
+from pathlib import Path
+
 import pytest
 
 from stepwise.client import Stepwise
@@ -7,6 +9,8 @@ from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.loader import load_text
 from stepwise.runtime.step import Cursor, step
 from stepwise.state.events import NODE_FAILED, NODE_UPDATE, RUN_STARTED, Event
+
+EXAMPLES_NODES = Path(__file__).resolve().parents[2] / "statemachines" / "examples" / "nodes.py"
 
 SEQ = """
 name: seq
@@ -108,3 +112,27 @@ def test_a_branch_writer_moves_past_sibling_writes(memory_client: Stepwise):
 def test_bad_payload_is_rejected_by_validation(memory_client: Stepwise):
     with pytest.raises(Exception, match="cursor"):
         step(memory_client.services, {"node": "fetch"})
+
+
+def test_a_failure_records_where_in_user_code_and_the_fix(memory_client: Stepwise):
+    text = SEQ.replace("nodes: [fetch, clean, summarize]", "nodes: [fetch, fail_on_purpose]")
+    cursor = start(memory_client, text, {"ticket": "T-1"})
+    out = step(memory_client.services, {"node": "fetch", "cursor": cursor})
+    with pytest.raises(NodeError):
+        step(memory_client.services, {"node": "fail_on_purpose", "cursor": out})
+    failed = memory_client.services.events.read("t1")[-1].data
+    assert failed["where"].startswith(f"{EXAMPLES_NODES}:") and failed["where"].endswith(" in fail_on_purpose")
+    assert failed["fix"] == f"correct the code at {failed['where']}, then run the graph again"
+    step(memory_client.services, {"node": "__failed__", "mode": "fail", "cursor": out})
+    run = memory_client.services.runs.get("r1")
+    assert run is not None and run.error is not None
+    assert run.error["node"] == "fail_on_purpose" and run.error["where"] == failed["where"] and run.error["fix"] == failed["fix"]
+
+
+def test_a_run_that_failed_outside_any_node_keeps_the_cause(memory_client: Stepwise):
+    cursor = start(memory_client, SEQ, {})
+    cause = '{"errorType": "Lambda.ServiceException", "errorMessage": "Rate exceeded", "stackTrace": []}'
+    cursor["error"] = {"Error": "Lambda.ServiceException", "Cause": cause}
+    step(memory_client.services, {"node": "__failed__", "mode": "fail", "cursor": cursor})
+    run = memory_client.services.runs.get("r1")
+    assert run is not None and run.error == {"error": "Lambda.ServiceException", "cause": cause, "message": "Rate exceeded"}
