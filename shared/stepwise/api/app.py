@@ -118,7 +118,7 @@ class StepwiseApi:
         self._local = threading.local()
         self.store = store
         self.settings = settings
-        self.authenticators = authenticators if authenticators is not None else [ApiKeyAuthenticator(store)]
+        self.authenticators = authenticators if authenticators is not None else default_authenticators(store, settings)
         self.rate_limiter = rate_limiter or NoLimit()
         self.events = events or NoEvents()
         self.sleep = sleep
@@ -150,7 +150,7 @@ class StepwiseApi:
             description="Register agent graphs, run them, resume human steps, read and fork threads. See docs/api.md.",
             security_schemes={
                 "apiKey": APIKey.model_validate({"name": "x-api-key", "in": APIKeyIn.header}),
-                "bearer": HTTPBearer(bearerFormat="swk_<tenant>_<id>_<secret>"),
+                "bearer": HTTPBearer(bearerFormat="swk_<tenant>_<id>_<secret>, or a JWT of the configured OIDC issuer"),
             },
             security=[{"apiKey": []}, {"bearer": []}],
         )
@@ -320,6 +320,14 @@ class StepwiseApi:
         if denied:
             raise ApiError(403, "tools_not_permitted", "; ".join(denied), [{"field": "body.graph", "type": "role"}])
         return spec.name, self.client.register(spec)
+
+
+def default_authenticators(store: ApiStore, settings: ApiSettings) -> list[Authenticator]:
+    """JWT bearer tokens when an issuer is configured (STEPWISE_JWT_ISSUER), then API keys (always)."""
+    from stepwise.api.oidc import JwtAuthenticator
+
+    jwt_auth = JwtAuthenticator.from_settings(settings)
+    return [*([jwt_auth] if jwt_auth is not None else []), ApiKeyAuthenticator(store)]
 
 
 def _log_failure(future: Any) -> None:

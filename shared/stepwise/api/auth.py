@@ -35,6 +35,7 @@ class Principal:
     subject: str
     method: str = "api_key"
     claims: dict[str, Any] = field(default_factory=dict)
+    roles: tuple[str, ...] = ()
 
 
 class AuthError(StepwiseError):

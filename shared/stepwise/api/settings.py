@@ -5,6 +5,8 @@ STEPWISE_HOME                 state directory of the embedded backend
 STEPWISE_API_TABLE            DynamoDB table of the API store on AWS (pk S, sk S)
 STEPWISE_API_ALLOWED_MODULES  comma-separated module prefixes function nodes and custom reducers
                               may import (default ``statemachines.,stepwise.tools.``)
+STEPWISE_JWT_ISSUER, _AUDIENCE, _JWKS_URL, _ALGORITHMS, _TENANT_CLAIM, _ROLES_CLAIM
+                              accept JWT bearer tokens of this OIDC issuer (stepwise.api.oidc)
 STEPWISE_API_MAX_WAIT_SECONDS upper bound of ``wait_seconds`` (default 25: API Gateway's REST
                               integration times out at 29 s)
 """
@@ -31,7 +33,14 @@ class ApiSettings(BaseModel):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_background_runs: int = Field(default=8, ge=1, le=256)  # local runs executing in the background at once
 
-    @field_validator("api_allowed_modules", mode="before")
+    jwt_issuer: str | None = None  # JWT bearer tokens (stepwise.api.oidc) when set
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwt_tenant_claim: str = "tenant"
+    jwt_roles_claim: str = "roles"
+
+    @field_validator("api_allowed_modules", "jwt_algorithms", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
