@@ -18,10 +18,11 @@ functions' annotations at run time to build validation and the OpenAPI document.
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -119,7 +120,7 @@ class StepwiseApi:
         self.store = store
         self.settings = settings
         self.authenticators = authenticators if authenticators is not None else default_authenticators(store, settings)
-        self.rate_limiter = rate_limiter or NoLimit()
+        self.rate_limiter = rate_limiter or default_rate_limiter(settings)
         self.events = events or NoEvents()
         self.sleep = sleep
         self.clock = clock
@@ -177,13 +178,21 @@ class StepwiseApi:
             admitted = self.admit(method, path, headers, event)
             if isinstance(admitted, dict):
                 return admitted
-            resolver.append_context(principal=admitted)
+            principal, limit_headers = admitted
+            resolver.append_context(principal=principal)
+            if limit_headers:
+                response = resolver.resolve(event, context)
+                response["statusCode"] = int(response["statusCode"])
+                response["headers"] = {**(response.get("headers") or {}), **limit_headers}
+                return response
         response = resolver.resolve(event, context)
         response["statusCode"] = int(response["statusCode"])
         return response
 
-    def admit(self, method: str, path: str, headers: dict[str, str], event: dict[str, Any]) -> Principal | dict[str, Any]:
-        """Authenticate and rate-limit one request: the principal, or the proxy response refusing it."""
+    def admit(
+        self, method: str, path: str, headers: dict[str, str], event: dict[str, Any]
+    ) -> tuple[Principal, Mapping[str, str] | None] | dict[str, Any]:
+        """Authenticate and rate-limit one request: the principal and rate-limit headers, or the response refusing it."""
         try:
             principal = self.authenticate(headers, event)
         except AuthError as exc:
@@ -196,10 +205,10 @@ class StepwiseApi:
                 {"WWW-Authenticate": "Bearer"},
             )
         try:
-            self.rate_limiter.check(principal, f"{method} {path}")
+            limit_headers = self.rate_limiter.check(principal, f"{method} {path}")
         except RateLimited as exc:
-            return _proxy(429, "rate_limited", str(exc), {"Retry-After": str(max(1, round(exc.retry_after)))})
-        return principal
+            return _proxy(429, "rate_limited", str(exc), {"Retry-After": str(max(1, math.ceil(exc.retry_after))), **exc.headers})
+        return principal, limit_headers
 
     def stream_preflight(self, event: dict[str, Any], run_id: str) -> tuple[RunRecord, int] | dict[str, Any]:
         """For the live stream (stepwise.api.stream): the run and the seq to resume after, or an error response."""
@@ -208,7 +217,7 @@ class StepwiseApi:
         if isinstance(admitted, dict):
             return admitted
         try:
-            run = self.run_of(admitted.tenant, run_id)
+            run = self.run_of(admitted[0].tenant, run_id)
             after = resume_after(headers.get("last-event-id"), (event.get("queryStringParameters") or {}).get("after"))
         except ApiError as exc:
             return _proxy(exc.status, exc.code, exc.message)
@@ -328,6 +337,15 @@ def default_authenticators(store: ApiStore, settings: ApiSettings) -> list[Authe
 
     jwt_auth = JwtAuthenticator.from_settings(settings)
     return [*([jwt_auth] if jwt_auth is not None else []), ApiKeyAuthenticator(store)]
+
+
+def default_rate_limiter(settings: ApiSettings) -> RateLimiter:
+    """A Valkey token bucket per tenant and route class when STEPWISE_RATE_LIMITS is set, else none."""
+    if not settings.rate_limits:
+        return NoLimit()
+    from stepwise.api.ratelimit import ValkeyRateLimiter, parse_limits
+
+    return ValkeyRateLimiter(parse_limits(settings.rate_limits))
 
 
 def _log_failure(future: Any) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from stepwise.api.auth import Principal
@@ -19,13 +20,16 @@ from stepwise.errors import StepwiseError
 
 
 class RateLimited(StepwiseError):
-    def __init__(self, retry_after: float = 1.0) -> None:
-        super().__init__(f"rate limit exceeded; retry after {retry_after:g} s")
+    def __init__(self, retry_after: float = 1.0, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after:.3g} s")
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
 
 
 class RateLimiter(Protocol):
-    def check(self, principal: Principal, operation: str) -> None: ...
+    """``check`` raises ``RateLimited`` to refuse; it may return headers for the answer (``RateLimit-*``)."""
+
+    def check(self, principal: Principal, operation: str) -> Mapping[str, str] | None: ...
 
 
 class EventSink(Protocol):

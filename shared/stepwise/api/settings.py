@@ -33,6 +33,7 @@ class ApiSettings(BaseModel):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_background_runs: int = Field(default=8, ge=1, le=256)  # local runs executing in the background at once
 
+    rate_limits: str | None = None  # JSON, see stepwise.api.ratelimit (STEPWISE_RATE_LIMITS)
     jwt_issuer: str | None = None  # JWT bearer tokens (stepwise.api.oidc) when set
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None

@@ -127,6 +127,13 @@ class RunStreams:
                 if not queues:
                     del self._subscribers[run_id]
 
+    @staticmethod
+    def _drain(queue: asyncio.Queue[dict[str, Any]], ephemeral_only: bool = True) -> list[dict[str, Any]]:
+        items = []
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        return [e for e in items if e.get("kind") in EPHEMERAL] if ephemeral_only else items
+
     # -- serving -------------------------------------------------------------------------------
     @staticmethod
     def matches(path: str) -> bool:
@@ -177,15 +184,19 @@ class RunStreams:
             while not disconnected.is_set():
                 if reread:
                     events, status = await loop.run_in_executor(self._readers, backlog, api, run_id, run.thread_id, after)
-                    if events:
-                        after = events[-1].seq
-                        await send({"type": "http.response.body", "body": b"".join(event_frame(e) for e in events), "more_body": True})
+                    # live events that came in during the read happened before what it returned: send them first
+                    early = self._drain(queue)
+                    if events or early:
+                        after = events[-1].seq if events else after
+                        body = b"".join(sse(e, event=str(e.get("kind"))) for e in early) + b"".join(event_frame(e) for e in events)
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
                     if status in TERMINAL:
                         await send({"type": "http.response.body", "body": sse({"run_id": run_id, "status": status}, event="end")})
                         return
                 # wait for progress: an observer event, the poll interval, or the client leaving
                 try:
-                    first = await asyncio.wait_for(queue.get(), timeout=self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):  # Queue.get is cancellation-safe: no item is lost
+                        first = await queue.get()
                 except TimeoutError:
                     reread = True
                     idle += self.poll_seconds
@@ -194,9 +205,7 @@ class RunStreams:
                         await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
                     continue
                 idle = 0.0
-                pending = [first]
-                while not queue.empty():
-                    pending.append(queue.get_nowait())
+                pending = [first, *self._drain(queue, ephemeral_only=False)]
                 frames = [sse(e, event=str(e.get("kind"))) for e in pending if e.get("kind") in EPHEMERAL]
                 if frames:
                     await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
