@@ -560,7 +560,8 @@ def test_rate_limit_seam_answers_429_with_retry_after() -> None:
     h = make(rate_limiter=limiter)
     assert h("GET", "/agents").status == 200
     reply = h("GET", "/agents")
-    assert reply.status == 429 and reply.headers["Retry-After"] == "2" and error_code(reply) == "rate_limited"
+    # Retry-After rounds up: a client that waits 2 s of a 2.4 s wait would be refused again
+    assert reply.status == 429 and reply.headers["Retry-After"] == "3" and error_code(reply) == "rate_limited"
     assert limiter.seen == [("acme", "GET /agents"), ("acme", "GET /agents")]
 
 
