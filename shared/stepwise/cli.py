@@ -18,7 +18,7 @@ from rich.table import Table
 from stepwise import __version__
 from stepwise.asl.compiler import compile_graph, to_json
 from stepwise.client import RunResult, Stepwise, default_home
-from stepwise.errors import AnswerError, StepwiseError
+from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
@@ -66,6 +66,8 @@ def _user_errors() -> Iterator[None]:
     except AnswerError as exc:
         problems = "\n".join(f"  - {p}" for p in exc.problems)
         _fail(f"the answer for {exc.node!r} was refused:\n{problems}\nanswer with: stepwise resume {exc.run_id} --input '{exc.expected}'")
+    except ConflictingRequestError as exc:  # thread busy, run already answered/cancelled/running: exit 3
+        _fail(str(exc), 3)
     except (StepwiseError, GraphError) as exc:
         _fail(str(exc))
 
@@ -88,6 +90,8 @@ def _parse_input(text: str | None) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         _fail(f'--input is not valid JSON ({exc.msg} at column {exc.colno}); pass an object like \'{{"type": "A"}}\' or @file.json')
+    except (RecursionError, ValueError) as exc:  # nested thousands deep, or an integer of thousands of digits
+        _fail(f"--input is beyond the admission limits ({type(exc).__name__}); flatten it and send big numbers as strings")
     if not isinstance(value, dict):
         _fail(f"--input must be a JSON object (the initial state), not {type(value).__name__}")
     return value  # type: ignore[no-any-return]
@@ -232,12 +236,15 @@ def resume(
     input: Annotated[str | None, typer.Option("--input", "-i", help="The human's answer as a JSON object")] = None,
     output: OutputOpt = "text",
     home: HomeOpt = None,
+    interrupt: Annotated[
+        str | None, typer.Option("--interrupt", help="The interrupt id being answered (shown while waiting); a stale answer is refused")
+    ] = None,
 ) -> None:
     """Continue a run waiting at a human node (or one whose process died)."""
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
     with _user_errors():
-        result = client.resume(run_id, update)
+        result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
     _report(result, output, _answer_example(client, result))
 
 
@@ -247,9 +254,11 @@ def runs(
     limit: int = 20,
     output: OutputOpt = "text",
     home: HomeOpt = None,
+    stale: Annotated[bool, typer.Option("--stale", help="Only runs whose process died (continue them with `stepwise resume`)")] = False,
 ) -> None:
     """List recent runs."""
-    records = _client(home, False).runs(thread_id=thread, limit=limit)
+    client = _client(home, False)
+    records = client.stale_runs() if stale else client.runs(thread_id=thread, limit=limit)
     if output == "json":
         sys.stdout.write(json.dumps([r.model_dump(exclude={"start_cursor"}) for r in records], default=str) + "\n")
         return
@@ -305,14 +314,19 @@ def serve(
     memory_worker: Annotated[bool, typer.Option(help="Consolidate memory in a background thread (or STEPWISE_MEMORY_WORKER=1)")] = False,
 ) -> None:
     """Serve the HTTPS API's handlers over HTTP on this machine, on embedded defaults."""
+    import threading
+
     from stepwise.api.server import serve as serve_api
 
+    home = home or default_home()
     if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
         from stepwise.memory.worker import ConsolidationWorker
 
-        memory_client = Stepwise.embedded(home or default_home())
+        memory_client = Stepwise.embedded(home)
         ConsolidationWorker(memory_client.services.memory, memory_client.services.events).start()
-    serve_api(host=host, port=port, home=home or default_home())
+    # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
+    threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
+    serve_api(host=host, port=port, home=home)
 
 
 def _add_memory_commands() -> None:

@@ -6,16 +6,21 @@ document that deploys to Step Functions.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
-from stepwise.errors import AnswerError, StepwiseError
+from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError, ThreadBusyError
 from stepwise.graph import limits
 from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import GraphSpec
@@ -25,11 +30,89 @@ from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import RunRecord
+from stepwise.state.ports import FINISHED, LEASE_SECONDS, RunRecord, RunStore, RunTransitionError, is_stale
 from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
 STEP_FUNCTION = "stepwise-step"
+
+
+def lease_seconds() -> float:
+    return float(os.environ.get("STEPWISE_RUN_LEASE_SECONDS", LEASE_SECONDS))
+
+
+_owner: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """host:pid:nonce of this process (recomputed after a fork)."""
+    global _owner
+    if _owner is None or _owner[0] != os.getpid():
+        _owner = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    return _owner[1]
+
+
+def owner_gone(run: RunRecord) -> bool:
+    """The run's owner was a process on this host that no longer exists: dead now, no need to wait
+    for its lease to run out."""
+    if run.status != "running" or not run.owner:
+        return False
+    host, _, rest = run.owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or run.owner == process_owner():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def is_dead(run: RunRecord, now: float | None = None) -> bool:
+    """Stale (lease ran out) or owned by a process of this host that is gone."""
+    return is_stale(run, now) or owner_gone(run)
+
+
+class Heartbeat:
+    """One daemon thread per process renewing the leases of the runs this process executes, every third
+    of the lease. A run whose process dies stops being renewed and becomes stale (``is_stale``)."""
+
+    _lock = threading.Lock()
+    _runs: ClassVar[dict[tuple[int, str], tuple[RunStore, int]]] = {}
+    _thread: ClassVar[threading.Thread | None] = None
+    _wake = threading.Event()
+
+    @classmethod
+    @contextmanager
+    def track(cls, runs: RunStore, run_id: str) -> Iterator[None]:
+        key = (id(runs), run_id)
+        with cls._lock:
+            store, count = cls._runs.get(key, (runs, 0))
+            cls._runs[key] = (store, count + 1)
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._thread = threading.Thread(target=cls._loop, name="stepwise-heartbeat", daemon=True)
+                cls._thread.start()
+        try:
+            yield
+        finally:
+            with cls._lock:
+                store, count = cls._runs[key]
+                if count <= 1:
+                    del cls._runs[key]
+                else:
+                    cls._runs[key] = (store, count - 1)
+
+    @classmethod
+    def _loop(cls) -> None:
+        while True:
+            cls._wake.wait(lease_seconds() / 3)
+            with cls._lock:
+                items = [(store, key[1]) for key, (store, _) in cls._runs.items()]
+            for store, run_id in items:
+                with contextlib.suppress(Exception):  # finished or cancelled meanwhile, or a store hiccup
+                    store.update(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease_seconds())
 
 
 @dataclass
@@ -108,7 +191,8 @@ class LocalExecutor:
             clock=self.clock,
             max_workers=self.max_concurrency,
         )
-        return interpreter.execute(asl, run.start_cursor, name=run.run_id)
+        with Heartbeat.track(self.services.runs, run.run_id):
+            return interpreter.execute(asl, run.start_cursor, name=run.run_id)
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
         self.services.runs.complete_token(token, output)
@@ -209,17 +293,22 @@ class Stepwise:
         ref = self.register(spec)
         thread_id = thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         run_id = f"run-{uuid.uuid4().hex[:12]}"
-        events = self.services.events
-        head = events.head(thread_id)
+        runs = self.services.runs
+        self._check_thread_free(thread_id, None)
+        # The record first (running, leased), then the rivals check: of two runs started on one thread at
+        # once, both records exist before either checks, so exactly the later one steps back.
+        record = RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
+        runs.put(record)
+        try:
+            self._check_thread_free(thread_id, record)
+        except ThreadBusyError as exc:
+            runs.update(run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)})
+            raise
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
-        events.append(thread_id, head, [started])
+        self.services.events.append_at_head(thread_id, [started])
         cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
-        self.services.runs.put(
-            RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), start_cursor=cursor, tenant=tenant)
-        )
+        run = runs.update(run_id, start_cursor=cursor)
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
-        run = self.services.runs.get(run_id)
-        assert run is not None
         return run
 
     def execute(self, run_id: str) -> RunResult:
@@ -229,23 +318,105 @@ class Stepwise:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
         return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
 
-    def resume(self, run_id: str, input: dict[str, Any] | None = None) -> RunResult:
+    def _lease(self) -> dict[str, Any]:
+        """Owner and lease fields for a run this process executes (none when Step Functions does)."""
+        if not isinstance(self.executor, LocalExecutor):
+            return {}
+        return {"owner": process_owner(), "lease_until": time.time() + lease_seconds()}
+
+    def _check_thread_free(self, thread_id: str, mine: RunRecord | None) -> None:
+        """Raise ThreadBusyError if another live run is running on the thread (and, once ``mine`` is
+        recorded, started before it)."""
+        for other in self.services.runs.list(thread_id=thread_id, limit=100):
+            if other.status != "running" or is_dead(other) or (mine is not None and other.run_id == mine.run_id):
+                continue
+            if mine is None or (other.created_at, other.run_id) < (mine.created_at, mine.run_id):
+                raise ThreadBusyError(
+                    f"thread {thread_id!r} is busy: run {other.run_id} is running on it; wait for it to finish "
+                    f"(`stepwise runs --thread {thread_id}`) or use another thread"
+                )
+
+    def resume(self, run_id: str, input: dict[str, Any] | None = None, *, interrupt_id: str | None = None) -> RunResult:
+        """Answer the human node a run waits at, or continue a run whose process died (see ``recover``).
+
+        ``interrupt_id`` names the wait being answered (from the waiting status); an answer to an earlier
+        wait is refused with StaleAnswerError. Without it, the answer goes to the wait this call saw."""
         run = self.services.runs.get(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
-        if run.status in ("succeeded", "failed", "cancelled"):
-            raise StepwiseError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
+        if run.status in FINISHED:
+            raise ConflictingRequestError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
         if input is not None and not isinstance(input, dict):
             raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
         _admit(input, "the resume input")
-        if run.status != "waiting":  # a run whose process died mid-way: replay it from its start cursor
-            return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        if run.status == "running":  # its process died mid-way? continue it from the log
+            result = self.recover(run_id)
+            if result.status != "waiting" or input is None:
+                return result
+            run = self.services.runs.get(run_id)
+            assert run is not None
         assert run.waiting is not None
         check_answer(self.services.graph(run.graph_ref), run_id, run.waiting["node"], input)
-        token = run.waiting["token"]
-        out = resume_step(self.services, run.waiting, dict(input or {}))
-        run = self.services.runs.update(run_id, status="running", waiting=None)
+        current = run.interrupt_id or run.waiting.get("interrupt_id")
+        if interrupt_id is not None and current is not None and interrupt_id != current:
+            raise StaleAnswerError(
+                f"run {run_id!r} now waits at {run.waiting.get('node')!r} (interrupt {current}), not interrupt {interrupt_id}; "
+                "read the run again and answer its current question"
+            )
+        waiting, token = run.waiting, run.waiting["token"]
+        try:  # compare-and-set: of two answers (or an answer and a cancel), exactly one wins
+            run = self.services.runs.update(
+                run_id,
+                expect=("waiting",),
+                expect_interrupt=current if run.interrupt_id else None,
+                status="running",
+                waiting=None,
+                interrupt_id=None,
+                **self._lease(),
+            )
+        except RunTransitionError as exc:
+            raise ConflictingRequestError(str(exc)) from None
+        out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run_id, self.executor.send_token(run, token, out))
+
+    def recover(self, run_id: str) -> RunResult:
+        """Continue a run whose process died: take over its lease (a compare-and-set, so one recoverer
+        wins) and replay it from its start cursor. The idempotent step returns recorded results at once;
+        the run ends finished, failed, or waiting again at the human node it was parked at."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if run.status != "running":
+            raise ConflictingRequestError(f"run {run_id!r} is {run.status}; only a running run whose process died can be recovered")
+        if not is_dead(run) and run.owner is not None:  # alive, here or elsewhere (legacy records have no owner)
+            until = time.strftime("%H:%M:%S", time.localtime(run.lease_until or 0))
+            raise RunBusyError(
+                f"run {run_id!r} is running in process {run.owner} (lease until {until}); if that process died, retry after then"
+            )
+        if not run.start_cursor:  # died between its record and its run_started event: nothing ran
+            with contextlib.suppress(RunTransitionError):
+                self.services.runs.update(
+                    run_id, expect=("running",), status="failed", finished_at=time.time(), error={"error": "Stepwise.DiedBeforeStart"}
+                )
+            return self._result(run_id, None)
+        try:
+            run = self.services.runs.update(run_id, expect=("running",), **(self._lease() or {"owner": None}))
+        except RunTransitionError as exc:
+            raise ConflictingRequestError(str(exc)) from None
+        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+
+    def stale_runs(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
+        """Runs marked running whose owner stopped renewing the lease (its process died)."""
+        return [r for r in self.services.runs.list(limit=limit) if is_dead(r, now)]
+
+    def recover_stale(self) -> list[RunResult]:
+        """Recover every stale run (``stepwise serve`` does this on start); a run another process took
+        over meanwhile is skipped."""
+        results = []
+        for run in self.stale_runs():
+            with contextlib.suppress(ConflictingRequestError):
+                results.append(self.recover(run.run_id))
+        return results
 
     def _asl(self, ref: str) -> dict[str, Any]:
         asl = self._asl_cache.get(ref)
@@ -259,13 +430,22 @@ class Stepwise:
     def _result(self, run_id: str, result: ExecutionResult | None) -> RunResult:
         run = self.services.runs.get(run_id)
         assert run is not None
-        if result is not None and result.status == "FAILED" and run.status != "failed":  # failed outside any node
-            run = self.services.runs.update(run_id, status="failed", error={"error": result.error, "cause": result.cause})
+        if result is not None and result.status == "FAILED" and run.status == "running":  # failed outside any node
+            with contextlib.suppress(RunTransitionError):  # a cancel that landed first stays
+                run = self.services.runs.update(
+                    run_id,
+                    expect=("running",),
+                    status="failed",
+                    finished_at=time.time(),
+                    error={"error": result.error, "cause": result.cause},
+                )
         try:
             _, state = self.services.hydrator.state(run.thread_id, reducers_of(self.services.graph(run.graph_ref)))  # no index lag
         except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
-            if run.status not in ("failed", "cancelled"):
-                run = self.services.runs.update(run_id, status="failed", error={"error": "Stepwise.ReducerError", "cause": str(exc)})
+            with contextlib.suppress(RunTransitionError):
+                run = self.services.runs.update(
+                    run_id, expect=("running", "waiting"), status="failed", error={"error": "Stepwise.ReducerError", "cause": str(exc)}
+                )
             state = {}
         return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions if result else 0)
 

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["AnswerError", "MaxIterationsError", "NodeError", "StateConflictError", "StepwiseError", "TaskError", "asl_error_name"]
+__all__ = [
+    "AnswerError",
+    "ConflictingRequestError",
+    "MaxIterationsError",
+    "NodeError",
+    "RunBusyError",
+    "StaleAnswerError",
+    "StateConflictError",
+    "StepwiseError",
+    "TaskError",
+    "ThreadBusyError",
+    "asl_error_name",
+]
 
 
 class StepwiseError(Exception):
@@ -28,6 +40,30 @@ class AnswerError(StepwiseError):
         self.problems = problems
         self.expected = expected  # a valid answer, as JSON text
         super().__init__(f"the answer for {node!r} was refused: {'; '.join(problems)}. A valid answer: {expected}")
+
+
+class ConflictingRequestError(StepwiseError):
+    """Another request changed the run or thread first (the API answers 409 with ``code``; the CLI exits 3)."""
+
+    code: ClassVar[str] = "conflict"
+
+
+class ThreadBusyError(ConflictingRequestError):
+    """The thread has a run in progress; a second run on it would interleave their writes."""
+
+    code = "thread_busy"
+
+
+class StaleAnswerError(ConflictingRequestError):
+    """The answer names an interrupt the run no longer waits on."""
+
+    code = "stale_interrupt"
+
+
+class RunBusyError(ConflictingRequestError):
+    """The run is running in a live process (its lease is fresh)."""
+
+    code = "run_running"
 
 
 class TaskError(StepwiseError):

@@ -40,10 +40,10 @@ from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLi
 from stepwise.api.settings import ApiSettings, build_store
 from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
 from stepwise.client import Stepwise
-from stepwise.errors import AnswerError, StepwiseError
+from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
-from stepwise.state.ports import RunRecord
+from stepwise.state.ports import ACTIVE, RunRecord, RunTransitionError
 
 log = logging.getLogger("stepwise.api")
 
@@ -417,8 +417,20 @@ def _with_json_type(event: dict[str, Any], body: Any) -> dict[str, Any]:
     return {**event, "headers": new_headers, "multiValueHeaders": multi, "body": body, "isBase64Encoded": False}
 
 
+class ThreadSafeResolver(APIGatewayRestResolver):
+    """Powertools keeps the current event on a *class* attribute (``BaseRouter.current_event``), shared by
+    every resolver in the process: under a threaded server, two requests read each other's body and path
+    (a resume ran with a concurrent cancel's empty body). Setting it on the instance shadows the class
+    attribute for everything that reads ``self.current_event``/``app.current_event`` (routers included)."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        self.current_event = self._to_proxy_event(dict(event))  # type: ignore[assignment]
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+
 def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - to be split by concern
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = ThreadSafeResolver(enable_validation=True)
 
     def tenant() -> str:
         principal: Principal = app.context["principal"]
@@ -441,6 +453,14 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
     def _no_route(exc: NotFoundError) -> Response[str]:
         event = app.current_event
         return error_response(404, "not_found", f"no route {event.http_method} {event.path}; see docs/api.md")
+
+    @app.exception_handler(ConflictingRequestError)
+    def _busy(exc: ConflictingRequestError) -> Response[str]:
+        return error_response(409, exc.code, str(exc))
+
+    @app.exception_handler(RunTransitionError)
+    def _lost(exc: RunTransitionError) -> Response[str]:
+        return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(StepwiseError)
     def _refused(exc: StepwiseError) -> Response[str]:
@@ -616,13 +636,15 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
     @app.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
         run = api.run_of(tenant(), run_id)
-        if run.status != "waiting":
+        if run.status not in ("waiting", "running"):
             raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
-        try:
-            api.client.resume(run_id, body.input)
+        try:  # a running run is continued only if its process died (else 409 run_running)
+            api.client.resume(run_id, body.input, interrupt_id=body.interrupt_id)
         except AnswerError as exc:  # the answer does not fit the node's `input:` schema (or its conditions)
             details = [{"field": "body.input", "type": "invalid_answer", "message": p} for p in exc.problems]
             raise ApiError(422, "invalid_answer", str(exc), details) from None
+        except ConflictingRequestError as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
@@ -639,7 +661,12 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         stop = getattr(api.client.executor, "stop", None)  # Step Functions: StopExecution; local runs are synchronous
         if callable(stop):
             stop(run, cause=f"cancelled through the API by {app.context['principal'].subject}")
-        run = api.client.services.runs.update(run_id, status="cancelled", waiting=None, finished_at=time.time())
+        try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
+            run = api.client.services.runs.update(
+                run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None
+            )
+        except RunTransitionError as exc:
+            raise ApiError(409, "run_finished", str(exc)) from None
         api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
         return api.run_view(run)
 

@@ -47,6 +47,11 @@ class ExecuteAgent(_Body):
 
 class ResumeRun(_Body):
     input: dict[str, Any] = Field(default_factory=dict, description="the human node's answer, merged into the state")
+    interrupt_id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="the `waiting.interrupt_id` being answered; an answer to an earlier wait gets 409 stale_interrupt",
+    )
     wait_seconds: float = Field(0, ge=0, le=900)
 
 
@@ -123,6 +128,7 @@ class VersionResult(BaseModel):
 class Waiting(BaseModel):
     node: str | None = None
     prompt: str | None = None
+    interrupt_id: str | None = None
 
 
 class Run(BaseModel):
@@ -142,7 +148,11 @@ class Run(BaseModel):
 
     @classmethod
     def of(cls, run: RunRecord, version: int | None, state: dict[str, Any] | None) -> Run:
-        waiting = Waiting(node=run.waiting.get("node"), prompt=run.waiting.get("prompt")) if run.waiting else None  # never the token
+        waiting = (  # never the token
+            Waiting(node=run.waiting.get("node"), prompt=run.waiting.get("prompt"), interrupt_id=run.waiting.get("interrupt_id"))
+            if run.waiting
+            else None
+        )
         return cls(
             run_id=run.run_id,
             thread_id=run.thread_id,

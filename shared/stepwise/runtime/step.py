@@ -9,6 +9,7 @@ replayed step returns the output it recorded instead of running again.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sysconfig
 import time
@@ -28,7 +29,7 @@ from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
 from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
-from stepwise.state.ports import DuplicateKeyError
+from stepwise.state.ports import DuplicateKeyError, RunStatus, RunTransitionError
 
 APPEND_ATTEMPTS = 20
 
@@ -127,7 +128,10 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     key = task_key(cursor, scope, req.node, req.mode)
     done = None if fresh else services.events.by_key(cursor.thread_id, key)
     if done is not None:  # replay or retry: never run a completed step twice
-        return next_cursor(cursor, req.node, frames, done.data["next"], done.seq)
+        out = next_cursor(cursor, req.node, frames, done.data["next"], done.seq)
+        if req.token is not None and services.runs.token_output(req.token) is None:
+            services.runs.complete_token(req.token, out)  # a human's answer recorded before a crash: hand it over
+        return out
 
     root = services.graph(cursor.graph)
     spec, local = locate(root, req.node) if req.mode != "join" else (root, req.node)
@@ -144,6 +148,8 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
     node_spec = spec.graph.nodes[local]
     if node_spec.kind == "human" and req.token is not None:
         return _interrupt(services, req, scope, key, frames)
+    if resume_input is None:
+        _check_not_cancelled(services, cursor.run_id)
 
     seq, state = services.hydrator.state(cursor.thread_id, reducer_names, frames)
     visits = dict(cursor.visits)
@@ -284,21 +290,65 @@ def _branch_name(services: Services, cursor: Cursor, block: str, branch: str) ->
     return f"branch {index} of {block}"
 
 
+class RunCancelledError(RuntimeError):
+    """The run was cancelled: no further node starts (a node already running finishes its own write)."""
+
+    error_name = "Stepwise.RunCancelled"
+
+
+def _check_not_cancelled(services: Services, run_id: str) -> None:
+    run = services.runs.get(run_id)
+    if run is not None and run.status == "cancelled":
+        raise RunCancelledError(f"run {run_id!r} was cancelled; no further node runs")
+
+
+def interrupt_id(token: str) -> str:
+    """A short, stable id for one wait (the same across replays), safe to show: not the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames: list[Any]) -> dict[str, Any]:
-    """First half of a human node: record the interrupt and park the run until a resume sends the token."""
+    """First half of a human node: record the interrupt and park the run until a resume sends the token.
+
+    Replays come here too (the local engine re-walks a run from its start). Recovery cases, after a
+    process died between two writes: the answer was recorded but never handed to the token → hand it
+    over now; the interrupt was recorded but the run never became ``waiting`` → make it wait again."""
     cursor = req.cursor
+    assert req.token is not None
+    if services.runs.token_output(req.token) is not None:
+        return {"waiting": req.node}  # answered: the interpreter reads the token's output and goes on
+    answered = services.events.by_key(cursor.thread_id, key)
+    if answered is not None:
+        services.runs.complete_token(req.token, next_cursor(cursor, req.node, frames, answered.data["next"], answered.seq))
+        return {"waiting": req.node}
     interrupt_key = f"{key}|interrupt"
-    if services.events.by_key(cursor.thread_id, interrupt_key) is None:
+    found = services.events.by_key(cursor.thread_id, interrupt_key)
+    if found is None:
         spec, local = locate(services.graph(cursor.graph), req.node)
         waiting = {
             "node": req.node,
             "prompt": spec.graph.nodes[local].prompt or f"Input needed at {req.node}",
             "token": req.token,
+            "interrupt_id": interrupt_id(req.token),
             "payload": req.model_dump(exclude_none=True, exclude={"token"}) | {"frames_at": [list(f) for f in frames]},
         }
         event = Event(type=INTERRUPT, run_id=cursor.run_id, node=req.node, scope=scope, key=interrupt_key, data=waiting)
         services.events.append_at_head(cursor.thread_id, [event])
-        services.runs.update(cursor.run_id, status="waiting", waiting=waiting)
+        expect: tuple[RunStatus, ...] = ("running", "waiting")  # a second human in a parallel block waits too
+    else:
+        waiting = dict(found.data)
+        waiting.setdefault("interrupt_id", interrupt_id(req.token))
+        expect = ("running",)  # re-wait only a run whose "waiting" write was lost
+    with contextlib.suppress(RunTransitionError):  # cancelled (or already waiting): leave it so
+        services.runs.update(
+            cursor.run_id,
+            expect=expect,
+            status="waiting",
+            waiting=waiting,
+            interrupt_id=waiting["interrupt_id"],
+            owner=None,
+            lease_until=None,
+        )
         services.notify(kind="waiting", run_id=cursor.run_id, node=req.node, prompt=waiting["prompt"])
     return {"waiting": req.node}
 
@@ -342,12 +392,25 @@ def cause_message(cause: str) -> str:
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
     key = task_key(cursor, "", END_STATE, "finish")
+    _check_not_cancelled(services, cursor.run_id)
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
             services.events.append_at_head(
                 cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})]
             )
-    services.runs.update(cursor.run_id, status="succeeded", finished_at=time.time(), waiting=None, steps=sum(cursor.visits.values()))
+    try:  # compare-and-set: a cancel that landed first wins, and stays
+        services.runs.update(
+            cursor.run_id,
+            expect=("running",),
+            status="succeeded",
+            finished_at=time.time(),
+            waiting=None,
+            steps=sum(cursor.visits.values()),
+            lease_until=None,
+        )
+    except RunTransitionError as exc:
+        if exc.status != "succeeded":
+            raise
     services.notify(kind="run_finished", run_id=cursor.run_id)
     return cursor.model_dump(exclude_none=True)
 
@@ -367,6 +430,10 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
             services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
-    services.runs.update(cursor.run_id, status="failed", finished_at=time.time(), error=error, waiting=None)
+    try:  # compare-and-set: a cancelled run stays cancelled
+        services.runs.update(cursor.run_id, expect=("running",), status="failed", finished_at=time.time(), error=error, waiting=None)
+    except RunTransitionError as exc:
+        if exc.status not in ("failed", "cancelled"):
+            raise
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
     return cursor.model_dump(exclude_none=True)

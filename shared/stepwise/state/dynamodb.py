@@ -44,12 +44,12 @@ import hashlib
 import json
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
-from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, RunTransitionError, check_expected
 from stepwise.state.s3 import S3Blobs
 
 #: ``data`` larger than this goes to S3 (a DynamoDB item holds at most 400 KB).
@@ -252,7 +252,7 @@ class DynamoEventStore(EventStore):
 
 # -- runs -------------------------------------------------------------------------------------
 _JSON_FIELDS = frozenset({"input", "start_cursor", "error", "waiting"})
-_NUMBER_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "steps"})
+_NUMBER_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "steps", "lease_until"})
 _TOKEN_PREFIX = "token#"
 
 
@@ -294,8 +294,11 @@ class DynamoRunStore(RunStore):
         item = self.db.get_item(TableName=self.table, Key={"run_id": _s(run_id)}, ConsistentRead=True).get("Item")
         return _decode_run(item) if item and "thread_id" in item else None
 
-    def update(self, run_id: str, **fields: Any) -> RunRecord:
-        """Set only ``fields`` (and ``updated_at``) in one ``UpdateItem``; None removes a field."""
+    def update(
+        self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any
+    ) -> RunRecord:
+        """Set only ``fields`` (and ``updated_at``) in one ``UpdateItem``; None removes a field. With
+        ``expect``, the status check is part of the condition expression: a compare-and-set."""
         unknown = {name for name in fields if name not in RunRecord.model_fields or name == "run_id"}
         if unknown:
             raise ValueError(f"cannot update run field(s) {sorted(unknown)}")
@@ -311,19 +314,35 @@ class DynamoRunStore(RunStore):
                 attrs[f":v{i}"] = _encode_field(name, value)
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         names["#id"] = "run_id"
+        condition = "attribute_exists(#id)"
+        if expect is not None:
+            names["#status"] = "status"
+            marks = []
+            for i, status in enumerate(expect):
+                attrs[f":e{i}"] = _s(status)
+                marks.append(f":e{i}")
+            condition += f" AND #status IN ({', '.join(marks)})"
+        if expect_interrupt is not None:
+            names["#iid"] = "interrupt_id"
+            attrs[":iid"] = _s(expect_interrupt)
+            condition += " AND #iid = :iid"
         try:
             out = self.db.update_item(
                 TableName=self.table,
                 Key={"run_id": _s(run_id)},
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(#id)",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=attrs,
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
             if _code(exc) == "ConditionalCheckFailedException":
-                raise KeyError(run_id) from None
+                current = self.get(run_id)
+                if current is None:
+                    raise KeyError(run_id) from None
+                check_expected(current, expect, expect_interrupt)
+                raise RunTransitionError(run_id, current.status, expect or ()) from None
             raise
         return _decode_run(out["Attributes"])
 

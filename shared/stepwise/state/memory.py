@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from stepwise.errors import StateConflictError
@@ -75,6 +75,13 @@ class MemoryRunStore(RunStore):
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._tokens: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def update(
+        self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any
+    ) -> RunRecord:
+        with self._lock:  # check and write as one step
+            return super().update(run_id, expect=expect, expect_interrupt=expect_interrupt, **fields)
 
     def put(self, run: RunRecord) -> None:
         self._runs[run.run_id] = run.model_copy(deep=True)

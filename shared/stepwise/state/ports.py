@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from stepwise.errors import StateConflictError, StepwiseError
+from stepwise.errors import ConflictingRequestError, StateConflictError, StepwiseError
 from stepwise.state.events import Event, decode, encode
 
 Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type, run, node, scope, key, ts, data
@@ -124,9 +124,39 @@ class RunRecord(BaseModel):
     execution_arn: str | None = None
     tenant: str = "default"
     steps: int = 0
+    interrupt_id: str | None = None  # while waiting: which wait an answer must name (also in ``waiting``)
+    owner: str | None = None  # the process executing it (host:pid:nonce) while running
+    lease_until: float | None = None  # the owner renews it; past it the run is stale (see is_stale)
+
+
+LEASE_SECONDS = 30.0  # a running run's owner renews its lease every third of this; past it, the run is stale
+ACTIVE: tuple[RunStatus, ...] = ("running", "waiting")
+FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+class RunTransitionError(ConflictingRequestError):
+    """A compare-and-set on a run's status lost: the run was no longer in the expected status.
+    The API answers it 409, the CLI with exit code 3; the run record itself is never overwritten."""
+
+    error_name = "Stepwise.RunTransition"
+
+    def __init__(self, run_id: str, status: str, expected: Collection[str]) -> None:
+        super().__init__(f"run {run_id!r} is {status}, not {' or '.join(expected)}; another request changed it first")
+        self.run_id, self.status, self.expected = run_id, status, tuple(expected)
+
+
+def is_stale(run: RunRecord, now: float | None = None) -> bool:
+    """A running run whose owner stopped renewing its lease: its process died (or hangs)."""
+    if run.status != "running":
+        return False
+    until = run.lease_until if run.lease_until is not None else run.updated_at + LEASE_SECONDS
+    return until < (now if now is not None else time.time())
 
 
 class RunStore(ABC):
+    """Run records. Every status change goes through ``update(..., expect=...)``, a compare-and-set:
+    adapters make the check and the write one atomic operation (a transaction, a condition expression)."""
+
     @abstractmethod
     def put(self, run: RunRecord) -> None: ...
 
@@ -136,10 +166,16 @@ class RunStore(ABC):
     @abstractmethod
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]: ...
 
-    def update(self, run_id: str, **fields: Any) -> RunRecord:
+    def update(
+        self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any
+    ) -> RunRecord:
+        """Set ``fields``; with ``expect``, only if the status is one of those, and with ``expect_interrupt``
+        only if the run waits on that interrupt (else RunTransitionError). This default is not atomic:
+        adapters override it (the in-memory one with a lock)."""
         run = self.get(run_id)
         if run is None:
             raise KeyError(run_id)
+        check_expected(run, expect, expect_interrupt)
         updated = run.model_copy(update={**fields, "updated_at": time.time()})
         self.put(updated)
         return updated
@@ -150,6 +186,13 @@ class RunStore(ABC):
 
     @abstractmethod
     def token_output(self, token: str) -> dict[str, Any] | None: ...
+
+
+def check_expected(run: RunRecord, expect: Collection[str] | None, expect_interrupt: str | None = None) -> None:
+    if expect is not None and run.status not in expect:
+        raise RunTransitionError(run.run_id, run.status, expect)
+    if expect_interrupt is not None and run.interrupt_id != expect_interrupt:
+        raise RunTransitionError(run.run_id, f"{run.status} (at interrupt {run.interrupt_id})", [f"waiting at {expect_interrupt}"])
 
 
 class Registry(ABC):

@@ -18,7 +18,7 @@ from typing import Any
 
 from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
-from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, check_expected
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -175,6 +175,28 @@ class SqliteRunStore(RunStore):
     def get(self, run_id: str) -> RunRecord | None:
         row = self.db.connection().execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return RunRecord.model_validate_json(row[0]) if row else None
+
+    def update(
+        self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any
+    ) -> RunRecord:
+        """Read, check the expected status and write in one IMMEDIATE transaction: a compare-and-set
+        across processes (SQLite serialises writers on the database lock)."""
+        with self.db.write_lock:
+            conn = self.db.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                if row is None:
+                    raise KeyError(run_id)
+                run = RunRecord.model_validate_json(row[0])
+                check_expected(run, expect, expect_interrupt)
+                updated = run.model_copy(update={**fields, "updated_at": time.time()})
+                conn.execute("UPDATE runs SET body=? WHERE run_id=?", (updated.model_dump_json(), run_id))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return updated
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         sql, args = "SELECT body FROM runs", tuple[str, ...]()
