@@ -356,3 +356,41 @@ def test_a_graph_key_at_the_top_suggests_its_place():
     assert message.startswith("g.yaml:3: unknown key `max_iterations`") and "did you mean `graph.max_iterations`?" in message
     message = _error(GOOD.replace("        - {else: default}", "        - {els: default}"))
     assert "did you mean `graph.conditional_edges.0.conditions.1.else`?" in message
+
+
+def test_unknown_keys_in_memory_and_answer_schemas_suggest_too():
+    message = _error("name: a\ngraph:\n  nodes:\n    think: {kind: agent, memory: {top_kk: 3}}\n  entry: think\n")
+    assert "did you mean `graph.nodes.think.memory.top_k`?" in message
+    message = _error("name: a\ngraph:\n  nodes:\n    ask: {kind: human, input: {decision: {enums: [yes, no]}}}\n  entry: ask\n")
+    assert "did you mean `graph.nodes.ask.input.decision.enum`?" in message
+
+
+def test_answer_enum_words_stay_words():
+    spec = load_text("name: a\ngraph:\n  nodes:\n    ask: {kind: human, input: {d: {enum: [yes, no, On, true, 3]}}}\n  entry: ask\n")
+    answer = spec.graph.nodes["ask"].input
+    assert answer is not None and answer["d"].enum == ["yes", "no", "On", True, 3]
+
+
+def test_an_answer_without_a_schema_must_set_what_the_conditions_read():
+    from stepwise.graph.answers import answer_problems, expected_keys
+
+    spec = load_text(
+        """
+name: ask
+graph:
+  nodes:
+    ask: {kind: human, prompt: "Go on?"}
+    go_on: {fn: "statemachines.examples.nodes:publish"}
+  conditional_edges:
+    - from: ask
+      conditions:
+        - {if: "state.go == True and state['level'] > 1", then: go_on}
+        - {else: __end__}
+  entry: ask
+"""
+    )
+    assert expected_keys(spec, "ask") == ["go", "level"]
+    assert answer_problems(spec, "ask", {"go": True}) == []
+    assert answer_problems(spec, "ask", {}) == ["no answer was given (the answer is a JSON object that becomes the node's update)"]
+    [problem] = answer_problems(spec, "ask", {"goo": True})
+    assert "read state.go, state.level, but the answer sets none of them: unexpected key 'goo' (did you mean 'go'?)" in problem

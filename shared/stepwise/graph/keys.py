@@ -12,7 +12,19 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
-from stepwise.graph.spec import AgentConfig, Condition, ConditionalEdge, Edge, GraphBody, GraphSpec, NodeSpec, ParallelEdge, RetrySpec
+from stepwise.graph.memory import MemoryConfig
+from stepwise.graph.spec import (
+    AgentConfig,
+    AnswerField,
+    Condition,
+    ConditionalEdge,
+    Edge,
+    GraphBody,
+    GraphSpec,
+    NodeSpec,
+    ParallelEdge,
+    RetrySpec,
+)
 
 Path = Sequence[str | int]
 
@@ -23,11 +35,13 @@ _ITEMS: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
     (GraphBody, "conditional_edges"): ConditionalEdge,
     (GraphBody, "parallel_nodes"): ParallelEdge,
     (ConditionalEdge, "conditions"): Condition,
+    (NodeSpec, "input"): AnswerField,
 }
 _NESTED: dict[tuple[type[BaseModel], str], type[BaseModel]] = {
     (GraphSpec, "graph"): GraphBody,
     (NodeSpec, "retry"): RetrySpec,
     (NodeSpec, "config"): AgentConfig,
+    (NodeSpec, "memory"): MemoryConfig,
 }
 HUMAN_CONFIG_KEYS = ("timeout_seconds",)
 

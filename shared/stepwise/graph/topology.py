@@ -137,10 +137,14 @@ def cyclic_nodes(topo: Topology, nodes: list[str]) -> set[str]:
 def routes_to_tools(spec: GraphSpec, node: str) -> bool:
     """Whether an agent's tool calls have a node to run them: a plain or conditional edge leads to the built-in
     ``act`` function, or a condition on ``tool_calls`` picks the next node. Without one, an agent with
-    ``tools:`` runs its own ReAct loop (see runtime/agents.py)."""
-    topo = topology(spec)
+    ``tools:`` runs its own ReAct loop (see runtime/agents.py). Reads the edges directly: it runs per step."""
     nodes = spec.graph.nodes
-    targets = list(topo.edges.get(node, [])) + [c.target for c in topo.conditions.get(node, [])]
-    if any(c.when is not None and "tool_calls" in c.when and not is_end(c.target) for c in topo.conditions.get(node, [])):
-        return True
+    targets = [e.target for e in spec.graph.edges if e.source == node]
+    for cond in spec.graph.conditional_edges:
+        if cond.source != node:
+            continue
+        for item in cond.conditions:
+            if item.when is not None and "tool_calls" in item.when and not is_end(item.target):
+                return True
+            targets.append(item.target)
     return any(t in nodes and nodes[t].kind == "function" and nodes[t].fn == TOOL_RUNNER for t in targets)
