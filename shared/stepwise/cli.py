@@ -19,6 +19,7 @@ from stepwise import __version__
 from stepwise.asl.compiler import compile_graph, to_json
 from stepwise.client import RunResult, Stepwise, default_home
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
+from stepwise.extras import check_graph
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
@@ -224,6 +225,8 @@ def run(
     """Run a graph locally, showing progress per node, then the final state."""
     spec = _load(file)
     state = _parse_input(input)
+    with _user_errors():
+        check_graph(spec)  # a missing extra fails here, in one line, before the run starts
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.run(spec, state, thread_id=thread)
@@ -304,6 +307,45 @@ def fork(thread_id: str, at: Annotated[int, typer.Option(help="Sequence number t
     with _user_errors():
         new_thread = _client(home, False).fork(thread_id, at)
     sys.stdout.write(json.dumps({"thread_id": new_thread, "from": thread_id, "at": at}) + "\n")
+
+
+examples_app = typer.Typer(
+    help="The example graphs shipped with Stepwise: list them, copy one out.", invoke_without_command=True, no_args_is_help=False
+)
+app.add_typer(examples_app, name="examples")
+
+
+@examples_app.callback()
+def examples(ctx: typer.Context) -> None:
+    """List the example graphs (``stepwise examples copy NAME`` copies one into the current directory)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from stepwise.catalog import list_examples
+
+    table = Table("example", "needs", "what it shows")
+    for example in list_examples():
+        table.add_row(example.name, escape(", ".join(f"stepwise[{e}]" for e in example.extras) or "-"), escape(example.summary))
+    out.print(table)
+    out.print("copy one out with: stepwise examples copy NAME [--to DIR], then: stepwise run NAME.yaml", highlight=False)
+
+
+@examples_app.command("copy")
+def examples_copy(
+    name: str,
+    to: Annotated[Path, typer.Option("--to", help="Directory to copy into (default: the current directory)")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files")] = False,
+) -> None:
+    """Copy an example graph (and any graph it runs as a subgraph) into a directory."""
+    from stepwise.catalog import copy_example
+
+    try:
+        written = copy_example(name, to, overwrite=force)
+    except (KeyError, FileExistsError) as exc:
+        _fail(str(exc.args[0]))
+        return
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+    out.print(f"run it with: stepwise run {written[0]}", highlight=False)
 
 
 @app.command()

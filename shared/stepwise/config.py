@@ -20,9 +20,12 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
     if settings.backend == "memory":
         return Stepwise.in_memory(observer=observer)
     # AWS: adapters beside their ports; imported lazily so the embedded default needs no boto3.
-    from stepwise.asl.stepfunctions import StepFunctionsExecutor
-    from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore
-    from stepwise.state.s3 import S3SnapshotStore
+    from stepwise.extras import needs
+
+    with needs("aws", "AWS backends (STEPWISE_BACKEND=aws)"):
+        from stepwise.asl.stepfunctions import StepFunctionsExecutor
+        from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore
+        from stepwise.state.s3 import S3SnapshotStore
 
     services = Services(
         events=DynamoEventStore(settings.events_table, bucket=settings.bucket),

@@ -4,7 +4,7 @@ STEPWISE_BACKEND              embedded | memory | aws (shared with the engine)
 STEPWISE_HOME                 state directory of the embedded backend
 STEPWISE_API_TABLE            DynamoDB table of the API store on AWS (pk S, sk S)
 STEPWISE_API_ALLOWED_MODULES  comma-separated module prefixes function nodes and custom reducers
-                              may import (default ``statemachines.,stepwise.tools.``)
+                              may import (default ``statemachines.,stepwise.examples.,stepwise.tools.``)
 STEPWISE_JWT_ISSUER, _AUDIENCE, _JWKS_URL, _ALGORITHMS, _TENANT_CLAIM, _ROLES_CLAIM
                               accept JWT bearer tokens of this OIDC issuer (stepwise.api.oidc)
 STEPWISE_API_MAX_WAIT_SECONDS upper bound of ``wait_seconds`` (default 25: API Gateway's REST
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from stepwise.api.store import ApiStore
 
-DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.tools.")
+DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.examples.", "stepwise.tools.")
 
 
 class ApiSettings(BaseModel):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stepwise.clock import Clock, SystemClock
+from stepwise.extras import needs
 from stepwise.llm.base import ChatModel, ChatRequest, ChatResponse, complete
 from stepwise.llm.budget import Budgets, Ledger, MemoryLedger, ValkeyLedger
 from stepwise.llm.cache import CacheMode, ResponseCache
@@ -143,7 +144,8 @@ class ModelHub:
         timeout = (conf.timeout_seconds if conf and conf.timeout_seconds else None) or self.settings.timeout_seconds
         env = os.environ if self.environ is None else self.environ
         if target.provider in ("openai", "local"):
-            from stepwise.llm.providers.openai import OpenAIChat
+            with needs("llm", "OpenAI-compatible models"):
+                from stepwise.llm.providers.openai import OpenAIChat
 
             if target.provider == "local":
                 key = env.get("STEPWISE_LOCAL_API_KEY") or "local"
@@ -151,12 +153,14 @@ class ModelHub:
             key = api_key((conf and conf.api_key_env) or "OPENAI_API_KEY", env) or ""
             return OpenAIChat(target.model, api_key=key, base_url=conf.base_url if conf else None, timeout=timeout)
         if target.provider == "anthropic":
-            from stepwise.llm.providers.anthropic import AnthropicChat
+            with needs("llm", "Anthropic models"):
+                from stepwise.llm.providers.anthropic import AnthropicChat
 
             key = api_key((conf and conf.api_key_env) or "ANTHROPIC_API_KEY", env) or ""
             return AnthropicChat(target.model, api_key=key, base_url=conf.base_url if conf else None, timeout=timeout)
         if target.provider == "bedrock":
-            from stepwise.llm.providers.bedrock import BedrockChat
+            with needs("aws", "Bedrock models"):
+                from stepwise.llm.providers.bedrock import BedrockChat
 
             return BedrockChat(
                 target.model, region=conf.region if conf else None, endpoint_url=conf.base_url if conf else None, timeout=timeout

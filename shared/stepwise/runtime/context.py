@@ -27,7 +27,8 @@ class NodeContext:
     key: str
     spec: GraphSpec
     node_spec: NodeSpec
-    models: Any
+    #: The model hub; None means "ask ``services.models`` when a call is made" (built lazily there).
+    models: Any = None
     item: dict[str, Any] | None = None
     resume_input: dict[str, Any] | None = None
     items: list[dict[str, Any]] | None = None
@@ -83,6 +84,8 @@ class NodeContext:
         script = script if script is not None else self._script()
         on_text = (lambda text: self.notify(kind="llm_delta", text=text)) if stream else None
         info: dict[str, Any] = {}
+        if self.models is None:
+            self.models = self.services.models
         if hasattr(self.models, "call"):
             response, call_info = self.models.call(
                 request, script=script, tenant=self.tenant, run_id=self.run_id, cache_mode=cache, on_text=on_text

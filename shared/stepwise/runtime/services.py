@@ -17,9 +17,12 @@ Observer = Callable[[dict[str, Any]], None]
 def default_models() -> Any:
     """The model hub configured from the environment: ``scripted`` stays offline; provider strings
     (``openai:…``, ``anthropic:…``, ``bedrock:…``, ``local:…``, ``auto``) go through the router, cache and budgets."""
-    from stepwise.llm.gateway import ModelHub
+    from stepwise.extras import needs
 
-    return ModelHub.from_env()
+    with needs("llm", "agent, planner and synthesizer nodes"):
+        from stepwise.llm.gateway import ModelHub
+
+        return ModelHub.from_env()
 
 
 @dataclass
@@ -28,7 +31,9 @@ class Services:
     snapshots: SnapshotStore
     runs: RunStore
     registry: Registry
-    models: Any = field(default_factory=default_models)
+    #: The model hub; built from the environment on first use (``models``), so a function-only graph never
+    #: imports the LLM layer and its optional dependencies (numpy, SDKs).
+    model_hub: Any = None
     observer: Observer | None = None
     snapshot_every: int = 200
     #: MCP tool servers (built-ins in-process, plus STEPWISE_MCP_CONFIG); created on first use.
@@ -50,6 +55,16 @@ class Services:
             self.permissions = PermissionManager()
         return self.permissions
 
+    @property
+    def models(self) -> Any:
+        if self.model_hub is None:
+            self.model_hub = default_models()
+        return self.model_hub
+
+    @models.setter
+    def models(self, hub: Any) -> None:
+        self.model_hub = hub
+
     @cached_property
     def hydrator(self) -> Hydrator:
         return Hydrator(self.events, self.snapshots, snapshot_every=self.snapshot_every)
@@ -57,9 +72,11 @@ class Services:
     @property
     def tools(self) -> Any:
         if self.tool_registry is None:
+            from stepwise.extras import needs
             from stepwise.tools.registry import ToolRegistry
 
-            self.tool_registry = ToolRegistry.from_env()
+            with needs("llm", "tool calls (MCP)"):
+                self.tool_registry = ToolRegistry.from_env()
         return self.tool_registry
 
     def tool_executor(self, timeouts: dict[str, float]) -> Any:

