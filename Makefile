@@ -19,7 +19,7 @@ demo: setup  ## the seed's multi-agent coordination flow, offline, on embedded d
 	$(BIN)/stepwise run statemachines/examples/multi_agent.yaml \
 	  --input '{"question": "How should our payment client retry failed calls?"}'
 
-LINTED := shared tests bench infra functions statemachines
+LINTED := shared tests bench infra functions statemachines layers
 
 test: setup lint  ## the whole suite, one worker per core
 	$(BIN)/pytest -n auto
