@@ -1,10 +1,14 @@
 # The two commands of the README:  `make demo`  and  `make test`.  Both set everything up first.
+#   make demo  a small venv (.venv-demo: the package with its `llm` extra only, ~250 MB) and the offline demo
+#   make test  the development venv (.venv: every extra, test tools, the CDK CLI from package.json) and the suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_VENV  := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench bench-full synth clean
+.PHONY: setup demo test lint typecheck bench bench-full synth localstack-check clean
 
 $(STAMP): pyproject.toml $(wildcard package.json)
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +19,13 @@ $(STAMP): pyproject.toml $(wildcard package.json)
 
 setup: $(STAMP)
 
-demo: setup  ## the seed's multi-agent coordination flow, offline, on embedded defaults
-	$(BIN)/stepwise run statemachines/examples/multi_agent.yaml \
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --no-compile '.[llm]'
+	@touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)  ## the seed's multi-agent coordination flow, offline (scripted models), on embedded defaults
+	$(DEMO_VENV)/bin/stepwise run statemachines/examples/multi_agent.yaml \
 	  --input '{"question": "How should our payment client retry failed calls?"}'
 
 LINTED := shared tests bench infra functions statemachines layers
@@ -37,8 +46,12 @@ bench: setup
 bench-full: setup
 	$(BIN)/python -m bench --full
 
-synth: setup
-	npx cdk synth --quiet
+# cdk.json runs the app with whatever `python3` is first on PATH; here that is the dev venv's.
+synth: setup  ## CloudFormation template + Lambda layer (the layer's wheels come from PyPI; -c stepwise:bundle=false skips it)
+	PATH="$(abspath $(BIN)):$$PATH" npx cdk synth --quiet $(CDK_ARGS)
+
+localstack-check: setup  ## every documented endpoint override, against a moto server standing in for LocalStack's edge port
+	$(BIN)/pytest -p no:xdist -q tests/install/test_localstack.py
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .stepwise
+	rm -rf $(VENV) $(DEMO_VENV) node_modules cdk.out .stepwise

@@ -1,4 +1,8 @@
-"""The CDK app: ``npx cdk synth`` / ``npx cdk deploy`` (cdk.json runs this with the project's venv).
+"""The CDK app: ``npx cdk synth`` / ``npx cdk deploy``.
+
+cdk.json runs it as ``python3 infra/app.py``: the active interpreter (an activated venv, uv, conda, a CI
+image), CDK's convention. That interpreter needs the ``infra`` extra (``pip install -e '.[infra]'``;
+``make synth`` puts the dev venv first on PATH). The ``stepwise`` package is taken from this checkout.
 
 AwsSolutions checks (cdk-nag) run on every synth; an unacknowledged finding fails it.
 """
@@ -9,11 +13,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `infra`, `layers` and `statemachines` are imported from the repo root
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "shared"):  # `infra`, `layers`, `statemachines` and `stepwise` from this checkout
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-import aws_cdk as cdk  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
+from stepwise.extras import MissingExtra, needs  # noqa: E402
+
+try:
+    with needs("infra", "cdk synth and deploy"):
+        import aws_cdk as cdk
+        from cdk_nag import AwsSolutionsChecks
+except MissingExtra as exc:  # one line instead of a traceback; cdk prints it and exits non-zero
+    sys.exit(f"error: {exc} (interpreter: {sys.executable})")
 
 from infra.stacks.config import StackConfig  # noqa: E402
 from infra.stacks.stepwise_stack import StepwiseStack  # noqa: E402
