@@ -47,7 +47,8 @@ def _describe(path: Path) -> Example:
     nodes = (data.get("graph") or {}).get("nodes") or {}
     kinds = {str((n or {}).get("kind", "function")) for n in nodes.values() if isinstance(n, dict)}
     subgraphs = tuple(sorted(str(n["graph"]) for n in nodes.values() if isinstance(n, dict) and n.get("kind") == "subgraph"))
-    extras = ("llm",) if kinds & LLM_KINDS else ()
+    uses_memory = any(isinstance(n, dict) and n.get("memory") for n in nodes.values())
+    extras = ("llm",) * bool(kinds & LLM_KINDS) + ("memory",) * uses_memory
     return Example(path.stem, path, _summary(text), extras, subgraphs)
 
 

@@ -323,8 +323,8 @@ def examples(ctx: typer.Context) -> None:
     from stepwise.catalog import list_examples
 
     table = Table("example", "needs", "what it shows")
-    for example in list_examples():
-        table.add_row(example.name, escape(", ".join(f"stepwise[{e}]" for e in example.extras) or "-"), escape(example.summary))
+    for shipped in list_examples():
+        table.add_row(shipped.name, escape(", ".join(f"stepwise[{e}]" for e in shipped.extras) or "-"), escape(shipped.summary))
     out.print(table)
     out.print("copy one out with: stepwise examples copy NAME [--to DIR], then: stepwise run NAME.yaml", highlight=False)
 
