@@ -1,7 +1,10 @@
 """boto3 clients that honour an endpoint override, so every AWS adapter also runs against a stand-in.
 
-- ``AWS_ENDPOINT_URL_<SERVICE>`` (e.g. ``AWS_ENDPOINT_URL_DYNAMODB``) or ``AWS_ENDPOINT_URL``: send the
-  calls there (moto's ``ThreadedMotoServer``, LocalStack, DynamoDB Local…). The service-specific variable wins.
+- ``AWS_ENDPOINT_URL_<SERVICE_ID>`` or ``AWS_ENDPOINT_URL``: send the calls there (moto's
+  ``ThreadedMotoServer``, LocalStack, DynamoDB Local…). The service-specific variable wins. Its name is
+  botocore's: ``AWS_ENDPOINT_URL_`` + the service id upper-cased with ``_`` for spaces and dashes —
+  ``DYNAMODB``, ``S3``, ``SFN`` (Step Functions), ``LAMBDA``, ``SECRETS_MANAGER``, ``BEDROCK_RUNTIME``,
+  ``EVENTBRIDGE`` — so the AWS CLI, CDK tooling and these clients all read the same variables.
 - ``STEPWISE_LOCALSTACK=1``: build the client through the ``localstack-client`` package, which knows
   LocalStack's edge endpoint (``LOCALSTACK_HOST``) and its dummy credentials.
 
@@ -15,6 +18,7 @@ one botocore data loader, so service models are parsed once per process. Callers
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -23,6 +27,7 @@ from typing import Any
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import UnknownServiceError
 from botocore.loaders import Loader, create_loader
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
@@ -45,11 +50,20 @@ def region(environ: Mapping[str, str] | None = None) -> str | None:
     return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
 
 
+@functools.lru_cache(maxsize=64)
+def endpoint_variable(service: str) -> str:
+    """botocore's service-specific endpoint variable for a client name (``stepfunctions`` -> ``AWS_ENDPOINT_URL_SFN``)."""
+    try:
+        service_id = _session()._session.get_service_model(service).service_id
+    except UnknownServiceError:
+        return "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
+    return "AWS_ENDPOINT_URL_" + service_id.hyphenize().replace("-", "_").upper()
+
+
 def endpoint_for(service: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The endpoint override for ``service``, if any (service-specific variable first)."""
     env = os.environ if environ is None else environ
-    specific = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
-    return (env.get(specific) or env.get("AWS_ENDPOINT_URL") or "").strip() or None
+    return (env.get(endpoint_variable(service)) or env.get("AWS_ENDPOINT_URL") or "").strip() or None
 
 
 def client(service: str, *, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Any:

@@ -39,9 +39,12 @@ def _from_secrets_manager(secret_id: str) -> str:
     with _lock:
         if secret_id in _cache:
             return _cache[secret_id]
-    import boto3  # lazy: only deployments that keep keys in Secrets Manager need boto3
+    from stepwise.extras import needs
 
-    raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    with needs("aws", "API keys in Secrets Manager"):  # lazy: only deployments that keep keys there need boto3
+        from stepwise import awsclients
+
+    raw = awsclients.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
     key = raw
     try:
         parsed = json.loads(raw)

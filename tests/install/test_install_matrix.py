@@ -1,0 +1,198 @@
+"""Fresh virtualenvs for the base install and each extra, each running what that extra is for.
+
+The wheel is built once per session (tests/install/conftest.py) and every venv installs it with one
+extra — nothing from the dev venv is visible (a plain ``python -m venv``, no system site-packages).
+pip's cache keeps repeat sessions short. Each install runs in its own test, so ``pytest -n auto``
+spreads them over the cores.
+
+- base: every function-only example, copied out of the package with ``stepwise examples copy`` and run
+  from an empty directory; ``stepwise serve`` and one API request that runs a graph; an LLM example
+  refused in one line naming the extra; the installed metadata agrees with the layer's requirement list.
+- llm: the demo (``make demo``'s multi-agent flow).
+- memory: ``stepwise memory list`` on a fresh home (the memory store opens).
+- aws: the AWS adapters against a moto server (the LocalStack check's script).
+- infra: ``cdk synth`` with that venv's ``python3`` first on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from layers.build import layer_requirements
+from tests.support.builds import ROOT
+
+pytestmark = pytest.mark.slow
+
+FUNCTION_ONLY = ["sequential", "conditional", "parallel", "subgraph", "human_approval"]
+
+
+def venv(path: Path, wheel: Path, extra: str | None) -> Path:
+    """A fresh venv with the wheel (and ``extra``) installed; returns its bin directory."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
+    spec = f"{wheel}[{extra}]" if extra else str(wheel)
+    proc = subprocess.run(
+        [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", spec],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return path / "bin"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "STEPWISE_", "AWS_"))}
+    return env | extra
+
+
+def run(bin_dir: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def base_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return venv(tmp_path_factory.mktemp("venv-base"), wheel, None)
+
+
+def test_base_runs_every_function_only_example_copied_out_of_the_package(base_bin: Path, tmp_path: Path) -> None:
+    listed = run(base_bin, "stepwise", "examples", cwd=tmp_path).stdout
+    for name in FUNCTION_ONLY:
+        assert name in listed
+        run(base_bin, "stepwise", "examples", "copy", name, "--to", str(tmp_path), "--force", cwd=tmp_path)
+        out = run(base_bin, "stepwise", "run", f"{name}.yaml", "--output", "json", "--home", str(tmp_path / "home"), cwd=tmp_path)
+        assert json.loads(out.stdout)["status"] in ("succeeded", "waiting"), out.stdout
+
+
+def test_base_refuses_an_llm_graph_in_one_line(base_bin: Path, tmp_path: Path) -> None:
+    run(base_bin, "stepwise", "examples", "copy", "multi_agent", "--to", str(tmp_path), cwd=tmp_path)
+    proc = run(base_bin, "stepwise", "run", "multi_agent.yaml", "--home", str(tmp_path / "home"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'"
+    ]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=\[;! ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_base_metadata_is_what_the_layer_reads(base_bin: Path, tmp_path: Path) -> None:
+    """The installed wheel's metadata (importlib.metadata) and layers/build.py's reading of pyproject.toml agree."""
+    code = "import json, importlib.metadata as m; print(json.dumps(m.requires('stepwise')))"
+    requires: list[str] = json.loads(run(base_bin, "python", "-c", code, cwd=tmp_path).stdout)
+    base = [r for r in requires if "extra ==" not in r]
+    by_extra = {e: [r for r in requires if f'extra == "{e}"' in r] for e in ("aws", "llm", "lambda")}
+    assert by_extra["lambda"] and _names(by_extra["lambda"]) == {"stepwise"}  # stepwise[aws,llm]: build.py expands it
+    assert _names(layer_requirements(extra="lambda")) == _names(base) | _names(by_extra["aws"]) | _names(by_extra["llm"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(base_bin: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    home = tmp_path / "home"
+    created = run(base_bin, "python", "-m", "stepwise.api.keys", "create", "--tenant", "default", "--home", str(home), cwd=tmp_path)
+    key = json.loads(created.stdout.strip().splitlines()[0])["api_key"]
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(base_bin / "stepwise"), "serve", "--port", str(port), "--home", str(home)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # serve prints its URL once it listens
+            if "listening on" in line:
+                break
+        else:
+            pytest.fail(f"stepwise serve exited with {proc.wait()}")
+        yield f"http://127.0.0.1:{port}", key
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def request(url: str, method: str = "GET", body: Any = None, key: str | None = None) -> tuple[int, Any]:
+    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_base_serves_the_api_and_runs_a_graph(served: tuple[str, str]) -> None:
+    url, key = served
+    assert request(f"{url}/health")[0] == 200
+    graph = (ROOT / "statemachines" / "examples" / "sequential.yaml").read_text()
+    assert request(f"{url}/agents", "POST", {"yaml": graph}, key)[0] == 201
+    status, run_view = request(f"{url}/agents/sequential/execute", "POST", {"input": {}, "wait_seconds": 30}, key)
+    assert status == 200 and run_view["status"] == "succeeded", run_view
+    assert run_view["state"]["log"] == ["fetch", "clean", "summarize"]
+
+
+def test_llm_extra_runs_the_demo(wheel: Path, tmp_path: Path) -> None:
+    bin_dir = venv(tmp_path / "venv", wheel, "llm")
+    question = json.dumps({"question": "How should our payment client retry failed calls?"})
+    out = run(
+        bin_dir, "stepwise", "run", str(ROOT / "statemachines" / "examples" / "multi_agent.yaml"), "--input", question,
+        "--output", "json", "--home", str(tmp_path / "home"), cwd=tmp_path,
+    )  # fmt: skip
+    result = json.loads(out.stdout)
+    assert result["status"] == "succeeded" and result["state"]["quality"] >= 0.8
+
+
+def test_memory_extra_opens_the_memory_store(wheel: Path, tmp_path: Path) -> None:
+    bin_dir = venv(tmp_path / "venv", wheel, "memory")
+    run(bin_dir, "stepwise", "memory", "list", "--tenant", "default", "--home", str(tmp_path / "home"), cwd=tmp_path)
+
+
+def test_aws_extra_reaches_aws_through_its_adapters(wheel: Path, tmp_path: Path) -> None:
+    from moto.server import ThreadedMotoServer
+    from tests.install.test_localstack import CHECK
+
+    bin_dir = venv(tmp_path / "venv", wheel, "aws")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = clean_env(
+            AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test", EXPECTED_ENDPOINT=f"http://{host}:{port}",
+        )  # fmt: skip
+        out = run(bin_dir, "python", "-c", CHECK, cwd=tmp_path, env=env)
+        assert json.loads(out.stdout.strip().splitlines()[-1])["secret"] == "sk-from-edge"
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"), timeout=30).close()
+        server.stop()
+
+
+def test_infra_extra_synthesizes_with_its_own_python3(wheel: Path, tmp_path: Path) -> None:
+    from tests.infra.test_cdk_app import shim, synth
+
+    bin_dir = venv(tmp_path / "venv", wheel, "infra")
+    proc = synth(shim(tmp_path / "bin", str(bin_dir / "python"), tmp_path / "called"), tmp_path / "cdk.out")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "called").read_text().split() == ["infra/app.py"]
+    assert list((tmp_path / "cdk.out").glob("*.template.json"))
