@@ -384,6 +384,9 @@ def _add_subcommands() -> None:
     from stepwise.cli_roles import roles_app
 
     app.add_typer(roles_app, name="roles")
+    from stepwise.cli_remote import app as remote_app
+
+    app.add_typer(remote_app, name="remote")
 
 
 _add_subcommands()

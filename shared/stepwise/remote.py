@@ -1,0 +1,312 @@
+"""A client for the Stepwise HTTPS API — `stepwise serve` on a laptop or the deployed API Gateway alike.
+
+    from stepwise.remote import Client
+
+    with Client("http://127.0.0.1:8080", api_key="swk_default_…") as sw:
+        sw.register(yaml=open("triage.yaml").read())
+        run = sw.execute("triage", {"ticket": "refund"}, background=True)
+        for event in sw.stream(run.run_id):          # live: log events and token deltas
+            print(event.event, event.data)
+        print(sw.run(run.run_id).state)
+
+``AsyncClient`` has the same methods as coroutines (``stream`` is an async iterator). Answers are the
+API's own pydantic models (``stepwise.api.models``); an error answer raises ``RemoteError`` with the
+API's status, code and message. ``stream`` reconnects after a dropped connection with
+``Last-Event-ID``, so no log event is lost. Authentication: ``api_key`` (``x-api-key``) or ``token``
+(a JWT, ``Authorization: Bearer``). Needs ``httpx`` (the ``llm`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from stepwise.api import models as m
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class RemoteError(Exception):
+    """The API answered with an error: ``status`` (HTTP), ``code`` and ``message`` from its error body."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@dataclass
+class StreamEvent:
+    """One server-sent event of a run stream: ``id`` (the log seq) is None for live-only events (token deltas)."""
+
+    event: str
+    data: dict[str, Any]
+    id: int | None = None
+
+
+@dataclass
+class _SseParser:
+    frame: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, line: str) -> StreamEvent | None:
+        if line == "":
+            frame, self.frame = self.frame, {}
+            if "data" not in frame:
+                return None
+            raw_id = frame.get("id")
+            return StreamEvent(event=frame.get("event", "message"), data=json.loads(frame["data"]), id=int(raw_id) if raw_id else None)
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        self.frame[name] = self.frame[name] + "\n" + value if name == "data" and name in self.frame else value
+        return None
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ImportError:
+        raise ImportError("stepwise.remote needs httpx: pip install 'stepwise[llm]'") from None
+    return httpx
+
+
+def _headers(api_key: str | None, token: str | None) -> dict[str, str]:
+    headers = {"accept": "application/json", "user-agent": "stepwise-remote"}
+    if api_key:
+        headers["x-api-key"] = api_key
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _raise_for(response: Any) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        raise RemoteError(response.status_code, error.get("code", "error"), error.get("message", ""), error.get("details"))
+    except (ValueError, KeyError, TypeError):
+        raise RemoteError(response.status_code, "http_error", response.text[:500]) from None
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class Client:
+    """Synchronous client (httpx). ``transport`` lets tests pass ``httpx.ASGITransport``/``MockTransport``."""
+
+    def __init__(
+        self, url: str, *, api_key: str | None = None, token: str | None = None, timeout: float = 60.0, transport: Any = None
+    ) -> None:
+        httpx = _httpx()
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=_headers(api_key, token), timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, model: type[T], method: str, path: str, json_body: Any = None, params: dict[str, Any] | None = None) -> T:
+        response = self._http.request(method, path, json=json_body, params=params)
+        _raise_for(response)
+        return model.model_validate(response.json())
+
+    # -- agents ----------------------------------------------------------------------------------
+    def register(self, *, yaml: str | None = None, graph: dict[str, Any] | None = None, description: str = "") -> m.VersionResult:
+        """Register an agent, or add a version if it exists (``live`` moves to it)."""
+        body = _body(yaml=yaml, graph=graph, description=description)
+        try:
+            return self._call(m.VersionResult, "POST", "/agents", body)
+        except RemoteError as exc:
+            if exc.code != "agent_exists":
+                raise
+        name = _graph_name(yaml, graph)
+        return self._call(m.VersionResult, "POST", f"/agents/{name}/versions", body)
+
+    def agents(self) -> m.AgentList:
+        return self._call(m.AgentList, "GET", "/agents")
+
+    def agent(self, agent_id: str) -> m.Agent:
+        return self._call(m.Agent, "GET", f"/agents/{agent_id}")
+
+    # -- runs ------------------------------------------------------------------------------------
+    def execute(
+        self,
+        agent_id: str,
+        input: dict[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+        wait_seconds: float | None = None,
+        background: bool | None = None,
+    ) -> m.Run:
+        body = _body(input=input or {}, thread_id=thread_id, version=version, alias=alias, wait_seconds=wait_seconds, background=background)
+        return self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
+
+    def run(self, run_id: str) -> m.Run:
+        return self._call(m.Run, "GET", f"/runs/{run_id}")
+
+    def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
+        return self._call(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
+
+    def cancel(self, run_id: str) -> m.Run:
+        return self._call(m.Run, "POST", f"/runs/{run_id}/cancel")
+
+    def events(self, run_id: str, after: int = 0, limit: int = 200) -> m.EventsPage:
+        return self._call(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
+
+    def history(self, run_id: str) -> list[m.EventOut]:
+        """Every event of the run, following the pages."""
+        out: list[m.EventOut] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.events(run_id, after=after, limit=1000)
+            out.extend(page.events)
+            after = page.next_after
+        return out
+
+    def stream(self, run_id: str, *, last_event_id: int | None = None, reconnects: int = 5) -> Iterator[StreamEvent]:
+        """The run's live events until ``end``; reconnects (up to ``reconnects`` times) from the last id seen."""
+        httpx = _httpx()
+        last = last_event_id
+        for _ in range(reconnects + 1):
+            headers = {"accept": "text/event-stream", **({"last-event-id": str(last)} if last is not None else {})}
+            parser = _SseParser()
+            try:
+                with self._http.stream("GET", f"/runs/{run_id}/stream", headers=headers, timeout=httpx.Timeout(None, connect=10)) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        _raise_for(r)
+                    for line in r.iter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        if event.id is not None:
+                            last = event.id
+                        yield event
+                        if event.event == "end":
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                continue
+            if self.run(run_id).status in ("succeeded", "failed", "cancelled"):  # a non-streaming gateway answered the backlog
+                continue
+        raise RemoteError(0, "stream_incomplete", f"the stream of {run_id} ended {reconnects + 1} times before its end event")
+
+    # -- threads ---------------------------------------------------------------------------------
+    def state(self, thread_id: str, at: int | None = None) -> m.ThreadState:
+        return self._call(m.ThreadState, "GET", f"/threads/{thread_id}/state", params=_body(at=at))
+
+    def fork(self, thread_id: str, at: int | None = None) -> m.Forked:
+        return self._call(m.Forked, "POST", f"/threads/{thread_id}/fork", _body(at=at))
+
+
+class AsyncClient:
+    """The same API as ``Client``, as coroutines; ``stream`` is an async iterator."""
+
+    def __init__(
+        self, url: str, *, api_key: str | None = None, token: str | None = None, timeout: float = 60.0, transport: Any = None
+    ) -> None:
+        httpx = _httpx()
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(api_key, token), timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, model: type[T], method: str, path: str, json_body: Any = None, params: dict[str, Any] | None = None) -> T:
+        response = await self._http.request(method, path, json=json_body, params=params)
+        _raise_for(response)
+        return model.model_validate(response.json())
+
+    async def register(self, *, yaml: str | None = None, graph: dict[str, Any] | None = None, description: str = "") -> m.VersionResult:
+        body = _body(yaml=yaml, graph=graph, description=description)
+        try:
+            return await self._call(m.VersionResult, "POST", "/agents", body)
+        except RemoteError as exc:
+            if exc.code != "agent_exists":
+                raise
+        return await self._call(m.VersionResult, "POST", f"/agents/{_graph_name(yaml, graph)}/versions", body)
+
+    async def agents(self) -> m.AgentList:
+        return await self._call(m.AgentList, "GET", "/agents")
+
+    async def execute(
+        self,
+        agent_id: str,
+        input: dict[str, Any] | None = None,
+        *,
+        thread_id: str | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+        wait_seconds: float | None = None,
+        background: bool | None = None,
+    ) -> m.Run:
+        body = _body(input=input or {}, thread_id=thread_id, version=version, alias=alias, wait_seconds=wait_seconds, background=background)
+        return await self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
+
+    async def run(self, run_id: str) -> m.Run:
+        return await self._call(m.Run, "GET", f"/runs/{run_id}")
+
+    async def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
+        return await self._call(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
+
+    async def cancel(self, run_id: str) -> m.Run:
+        return await self._call(m.Run, "POST", f"/runs/{run_id}/cancel")
+
+    async def events(self, run_id: str, after: int = 0, limit: int = 200) -> m.EventsPage:
+        return await self._call(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
+
+    async def state(self, thread_id: str, at: int | None = None) -> m.ThreadState:
+        return await self._call(m.ThreadState, "GET", f"/threads/{thread_id}/state", params=_body(at=at))
+
+    async def stream(self, run_id: str, *, last_event_id: int | None = None, reconnects: int = 5) -> AsyncIterator[StreamEvent]:
+        httpx = _httpx()
+        last = last_event_id
+        for _ in range(reconnects + 1):
+            headers = {"accept": "text/event-stream", **({"last-event-id": str(last)} if last is not None else {})}
+            parser = _SseParser()
+            try:
+                async with self._http.stream(
+                    "GET", f"/runs/{run_id}/stream", headers=headers, timeout=httpx.Timeout(None, connect=10)
+                ) as r:
+                    if r.status_code >= 400:
+                        await r.aread()
+                        _raise_for(r)
+                    async for line in r.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        if event.id is not None:
+                            last = event.id
+                        yield event
+                        if event.event == "end":
+                            return
+            except (httpx.TransportError, httpx.RemoteProtocolError):
+                continue
+        raise RemoteError(0, "stream_incomplete", f"the stream of {run_id} ended {reconnects + 1} times before its end event")
+
+
+def _graph_name(yaml_text: str | None, graph: dict[str, Any] | None) -> str:
+    if graph is not None:
+        return str(graph.get("name", ""))
+    import yaml
+
+    data = yaml.safe_load(yaml_text or "") or {}
+    return str(data.get("name", "")) if isinstance(data, dict) else ""

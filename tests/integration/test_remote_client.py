@@ -1,0 +1,111 @@
+"""stepwise.remote: the sync and async clients against a real `stepwise serve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stepwise.api import models as m
+from stepwise.api.keys import create_key
+from stepwise.api.server import LocalServer, make_server
+from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.remote import AsyncClient, Client, RemoteError
+
+GRAPH = """
+name: remote-demo
+graph:
+  nodes:
+    draft: {kind: agent, model: scripted, system: "Draft.", config: {stream: true}, script: ["a short streamed draft"]}
+    approve: {kind: human, prompt: "Ship it?"}
+  edges:
+    - {from: draft, to: approve}
+  entry: draft
+"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[LocalServer, str]]:
+    home = tmp_path / ".stepwise"
+    _, key = create_key(SqliteApiStore(home / "api.db"), "acme")
+    srv = make_server("127.0.0.1", 0, home).start()
+    try:
+        yield srv, key
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_sync_client_drives_a_run_and_streams_it(served: tuple[LocalServer, str]) -> None:
+    srv, key = served
+    with Client(srv.url, api_key=key) as sw:
+        first = sw.register(yaml=GRAPH)
+        assert isinstance(first, m.VersionResult) and first.version == 1
+        assert sw.register(yaml=GRAPH.replace("Draft.", "Draft!")).version == 2  # exists: a new version
+        run = sw.execute("remote-demo", {"ticket": 1})
+        assert isinstance(run, m.Run) and run.status == "waiting" and run.waiting and run.waiting.node == "approve"
+        done = sw.resume(run.run_id, {"ok": True})
+        assert done.status == "succeeded" and done.state and done.state["ok"] is True
+        events = list(sw.stream(run.run_id))
+        assert events[-1].event == "end" and events[-1].data["status"] == "succeeded"
+        logged = [e.id for e in events if e.id is not None]
+        assert logged == [e.seq for e in sw.history(run.run_id)]
+        assert [e.id for e in sw.stream(run.run_id, last_event_id=logged[-2])] == [logged[-1], None]  # resumes after an id
+        assert sw.state(run.thread_id).state["ok"] is True
+        with pytest.raises(RemoteError) as err:
+            sw.cancel(run.run_id)
+        assert err.value.status == 409 and err.value.code == "run_finished"
+    with Client(srv.url, api_key="swk_acme_0000000000000000_nope") as bad, pytest.raises(RemoteError) as err:
+        bad.agents()
+    assert err.value.status == 401
+
+
+def test_async_client_streams_token_deltas(served: tuple[LocalServer, str]) -> None:
+    srv, key = served
+
+    async def main() -> list[str]:
+        async with AsyncClient(srv.url, api_key=key) as sw:
+            await sw.register(yaml=GRAPH)
+            run = await sw.execute("remote-demo", background=True)
+            kinds = []
+            async for event in sw.stream(run.run_id):
+                kinds.append(event.event)
+                if event.event == "interrupt":
+                    await sw.resume(run.run_id, {"ok": True})
+            assert (await sw.run(run.run_id)).status == "succeeded"
+            return kinds
+
+    kinds = asyncio.run(main())
+    assert kinds[0] == "run_started" and kinds[-1] == "end" and "interrupt" in kinds and "run_finished" in kinds
+
+
+def test_cli_remote_runs_resumes_and_reads_against_serve(served: tuple[LocalServer, str], tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    srv, key = served
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "STEPWISE_URL": srv.url, "STEPWISE_API_KEY": key, "PYTHONPATH": os.pathsep.join([str(root / "shared"), str(root)])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "stepwise.cli", "remote", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    started = cli("run", str(graph), "--input", '{"ticket": 9}')
+    assert started.returncode == 0, started.stderr
+    run = json.loads(started.stdout)
+    assert run["status"] == "waiting" and "✓ draft" in started.stderr and "approve waits" in started.stderr  # followed live
+    done = cli("resume", run["run_id"], "--input", '{"ok": true}')
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "succeeded"
+    lines = cli("history", run["run_id"]).stdout.splitlines()
+    assert json.loads(lines[-1])["type"] == "run_finished"
+    assert json.loads(cli("state", run["thread_id"]).stdout)["state"]["ticket"] == 9
+    refused = cli("cancel", run["run_id"])
+    assert refused.returncode == 2 and "409 run_finished" in refused.stderr
+    env["STEPWISE_API_KEY"] = "swk_acme_0000000000000000_wrong"
+    assert "401" in cli("status", run["run_id"]).stderr
