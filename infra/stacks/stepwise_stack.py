@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack, Tags
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.stacks.api import Api
@@ -14,6 +15,7 @@ from infra.stacks.data_services import MEMORY_EMBEDDING_MODEL, MEMORY_INDEX, Val
 from infra.stacks.integration import Integration
 from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
+from infra.stacks.sandbox import ToolSandbox
 from infra.stacks.storage import LogBucket, StateStorage
 
 
@@ -48,7 +50,15 @@ class StepwiseStack(Stack):
             environment["STEPWISE_MEMORY_BACKEND"] = "opensearch"
             environment["STEPWISE_OPENSEARCH_INDEX"] = MEMORY_INDEX
             environment["STEPWISE_MEMORY_EMBEDDER"] = f"bedrock:{MEMORY_EMBEDDING_MODEL}#512"
+        self.sandbox = ToolSandbox(self, "Sandbox", config=config)
+        environment["STEPWISE_CAPABILITY_SECRET"] = self.sandbox.key.secret_arn
+        environment["STEPWISE_SANDBOX_FUNCTION"] = self.sandbox.function.function_name
         self.compute = Compute(self, "Compute", config=config, network=self.network, storage=self.storage, environment=environment)
+        for fn in (self.compute.api, self.compute.step):
+            self.sandbox.key.grant_read(fn)
+        self.compute.step.add_to_role_policy(  # the function itself, not its versions (no ``:*`` wildcard)
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.sandbox.function.function_arn])
+        )
         for fn in (self.compute.api, self.compute.step):
             self.integration.bus.grant_put_events_to(fn)
         for secret in self.integration.secrets.values():
@@ -73,6 +83,7 @@ class StepwiseStack(Stack):
             "StepFunctionArn": self.compute.step.function_arn,
             "StateMachineRoleArn": self.compute.state_machine_role.role_arn,
             "EventBusName": self.integration.bus.event_bus_name,
+            "SandboxFunctionName": self.sandbox.function.function_name,
             "ValkeyEndpoint": self.valkey.cache.attr_endpoint_address,
             "OpenAiKeySecretArn": self.integration.secrets["OPENAI_API_KEY"].secret_arn,
             "AnthropicKeySecretArn": self.integration.secrets["ANTHROPIC_API_KEY"].secret_arn,

@@ -107,7 +107,9 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 # -- functions --------------------------------------------------------------------------------------
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
-    assert {f["Properties"]["FunctionName"] for f in functions.values()} == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory"}
+    names = {f["Properties"]["FunctionName"] for f in functions.values()}
+    assert names == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox"}
+    functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] != "stepwise-dev-sandbox"}  # test_sandbox_stack
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
         props = fn["Properties"]
@@ -120,6 +122,8 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
 def test_function_environment_matches_settings(synth: Synth) -> None:
     expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in ("home", "snapshot_every")}
     for fn in synth.resources("AWS::Lambda::Function").values():
+        if fn["Properties"]["FunctionName"] == "stepwise-dev-sandbox":
+            continue  # no environment at all: tests/infra/test_sandbox_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert expected <= set(env), expected - set(env)
         assert env["STEPWISE_BACKEND"] == "aws" and env["STEPWISE_NAME_PREFIX"] == "stepwise-dev"
@@ -255,7 +259,7 @@ def test_valkey_and_opensearch_are_reachable_only_from_the_functions(synth: Synt
 def test_event_bus_secrets_and_outputs(synth: Synth) -> None:
     (bus,) = synth.resources("AWS::Events::EventBus").values()
     assert bus["Properties"]["Name"] == "stepwise-dev-bus"
-    assert len(synth.resources("AWS::SecretsManager::Secret")) == 2
+    assert len(synth.resources("AWS::SecretsManager::Secret")) == 3  # two provider keys + the capability-token key
     outputs = set(synth.raw["Outputs"])
     assert {"ApiUrl", "WebSocketUrl", "StepFunctionArn", "StateMachineRoleArn", "ApiTable", "CreateApiKeyCommand"} <= outputs
 
@@ -276,12 +280,14 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {"acme-prod-api", "acme-prod-step"}
+    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox"}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
     assert prod.resources("AWS::EC2::NatGateway") == {}  # no NAT: isolated subnets, AWS reached through endpoints
-    env = next(iter(prod.resources("AWS::Lambda::Function").values()))["Properties"]["Environment"]["Variables"]
+    env = next(f for f in prod.resources("AWS::Lambda::Function").values() if "Environment" in f["Properties"])["Properties"][
+        "Environment"
+    ]["Variables"]
     assert "STEPWISE_OPENSEARCH_ENDPOINT" not in env and env["STEPWISE_NAME_PREFIX"] == "acme-prod"
     assert "Fn::Join" in json.dumps(env["STEPWISE_STEP_FUNCTION_ARN"])  # env-agnostic: region/account are pseudo parameters
 
@@ -296,6 +302,8 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     assert permissions == {"aoss:CreateIndex", "aoss:DescribeIndex", "aoss:ReadDocument", "aoss:WriteDocument"}
     assert "index/stepwise-dev-vectors/stepwise-memory" in policy and "/*" not in policy
     for fn in synth.resources("AWS::Lambda::Function").values():
+        if fn["Properties"]["FunctionName"] == "stepwise-dev-sandbox":
+            continue  # no environment at all: tests/infra/test_sandbox_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["STEPWISE_MEMORY_BACKEND"] == "opensearch" and env["STEPWISE_OPENSEARCH_INDEX"] == "stepwise-memory"
         assert env["STEPWISE_MEMORY_EMBEDDER"] == "bedrock:amazon.titan-embed-text-v2:0#512"

@@ -232,6 +232,33 @@ class Sandbox:
         return self.run([sandbox_python(), "-I", "-B", "main.py"], stdin=stdin, files={"main.py": code})
 
 
+def lambda_python(code: str, function: str, *, limits: SandboxLimits | None = None, client: Any = None) -> dict[str, Any]:
+    """On AWS: run the code in the dedicated sandbox Lambda (infra/stacks/sandbox.py, functions/sandbox)."""
+    import json
+
+    lim = limits or SandboxLimits()
+    if client is None:
+        from stepwise.awsclients import client as aws_client
+
+        client = aws_client("lambda")
+    payload = {"code": code, "limits": {"cpu_seconds": lim.cpu_seconds, "wall_seconds": lim.wall_seconds, "memory_mb": lim.memory_mb}}
+    reply = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    body: dict[str, Any] = json.loads(reply["Payload"].read())
+    if reply.get("FunctionError"):
+        raise RuntimeError(f"sandbox function failed: {body.get('errorMessage', body)}")
+    return body
+
+
+def run_python_tool(code: str) -> dict[str, Any]:
+    """The ``python`` tool: the sandbox Lambda when ``STEPWISE_SANDBOX_FUNCTION`` is set (AWS), bubblewrap otherwise."""
+    function = os.environ.get("STEPWISE_SANDBOX_FUNCTION")
+    if function:
+        out = lambda_python(code, function)
+        out.pop("wall_ms", None)
+        return out
+    return Sandbox().run_python(code).to_json()
+
+
 def _owner(p: Path) -> int:
     try:
         return p.stat().st_uid

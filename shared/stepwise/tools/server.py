@@ -30,12 +30,12 @@ def _reported() -> Iterator[None]:
 
 
 def _sandboxed_python(code: str) -> dict[str, Any]:
-    from stepwise.tools.sandbox import Sandbox, SandboxUnavailable
+    from stepwise.tools.sandbox import SandboxUnavailable, run_python_tool
 
     if len(code) > 100_000:
         raise ValueError("code longer than 100,000 characters")
     try:
-        return Sandbox().run_python(code).to_json()
+        return run_python_tool(code)
     except SandboxUnavailable as exc:
         raise LookupError(str(exc)) from None
 
