@@ -85,6 +85,7 @@ def test_tenant_isolation(store: LongTermStore) -> None:
 def test_namespace_prefix_and_strategy_and_metadata_filters(store: LongTermStore) -> None:
     seed(store)
     store.remember("acme", "acme/assistant/u10", "The user prefers tea.", strategy="preference", metadata={"source": "other"})
+    store.remember("acme", "acme/assistant/u1-b", "The user prefers middle seats.", strategy="preference")
     hits = store.search("acme", MemoryQuery(text="seats", namespaces=["acme/assistant/u1"], top_k=10))
     assert {h.record.namespace for h in hits} == {"acme/assistant/u1"}  # u1 does not match u10
     prefs = store.search("acme", MemoryQuery(text="food", namespaces=["acme"], strategies=["semantic"], top_k=10))

@@ -58,7 +58,7 @@ class _Hnsw:
         from usearch.index import Index
 
         self.path, self.version = path, -1
-        self.index = Index(ndim=dim, metric="cos", dtype="f32", connectivity=16, expansion_add=128, expansion_search=64)
+        self.index = Index(ndim=dim, metric="cos", dtype="f32", connectivity=16, expansion_add=128, expansion_search=128)
 
 
 class EmbeddedLongTermStore(LongTermStore):
@@ -73,15 +73,17 @@ class EmbeddedLongTermStore(LongTermStore):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._indexes: dict[str, _Hnsw] = {}
+        self._counts: dict[str, tuple[int, int]] = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _where(self, f: Filter) -> tuple[str, list[Any]]:
         sql = ["tenant = ?", "embedder = ?"]
         args: list[Any] = [f.tenant, self.embedder.name]
-        if f.namespaces:
-            sql.append("(" + " OR ".join("namespace = ? OR namespace LIKE ? ESCAPE '\\'" for _ in f.namespaces) + ")")
+        if f.namespaces:  # the namespace itself, or anything below it: a range the (tenant, namespace) index serves
+            clause = "(namespace >= ? AND namespace < ? AND (namespace = ? OR namespace >= ?))"
+            sql.append("(" + " OR ".join(clause for _ in f.namespaces) + ")")
             for n in f.namespaces:
-                args += [n, n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"]
+                args += [n, n + "0", n, n + "/"]  # "0" is the character after "/"
         if f.strategies:
             sql.append(f"strategy IN ({','.join('?' * len(f.strategies))})")
             args += f.strategies
@@ -115,9 +117,15 @@ class EmbeddedLongTermStore(LongTermStore):
         return self._version(tenant)
 
     def _active_count(self, tenant: str) -> int:
+        """Active records of the tenant, counted once per version (a count per query would scan the table)."""
+        version = self._version(tenant)
+        cached = self._counts.get(tenant)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         row = self._db.execute(
             "SELECT count(*) FROM memories WHERE tenant = ? AND embedder = ? AND valid_to IS NULL", (tenant, self.embedder.name)
         ).fetchone()
+        self._counts[tenant] = (version, int(row[0]))
         return int(row[0])
 
     def _hnsw(self, tenant: str) -> _Hnsw:
@@ -186,7 +194,8 @@ class EmbeddedLongTermStore(LongTermStore):
 
     def _rows(self, f: Filter, limit: int | None = None, extra: str = "") -> list[tuple[Any, ...]]:
         where, args = self._where(f)
-        sql = f"SELECT {_FIELDS}{extra} FROM memories WHERE {where} ORDER BY rowid"
+        # no ORDER BY when reading vectors: ordering by rowid would make SQLite scan the table instead of the namespace index
+        sql = f"SELECT {_FIELDS}{extra} FROM memories WHERE {where}" + ("" if extra else " ORDER BY rowid")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:
