@@ -195,7 +195,8 @@ def fan_out(port: int, key: str, n: int) -> dict[str, Any]:
         futures = [pool.submit(listen) for _ in range(n)]
         ready.wait()  # every stream has replayed up to the interrupt: all subscribed
         started = time.perf_counter()
-        _call(port, "POST", f"/runs/{run['run_id']}/resume", {"input": {}}, key)
+        status, answer = _call(port, "POST", f"/runs/{run['run_id']}/resume", {"input": {"go": True}}, key)
+        assert status == 200, answer
         streams = [f.result(timeout=300) for f in futures]
         elapsed = time.perf_counter() - started
     reference = max(s[0] for s in streams)

@@ -150,8 +150,17 @@ class Client:
         alias: str | None = None,
         wait_seconds: float | None = None,
         background: bool | None = None,
+        multitask: str | None = None,
     ) -> m.Run:
-        body = _body(input=input or {}, thread_id=thread_id, version=version, alias=alias, wait_seconds=wait_seconds, background=background)
+        body = _body(
+            input=input or {},
+            thread_id=thread_id,
+            version=version,
+            alias=alias,
+            wait_seconds=wait_seconds,
+            background=background,
+            multitask=multitask,
+        )
         return self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
 
     def run(self, run_id: str) -> m.Run:
@@ -257,8 +266,17 @@ class AsyncClient:
         alias: str | None = None,
         wait_seconds: float | None = None,
         background: bool | None = None,
+        multitask: str | None = None,
     ) -> m.Run:
-        body = _body(input=input or {}, thread_id=thread_id, version=version, alias=alias, wait_seconds=wait_seconds, background=background)
+        body = _body(
+            input=input or {},
+            thread_id=thread_id,
+            version=version,
+            alias=alias,
+            wait_seconds=wait_seconds,
+            background=background,
+            multitask=multitask,
+        )
         return await self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
 
     async def run(self, run_id: str) -> m.Run:

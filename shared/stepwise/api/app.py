@@ -16,6 +16,7 @@ Note on this module: no ``from __future__ import annotations`` — Powertools re
 functions' annotations at run time to build validation and the OpenAPI document.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -293,6 +294,33 @@ class StepwiseApi:
         future = self._background.submit(self.client.execute, record.run_id)
         future.add_done_callback(_log_failure)
         return record.run_id
+
+    def make_room(self, thread_id: str, policy: str, cause: str) -> None:
+        """Double texting: apply the thread's policy to the runs in flight on it before a new run starts.
+        ``reject`` leaves them (the engine refuses a busy thread with 409 thread_busy); ``interrupt`` cancels
+        them by compare-and-set (and stops a Step Functions execution) so each stops before its next node;
+        ``enqueue`` waits for them to leave ``running``, up to the server's wait cap."""
+        runs = self.client.services.runs
+        if policy == "interrupt":
+            stop = getattr(self.client.executor, "stop", None)
+            for other in runs.list(thread_id=thread_id, limit=100):
+                if other.status not in ("running", "waiting"):
+                    continue
+                with contextlib.suppress(RunTransitionError):  # it finished meanwhile: nothing to interrupt
+                    runs.update(other.run_id, expect=("running", "waiting"), status="cancelled", waiting=None, finished_at=time.time())
+                    if callable(stop):
+                        stop(other, cause=f"interrupted by a new {cause}")
+                    self.events.publish("run.cancelled", other.tenant, {"run_id": other.run_id, "thread_id": thread_id, "by": "interrupt"})
+        elif policy == "enqueue":
+            deadline = self.clock() + self.settings.api_max_wait_seconds
+            while any(r.status == "running" for r in runs.list(thread_id=thread_id, limit=100)):
+                if self.clock() >= deadline:
+                    raise ApiError(
+                        409,
+                        "thread_busy",
+                        f"thread {thread_id!r} still has a run in flight after {self.settings.api_max_wait_seconds:g} s; retry",
+                    )
+                self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
 
     def wait(self, run_id: str, seconds: float) -> RunRecord:
         """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""
@@ -574,6 +602,7 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
             raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
         thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         api.claim_thread(who, thread_id)
+        api.make_room(thread_id, body.multitask, f"run on the thread by {app.context['principal'].subject}")
         if body.background:
             run_id = api.start_background(spec, body.input, thread_id, who)
         else:

@@ -38,6 +38,12 @@ class ExecuteAgent(_Body):
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
+    multitask: Literal["reject", "enqueue", "interrupt"] = Field(
+        "reject",
+        description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy), "
+        "`enqueue` (wait for it, within the server's wait cap, then run), `interrupt` (cancel it — it stops before its "
+        "next node — and run from the state it reached; a waiting run is cancelled too)",
+    )
     background: bool = Field(
         False,
         description="answer with the run id at once (202) and execute in the background, then follow GET /runs/{id}/stream; "

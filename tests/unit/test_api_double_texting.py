@@ -1,0 +1,104 @@
+"""Double texting on one thread through the API: reject, enqueue, interrupt — with a run really in flight."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from stepwise.api.app import create_app
+from stepwise.api.keys import create_key
+from stepwise.api.settings import ApiSettings
+from stepwise.api.store.memory import MemoryApiStore
+from stepwise.client import Stepwise
+
+GATE = threading.Event()
+STARTED = threading.Event()
+
+
+def slow(state: dict[str, Any]) -> dict[str, Any]:
+    """Blocks until the test opens the gate: a run that is verifiably in flight."""
+    STARTED.set()
+    assert GATE.wait(30)
+    return {"log": ["slow"]}
+
+
+def after(state: dict[str, Any]) -> dict[str, Any]:
+    return {"log": ["after"]}
+
+
+GRAPH = {
+    "name": "texting",
+    "state": {"log": "append"},
+    "graph": {
+        "nodes": {"slow": {"fn": f"{__name__}:slow"}, "after": {"fn": f"{__name__}:after"}},
+        "edges": [{"from": "slow", "to": "after"}],
+        "entry": "slow",
+    },
+}
+
+
+@pytest.fixture
+def api() -> Any:
+    GATE.clear()
+    STARTED.clear()
+    store = MemoryApiStore()
+    _, key = create_key(store, "acme")
+    settings = ApiSettings(backend="memory", api_allowed_modules=("statemachines.", __name__), api_max_wait_seconds=20)
+    app = create_app(lambda: Stepwise.in_memory(), store=store, settings=settings)
+
+    def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        out = app(
+            {
+                "path": path,
+                "httpMethod": method,
+                "headers": {"x-api-key": key, "content-type": "application/json"},
+                "requestContext": {},
+                "body": json.dumps(body) if body is not None else None,
+            }
+        )
+        return int(out["statusCode"]), json.loads(out["body"])
+
+    assert call("POST", "/agents", {"graph": GRAPH})[0] == 201
+    yield call
+    GATE.set()
+
+
+def in_flight(call: Any) -> dict[str, Any]:
+    status, run = call("POST", "/agents/texting/execute", {"thread_id": "t1", "background": True})
+    assert status == 202 and STARTED.wait(10)
+    return run  # type: ignore[no-any-return]
+
+
+def test_reject_answers_409_thread_busy(api: Any) -> None:
+    first = in_flight(api)
+    status, body = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "reject"})
+    assert status == 409 and body["error"]["code"] == "thread_busy"
+    GATE.set()
+    assert api("GET", f"/runs/{first['run_id']}")[1]["status"] in ("running", "succeeded")
+
+
+def test_interrupt_cancels_the_run_in_flight_and_runs_from_the_state_it_reached(api: Any) -> None:
+    first = in_flight(api)
+    threading.Timer(0.5, GATE.set).start()  # the first run's node finishes after the interrupt
+    status, second = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "interrupt", "wait_seconds": 10})
+    assert status == 200 and second["status"] == "succeeded"
+    for _ in range(100):  # the first run's background thread notices the cancel at its next step
+        if api("GET", f"/runs/{first['run_id']}")[1]["status"] != "running":
+            break
+        time.sleep(0.05)
+    assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "cancelled"
+    events = api("GET", f"/runs/{first['run_id']}/events")[1]["events"]
+    assert not any(e["node"] == "after" for e in events)  # it stopped before its next node
+
+
+def test_enqueue_waits_for_the_run_in_flight_then_runs(api: Any) -> None:
+    first = in_flight(api)
+    threading.Timer(0.3, GATE.set).start()
+    status, second = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "enqueue", "wait_seconds": 10})
+    assert status == 200 and second["status"] == "succeeded"
+    assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "succeeded"
+    assert second["state"]["log"] == ["slow", "after", "slow", "after"]  # one after the other, on one thread
