@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_VENV  := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench bench-full synth localstack-check clean
+.PHONY: setup demo test lint typecheck chaos bench bench-full synth localstack-check clean
 
 $(STAMP): pyproject.toml $(wildcard package.json)
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ LINTED := shared tests bench infra functions statemachines layers
 
 test: setup lint  ## the whole suite, one worker per core
 	$(BIN)/pytest -n auto
+
+chaos: setup  ## the full chaos sweep: every kill point of every example, 50 races each, deep API fuzzing (counts at the end)
+	STEPWISE_CHAOS=full $(BIN)/pytest tests/chaos -p no:xdist
 
 lint: setup typecheck  ## ruff rules (incl. complexity) and formatting, then the type check
 	$(BIN)/ruff check $(LINTED)

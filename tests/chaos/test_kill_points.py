@@ -1,0 +1,172 @@
+"""Kill at every store-write boundary (DBOS/Restate style): a run's process dies just before its Nth write
+to the embedded store (event appends, run-record writes, task tokens), then a fresh process recovers it
+from the log. Every kill point must end exactly where an uninterrupted run ends: same status, same state,
+each node's update recorded once.
+
+The default run samples a few kill points per example; ``make chaos`` (``STEPWISE_CHAOS=full``) tries
+them all. Counts are printed at the end of the session (tests/chaos/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.chaos.counts import COUNTS
+
+from stepwise.client import Stepwise
+from stepwise.graph.loader import load_file
+from stepwise.state.sqlite import SqliteEventStore, SqliteRunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(p for p in (ROOT / "statemachines" / "examples").glob("*.yaml"))
+INPUT = {"question": "How should our payment client retry failed calls?", "amount": 3, "type": "A", "user_id": "dana"}
+ANSWER = {"decision": "yes"}
+FULL = os.environ.get("STEPWISE_CHAOS") == "full"
+SAMPLES = {"react": 0, "human_approval": 99}  # kill points per example and phase in the default run (else 2):
+# every point of human_approval (the probe's stuck run was a kill before its 6th write); react only in the full
+# sweep (each forked child starts its own tool sandbox process: minutes on a loaded machine)
+
+_WRITES: list[tuple[type, str]] = [
+    (SqliteEventStore, "_write"),
+    (SqliteRunStore, "put"),
+    (SqliteRunStore, "update"),
+    (SqliteRunStore, "complete_token"),
+]
+
+
+class Killed(BaseException):
+    """Raised in place of a write when counting (never caught by the engine's ``except Exception``)."""
+
+
+@contextmanager
+def writes(on_write: Callable[[int], None]) -> Iterator[list[int]]:
+    """Call ``on_write(n)`` before the nth store write (n from 1)."""
+    count = [0]
+    saved = [(cls, name, getattr(cls, name)) for cls, name in _WRITES]
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            on_write(count[0])
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for cls, name, original in saved:
+        setattr(cls, name, wrap(original))
+    try:
+        yield count
+    finally:
+        for cls, name, original in saved:
+            setattr(cls, name, original)
+
+
+def _phase(home: Path, example: Path, phase: str) -> str | None:
+    """Run one phase in this process: ``run`` the example, or ``resume`` its waiting run."""
+    client = Stepwise.embedded(home)
+    if phase == "run":
+        return client.run(load_file(example), dict(INPUT)).run_id
+    waiting = [r for r in client.runs() if r.status == "waiting"]
+    client.resume(waiting[0].run_id, dict(ANSWER))
+    return None
+
+
+def _in_child(home: Path, example: Path, phase: str, kill_at: int) -> int:
+    """Fork; the child runs the phase and SIGKILLs itself right before write ``kill_at``. Exit status back."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+
+            def die(n: int) -> None:
+                if n == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            with writes(die):
+                _phase(home, example, phase)
+        except BaseException:  # noqa: BLE001 - a failure of the phase is reported as exit 1
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _finish(home: Path, example: Path) -> dict[str, Any]:
+    """The recoverer: continue every dead run, resubmit what never started, answer the human once; return
+    the outcome (status, state, per-node update counts) of the example's thread."""
+    client = Stepwise.embedded(home)
+    client.recover_stale()
+    runs = client.runs()
+    if not runs or all(r.status == "failed" and (r.error or {}).get("error") == "Stepwise.DiedBeforeStart" for r in runs):
+        client.run(load_file(example), dict(INPUT))  # the kill came before the run existed: the caller retries
+        runs = client.runs()
+    live = [r for r in runs if (r.error or {}).get("error") != "Stepwise.DiedBeforeStart"]
+    run = live[0]
+    if run.status == "waiting":
+        client.resume(run.run_id, dict(ANSWER))
+    run = client.services.runs.get(run.run_id)
+    assert run is not None
+    _, state = client.state(run.thread_id)
+    updates: dict[str, int] = {}
+    for event in client.history(run.thread_id):
+        if event.type == "node_update":
+            key = f"{event.scope}|{event.node}|{event.key}"
+            updates[key] = updates.get(key, 0) + 1
+    return {
+        "status": run.status,
+        "state": json.loads(json.dumps(state, sort_keys=True, default=str)),
+        "dupes": max(updates.values(), default=1),
+    }
+
+
+def _reference(tmp: Path, example: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The uninterrupted outcome and the number of store writes in each phase."""
+    home = tmp / "reference"
+    counts: dict[str, int] = {}
+    with writes(lambda n: None) as count:
+        _phase(home, example, "run")
+    counts["run"] = count[0]
+    client = Stepwise.embedded(home)
+    if any(r.status == "waiting" for r in client.runs()):
+        with writes(lambda n: None) as count:
+            _phase(home, example, "resume")
+        counts["resume"] = count[0]
+    return _finish(home, example), counts
+
+
+def _points(total: int, example: str, phase: str) -> list[int]:
+    samples = SAMPLES.get(example, 2)
+    if FULL or 0 < total <= samples:
+        return list(range(1, total + 1))
+    return sorted(random.Random(f"{example}:{phase}:{total}").sample(range(1, total + 1), samples))
+
+
+@pytest.mark.timeout(3600 if FULL else 600)
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_a_kill_at_any_store_write_is_recovered(example: Path, tmp_path: Path) -> None:
+    if not FULL and SAMPLES.get(example.stem) == 0:
+        pytest.skip("in the full sweep only: make chaos")
+    expected, counts = _reference(tmp_path, example)
+    failures = []
+    for phase, total in counts.items():
+        for point in _points(total, example.stem, phase):
+            home = tmp_path / f"{phase}-{point}"
+            if phase == "resume":  # bring the run to its human node first, uninterrupted
+                _phase(home, example, "run")
+            code = _in_child(home, example, phase, point)
+            COUNTS["kill points tried"] += 1
+            assert code in (-signal.SIGKILL, 0, 1), code
+            outcome = _finish(home, example)
+            if outcome == expected:
+                COUNTS["kill points recovered"] += 1
+            else:
+                failures.append((phase, point, code, outcome["status"], outcome["dupes"]))
+    assert not failures, f"{example.stem}: not recovered at (phase, write, exit, status, dupes): {failures}"
