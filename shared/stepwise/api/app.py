@@ -117,6 +117,8 @@ class StepwiseApi:
         self._client: Stepwise | None = None
         self._client_lock = threading.Lock()
         self._background: Any = None
+        self._webhooks: Any = None
+        self._watchers: Any = None
         self._local = threading.local()
         self.store = store
         self.settings = settings
@@ -294,6 +296,58 @@ class StepwiseApi:
         future = self._background.submit(self.client.execute, record.run_id)
         future.add_done_callback(_log_failure)
         return record.run_id
+
+    @property
+    def webhooks(self) -> Any:
+        """The webhook sender (stepwise.api.webhooks), built on first use."""
+        if self._webhooks is None:
+            from stepwise.api.webhooks import WebhookSender
+
+            home = self.settings.home if self.settings.backend == "embedded" else None
+            self._webhooks = WebhookSender(
+                home=home,
+                allow_private=self.settings.webhook_allow_private,
+                attempts=self.settings.webhook_attempts,
+                base=self.settings.webhook_backoff_seconds,
+                sleep=self.sleep,
+            )
+        return self._webhooks
+
+    def watch(self, run_id: str, hook: m.Webhook) -> None:
+        """Follow a run on a watcher thread and deliver a webhook for each status in ``hook.events`` it reaches
+        (waiting, then after a resume its end), until it ends."""
+        with self._client_lock:
+            if self._watchers is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._watchers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="stepwise-webhook")
+        self._watchers.submit(self._watch, run_id, hook).add_done_callback(_log_failure)
+
+    def _watch(self, run_id: str, hook: m.Webhook) -> None:
+        runs = self.client.services.runs
+        reported: set[tuple[str, str]] = set()
+        while True:
+            run = runs.get(run_id)
+            if run is None:
+                return
+            mark = (run.status, str((run.waiting or {}).get("interrupt_id") or (run.waiting or {}).get("node") or ""))
+            if run.status != "running" and mark not in reported:
+                reported.add(mark)
+                if run.status in hook.events:
+                    detail: dict[str, Any] = {
+                        "run_id": run.run_id,
+                        "thread_id": run.thread_id,
+                        "status": run.status,
+                        "agent": run.graph_ref.split("@", 1)[0],
+                    }
+                    if run.waiting:
+                        detail["waiting"] = {"node": run.waiting.get("node"), "prompt": run.waiting.get("prompt")}
+                    if run.error:
+                        detail["error"] = run.error
+                    self.webhooks.deliver(hook.url, hook.secret, f"run.{run.status}", detail)
+            if run.status in ("succeeded", "failed", "cancelled"):
+                return
+            self.sleep(POLL_SECONDS)
 
     def make_room(self, thread_id: str, policy: str, cause: str) -> None:
         """Double texting: apply the thread's policy to the runs in flight on it before a new run starts.
@@ -602,12 +656,19 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
             raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
         thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         api.claim_thread(who, thread_id)
+        if body.webhook is not None:
+            try:
+                api.webhooks.check(body.webhook.url)
+            except ValueError as exc:
+                raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.webhook.url", "type": "not_allowed"}]) from None
         api.make_room(thread_id, body.multitask, f"run on the thread by {app.context['principal'].subject}")
         if body.background:
             run_id = api.start_background(spec, body.input, thread_id, who)
         else:
             run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
         api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
+        if body.webhook is not None:
+            api.watch(run_id, body.webhook)
         run = api.wait(run_id, body.wait_seconds)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})

@@ -33,6 +33,9 @@ class ApiSettings(BaseModel):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     api_background_runs: int = Field(default=8, ge=1, le=256)  # local runs executing in the background at once
 
+    webhook_allow_private: bool = False  # let webhooks call loopback/private addresses (local development)
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     rate_limits: str | None = None  # JSON, see stepwise.api.ratelimit (STEPWISE_RATE_LIMITS)
     jwt_issuer: str | None = None  # JWT bearer tokens (stepwise.api.oidc) when set
     jwt_audience: str | None = None
