@@ -118,6 +118,7 @@ class StepwiseApi:
         self._client_lock = threading.Lock()
         self._background: Any = None
         self._webhooks: Any = None
+        self._ws: Any = None
         self._watchers: Any = None
         self._local = threading.local()
         self.store = store
@@ -296,6 +297,19 @@ class StepwiseApi:
         future = self._background.submit(self.client.execute, record.run_id)
         future.add_done_callback(_log_failure)
         return record.run_id
+
+    @property
+    def ws_connections(self) -> Any:
+        """WebSocket connections and subscriptions (stepwise.api.websocket): the API table on AWS, memory otherwise."""
+        if self._ws is None:
+            from stepwise.api import websocket as ws
+
+            self._ws = ws.DynamoConnections(self.settings.api_table) if self.settings.backend == "aws" else ws.MemoryConnections()
+        return self._ws
+
+    @ws_connections.setter
+    def ws_connections(self, value: Any) -> None:
+        self._ws = value
 
     @property
     def webhooks(self) -> Any:

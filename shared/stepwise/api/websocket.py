@@ -1,15 +1,29 @@
-"""The WebSocket API's routes, thin until the gateway issue adds streaming.
+"""The WebSocket API (AWS): live run streams pushed with ``postToConnection``.
 
-``$connect`` authenticates like the REST API (``x-api-key`` / ``Authorization: Bearer`` header, or
-``?api_key=`` for browsers, which cannot set headers on a WebSocket) and refuses the connection with
-401 otherwise. ``$disconnect`` acknowledges. Messages get a JSON answer pointing at the REST API until
-streaming lands (its seam: ``hooks.EventSink`` and the events table's DynamoDB stream).
+Routes (one Lambda, the ``api`` function):
+- ``$connect`` authenticates like the REST API (``x-api-key`` / ``Authorization: Bearer`` header, or
+  ``?api_key=`` for browsers, which cannot set headers on a WebSocket) and records the connection with
+  its tenant; otherwise 401.
+- a message ``{"action": "subscribe", "run_id": "...", "after": 0}`` subscribes the connection to one of
+  the tenant's runs: the answer is the run's backlog after ``after`` (so nothing is lost between a
+  reconnect and the subscription), then every new log event of the run is pushed as it is written.
+  ``{"action": "unsubscribe", "run_id": ...}`` stops it. Another tenant's run answers ``run_not_found``.
+- ``$disconnect`` forgets the connection and its subscriptions.
+
+Fan-out: ``fan_out(records, ...)`` takes the events table's DynamoDB stream records (``INSERT`` of an
+event item), finds the run's subscribers and posts each event as ``{"id": seq, "event": type, "data":
+<event JSON>}`` — the same frames the SSE stream sends. A connection that is gone (410) is dropped.
+
+Connections and subscriptions live in the API table (pk/sk): ``ws#conn#<id>`` / ``meta`` (tenant, runs)
+and ``ws#run#<run id>`` / ``conn#<id>``; ``MemoryConnections`` serves tests and local use.
+Not yet wired in the CDK stack (the stream-triggered fan-out function and ManageConnections grant).
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepwise.api.auth import AuthError
 
@@ -17,13 +31,115 @@ if TYPE_CHECKING:
     from stepwise.api.app import StepwiseApi
 
 
+class Connections(Protocol):
+    def connect(self, connection_id: str, tenant: str) -> None: ...
+    def tenant_of(self, connection_id: str) -> str | None: ...
+    def subscribe(self, connection_id: str, run_id: str) -> None: ...
+    def unsubscribe(self, connection_id: str, run_id: str) -> None: ...
+    def subscribers(self, run_id: str) -> list[str]: ...
+    def disconnect(self, connection_id: str) -> None: ...
+
+
+class MemoryConnections:
+    def __init__(self) -> None:
+        self._tenants: dict[str, str] = {}
+        self._runs: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def connect(self, connection_id: str, tenant: str) -> None:
+        self._tenants[connection_id] = tenant
+
+    def tenant_of(self, connection_id: str) -> str | None:
+        return self._tenants.get(connection_id)
+
+    def subscribe(self, connection_id: str, run_id: str) -> None:
+        with self._lock:
+            self._runs.setdefault(run_id, set()).add(connection_id)
+
+    def unsubscribe(self, connection_id: str, run_id: str) -> None:
+        with self._lock:
+            self._runs.get(run_id, set()).discard(connection_id)
+
+    def subscribers(self, run_id: str) -> list[str]:
+        return sorted(self._runs.get(run_id, ()))
+
+    def disconnect(self, connection_id: str) -> None:
+        with self._lock:
+            self._tenants.pop(connection_id, None)
+            for conns in self._runs.values():
+                conns.discard(connection_id)
+
+
+class DynamoConnections:
+    """Connections and subscriptions in the API table (pk S, sk S)."""
+
+    def __init__(self, table: str, db: Any = None) -> None:
+        self.table = table
+        if db is None:
+            from stepwise.awsclients import client
+
+            db = client("dynamodb")
+        self.db = db
+
+    def connect(self, connection_id: str, tenant: str) -> None:
+        self.db.put_item(TableName=self.table, Item={"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}, "tenant": {"S": tenant}})
+
+    def tenant_of(self, connection_id: str) -> str | None:
+        item = self.db.get_item(TableName=self.table, Key={"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}}).get("Item")
+        return item["tenant"]["S"] if item else None
+
+    def subscribe(self, connection_id: str, run_id: str) -> None:
+        self.db.put_item(TableName=self.table, Item={"pk": {"S": f"ws#run#{run_id}"}, "sk": {"S": f"conn#{connection_id}"}})
+        self.db.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}},
+            UpdateExpression="ADD runs :r",
+            ExpressionAttributeValues={":r": {"SS": [run_id]}},
+        )
+
+    def unsubscribe(self, connection_id: str, run_id: str) -> None:
+        self.db.delete_item(TableName=self.table, Key={"pk": {"S": f"ws#run#{run_id}"}, "sk": {"S": f"conn#{connection_id}"}})
+
+    def subscribers(self, run_id: str) -> list[str]:
+        out: list[str] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": f"ws#run#{run_id}"}},
+        }
+        while True:
+            page = self.db.query(**kwargs)
+            out += [item["sk"]["S"].removeprefix("conn#") for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def disconnect(self, connection_id: str) -> None:
+        key = {"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}}
+        item = self.db.get_item(TableName=self.table, Key=key).get("Item") or {}
+        for run_id in item.get("runs", {}).get("SS", []):
+            self.unsubscribe(connection_id, run_id)
+        self.db.delete_item(TableName=self.table, Key=key)
+
+
 def is_websocket(event: dict[str, Any]) -> bool:
     context = event.get("requestContext") or {}
     return "connectionId" in context and "eventType" in context
 
 
+def frame(e: Any) -> dict[str, Any]:
+    """One pushed message: the same id/event/data as an SSE frame."""
+    return {"id": e.seq, "event": e.type, "data": e.to_json()}
+
+
+def _reply(body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    return {"statusCode": status, "body": json.dumps(body, default=str)}
+
+
 def handle(api: StepwiseApi, event: dict[str, Any]) -> dict[str, Any]:
-    kind = event["requestContext"]["eventType"]
+    context = event["requestContext"]
+    kind, connection_id = context["eventType"], str(context["connectionId"])
+    connections: Connections = api.ws_connections
     if kind == "CONNECT":
         headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
         key = (event.get("queryStringParameters") or {}).get("api_key")
@@ -33,10 +149,65 @@ def handle(api: StepwiseApi, event: dict[str, Any]) -> dict[str, Any]:
             principal = api.authenticate(headers, event)
         except AuthError:
             principal = None
-        return {"statusCode": 200 if principal is not None else 401}
-    if kind == "DISCONNECT":
+        if principal is None:
+            return {"statusCode": 401}
+        connections.connect(connection_id, principal.tenant)
         return {"statusCode": 200}
-    message = {
-        "error": {"code": "not_implemented", "message": "streaming comes with the gateway issue; poll GET /runs/{id}/events meanwhile"}
-    }
-    return {"statusCode": 200, "body": json.dumps(message)}
+    if kind == "DISCONNECT":
+        connections.disconnect(connection_id)
+        return {"statusCode": 200}
+    tenant = connections.tenant_of(connection_id)
+    if tenant is None:
+        return _reply({"error": {"code": "unauthorized", "message": "unknown connection; reconnect with a key"}})
+    try:
+        message = json.loads(event.get("body") or "{}")
+        action, run_id = message.get("action"), str(message.get("run_id") or "")
+        after = int(message.get("after") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return _reply({"error": {"code": "validation_error", "message": 'send {"action": "subscribe", "run_id": "...", "after": 0}'}})
+    if action not in ("subscribe", "unsubscribe") or not run_id:
+        return _reply({"error": {"code": "validation_error", "message": 'send {"action": "subscribe", "run_id": "...", "after": 0}'}})
+    run = api.client.services.runs.get(run_id)
+    if run is None or run.tenant != tenant:
+        return _reply({"error": {"code": "run_not_found", "message": f"no run {run_id!r}"}})
+    if action == "unsubscribe":
+        connections.unsubscribe(connection_id, run_id)
+        return _reply({"unsubscribed": run_id})
+    connections.subscribe(connection_id, run_id)  # first, so no event falls between the backlog and the feed
+    backlog = [frame(e) for e in api.client.services.events.read(run.thread_id, after=after) if e.run_id == run_id]
+    return _reply({"subscribed": run_id, "status": run.status, "events": backlog})
+
+
+def fan_out(records: list[dict[str, Any]], connections: Connections, post: Any) -> dict[str, int]:
+    """Push each inserted event item (DynamoDB stream records of the events table) to its run's
+    subscribers. ``post(connection_id, data: bytes)`` is ``postToConnection``; a gone connection is dropped."""
+    from stepwise.state.events import Event, decode
+
+    counts = {"events": 0, "posted": 0, "gone": 0}
+    for record in records:
+        image = (record.get("dynamodb") or {}).get("NewImage")
+        if record.get("eventName") != "INSERT" or not image or "run_id" not in image or "seq" not in image:
+            continue
+        data = image.get("data", {}).get("S")  # large payloads sit in S3 (data_ref): read them over REST
+        e = Event(
+            type=image["type"]["S"],
+            run_id=image["run_id"]["S"],
+            node=(image.get("node") or {}).get("S"),
+            scope=(image.get("scope") or {}).get("S", ""),
+            seq=int(image["seq"]["N"]),
+            ts=float((image.get("ts") or {}).get("N", 0)),
+            data=decode(data) if data else {"offloaded": True},
+        )
+        counts["events"] += 1
+        payload = json.dumps(frame(e), default=str).encode()
+        for connection_id in connections.subscribers(e.run_id):
+            try:
+                post(connection_id, payload)
+                counts["posted"] += 1
+            except Exception as exc:  # a gone client must not stop the others; anything else is raised
+                if type(exc).__name__ == "GoneException" or "410" in str(exc):
+                    counts["gone"] += 1
+                    connections.unsubscribe(connection_id, e.run_id)
+                else:
+                    raise
+    return counts
