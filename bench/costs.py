@@ -17,7 +17,9 @@ from typing import Any
 
 from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import ExecutionResult, Interpreter
-from stepwise.client import STEP_FUNCTION, LocalExecutor, Stepwise
+from stepwise.client import Stepwise
+from stepwise.executors.base import STEP_FUNCTION
+from stepwise.executors.local import LocalExecutor
 from stepwise.graph.loader import load_file
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.step import step

@@ -12,8 +12,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stepwise.asl.stepfunctions import task_error
 from stepwise.config import Settings, build_client
+from stepwise.executors.stepfunctions import task_error
 from stepwise.runtime.services import Services
 from stepwise.runtime.step import step
 

@@ -8,111 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 from stepwise.asl.compiler import compile_graph
-from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
+from stepwise.asl.interpreter import Clock, ExecutionResult
 from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError, ThreadBusyError
+from stepwise.executors.base import Executor
+from stepwise.executors.local import LocalExecutor
 from stepwise.graph import limits
 from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.services import Observer, Services
-from stepwise.runtime.step import Cursor, locate, reducers_of, resume_step, step
+from stepwise.runtime.step import Cursor, locate, reducers_of, resume_step
 from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
+from stepwise.state.leases import is_dead, lease_seconds, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import FINISHED, LEASE_SECONDS, RunRecord, RunStore, RunTransitionError, is_stale
+from stepwise.state.ports import FINISHED, RunRecord, RunTransitionError
 from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
-
-STEP_FUNCTION = "stepwise-step"
-
-
-def lease_seconds() -> float:
-    return float(os.environ.get("STEPWISE_RUN_LEASE_SECONDS", LEASE_SECONDS))
-
-
-_owner: tuple[int, str] | None = None
-
-
-def process_owner() -> str:
-    """host:pid:nonce of this process (recomputed after a fork)."""
-    global _owner
-    if _owner is None or _owner[0] != os.getpid():
-        _owner = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
-    return _owner[1]
-
-
-def owner_gone(run: RunRecord) -> bool:
-    """The run's owner was a process on this host that no longer exists: dead now, no need to wait
-    for its lease to run out."""
-    if run.status != "running" or not run.owner:
-        return False
-    host, _, rest = run.owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or run.owner == process_owner():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def is_dead(run: RunRecord, now: float | None = None) -> bool:
-    """Stale (lease ran out) or owned by a process of this host that is gone."""
-    return is_stale(run, now) or owner_gone(run)
-
-
-class Heartbeat:
-    """One daemon thread per process renewing the leases of the runs this process executes, every third
-    of the lease. A run whose process dies stops being renewed and becomes stale (``is_stale``)."""
-
-    _lock = threading.Lock()
-    _runs: ClassVar[dict[tuple[int, str], tuple[RunStore, int]]] = {}
-    _thread: ClassVar[threading.Thread | None] = None
-    _wake = threading.Event()
-
-    @classmethod
-    @contextmanager
-    def track(cls, runs: RunStore, run_id: str) -> Iterator[None]:
-        key = (id(runs), run_id)
-        with cls._lock:
-            store, count = cls._runs.get(key, (runs, 0))
-            cls._runs[key] = (store, count + 1)
-            if cls._thread is None or not cls._thread.is_alive():
-                cls._thread = threading.Thread(target=cls._loop, name="stepwise-heartbeat", daemon=True)
-                cls._thread.start()
-        try:
-            yield
-        finally:
-            with cls._lock:
-                store, count = cls._runs[key]
-                if count <= 1:
-                    del cls._runs[key]
-                else:
-                    cls._runs[key] = (store, count - 1)
-
-    @classmethod
-    def _loop(cls) -> None:
-        while True:
-            cls._wake.wait(lease_seconds() / 3)
-            with cls._lock:
-                items = [(store, key[1]) for key, (store, _) in cls._runs.items()]
-            for store, run_id in items:
-                with contextlib.suppress(Exception):  # finished or cancelled meanwhile, or a store hiccup
-                    store.update(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease_seconds())
 
 
 @dataclass
@@ -155,50 +75,6 @@ def check_answer(root: GraphSpec, run_id: str, node: str, answer: dict[str, Any]
     problems = answer_problems(spec, local, answer)
     if problems:
         raise AnswerError(run_id, node, problems, example(spec, local))
-
-
-class Executor(Protocol):
-    """Runs a registered graph's ASL: the local interpreter here, Step Functions on AWS."""
-
-    def deploy(self, ref: str, asl: dict[str, Any]) -> None: ...
-
-    def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult | None: ...
-
-    def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult | None: ...
-
-
-class LocalExecutor:
-    """The embedded default: interpret the ASL in-process, synchronously, with the step as a local call.
-
-    A resumed run is replayed from its start cursor; the idempotent step makes completed tasks instant.
-    """
-
-    def __init__(self, services: Services, clock: Clock | None = None, max_concurrency: int | None = None) -> None:
-        self.services = services
-        self.clock = clock
-        # Branches run on threads: worth it when nodes wait on I/O (LLMs, tools); pure-CPU nodes only pay
-        # for the GIL hand-offs. Map states may set their own, lower MaxConcurrency.
-        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "8"))
-
-    def deploy(self, ref: str, asl: dict[str, Any]) -> None:
-        return None
-
-    def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
-        fresh = self.services.events.head(run.thread_id) == run.start_cursor["seq"]  # nothing after run_started yet
-        interpreter = Interpreter(
-            {STEP_FUNCTION: lambda payload: step(self.services, payload, fresh=fresh)},
-            tokens=self.services.runs,
-            clock=self.clock,
-            max_workers=self.max_concurrency,
-        )
-        with Heartbeat.track(self.services.runs, run.run_id):
-            return interpreter.execute(asl, run.start_cursor, name=run.run_id)
-
-    def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
-        self.services.runs.complete_token(token, output)
-        found = self.services.registry.get(run.graph_ref)
-        assert found is not None, run.graph_ref
-        return self.start(run, found[1])
 
 
 class Stepwise:

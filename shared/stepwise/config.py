@@ -23,7 +23,7 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
     from stepwise.extras import needs
 
     with needs("aws", "AWS backends (STEPWISE_BACKEND=aws)"):
-        from stepwise.asl.stepfunctions import StepFunctionsExecutor
+        from stepwise.executors.stepfunctions import StepFunctionsExecutor
         from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore
         from stepwise.state.s3 import S3SnapshotStore
 

@@ -20,8 +20,8 @@ import pytest
 from tests.support.moto_sfn import MotoExecutor, moto_stepfunctions, wait_execution, wait_for
 
 from stepwise.asl.interpreter import FakeClock
-from stepwise.asl.stepfunctions import task_error
 from stepwise.client import RunResult, Stepwise
+from stepwise.executors.stepfunctions import task_error
 from stepwise.graph.loader import load_file, load_text
 from stepwise.graph.spec import GraphSpec
 from stepwise.runtime.step import resume_step, step

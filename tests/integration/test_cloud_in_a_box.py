@@ -33,9 +33,9 @@ from tests.support.moto_sfn import LambdaRouter, moto_stepfunctions, wait_execut
 
 from stepwise import awsclients
 from stepwise.api.keys import create_key
-from stepwise.asl.stepfunctions import StepFunctionsExecutor
 from stepwise.client import Stepwise
 from stepwise.config import Settings, build_client
+from stepwise.executors.stepfunctions import StepFunctionsExecutor
 from stepwise.graph.loader import load_file, load_text
 from stepwise.state.dynamodb import DynamoEventStore
 from stepwise.state.events import NODE_UPDATE

@@ -12,8 +12,8 @@ import pytest
 from tests.support.moto_sfn import MotoExecutor, moto_stepfunctions, wait_execution
 
 from stepwise.asl.interpreter import FakeClock
-from stepwise.asl.stepfunctions import task_error
 from stepwise.client import Stepwise
+from stepwise.executors.stepfunctions import task_error
 from stepwise.graph.loader import load_text
 from stepwise.runtime.step import step
 from stepwise.state.events import NODE_UPDATE

@@ -219,6 +219,8 @@ class MotoExecutor:
 
     ROLE = "arn:aws:iam::123456789012:role/conformance"
 
+    synchronous = False
+
     def __init__(self, sfn: Any) -> None:
         self.sfn = sfn
         self.machines: dict[str, str] = {}
@@ -232,6 +234,10 @@ class MotoExecutor:
     def start(self, run: Any, asl: dict[str, Any]) -> None:
         out = self.sfn.start_execution(stateMachineArn=self.machines[run.graph_ref], name=run.run_id, input=json.dumps(run.start_cursor))
         self.executions[run.run_id] = out["executionArn"]
+
+    def stop(self, run: Any, *, cause: str = "cancelled") -> None:
+        if run.run_id in self.executions:
+            self.sfn.stop_execution(executionArn=self.executions[run.run_id], cause=cause)
 
     def send_token(self, run: Any, token: str, output: dict[str, Any]) -> None:
         self.sfn.send_task_success(taskToken=token, output=json.dumps(output))

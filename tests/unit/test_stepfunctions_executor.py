@@ -14,9 +14,9 @@ from tests.support.moto_sfn import moto_stepfunctions, wait_execution, wait_for
 
 from stepwise import awsclients
 from stepwise.asl.compiler import compile_graph
-from stepwise.asl.stepfunctions import ALIAS, StepFunctionsExecutor, bind_step_arn, task_error
 from stepwise.client import Stepwise
 from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
+from stepwise.executors.stepfunctions import ALIAS, StepFunctionsExecutor, bind_step_arn, task_error
 from stepwise.graph.loader import load_file
 from stepwise.runtime.step import step
 from stepwise.state.events import NODE_UPDATE

@@ -8,8 +8,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from stepwise.llm.base import ToolCall
-from stepwise.runtime.journal import Journal
 from stepwise.state.events import TOOL_CALL
+from stepwise.state.journal import Journal
 from stepwise.state.memory import MemoryEventStore
 from stepwise.tools.executor import ActionExecutor, ToolInvocation
 from stepwise.tools.registry import ToolError

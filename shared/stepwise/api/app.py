@@ -284,9 +284,7 @@ class StepwiseApi:
     def start_background(self, spec: Any, input: dict[str, Any], thread_id: str, tenant: str) -> str:
         """Record the run now and execute it on a background thread (the local engine runs synchronously;
         on Step Functions starting an execution is already asynchronous). Returns the run id at once."""
-        from stepwise.client import LocalExecutor
-
-        if not isinstance(self.client.executor, LocalExecutor):
+        if not self.client.executor.synchronous:
             return self.client.run(spec, input, thread_id=thread_id, tenant=tenant).run_id
         record = self.client.start(spec, input, thread_id=thread_id, tenant=tenant)
         with self._client_lock:
@@ -762,9 +760,7 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         run = api.run_of(tenant(), run_id)
         if run.status in ("succeeded", "failed", "cancelled"):
             raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
-        stop = getattr(api.client.executor, "stop", None)  # Step Functions: StopExecution; local runs are synchronous
-        if callable(stop):
-            stop(run, cause=f"cancelled through the API by {app.context['principal'].subject}")
+        api.client.executor.stop(run, cause=f"cancelled through the API by {app.context['principal'].subject}")
         try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
             run = api.client.services.runs.update(
                 run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None

@@ -19,14 +19,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import Topology, is_end, topology
 
 DEFAULT_STEP_ARN = "arn:aws:lambda:us-east-1:000000000000:function:stepwise-step"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 LAMBDA_WAIT = "arn:aws:states:::lambda:invoke.waitForTaskToken"
 END_STATE = END
-FAILED_STATE = "__failed__"
+FAILED_STATE = FAILED
 SUCCEED_STATE = "Succeeded"
 FAIL_STATE = "Failed"
 

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.keys import nearest_key_path, nearest_name
+from stepwise.graph.scripts import load_script
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
-from stepwise.llm.scripted import load_script
 
 _SEED_SHORTHAND = re.compile(r"^\s*-\s*from:\s*([^,{}]+),\s*to:\s*([^{}]+)$")
 

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from stepwise.graph.memory import MemoryConfig
 
 END = "__end__"
+#: The state every failure routes to; the step records the run as failed there.
+FAILED = "__failed__"
+#: Reducers a ``state:`` channel may name without an import path (implemented in ``state/reducers.py``).
+REDUCER_NAMES = ("replace", "append", "merge", "add")
 NodeKind = Literal["function", "agent", "planner", "synthesizer", "human", "subgraph"]
 
 

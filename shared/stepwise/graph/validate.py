@@ -11,9 +11,8 @@ from pydantic import ValidationError
 from stepwise.graph.conditions import ConditionError, parse
 from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.keys import HUMAN_CONFIG_KEYS, nearest_key_path, nearest_name
-from stepwise.graph.spec import AgentConfig, GraphSpec, NodeSpec
+from stepwise.graph.spec import REDUCER_NAMES, AgentConfig, GraphSpec, NodeSpec
 from stepwise.graph.topology import is_end, routes_to_tools, strongly_connected, topology
-from stepwise.state.reducers import BUILTIN_REDUCERS
 
 
 def validate(spec: GraphSpec, *, check_imports: bool = False) -> None:
@@ -95,12 +94,12 @@ def _references(spec: GraphSpec) -> Iterator[Problem]:
 
 def _reducers(spec: GraphSpec) -> Iterator[Problem]:
     for channel, reducer in spec.state.items():
-        if reducer not in BUILTIN_REDUCERS and ":" not in reducer:
-            guess = nearest_name(reducer, BUILTIN_REDUCERS)
+        if reducer not in REDUCER_NAMES and ":" not in reducer:
+            guess = nearest_name(reducer, REDUCER_NAMES)
             hint = f"did you mean {guess!r}? " if guess else ""
             yield Problem(
                 f"channel {channel!r} has unknown reducer {reducer!r}",
-                f"{hint}use one of {', '.join(sorted(BUILTIN_REDUCERS))} or an import path 'pkg.module:function'",
+                f"{hint}use one of {', '.join(sorted(REDUCER_NAMES))} or an import path 'pkg.module:function'",
                 at=("state", channel),
             )
 

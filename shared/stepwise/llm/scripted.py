@@ -11,26 +11,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
-
-
-def load_script(script: list[Any] | str | None, base_dir: Path | None = None) -> list[Any]:
-    if script is None:
-        return []
-    if isinstance(script, list):
-        return script
-    path = Path(script)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, list):
-        raise ValueError(f"script file {path} must hold a YAML/JSON list of responses")
-    return data
 
 
 class ScriptedModel:

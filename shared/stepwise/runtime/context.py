@@ -11,8 +11,8 @@ from typing import Any
 
 from stepwise.graph.spec import GraphSpec, NodeSpec
 from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec, Usage
-from stepwise.runtime.journal import Journal
 from stepwise.state.events import LLM_CALL, Event
+from stepwise.state.journal import Journal
 
 
 @dataclass
@@ -117,7 +117,7 @@ class NodeContext:
             return script
         from pathlib import Path
 
-        from stepwise.llm.scripted import load_script
+        from stepwise.graph.scripts import load_script
 
         base = Path(self.spec.source).parent if self.spec.source else None
         return load_script(script, base)

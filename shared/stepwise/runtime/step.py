@@ -22,10 +22,9 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.asl.compiler import END_STATE, FAILED_STATE
 from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.conditions import evaluate
-from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, topology
 from stepwise.runtime.nodes import NodeContext, run_node
 from stepwise.runtime.services import Services
@@ -422,7 +421,7 @@ def cause_message(cause: str) -> str:
 
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
-    key = task_key(cursor, "", END_STATE, "finish")
+    key = task_key(cursor, "", END, "finish")
     _check_not_cancelled(services, cursor.run_id)
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
@@ -457,7 +456,7 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update({k: last.data[k] for k in ("where", "fix") if last.data.get(k)})
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
-    key = task_key(cursor, "", FAILED_STATE, "fail")
+    key = task_key(cursor, "", FAILED, "fail")
     if services.events.by_key(cursor.thread_id, key) is None:
         with contextlib.suppress(DuplicateKeyError):
             services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])

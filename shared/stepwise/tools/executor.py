@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stepwise.llm.base import ToolCall
-from stepwise.runtime.journal import Journal
 from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
+from stepwise.state.journal import Journal
 from stepwise.tools.registry import ToolError, ToolRegistry, UnknownTool
 
 Sleep = Callable[[float], Awaitable[None]]

@@ -14,6 +14,8 @@ APPEND_ATTEMPTS = 50
 
 
 class Journal:
+    """Records a step's LLM and tool calls under idempotency keys, and finds them again on a retry."""
+
     def __init__(
         self, events: EventStore | None, *, thread_id: str, run_id: str, node: str, scope: str, fallback: list[Event] | None = None
     ) -> None:

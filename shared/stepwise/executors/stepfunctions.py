@@ -1,4 +1,4 @@
-"""The AWS executor: compiled ASL deployed to Step Functions, runs started there, human nodes resumed.
+"""The AWS executor (``StepFunctionsExecutor``): compiled ASL deployed to Step Functions, runs started there, human nodes resumed.
 
 One state machine per graph *name* (``<name_prefix>-<name>``). Registering a version (``deploy``) puts
 that version's ASL into the state machine, publishes a Step Functions version whose description is the
@@ -75,6 +75,10 @@ def task_error(exc: BaseException) -> BaseException:
 
 
 class StepFunctionsExecutor:
+    """Runs graphs on AWS Step Functions: one state machine per graph name, versions published, ``live`` alias."""
+
+    synchronous = False
+
     def __init__(self, services: Services, settings: Settings, *, client: Any = None) -> None:
         match = _ARN.match(settings.step_function_arn)
         if match is None:

@@ -1,0 +1,56 @@
+"""The embedded default executor: the compiled ASL interpreted in-process, with the step as a local call."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
+from stepwise.executors.base import STEP_FUNCTION
+from stepwise.runtime.services import Services
+from stepwise.runtime.step import step
+from stepwise.state.leases import Heartbeat
+from stepwise.state.ports import RunRecord
+
+__all__ = ["LocalExecutor"]
+
+
+class LocalExecutor:
+    """The embedded default: interpret the ASL in-process, synchronously, with the step as a local call.
+
+    A resumed run is replayed from its start cursor; the idempotent step makes completed tasks instant.
+    """
+
+    synchronous = True
+
+    def __init__(self, services: Services, clock: Clock | None = None, max_concurrency: int | None = None) -> None:
+        self.services = services
+        self.clock = clock
+        # Branches run on threads: worth it when nodes wait on I/O (LLMs, tools); pure-CPU nodes only pay
+        # for the GIL hand-offs. Map states may set their own, lower MaxConcurrency.
+        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "8"))
+
+    def deploy(self, ref: str, asl: dict[str, Any]) -> None:
+        return None
+
+    def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
+        fresh = self.services.events.head(run.thread_id) == run.start_cursor["seq"]  # nothing after run_started yet
+        interpreter = Interpreter(
+            {STEP_FUNCTION: lambda payload: step(self.services, payload, fresh=fresh)},
+            tokens=self.services.runs,
+            clock=self.clock,
+            max_workers=self.max_concurrency,
+        )
+        with Heartbeat.track(self.services.runs, run.run_id):
+            return interpreter.execute(asl, run.start_cursor, name=run.run_id)
+
+    def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
+        self.services.runs.complete_token(token, output)
+        found = self.services.registry.get(run.graph_ref)
+        assert found is not None, run.graph_ref
+        return self.start(run, found[1])
+
+    def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
+        """Nothing to stop: a local run executes synchronously in its caller; the cancelled run record is what
+        a later ``resume`` sees."""
+        return None

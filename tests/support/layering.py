@@ -1,0 +1,129 @@
+"""The package's layering rules, checked over the import graph of ``shared/stepwise`` (docs/architecture.md).
+
+Every ``import``/``from … import`` counts, also those inside functions and under ``TYPE_CHECKING``:
+a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Leaf modules every layer may use; they import nothing else from the package.
+FOUNDATION = frozenset({"errors", "clock", "settings", "awsclients"})
+#: The user-facing top: nothing below may import these.
+TOP = frozenset({"api", "cli", "client", "config", "executors"})
+
+#: unit -> the units it may import (besides FOUNDATION and itself); units not listed may import anything but TOP.
+ALLOWED: dict[str, frozenset[str]] = {
+    "graph": frozenset(),
+    "asl": frozenset({"graph"}),
+    "state": frozenset({"graph"}),
+}
+#: unit -> units it must not import (on top of TOP for everything below the top).
+FORBIDDEN: dict[str, frozenset[str]] = {
+    "executors": frozenset({"api", "cli", "client", "config"}),
+    "client": frozenset({"api", "cli", "config"}),
+    "config": frozenset({"api", "cli"}),
+    "api": frozenset({"runtime", "executors", "asl", "cli"}),  # the API goes through the client
+    "cli": frozenset({"runtime", "executors"}),  # … and so does the CLI
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str  # unit doing the import (subpackage or top-level module name)
+    target: str
+    where: str  # path:line
+
+
+def unit_of(module: str) -> str:
+    """``stepwise.graph.spec`` -> ``graph``; ``stepwise.client`` -> ``client``; ``stepwise`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports(package: Path) -> list[Import]:
+    """Every cross-unit import inside ``package`` (the ``stepwise`` directory)."""
+    found: list[Import] = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_init = parts[-1] == "__init__"
+        if is_init:
+            parts = parts[:-1]
+        module = ".".join(parts)
+        source = unit_of(module)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolve against this module's package
+                    base = parts if is_init else parts[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    stem = ".".join([*base, node.module] if node.module else base)
+                else:
+                    stem = node.module or ""
+                # `from stepwise import awsclients` imports the submodule
+                targets = [f"{stem}.{alias.name}" for alias in node.names] if stem == "stepwise" else [stem]
+            for target in targets:
+                if target == "stepwise" or not target.startswith("stepwise."):
+                    continue
+                unit = unit_of(target)
+                if unit != source:
+                    found.append(Import(source, unit, f"{path.relative_to(package.parent)}:{node.lineno}"))
+    return found
+
+
+def violations(package: Path) -> list[str]:
+    """Each import that breaks a rule, and each import cycle between units, as one readable line."""
+    problems: list[str] = []
+    edges: dict[str, set[str]] = {}
+    for imp in imports(package):
+        edges.setdefault(imp.source, set()).add(imp.target)
+        if imp.source == "__init__" or (imp.target in FOUNDATION and imp.source not in FOUNDATION):
+            continue
+        if imp.source in FOUNDATION:
+            problems.append(f"{imp.where}: {imp.source} is a foundation module and may not import stepwise.{imp.target}")
+        elif imp.source in ALLOWED and imp.target not in ALLOWED[imp.source]:
+            allowed = ", ".join(sorted(ALLOWED[imp.source])) or "nothing else"
+            problems.append(f"{imp.where}: {imp.source}/ may import only {allowed} (and foundation modules), not {imp.target}")
+        elif imp.target in FORBIDDEN.get(imp.source, frozenset()) or (imp.source not in TOP and imp.target in TOP):
+            problems.append(f"{imp.where}: {imp.source} may not import {imp.target}")
+    edges.pop("__init__", None)  # the front door re-exports lazily; it sits above everything
+    problems += [f"import cycle between {' <-> '.join(cycle)}" for cycle in cycles(edges)]
+    return problems
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of units that import each other, directly or through others (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
