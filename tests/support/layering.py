@@ -39,9 +39,11 @@ class Import:
 
 
 def unit_of(module: str) -> str:
-    """``stepwise.graph.spec`` -> ``graph``; ``stepwise.client`` -> ``client``; ``stepwise`` -> ``__init__``."""
+    """``stepwise.graph.spec`` -> ``graph``; ``stepwise.client`` -> ``client``; ``stepwise.cli_memory`` -> ``cli``."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "__init__"
+    if len(parts) == 1:
+        return "__init__"
+    return "cli" if parts[1].startswith("cli_") else parts[1]  # cli_memory.py etc. are the CLI's own modules
 
 
 def imports(package: Path) -> list[Import]:
