@@ -25,7 +25,7 @@ from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
 from stepwise.graph.mermaid import to_mermaid
 from stepwise.graph.spec import GraphSpec
-from stepwise.runtime.step import locate
+from stepwise.graph.topology import locate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
 out = Console(soft_wrap=True)

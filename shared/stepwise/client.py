@@ -23,8 +23,9 @@ from stepwise.executors.local import LocalExecutor
 from stepwise.graph import limits
 from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import GraphSpec
+from stepwise.graph.topology import locate
 from stepwise.runtime.services import Observer, Services
-from stepwise.runtime.step import Cursor, locate, reducers_of, resume_step
+from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore

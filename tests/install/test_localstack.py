@@ -36,7 +36,7 @@ CHECK = r"""
 import json, os
 import boto3
 from stepwise import awsclients
-from stepwise.asl.stepfunctions import StepFunctionsExecutor
+from stepwise.executors.stepfunctions import StepFunctionsExecutor
 from stepwise.config import Settings
 from stepwise.llm.secrets import api_key
 from stepwise.runtime.services import Services

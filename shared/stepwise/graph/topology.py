@@ -148,3 +148,16 @@ def routes_to_tools(spec: GraphSpec, node: str) -> bool:
                 return True
             targets.append(item.target)
     return any(t in nodes and nodes[t].kind == "function" and nodes[t].fn == TOOL_RUNNER for t in targets)
+
+
+def locate(spec: GraphSpec, node: str) -> tuple[GraphSpec, str]:
+    """Resolve ``outer/inner`` names of inlined subgraph nodes to (the spec that owns it, local name)."""
+    while "/" in node:
+        head, node = node.split("/", 1)
+        sub = spec.graph.nodes[head].subgraph_spec
+        if sub is None:
+            raise LookupError(f"node {head!r} is not a subgraph")
+        spec = sub
+    if node not in spec.graph.nodes:
+        raise LookupError(f"graph {spec.name!r} has no node {node!r}")
+    return spec, node

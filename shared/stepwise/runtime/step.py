@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, FAILED, GraphSpec
-from stepwise.graph.topology import is_end, topology
+from stepwise.graph.topology import is_end, locate, topology
 from stepwise.runtime.nodes import NodeContext, run_node
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
@@ -99,19 +99,6 @@ def reducers_of(spec: GraphSpec) -> dict[str, str]:
     """Reducers of the graph and every inlined subgraph (subgraphs share the parent's thread state).
     Cached per spec object; callers must not mutate the returned mapping."""
     return _per_spec("reducers", spec, _reducers_of)
-
-
-def locate(spec: GraphSpec, node: str) -> tuple[GraphSpec, str]:
-    """Resolve ``outer/inner`` names of inlined subgraph nodes to (the spec that owns it, local name)."""
-    while "/" in node:
-        head, node = node.split("/", 1)
-        sub = spec.graph.nodes[head].subgraph_spec
-        if sub is None:
-            raise LookupError(f"node {head!r} is not a subgraph")
-        spec = sub
-    if node not in spec.graph.nodes:
-        raise LookupError(f"graph {spec.name!r} has no node {node!r}")
-    return spec, node
 
 
 def route_after(spec: GraphSpec, node: str, state: dict[str, Any]) -> str:
