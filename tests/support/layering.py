@@ -13,7 +13,7 @@ from pathlib import Path
 #: Leaf modules every layer may use; they import nothing else from the package.
 FOUNDATION = frozenset({"errors", "clock", "settings", "awsclients"})
 #: The user-facing top: nothing below may import these.
-TOP = frozenset({"api", "cli", "client", "config", "executors"})
+TOP = frozenset({"api", "cli", "client", "config", "executors", "remote"})
 
 #: unit -> the units it may import (besides FOUNDATION and itself); units not listed may import anything but TOP.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -29,6 +29,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
     "config": frozenset({"api", "cli"}),
     "api": frozenset({"runtime", "executors", "asl", "cli"}),  # the API goes through the client
     "cli": frozenset({"runtime", "executors"}),  # … and so does the CLI
+    "remote": frozenset({"runtime", "executors", "asl", "state", "client", "config", "cli"}),  # speaks HTTP, shares api.models
 }
 
 
