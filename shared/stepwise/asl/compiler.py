@@ -48,6 +48,7 @@ class _Region:
     stop: frozenset[str] = frozenset()  # nodes that close the region (a Parallel's join)
     top: bool = True  # top-level states get Catch → __failed__; nested errors propagate to their block
     entry_extras: dict[str, Any] = field(default_factory=dict)
+    tolerate: str | None = None  # on_error: continue — errors end this branch/item at this Succeed state
 
 
 class _Compiler:
@@ -145,6 +146,8 @@ class _Compiler:
     def catch(state: dict[str, Any], region: _Region) -> dict[str, Any]:
         if region.top:
             state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": FAILED_STATE}]
+        elif region.tolerate is not None:
+            state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": region.tolerate}]
         return state
 
     def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:  # noqa: C901 - to be split by concern
@@ -171,10 +174,17 @@ class _Compiler:
             par_name = f"{name}.fanout"
             branches = []
             for i, branch in enumerate(self.topo.fanout[node]):
+                tolerate = f"{name}.branch{i}.failed" if spec.on_error == "continue" else None
                 sub = _Region(
-                    on_end=None, stop=frozenset({join}) if join else frozenset(), top=False, entry_extras={"enter": f"p:{name}/{i}"}
+                    on_end=None,
+                    stop=frozenset({join}) if join else frozenset(),
+                    top=False,
+                    entry_extras={"enter": f"p:{name}/{i}"},
+                    tolerate=tolerate,
                 )
                 start, sub_states = self.region(branch, sub)
+                if tolerate is not None:
+                    sub_states[tolerate] = {"Type": "Succeed"}  # the join names the failure (step._join)
                 branches.append({"StartAt": start, "States": sub_states})
             task["Next"] = par_name
             par: dict[str, Any] = {"Type": "Parallel", "Branches": branches, "ResultPath": None}
@@ -193,10 +203,13 @@ class _Compiler:
             workers = spec.workers or {}
             entry_extras = {"enter": f"m:{name}", "cursor.$": "$.cursor", "item.$": "$.item", "index.$": "$.index"}
             starts = {}
+            tolerate = f"{name}.item.failed" if spec.on_error == "continue" else None
             for kind, worker in sorted(workers.items()):
-                start, sub_states = self.region(worker, _Region(on_end=None, top=False, entry_extras=entry_extras))
+                start, sub_states = self.region(worker, _Region(on_end=None, top=False, entry_extras=entry_extras, tolerate=tolerate))
                 item_states.update(sub_states)
                 starts[kind] = start
+            if tolerate is not None:
+                item_states[tolerate] = {"Type": "Succeed"}
             if len(starts) == 1:
                 start_at = next(iter(starts.values()))
             else:
@@ -215,6 +228,8 @@ class _Compiler:
                 "MaxConcurrency": spec.max_concurrency,
                 "ResultPath": None,
             }
+            if spec.tolerated_failure_percentage is not None:
+                mapped["ToleratedFailurePercentage"] = spec.tolerated_failure_percentage
             after = self.topo.edges.get(node, [])
             if after and not is_end(after[0]):
                 follow.append(after[0])

@@ -310,7 +310,16 @@ class Interpreter:
             item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
             item_input = self._parameters(selector, data, item_ctx) if selector else item
             jobs.append(partial(self._run_states, processor, item_input, ctx, where.child(f"{name}#{visit}[{index}]")))
-        return self._fan(jobs, int(state.get("MaxConcurrency", 0)))
+        tolerated = state.get("ToleratedFailurePercentage")
+        if tolerated is None:
+            return self._fan(jobs, int(state.get("MaxConcurrency", 0)))
+        results = self._fan([partial(_tolerant, job) for job in jobs], int(state.get("MaxConcurrency", 0)))
+        failed = sum(1 for r in results if isinstance(r, _ItemFailure))
+        if jobs and failed * 100 > float(tolerated) * len(jobs):
+            raise StatesError(
+                "States.ExceedToleratedFailureThreshold", f"state {name!r}: {failed} of {len(jobs)} items failed, over {tolerated}%"
+            )
+        return [{"Error": r.error, "Cause": r.cause} if isinstance(r, _ItemFailure) else r for r in results]
 
     # -- Choice -------------------------------------------------------------------------------
     def _choose(self, state: dict[str, Any], data: Any) -> str:
@@ -320,6 +329,20 @@ class Interpreter:
         if "Default" in state:
             return str(state["Default"])
         raise StatesError("States.NoChoiceMatched", f"no choice matched and there is no Default (input: {json.dumps(data)[:200]})")
+
+
+@dataclass
+class _ItemFailure:
+    error: str
+    cause: str
+
+
+def _tolerant(job: Callable[[], Any]) -> Any:
+    """A Map item under ToleratedFailurePercentage: its failure is counted, not raised."""
+    try:
+        return job()
+    except StatesError as exc:
+        return _ItemFailure(exc.error, exc.cause)
 
 
 _COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {

@@ -90,6 +90,10 @@ class NodeSpec(_Strict):
     input: dict[str, AnswerField] | None = None  # human: the answer's schema, checked by resume
     config: dict[str, Any] = Field(default_factory=dict)
     memory: MemoryConfig | None = None  # agent memory (docs/memory.md)
+    # graceful degradation, on a fan-out node (its Parallel branches) or a planner (its Map items):
+    # `continue` lets the others finish and the join receives their results with the failures named
+    on_error: Literal["continue"] | None = None
+    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)  # planner: Map's ToleratedFailurePercentage
     subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
 
     def channels_written(self) -> list[str]:

@@ -287,9 +287,18 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
         error.fix = f"declare `{channel}: append` (or merge/add) under `state:`, or let the branches write different channels"
         raise error
     event = Event(type=JOIN, run_id=cursor.run_id, scope=scope, key=join_key, data={"block": block, "refs": refs})
+    events = [event]
+    failures = [
+        {"branch": e.scope[len(prefix) :], "node": e.node, "error": e.data.get("error")}
+        for e in branch_events
+        if e.type == NODE_FAILED and e.scope.startswith(prefix)
+    ]
+    if failures:  # on_error: continue — the join (and whatever reads the state next) sees who failed and why
+        update = {"failures": failures}
+        events.append(Event(type=NODE_UPDATE, run_id=cursor.run_id, scope=scope, key=f"{join_key}|failures", data={"update": update}))
     head = services.events.head(cursor.thread_id)
     try:
-        services.events.append(cursor.thread_id, head, [event])
+        services.events.append(cursor.thread_id, head, events)
     except DuplicateKeyError:
         return
     except StateConflictError:
