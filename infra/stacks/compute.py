@@ -170,7 +170,11 @@ class Compute(Construct):
                     "objects are keyed by hashed thread id under this prefix (stepwise.state.s3)",
                 )
         self.api.add_to_role_policy(
-            iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"], resources=[storage.api.table_arn])
+            # Update/Delete: WebSocket subscriptions and disconnects (stepwise.api.websocket) live in this table too
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                resources=[storage.api.table_arn],
+            )
         )
 
     def _grant_state_machines(self, config: StackConfig) -> None:
