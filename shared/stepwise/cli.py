@@ -252,6 +252,15 @@ def resume(
 
 
 @app.command()
+def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> None:
+    """Re-run a failed run from its failed node (completed nodes are not run again)."""
+    client = _client(home, progress=output != "json")
+    with _user_errors():
+        result = client.redrive(run_id)
+    _report(result, output)
+
+
+@app.command()
 def runs(
     thread: Annotated[str | None, typer.Option(help="Only runs of this thread")] = None,
     limit: int = 20,

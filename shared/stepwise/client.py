@@ -256,6 +256,27 @@ class Stepwise:
         out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run_id, self.executor.send_token(run, token, out))
 
+    def redrive(self, run_id: str) -> RunResult:
+        """Re-run a failed run from its failed node: the run goes back to ``running`` (a compare-and-set from
+        ``failed``) and is replayed; completed nodes return their recorded results (the step is idempotent),
+        so only the failed node and what follows it run. On Step Functions: ``RedriveExecution``."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if run.status != "failed" or not run.start_cursor:
+            raise ConflictingRequestError(f"run {run_id!r} is {run.status}; only a failed run can be redriven")
+        try:
+            run = self.services.runs.update(
+                run_id, expect=("failed",), status="running", error=None, finished_at=None, waiting=None, **self._lease()
+            )
+        except RunTransitionError as exc:
+            raise ConflictingRequestError(str(exc)) from None
+        native = getattr(self.executor, "redrive", None)
+        if callable(native):
+            native(run)
+            return self._result(run_id, None)
+        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+
     def recover(self, run_id: str) -> RunResult:
         """Continue a run whose process died: take over its lease (a compare-and-set, so one recoverer
         wins) and replay it from its start cursor. The idempotent step returns recorded results at once;

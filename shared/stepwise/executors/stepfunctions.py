@@ -142,6 +142,10 @@ class StepFunctionsExecutor:
         self.sfn.send_task_success(taskToken=token, output=json.dumps(output))
         return None
 
+    def redrive(self, run: RunRecord) -> None:
+        """Redrive a failed execution from its failed state (Step Functions' RedriveExecution)."""
+        self.sfn.redrive_execution(executionArn=run.execution_arn or self.execution_arn(run.graph_ref, run.run_id))
+
     def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
         """Stop the run's execution (for cancel); a finished execution is left as it is."""
         arn = run.execution_arn or self.execution_arn(run.graph_ref, run.run_id)
