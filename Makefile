@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_VENV  := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck chaos bench bench-full synth localstack-check clean
+.PHONY: setup demo test lint typecheck chaos bench bench-full synth localstack-check clean browser
 
 $(STAMP): pyproject.toml $(wildcard package.json)
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,21 @@ demo: $(DEMO_STAMP)  ## the seed's multi-agent coordination flow, offline (scrip
 
 LINTED := shared tests bench infra functions statemachines layers
 
-test: setup lint  ## the whole suite, one worker per core
+test: setup lint browser  ## the whole suite, one worker per core
 	$(BIN)/pytest -n auto
 
 chaos: setup  ## the full chaos sweep: every kill point of every example, 50 races each, deep API fuzzing (counts at the end)
 	STEPWISE_CHAOS=full $(BIN)/pytest tests/chaos -p no:xdist
+
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+# Installs it only when missing; where apt-get cannot run, tests/browser skip and say so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null || echo "browser: apt-get could not install chromium; the console browser tests will skip"; \
+	    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then \
+	      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null || echo "browser: apt-get could not install chromium; the console browser tests will skip"; \
+	    else echo "browser: cannot install chromium here; the console's browser tests will skip"; fi; }
 
 lint: setup typecheck  ## ruff rules (incl. complexity) and formatting, then the type check
 	$(BIN)/ruff check $(LINTED)

@@ -34,8 +34,8 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 import stepwise
+from stepwise.api import console, policy, websocket
 from stepwise.api import models as m
-from stepwise.api import policy, websocket
 from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal
 from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
 from stepwise.api.settings import ApiSettings, build_store
@@ -176,6 +176,9 @@ class StepwiseApi:
             event = _admit_body(event, headers)
         except limits.LimitError as exc:
             return _proxy(422, "invalid_body", str(exc))
+        page = console.static_response(method, path)  # the web console's pages: public, hold no data
+        if page is not None:
+            return page
         event = _yaml_body(event, headers)
         resolver = self.resolver
         if (method, path) not in PUBLIC_ROUTES:
@@ -586,6 +589,7 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
     from stepwise.api.memory import add_memory_routes
 
     add_memory_routes(app, api, tenant, ApiError, _errors)
+    console.add_console_routes(app, api, tenant, ApiError, _errors)
 
     # -- agents ---------------------------------------------------------------------------------
     @app.post(

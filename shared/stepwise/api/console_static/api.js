@@ -1,0 +1,90 @@
+// The API client of the console: the key lives in sessionStorage (gone when the tab closes).
+const KEY = "stepwise.key";
+
+export const getKey = () => sessionStorage.getItem(KEY);
+export const setKey = (k) => sessionStorage.setItem(KEY, k.trim());
+export const forgetKey = () => sessionStorage.removeItem(KEY);
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code;
+    this.details = e.details || [];
+  }
+}
+
+function headers(extra) {
+  // API keys and JWTs both travel as a bearer token (x-api-key works too)
+  return { authorization: `Bearer ${getKey() || ""}`, ...extra };
+}
+
+export async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: headers(body === undefined ? {} : { "content-type": "application/json" }),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+function parseFrame(frame) {
+  const out = { id: null, event: "message", data: "" };
+  for (const line of frame.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+    if (field === "id") out.id = Number(value);
+    else if (field === "event") out.event = value;
+    else if (field === "data") out.data += value;
+  }
+  return out;
+}
+
+/** Follow GET /runs/{id}/stream with fetch (EventSource cannot send the key header); reconnects
+ *  after the last seen id until the server sends `end`. onEvent(type, data, id). */
+export async function follow(runId, onEvent, signal) {
+  let after = null;
+  for (;;) {
+    const q = after === null ? "" : `?after=${after}`;
+    let res;
+    try {
+      res = await fetch(`/runs/${encodeURIComponent(runId)}/stream${q}`, { headers: headers(), signal });
+    } catch (err) {
+      if (signal && signal.aborted) return;
+      await new Promise((r) => setTimeout(r, 1000));
+      continue;
+    }
+    if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        if (signal && signal.aborted) return;
+        break;
+      }
+      if (chunk.done) break;
+      buf += chunk.value;
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const frame = parseFrame(buf.slice(0, cut));
+        buf = buf.slice(cut + 2);
+        if (!frame.data) continue;
+        if (frame.id !== null) after = frame.id;
+        const data = JSON.parse(frame.data);
+        onEvent(frame.event, data, frame.id);
+        if (frame.event === "end") return;
+      }
+    }
+    if (signal && signal.aborted) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

@@ -1,0 +1,341 @@
+// The Stepwise console: hash routes #/ (runs), #/runs/<id> (a run, live), #/stats (agents).
+import { api, ApiError, follow, forgetKey, getKey, setKey } from "./api.js";
+import { draw, mark } from "./graph.js";
+import { bars } from "./plots.js";
+
+const main = document.getElementById("main");
+const STATUSES = ["running", "waiting", "succeeded", "failed", "cancelled"];
+// what tests and the docs' measurements read: event append (server ts) -> DOM updated (ms)
+window.consoleMetrics = { liveLatencyMs: [], lastRender: null };
+let leave = () => {};
+
+function h(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+const announce = (msg) => { document.getElementById("announce").textContent = msg; };
+const badge = (status) => h("span", { class: `badge s-${status}`, "data-status": status }, status);
+const when = (ts) => (ts ? new Date(ts * 1000).toLocaleString() : "");
+const secs = (s) => (s === null || s === undefined ? "" : s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
+const usd = (v) => `$${v.toFixed(v < 0.01 ? 5 : 3)}`;
+function problem(err) {
+  const details = (err.details || []).map((d) => h("li", {}, d.message || `${d.field}: ${d.type}`));
+  return h("div", { class: "error", role: "alert" }, err.message, details.length ? h("ul", {}, details) : null);
+}
+
+function page(title, ...children) {
+  main.replaceChildren(h("h1", {}, title), ...children);
+  document.title = `${title} · Stepwise console`;
+}
+
+// -- sign in -------------------------------------------------------------------------------------
+function signIn(message) {
+  const input = h("input", { id: "key", type: "password", autocomplete: "off", required: true, "aria-describedby": "key-help" });
+  const form = h(
+    "form",
+    { class: "panel", onsubmit: async (ev) => {
+      ev.preventDefault();
+      setKey(input.value);
+      try {
+        await api("GET", "/runs?limit=1");
+        route();
+      } catch (err) {
+        forgetKey();
+        signIn(err instanceof ApiError && err.status === 401 ? "That key was refused: " + err.message : err.message);
+      }
+    } },
+    h("label", { for: "key" }, h("span", {}, "API key"), input),
+    h("p", { id: "key-help", class: "muted" }, "Create one with ", h("code", {}, "stepwise keys create --tenant default"),
+      ". It is kept in this tab only (sessionStorage) and sent as a bearer token, like any API client."),
+    h("button", { type: "submit" }, "Open the console"),
+  );
+  page("Sign in", message ? h("div", { class: "error", role: "alert" }, message) : "", form);
+  input.focus();
+}
+
+// -- runs list ------------------------------------------------------------------------------------
+async function runsView(params) {
+  const status = params.get("status") || "";
+  const agent = params.get("agent") || "";
+  const limit = params.get("limit") || "200";
+  const q = new URLSearchParams({ limit });
+  if (status) q.set("status", status);
+  if (agent) q.set("agent", agent);
+  const [list, agents] = await Promise.all([api("GET", `/runs?${q}`), api("GET", "/agents")]);
+  const go = () => {
+    const p = new URLSearchParams();
+    if (statusSel.value) p.set("status", statusSel.value);
+    if (agentSel.value) p.set("agent", agentSel.value);
+    location.hash = `#/?${p}`;
+  };
+  const statusSel = h("select", { id: "f-status", onchange: go }, h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)));
+  const agentSel = h("select", { id: "f-agent", onchange: go }, h("option", { value: "" }, "any"), list.agents.map((a) => h("option", { value: a, selected: a === agent }, a)));
+  const rows = list.runs.map((r) =>
+    h("tr", { "data-run": r.run_id },
+      h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, r.run_id)),
+      h("td", {}, r.agent),
+      h("td", {}, badge(r.status)),
+      h("td", { class: "hide-narrow" }, when(r.created_at)),
+      h("td", { class: "num" }, secs(r.duration_s)),
+      h("td", { class: "num hide-narrow" }, r.steps),
+      h("td", {}, r.waiting_node ? `waits at ${r.waiting_node}` : r.error || "")));
+  const table = h("div", { class: "table-wrap" }, h("table", { id: "runs" },
+    h("caption", { class: "sr-only" }, "Runs, newest first"),
+    h("thead", {}, h("tr", {}, ["Run", "Agent", "Status"].map((t) => h("th", { scope: "col" }, t)), h("th", { scope: "col", class: "hide-narrow" }, "Started"),
+      h("th", { scope: "col", class: "num" }, "Duration"), h("th", { scope: "col", class: "num hide-narrow" }, "Steps"), h("th", { scope: "col" }, "Note"))),
+    h("tbody", {}, rows)));
+  page("Runs",
+    startForm(agents.agents || []),
+    h("div", { class: "row", role: "search" },
+      h("label", { for: "f-status" }, h("span", {}, "Status"), statusSel),
+      h("label", { for: "f-agent" }, h("span", {}, "Agent"), agentSel),
+      h("p", { class: "muted", id: "count" }, `${list.runs.length} of ${list.total} runs`)),
+    list.runs.length ? table : h("p", { class: "muted" }, "No runs match. Start one above, or register an agent with POST /agents (docs/console.md)."));
+  window.consoleMetrics.lastRender = { view: "runs", rows: rows.length, at: performance.now() };
+}
+
+function startForm(agents) {
+  if (!agents.length) return h("p", { class: "muted" }, "No agents registered yet: see docs/console.md to register one.");
+  const sel = h("select", { id: "run-agent" }, agents.map((a) => h("option", { value: a.id || a.name || a.agent }, a.id || a.name || a.agent)));
+  const input = h("textarea", { id: "run-input", rows: 2, cols: 40, spellcheck: "false" }, "{}");
+  const out = h("div", { "aria-live": "polite" });
+  const form = h("form", { class: "panel", "aria-labelledby": "start-h", onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    let body;
+    try { body = JSON.parse(input.value || "{}"); } catch (err) { out.append(h("div", { class: "error", role: "alert" }, `The input is not JSON: ${err.message}`)); return; }
+    try {
+      const run = await api("POST", `/agents/${encodeURIComponent(sel.value)}/execute`, { input: body, background: true });
+      location.hash = `#/runs/${run.run_id}`;
+    } catch (err) { out.append(problem(err)); }
+  } },
+  h("h2", { id: "start-h" }, "Start a run"),
+  h("div", { class: "row" },
+    h("label", { for: "run-agent" }, h("span", {}, "Agent"), sel),
+    h("label", { for: "run-input" }, h("span", {}, "Input (JSON)"), input),
+    h("button", { type: "submit", id: "run-start" }, "Run")), out);
+  return form;
+}
+
+// -- a run -----------------------------------------------------------------------------------------
+function fold(events) {
+  // per node: status, visits, ms, tokens, cost, error/fix
+  const nodes = new Map();
+  const get = (n) => nodes.get(n) || nodes.set(n, { node: n, status: "idle", visits: 0, ms: 0, tokens: 0, cost: 0, llm: 0, tools: 0, error: null, fix: null, where: null }).get(n);
+  for (const e of events) {
+    if (!e.node) continue;
+    const n = get(e.node);
+    if (e.type === "node_update") { n.status = "done"; n.visits += 1; n.ms += Number(e.data.ms || 0); }
+    else if (e.type === "interrupt") n.status = "waiting";
+    else if (e.type === "node_failed") { n.status = "failed"; n.error = e.data.error; n.fix = e.data.fix; n.where = e.data.where; }
+    else if (e.type === "llm_call") { n.llm += 1; n.tokens += Number(e.data.input_tokens || 0) + Number(e.data.output_tokens || 0); n.cost += Number(e.data.cost_usd || 0); }
+    else if (e.type === "tool_call") n.tools += 1;
+  }
+  return nodes;
+}
+
+function diff(before, after) {
+  const items = [];
+  const keys = new Set([...Object.keys(before || {}), ...Object.keys(after || {})]);
+  for (const k of [...keys].sort()) {
+    const a = before ? before[k] : undefined, b = after ? after[k] : undefined;
+    const ja = JSON.stringify(a), jb = JSON.stringify(b);
+    if (ja === jb) continue;
+    if (a === undefined) items.push(h("li", { class: "add" }, `+ ${k}: ${jb}`));
+    else if (b === undefined) items.push(h("li", { class: "del" }, `- ${k}: ${ja}`));
+    else items.push(h("li", { class: "chg" }, `~ ${k}: ${ja} → ${jb}`));
+  }
+  return items.length ? h("ul", { class: "diff", id: "state-diff", "aria-label": "Changes against the previous seq" }, items) : h("p", { class: "muted", id: "state-diff" }, "No change to the state at this seq (a journal event).");
+}
+
+function humanForm(run, spec, onDone) {
+  const w = run.waiting;
+  const decl = (spec.graph.nodes[w.node] || {}).input;
+  const fields = [];
+  const inputs = [];
+  for (const [name, f] of Object.entries(decl || {})) {
+    const id = `ans-${name}`;
+    const req = f.required !== false;
+    const hint = f.description ? h("small", { class: "muted" }, f.description) : null;
+    if (f.enum) {
+      const radios = f.enum.map((v, i) => h("label", { class: "choice" }, h("span", {}, String(v)),
+        h("input", { type: "radio", name: id, value: JSON.stringify(v), id: `${id}-${i}`, required: req })));
+      fields.push(h("fieldset", {}, h("legend", {}, name + (req ? "" : " (optional)")), hint, h("div", { class: "row" }, radios)));
+      inputs.push([name, () => { const c = document.querySelector(`input[name="${id}"]:checked`); return c ? JSON.parse(c.value) : undefined; }]);
+      continue;
+    }
+    const t = f.type || "any";
+    const ctl = t === "boolean" ? h("input", { id, type: "checkbox" })
+      : t === "number" || t === "integer" ? h("input", { id, type: "number", step: t === "integer" ? "1" : "any", required: req })
+      : t === "string" ? h("input", { id, type: "text", required: req })
+      : h("textarea", { id, rows: 2, required: req, "aria-describedby": `${id}-json` });
+    fields.push(h("label", { for: id }, h("span", {}, name + (req ? "" : " (optional)")), ctl, hint, t === "any" || t === "object" || t === "array" ? h("small", { id: `${id}-json`, class: "muted" }, "JSON") : null));
+    inputs.push([name, () => {
+      if (t === "boolean") return ctl.checked;
+      if (ctl.value === "") return undefined;
+      if (t === "number" || t === "integer") return Number(ctl.value);
+      if (t === "string") return ctl.value;
+      return JSON.parse(ctl.value);
+    }]);
+  }
+  let whole = null;
+  if (!decl) {
+    whole = h("textarea", { id: "ans-json", rows: 3 }, "{}");
+    fields.push(h("label", { for: "ans-json" }, h("span", {}, "Answer (JSON object)"), whole));
+  }
+  const out = h("div", { "aria-live": "polite" });
+  const submit = h("button", { type: "submit", id: "resume" }, "Send answer");
+  return h("form", { class: "panel", id: "human-form", "aria-labelledby": "human-h", onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    let input = {};
+    try {
+      if (whole) input = JSON.parse(whole.value);
+      else for (const [k, read] of inputs) { const v = read(); if (v !== undefined) input[k] = v; }
+    } catch (err) { out.append(h("div", { class: "error", role: "alert" }, `Not JSON: ${err.message}`)); return; }
+    submit.disabled = true;
+    try {
+      await api("POST", `/runs/${run.run_id}/resume`, { input, interrupt_id: w.interrupt_id });
+      announce(`Answer sent to ${w.node}`);
+      onDone();
+    } catch (err) { submit.disabled = false; out.append(problem(err)); }
+  } },
+  h("h2", { id: "human-h" }, `Waiting at ${w.node}`),
+  h("p", {}, w.prompt || ""), fields, submit, out);
+}
+
+async function runView(runId) {
+  let run = await api("GET", `/runs/${encodeURIComponent(runId)}`);
+  const graph = run.version ? await api("GET", `/agents/${encodeURIComponent(run.agent)}/versions/${run.version}/graph`) : null;
+  const events = [];
+  const head = h("p", { id: "run-head" });
+  const human = h("div", { id: "human" });
+  const nodesBox = h("div", { id: "nodes" });
+  const plots = h("div", { id: "run-plots", class: "cards" });
+  const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "Events of the run, by seq" });
+  const at = h("div", { id: "at", "aria-live": "polite" }, h("p", { class: "muted" }, "Choose an event to see the state at its seq, what changed, and to fork from there."));
+  const svg = graph ? draw(graph.asl, graph.spec) : null;
+  const renderHead = () => head.replaceChildren(badge(run.status), ` agent ${run.agent}${run.version ? ` v${run.version}` : ""} · thread `, h("code", {}, run.thread_id), ` · started ${when(run.created_at)}`,
+    run.finished_at ? ` · took ${secs(run.finished_at - run.created_at)}` : "", run.error ? h("div", { class: "error", role: "alert" }, `${run.error.error || ""} ${run.error.cause || run.error.message || ""}`) : "");
+  const renderHuman = () => human.replaceChildren(run.status === "waiting" && run.waiting && graph ? humanForm(run, graph.spec, refresh) : "");
+  function renderNodes() {
+    const folded = fold(events);
+    const rows = [...folded.values()].map((n) => h("tr", { "data-node": n.node },
+      h("th", { scope: "row" }, n.node), h("td", {}, badge(n.status)), h("td", { class: "num" }, n.visits), h("td", { class: "num" }, `${n.ms.toFixed(1)} ms`),
+      h("td", { class: "num" }, n.tokens || ""), h("td", { class: "num" }, n.cost ? usd(n.cost) : ""),
+      h("td", {}, n.error ? h("div", {}, h("strong", {}, n.error), n.where ? h("div", {}, `at ${n.where}`) : "", n.fix ? h("div", {}, `Fix: ${n.fix}`) : "") : n.llm || n.tools ? `${n.llm} LLM, ${n.tools} tool calls` : "")));
+    nodesBox.replaceChildren(h("div", { class: "table-wrap" }, h("table", {}, h("caption", { class: "sr-only" }, "Per-node timing, tokens and cost"),
+      h("thead", {}, h("tr", {}, ["Node", "Status", "Visits", "Time in node", "Tokens", "Cost", "Details / error and fix"].map((t, i) => h("th", { scope: "col", class: i >= 2 && i <= 5 ? "num" : undefined }, t)))),
+      h("tbody", {}, rows))));
+    const list = [...folded.values()].filter((n) => n.visits || n.cost);
+    plots.replaceChildren(
+      h("figure", { class: "panel" }, h("figcaption", {}, "Latency by node (ms)"), bars("Latency by node in milliseconds", list.map((n) => ({ label: n.node, value: n.ms })), { fmt: (v) => `${v.toFixed(1)} ms` })),
+      h("figure", { class: "panel" }, h("figcaption", {}, "Cost by node (USD)"), bars("Cost by node in US dollars", list.map((n) => ({ label: n.node, value: n.cost })), { fmt: usd, cls: "cost" })));
+  }
+  async function showAt(seq, button) {
+    for (const b of timeline.querySelectorAll("button[aria-pressed]")) b.setAttribute("aria-pressed", "false");
+    button.setAttribute("aria-pressed", "true");
+    try {
+      const [now, prev] = await Promise.all([
+        api("GET", `/threads/${run.thread_id}/state?at=${seq}`),
+        seq > 1 ? api("GET", `/threads/${run.thread_id}/state?at=${seq - 1}`) : Promise.resolve({ state: {} }),
+      ]);
+      const out = h("div", { class: "fork-out", "aria-live": "polite" });
+      const fork = h("button", { type: "button", id: "fork", onclick: async () => {
+        fork.disabled = true;
+        try {
+          const f = await api("POST", `/threads/${run.thread_id}/fork`, { at: seq });
+          const cont = h("button", { type: "button", id: "fork-run", onclick: async () => {
+            try {
+              const r = await api("POST", `/agents/${encodeURIComponent(run.agent)}/execute`, { thread_id: f.thread_id, input: {}, version: run.version || undefined, background: true });
+              location.hash = `#/runs/${r.run_id}`;
+            } catch (err) { out.append(problem(err)); }
+          } }, "Run the agent on the fork");
+          out.replaceChildren(h("p", { id: "forked" }, "Forked into thread ", h("code", {}, f.thread_id), ` at seq ${f.at}. `), cont);
+          announce(`Forked into ${f.thread_id}`);
+        } catch (err) { fork.disabled = false; out.append(problem(err)); }
+      } }, `Fork from seq ${seq}`);
+      at.replaceChildren(h("h3", { id: "at-h" }, `State at seq ${now.seq} of ${now.head}`), diff(prev.state, now.state),
+        h("details", {}, h("summary", {}, "Whole state"), h("pre", { id: "state-json" }, JSON.stringify(now.state, null, 2))), fork, out);
+    } catch (err) { at.replaceChildren(problem(err)); }
+  }
+  function addEvent(e) {
+    events.push(e);
+    const b = h("button", { type: "button", "aria-pressed": "false", "data-seq": e.seq, onclick: () => showAt(e.seq, b) },
+      h("span", { class: "seq" }, `#${e.seq}`), h("span", {}, e.type), h("span", { class: "muted" }, e.node || ""));
+    timeline.append(h("li", {}, b));
+  }
+  const ctrl = new AbortController();
+  leave = () => ctrl.abort();
+  async function refresh() {
+    run = await api("GET", `/runs/${encodeURIComponent(runId)}`);
+    renderHead();
+    renderHuman();
+  }
+  page(`Run ${run.run_id}`, head, human,
+    h("div", { class: "run-grid" },
+      h("section", { "aria-labelledby": "graph-h" }, h("h2", { id: "graph-h" }, "Graph"),
+        h("div", { class: "legend", "aria-hidden": "true" }, ["running", "waiting", "done", "failed"].map(badge)),
+        h("div", { class: "graph-wrap" }, svg || h("p", { class: "muted" }, "This run's graph is not a registered agent version."))),
+      h("section", { "aria-labelledby": "nodes-h" }, h("h2", { id: "nodes-h" }, "Nodes"), nodesBox, plots)),
+    h("section", { "aria-labelledby": "tl-h" }, h("h2", { id: "tl-h" }, "Timeline (time travel)"), h("div", { class: "run-grid" }, timeline, at)));
+  renderHead();
+  renderHuman();
+  renderNodes();
+  follow(run.run_id, (type, data) => {
+    if (type === "end") { refresh(); announce(`Run ${data.status}`); return; }
+    if (data.kind === "node_started") { if (svg) mark(svg, data.node, "running"); return; }
+    if (data.kind) return; // other ephemeral messages (token deltas): not drawn
+    addEvent(data);
+    if (svg && data.node) mark(svg, data.node, data.type === "node_update" ? "done" : data.type === "interrupt" ? "waiting" : data.type === "node_failed" ? "failed" : "running");
+    renderNodes();
+    if (data.type === "interrupt" || data.type === "run_finished" || data.type === "run_failed") refresh();
+    if (data.ts) window.consoleMetrics.liveLatencyMs.push(Date.now() - data.ts * 1000);
+  }, ctrl.signal).catch((err) => main.prepend(problem(err)));
+}
+
+// -- agents ------------------------------------------------------------------------------------------
+async function statsView() {
+  const stats = await api("GET", "/stats/agents?days=14");
+  const cards = stats.agents.map((a) => h("section", { class: "panel", "data-agent": a.agent, "aria-labelledby": `ag-${a.agent}` },
+    h("h2", { id: `ag-${a.agent}` }, a.agent),
+    h("p", {}, `${a.runs} runs · p50 ${secs(a.p50_s) || "–"} · p95 ${secs(a.p95_s) || "–"} · spend ${usd(a.spend_usd)} · ${a.tokens} tokens`),
+    h("p", {}, Object.entries(a.by_status).map(([s, n]) => h("span", {}, badge(s), ` ${n} `))),
+    h("figure", {}, h("figcaption", {}, "Runs per day"), bars(`Runs per day of ${a.agent}`, Object.entries(a.runs_per_day).map(([d, n]) => ({ label: d, value: n })))),
+    h("figure", {}, h("figcaption", {}, "Duration (s)"), bars(`p50 and p95 duration of ${a.agent}`, [{ label: "p50", value: a.p50_s || 0 }, { label: "p95", value: a.p95_s || 0 }], { fmt: (v) => secs(v) || "0" }))));
+  page("Agents", h("p", { class: "muted" }, `Last ${stats.days} days; spend summed over the newest ${stats.sampled_runs} runs.`),
+    cards.length ? h("div", { class: "cards" }, cards) : h("p", { class: "muted" }, "No runs yet."));
+}
+
+// -- routing ----------------------------------------------------------------------------------------
+async function route() {
+  leave();
+  leave = () => {};
+  const key = getKey();
+  document.getElementById("signout").hidden = !key;
+  if (!key) return signIn();
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  for (const a of document.querySelectorAll("[data-nav]")) a.removeAttribute("aria-current");
+  try {
+    const m = path.match(/^\/runs\/([A-Za-z0-9_.:-]+)$/);
+    if (m) await runView(m[1]);
+    else if (path === "/stats") { document.querySelector('[data-nav="stats"]').setAttribute("aria-current", "page"); await statsView(); }
+    else { document.querySelector('[data-nav="runs"]').setAttribute("aria-current", "page"); await runsView(new URLSearchParams(query || "")); }
+    main.focus({ preventScroll: true });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) { forgetKey(); return signIn("The API refused the key: " + err.message); }
+    page("Something went wrong", problem(err), h("p", {}, h("a", { href: "#/" }, "Back to the runs")));
+  }
+}
+
+document.getElementById("signout").addEventListener("click", () => { forgetKey(); route(); });
+window.addEventListener("hashchange", route);
+route();
