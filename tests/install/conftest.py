@@ -24,7 +24,7 @@ def wheel(shared_root: Path) -> Path:
 
     def build(out: Path) -> None:
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(ROOT)],
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(ROOT)],
             check=True,
             cwd=out,
         )
