@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stepwise.graph.guardrails import GuardrailsConfig
 from stepwise.graph.memory import MemoryConfig
 
 END = "__end__"
@@ -94,6 +95,7 @@ class NodeSpec(_Strict):
     # `continue` lets the others finish and the join receives their results with the failures named
     on_error: Literal["continue"] | None = None
     tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)  # planner: Map's ToleratedFailurePercentage
+    guardrails: GuardrailsConfig | None = None  # rails on input/tools/memory/output (docs/security.md)
     subgraph_spec: GraphSpec | None = Field(default=None, exclude=True)
 
     def channels_written(self) -> list[str]:
@@ -156,6 +158,7 @@ class GraphSpec(_Strict):
     description: str = ""
     state: dict[str, str] = Field(default_factory=dict)
     graph: GraphBody
+    guardrails: GuardrailsConfig | None = None  # every agent's rails; a node's own stages override (docs/security.md)
     source: str | None = Field(default=None, exclude=True)
 
     @property

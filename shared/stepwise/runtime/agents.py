@@ -23,6 +23,7 @@ from stepwise.errors import MaxIterationsError, NodeError
 from stepwise.graph.spec import AgentConfig
 from stepwise.graph.topology import routes_to_tools
 from stepwise.llm.base import ChatRequest, ChatResponse
+from stepwise.runtime import guard
 from stepwise.runtime.context import NodeContext
 from stepwise.runtime.reasoning import (
     COT_INSTRUCTION,
@@ -105,10 +106,14 @@ def build_request(
     system = render(ctx.node_spec.system, variables) if ctx.node_spec.system else None
     if cfg.reasoning == "cot":
         system = f"{system}\n\n{COT_INSTRUCTION}" if system else COT_INSTRUCTION
+    history = guard.guard_input(ctx, history)  # input guardrails before the model sees it (raises Blocked)
     if ctx.node_spec.memory is not None:  # Retrieve Context: STM budget + retrieved memories (docs/memory.md)
         from stepwise.runtime.memory import prepare
 
+        before = system or ""
         history, system = prepare(state, ctx, history, system, ctx.node_spec.model)
+        if system and system.startswith(before) and len(system) > len(before):  # the retrieved section: memory rails
+            system = before + guard.guard_memory(ctx, system[len(before) :])
     return ChatRequest(
         model=ctx.node_spec.model or "scripted",
         messages=history,
@@ -145,8 +150,10 @@ def _final(ctx: NodeContext, cfg: AgentConfig, state: dict[str, Any], request: C
     content = response.content
     if cfg.reasoning == "cot":
         _, content = split_thinking(content)
-    if cfg.output_schema is None:
-        return content, content
+    verdict = guard.guard_output(ctx, content, _repairer(ctx, cfg, request, response))
+    if verdict.blocked or cfg.output_schema is None:
+        return verdict.text, verdict.text
+    content = verdict.text
     model = output_model(cfg.output_schema)
     try:
         value = parse_structured(content, model)
@@ -167,6 +174,24 @@ def _final(ctx: NodeContext, cfg: AgentConfig, state: dict[str, Any], request: C
             raise NodeError(f"node {ctx.node!r}: the model's reply does not match output_schema: {again}") from None
     data = value.model_dump(mode="json")
     return json.dumps(data, ensure_ascii=False), data
+
+
+def _repairer(ctx: NodeContext, cfg: AgentConfig, request: ChatRequest, response: ChatResponse) -> Any:
+    """One repair call for a failed ``schema`` output rail: the model is told what was wrong."""
+
+    def repair(problem: str) -> str:
+        retry = request.model_copy(
+            update={
+                "messages": [
+                    *request.messages,
+                    response.message(),
+                    {"role": "user", "content": f"That reply was invalid ({problem[:300]}). Reply again with only the JSON."},
+                ]
+            }
+        )
+        return _call(ctx, cfg, retry).content
+
+    return repair
 
 
 def _write(ctx: NodeContext, channel: str, value: Any, messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,6 +215,17 @@ def loop_of(ctx: NodeContext, cfg: AgentConfig) -> str:
 
 
 def agent(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
+    """An agent turn under its guardrails: blocked input gets the refusal, and a block or escalation is
+    also written to ``guardrail`` so the graph can route to a human node."""
+    try:
+        update = _agent(state, ctx)
+    except guard.Blocked:
+        message = {"role": "assistant", "content": guard.REFUSAL, "name": ctx.node}
+        update = _write(ctx, ctx.node_spec.output or "messages", guard.REFUSAL, [message])
+    return {**update, **guard.channel_update(ctx)}
+
+
+def _agent(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
     cfg = config_of(ctx)
     schema = output_model(cfg.output_schema).model_json_schema() if cfg.output_schema else None
     if loop_of(ctx, cfg) == "fused":

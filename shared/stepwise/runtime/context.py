@@ -82,7 +82,11 @@ class NodeContext:
         if found is not None:
             return _replayed(found.data)
         script = script if script is not None else self._script()
-        on_text = (lambda text: self.notify(kind="llm_delta", text=text)) if stream else None
+        on_text, finish = None, None
+        if stream:  # deltas go through the output guardrails in windows (runtime/guard.py)
+            from stepwise.runtime.guard import stream_hook
+
+            on_text, finish = stream_hook(self, lambda text: self.notify(kind="llm_delta", text=text))
         info: dict[str, Any] = {}
         if self.models is None:
             self.models = self.services.models
@@ -93,6 +97,8 @@ class NodeContext:
             info = call_info.to_json()
         else:  # a plain ModelResolver
             response = self.models.resolve(request.model or "scripted", script).complete(request)
+        if finish is not None:
+            finish()
         data: dict[str, Any] = {
             "request_hash": request.cache_key(),
             "model": response.model or request.model,
@@ -156,17 +162,23 @@ class NodeContext:
             executor = make(timeouts or {})
         declared = list(self.node_spec.tools) if allowed is None else list(allowed)
         permissions = getattr(self.services, "tool_permissions", None)
-        return list(
-            executor.run(
-                calls,
-                key_prefix=prefix or self.key,
-                journal=self.journal,
-                node=self.node,
-                run_id=self.run_id,
-                allowed=declared,
-                tenant=self.tenant,
-                grant=getattr(permissions, "grant", None),
-            )
+        from stepwise.runtime.guard import run_guarded  # tool_args / tool_results guardrails
+
+        return run_guarded(
+            self,
+            calls,
+            lambda subset: list(
+                executor.run(
+                    subset,
+                    key_prefix=prefix or self.key,
+                    journal=self.journal,
+                    node=self.node,
+                    run_id=self.run_id,
+                    allowed=declared,
+                    tenant=self.tenant,
+                    grant=getattr(permissions, "grant", None),
+                )
+            ),
         )
 
 

@@ -1,0 +1,165 @@
+"""Where the guardrail engine meets an agent's turn: input before the model, retrieved memory, tool
+arguments and results, streamed and final output. Every decision is journalled as a ``guardrail`` event
+(rule, stage, check, action, kinds — never the matched text); a block or escalation is also written to the
+``guardrail`` channel so a conditional edge can route to a human node (``state.guardrail.action == 'escalate'``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from stepwise.guardrails.engine import REFUSAL, Decision, Guardrails, Verdict
+from stepwise.state.events import GUARDRAIL
+
+_KEY = "_stepwise_guardrails"
+
+
+class Blocked(Exception):
+    """Input was blocked: the agent answers with the refusal instead of calling the model."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.decisions[-1].rule if verdict.decisions else "blocked")
+        self.verdict = verdict
+
+
+def guard_of(ctx: Any) -> Guardrails | None:
+    """The node's rails (graph rails merged with the node's), or None when it has none."""
+    if _KEY not in ctx.__dict__:
+        graph_rails = getattr(ctx.spec, "guardrails", None)
+        node_rails = getattr(ctx.node_spec, "guardrails", None)
+        config = graph_rails.merged(node_rails) if graph_rails is not None else node_rails
+        ctx.__dict__[_KEY] = Guardrails(config) if config is not None else None
+        ctx.__dict__[_KEY + "_seen"] = set()
+        ctx.__dict__[_KEY + "_n"] = 0
+        ctx.__dict__[_KEY + "_fired"] = []
+    guard: Guardrails | None = ctx.__dict__[_KEY]
+    return guard
+
+
+def record(ctx: Any, decisions: list[Decision]) -> None:
+    for d in decisions:
+        n = ctx.__dict__[_KEY + "_n"]
+        ctx.__dict__[_KEY + "_n"] = n + 1
+        ctx.journal.record(GUARDRAIL, f"{ctx.key}|guard|{n}", d.to_json())
+        if d.action in ("block", "escalate"):
+            ctx.__dict__[_KEY + "_fired"].append(d)
+
+
+def channel_update(ctx: Any) -> dict[str, Any]:
+    """``{"guardrail": {...}}`` when a rail blocked or escalated in this step (for routing to a human)."""
+    fired: list[Decision] = ctx.__dict__.get(_KEY + "_fired") or []
+    if not fired:
+        return {}
+    worst = next((d for d in fired if d.action == "escalate"), fired[-1])
+    return {"guardrail": {"action": worst.action, "rule": worst.rule, "stage": worst.stage, "kinds": worst.kinds}}
+
+
+def _once(ctx: Any, stage: str, text: str) -> bool:
+    """True the first time this step checks this text at this stage (a fused loop rebuilds its prompt each turn)."""
+    digest = hashlib.sha256(f"{stage}\0{text}".encode()).hexdigest()
+    seen: set[str] = ctx.__dict__[_KEY + "_seen"]
+    if digest in seen:
+        return False
+    seen.add(digest)
+    return True
+
+
+# -- input and memory -------------------------------------------------------------------------------------
+def guard_input(ctx: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check user messages before the model sees them; redactions apply to the request, blocks raise."""
+    guard = guard_of(ctx)
+    if guard is None or not guard.has("input"):
+        return history
+    out = []
+    for message in history:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str) and content:
+            verdict = guard.check("input", content)
+            if _once(ctx, "input", content):
+                record(ctx, verdict.decisions)
+            if verdict.blocked:
+                raise Blocked(verdict)
+            message = {**message, "content": verdict.text}
+        out.append(message)
+    return out
+
+
+def guard_memory(ctx: Any, section: str) -> str:
+    """Check retrieved memory (the section added to the system prompt); a block drops it."""
+    guard = guard_of(ctx)
+    if guard is None or not guard.has("memory") or not section:
+        return section
+    verdict = guard.check("memory", section)
+    if _once(ctx, "memory", section):
+        record(ctx, verdict.decisions)
+    return "" if verdict.blocked else verdict.text
+
+
+# -- tools ------------------------------------------------------------------------------------------------
+def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    """Check each call's arguments (blocked calls never run), run the rest, check their results."""
+    guard = guard_of(ctx)
+    if guard is None or not (guard.has("tool_args") or guard.has("tool_results")):
+        return execute(calls)
+    from stepwise.tools.executor import ToolOutcome
+
+    refused: dict[int, Any] = {}
+    allowed: list[tuple[int, Any]] = []
+    for i, call in enumerate(calls):
+        if guard.has("tool_args"):
+            args, verdict = guard.check_value("tool_args", dict(call.arguments))
+            record(ctx, verdict.decisions)
+            if verdict.blocked:
+                rule = verdict.decisions[-1].rule
+                refused[i] = ToolOutcome(
+                    call.id, call.name, {}, f"{ctx.key}|tool|{call.id}", ok=False, error=f"blocked by guardrail {rule}"
+                )
+                continue
+            call = call.model_copy(update={"arguments": args})
+        allowed.append((i, call))
+    done = execute([c for _, c in allowed]) if allowed else []
+    out: dict[int, Any] = dict(refused)
+    for (i, _), outcome in zip(allowed, done, strict=True):
+        if guard.has("tool_results") and outcome.ok:
+            result, verdict = guard.check_value("tool_results", outcome.result)
+            record(ctx, verdict.decisions)
+            if verdict.blocked:
+                outcome.ok, outcome.result, outcome.error = False, None, f"result withheld by guardrail {verdict.decisions[-1].rule}"
+            else:
+                outcome.result = result
+        out[i] = outcome
+    return [out[i] for i in range(len(calls))]
+
+
+# -- output -----------------------------------------------------------------------------------------------
+def guard_output(ctx: Any, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
+    """Check the final answer; a failing ``schema`` rail gets one repair (``repair(problem) -> new text``)."""
+    guard = guard_of(ctx)
+    if guard is None or not guard.has("output"):
+        return Verdict(text)
+    verdict = guard.check("output", text)
+    record(ctx, verdict.decisions)
+    if verdict.invalid is not None and repair is not None:
+        again = guard.check("output", repair(verdict.invalid))
+        record(ctx, again.decisions)
+        return again
+    return verdict
+
+
+def stream_hook(ctx: Any, emit: Callable[[str], None]) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """(on_text, finish) for a streamed model call: deltas pass through the output rails in windows."""
+    guard = guard_of(ctx)
+    if guard is None or not guard.has("output"):
+        return emit, lambda: None
+    sg = guard.stream(emit)
+
+    def finish() -> None:
+        sg.close()
+        record(ctx, sg.decisions)
+
+    return sg.feed, finish
+
+
+__all__ = ["REFUSAL", "Blocked", "channel_update", "guard_input", "guard_memory", "guard_of", "guard_output", "run_guarded", "stream_hook"]
