@@ -301,3 +301,12 @@ def test_memory_rail_drops_an_injected_memory() -> None:
 def test_invalid_rail_config_fails_at_load() -> None:
     with pytest.raises(Exception, match="action"):
         load_text(SUPPORT.replace("action: block}", "action: explode}"))
+
+
+def test_shipped_labelled_set_quality() -> None:
+    from bench.safety import guardrail_quality
+
+    q = guardrail_quality()
+    assert q["items"] >= 50
+    for rail in ("pii", "injection"):
+        assert q[rail]["precision"] >= 0.9 and q[rail]["recall"] >= 0.9, q[rail]
