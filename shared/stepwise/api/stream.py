@@ -62,10 +62,12 @@ def event_frame(e: Event) -> bytes:
 
 
 def backlog(api: StepwiseApi, run_id: str, thread_id: str, after: int) -> tuple[list[Event], str]:
-    """The run's log events after ``after`` and the run's status (read in that order, so a terminal
-    status means the events read include the last one)."""
-    events = [e for e in api.client.services.events.read(thread_id, after=after) if e.run_id == run_id]
+    """The run's log events after ``after`` and the run's status. The status is read *first*: the engine
+    appends a run's last event before it sets the final status, so a terminal status read before the
+    events guarantees the events read include the last one (read the other way round, a run finishing
+    between the two reads would end the stream without its `run_finished`)."""
     run = api.client.services.runs.get(run_id)
+    events = [e for e in api.client.services.events.read(thread_id, after=after) if e.run_id == run_id]
     return events, (run.status if run is not None else "failed")
 
 
