@@ -143,10 +143,10 @@ def _answer_example(client: Stepwise, result: RunResult) -> str:
     """What `stepwise resume` should be given for the node the run waits at (from its `input:` schema)."""
     if not result.waiting:
         return "{...}"
-    run = client.services.runs.get(result.run_id)
+    run = client.get_run(result.run_id)
     if run is None:
         return "{...}"
-    spec, node = locate(client.services.graph(run.graph_ref), result.waiting["node"])
+    spec, node = locate(client.graph(run.graph_ref), result.waiting["node"])
     return example(spec, node)
 
 

@@ -31,7 +31,7 @@ from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, lease_seconds, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import FINISHED, RunRecord, RunTransitionError
+from stepwise.state.ports import ACTIVE, FINISHED, RunRecord, RunTransitionError
 from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
@@ -389,6 +389,37 @@ class Stepwise:
         event = Event(type=FORKED, data={"from": thread_id, "at": at, "state": state})
         self.services.events.append(new_thread, 0, [event])
         return new_thread
+
+    # -- reads and control shared by the CLI and the API ------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run's record (status, waiting node, error, tenant), or None if there is no such run."""
+        return self.services.runs.get(run_id)
+
+    def head(self, thread_id: str) -> int:
+        """The thread's last event seq; 0 for a thread that does not exist."""
+        return self.services.events.head(thread_id)
+
+    def graph(self, ref: str) -> GraphSpec:
+        """The registered graph version ``ref`` (``name@hash``)."""
+        return self.services.graph(ref)
+
+    def run_events(self, run_id: str, *, after: int = 0) -> list[Event]:
+        """The events one run wrote to its thread with seq > ``after``, oldest first."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        return [e for e in self.services.events.read(run.thread_id, after=after) if e.run_id == run_id]
+
+    def cancel(self, run_id: str, *, cause: str = "cancelled") -> RunRecord:
+        """Stop a running or waiting run's execution and mark it cancelled (compare-and-set: a run that
+        finished meanwhile is left alone and ``RunTransitionError`` is raised)."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        self.executor.stop(run, cause=cause)
+        return self.services.runs.update(
+            run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None
+        )
 
     def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.services.runs.list(thread_id=thread_id, limit=limit)

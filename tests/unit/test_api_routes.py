@@ -629,3 +629,33 @@ def test_resume_answer_is_checked_against_the_human_nodes_schema(h: Harness, ans
     assert still.body["status"] == "waiting"  # a refused answer changes nothing
     ok = h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "no", "comment": "too high"}})
     assert ok.status == 200 and ok.body["state"]["outcome"] == "rejected: too high"
+
+
+def test_routes_are_split_into_one_router_per_resource() -> None:
+    """The resolver is assembled from api/routes/ routers; each module serves only its resource's paths."""
+    from stepwise.api.routes import agents, health, runs, threads
+
+    api = create_app(Stepwise.in_memory)
+    paths = {
+        module.__name__.rsplit(".", 1)[-1]: {rule for rule, *_ in build(api)._routes}
+        for module, build in ((health, health.router), (agents, agents.router), (runs, runs.router), (threads, threads.router))
+    }
+    assert all(p.startswith("/agents") for p in paths["agents"]) and "/agents" in paths["agents"]
+    assert all(p.startswith("/runs/") for p in paths["runs"]) and "/runs/<run_id>/cancel" in paths["runs"]
+    assert all(p.startswith("/threads/") for p in paths["threads"])
+    assert paths["health"] == {"/health", "/openapi.json"}
+    assert {rule for rule, *_ in agents.execute_router(api)._routes} == {"/agents/<agent_id>/execute"}
+
+
+def test_client_cancel_and_run_events_are_what_the_api_uses() -> None:
+    """The API's cancel and events go through the client: the same calls work without the API."""
+    from stepwise.graph.loader import load_text
+
+    client = Stepwise.in_memory()
+    spec = load_text('name: wait\ngraph:\n  nodes:\n    ask: {kind: human, prompt: "Go on"}\n  edges: []\n  entry: ask\n')
+    result = client.run(spec, {})
+    assert result.status == "waiting"
+    events = client.run_events(result.run_id)
+    assert events and all(e.run_id == result.run_id for e in events)
+    cancelled = client.cancel(result.run_id, cause="test")
+    assert cancelled.status == "cancelled" and client.get_run(result.run_id).status == "cancelled"

@@ -22,16 +22,14 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 import stepwise
 from stepwise.api import console, policy, websocket
@@ -41,10 +39,10 @@ from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLi
 from stepwise.api.settings import ApiSettings, build_store
 from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
 from stepwise.client import Stepwise
-from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
+from stepwise.errors import ConflictingRequestError, StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
-from stepwise.state.ports import ACTIVE, RunRecord, RunTransitionError
+from stepwise.state.ports import RunRecord, RunTransitionError
 
 log = logging.getLogger("stepwise.api")
 
@@ -245,7 +243,7 @@ class StepwiseApi:
         return record
 
     def run_of(self, tenant: str, run_id: str) -> RunRecord:
-        run = self.client.services.runs.get(run_id)
+        run = self.client.get_run(run_id)
         if run is None or run.tenant != tenant:
             raise ApiError(404, "run_not_found", f"no run {run_id!r}")
         return run
@@ -254,9 +252,9 @@ class StepwiseApi:
         """The head seq of one of the tenant's threads, else a 404."""
         owner = self.store.thread_owner(thread_id)
         if owner is None:  # threads started outside the API (CLI): owned by the tenant of their runs
-            runs = self.client.services.runs.list(thread_id=thread_id, limit=1)
+            runs = self.client.runs(thread_id=thread_id, limit=1)
             owner = runs[0].tenant if runs else None
-        head = self.client.services.events.head(thread_id) if owner == tenant else 0
+        head = self.client.head(thread_id) if owner == tenant else 0
         if head == 0:
             raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
         return head
@@ -266,8 +264,8 @@ class StepwiseApi:
 
         A thread started outside the API (the CLI) has no owner record: it belongs to the tenant of its
         runs, and a thread with events but no runs (a CLI fork) belongs to nobody on the API."""
-        if self.store.thread_owner(thread_id) is None and self.client.services.events.head(thread_id) > 0:
-            runs = self.client.services.runs.list(thread_id=thread_id, limit=1000)
+        if self.store.thread_owner(thread_id) is None and self.client.head(thread_id) > 0:
+            runs = self.client.runs(thread_id=thread_id, limit=1000)
             if not runs or any(r.tenant != tenant for r in runs):
                 raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
         if self.store.claim_thread(tenant, thread_id) != tenant:
@@ -277,7 +275,7 @@ class StepwiseApi:
         agent = self.store.get_agent(run.tenant, run.graph_ref.split("@", 1)[0])
         found = agent.by_ref(run.graph_ref) if agent else None
         state = None
-        if with_state and self.client.services.events.head(run.thread_id) > 0:
+        if with_state and self.client.head(run.thread_id) > 0:
             try:
                 _, state = self.client.state(run.thread_id)
             except StepwiseError:  # a reducer raised: the run record (and its error) still reads
@@ -339,10 +337,9 @@ class StepwiseApi:
         self._watchers.submit(self._watch, run_id, hook).add_done_callback(_log_failure)
 
     def _watch(self, run_id: str, hook: m.Webhook) -> None:
-        runs = self.client.services.runs
         reported: set[tuple[str, str]] = set()
         while True:
-            run = runs.get(run_id)
+            run = self.client.get_run(run_id)
             if run is None:
                 return
             mark = (run.status, str((run.waiting or {}).get("interrupt_id") or (run.waiting or {}).get("node") or ""))
@@ -371,18 +368,16 @@ class StepwiseApi:
         ``enqueue`` waits for them to leave ``running``, up to the server's wait cap."""
         runs = self.client.services.runs
         if policy == "interrupt":
-            stop = getattr(self.client.executor, "stop", None)
-            for other in runs.list(thread_id=thread_id, limit=100):
+            for other in self.client.runs(thread_id=thread_id, limit=100):
                 if other.status not in ("running", "waiting"):
                     continue
                 with contextlib.suppress(RunTransitionError):  # it finished meanwhile: nothing to interrupt
                     runs.update(other.run_id, expect=("running", "waiting"), status="cancelled", waiting=None, finished_at=time.time())
-                    if callable(stop):
-                        stop(other, cause=f"interrupted by a new {cause}")
+                    self.client.executor.stop(other, cause=f"interrupted by a new {cause}")
                     self.events.publish("run.cancelled", other.tenant, {"run_id": other.run_id, "thread_id": thread_id, "by": "interrupt"})
         elif policy == "enqueue":
             deadline = self.clock() + self.settings.api_max_wait_seconds
-            while any(r.status == "running" for r in runs.list(thread_id=thread_id, limit=100)):
+            while any(r.status == "running" for r in self.client.runs(thread_id=thread_id, limit=100)):
                 if self.clock() >= deadline:
                     raise ApiError(
                         409,
@@ -393,13 +388,12 @@ class StepwiseApi:
 
     def wait(self, run_id: str, seconds: float) -> RunRecord:
         """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""
-        runs = self.client.services.runs
-        run = runs.get(run_id)
+        run = self.client.get_run(run_id)
         assert run is not None
         deadline = self.clock() + min(seconds, self.settings.api_max_wait_seconds)
         while run.status == "running" and self.clock() < deadline:
             self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
-            run = runs.get(run_id) or run
+            run = self.client.get_run(run_id) or run
         return run
 
     def register_version(self, tenant: str, agent_id: str | None, source: m.GraphSource) -> tuple[str, str]:
@@ -526,7 +520,8 @@ class ThreadSafeResolver(APIGatewayRestResolver):
         return super().resolve(event, context)
 
 
-def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - to be split by concern
+def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
+    """One resolver: error handlers here, routes from ``api/routes/`` (one router per resource)."""
     app = ThreadSafeResolver(enable_validation=True)
 
     def tenant() -> str:
@@ -573,244 +568,16 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:  # noqa: C901 - 
         log.exception("unhandled error in %s %s (request %s)", app.current_event.http_method, app.current_event.path, request_id)
         return error_response(500, "internal", f"internal error; quote request id {request_id} to the operator")
 
-    # -- public ---------------------------------------------------------------------------------
-    @app.get("/health", summary="Liveness (no authentication)", tags=["meta"], security=[])
-    def health() -> m.Health:
-        return m.Health(status="ok", version=stepwise.__version__)
-
-    @app.get("/openapi.json", include_in_schema=False)
-    def openapi() -> dict[str, Any]:
-        return api.openapi()
-
-    from stepwise.api.roles import add_role_routes
-
-    add_role_routes(app, api, tenant, ApiError, _errors)
-
     from stepwise.api.memory import add_memory_routes
+    from stepwise.api.roles import add_role_routes
+    from stepwise.api.routes import agents, health, runs, threads
 
+    app.include_router(health.router(api))
+    add_role_routes(app, api, tenant, ApiError, _errors)
     add_memory_routes(app, api, tenant, ApiError, _errors)
     console.add_console_routes(app, api, tenant, ApiError, _errors)
-
-    # -- agents ---------------------------------------------------------------------------------
-    @app.post(
-        "/agents", status_code=201, summary="Register an agent (its graph as YAML text or JSON)", tags=["agents"], responses=_errors(409)
-    )
-    def register_agent(body: Annotated[m.RegisterAgent, Body()]) -> m.VersionResult:
-        name, ref = api.register_version(tenant(), body.id, body)
-        try:
-            record = api.store.create_agent(tenant(), name, ref, description=body.description)
-        except StoreConflict:
-            raise ApiError(409, "agent_exists", f"agent {name!r} exists; add a version with POST /agents/{name}/versions") from None
-        api.events.publish("agent.registered", tenant(), {"agent": name, "version": 1, "ref": ref})
-        return m.VersionResult(agent=name, version=1, ref=ref, created=True, aliases=record.aliases)
-
-    @app.get("/agents", summary="List your agents", tags=["agents"], responses=_errors())
-    def list_agents() -> m.AgentList:
-        agents = api.store.list_agents(tenant())
-        return m.AgentList(
-            agents=[
-                m.AgentSummary(
-                    id=a.name, description=a.description, latest_version=len(a.versions), aliases=a.aliases, updated_at=a.updated_at
-                )
-                for a in agents
-            ]
-        )
-
-    @app.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=_errors())
-    def get_agent(agent_id: str) -> m.Agent:
-        return m.Agent.of(api.agent(tenant(), agent_id))
-
-    @app.post(
-        "/agents/<agent_id>/versions",
-        summary="Add an immutable version (moves `live` unless promote=false)",
-        tags=["agents"],
-        responses=_errors(),
-    )
-    def add_version(agent_id: str, body: Annotated[m.AddVersion, Body()]) -> Response[m.VersionResult]:
-        api.agent(tenant(), agent_id)
-        _, ref = api.register_version(tenant(), agent_id, body)
-        record, version, created = api.store.add_version(tenant(), agent_id, ref, description=body.description, promote=body.promote)
-        if created:
-            api.events.publish("agent.version_added", tenant(), {"agent": agent_id, "version": version.version, "ref": ref})
-        result = m.VersionResult(agent=agent_id, version=version.version, ref=ref, created=created, aliases=record.aliases)
-        return Response(status_code=201 if created else 200, content_type="application/json", body=result)
-
-    @app.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=_errors())
-    def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
-        api.agent(tenant(), agent_id)
-        try:
-            return m.Agent.of(api.store.set_alias(tenant(), agent_id, alias, body.version))
-        except ValueError as exc:
-            raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
-
-    @app.post(
-        "/agents/<agent_id>/execute",
-        summary="Start a run; optionally wait for it to finish or pause",
-        tags=["runs"],
-        responses=_errors(409),
-    )
-    def execute(agent_id: str, body: Annotated[m.ExecuteAgent, Body()]) -> Response[m.Run]:
-        who = tenant()
-        record = api.agent(who, agent_id)
-        if body.version is not None:
-            chosen = record.version(body.version)
-            if chosen is None:
-                raise ApiError(404, "version_not_found", f"agent {agent_id!r} has versions 1..{len(record.versions)}")
-        else:
-            alias = body.alias or "live"
-            number = record.aliases.get(alias)
-            if number is None:
-                raise ApiError(
-                    404, "alias_not_found", f"agent {agent_id!r} has no alias {alias!r}; aliases: {', '.join(sorted(record.aliases))}"
-                )
-            chosen = record.version(number)
-            assert chosen is not None
-        spec = api.client.services.graph(chosen.ref)
-        try:  # the allow-list may have shrunk since registration
-            policy.check(spec, api.settings.api_allowed_modules)
-        except GraphError as exc:
-            raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
-        thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
-        api.claim_thread(who, thread_id)
-        if body.webhook is not None:
-            try:
-                api.webhooks.check(body.webhook.url)
-            except ValueError as exc:
-                raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.webhook.url", "type": "not_allowed"}]) from None
-        api.make_room(thread_id, body.multitask, f"run on the thread by {app.context['principal'].subject}")
-        if body.background:
-            run_id = api.start_background(spec, body.input, thread_id, who)
-        else:
-            run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
-        api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
-        if body.webhook is not None:
-            api.watch(run_id, body.webhook)
-        run = api.wait(run_id, body.wait_seconds)
-        if run.status != "running":
-            api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
-        view = api.run_view(run)
-        return Response(status_code=202 if run.status == "running" else 200, content_type="application/json", body=view)
-
-    # -- runs -----------------------------------------------------------------------------------
-    @app.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=_errors())
-    def get_run(run_id: str) -> m.Run:
-        return api.run_view(api.run_of(tenant(), run_id))
-
-    @app.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=_errors())
-    def run_events(
-        run_id: str,
-        after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 200,
-    ) -> m.EventsPage:
-        run = api.run_of(tenant(), run_id)
-        events = [e for e in api.client.services.events.read(run.thread_id, after=after) if e.run_id == run_id]
-        page = events[:limit]
-        next_after = page[-1].seq if len(events) > limit else None
-        return m.EventsPage(run_id=run_id, thread_id=run.thread_id, events=[m.EventOut.of(e) for e in page], next_after=next_after)
-
-    @app.get(
-        "/runs/<run_id>/stream",
-        summary="A run's events as server-sent events (live under `stepwise serve`; resumable with Last-Event-ID)",
-        tags=["runs"],
-        responses={
-            **_errors(),
-            200: {
-                "description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`",
-                "content": {"text/event-stream": {}},
-            },
-        },
-    )
-    def run_stream(
-        run_id: str,
-        after: Annotated[str | None, Query(description="resume after this seq (or send Last-Event-ID)")] = None,
-    ) -> Response[str]:
-        """Through API Gateway (no response streaming) this answers the events so far and, if the run
-        has ended, the closing `end` event; reconnect with Last-Event-ID to continue. `stepwise serve`
-        keeps the connection open and streams live (stepwise.api.stream)."""
-        from stepwise.api.stream import TERMINAL, backlog, event_frame, sse
-
-        run = api.run_of(tenant(), run_id)
-        start = resume_after(app.current_event.headers.get("last-event-id"), after)
-        events, status = backlog(api, run_id, run.thread_id, start)
-        body = b"retry: 1000\n\n" + b"".join(event_frame(e) for e in events)
-        if status in TERMINAL:
-            body += sse({"run_id": run_id, "status": status}, event="end")
-        return Response(
-            status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"}
-        )
-
-    @app.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
-    def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
-        run = api.run_of(tenant(), run_id)
-        if run.status not in ("waiting", "running"):
-            raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
-        try:  # a running run is continued only if its process died (else 409 run_running)
-            api.client.resume(run_id, body.input, interrupt_id=body.interrupt_id)
-        except AnswerError as exc:  # the answer does not fit the node's `input:` schema (or its conditions)
-            details = [{"field": "body.input", "type": "invalid_answer", "message": p} for p in exc.problems]
-            raise ApiError(422, "invalid_answer", str(exc), details) from None
-        except ConflictingRequestError as exc:
-            raise ApiError(409, exc.code, str(exc)) from None
-        except StepwiseError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
-        run = api.wait(run_id, body.wait_seconds)
-        if run.status != "running":
-            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
-        return api.run_view(run)
-
-    @app.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
-    def cancel(run_id: str) -> m.Run:
-        run = api.run_of(tenant(), run_id)
-        if run.status in ("succeeded", "failed", "cancelled"):
-            raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
-        api.client.executor.stop(run, cause=f"cancelled through the API by {app.context['principal'].subject}")
-        try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
-            run = api.client.services.runs.update(
-                run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None
-            )
-        except RunTransitionError as exc:
-            raise ApiError(409, "run_finished", str(exc)) from None
-        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
-        return api.run_view(run)
-
-    # -- threads --------------------------------------------------------------------------------
-    @app.get(
-        "/threads/<thread_id>/state", summary="A thread's state, now or at a past seq (time travel)", tags=["threads"], responses=_errors()
-    )
-    def thread_state(
-        thread_id: str, at: Annotated[int | None, Query(ge=0, description="sequence number; default: the head")] = None
-    ) -> m.ThreadState:
-        head = api.thread_of(tenant(), thread_id)
-        if at is not None and at > head:
-            raise ApiError(
-                422,
-                "validation_error",
-                f"query.at: thread {thread_id!r} has seqs 0..{head}",
-                [{"field": "query.at", "type": "out_of_range"}],
-            )
-        seq, state = api.client.state(thread_id, at=at)
-        return m.ThreadState(thread_id=thread_id, seq=seq, head=head, state=state)
-
-    @app.post(
-        "/threads/<thread_id>/fork",
-        status_code=201,
-        summary="Fork a thread at a seq into a new thread",
-        tags=["threads"],
-        responses=_errors(),
-    )
-    def fork(thread_id: str, body: Annotated[m.ForkThread, Body()]) -> m.Forked:
-        who = tenant()
-        head = api.thread_of(who, thread_id)
-        at = head if body.at is None else body.at
-        if at > head:
-            raise ApiError(
-                422, "validation_error", f"body.at: thread {thread_id!r} has seqs 0..{head}", [{"field": "body.at", "type": "out_of_range"}]
-            )
-        new_thread = api.client.fork(thread_id, at)
-        api.store.claim_thread(who, new_thread)
-        api.events.publish("thread.forked", who, {"thread_id": new_thread, "from": thread_id, "at": at})
-        return m.Forked(thread_id=new_thread, forked_from=thread_id, at=at)
+    for build in (agents.router, agents.execute_router, runs.router, threads.router):  # one router per resource
+        app.include_router(build(api))
 
     return app
 

@@ -66,7 +66,7 @@ def backlog(api: StepwiseApi, run_id: str, thread_id: str, after: int) -> tuple[
     appends a run's last event before it sets the final status, so a terminal status read before the
     events guarantees the events read include the last one (read the other way round, a run finishing
     between the two reads would end the stream without its `run_finished`)."""
-    run = api.client.services.runs.get(run_id)
+    run = api.client.get_run(run_id)
     events = [e for e in api.client.services.events.read(thread_id, after=after) if e.run_id == run_id]
     return events, (run.status if run is not None else "failed")
 

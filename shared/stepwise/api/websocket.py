@@ -167,14 +167,14 @@ def handle(api: StepwiseApi, event: dict[str, Any]) -> dict[str, Any]:
         return _reply({"error": {"code": "validation_error", "message": 'send {"action": "subscribe", "run_id": "...", "after": 0}'}})
     if action not in ("subscribe", "unsubscribe") or not run_id:
         return _reply({"error": {"code": "validation_error", "message": 'send {"action": "subscribe", "run_id": "...", "after": 0}'}})
-    run = api.client.services.runs.get(run_id)
+    run = api.client.get_run(run_id)
     if run is None or run.tenant != tenant:
         return _reply({"error": {"code": "run_not_found", "message": f"no run {run_id!r}"}})
     if action == "unsubscribe":
         connections.unsubscribe(connection_id, run_id)
         return _reply({"unsubscribed": run_id})
     connections.subscribe(connection_id, run_id)  # first, so no event falls between the backlog and the feed
-    backlog = [frame(e) for e in api.client.services.events.read(run.thread_id, after=after) if e.run_id == run_id]
+    backlog = [frame(e) for e in api.client.run_events(run_id, after=after)]
     return _reply({"subscribed": run_id, "status": run.status, "events": backlog})
 
 

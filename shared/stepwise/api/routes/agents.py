@@ -1,0 +1,147 @@
+"""Routes for agents: register, list, read, add versions, move aliases, and execute a version.
+
+No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
+"""
+
+import uuid
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
+
+from stepwise.api import models as m
+from stepwise.api import policy
+from stepwise.api.app import ApiError, StepwiseApi, _errors, _problem
+from stepwise.api.auth import Principal
+from stepwise.api.store import AgentRecord, StoreConflict
+from stepwise.api.store.base import VersionRecord
+from stepwise.graph.errors import GraphError
+
+
+def router(api: StepwiseApi) -> Router:
+    """Agents and their immutable versions, per tenant; ``execute`` starts a run of one."""
+    router = Router()
+
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    # -- agents ---------------------------------------------------------------------------------
+    @router.post(
+        "/agents", status_code=201, summary="Register an agent (its graph as YAML text or JSON)", tags=["agents"], responses=_errors(409)
+    )
+    def register_agent(body: Annotated[m.RegisterAgent, Body()]) -> m.VersionResult:
+        name, ref = api.register_version(tenant(), body.id, body)
+        try:
+            record = api.store.create_agent(tenant(), name, ref, description=body.description)
+        except StoreConflict:
+            raise ApiError(409, "agent_exists", f"agent {name!r} exists; add a version with POST /agents/{name}/versions") from None
+        api.events.publish("agent.registered", tenant(), {"agent": name, "version": 1, "ref": ref})
+        return m.VersionResult(agent=name, version=1, ref=ref, created=True, aliases=record.aliases)
+
+    @router.get("/agents", summary="List your agents", tags=["agents"], responses=_errors())
+    def list_agents() -> m.AgentList:
+        agents = api.store.list_agents(tenant())
+        return m.AgentList(
+            agents=[
+                m.AgentSummary(
+                    id=a.name, description=a.description, latest_version=len(a.versions), aliases=a.aliases, updated_at=a.updated_at
+                )
+                for a in agents
+            ]
+        )
+
+    @router.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=_errors())
+    def get_agent(agent_id: str) -> m.Agent:
+        return m.Agent.of(api.agent(tenant(), agent_id))
+
+    @router.post(
+        "/agents/<agent_id>/versions",
+        summary="Add an immutable version (moves `live` unless promote=false)",
+        tags=["agents"],
+        responses=_errors(),
+    )
+    def add_version(agent_id: str, body: Annotated[m.AddVersion, Body()]) -> Response[m.VersionResult]:
+        api.agent(tenant(), agent_id)
+        _, ref = api.register_version(tenant(), agent_id, body)
+        record, version, created = api.store.add_version(tenant(), agent_id, ref, description=body.description, promote=body.promote)
+        if created:
+            api.events.publish("agent.version_added", tenant(), {"agent": agent_id, "version": version.version, "ref": ref})
+        result = m.VersionResult(agent=agent_id, version=version.version, ref=ref, created=created, aliases=record.aliases)
+        return Response(status_code=201 if created else 200, content_type="application/json", body=result)
+
+    @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=_errors())
+    def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
+        api.agent(tenant(), agent_id)
+        try:
+            return m.Agent.of(api.store.set_alias(tenant(), agent_id, alias, body.version))
+        except ValueError as exc:
+            raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
+
+    return router
+
+
+def execute_router(api: StepwiseApi) -> Router:
+    """Execute a version of an agent: start a run, optionally wait for it to finish or pause."""
+    router = Router()
+
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    @router.post(
+        "/agents/<agent_id>/execute",
+        summary="Start a run; optionally wait for it to finish or pause",
+        tags=["runs"],
+        responses=_errors(409),
+    )
+    def execute(agent_id: str, body: Annotated[m.ExecuteAgent, Body()]) -> Response[m.Run]:
+        who = tenant()
+        record = api.agent(who, agent_id)
+        chosen = _chosen_version(record, body.version, body.alias)
+        spec = api.client.graph(chosen.ref)
+        try:  # the allow-list may have shrunk since registration
+            policy.check(spec, api.settings.api_allowed_modules)
+        except GraphError as exc:
+            raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
+        thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
+        api.claim_thread(who, thread_id)
+        if body.webhook is not None:
+            try:
+                api.webhooks.check(body.webhook.url)
+            except ValueError as exc:
+                raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.webhook.url", "type": "not_allowed"}]) from None
+        api.make_room(thread_id, body.multitask, f"run on the thread by {router.context['principal'].subject}")
+        if body.background:
+            run_id = api.start_background(spec, body.input, thread_id, who)
+        else:
+            run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
+        api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
+        if body.webhook is not None:
+            api.watch(run_id, body.webhook)
+        run = api.wait(run_id, body.wait_seconds)
+        if run.status != "running":
+            api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
+        view = api.run_view(run)
+        return Response(status_code=202 if run.status == "running" else 200, content_type="application/json", body=view)
+
+    return router
+
+
+def _chosen_version(record: AgentRecord, version: int | None, alias: str | None) -> VersionRecord:
+    """The version to execute: the one asked for, else the one ``alias`` (default ``live``) points at."""
+    if version is not None:
+        chosen = record.version(version)
+        if chosen is None:
+            raise ApiError(404, "version_not_found", f"agent {record.name!r} has versions 1..{len(record.versions)}")
+        return chosen
+    alias = alias or "live"
+    number = record.aliases.get(alias)
+    if number is None:
+        raise ApiError(
+            404, "alias_not_found", f"agent {record.name!r} has no alias {alias!r}; aliases: {', '.join(sorted(record.aliases))}"
+        )
+    found = record.version(number)
+    assert found is not None
+    return found

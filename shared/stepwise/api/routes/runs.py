@@ -1,0 +1,107 @@
+"""Routes for runs: read one, page its events, stream them, resume a waiting run, cancel.
+
+No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
+"""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
+
+from stepwise.api import models as m
+from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors, resume_after
+from stepwise.api.auth import Principal
+from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
+from stepwise.state.ports import RunTransitionError
+
+
+def router(api: StepwiseApi) -> Router:
+    """A run: its record and state, its events (paged or as server-sent events), resume and cancel."""
+    router = Router()
+
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    # -- runs -----------------------------------------------------------------------------------
+    @router.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=_errors())
+    def get_run(run_id: str) -> m.Run:
+        return api.run_view(api.run_of(tenant(), run_id))
+
+    @router.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=_errors())
+    def run_events(
+        run_id: str,
+        after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 200,
+    ) -> m.EventsPage:
+        run = api.run_of(tenant(), run_id)
+        events = api.client.run_events(run_id, after=after)
+        page = events[:limit]
+        next_after = page[-1].seq if len(events) > limit else None
+        return m.EventsPage(run_id=run_id, thread_id=run.thread_id, events=[m.EventOut.of(e) for e in page], next_after=next_after)
+
+    @router.get(
+        "/runs/<run_id>/stream",
+        summary="A run's events as server-sent events (live under `stepwise serve`; resumable with Last-Event-ID)",
+        tags=["runs"],
+        responses={
+            **_errors(),
+            200: {
+                "description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`",
+                "content": {"text/event-stream": {}},
+            },
+        },
+    )
+    def run_stream(
+        run_id: str,
+        after: Annotated[str | None, Query(description="resume after this seq (or send Last-Event-ID)")] = None,
+    ) -> Response[str]:
+        """Through API Gateway (no response streaming) this answers the events so far and, if the run
+        has ended, the closing `end` event; reconnect with Last-Event-ID to continue. `stepwise serve`
+        keeps the connection open and streams live (stepwise.api.stream)."""
+        from stepwise.api.stream import TERMINAL, backlog, event_frame, sse
+
+        run = api.run_of(tenant(), run_id)
+        start = resume_after(router.current_event.headers.get("last-event-id"), after)
+        events, status = backlog(api, run_id, run.thread_id, start)
+        body = b"retry: 1000\n\n" + b"".join(event_frame(e) for e in events)
+        if status in TERMINAL:
+            body += sse({"run_id": run_id, "status": status}, event="end")
+        return Response(
+            status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"}
+        )
+
+    @router.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
+    def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status not in ("waiting", "running"):
+            raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
+        try:  # a running run is continued only if its process died (else 409 run_running)
+            api.client.resume(run_id, body.input, interrupt_id=body.interrupt_id)
+        except AnswerError as exc:  # the answer does not fit the node's `input:` schema (or its conditions)
+            details = [{"field": "body.input", "type": "invalid_answer", "message": p} for p in exc.problems]
+            raise ApiError(422, "invalid_answer", str(exc), details) from None
+        except ConflictingRequestError as exc:
+            raise ApiError(409, exc.code, str(exc)) from None
+        except StepwiseError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        run = api.wait(run_id, body.wait_seconds)
+        if run.status != "running":
+            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
+    def cancel(run_id: str) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status in ("succeeded", "failed", "cancelled"):
+            raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
+        try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
+            run = api.client.cancel(run_id, cause=f"cancelled through the API by {router.context['principal'].subject}")
+        except RunTransitionError as exc:
+            raise ApiError(409, "run_finished", str(exc)) from None
+        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    return router

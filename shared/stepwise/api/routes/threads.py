@@ -1,0 +1,62 @@
+"""Routes for threads: state now or at a past seq (time travel), and fork.
+
+No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
+"""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
+
+from stepwise.api import models as m
+from stepwise.api.app import ApiError, StepwiseApi, _errors
+from stepwise.api.auth import Principal
+
+
+def router(api: StepwiseApi) -> Router:
+    """A thread's state at any seq, and forks into new threads."""
+    router = Router()
+
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    # -- threads --------------------------------------------------------------------------------
+    @router.get(
+        "/threads/<thread_id>/state", summary="A thread's state, now or at a past seq (time travel)", tags=["threads"], responses=_errors()
+    )
+    def thread_state(
+        thread_id: str, at: Annotated[int | None, Query(ge=0, description="sequence number; default: the head")] = None
+    ) -> m.ThreadState:
+        head = api.thread_of(tenant(), thread_id)
+        if at is not None and at > head:
+            raise ApiError(
+                422,
+                "validation_error",
+                f"query.at: thread {thread_id!r} has seqs 0..{head}",
+                [{"field": "query.at", "type": "out_of_range"}],
+            )
+        seq, state = api.client.state(thread_id, at=at)
+        return m.ThreadState(thread_id=thread_id, seq=seq, head=head, state=state)
+
+    @router.post(
+        "/threads/<thread_id>/fork",
+        status_code=201,
+        summary="Fork a thread at a seq into a new thread",
+        tags=["threads"],
+        responses=_errors(),
+    )
+    def fork(thread_id: str, body: Annotated[m.ForkThread, Body()]) -> m.Forked:
+        who = tenant()
+        head = api.thread_of(who, thread_id)
+        at = head if body.at is None else body.at
+        if at > head:
+            raise ApiError(
+                422, "validation_error", f"body.at: thread {thread_id!r} has seqs 0..{head}", [{"field": "body.at", "type": "out_of_range"}]
+            )
+        new_thread = api.client.fork(thread_id, at)
+        api.store.claim_thread(who, new_thread)
+        api.events.publish("thread.forked", who, {"thread_id": new_thread, "from": thread_id, "at": at})
+        return m.Forked(thread_id=new_thread, forked_from=thread_id, at=at)
+
+    return router
