@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ EXAMPLES = sorted(p for p in (ROOT / "statemachines" / "examples").glob("*.yaml"
 INPUT = {"question": "How should our payment client retry failed calls?", "amount": 3, "type": "A", "user_id": "dana"}
 ANSWER = {"decision": "yes"}
 FULL = os.environ.get("STEPWISE_CHAOS") == "full"
+CHILD_SECONDS = 60.0  # generous: a phase takes well under a second to a few seconds
 SAMPLES = {"react": 0, "human_approval": 99}  # kill points per example and phase in the default run (else 2):
 # every point of human_approval (the probe's stuck run was a kill before its 6th write); react only in the full
 # sweep (each forked child starts its own tool sandbox process: minutes on a loaded machine)
@@ -95,8 +97,17 @@ def _in_child(home: Path, example: Path, phase: str, kill_at: int) -> int:
         except BaseException:  # noqa: BLE001 - a failure of the phase is reported as exit 1
             code = 1
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    deadline = time.monotonic() + CHILD_SECONDS
+    while True:  # a child that hangs (a fork of a process with helper threads can) is killed: still a kill point
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            COUNTS["kill points where the child hung (killed by the harness)"] += 1
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
 
 
 def _finish(home: Path, example: Path) -> dict[str, Any]:
