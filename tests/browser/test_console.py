@@ -141,14 +141,19 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     page.wait_for_selector('#run-head .badge[data-status="succeeded"]')
     assert page.locator("#human-form").count() == 0
     assert live.call("GET", f"/runs/{run_id}")["state"]["decision"] == "yes"
-    types = page.locator("#timeline button").all_inner_texts()
-    assert any("run_finished" in t for t in types), types
+    page.wait_for_selector("#timeline button:has-text('run_finished')")  # the stream delivers the log's last event too
     shot(page, "run-done", docs=True)
 
     # time travel: the state at seq 2 and its diff against seq 1
     page.click('#timeline button[data-seq="2"]')
     page.wait_for_selector("#at-h:text('State at seq 2')")
     assert "+ draft:" in page.inner_text("#state-diff")
+    assert '"update"' in (page.text_content("#event-json") or "")
+    page.click('#timeline button[data-seq="3"]')  # the interrupt: its prompt, never its task token
+    page.wait_for_selector("#at-h:text('State at seq 3')")
+    assert "Approve this refund" in page.inner_text("#event-json") and "token" not in (page.text_content("#event-json") or "")
+    page.click('#timeline button[data-seq="2"]')
+    page.wait_for_selector("#at-h:text('State at seq 2')")
     assert page.get_attribute('#timeline button[data-seq="2"]', "aria-pressed") == "true"
     shot(page, "timeline", docs=True)
 
@@ -180,6 +185,9 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     assert "2 runs" in card.inner_text()
     assert page.locator('section[data-agent="human-approval"] svg.plot').count() == 2
     shot(page, "agents", docs=True)
+    page.click('section[data-agent="human-approval"] h2 a')  # an agent's graph without a run
+    page.wait_for_selector("h1:text('Agent human-approval')")
+    assert page.locator("svg.graph g.node").count() == 5 and page.input_value("#pick-version") == "1"
 
     # phone width: nothing wider than the screen but the scrollable graph and tables
     page.set_viewport_size({"width": 390, "height": 844})

@@ -222,7 +222,7 @@ async function runView(runId) {
   const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "Events of the run, by seq" });
   const at = h("div", { id: "at", "aria-live": "polite" }, h("p", { class: "muted" }, "Choose an event to see the state at its seq, what changed, and to fork from there."));
   const svg = graph ? draw(graph.asl, graph.spec) : null;
-  const renderHead = () => head.replaceChildren(badge(run.status), ` agent ${run.agent}${run.version ? ` v${run.version}` : ""} · thread `, h("code", {}, run.thread_id), ` · started ${when(run.created_at)}`,
+  const renderHead = () => head.replaceChildren(badge(run.status), " agent ", h("a", { href: `#/agents/${run.agent}/${run.version || ""}`.replace(/\/$/, "") }, `${run.agent}${run.version ? ` v${run.version}` : ""}`), " · thread ", h("code", {}, run.thread_id), ` · started ${when(run.created_at)}`,
     run.finished_at ? ` · took ${secs(run.finished_at - run.created_at)}` : "", run.error ? h("div", { class: "error", role: "alert" }, `${run.error.error || ""} ${run.error.cause || run.error.message || ""}`) : "");
   const renderHuman = () => human.replaceChildren(run.status === "waiting" && run.waiting && graph ? humanForm(run, graph.spec, refresh) : "");
   function renderNodes() {
@@ -237,7 +237,16 @@ async function runView(runId) {
     const list = [...folded.values()].filter((n) => n.visits || n.cost);
     plots.replaceChildren(
       h("figure", { class: "panel" }, h("figcaption", {}, "Latency by node (ms)"), bars("Latency by node in milliseconds", list.map((n) => ({ label: n.node, value: n.ms })), { fmt: (v) => `${v.toFixed(1)} ms` })),
-      h("figure", { class: "panel" }, h("figcaption", {}, "Cost by node (USD)"), bars("Cost by node in US dollars", list.map((n) => ({ label: n.node, value: n.cost })), { fmt: usd, cls: "cost" })));
+      h("figure", { class: "panel" }, h("figcaption", {}, "Cost by node (USD)"), list.some((n) => n.cost)
+        ? bars("Cost by node in US dollars", list.filter((n) => n.cost).map((n) => ({ label: n.node, value: n.cost })), { fmt: usd, cls: "cost" })
+        : h("p", { class: "muted" }, "No LLM calls with a cost in this run.")));
+  }
+  function eventBox(seq) {
+    const e = events.find((x) => x.seq === seq);
+    if (!e) return "";
+    const { token, payload, ...data } = e.data || {}; // the task token and resume cursor are not for display
+    return h("details", { open: e.type !== "node_update" && e.type !== "run_started" ? true : undefined },
+      h("summary", {}, `Event #${e.seq}: ${e.type}${e.node ? ` at ${e.node}` : ""}`), h("pre", { id: "event-json" }, JSON.stringify(data, null, 2)));
   }
   async function showAt(seq, button) {
     for (const b of timeline.querySelectorAll("button[aria-pressed]")) b.setAttribute("aria-pressed", "false");
@@ -262,7 +271,7 @@ async function runView(runId) {
           announce(`Forked into ${f.thread_id}`);
         } catch (err) { fork.disabled = false; out.append(problem(err)); }
       } }, `Fork from seq ${seq}`);
-      at.replaceChildren(h("h3", { id: "at-h" }, `State at seq ${now.seq} of ${now.head}`), diff(prev.state, now.state),
+      at.replaceChildren(h("h3", { id: "at-h" }, `State at seq ${now.seq} of ${now.head}`), eventBox(seq), diff(prev.state, now.state),
         h("details", {}, h("summary", {}, "Whole state"), h("pre", { id: "state-json" }, JSON.stringify(now.state, null, 2))), fork, out);
     } catch (err) { at.replaceChildren(problem(err)); }
   }
@@ -301,11 +310,22 @@ async function runView(runId) {
   }, ctrl.signal).catch((err) => main.prepend(problem(err)));
 }
 
+async function agentView(agent, version) {
+  const rec = await api("GET", `/agents/${encodeURIComponent(agent)}`);
+  const v = Number(version || rec.aliases.live || rec.versions.length);
+  const graph = await api("GET", `/agents/${encodeURIComponent(agent)}/versions/${v}/graph`);
+  const pick = h("select", { id: "pick-version", onchange: () => { location.hash = `#/agents/${agent}/${pick.value}`; } },
+    rec.versions.map((x) => h("option", { value: x.version, selected: x.version === v }, `v${x.version}${Object.entries(rec.aliases).filter(([, n]) => n === x.version).map(([a]) => ` (${a})`).join("")}`)));
+  page(`Agent ${agent}`, h("div", { class: "row" }, h("label", { for: "pick-version" }, h("span", {}, "Version"), pick), h("p", { class: "muted" }, h("code", {}, graph.ref))),
+    h("section", { "aria-labelledby": "graph-h" }, h("h2", { id: "graph-h" }, "Graph (from the compiled ASL)"), h("div", { class: "graph-wrap" }, draw(graph.asl, graph.spec))),
+    h("p", {}, h("a", { href: `#/?agent=${encodeURIComponent(agent)}` }, `Runs of ${agent}`)));
+}
+
 // -- agents ------------------------------------------------------------------------------------------
 async function statsView() {
   const stats = await api("GET", "/stats/agents?days=14");
   const cards = stats.agents.map((a) => h("section", { class: "panel", "data-agent": a.agent, "aria-labelledby": `ag-${a.agent}` },
-    h("h2", { id: `ag-${a.agent}` }, a.agent),
+    h("h2", { id: `ag-${a.agent}` }, h("a", { href: `#/agents/${a.agent}` }, a.agent)),
     h("p", {}, `${a.runs} runs · p50 ${secs(a.p50_s) || "–"} · p95 ${secs(a.p95_s) || "–"} · spend ${usd(a.spend_usd)} · ${a.tokens} tokens`),
     h("p", {}, Object.entries(a.by_status).map(([s, n]) => h("span", {}, badge(s), ` ${n} `))),
     h("figure", {}, h("figcaption", {}, "Runs per day"), bars(`Runs per day of ${a.agent}`, Object.entries(a.runs_per_day).map(([d, n]) => ({ label: d, value: n })))),
@@ -326,7 +346,9 @@ async function route() {
   for (const a of document.querySelectorAll("[data-nav]")) a.removeAttribute("aria-current");
   try {
     const m = path.match(/^\/runs\/([A-Za-z0-9_.:-]+)$/);
+    const ag = path.match(/^\/agents\/([A-Za-z0-9_.-]+)(?:\/(\d+))?$/);
     if (m) await runView(m[1]);
+    else if (ag) await agentView(ag[1], ag[2]);
     else if (path === "/stats") { document.querySelector('[data-nav="stats"]').setAttribute("aria-current", "page"); await statsView(); }
     else { document.querySelector('[data-nav="runs"]').setAttribute("aria-current", "page"); await runsView(new URLSearchParams(query || "")); }
     main.focus({ preventScroll: true });
