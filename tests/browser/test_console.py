@@ -107,6 +107,11 @@ def shot(page: Any, name: str, docs: bool = False) -> None:
         shutil.copyfile(path, ROOT / "docs" / "img" / f"console-{name}.png")
 
 
+UNLABELLED = """[...document.querySelectorAll('input, select, textarea, button')].filter((e) =>
+    !((e.labels && e.labels.length) || e.getAttribute('aria-label') || (e.type !== 'radio' && e.textContent.trim()))
+    && !(e.type === 'radio' && e.closest('label'))).map((e) => e.outerHTML)"""
+
+
 def sign_in(page: Any, live: Live) -> None:
     page.goto(live.url + "/")
     page.wait_for_selector("#key")
@@ -131,6 +136,7 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     assert [page.get_attribute(f"#ans-decision-{i}", "value") for i in range(3)] == ['"yes"', '"no"', '"revise"']
     assert "if state.decision == 'yes'" in page.text_content("svg.graph")  # edge conditions from the spec
     assert page.locator('#nodes tr[data-node="draft"] .badge').inner_text() == "done"
+    assert page.evaluate(UNLABELLED) == []  # every control has a label a screen reader can read
     shot(page, "run-waiting", docs=True)
 
     # approve from the form (keyboard: the radio is focusable and checked with Space)
@@ -177,7 +183,16 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     assert page.locator("#runs tbody tr .badge").all_inner_texts() == ["waiting"]
     page.select_option("#f-status", "")
     page.wait_for_selector("#count:text('2 of 2 runs')")
+    assert page.evaluate(UNLABELLED) == []
     shot(page, "runs", docs=True)
+    page.focus("#f-agent")  # keyboard: Tab from the filters reaches the first run, Enter opens it
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('#runs') !== null")
+    first = page.evaluate("document.activeElement.textContent")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"h1:text('Run {first}')")
+    page.go_back()
+    page.wait_for_selector("#runs tbody tr")
 
     # agents: runs per day, p50/p95, spend
     page.click("a[data-nav='stats']")
