@@ -1,8 +1,9 @@
 """``python -m bench [--quick | --full]``: Stepwise and LangGraph side by side, in one run.
 
-Writes ``bench/results/<mode>.json``; ``--full`` (or ``--docs``) also rewrites the generated part of
-``docs/benchmarks.md`` and ``docs/img/benchmarks.png``. ``--report FILE`` re-renders the docs from a saved
-results file without measuring anything.
+Writes ``<out>/<mode>-<time>.json`` (default ``.bench-results/``, untracked) and never touches the docs unless
+``--write-docs`` is given: then the results also go to ``bench/results/<mode>.json`` and the generated part of
+``docs/benchmarks.md`` and ``docs/img/benchmarks.png`` is rewritten from them. ``--report FILE`` re-renders
+the docs from a saved results file without measuring anything.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="N = 10 and 100, 3 repetitions (under 2 minutes); the default")
     size.add_argument("--full", action="store_true", help="N = 10, 100 and 500, 5 repetitions; rewrites the docs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for <mode>.json")
+    parser.add_argument("--out", type=Path, default=ROOT / ".bench-results", help="directory for <mode>-<time>.json (untracked)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for the stores (default: the system temp dir)")
-    parser.add_argument("--docs", action=argparse.BooleanOptionalAction, default=None, help="rewrite docs/benchmarks.md and the plot")
+    parser.add_argument(
+        "--write-docs", action="store_true", help="also write bench/results/<mode>.json and rewrite docs/benchmarks.md + plot"
+    )
     parser.add_argument("--report", type=Path, default=None, help="render the docs from this results file and exit")
     args = parser.parse_args(argv)
 
@@ -40,15 +43,22 @@ def main(argv: list[str] | None = None) -> int:
 
     config = FULL if args.full else QUICK
     results = run_suite(config, args.workdir)
+    import time
+
+    text = json.dumps(results, indent=1, ensure_ascii=False) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"{config.name}.json"
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    out = args.out / f"{config.name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(text)
     print(f"wrote {out} ({results['meta']['duration_s']} s)")
+    machine = results["meta"]["machine"]
+    print(f"  machine: {machine['cpu']}, {machine['cores']} cores; load {machine['loadavg_start']} → {machine['loadavg_end']}")
     for target in results["targets"]:
         print(f"  {target['id']}: {'met   ' if target['met'] else 'MISSED'} {target['measured']}")
-    if args.docs or (args.docs is None and args.full):
+    if args.write_docs:
+        record = ROOT / "bench" / "results" / f"{config.name}.json"
+        record.write_text(text)
         write_docs(results, doc, image)
-        print(f"wrote {doc} and {image}")
+        print(f"wrote {record}, {doc} and {image}")
     return 0
 
 

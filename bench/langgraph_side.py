@@ -13,7 +13,9 @@ LangGraph faster: the default FULL syncs the WAL on every commit). LangGraph's d
 
 from __future__ import annotations
 
+import asyncio
 import operator
+import time
 import sqlite3
 import uuid
 from pathlib import Path
@@ -135,16 +137,16 @@ class React:
 
 
 class Fanout:
-    def __init__(self, mode: str, workdir: Path) -> None:
+    def __init__(self, mode: str, workdir: Path, width: int = workload.FANOUT_WORKERS) -> None:
         self.saver, self.conn, self.path = _saver(mode, workdir)
-        self.graph = fanout_graph(self.saver)
+        self.width = width
+        self.graph = fanout_graph(self.saver, width)
 
     def run(self) -> dict[str, Any]:
         return self.graph.invoke({}, _config(f"thread-{uuid.uuid4().hex[:12]}", 10))  # type: ignore[no-any-return]
 
-    @staticmethod
-    def check(result: dict[str, Any]) -> None:
-        if result.get("count") != workload.FANOUT_WORKERS:
+    def check(self, result: dict[str, Any]) -> None:
+        if result.get("count") != self.width:
             raise RuntimeError(f"LangGraph W4 run ended with count={result.get('count')}")
 
     def close(self) -> None:
@@ -167,6 +169,154 @@ class Reader:
 
     def history(self) -> int:
         return len(list(self.graph.get_state_history(self.config)))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- W5: I/O-bound fan-out ---------------------------------------------------------------------------
+IO_VARIANTS = {
+    "sync": "blocking node on LangGraph's thread pool (invoke + SqliteSaver)",
+    "async": "async node on the event loop (ainvoke + AsyncSqliteSaver)",
+}
+
+
+class IOState(TypedDict, total=False):
+    tasks: list
+    results: Annotated[list, operator.add]
+    count: int
+    latency: float
+
+
+def io_graph(width: int, variant: str, checkpointer: Any) -> Any:
+    names = [f"io{i}" for i in range(width)]
+    builder = StateGraph(IOState)
+    builder.add_node("split", lambda s: workload.split_update(width))
+    for i, name in enumerate(names):
+        builder.add_node(name, _io_async(i) if variant == "async" else _io_sync(i))
+        builder.add_edge("split", name)
+    builder.add_node("join", lambda s: {"count": len(s["results"])})
+    builder.add_edge(START, "split")
+    builder.add_edge(names, "join")
+    builder.add_edge("join", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def _io_sync(index: int) -> Any:
+    def node(state: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(state["latency"])
+        return workload.io_update(index)
+
+    return node
+
+
+def _io_async(index: int) -> Any:
+    async def node(state: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(state["latency"])
+        return workload.io_update(index)
+
+    return node
+
+
+class IOFanout:
+    """W5 with durable checkpoints: the blocking variant through ``invoke`` + ``SqliteSaver``; the async one
+    through ``ainvoke`` + ``AsyncSqliteSaver`` (aiosqlite), on an event loop created before the clock."""
+
+    def __init__(self, variant: str, width: int, latency: float, workdir: Path) -> None:
+        self.variant, self.width, self.latency = variant, width, latency
+        self.path = workdir / f"langgraph-{uuid.uuid4().hex[:8]}.db"
+        self.conn: Any = None
+        if variant == "async":
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            self.loop = asyncio.new_event_loop()
+
+            async def open_saver() -> Any:
+                import aiosqlite
+
+                self.conn = await aiosqlite.connect(self.path)
+                await self.conn.execute("PRAGMA synchronous=NORMAL")
+                saver = AsyncSqliteSaver(self.conn)
+                await saver.setup()
+                return saver
+
+            saver = self.loop.run_until_complete(open_saver())
+        else:
+            self.conn = _connect(self.path)
+            saver = SqliteSaver(self.conn)
+            saver.setup()
+        self.graph = io_graph(width, variant, saver)
+
+    def run(self) -> dict[str, Any]:
+        config = _config(f"thread-{uuid.uuid4().hex[:12]}", 10)
+        if self.variant == "async":
+            return self.loop.run_until_complete(self.graph.ainvoke({"latency": self.latency}, config))  # type: ignore[no-any-return]
+        return self.graph.invoke({"latency": self.latency}, config)  # type: ignore[no-any-return]
+
+    def check(self, result: dict[str, Any]) -> None:
+        if result.get("count") != self.width:
+            raise RuntimeError(f"LangGraph W5 run ended with count={result.get('count')}")
+
+    def close(self) -> None:
+        if self.variant == "async":
+            self.loop.run_until_complete(self.conn.close())
+            self.loop.close()
+        else:
+            self.conn.close()
+
+
+# -- W6: many short runs into one store ------------------------------------------------------------
+class ShortState(TypedDict):
+    messages: Annotated[list, operator.add]
+
+
+def short_graph(checkpointer: Any) -> Any:
+    builder = StateGraph(ShortState)
+    for step, name in enumerate(("a", "b", "c"), start=1):
+        builder.add_node(name, lambda s, step=step: workload.short_update(step))
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", "c")
+    builder.add_edge("c", END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+class ShortRuns:
+    def __init__(self, workdir: Path) -> None:
+        from bench.stepwise_side import Statements
+
+        self.path = workdir / f"langgraph-{uuid.uuid4().hex[:8]}.db"
+        self.conn = _connect(self.path)
+        saver = SqliteSaver(self.conn)
+        saver.setup()
+        self.graph = short_graph(saver)
+        self.statements = Statements()
+        self.conn.set_trace_callback(self.statements)
+        self.threads: list[str] = []
+
+    def run_one(self) -> None:
+        thread = f"thread-{uuid.uuid4().hex[:12]}"
+        result = self.graph.invoke({"messages": []}, _config(thread, 10))
+        if len(result["messages"]) != 3:
+            raise RuntimeError("LangGraph W6 run did not produce three messages")
+        self.threads.append(thread)
+
+    def list_runs(self) -> int:
+        """The threads in the store, from their checkpoints (LangGraph has no run records)."""
+        conn = _connect(self.path)
+        try:
+            saver = SqliteSaver(conn)
+            return len({c.config["configurable"]["thread_id"] for c in saver.list(None)})
+        finally:
+            conn.close()
+
+    def read_all(self) -> int:
+        conn = _connect(self.path)
+        try:
+            graph = short_graph(SqliteSaver(conn))
+            return sum(len(graph.get_state(_config(t, 10)).values["messages"]) for t in self.threads)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.conn.close()

@@ -26,3 +26,39 @@ def worker(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 def join(state: dict[str, Any]) -> dict[str, Any]:
     return workload.join_update(state["results"])
+
+
+def _index(ctx: Any) -> int:
+    return int(ctx.node.rsplit("/", 1)[-1].lstrip("io"))
+
+
+def io_worker_sync(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """W5, blocking: a node that waits on I/O the way a synchronous SDK call does."""
+    import time
+
+    time.sleep(float(state.get("latency", workload.IO_LATENCY_S)))
+    return workload.io_update(_index(ctx))
+
+
+async def io_worker_async(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """W5, awaiting: the same wait as an ``async def`` node (an async SDK call)."""
+    import asyncio
+
+    await asyncio.sleep(float(state.get("latency", workload.IO_LATENCY_S)))
+    return workload.io_update(_index(ctx))
+
+
+def io_join(state: dict[str, Any]) -> dict[str, Any]:
+    return {"count": len(state.get("results", []))}
+
+
+def short_a(state: dict[str, Any]) -> dict[str, Any]:
+    return workload.short_update(1)
+
+
+def short_b(state: dict[str, Any]) -> dict[str, Any]:
+    return workload.short_update(2)
+
+
+def short_c(state: dict[str, Any]) -> dict[str, Any]:
+    return workload.short_update(3)

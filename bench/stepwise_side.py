@@ -9,6 +9,9 @@ LangGraph's ``compile()``; everything ``client.run`` does after that is timed.
 
 from __future__ import annotations
 
+import functools
+import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,11 @@ def react_spec() -> GraphSpec:
 
 
 def fanout_spec(workers: int = workload.FANOUT_WORKERS) -> GraphSpec:
+    return _fanout_spec(workers)
+
+
+@functools.lru_cache(maxsize=16)
+def _fanout_spec(workers: int) -> GraphSpec:
     """W4: split → 50 workers in parallel → join (a Parallel state; the join folds the branches' events)."""
     names = [f"w{i}" for i in range(workers)]
     nodes: dict[str, Any] = {
@@ -138,17 +146,17 @@ class React:
 
 
 class Fanout:
-    def __init__(self, mode: str, workdir: Path) -> None:
+    def __init__(self, mode: str, workdir: Path, width: int = workload.FANOUT_WORKERS) -> None:
         self.client, self.home = _client(mode, workdir)
-        self.spec = fanout_spec()
+        self.width = width
+        self.spec = fanout_spec(width)
         self.client.register(self.spec)
 
     def run(self) -> RunResult:
         return self.client.run(self.spec, {})
 
-    @staticmethod
-    def check(result: RunResult) -> None:
-        if result.status != "succeeded" or result.state.get("count") != workload.FANOUT_WORKERS:
+    def check(self, result: RunResult) -> None:
+        if result.status != "succeeded" or result.state.get("count") != self.width:
             raise RuntimeError(f"Stepwise W4 run ended {result.status} with count={result.state.get('count')}: {result.error}")
 
     def close(self) -> None:
@@ -171,3 +179,173 @@ class Reader:
 
     def close(self) -> None:
         _close(self.client)
+
+
+# -- W5: I/O-bound fan-out ---------------------------------------------------------------------------
+IO_VARIANTS = {
+    "sync": "blocking node (time.sleep, like a synchronous SDK call)",
+    "async": "async def node (await asyncio.sleep, like an async SDK call)",
+}
+
+
+@functools.lru_cache(maxsize=16)
+def io_fanout_spec(width: int, variant: str) -> GraphSpec:
+    """W5: split → ``width`` branches that each wait on one call → join; every branch appends one result."""
+    names = [f"io{i}" for i in range(width)]
+    fn = "bench.nodes:io_worker_async" if variant == "async" else "bench.nodes:io_worker_sync"
+    nodes: dict[str, Any] = {
+        "split": {"kind": "function", "fn": "bench.nodes:split", "writes": ["tasks"]},
+        "join": {"kind": "function", "fn": "bench.nodes:io_join", "writes": ["count"]},
+    }
+    nodes.update({n: {"kind": "function", "fn": fn, "writes": ["results"]} for n in names})
+    return _spec(
+        {
+            "name": f"bench-io-{variant}-{width}",
+            "state": {"results": "append"},
+            "graph": {"nodes": nodes, "parallel_nodes": [{"from": "split", "to": names}, {"from": names, "to": "join"}], "entry": "split"},
+        }
+    )
+
+
+class IOFanout:
+    def __init__(self, variant: str, width: int, latency: float, workdir: Path) -> None:
+        self.client, self.home = _client("c", workdir)
+        self.width, self.latency = width, latency
+        self.spec = io_fanout_spec(width, variant)
+        self.client.register(self.spec)
+
+    def run(self) -> RunResult:
+        return self.client.run(self.spec, {"latency": self.latency})
+
+    def check(self, result: RunResult) -> None:
+        if result.status != "succeeded" or result.state.get("count") != self.width:
+            raise RuntimeError(f"Stepwise W5 run ended {result.status} with count={result.state.get('count')}: {result.error}")
+
+    def close(self) -> None:
+        _close(self.client)
+
+
+# -- W6: many short runs into one store ------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def short_spec() -> GraphSpec:
+    nodes = {n: {"kind": "function", "fn": f"bench.nodes:short_{n}", "writes": ["messages"]} for n in ("a", "b", "c")}
+    return _spec(
+        {
+            "name": "bench-short",
+            "state": {"messages": "append"},
+            "graph": {"nodes": nodes, "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}], "entry": "a"},
+        }
+    )
+
+
+class Statements:
+    """Counts the SQL statements a connection executes (sqlite3's trace callback: every statement, including
+    BEGIN/COMMIT and the ones inside executemany)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.commits = 0
+
+    def __call__(self, sql: str) -> None:
+        self.count += 1
+        if sql.lstrip().upper().startswith("COMMIT"):
+            self.commits += 1
+
+
+class ShortRuns:
+    """W6: ``runs`` three-node runs into one embedded store, one at a time (the statement counter sees this
+    thread's connection only, which is every statement of a sequential run)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.client, self.home = _client("c", workdir)
+        self.spec = short_spec()
+        self.client.register(self.spec)
+        self.statements = Statements()
+        self.client.services.events.db.connection().set_trace_callback(self.statements)  # type: ignore[attr-defined]
+        self.threads: list[str] = []
+
+    def run_one(self) -> None:
+        result = self.client.run(self.spec, {"messages": []})
+        if result.status != "succeeded" or len(result.state["messages"]) != 3:
+            raise RuntimeError(f"Stepwise W6 run ended {result.status}: {result.error}")
+        self.threads.append(result.thread_id)
+
+    def list_runs(self) -> int:
+        reader = Stepwise.embedded(self.home)
+        try:
+            return len(reader.runs(limit=len(self.threads) + 10))
+        finally:
+            _close(reader)
+
+    def read_all(self) -> int:
+        reader = Stepwise.embedded(self.home)
+        try:
+            return sum(len(reader.state(t)[1]["messages"]) for t in self.threads)
+        finally:
+            _close(reader)
+
+    def close(self) -> None:
+        _close(self.client)
+
+
+# -- W7: one long loop ---------------------------------------------------------------------------------
+def _rss_kib() -> tuple[int, int]:
+    """(current RSS, peak RSS) of this process in KiB, from /proc."""
+    now = peak = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+    except OSError:
+        pass
+    return now, peak
+
+
+def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
+    """W7: one durable ReAct run of 2·turns+1 steps; the time of every step (between two consecutive
+    ``node_finished`` notifications: hydrate, node, append, snapshot, routing) and the process's RSS."""
+    marks: list[float] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("kind") == "node_finished":
+            marks.append(time.perf_counter())
+
+    home = workdir / f"stepwise-{uuid.uuid4().hex[:8]}"
+    client = Stepwise.embedded(home, observer=observe)
+    spec = react_spec()
+    client.register(spec)
+    rss_before, _ = _rss_kib()
+    started = time.perf_counter()
+    cpu0 = time.process_time()
+    result = client.run(spec, workload.react_input(turns))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    rss_after, peak = _rss_kib()
+    if result.status != "succeeded" or len(result.state["messages"]) != workload.react_steps(turns) + 1:
+        raise RuntimeError(f"Stepwise W7 run ended {result.status}: {result.error}")
+    _close(client)
+    steps = [b - a for a, b in zip([started, *marks[:-1]], marks, strict=True)]
+    return {
+        "steps": len(steps),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "step_s": steps,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_peak_kib": peak,
+        "pid": os.getpid(),
+    }
+
+
+def snapshot_position(handle: dict[str, Any]) -> dict[str, Any]:
+    """Where the thread's latest snapshot sits: the tail a cold reader must replay after it (diagnostics)."""
+    client = Stepwise.embedded(handle["home"])
+    try:
+        thread = str(handle["thread_id"])
+        head = client.services.events.head(thread)
+        snap = client.services.snapshots.latest(thread)
+        at = snap[0] if snap else 0
+        return {"head_seq": head, "snapshot_seq": at, "tail_events": head - at}
+    finally:
+        _close(client)

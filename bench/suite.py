@@ -20,7 +20,7 @@ from typing import Any
 from bench import langgraph_side as lg
 from bench import stepwise_side as sw
 from bench import workload
-from bench.measure import Sample, clock, growth_exponent, machine, median, summary, versions
+from bench.measure import Sample, clock, growth_exponent, load, machine, median, percentile, summary, versions
 
 SYSTEMS = ("stepwise", "langgraph", "langgraph-add")
 FANOUT_SYSTEMS = ("stepwise", "langgraph")
@@ -30,14 +30,23 @@ LABELS = {"stepwise": sw.LABEL, **lg.VARIANTS}
 @dataclass(frozen=True)
 class Config:
     name: str
-    sizes: tuple[int, ...]
+    sizes: tuple[int, ...]  # W1: N (ReAct turns) swept
     reps: int
     warmup: int
     growth: tuple[int, int]
-    restore_size: int
+    restore_size: int  # W3: whole history, and the cold read of all three systems, at this N
     restore_reps: int
     history_reps: int
     fanout_reps: int
+    restore_sweep: tuple[int, ...] = ()  # W3: cold reads of Stepwise and the faster LangGraph at these N
+    sweep_reps: int = 5
+    fanout_widths: tuple[int, ...] = (workload.FANOUT_WORKERS,)  # W4
+    io_widths: tuple[int, ...] = (50, 200)  # W5
+    io_latency: float = workload.IO_LATENCY_S
+    io_reps: int = 3
+    short_runs: int = 1000  # W6
+    long_turns: int = 2500  # W7: 2·turns+1 steps
+    startup_reps: int = 5
     modes: tuple[str, ...] = ("a", "b", "c")
     systems: tuple[str, ...] = SYSTEMS
     fanout_modes: tuple[str, ...] = ("b", "c")
@@ -45,16 +54,67 @@ class Config:
 
 
 QUICK = Config(
-    "quick", sizes=(10, 100), reps=5, warmup=1, growth=(10, 100), restore_size=100, restore_reps=5, history_reps=3, fanout_reps=9
+    "quick",
+    sizes=(10, 100),
+    reps=3,
+    warmup=1,
+    growth=(10, 100),
+    restore_size=100,
+    restore_reps=5,
+    history_reps=3,
+    fanout_reps=5,
+    restore_sweep=(100, 337, 673),
+    sweep_reps=5,
+    fanout_widths=(10, 50),
+    io_widths=(50,),
+    io_reps=2,
+    short_runs=200,
+    long_turns=500,
+    startup_reps=3,
 )
 FULL = Config(
-    "full", sizes=(10, 100, 500), reps=7, warmup=1, growth=(100, 500), restore_size=500, restore_reps=7, history_reps=3, fanout_reps=15
+    "full",
+    sizes=(10, 100, 500),
+    reps=5,
+    warmup=1,
+    growth=(100, 500),
+    restore_size=500,
+    restore_reps=7,
+    history_reps=3,
+    fanout_reps=9,
+    restore_sweep=(100, 175, 250, 337, 400, 475, 550, 625, 673, 750, 850, 925, 1000),
+    sweep_reps=7,
+    fanout_widths=(10, 50, 200),
+    io_widths=(50, 200),
+    io_reps=5,
+    short_runs=1000,
+    long_turns=2500,
+    startup_reps=7,
 )
 # The smoke test's plan: the quick mode's smallest size, once (W2's growth needs a second size: 20).
 SMOKE = replace(
-    QUICK, name="smoke", sizes=(10,), reps=1, warmup=0, growth=(10, 20), restore_size=10, restore_reps=1, history_reps=1, fanout_reps=1
+    QUICK,
+    name="smoke",
+    sizes=(10,),
+    reps=1,
+    warmup=0,
+    growth=(10, 20),
+    restore_size=10,
+    restore_reps=1,
+    history_reps=1,
+    fanout_reps=1,
+    restore_sweep=(10,),
+    sweep_reps=1,
+    fanout_widths=(5,),
+    io_widths=(5,),
+    io_latency=0.01,
+    io_reps=1,
+    short_runs=5,
+    long_turns=20,
+    startup_reps=1,
 )
-TARGET_SIZE = 500  # the issue states its W1/W3 targets at N=500
+TARGET_SIZE = 500  # the issue states its W1 target at N=500
+W3_PEER = "langgraph-add"  # the faster of LangGraph's two readers (W3 at N=500: ~1.7 ms against ~11 ms)
 
 
 def log(message: str) -> None:
@@ -163,13 +223,14 @@ class Runner:
         return sw.Reader(handle) if system == "stepwise" else lg.Reader(handle)
 
     # -- W4 ------------------------------------------------------------------------------------------
-    def fanout(self, mode: str) -> list[dict[str, Any]]:
+    def fanout(self, mode: str, width: int) -> list[dict[str, Any]]:
         systems = tuple(s for s in FANOUT_SYSTEMS if s in self.config.systems)
         samples: dict[str, list[Sample]] = {s: [] for s in systems}
+        l0 = load()
         for rep in range(self.config.warmup + self.config.fanout_reps):
             for system in _alternating(systems, rep):
                 where = self._dir()
-                runner: Any = sw.Fanout(mode, where) if system == "stepwise" else lg.Fanout(mode, where)
+                runner: Any = sw.Fanout(mode, where, width) if system == "stepwise" else lg.Fanout(mode, where, width)
                 try:
                     with clock() as sample:
                         result = runner.run()
@@ -179,7 +240,204 @@ class Runner:
                     shutil.rmtree(where, ignore_errors=True)
                 if rep >= self.config.warmup:
                     samples[system].append(sample)
-        return [{"system": s, "mode": mode, "workers": workload.FANOUT_WORKERS, **summary(samples[s])} for s in systems]
+        l1 = load()
+        return [{"system": s, "mode": mode, "workers": width, **summary(samples[s]), "load": [l0, l1]} for s in systems]
+
+    # -- W3 sweep: cold restore at many N ---------------------------------------------------------------
+    def restore_sweep(self, n: int) -> list[dict[str, Any]]:
+        """One durable run of N turns per system (untimed), then fresh readers timed in alternation."""
+        systems = tuple(s for s in ("stepwise", W3_PEER) if s in self.config.systems)
+        handles: dict[str, dict[str, Any]] = {}
+        dirs = []
+        for system in systems:
+            where = self._dir()
+            dirs.append(where)
+            runner = self._react(system, "c", n, where)
+            try:
+                runner.check(runner.run())
+            finally:
+                runner.close()
+            handles[system] = runner.handle()
+        extra: dict[str, dict[str, Any]] = {s: {} for s in systems}
+        if "stepwise" in handles:
+            extra["stepwise"] = sw.snapshot_position(handles["stepwise"])
+        cold: dict[str, list[Sample]] = {s: [] for s in systems}
+        l0 = load()
+        want = workload.react_steps(n) + 1
+        try:
+            for rep in range(self.config.sweep_reps):
+                for system in _alternating(systems, rep):
+                    reader = sw.Reader(handles[system]) if system == "stepwise" else lg.Reader(handles[system])
+                    try:
+                        with clock() as sample:
+                            got = reader.current()
+                    finally:
+                        reader.close()
+                    if got != want:
+                        raise RuntimeError(f"W3 sweep {system} N={n}: restored {got} messages, expected {want}")
+                    cold[system].append(sample)
+        finally:
+            for where in dirs:
+                shutil.rmtree(where, ignore_errors=True)
+        l1 = load()
+        return [{"system": s, "n": n, **summary(cold[s]), **extra[s], "load": [l0, l1]} for s in systems]
+
+    # -- W5: I/O-bound fan-out ------------------------------------------------------------------------------
+    def io_fanout(self, width: int) -> list[dict[str, Any]]:
+        """Every (system, variant) at ``width``, each also at zero latency (its own overhead), alternated."""
+        cfg = self.config
+        entries = [(s, v) for s in FANOUT_SYSTEMS if s in cfg.systems for v in ("sync", "async")]
+        samples: dict[tuple[str, str, float], list[Sample]] = {}
+        broken: dict[tuple[str, str], str] = {}
+        l0 = load()
+        for rep in range(cfg.warmup + cfg.io_reps):
+            for system, variant in _alternating(tuple(entries), rep):  # type: ignore[arg-type]
+                if (system, variant) in broken:
+                    continue
+                for latency in (cfg.io_latency, 0.0):
+                    where = self._dir()
+                    side: Any = sw if system == "stepwise" else lg
+                    runner: Any = None
+                    try:
+                        runner = side.IOFanout(variant, width, latency, where)
+                        with clock() as sample:
+                            result = runner.run()
+                        runner.check(result)
+                    except Exception as exc:  # noqa: BLE001 - recorded as "not available" with the reason
+                        broken[(system, variant)] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                        break
+                    finally:
+                        if runner is not None:
+                            runner.close()
+                        shutil.rmtree(where, ignore_errors=True)
+                    if rep >= cfg.warmup:
+                        samples.setdefault((system, variant, latency), []).append(sample)
+        l1 = load()
+        rows = []
+        for system, variant in entries:
+            labels = (sw if system == "stepwise" else lg).IO_VARIANTS
+            row: dict[str, Any] = {
+                "system": system,
+                "variant": variant,
+                "label": labels[variant],
+                "workers": width,
+                "latency_ms": cfg.io_latency * 1000,
+                "load": [l0, l1],
+            }
+            if (system, variant) in broken:
+                row["na"] = broken[(system, variant)]
+            else:
+                row.update(summary(samples[(system, variant, cfg.io_latency)]))
+                row["zero_latency"] = summary(samples[(system, variant, 0.0)])
+                ideal = cfg.io_latency * 1000 + row["zero_latency"]["wall_ms"]
+                row["ideal_ms"] = round(ideal, 3)
+                row["x_ideal"] = round(row["wall_ms"] / ideal, 3)
+                row["x_latency"] = round(row["wall_ms"] / (cfg.io_latency * 1000), 3)
+            rows.append(row)
+        return rows
+
+    # -- W6: many short runs into one store ---------------------------------------------------------------
+    def short_runs(self) -> list[dict[str, Any]]:
+        systems = tuple(s for s in ("stepwise", W3_PEER) if s in self.config.systems)
+        n = self.config.short_runs
+        dirs = {s: self._dir() for s in systems}
+        runners: dict[str, Any] = {s: (sw.ShortRuns(dirs[s]) if s == "stepwise" else lg.ShortRuns(dirs[s])) for s in systems}
+        per_run: dict[str, list[Sample]] = {s: [] for s in systems}
+        l0 = load()
+        rows = []
+        try:
+            for i in range(n):
+                for system in _alternating(systems, i):
+                    with clock() as sample:
+                        runners[system].run_one()
+                    per_run[system].append(sample)
+            l1 = load()
+            for system in systems:
+                r = runners[system]
+                statements, commits = r.statements.count, r.statements.commits
+                r.close()
+                with clock() as listed:
+                    count = r.list_runs()
+                with clock() as read:
+                    messages = r.read_all()
+                if count != n or messages != 3 * n:
+                    raise RuntimeError(f"W6 {system}: listed {count} runs and read {messages} messages, expected {n} and {3 * n}")
+                walls = [x.wall_s * 1000 for x in per_run[system]]
+                rows.append(
+                    {
+                        "system": system,
+                        "runs": n,
+                        **summary(per_run[system]),
+                        "wall_ms_p90": round(percentile(walls, 90), 4),
+                        "wall_ms_p99": round(percentile(walls, 99), 4),
+                        "statements_per_run": round(statements / n, 2),
+                        "commits_per_run": round(commits / n, 2),
+                        "list_ms": round(listed.wall_s * 1000, 3),
+                        "read_all_ms": round(read.wall_s * 1000, 3),
+                        "read_per_run_ms": round(read.wall_s * 1000 / n, 4),
+                        "load": [l0, l1],
+                    }
+                )
+                rows[-1].pop("samples_wall_ms")  # thousands of samples: keep the percentiles only
+                rows[-1].pop("samples_cpu_ms")
+        finally:
+            for where in dirs.values():
+                shutil.rmtree(where, ignore_errors=True)
+        return rows
+
+    # -- W7: one long loop ------------------------------------------------------------------------------
+    def long_loop(self) -> dict[str, Any]:
+        """In a child process, so its RSS is the loop's own and not the rest of the suite's."""
+        import json
+        import os
+        import subprocess
+
+        where = self._dir()
+        l0 = load()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.long", str(self.config.long_turns), str(where)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        shutil.rmtree(where, ignore_errors=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"W7 failed: {proc.stderr[-2000:]}")
+        raw = json.loads(proc.stdout)
+        steps = [s * 1000 for s in raw.pop("step_s")]
+        med = median(steps)
+        tenth = max(1, len(steps) // 10)
+        worst = sorted(range(len(steps)), key=steps.__getitem__)[-5:]
+        return {
+            "system": "stepwise",
+            "turns": self.config.long_turns,
+            "steps": raw["steps"],
+            "wall_ms": round(raw["wall_s"] * 1000, 1),
+            "cpu_ms": round(raw["cpu_s"] * 1000, 1),
+            "step_ms_median": round(med, 4),
+            "step_ms_p99": round(percentile(steps, 99), 4),
+            "step_ms_max": round(max(steps), 3),
+            "max_over_median": round(max(steps) / med, 2),
+            "first_tenth_median_ms": round(median(steps[:tenth]), 4),
+            "last_tenth_median_ms": round(median(steps[-tenth:]), 4),
+            "flatness": round(median(steps[-tenth:]) / median(steps[:tenth]), 3),
+            "slowest_steps": [{"index": i, "ms": round(steps[i], 3)} for i in reversed(worst)],
+            "rss_before_mib": round(raw["rss_before_kib"] / 1024, 1),
+            "rss_after_mib": round(raw["rss_after_kib"] / 1024, 1),
+            "rss_peak_mib": round(raw["rss_peak_kib"] / 1024, 1),
+            "load": [l0, load()],
+        }
+
+    # -- start-up --------------------------------------------------------------------------------------
+    def startup(self) -> dict[str, Any]:
+        from bench.startup import measure_startup
+
+        l0 = load()
+        out = measure_startup(self.config.startup_reps, self._dir())
+        out["load"] = [l0, load()]
+        return out
 
     # -- everything ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -195,17 +453,26 @@ class Runner:
                 "labels": LABELS,
                 "modes": {"stepwise": sw.MODES, "langgraph": lg.MODES},
                 "message_bytes": workload.MESSAGE_BYTES,
+                "w3_peer": W3_PEER,
             },
             "w1": [],
             "w2": [],
             "w3": [],
+            "w3_sweep": [],
             "w4": [],
+            "w5": [],
+            "w6": [],
+            "w7": None,
+            "startup": None,
         }
         stored_at: dict[int, dict[str, list[dict[str, Any]]]] = {}
         for n in cfg.sizes:
             for mode in cfg.modes:
                 self.progress(f"W1 N={n} mode ({mode})")
+                l0 = load()
                 rows, stored = self.react(n, mode, cfg.reps, cfg.warmup)
+                for row in rows:
+                    row["load"] = [l0, load()]
                 results["w1"].extend(rows)
                 if mode == "c":
                     stored_at[n] = stored
@@ -217,9 +484,22 @@ class Runner:
         results["w2_growth"] = self.growth_rows(results["w2"])
         self.progress(f"W3 restore at N={cfg.restore_size}")
         results["w3"] = self.restore()
-        for mode in cfg.fanout_modes:
-            self.progress(f"W4 fan-out ({mode})")
-            results["w4"].extend(self.fanout(mode))
+        for n in cfg.restore_sweep:
+            self.progress(f"W3 sweep: cold restore at N={n}")
+            results["w3_sweep"].extend(self.restore_sweep(n))
+        for width in cfg.fanout_widths:
+            for mode in cfg.fanout_modes:
+                self.progress(f"W4 fan-out {width} ({mode})")
+                results["w4"].extend(self.fanout(mode, width))
+        for width in cfg.io_widths:
+            self.progress(f"W5 I/O fan-out {width} × {cfg.io_latency * 1000:.0f} ms")
+            results["w5"].extend(self.io_fanout(width))
+        self.progress(f"W6 {cfg.short_runs} short runs")
+        results["w6"] = self.short_runs()
+        self.progress(f"W7 one loop of {2 * cfg.long_turns + 1} steps")
+        results["w7"] = self.long_loop()
+        self.progress("start-up")
+        results["startup"] = self.startup()
         self.progress("AWS cost model")
         from bench.costs import cost_model
 
@@ -264,30 +544,40 @@ def _pick(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def _sweep_median(values: list[float]) -> float:
+    return round(median(values), 2) if values else float("nan")
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's four targets, each as a ratio or bound from this run; ``met`` is a plain bool."""
+    """The targets of the performance issue, each from this run; ``met`` is a plain bool. Sweeps are judged at
+    every point (or by their median where the target says so), never at one favourable point."""
     cfg = results["meta"]["config"]
     peers = [s for s in cfg["systems"] if s != "stepwise"]
     out: list[dict[str, Any]] = []
-    n = max(cfg["sizes"])
-    at = "" if n == TARGET_SIZE else f" (measured at N={n}; the target is stated at N={TARGET_SIZE})"
 
-    me = _pick(results["w1"], system="stepwise", mode="c", n=n)
-    others = [r for p in peers if (r := _pick(results["w1"], system=p, mode="c", n=n))]
-    if me and others:
-        best = min(others, key=lambda r: r["wall_ms"])
-        ratio = best["wall_ms"] / me["wall_ms"]
-        cpu_ratio = best["cpu_ms"] / me["cpu_ms"]
+    # W1: ≥ 10× by wall and CPU at N=500 (as stated), with the sweep median beside it
+    ratios: list[tuple[int, float, float, str]] = []
+    for n in cfg["sizes"]:
+        me = _pick(results["w1"], system="stepwise", mode="c", n=n)
+        others = [r for p in peers if (r := _pick(results["w1"], system=p, mode="c", n=n))]
+        if me and others:
+            best = min(others, key=lambda r: r["wall_ms"])
+            ratios.append((n, best["wall_ms"] / me["wall_ms"], min(o["cpu_ms"] for o in others) / me["cpu_ms"], best["system"]))
+    if ratios:
+        n, wall, cpu, peer = next((r for r in ratios if r[0] == TARGET_SIZE), ratios[-1])
+        at = "" if n == TARGET_SIZE else f" (largest N here is {n}; the target is stated at N={TARGET_SIZE})"
+        med_wall, med_cpu = _sweep_median([r[1] for r in ratios]), _sweep_median([r[2] for r in ratios])
         out.append(
             {
                 "id": "W1",
-                "target": "W1(c) per-step time at N=500 ≥ 10× lower than LangGraph + SqliteSaver",
-                "measured": f"{ratio:.1f}× lower wall time than the faster LangGraph configuration ({LABELS[best['system']]}); "
-                f"{cpu_ratio:.1f}× lower CPU time{at}",
-                "ratio": round(ratio, 2),
-                "cpu_ratio": round(cpu_ratio, 2),
-                "met": ratio >= 10,
-                "vs": {r["system"]: round(r["wall_ms"] / me["wall_ms"], 2) for r in others},
+                "target": "durable ReAct step ≥ 10× cheaper than the faster LangGraph + SqliteSaver at N=500, by wall and CPU",
+                "measured": f"N={n}: {wall:.1f}× wall, {cpu:.1f}× CPU vs {LABELS[peer]}{at}; median over N={list(cfg['sizes'])}: "
+                f"{med_wall:.1f}× wall, {med_cpu:.1f}× CPU",
+                "ratio": round(wall, 2),
+                "cpu_ratio": round(cpu, 2),
+                "sweep_median": med_wall,
+                "sweep_median_cpu": med_cpu,
+                "met": wall >= 10 and cpu >= 10,
             }
         )
 
@@ -305,35 +595,132 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "exponent": growth["exponent"],
                 "ratio_to_raw": size["ratio_to_raw"],
                 "met": ok,
-                "met_parts": {"linear": growth["exponent"] <= 1.1, "bytes": size["ratio_to_raw"] <= 2.0},
             }
         )
 
-    w3 = _pick(results["w3"], system="stepwise")
-    if w3:
-        cur, hist = w3["current_state"]["wall_ms"], w3["history"]["wall_ms"]
-        at3 = "" if w3["n"] == TARGET_SIZE else f" (measured at N={w3['n']})"
+    sweep = results.get("w3_sweep") or []
+    mine = [r for r in sweep if r["system"] == "stepwise"]
+    if mine:
+        worst = max(mine, key=lambda r: r["wall_ms"])
+        peer_at = {r["n"]: r for r in sweep if r["system"] != "stepwise"}
+        slower = [r["n"] for r in mine if r["n"] in peer_at and r["wall_ms"] >= peer_at[r["n"]]["wall_ms"]]
+        ratios3 = [peer_at[r["n"]]["wall_ms"] / r["wall_ms"] for r in mine if r["n"] in peer_at]
         out.append(
             {
                 "id": "W3",
-                "target": "current state ≤ 5 ms; whole history ≤ 200 ms at N=500",
-                "measured": f"current state {cur:.2f} ms (cold client), history {hist:.1f} ms for {w3['history_states']} states{at3}",
-                "met": cur <= 5 and hist <= 200,
-                "met_parts": {"current": cur <= 5, "history": hist <= 200},
+                "target": "cold restore (fresh reader, current state) ≤ 2 ms p50 and faster than LangGraph's at every N",
+                "measured": f"Stepwise p50 {_sweep_median([r['wall_ms'] for r in mine]):.2f} ms median over {len(mine)} N, worst "
+                f"{worst['wall_ms']:.2f} ms at N={worst['n']}; {LABELS.get(results['meta'].get('w3_peer', ''), 'LangGraph')} ÷ Stepwise: "
+                f"median {_sweep_median(ratios3):.2f}×, min {min(ratios3, default=float('nan')):.2f}×"
+                + (f"; slower than LangGraph at N={slower}" if slower else ""),
+                "worst_ms": worst["wall_ms"],
+                "met": worst["wall_ms"] <= 2 and not slower,
+            }
+        )
+    w3 = _pick(results["w3"], system="stepwise")
+    if w3:
+        hist = w3["history"]["wall_ms"]
+        out.append(
+            {
+                "id": "W3h",
+                "target": f"whole history ≤ 200 ms at N={w3['n']}",
+                "measured": f"{hist:.1f} ms for {w3['history_states']} states",
+                "met": hist <= 200,
             }
         )
 
-    mine = _pick(results["w4"], system="stepwise", mode="c")
-    theirs = _pick(results["w4"], system="langgraph", mode="c")
-    if mine and theirs:
-        ratio = theirs["wall_ms"] / mine["wall_ms"]
+    widths = sorted({r["workers"] for r in results["w4"]})
+    w4 = [
+        (w, m, t)
+        for w in widths
+        if (m := _pick(results["w4"], system="stepwise", mode="c", workers=w))
+        and (t := _pick(results["w4"], system="langgraph", mode="c", workers=w))
+    ]
+    if w4:
+        parts = "; ".join(f"{w}: {m['wall_ms']:.1f} vs {t['wall_ms']:.1f} ms ({t['wall_ms'] / m['wall_ms']:.2f}×)" for w, m, t in w4)
         out.append(
             {
                 "id": "W4",
-                "target": "fan-out of 50 with durable persistence faster than LangGraph + SqliteSaver",
-                "measured": f"Stepwise {mine['wall_ms']:.1f} ms vs LangGraph {theirs['wall_ms']:.1f} ms per run ({ratio:.2f}×)",
-                "ratio": round(ratio, 2),
-                "met": ratio > 1,
+                "target": "CPU-bound fan-out, durable, faster than LangGraph + SqliteSaver at every width",
+                "measured": f"Stepwise vs LangGraph per run at width {parts}",
+                "met": all(t["wall_ms"] > m["wall_ms"] for _, m, t in w4),
+            }
+        )
+
+    w5_widths = sorted({r["workers"] for r in results["w5"]})
+    if w5_widths:
+        parts, ok = [], True
+        for w in w5_widths:
+            rows = [r for r in results["w5"] if r["workers"] == w and "na" not in r]
+            mine5 = [r for r in rows if r["system"] == "stepwise"]
+            theirs = [r for r in rows if r["system"] != "stepwise"]
+            if not mine5 or not theirs:
+                ok = False
+                continue
+            me5, them = min(mine5, key=lambda r: r["wall_ms"]), min(theirs, key=lambda r: r["wall_ms"])
+            default = _pick(results["w5"], system="stepwise", workers=w, variant="sync")
+            ok = ok and me5["x_ideal"] <= 1.15 and me5["wall_ms"] < them["wall_ms"]
+            parts.append(
+                f"{w} branches: Stepwise ({me5['variant']}) {me5['wall_ms']:.0f} ms = {me5['x_ideal']:.2f}× ideal "
+                f"({me5['x_latency']:.2f}× the latency), best LangGraph ({them['variant']}) {them['wall_ms']:.0f} ms "
+                f"({them['wall_ms'] / me5['wall_ms']:.2f}×)"
+                + (f"; blocking nodes {default['wall_ms']:.0f} ms" if default and "na" not in default else "")
+            )
+        out.append(
+            {
+                "id": "W5",
+                "target": "I/O fan-out (200 ms per branch), durable, default settings: ≤ 1.15× ideal and ahead of LangGraph at every width",
+                "measured": "; ".join(parts) or "no Stepwise result",
+                "met": ok,
+            }
+        )
+
+    w6 = _pick(results.get("w6") or [], system="stepwise")
+    if w6:
+        out.append(
+            {
+                "id": "W6",
+                "target": "3-node run ≤ 1 ms (engine overhead; the nodes do ~µs of work)",
+                "measured": f"{w6['wall_ms']:.3f} ms p50 ({w6['cpu_ms']:.3f} ms CPU), p90 {w6['wall_ms_p90']:.3f} ms; "
+                f"{w6['statements_per_run']:.1f} SQL statements and {w6['commits_per_run']:.1f} commits per run",
+                "met": w6["wall_ms"] <= 1.0,
+            }
+        )
+
+    w7 = results.get("w7")
+    if w7:
+        out.append(
+            {
+                "id": "W7",
+                "target": f"no step slower than 5× the median over {w7['steps']} steps",
+                "measured": f"max {w7['step_ms_max']:.2f} ms = {w7['max_over_median']:.1f}× the median {w7['step_ms_median']:.3f} ms; "
+                f"last tenth ÷ first tenth {w7['flatness']:.2f}; RSS {w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB",
+                "met": w7["max_over_median"] <= 5,
+            }
+        )
+
+    st = results.get("startup")
+    if st:
+        imp = st["import_ms"]["stepwise_run"]
+        out.append(
+            {
+                "id": "start-up",
+                "target": "`stepwise run` of a function-only graph imports in ≤ 300 ms",
+                "measured": f"{imp:.0f} ms of imports (-X importtime), whole process {st['process_ms']['stepwise_run']:.0f} ms "
+                f"(empty interpreter {st['process_ms']['empty']:.0f} ms); LangGraph's imports {st['import_ms']['langgraph']:.0f} ms",
+                "met": imp <= 300,
+            }
+        )
+
+    costs = results.get("costs")
+    if costs:
+        turn = costs["react_turn"]["per_turn"]
+        out.append(
+            {
+                "id": "AWS",
+                "target": "≤ 2 state transitions per ReAct turn with the default loop",
+                "measured": f"{turn:.0f} transitions per turn",
+                "met": turn <= 2,
             }
         )
     return out

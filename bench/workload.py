@@ -94,3 +94,17 @@ def worker_update(index: int) -> dict[str, Any]:
 
 def join_update(results: list[Any]) -> dict[str, Any]:
     return {"count": len(results), "workers": sorted(r["worker"] for r in results)[:3]}
+
+
+# -- W5: I/O-bound fan-out (every branch waits on one "LLM call") ------------------------------------
+IO_LATENCY_S = 0.2
+
+
+def io_update(index: int) -> dict[str, Any]:
+    return {"results": [{"worker": index, "text": TEXTS[(index * 7) % _POOL][:64]}]}
+
+
+# -- W6: many short runs into one store -------------------------------------------------------------
+def short_update(step: int) -> dict[str, Any]:
+    """One of the three nodes of a W6 run: a small message, like a router or a tool's reply."""
+    return {"messages": [{"role": "assistant", "content": TEXTS[step % _POOL][:120]}]}
