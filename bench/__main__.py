@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="N = 10, 100 and 500, 5 repetitions; rewrites the docs")
     parser.add_argument("--out", type=Path, default=ROOT / ".bench-results", help="directory for <mode>-<time>.json (untracked)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for the stores (default: the system temp dir)")
-    parser.add_argument(
-        "--write-docs", action="store_true", help="also write bench/results/<mode>.json and rewrite docs/benchmarks.md + plot"
-    )
+    parser.add_argument("--write-docs", action="store_true", help="also write bench/results/<mode>.json, docs/benchmarks.md, the plot")
     parser.add_argument("--report", type=Path, default=None, help="render the docs from this results file and exit")
     args = parser.parse_args(argv)
 

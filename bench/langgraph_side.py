@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import operator
-import time
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, TypedDict

@@ -604,13 +604,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         worst = max(mine, key=lambda r: r["wall_ms"])
         peer_at = {r["n"]: r for r in sweep if r["system"] != "stepwise"}
         slower = [r["n"] for r in mine if r["n"] in peer_at and r["wall_ms"] >= peer_at[r["n"]]["wall_ms"]]
+        peer3 = LABELS.get(results["meta"].get("w3_peer", ""), "LangGraph")
         ratios3 = [peer_at[r["n"]]["wall_ms"] / r["wall_ms"] for r in mine if r["n"] in peer_at]
         out.append(
             {
                 "id": "W3",
                 "target": "cold restore (fresh reader, current state) ≤ 2 ms p50 and faster than LangGraph's at every N",
                 "measured": f"Stepwise p50 {_sweep_median([r['wall_ms'] for r in mine]):.2f} ms median over {len(mine)} N, worst "
-                f"{worst['wall_ms']:.2f} ms at N={worst['n']}; {LABELS.get(results['meta'].get('w3_peer', ''), 'LangGraph')} ÷ Stepwise: "
+                f"{worst['wall_ms']:.2f} ms at N={worst['n']}; {peer3} ÷ Stepwise: "
                 f"median {_sweep_median(ratios3):.2f}×, min {min(ratios3, default=float('nan')):.2f}×"
                 + (f"; slower than LangGraph at N={slower}" if slower else ""),
                 "worst_ms": worst["wall_ms"],
@@ -694,7 +695,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "id": "W7",
                 "target": f"no step slower than 5× the median over {w7['steps']} steps",
                 "measured": f"max {w7['step_ms_max']:.2f} ms = {w7['max_over_median']:.1f}× the median {w7['step_ms_median']:.3f} ms; "
-                f"last tenth ÷ first tenth {w7['flatness']:.2f}; RSS {w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB",
+                f"last tenth ÷ first tenth {w7['flatness']:.2f}; "
+                f"RSS {w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB",
                 "met": w7["max_over_median"] <= 5,
             }
         )
@@ -707,7 +709,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "id": "start-up",
                 "target": "`stepwise run` of a function-only graph imports in ≤ 300 ms",
                 "measured": f"{imp:.0f} ms of imports (-X importtime), whole process {st['process_ms']['stepwise_run']:.0f} ms "
-                f"(empty interpreter {st['process_ms']['empty']:.0f} ms); LangGraph's imports {st['import_ms']['langgraph']:.0f} ms",
+                f"(empty interpreter {st['process_ms']['empty']:.0f} ms); "
+                f"LangGraph's imports {st['import_ms']['langgraph']:.0f} ms",
                 "met": imp <= 300,
             }
         )

@@ -1,5 +1,6 @@
 """The local ASL interpreter on hand-written state machines (no graphs involved)."""
 
+import asyncio
 import threading
 
 import pytest
@@ -192,27 +193,63 @@ def test_parallel_runs_branches_concurrently_and_keeps_order():
 
     branch = lambda i: machine({f"b{i}": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"i": i}}}})  # noqa: E731
     asl = machine({"par": {"Type": "Parallel", "Branches": [branch(i) for i in range(3)], "End": True}})
-    assert Interpreter({"fn": fn}, inline_budget_s=0).execute(asl, {}).output == [0, 1, 2]
+    assert Interpreter({"fn": fn}).execute(asl, {}).output == [0, 1, 2]
 
 
-def _thread_per_branch(budget: float) -> list[str]:
-    threads = []
+def _fanout(width: int) -> dict:
+    branch = lambda i: machine({f"b{i}": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"i": i}}}})  # noqa: E731
+    return machine({"par": {"Type": "Parallel", "Branches": [branch(i) for i in range(width)], "End": True}})
 
-    def fn(payload):
-        threads.append((payload["i"], threading.current_thread().name))
+
+def test_async_branches_wait_together_on_one_thread():
+    """200 branches that each await must all be waiting at once (an event that only the last one sets), on the
+    caller's thread: waiting branches hold no thread each. Results keep branch order."""
+    width = 200
+    threads: set[str] = set()
+    state = {"waiting": 0}
+    everyone: list[asyncio.Event] = []
+
+    async def afn(payload):
+        if not everyone:
+            everyone.append(asyncio.Event())
+        threads.add(threading.current_thread().name)
+        state["waiting"] += 1
+        if state["waiting"] == width:
+            everyone[0].set()
+        await asyncio.wait_for(everyone[0].wait(), timeout=10)
         return payload["i"]
 
-    branch = lambda i: machine({f"b{i}": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"i": i}}}})  # noqa: E731
-    asl = machine({"par": {"Type": "Parallel", "Branches": [branch(i) for i in range(4)], "End": True}})
-    assert Interpreter({"fn": fn}, inline_budget_s=budget).execute(asl, {}).output == [0, 1, 2, 3]
-    return [name for _, name in sorted(threads)]
+    result = Interpreter({}, async_functions={"fn": afn}).execute(_fanout(width), {})
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.output == list(range(width))
+    assert threads == {threading.current_thread().name}
 
 
-def test_quick_branches_run_inline_and_a_slow_one_moves_the_rest_to_threads():
-    main = threading.current_thread().name
-    assert _thread_per_branch(60.0) == [main] * 4  # every branch finished within the budget: no hand-offs
-    first, *rest = _thread_per_branch(1e-12)  # the first branch "took too long": the others go to the pool
-    assert first == main and all(name != main for name in rest)
+def test_sequential_path_calls_the_plain_function_on_the_callers_thread():
+    seen = []
+
+    def fn(payload):
+        seen.append(threading.current_thread().name)
+        return payload
+
+    asl = machine({"a": {**task(), "Parameters": {"FunctionName": ARN, "Payload": {"x": 1}}, "End": True}})
+    assert Interpreter({"fn": fn}).execute(asl, {}).output == {"x": 1}
+    assert seen == [threading.current_thread().name]
+
+
+def test_a_failing_branch_fails_the_parallel_after_every_branch_settled():
+    done = []
+
+    async def afn(payload):
+        await asyncio.sleep(0)
+        if payload["i"] == 1:
+            raise RuntimeError("branch one broke")
+        done.append(payload["i"])
+        return payload["i"]
+
+    result = Interpreter({}, async_functions={"fn": afn}).execute(_fanout(4), {})
+    assert (result.status, result.error) == ("FAILED", "RuntimeError")
+    assert sorted(done) == [0, 2, 3]
 
 
 def test_map_with_item_selector_and_max_concurrency():

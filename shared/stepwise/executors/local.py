@@ -7,8 +7,9 @@ from typing import Any
 
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
 from stepwise.executors.base import STEP_FUNCTION
+from stepwise.runtime.nodes import Offload
 from stepwise.runtime.services import Services
-from stepwise.runtime.step import step
+from stepwise.runtime.step import astep, step
 from stepwise.state.leases import Heartbeat
 from stepwise.state.ports import RunRecord
 
@@ -26,9 +27,11 @@ class LocalExecutor:
     def __init__(self, services: Services, clock: Clock | None = None, max_concurrency: int | None = None) -> None:
         self.services = services
         self.clock = clock
-        # Branches run on threads: worth it when nodes wait on I/O (LLMs, tools); pure-CPU nodes only pay
-        # for the GIL hand-offs. Map states may set their own, lower MaxConcurrency.
-        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "8"))
+        # Parallel/Map branches run as tasks on an event loop: an ``async def`` node's wait holds no thread.
+        # Blocking nodes (agents' LLM calls, synchronous functions that are not quick) run on up to this
+        # many threads; Map states may set their own, lower MaxConcurrency.
+        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "256"))
+        self.offload = Offload(max_workers=self.max_concurrency)
 
     def deploy(self, ref: str, asl: dict[str, Any]) -> None:
         return None
@@ -37,6 +40,7 @@ class LocalExecutor:
         fresh = self.services.events.head(run.thread_id) == run.start_cursor["seq"]  # nothing after run_started yet
         interpreter = Interpreter(
             {STEP_FUNCTION: lambda payload: step(self.services, payload, fresh=fresh)},
+            async_functions={STEP_FUNCTION: lambda payload: astep(self.services, payload, fresh=fresh, offload=self.offload)},
             tokens=self.services.runs,
             clock=self.clock,
             max_workers=self.max_concurrency,

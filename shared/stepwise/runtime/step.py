@@ -17,8 +17,9 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +27,7 @@ from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
-from stepwise.runtime.nodes import NodeContext, run_node
+from stepwise.runtime.nodes import NodeContext, Offload, run_node, run_node_async
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
@@ -128,9 +129,52 @@ def next_cursor(cursor: Cursor, node: str, frames: list[Any], changes: dict[str,
     return out
 
 
+@dataclass
+class _Pending:
+    """A step that has hydrated its state and built its context; only the node itself remains to run."""
+
+    cursor: Cursor
+    node: str
+    local: str
+    spec: GraphSpec
+    frames: list[Any]
+    scope: str
+    key: str
+    seq: int
+    state: dict[str, Any]
+    reducer_names: dict[str, str]
+    ctx: NodeContext
+    started: float = 0.0
+
+
 def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None, fresh: bool = False) -> dict[str, Any]:
     """Run one Task. ``fresh`` (the local engine's first pass over a new run, where no task can have
     completed yet) skips the completed-task lookup; the unique key still guards the append."""
+    pending = _begin(services, payload, resume_input, fresh)
+    if isinstance(pending, dict):
+        return pending
+    try:
+        update = run_node(pending.state, pending.ctx)
+    except Exception as exc:  # noqa: BLE001 - any node error is recorded, then re-raised as NodeError
+        _failed(services, pending, exc)
+    return _end(services, pending, update)
+
+
+async def astep(services: Services, payload: dict[str, Any], *, fresh: bool = False, offload: Offload | None = None) -> dict[str, Any]:
+    """``step`` for a branch on the local engine's event loop: an ``async def`` node is awaited (its wait
+    holds no thread); a blocking node runs on ``offload``'s threads; quick ones run inline."""
+    pending = _begin(services, payload, None, fresh)
+    if isinstance(pending, dict):
+        return pending
+    try:
+        update = await run_node_async(pending.state, pending.ctx, offload)
+    except Exception as exc:  # noqa: BLE001 - any node error is recorded, then re-raised as NodeError
+        _failed(services, pending, exc)
+    return _end(services, pending, update)
+
+
+def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, Any] | None, fresh: bool) -> _Pending | dict[str, Any]:
+    """Everything before the node runs; a dict is the step's whole output (finish, fail, join, a replay)."""
     req = StepInput.model_validate(payload)
     if req.mode == "finish":
         return _finish(services, req)
@@ -197,45 +241,53 @@ def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str,
         services=services,
     )
     services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
-    started = time.perf_counter()
-    try:
-        update = run_node(state, ctx)
-        new_state = reducing.apply(state, update, reducer_names)
-        route = route_after(spec, local, new_state)
-    except Exception as exc:
-        tb = traceback.format_exc()
-        _record_failure(services, cursor, scope, req.node, exc, tb)
-        services.notify(kind="node_failed", run_id=cursor.run_id, node=req.node, error=f"{type(exc).__name__}: {exc}")
-        raise NodeError(f"node {req.node!r} failed: {type(exc).__name__}: {exc}") from exc
+    return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter())
 
+
+def _failed(services: Services, p: _Pending, exc: Exception) -> NoReturn:
+    tb = traceback.format_exc()
+    _record_failure(services, p.cursor, p.scope, p.node, exc, tb)
+    services.notify(kind="node_failed", run_id=p.cursor.run_id, node=p.node, error=f"{type(exc).__name__}: {exc}")
+    raise NodeError(f"node {p.node!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, Any]:
+    """Fold the update, route, append (conditional write) and move the cursor on."""
+    cursor = p.cursor
+    try:
+        new_state = reducing.apply(p.state, update, p.reducer_names)
+        route = route_after(p.spec, p.local, new_state)
+    except Exception as exc:  # noqa: BLE001 - a reducer or condition error fails the node the same way
+        _failed(services, p, exc)
+    ctx = p.ctx
     changes: dict[str, Any] = {"route": route}
     if ctx.items is not None:
         changes["items"] = ctx.items
     changes.update(ctx.cursor)
-    elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+    elapsed_ms = round((time.perf_counter() - p.started) * 1000, 3)
     node_event = Event(
         type=NODE_UPDATE,
         run_id=cursor.run_id,
-        node=req.node,
-        scope=scope,
-        key=key,
+        node=p.node,
+        scope=p.scope,
+        key=p.key,
         data={"update": update, "next": changes, "ms": elapsed_ms},
     )
-    recorded = _append(services, cursor.thread_id, seq, [*ctx.records, node_event], frames)
+    recorded = _append(services, cursor.thread_id, p.seq, [*ctx.records, node_event], p.frames)
     new_seq = recorded.seq
     if recorded is node_event:
-        services.hydrator.remember(cursor.thread_id, frames, new_seq, new_state)
+        services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state)
     services.notify(
         kind="node_finished",
         run_id=cursor.run_id,
-        node=req.node,
-        scope=scope,
+        node=p.node,
+        scope=p.scope,
         seq=new_seq,
         route=route,
         update=update,
         ms=elapsed_ms,
     )
-    return next_cursor(cursor, req.node, frames, recorded.data["next"], new_seq)
+    return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
 
 
 def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any]) -> Event:
