@@ -7,11 +7,11 @@ import threading
 from typing import Any
 
 import pytest
+from tests.support import asyncnodes
 
 from stepwise.client import Stepwise
 from stepwise.graph.loader import parse_dict
 from stepwise.graph.spec import GraphSpec
-from tests.support import asyncnodes
 
 MOD = "tests.support.asyncnodes"
 
