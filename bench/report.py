@@ -159,23 +159,184 @@ def w3_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
-def w4_section(results: dict[str, Any]) -> list[str]:
+def _ld(row: dict[str, Any]) -> str:
+    load = row.get("load")
+    return f"{load[0]:.1f}→{load[1]:.1f}" if load else "?"
+
+
+def w3_sweep_section(results: dict[str, Any]) -> list[str]:
+    sweep = results.get("w3_sweep") or []
+    if not sweep:
+        return []
+    labels = results["meta"]["labels"]
+    peer = results["meta"].get("w3_peer", "langgraph-add")
     rows = []
-    for mode in results["meta"]["config"]["fanout_modes"]:
-        me = _find(results["w4"], system="stepwise", mode=mode)
-        peer = _find(results["w4"], system="langgraph", mode=mode)
+    for n in sorted({r["n"] for r in sweep}):
+        me, them = _find(sweep, system="stepwise", n=n), _find(sweep, system=peer, n=n)
+        if not me:
+            continue
         rows.append(
             [
-                MODE_NAMES[mode],
-                f"{_ms(me['wall_ms'], 1)} / {_ms(me['cpu_ms'], 1)}" if me else "–",
-                f"{_ms(peer['wall_ms'], 1)} / {_ms(peer['cpu_ms'], 1)}" if peer else "–",
-                f"{peer['wall_ms'] / me['wall_ms']:.2f}×" if me and peer else "–",
+                n,
+                me.get("head_seq", "?"),
+                me.get("tail_events", "?"),
+                f"{_ms(me['wall_ms'])} / {_ms(me['cpu_ms'])}",
+                f"{_ms(them['wall_ms'])} / {_ms(them['cpu_ms'])}" if them else "–",
+                f"{them['wall_ms'] / me['wall_ms']:.2f}×" if them else "–",
+                "**yes**" if me["wall_ms"] <= 2 and (not them or me["wall_ms"] < them["wall_ms"]) else "no",
+                _ld(me),
             ]
         )
     return [
-        f"### W4 — fan-out to {results['w4'][0]['workers'] if results['w4'] else 50} workers and a join (median ms per run)",
+        "### W3 sweep — cold restore at every position (p50 ms, fresh reader, current state)",
         "",
-        *_table(["mode", "Stepwise wall / CPU", "LangGraph wall / CPU", "LangGraph ÷ Stepwise"], rows),
+        *_table(
+            [
+                "N",
+                "events",
+                "tail after last snapshot",
+                "Stepwise wall / CPU",
+                f"{labels[peer]} wall / CPU",
+                "LangGraph ÷ Stepwise",
+                "≤ 2 ms and ahead",
+                "load",
+            ],
+            rows,
+        ),
+    ]
+
+
+def w4_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for width in sorted({r["workers"] for r in results["w4"]}):
+        for mode in results["meta"]["config"]["fanout_modes"]:
+            me = _find(results["w4"], system="stepwise", mode=mode, workers=width)
+            peer = _find(results["w4"], system="langgraph", mode=mode, workers=width)
+            rows.append(
+                [
+                    width,
+                    MODE_NAMES[mode],
+                    f"{_ms(me['wall_ms'], 1)} / {_ms(me['cpu_ms'], 1)}" if me else "–",
+                    f"{_ms(peer['wall_ms'], 1)} / {_ms(peer['cpu_ms'], 1)}" if peer else "–",
+                    f"{peer['wall_ms'] / me['wall_ms']:.2f}×" if me and peer else "–",
+                    _ld(me) if me else "?",
+                ]
+            )
+    return [
+        "### W4 — CPU-bound fan-out: split → W workers → join (median ms per run)",
+        "",
+        *_table(["W", "mode", "Stepwise wall / CPU", "LangGraph wall / CPU", "LangGraph ÷ Stepwise", "load"], rows),
+    ]
+
+
+def w5_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for r in results.get("w5") or []:
+        label = f"{'Stepwise' if r['system'] == 'stepwise' else 'LangGraph'}: {r['label']}"
+        if "na" in r:
+            rows.append([r["workers"], label, f"n/a: {r['na'][:160]}", "–", "–", "–", _ld(r)])
+            continue
+        rows.append(
+            [
+                r["workers"],
+                label,
+                f"{_ms(r['wall_ms'], 0)} / {_ms(r['cpu_ms'], 1)}",
+                _ms(r["zero_latency"]["wall_ms"], 1),
+                f"{r['x_ideal']:.2f}×",
+                f"{r['x_latency']:.2f}×",
+                _ld(r),
+            ]
+        )
+    if not rows:
+        return []
+    latency = results["w5"][0]["latency_ms"]
+    return [
+        f"### W5 — I/O-bound fan-out: W branches each waiting {latency:.0f} ms, durable (median ms per run)",
+        "",
+        "*Ideal* = one latency + the same system's own run time for the same graph with zero latency "
+        "(its overhead); the strict column divides by the latency alone.",
+        "",
+        *_table(["W", "system: node style", "wall / CPU", "same graph, zero latency", "÷ ideal", "÷ latency", "load"], rows),
+    ]
+
+
+def w6_section(results: dict[str, Any]) -> list[str]:
+    rows = []
+    labels = results["meta"]["labels"]
+    for r in results.get("w6") or []:
+        rows.append(
+            [
+                labels[r["system"]],
+                r["runs"],
+                f"{_ms(r['wall_ms'])} / {_ms(r['cpu_ms'])}",
+                _ms(r["wall_ms_p90"]),
+                _ms(r["wall_ms_p99"]),
+                r["statements_per_run"],
+                r["commits_per_run"],
+                _ms(r["list_ms"], 1),
+                f"{_ms(r['read_all_ms'], 1)} ({_ms(r['read_per_run_ms'])} per run)",
+                _ld(r),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "### W6 — many short runs into one store (three function nodes per run, durable)",
+        "",
+        *_table(
+            [
+                "system",
+                "runs",
+                "per run p50 wall / CPU ms",
+                "p90",
+                "p99",
+                "SQL statements per run",
+                "commits per run",
+                "list all (fresh reader) ms",
+                "read every run's state ms",
+                "load",
+            ],
+            rows,
+        ),
+    ]
+
+
+def w7_section(results: dict[str, Any]) -> list[str]:
+    w7 = results.get("w7")
+    if not w7:
+        return []
+    slow = ", ".join(f"#{s['index']} {s['ms']:.1f} ms" for s in w7["slowest_steps"])
+    rows = [
+        ["steps", w7["steps"]],
+        ["whole run wall / CPU", f"{w7['wall_ms']:,.0f} / {w7['cpu_ms']:,.0f} ms"],
+        ["step median / p99 / max", f"{w7['step_ms_median']:.3f} / {w7['step_ms_p99']:.3f} / {w7['step_ms_max']:.2f} ms"],
+        ["max ÷ median", f"**{w7['max_over_median']:.1f}×**"],
+        ["flatness: median of the last tenth ÷ the first tenth", f"{w7['flatness']:.2f}"],
+        ["slowest steps", slow],
+        ["RSS before → after (peak)", f"{w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB ({w7['rss_peak_mib']:.0f})"],
+        ["load", _ld(w7)],
+    ]
+    return ["### W7 — one loop of many steps (Stepwise, durable; one process)", "", *_table(["", ""], rows)]
+
+
+def startup_section(results: dict[str, Any]) -> list[str]:
+    st = results.get("startup")
+    if not st:
+        return []
+    p, i = st["process_ms"], st["import_ms"]
+    rows = [
+        ["`stepwise run` (function-only graph, three nodes), whole process", f"{p['stepwise_run']:.0f} ms", f"{i['stepwise_run']:.0f} ms"],
+        ["`import stepwise.cli`", f"{p['import_stepwise_cli']:.0f} ms", f"{i['stepwise_cli']:.0f} ms"],
+        ["`import langgraph.graph, langgraph.checkpoint.sqlite`", f"{p['import_langgraph']:.0f} ms", f"{i['langgraph']:.0f} ms"],
+        ["empty interpreter (`python -c pass`)", f"{p['empty']:.0f} ms", "0 (the baseline)"],
+    ]
+    heavy = ", ".join(f"`{m}`" for m in st.get("heavy_modules_in_run", [])) or "none of the watched ones"
+    return [
+        "### Start-up (median of child processes)",
+        "",
+        *_table(["", "process wall", "imports (-X importtime)"], rows),
+        f"Heavy modules a `stepwise run` of that graph imports: {heavy}. Load {_ld(st)}.",
+        "",
     ]
 
 
@@ -247,7 +408,20 @@ def costs_section(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any], plot_path: str | None = "img/benchmarks.png") -> str:
-    lines = [START, "", *targets_section(results), *w1_section(results), *w2_section(results), *w3_section(results), *w4_section(results)]
+    lines = [
+        START,
+        "",
+        *targets_section(results),
+        *w1_section(results),
+        *w2_section(results),
+        *w3_section(results),
+        *w3_sweep_section(results),
+        *w4_section(results),
+        *w5_section(results),
+        *w6_section(results),
+        *w7_section(results),
+        *startup_section(results),
+    ]
     if plot_path:
         lines += [f"![per-step time and stored bytes against N]({plot_path})", ""]
     lines += [*costs_section(results), *machine_section(results), END]

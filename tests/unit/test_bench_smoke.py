@@ -70,12 +70,29 @@ def test_w4_fanout_for_both_systems_and_modes(results: dict[str, Any]) -> None:
     for system in FANOUT_SYSTEMS:
         for mode in SMOKE.fanout_modes:
             row = next(r for r in results["w4"] if r["system"] == system and r["mode"] == mode)
-            assert row["workers"] == workload.FANOUT_WORKERS == 50
+            assert row["workers"] == SMOKE.fanout_widths[0]
             assert _number(row["wall_ms"]) and _number(row["cpu_ms"])
 
 
+def test_new_workloads_report_numbers_and_load(results: dict[str, Any]) -> None:
+    """W3 sweep, W5 (every system × variant, with its zero-latency overhead), W6, W7 and start-up."""
+    for row in results["w3_sweep"]:
+        assert _number(row["wall_ms"]) and len(row["load"]) == 2
+    assert {r["system"] for r in results["w3_sweep"]} == {"stepwise", "langgraph-add"}
+    assert {(r["system"], r["variant"]) for r in results["w5"]} == {(s, v) for s in FANOUT_SYSTEMS for v in ("sync", "async")}
+    for row in results["w5"]:
+        assert "na" not in row, row.get("na")
+        assert _number(row["wall_ms"]) and _number(row["ideal_ms"]) and _number(row["zero_latency"]["wall_ms"])
+    for row in results["w6"]:
+        assert row["runs"] == SMOKE.short_runs and _number(row["statements_per_run"]) and _number(row["read_all_ms"])
+    w7 = results["w7"]
+    assert w7["steps"] == workload.react_steps(SMOKE.long_turns) and _number(w7["max_over_median"]) and w7["rss_after_mib"] > 0
+    assert _number(results["startup"]["import_ms"]["stepwise_run"])
+    assert {t["id"] for t in results["targets"]} >= {"W1", "W3", "W4", "W5", "W6", "W7", "start-up", "AWS"}
+
+
 def test_targets_machine_versions_and_cost_model(results: dict[str, Any]) -> None:
-    assert [t["id"] for t in results["targets"]] == ["W1", "W2", "W3", "W4"]
+    assert [t["id"] for t in results["targets"]] == ["W1", "W2", "W3", "W3h", "W4", "W5", "W6", "W7", "start-up", "AWS"]
     assert all(isinstance(t["met"], bool) and t["measured"] for t in results["targets"])
     meta = results["meta"]
     assert meta["machine"]["cores"] and meta["machine"]["python"] and meta["machine"]["sqlite"]
@@ -96,7 +113,8 @@ def test_docs_render_from_results_and_keep_hand_written_text(results: dict[str, 
     write_docs(results, doc, image)
     text = doc.read_text()
     assert "intro kept" in text and "kept too" in text and "old tables" not in text
-    assert "### W1" in text and "### W2" in text and "### W3" in text and "### W4" in text and "AWS cost model" in text
+    for section in ("### W1", "### W2", "### W3", "### W4", "### W5", "### W6", "### W7", "### Start-up", "AWS cost model"):
+        assert section in text
     assert "](img/benchmarks.png)" in text
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -108,5 +126,5 @@ def test_cli_report_mode_renders_saved_results(results: dict[str, Any], tmp_path
     saved = tmp_path / "smoke.json"
     saved.write_text(json.dumps(results))
     assert main(["--report", str(saved)]) == 0
-    assert (tmp_path / "docs" / "benchmarks.md").read_text().count("### W") == 4
+    assert (tmp_path / "docs" / "benchmarks.md").read_text().count("### W") == 8
     assert (tmp_path / "docs" / "img" / "benchmarks.png").stat().st_size > 1000

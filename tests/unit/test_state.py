@@ -74,29 +74,86 @@ def test_branch_scopes_and_deterministic_join():
     assert hydrator.state("t", names, frames=[("p:s/1", 1)], at=4)[1] == {"log": ["main", "b1"]}
 
 
+def _run_log(store, hydrator, n, names=None):
+    names = names or {"log": "append"}
+    for i in range(n):
+        seq, state = hydrator.state("t", names)
+        store.append("t", seq, [upd({"log": i, "last": i})])
+        hydrator.remember("t", (), seq + 1, reducers.apply(state, {"log": i, "last": i}, names), names)
+
+
 def test_snapshot_plus_tail_equals_full_replay(tmp_path: Path):
     names = {"log": "append"}
     store = MemoryEventStore()
     snaps = FileSnapshotStore(tmp_path)
-    hydrator = Hydrator(store, snaps, snapshot_every=10)
-    for i in range(35):
-        seq, state = hydrator.state("t", names)
-        store.append("t", seq, [upd({"log": i})])
-        hydrator.remember("t", (), seq + 1, reducers.apply(state, {"log": i}, names))
+    hydrator = Hydrator(store, snaps, incremental_every=10)
+    _run_log(store, hydrator, 35)
     snap = snaps.latest("t")
-    assert snap is not None and snap[0] == 30  # snapshots at 10, 20, 30, (45): intervals grow by half
+    assert snap is not None and snap[0] == 30  # incremental snapshots every 10 events: the tail stays short
     cold = Hydrator(store, snaps)  # a new process: no cache, uses the snapshot and the tail
-    assert cold.state("t", names) == (35, {"log": list(range(35))})
-    assert cold.state("t", names, at=7)[1] == {"log": list(range(7))}  # time travel below the snapshot replays the log
+    assert cold.state("t", names) == (35, {"log": list(range(35)), "last": 34})
+    assert cold.state("t", names, at=7)[1] == {"log": list(range(7)), "last": 6}  # below the first snapshot: the log
 
 
-def test_snapshot_files_are_replaced_not_accumulated(tmp_path: Path):
+class WholeSnapshots(FileSnapshotStore):
+    """A store whose snapshots cost O(state) (like S3): the hydrator spaces them out geometrically."""
+
+    incremental = False
+
+
+def test_whole_state_snapshots_are_spaced_out_geometrically(tmp_path: Path):
+    store, snaps = MemoryEventStore(), WholeSnapshots(tmp_path)
+    _run_log(store, Hydrator(store, snaps, snapshot_every=10), 35)
+    assert snaps.latest("t")[0] == 30  # at 10, 20, 30, (45): intervals grow by half
+
+
+def test_a_snapshot_appends_only_the_new_items(tmp_path: Path):
     snaps = FileSnapshotStore(tmp_path)
-    for seq in range(1, 6):
-        snaps.put("t", seq, {"x": seq})
-    assert len(list(tmp_path.iterdir())) == 1
-    assert snaps.latest("t") == (5, {"x": 5})
-    assert snaps.latest("t", at_most=4) is None
+    items: list[str] = []
+    for seq in range(10, 101, 10):
+        items = [*items, *(f"{i:03d}" * 60 for i in range(seq - 10, seq))]  # what the append reducer builds
+        snaps.put("t", seq, {"log": items, "n": seq}, frozenset({"log"}))
+    (path,) = tmp_path.iterdir()
+    whole = len(FileSnapshotStore._pack_for_test("t", 100, {"log": items, "n": 100}))
+    assert path.stat().st_size < 1.2 * whole  # ten records that add up to one state, not ten whole states
+    assert snaps.latest("t") == (100, {"log": items, "n": 100})
+    assert FileSnapshotStore(tmp_path).latest("t", at_most=55) == (50, {"log": items[:50], "n": 50})  # an earlier record
+    assert snaps.latest("t", at_most=5) is None
+
+
+def test_a_torn_snapshot_record_loses_nothing(tmp_path: Path):
+    """A crash in the middle of writing a snapshot: the records before it stand, the log fills in the rest."""
+    names = {"log": "append"}
+    store, snaps = MemoryEventStore(), FileSnapshotStore(tmp_path)
+    _run_log(store, Hydrator(store, snaps, incremental_every=10), 40)
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(path.read_bytes()[:-7])  # the last record (seq 40) is cut short
+    assert FileSnapshotStore(tmp_path).latest("t")[0] == 30
+    assert Hydrator(store, FileSnapshotStore(tmp_path)).state("t", names) == (40, {"log": list(range(40)), "last": 39})
+
+
+def test_a_crash_between_the_step_and_its_snapshot_loses_nothing(tmp_path: Path):
+    """The event is the step's commit point; the snapshot is only a cache of the fold."""
+    names = {"log": "append"}
+    store, snaps = MemoryEventStore(), FileSnapshotStore(tmp_path)
+    hydrator = Hydrator(store, snaps, incremental_every=10)
+    _run_log(store, hydrator, 19)
+    seq, state = hydrator.state("t", names)
+    store.append("t", seq, [upd({"log": 19, "last": 19})])  # the step's event is written… and the process dies
+    cold = Hydrator(store, FileSnapshotStore(tmp_path))
+    assert cold.state("t", names) == (20, {"log": list(range(20)), "last": 19})
+
+
+def test_a_foreign_writers_record_never_folds_onto_the_wrong_base(tmp_path: Path):
+    """Two processes snapshotting one thread: each appends only onto a file it knows, else rewrites it whole."""
+    names = frozenset({"log"})
+    a, b = FileSnapshotStore(tmp_path), FileSnapshotStore(tmp_path)
+    a.put("t", 10, {"log": list(range(10))}, names)
+    assert b.latest("t") == (10, {"log": list(range(10))})  # b now knows the file
+    state = {"log": list(range(20))}
+    a.put("t", 20, state, names)  # a appends a delta
+    b.put("t", 15, {"log": list(range(15))}, names)  # b's view is stale: the file changed, so b rewrites it whole
+    assert FileSnapshotStore(tmp_path).latest("t") == (15, {"log": list(range(15))})
 
 
 def test_stored_bytes_grow_linearly(tmp_path: Path):

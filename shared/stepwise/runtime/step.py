@@ -276,7 +276,7 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
     recorded = _append(services, cursor.thread_id, p.seq, [*ctx.records, node_event], p.frames)
     new_seq = recorded.seq
     if recorded is node_event:
-        services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state)
+        services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state, p.reducer_names)
     services.notify(
         kind="node_finished",
         run_id=cursor.run_id,

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 RUN_STARTED = "run_started"
 NODE_UPDATE = "node_update"
 JOIN = "join"
@@ -52,8 +54,16 @@ class Event:
 
 
 def encode(data: dict[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    """Compact JSON (orjson: ~5× faster than the standard library). Values orjson refuses (non-string keys,
+    integers beyond 64 bits) take the standard encoder, which writes the same JSON."""
+    try:
+        return orjson.dumps(data, default=str).decode()
+    except TypeError:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def decode(blob: str | bytes) -> dict[str, Any]:
-    return json.loads(blob)  # type: ignore[no-any-return]
+    try:
+        return orjson.loads(blob)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:  # NaN/Infinity written by the standard encoder before
+        return json.loads(blob)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from stepwise.state.events import Event
@@ -19,10 +20,19 @@ CacheKey = tuple[str, tuple[tuple[str, int], ...]]
 
 
 class Hydrator:
-    def __init__(self, events: EventStore, snapshots: SnapshotStore, *, snapshot_every: int = 200, cache_size: int = 512) -> None:
+    def __init__(
+        self,
+        events: EventStore,
+        snapshots: SnapshotStore,
+        *,
+        snapshot_every: int = 200,
+        incremental_every: int = 32,
+        cache_size: int = 512,
+    ) -> None:
         self.events = events
         self.snapshots = snapshots
         self.snapshot_every = snapshot_every
+        self.incremental_every = incremental_every
         self._cache: OrderedDict[CacheKey, tuple[int, dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
         self._last_snapshot: dict[str, int] = {}
@@ -47,7 +57,7 @@ class Hydrator:
         if tail:
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail))
         seq = max(seq, head)
-        self.remember(thread_id, frames, seq, state)
+        self.remember(thread_id, frames, seq, state, reducers)
         return seq, state
 
     def _state_at(self, thread_id: str, reducers: Mapping[str, str], frames: Frames, at: int) -> tuple[int, dict[str, Any]]:
@@ -91,7 +101,7 @@ class Hydrator:
 
         return lookup
 
-    def remember(self, thread_id: str, frames: Frames, seq: int, state: dict[str, Any]) -> None:
+    def remember(self, thread_id: str, frames: Frames, seq: int, state: dict[str, Any], reducers: Mapping[str, str] | None = None) -> None:
         """Cache a state the caller computed itself (after its own append), and snapshot the main scope."""
         key = self._key(thread_id, frames)
         with self._lock:
@@ -99,15 +109,32 @@ class Hydrator:
             self._cache.move_to_end(key)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        if frames:
+            return
         last = self._last_snapshot.get(thread_id, 0)
-        # Intervals grow by half (K, K, K, 1.5K, 2.25K, …): writing the whole state costs O(state) each time,
-        # so geometric intervals keep total snapshot work linear in the run, while a cold restore replays at
-        # most a third of the log.
-        if not frames and seq - last >= max(self.snapshot_every, last // 2):
-            self.snapshots.put(thread_id, seq, state)
+        if self.snapshots.incremental:
+            # A snapshot costs only what changed since the last one, so take one every few dozen events: a cold
+            # reader then replays at most that many, whatever the thread's length.
+            due = seq - last >= self.incremental_every
+        else:
+            # Intervals grow by half (K, K, K, 1.5K, 2.25K, …): a whole-state write costs O(state) each time, so
+            # geometric intervals keep total snapshot work linear in the run (a cold read replays ≤ 1/3 of the log).
+            due = seq - last >= max(self.snapshot_every, last // 2)
+        if due:
+            appends = _appends(reducers) if reducers is not None else frozenset()
+            self.snapshots.put(thread_id, seq, state, appends)
             self._last_snapshot[thread_id] = seq
 
     def forget(self, thread_id: str) -> None:
         with self._lock:
             for key in [k for k in self._cache if k[0] == thread_id]:
                 del self._cache[key]
+
+
+@lru_cache(maxsize=256)
+def _append_channels(items: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    return frozenset(channel for channel, reducer in items if reducer == "append")
+
+
+def _appends(reducers: Mapping[str, str]) -> frozenset[str]:
+    return _append_channels(tuple(sorted(reducers.items())))

@@ -61,7 +61,9 @@ class MemorySnapshotStore(SnapshotStore):
     def __init__(self) -> None:
         self._snaps: dict[str, tuple[int, dict[str, Any]]] = {}
 
-    def put(self, thread_id: str, seq: int, state: dict[str, Any]) -> None:
+    incremental = True  # a put keeps a reference: O(1)
+
+    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
         self._snaps[thread_id] = (seq, state)  # states are never mutated in place, so no copy is needed
 
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None:

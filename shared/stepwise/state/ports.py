@@ -94,10 +94,17 @@ class EventStore(ABC):
 
 
 class SnapshotStore(ABC):
-    """The latest materialised main-scope state per thread: a cache of the fold, never the source of truth."""
+    """The latest materialised main-scope state per thread: a cache of the fold, never the source of truth.
+
+    ``incremental`` stores make a snapshot cost only what changed since the previous one, so the hydrator
+    takes them often (bounding a cold reader's replay); the others cost O(state) each and are spaced out.
+    ``appends`` names the channels whose reducer is the built-in ``append`` (a new value always starts
+    with the old one), which an incremental store may write as just the new items."""
+
+    incremental: bool = False
 
     @abstractmethod
-    def put(self, thread_id: str, seq: int, state: dict[str, Any]) -> None: ...
+    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None: ...
 
     @abstractmethod
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None: ...

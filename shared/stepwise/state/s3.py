@@ -44,7 +44,7 @@ class S3SnapshotStore(SnapshotStore):
     def _key(self, thread_id: str) -> str:
         return f"{self.prefix}{_thread_key(thread_id)}.json.z"
 
-    def put(self, thread_id: str, seq: int, state: dict[str, Any]) -> None:
+    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
         body = json.dumps({"thread_id": thread_id, "seq": seq, "state": state}, separators=(",", ":"), default=str)
         self.s3.put_object(
             Bucket=self.bucket,
