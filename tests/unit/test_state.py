@@ -138,7 +138,7 @@ def test_a_crash_between_the_step_and_its_snapshot_loses_nothing(tmp_path: Path)
     store, snaps = MemoryEventStore(), FileSnapshotStore(tmp_path)
     hydrator = Hydrator(store, snaps, incremental_every=10)
     _run_log(store, hydrator, 19)
-    seq, state = hydrator.state("t", names)
+    seq, _ = hydrator.state("t", names)
     store.append("t", seq, [upd({"log": 19, "last": 19})])  # the step's event is written… and the process dies
     cold = Hydrator(store, FileSnapshotStore(tmp_path))
     assert cold.state("t", names) == (20, {"log": list(range(20)), "last": 19})
