@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".bench-results", help="directory for <mode>-<time>.json (untracked)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory for the stores (default: the system temp dir)")
     parser.add_argument("--write-docs", action="store_true", help="also write bench/results/<mode>.json, docs/benchmarks.md, the plot")
+    parser.add_argument("--only", default="", help="comma-separated sections to run: w1 (W1-W3), w3 (sweep), w4, w5, w6, w7, startup")
     parser.add_argument("--report", type=Path, default=None, help="render the docs from this results file and exit")
     args = parser.parse_args(argv)
 
@@ -40,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     from bench.suite import FULL, QUICK, run_suite
 
     config = FULL if args.full else QUICK
-    results = run_suite(config, args.workdir)
+    if args.only:
+        from dataclasses import replace
+
+        config = replace(config, only=tuple(args.only.split(",")))
+    partial = args.out / f"{config.name}-partial.json"
+    results = run_suite(config, args.workdir, partial=partial)
     import time
 
     text = json.dumps(results, indent=1, ensure_ascii=False) + "\n"

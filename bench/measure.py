@@ -37,10 +37,12 @@ class Sample:
 
 
 @contextmanager
-def clock() -> Iterator[Sample]:
-    """Wall time and process CPU time (all threads) of the block. Collects garbage first, so one system's
+def clock(collect: bool = True) -> Iterator[Sample]:
+    """Wall time and process CPU time (all threads) of the block. Collects garbage first (unless told not
+    to: W6 times a thousand tiny runs, and a full collection per run would dwarf them), so one system's
     leftovers are never charged to the other."""
-    gc.collect()
+    if collect:
+        gc.collect()
     sample = Sample(0.0, 0.0)
     w0, c0 = time.perf_counter(), time.process_time()
     try:

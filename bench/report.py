@@ -399,8 +399,9 @@ def costs_section(results: dict[str, Any]) -> list[str]:
             ],
             rows,
         ),
-        f"ReAct turn ({turn['graph']}): **{turn['per_turn']:.0f} transitions per turn** (agent Task, its route Choice, tool Task), "
-        f"{turn['per_node']:.1f} per node, plus {turn['fixed_per_run']:.0f} per run (the agent's final answer: Task + Choice; "
+        f"ReAct turn ({turn['graph']}): **{turn['per_turn']:.0f} transitions per turn** (agent Task, tool Task: the agent's "
+        "step routes back round the loop as its Task's Next, and leaves it through a route Catch), "
+        f"{turn['per_node']:.1f} per node, plus {turn['fixed_per_run']:.0f} per run (the agent's final answer; "
         "then `__end__` and `Succeeded`). "
         f"Measured as the difference between 20 and 10 turns: {turn['transitions_at_20']} − {turn['transitions_at_10']}.",
         "",

@@ -50,6 +50,7 @@ class Config:
     modes: tuple[str, ...] = ("a", "b", "c")
     systems: tuple[str, ...] = SYSTEMS
     fanout_modes: tuple[str, ...] = ("b", "c")
+    only: tuple[str, ...] = ()  # run only these sections (w1 = W1-W3 at restore_size, w3 = the sweep, w4 … w7, startup)
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,15 +82,15 @@ FULL = Config(
     restore_size=500,
     restore_reps=7,
     history_reps=3,
-    fanout_reps=9,
-    restore_sweep=(100, 175, 250, 337, 400, 475, 550, 625, 673, 750, 850, 925, 1000),
-    sweep_reps=7,
+    fanout_reps=7,
+    restore_sweep=(100, 250, 400, 550, 673, 850, 1000),
+    sweep_reps=5,
     fanout_widths=(10, 50, 200),
     io_widths=(50, 200),
-    io_reps=5,
+    io_reps=3,
     short_runs=1000,
     long_turns=2500,
-    startup_reps=7,
+    startup_reps=5,
 )
 # The smoke test's plan: the quick mode's smallest size, once (W2's growth needs a second size: 20).
 SMOKE = replace(
@@ -126,7 +127,8 @@ def _alternating(items: tuple[str, ...], rep: int) -> Iterable[str]:
 
 
 class Runner:
-    def __init__(self, config: Config, workdir: Path, progress: Callable[[str], None] = log) -> None:
+    def __init__(self, config: Config, workdir: Path, progress: Callable[[str], None] = log, partial: Path | None = None) -> None:
+        self.partial = partial
         self.config = config
         self.workdir = workdir
         self.progress = progress
@@ -346,9 +348,12 @@ class Runner:
         l0 = load()
         rows = []
         try:
+            import gc
+
+            gc.collect()
             for i in range(n):
                 for system in _alternating(systems, i):
-                    with clock() as sample:
+                    with clock(collect=False) as sample:
                         runners[system].run_one()
                     per_run[system].append(sample)
             l1 = load()
@@ -465,41 +470,58 @@ class Runner:
             "w7": None,
             "startup": None,
         }
+        only = set(cfg.only)
+
+        def want(section: str) -> bool:
+            return not only or section in only
+
         stored_at: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for n in cfg.sizes:
-            for mode in cfg.modes:
-                self.progress(f"W1 N={n} mode ({mode})")
-                l0 = load()
-                rows, stored = self.react(n, mode, cfg.reps, cfg.warmup)
-                for row in rows:
-                    row["load"] = [l0, load()]
-                results["w1"].extend(rows)
-                if mode == "c":
-                    stored_at[n] = stored
-        for n in cfg.growth:  # W2 sizes that W1 did not run: one durable run each, for the bytes only
-            if n not in stored_at:
-                self.progress(f"W2 N={n} (bytes only)")
-                stored_at[n] = self.react(n, "c", 1, 0)[1]
-        results["w2"] = self.storage_rows(stored_at)
-        results["w2_growth"] = self.growth_rows(results["w2"])
-        self.progress(f"W3 restore at N={cfg.restore_size}")
-        results["w3"] = self.restore()
-        for n in cfg.restore_sweep:
-            self.progress(f"W3 sweep: cold restore at N={n}")
-            results["w3_sweep"].extend(self.restore_sweep(n))
-        for width in cfg.fanout_widths:
-            for mode in cfg.fanout_modes:
-                self.progress(f"W4 fan-out {width} ({mode})")
-                results["w4"].extend(self.fanout(mode, width))
-        for width in cfg.io_widths:
-            self.progress(f"W5 I/O fan-out {width} × {cfg.io_latency * 1000:.0f} ms")
-            results["w5"].extend(self.io_fanout(width))
-        self.progress(f"W6 {cfg.short_runs} short runs")
-        results["w6"] = self.short_runs()
-        self.progress(f"W7 one loop of {2 * cfg.long_turns + 1} steps")
-        results["w7"] = self.long_loop()
-        self.progress("start-up")
-        results["startup"] = self.startup()
+        if want("w1"):
+            for n in cfg.sizes:
+                for mode in cfg.modes:
+                    self.progress(f"W1 N={n} mode ({mode})")
+                    l0 = load()
+                    rows, stored = self.react(n, mode, cfg.reps, cfg.warmup)
+                    for row in rows:
+                        row["load"] = [l0, load()]
+                    results["w1"].extend(rows)
+                    if mode == "c":
+                        stored_at[n] = stored
+            for n in cfg.growth:  # W2 sizes that W1 did not run: one durable run each, for the bytes only
+                if n not in stored_at:
+                    self.progress(f"W2 N={n} (bytes only)")
+                    stored_at[n] = self.react(n, "c", 1, 0)[1]
+            results["w2"] = self.storage_rows(stored_at)
+            results["w2_growth"] = self.growth_rows(results["w2"])
+            self.progress(f"W3 restore at N={cfg.restore_size}")
+            results["w3"] = self.restore()
+            self.save(results)
+        if want("w3"):
+            for n in cfg.restore_sweep:
+                self.progress(f"W3 sweep: cold restore at N={n}")
+                results["w3_sweep"].extend(self.restore_sweep(n))
+            self.save(results)
+        if want("w4"):
+            for width in cfg.fanout_widths:
+                for mode in cfg.fanout_modes:
+                    self.progress(f"W4 fan-out {width} ({mode})")
+                    results["w4"].extend(self.fanout(mode, width))
+            self.save(results)
+        if want("w5"):
+            for width in cfg.io_widths:
+                self.progress(f"W5 I/O fan-out {width} × {cfg.io_latency * 1000:.0f} ms")
+                results["w5"].extend(self.io_fanout(width))
+            self.save(results)
+        if want("w6"):
+            self.progress(f"W6 {cfg.short_runs} short runs")
+            results["w6"] = self.short_runs()
+            self.save(results)
+        if want("w7"):
+            self.progress(f"W7 one loop of {2 * cfg.long_turns + 1} steps")
+            results["w7"] = self.long_loop()
+        if want("startup"):
+            self.progress("start-up")
+            results["startup"] = self.startup()
         self.progress("AWS cost model")
         from bench.costs import cost_model
 
@@ -508,6 +530,14 @@ class Runner:
         results["meta"]["duration_s"] = round(time.time() - started, 1)
         results["meta"]["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
         return results
+
+    def save(self, results: dict[str, Any]) -> None:
+        """Write what has been measured so far (a long run that dies still leaves its numbers)."""
+        if self.partial is not None:
+            import json
+
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self.partial.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
 
     @staticmethod
     def storage_rows(stored_at: dict[int, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -581,7 +611,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    growth = _pick(results["w2_growth"], system="stepwise")
+    growth = _pick(results.get("w2_growth") or [], system="stepwise")
     hi = cfg["growth"][1]
     size = _pick(results["w2"], system="stepwise", n=hi)
     if growth and size:
@@ -729,10 +759,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def run_suite(config: Config, workdir: Path | None = None, progress: Callable[[str], None] = log) -> dict[str, Any]:
+def run_suite(
+    config: Config, workdir: Path | None = None, progress: Callable[[str], None] = log, partial: Path | None = None
+) -> dict[str, Any]:
     """Run the whole plan in a scratch directory (removed afterwards) and return the results."""
     base = Path(tempfile.mkdtemp(prefix="stepwise-bench-", dir=workdir))
     try:
-        return Runner(config, base, progress).run()
+        return Runner(config, base, progress, partial).run()
     finally:
         shutil.rmtree(base, ignore_errors=True)

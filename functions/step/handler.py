@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 from stepwise.config import Settings, build_client
 from stepwise.executors.stepfunctions import task_error
 from stepwise.runtime.services import Services
-from stepwise.runtime.step import step
+from stepwise.runtime.step import RouteJump, step
 
 logger = Logger(service="stepwise-step")
 _services: Services | None = None
@@ -34,6 +34,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(node=event.get("node"), run_id=cursor.get("run_id"), thread_id=cursor.get("thread_id"))
     try:
         return step(services(), event)
+    except RouteJump as exc:  # a conditional route to a Catch target: control flow, not a failure to log
+        raise task_error(exc) from None
     except Exception as exc:
         logger.exception("step failed")
         raise task_error(exc) from exc

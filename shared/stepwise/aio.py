@@ -9,11 +9,13 @@ re-entering its own loop.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # asyncio is imported on first use: a sequential run never needs it
+    import asyncio
 
 T = TypeVar("T")
 
@@ -23,6 +25,8 @@ _helper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stepwise-aio")
 
 def thread_loop() -> asyncio.AbstractEventLoop:
     """This thread's reusable event loop (created on first use)."""
+    import asyncio
+
     loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
@@ -32,6 +36,8 @@ def thread_loop() -> asyncio.AbstractEventLoop:
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code and return its result (or raise its error)."""
+    import asyncio
+
     if asyncio._get_running_loop() is not None:  # called from inside a running loop: never block or re-enter it
         return _helper.submit(_run_here, coro).result()  # type: ignore[arg-type]
     return _run_here(coro)

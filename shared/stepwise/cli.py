@@ -11,25 +11,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from stepwise import __version__
-from stepwise.asl.compiler import compile_graph, to_json
+from stepwise._console import Console, Table, _Console, escape
 from stepwise.client import RunResult, Stepwise, default_home
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.extras import check_graph
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
-from stepwise.graph.mermaid import to_mermaid
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.topology import locate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+
+out: Any = _Console(soft_wrap=True)
+err: Any = _Console(stderr=True, soft_wrap=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
@@ -204,6 +202,8 @@ def validate(file: Path) -> None:
 def compile_(file: Path, step_arn: Annotated[str | None, typer.Option(help="ARN of the step Lambda")] = None) -> None:
     """Print the Amazon States Language JSON the graph compiles to."""
     spec = _load(file)
+    from stepwise.asl.compiler import compile_graph, to_json
+
     asl = compile_graph(spec, step_arn=step_arn) if step_arn else compile_graph(spec)
     sys.stdout.write(to_json(asl) + "\n")
 
@@ -211,6 +211,8 @@ def compile_(file: Path, step_arn: Annotated[str | None, typer.Option(help="ARN 
 @app.command()
 def graph(file: Path) -> None:
     """Print the graph as a Mermaid flowchart."""
+    from stepwise.graph.mermaid import to_mermaid
+
     sys.stdout.write(to_mermaid(_load(file)))
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from stepwise._console import Table, _Console
 
 app = typer.Typer(no_args_is_help=True, help="Long-term memory: search, list, history, edit, forget, consolidate.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out: Any = _Console(soft_wrap=True)
+err: Any = _Console(stderr=True, soft_wrap=True)
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose memories to use")]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]

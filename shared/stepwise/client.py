@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stepwise.asl.compiler import compile_graph
 from stepwise.asl.interpreter import Clock, ExecutionResult
 from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError, ThreadBusyError
 from stepwise.executors.base import Executor
@@ -143,6 +142,8 @@ class Stepwise:
             return known[1]
         ref = spec.ref
         found = self.services.registry.get(ref)
+        if found is None:
+            from stepwise.asl.compiler import compile_graph  # only a graph version new to this store compiles
         asl = found[1] if found is not None else compile_graph(spec)
         if found is None:
             self.executor.deploy(ref, asl)

@@ -104,7 +104,7 @@ def test_targets_machine_versions_and_cost_model(results: dict[str, Any]) -> Non
         assert row["transitions"] >= row["lambda_invocations"] > row["node_executions"] > 0  # + the __end__ task
         assert row["usd_per_1000_runs"]["total_standard"] > row["usd_per_1000_runs"]["standard_sfn"] > 0
     assert examples["human_approval"]["resumes"] == 1
-    assert results["costs"]["react_turn"]["per_turn"] == 3  # agent Task + route Choice + tool Task
+    assert results["costs"]["react_turn"]["per_turn"] == 2  # agent Task + tool Task: no route Choice
 
 
 def test_docs_render_from_results_and_keep_hand_written_text(results: dict[str, Any], tmp_path: Path) -> None:

@@ -54,20 +54,24 @@ def test_payload_carries_only_references_and_routing(examples: Path):
             if state["Type"] != "Task":
                 continue
             payload = state["Parameters"]["Payload"]
-            assert set(payload) <= {"node", "cursor.$", "mode", "enter", "index.$", "item.$", "join", "token.$"}
+            assert set(payload) <= {"node", "cursor.$", "mode", "enter", "index.$", "item.$", "join", "token.$", "stay", "jump"}
             assert payload["cursor.$"] in ("$", "$.cursor")
 
 
-def test_conditional_compiles_to_choice_on_route(examples: Path):
+def test_conditional_routes_without_a_choice_state(examples: Path):
+    """The first condition's target is the Task's Next; every other target is a Catch on its route error."""
     states = compiled(examples, "conditional")["States"]
-    assert states["evaluate"]["Next"] == "evaluate.route"
-    choice = states["evaluate.route"]
-    assert choice["Type"] == "Choice"
-    assert [(c["Variable"], c["StringEquals"], c["Next"]) for c in choice["Choices"]] == [
-        ("$.route", "handle_billing", "handle_billing"),
-        ("$.route", "handle_bug", "handle_bug"),
+    task = states["evaluate"]
+    assert "evaluate.route" not in states and task["Next"] == "handle_billing"
+    payload = task["Parameters"]["Payload"]
+    assert payload["stay"] == "handle_billing"
+    assert payload["jump"] == {"handle_bug": "Stepwise.Route.1", "default": "Stepwise.Route.2"}
+    catchers = [(c["ErrorEquals"], c["ResultPath"], c["Next"]) for c in task["Catch"]]
+    assert catchers == [
+        (["Stepwise.Route.1"], "$.jumped", "handle_bug"),
+        (["Stepwise.Route.2"], "$.jumped", "default"),
+        (["States.ALL"], "$.error", "__failed__"),  # after the routes: a real failure still fails the run
     ]
-    assert choice["Default"] == "default"
 
 
 def test_parallel_compiles_to_parallel_with_join(examples: Path):
@@ -92,15 +96,16 @@ def test_planner_compiles_to_map_over_items(examples: Path):
     assert {c["StringEquals"]: c["Next"] for c in pick["Choices"]} == {"code": "code_worker", "research": "research_worker"}
     assert mapped["Next"] == "synthesizer"
     assert states["synthesizer"]["Parameters"]["Payload"]["join"] == "m:planner"
-    # the quality check can send work back: a cycle through the Choice
-    assert {c["Next"] for c in states["synthesizer.route"]["Choices"]} | {states["synthesizer.route"]["Default"]} == {"__end__", "planner"}
+    # the quality check can send work back: a cycle through a route Catch
+    synth = states["synthesizer"]
+    assert {synth["Next"]} | {c["Next"] for c in synth["Catch"]} == {"__end__", "planner", "__failed__"}
 
 
 def test_react_cycle_is_a_bounded_loop(examples: Path):
     states = compiled(examples, "react")["States"]
     assert states["act"]["Next"] == "reason"
-    assert states["reason.route"]["Choices"][0]["Next"] == "act"
-    assert states["reflect.route"]["Default"] == "reason"
+    assert states["reason"]["Next"] == "act"  # the way round the loop costs no Choice
+    assert any(c["Next"] == "reason" for c in states["reflect"]["Catch"]) or states["reflect"]["Next"] == "reason"
 
 
 def test_human_node_waits_for_a_task_token(examples: Path):

@@ -4,7 +4,9 @@ Every node becomes a Task that invokes the one stateless step with a small paylo
 and the *cursor* (thread, run, seq, route, frames, visit counters). State itself stays in the store.
 
 - plain edge        → ``Next``
-- conditional edges → ``Next`` to a Choice on ``$.route`` (the step evaluated the conditions)
+- conditional edges → no Choice: the step evaluates the conditions; the first target is the Task's ``Next``,
+  any other target is reached by a Catch on ``Stepwise.Route.<i>`` (the cursor travels in the error);
+  a human node's conditions keep a Choice on ``$.route``
 - fan-out / fan-in  → Parallel (``ResultPath: null``); the join node folds the branches' events
 - planner           → Map over ``$.items`` (subtask references); the next node joins the items
 - human             → ``lambda:invoke.waitForTaskToken``
@@ -32,6 +34,7 @@ FAIL_STATE = "Failed"
 
 NODE_ERROR = "Stepwise.NodeError"
 CONFLICT_ERROR = "Stepwise.StateConflict"
+ROUTE_ERROR = "Stepwise.Route"  # + ".<i>": a conditional route other than the Task's Next (see _Compiler._routes)
 LAMBDA_TRANSIENT = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -243,6 +246,8 @@ class _Compiler:
             return follow
 
         conditions = self.topo.conditions.get(node)
+        if conditions and spec.kind != "human":
+            return self._routes(name, conditions, task, region, states, follow)
         if conditions:
             route_name = f"{name}.route"
             choices: list[dict[str, Any]] = []
@@ -291,6 +296,35 @@ class _Compiler:
         states[f"{name}.waves"] = {"Type": "Choice", "Choices": [{"And": more, "Next": f"{name}.next"}], "Default": after}
         states[f"{name}.next"] = self.link(self.task(node, {"join": f"m:{name}"}, region), map_name)
         return f"{name}.waves"
+
+    def _routes(
+        self, name: str, conditions: list[Any], task: dict[str, Any], region: _Region, states: dict[str, Any], follow: list[str]
+    ) -> list[str]:
+        """A node's conditional edges without a Choice state: the step evaluates the conditions and returns the
+        cursor when the route is the first condition's target (the Task's ``Next``: in a loop, the way round);
+        any other route fails the Task with the error ``Stepwise.Route.<i>``, and a Catch goes to its target
+        with the cursor in the error. One transition per node instead of two (a Task and its Choice)."""
+        targets: dict[str, str | None] = {}
+        for cond in conditions:
+            value = self._route_value(cond.target)
+            if value not in targets:
+                nxt = self.goto(cond.target, region)
+                if nxt is None:
+                    nxt = f"{name}.end"
+                    states[nxt] = {"Type": "Succeed"}
+                targets[value] = nxt
+            if not is_end(cond.target) and cond.target not in follow:
+                follow.append(cond.target)
+        (stay, first), *others = targets.items()
+        jumps = {value: f"{ROUTE_ERROR}.{i}" for i, (value, _) in enumerate(others, start=1)}
+        payload = task["Parameters"]["Payload"]
+        payload["stay"] = stay
+        if jumps:
+            payload["jump"] = jumps
+            catchers = [{"ErrorEquals": [jumps[value]], "ResultPath": "$.jumped", "Next": nxt} for value, nxt in others]
+            task["Catch"] = catchers + task.get("Catch", [])
+        self.link(task, first)
+        return follow
 
     @staticmethod
     def _route_value(target: str) -> str:

@@ -17,7 +17,6 @@ still overlap. Results keep branch order whatever order branches finish in.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import inspect
 import json
@@ -123,6 +122,8 @@ class Interpreter:
 
     async def _sleep(self, seconds: float, where: _Path) -> None:
         if where.live and isinstance(self.clock, SystemClock):
+            import asyncio
+
             await asyncio.sleep(seconds)  # a waiting branch must not hold up its siblings
         else:
             self.clock.sleep(seconds)
@@ -263,6 +264,8 @@ class Interpreter:
             if where.live and afn is not None:
                 result = await afn(payload)
             elif where.live:  # a plain function in a branch: on a thread, so blocking calls overlap
+                import asyncio
+
                 assert fn is not None
                 result = await asyncio.get_running_loop().run_in_executor(self._threads(), fn, payload)
             elif fn is not None:
@@ -317,6 +320,8 @@ class Interpreter:
 
     @staticmethod
     async def _gather(jobs: Sequence[Callable[[], Coroutine[Any, Any, Any]]], limit: int) -> list[Any]:
+        import asyncio
+
         if limit and limit < len(jobs):
             gate = asyncio.Semaphore(limit)
 

@@ -7,12 +7,14 @@ retried or resumed step reads completed calls back instead of repeating them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec, NodeSpec
-from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec, Usage
 from stepwise.state.events import LLM_CALL, Event
 from stepwise.state.journal import Journal
+
+if TYPE_CHECKING:  # the LLM layer is imported by the nodes that call models, not by every run
+    from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec
 
 
 @dataclass
@@ -183,6 +185,8 @@ class NodeContext:
 
 
 def _replayed(data: dict[str, Any]) -> ChatResponse:
+    from stepwise.llm.base import ChatResponse, ToolCall, Usage
+
     message = data.get("response") or {}
     return ChatResponse(
         content=str(message.get("content") or ""),

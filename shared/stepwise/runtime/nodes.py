@@ -5,7 +5,6 @@ The agent, planner and synthesizer logic lives in ``agents.py``; the context the
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import threading
@@ -17,7 +16,6 @@ from typing import Any
 
 from stepwise.aio import run_sync
 from stepwise.errors import MaxIterationsError, NodeError
-from stepwise.runtime.agents import agent, planner, synthesizer
 from stepwise.runtime.context import NodeContext
 
 __all__ = ["MaxIterationsError", "NodeContext", "NodeError", "Offload", "import_function", "run_node", "run_node_async"]
@@ -114,14 +112,20 @@ async def run_node_async(state: dict[str, Any], ctx: NodeContext, offload: Offlo
         if offload.inline(path):
             update, wall, cpu = _timed_call(call)
         else:
-            update, wall, cpu = await asyncio.get_running_loop().run_in_executor(offload.pool(), _timed_call, call)
+            update, wall, cpu = await _loop().run_in_executor(offload.pool(), _timed_call, call)
         offload.observe(path, wall, cpu)
         if inspect.iscoroutine(update):  # a sync function that returned a coroutine
             update = await update
         return _checked(update, ctx)
     if kind in ("human", "subgraph") or offload is None:
         return run_node(state, ctx)
-    return await asyncio.get_running_loop().run_in_executor(offload.pool(), run_node, state, ctx)
+    return await _loop().run_in_executor(offload.pool(), run_node, state, ctx)
+
+
+def _loop() -> Any:
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def _function(state: dict[str, Any], ctx: NodeContext) -> Any:
@@ -137,11 +141,22 @@ def _passthrough(state: dict[str, Any], ctx: NodeContext) -> Any:
     return {}
 
 
+def _agents(kind: str) -> Callable[[dict[str, Any], NodeContext], Any]:
+    """Agent, planner and synthesizer nodes, imported on first use (the LLM layer stays out of function-only runs)."""
+
+    def run(state: dict[str, Any], ctx: NodeContext) -> Any:
+        from stepwise.runtime import agents
+
+        return getattr(agents, kind)(state, ctx)
+
+    return run
+
+
 _RUNNERS: dict[str, Callable[[dict[str, Any], NodeContext], Any]] = {
     "function": _function,
     "human": _human,
     "subgraph": _passthrough,
-    "agent": agent,
-    "planner": planner,
-    "synthesizer": synthesizer,
+    "agent": _agents("agent"),
+    "planner": _agents("planner"),
+    "synthesizer": _agents("synthesizer"),
 }

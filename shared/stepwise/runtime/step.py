@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
+from stepwise.errors import MaxIterationsError, NodeError, StateConflictError, TaskError
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
@@ -62,6 +62,8 @@ class StepInput(BaseModel):
     item: dict[str, Any] | None = None
     join: str | None = None
     token: str | None = None
+    stay: str | None = None  # the route that is the Task's Next
+    jump: dict[str, str] | None = None  # any other route -> the error name its Catch matches
 
 
 _PER_SPEC: OrderedDict[tuple[str, int], tuple[GraphSpec, Any]] = OrderedDict()
@@ -150,27 +152,29 @@ class _Pending:
 def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None, fresh: bool = False) -> dict[str, Any]:
     """Run one Task. ``fresh`` (the local engine's first pass over a new run, where no task can have
     completed yet) skips the completed-task lookup; the unique key still guards the append."""
+    payload = arrived(payload)
     pending = _begin(services, payload, resume_input, fresh)
     if isinstance(pending, dict):
-        return pending
+        return leave(payload, pending)
     try:
         update = run_node(pending.state, pending.ctx)
     except Exception as exc:  # noqa: BLE001 - any node error is recorded, then re-raised as NodeError
         _failed(services, pending, exc)
-    return _end(services, pending, update)
+    return leave(payload, _end(services, pending, update))
 
 
 async def astep(services: Services, payload: dict[str, Any], *, fresh: bool = False, offload: Offload | None = None) -> dict[str, Any]:
     """``step`` for a branch on the local engine's event loop: an ``async def`` node is awaited (its wait
     holds no thread); a blocking node runs on ``offload``'s threads; quick ones run inline."""
+    payload = arrived(payload)
     pending = _begin(services, payload, None, fresh)
     if isinstance(pending, dict):
-        return pending
+        return leave(payload, pending)
     try:
         update = await run_node_async(pending.state, pending.ctx, offload)
     except Exception as exc:  # noqa: BLE001 - any node error is recorded, then re-raised as NodeError
         _failed(services, pending, exc)
-    return _end(services, pending, update)
+    return leave(payload, _end(services, pending, update))
 
 
 def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, Any] | None, fresh: bool) -> _Pending | dict[str, Any]:
@@ -515,3 +519,37 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
             raise
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
     return cursor.model_dump(exclude_none=True)
+
+
+class RouteJump(TaskError):
+    """Not a failure: the node routed to a target other than its Task's ``Next``. The compiled Catch for
+    ``error_name`` goes there; the message is the next cursor, which the target's step reads back."""
+
+    def __init__(self, error_name: str, cursor: dict[str, Any]) -> None:
+        super().__init__(json.dumps(cursor, separators=(",", ":")))
+        self.error_name = error_name  # type: ignore[misc]
+
+
+def arrived(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with its real cursor: after a route jump the input is the jumping Task's input plus the
+    caught error (``jumped``), whose message is the cursor the jumping step returned."""
+    cursor = payload.get("cursor")
+    if not isinstance(cursor, dict) or "jumped" not in cursor:
+        return payload
+    try:
+        message = json.loads(cursor["jumped"]["Cause"])["errorMessage"]
+        return {**payload, "cursor": json.loads(message)}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NodeError(f"a route jump arrived without a readable cursor ({type(exc).__name__}: {exc})") from None
+
+
+def leave(payload: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """Return the cursor if its route is the Task's Next; otherwise jump (raise) to the route's Catch."""
+    jump = payload.get("jump")
+    stay = payload.get("stay")
+    route = out.get("route")
+    if stay is None or route == stay or "waiting" in out:
+        return out
+    if jump and route in jump:
+        raise RouteJump(jump[route], out)
+    raise NodeError(f"node {payload.get('node')!r} routed to {route!r}, which none of its conditions names; add an `else:` condition")
