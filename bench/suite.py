@@ -444,6 +444,29 @@ class Runner:
         out["load"] = [l0, load()]
         return out
 
+    def react_sections(self, results: dict[str, Any]) -> None:
+        """W1 (every N and mode), W2 (bytes and growth) and W3 (restore and history at restore_size)."""
+        cfg = self.config
+        stored_at: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for n in cfg.sizes:
+            for mode in cfg.modes:
+                self.progress(f"W1 N={n} mode ({mode})")
+                l0 = load()
+                rows, stored = self.react(n, mode, cfg.reps, cfg.warmup)
+                for row in rows:
+                    row["load"] = [l0, load()]
+                results["w1"].extend(rows)
+                if mode == "c":
+                    stored_at[n] = stored
+        for n in cfg.growth:  # W2 sizes that W1 did not run: one durable run each, for the bytes only
+            if n not in stored_at:
+                self.progress(f"W2 N={n} (bytes only)")
+                stored_at[n] = self.react(n, "c", 1, 0)[1]
+        results["w2"] = self.storage_rows(stored_at)
+        results["w2_growth"] = self.growth_rows(results["w2"])
+        self.progress(f"W3 restore at N={cfg.restore_size}")
+        results["w3"] = self.restore()
+
     # -- everything ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.config
@@ -475,26 +498,8 @@ class Runner:
         def want(section: str) -> bool:
             return not only or section in only
 
-        stored_at: dict[int, dict[str, list[dict[str, Any]]]] = {}
         if want("w1"):
-            for n in cfg.sizes:
-                for mode in cfg.modes:
-                    self.progress(f"W1 N={n} mode ({mode})")
-                    l0 = load()
-                    rows, stored = self.react(n, mode, cfg.reps, cfg.warmup)
-                    for row in rows:
-                        row["load"] = [l0, load()]
-                    results["w1"].extend(rows)
-                    if mode == "c":
-                        stored_at[n] = stored
-            for n in cfg.growth:  # W2 sizes that W1 did not run: one durable run each, for the bytes only
-                if n not in stored_at:
-                    self.progress(f"W2 N={n} (bytes only)")
-                    stored_at[n] = self.react(n, "c", 1, 0)[1]
-            results["w2"] = self.storage_rows(stored_at)
-            results["w2_growth"] = self.growth_rows(results["w2"])
-            self.progress(f"W3 restore at N={cfg.restore_size}")
-            results["w3"] = self.restore()
+            self.react_sections(results)
             self.save(results)
         if want("w3"):
             for n in cfg.restore_sweep:
