@@ -5,23 +5,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 
-from stepwise.tools.roles import ArgConstraint, Role, RoleStore
+from stepwise._console import _Console
+
+if TYPE_CHECKING:  # the tools layer is imported by the roles commands, not by every `stepwise` command
+    from stepwise.tools.roles import RoleStore
 
 roles_app = typer.Typer(no_args_is_help=True, help="Tool roles per tenant (RBAC): which tools and servers a tenant's graphs may call.")
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out: Any = _Console(soft_wrap=True)
+err: Any = _Console(stderr=True, soft_wrap=True)
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
 
 
 def _store(home: Path | None) -> RoleStore:
     from stepwise.api.settings import ApiSettings, build_store
+    from stepwise.tools.roles import RoleStore
 
     settings = ApiSettings.from_env()
     if home is not None:
@@ -54,6 +57,8 @@ def set_role(
     home: HomeOpt = None,
 ) -> None:
     """Create or replace a role, e.g. ``stepwise roles set acme web --tools http_fetch --hosts http_fetch.url=*.acme.com``."""
+    from stepwise.tools.roles import ArgConstraint, Role
+
     try:
         if file is not None:
             data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}

@@ -427,7 +427,27 @@ class Stepwise:
 
 
 def _embedded_permissions(home: Path) -> Any:
-    """Tool roles in ``<home>/api.db`` and the capability key in ``<home>/capability.key`` (made on first use)."""
-    from stepwise.tools.permissions import PermissionManager
+    """Tool roles in ``<home>/api.db`` and the capability key in ``<home>/capability.key`` (made on first use,
+    like the manager itself: a run that calls no tool never imports the tools layer)."""
 
-    return PermissionManager.embedded(home)
+    def make() -> Any:
+        from stepwise.tools.permissions import PermissionManager
+
+        return PermissionManager.embedded(home)
+
+    return _OnFirstUse(make)
+
+
+class _OnFirstUse:
+    """Builds its object on first attribute access and then stands in for it."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._obj: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._obj is None:
+            self._obj = self._make()
+        return getattr(self._obj, name)
