@@ -22,7 +22,7 @@ from stepwise.executors.base import STEP_FUNCTION
 from stepwise.executors.local import LocalExecutor
 from stepwise.graph.loader import load_file
 from stepwise.graph.spec import GraphSpec
-from stepwise.runtime.step import step
+from stepwise.runtime.step import RouteJump, step
 from stepwise.state.events import NODE_UPDATE, encode
 from stepwise.state.ports import RunRecord
 
@@ -44,7 +44,11 @@ class CountingExecutor(LocalExecutor):
         self.calls = []  # per execution: the last one (after any resume) covers the whole path
 
         def invoke(payload: dict[str, Any]) -> Any:
-            out = step(self.services, payload)
+            try:
+                out = step(self.services, payload)
+            except RouteJump as jump:  # a conditional route to a Catch target: still one invocation
+                self.calls.append((str(payload.get("node")), len(json.dumps(payload)), len(str(jump))))
+                raise
             self.calls.append((str(payload.get("node")), len(json.dumps(payload)), len(json.dumps(out))))
             return out
 
