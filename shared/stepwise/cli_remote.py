@@ -16,15 +16,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from stepwise.remote import Client, RemoteError
+from stepwise._console import _Console
+
+if TYPE_CHECKING:  # the HTTP client and the API models load with the `remote` commands, not with every command
+    from stepwise.remote import Client, RemoteError
+else:
+    RemoteError = Exception  # rebound to stepwise.remote.RemoteError by _client(), before any remote call
 
 app = typer.Typer(no_args_is_help=True, help="Run, resume and inspect runs on a Stepwise API (stepwise serve or a deployed stack).")
-err = Console(stderr=True, soft_wrap=True)
+err: Any = _Console(stderr=True, soft_wrap=True)
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="API base URL (or $STEPWISE_URL)")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (or $STEPWISE_API_KEY)")]
@@ -33,6 +37,9 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="A profile of 
 
 
 def _client(url: str | None, api_key: str | None, token: str | None, profile: str | None) -> Client:
+    global RemoteError
+    from stepwise.remote import Client, RemoteError
+
     chosen: dict[str, Any] = {}
     name = profile or os.environ.get("STEPWISE_PROFILE")
     if name:
