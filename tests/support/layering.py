@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Leaf modules every layer may use; they import nothing else from the package.
-FOUNDATION = frozenset({"errors", "clock", "settings", "awsclients", "extras"})
+FOUNDATION = frozenset({"errors", "clock", "settings", "awsclients", "extras", "aio"})
 #: The user-facing top: nothing below may import these.
 TOP = frozenset({"api", "cli", "client", "config", "executors", "remote"})
 
