@@ -221,10 +221,12 @@ class EmbeddedLongTermStore(LongTermStore):
             scores = {int(key): 1.0 - float(d) for key, d in zip(found.keys, found.distances, strict=False)}
             if not scores:
                 return []
-            clause, args = self._where(where)
+            # look the candidates up by rowid and filter them in Python with the reference semantics (Filter.matches):
+            # with the filters in SQL, SQLite prefers a namespace range scan over the rowid lookups
             marks = ",".join("?" * len(scores))
-            rows = self._db.execute(f"SELECT {_FIELDS} FROM memories WHERE {clause} AND rowid IN ({marks})", [*args, *scores]).fetchall()
-            hits = sorted(((MemoryRecord.model_validate_json(r[1]), scores[int(r[0])]) for r in rows), key=lambda h: -h[1])
+            rows = self._db.execute(f"SELECT {_FIELDS} FROM memories WHERE rowid IN ({marks})", list(scores)).fetchall()
+            found = ((MemoryRecord.model_validate_json(r[1]), scores[int(r[0])]) for r in rows)
+            hits = sorted((h for h in found if where.matches(h[0])), key=lambda h: -h[1])
             if len(hits) >= k or want >= size:
                 return hits[:k]
             if want >= 16 * k:  # a selective filter: exact search over the rows that pass it
