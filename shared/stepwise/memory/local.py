@@ -225,8 +225,8 @@ class EmbeddedLongTermStore(LongTermStore):
             # with the filters in SQL, SQLite prefers a namespace range scan over the rowid lookups
             marks = ",".join("?" * len(scores))
             rows = self._db.execute(f"SELECT {_FIELDS} FROM memories WHERE rowid IN ({marks})", list(scores)).fetchall()
-            found = ((MemoryRecord.model_validate_json(r[1]), scores[int(r[0])]) for r in rows)
-            hits = sorted((h for h in found if where.matches(h[0])), key=lambda h: -h[1])
+            parsed = ((MemoryRecord.model_validate_json(r[1]), scores[int(r[0])]) for r in rows)
+            hits = sorted((h for h in parsed if where.matches(h[0])), key=lambda h: -h[1])
             if len(hits) >= k or want >= size:
                 return hits[:k]
             if want >= 16 * k:  # a selective filter: exact search over the rows that pass it
