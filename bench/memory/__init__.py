@@ -1,0 +1,1 @@
+"""Memory benchmarks (``python -m bench.memory``): retrieval quality, query latency, STM tokens per turn."""
