@@ -38,6 +38,8 @@ CASES: dict[str, list[dict[str, Any]]] = {
     "react": [{"messages": [{"role": "user", "content": "What is 17 * 23?"}]}],
     "multi_agent": [{"question": "How should our payment client retry failed calls?"}],
     "subgraph": [{"text": "please refund my order"}],
+    # no preference in the message, so nothing is retrieved in either engine (episodes are not a retrieved strategy)
+    "memory": [{"user_id": "conformance-user", "messages": [{"role": "user", "content": "Book me a flight to Rome."}]}],
 }
 HUMAN = "human_approval"
 
@@ -131,7 +133,7 @@ def test_example_runs_the_same_on_moto(example: str, input_: dict[str, Any], loc
     theirs = moto.finish(started.run_id)
 
     assert_same_run(local, mine, moto, theirs)
-    assert sum(visits(local, mine.thread_id).values()) >= 2  # the case really walked the graph
+    assert sum(visits(local, mine.thread_id).values()) >= min(2, len(spec.graph.nodes))  # the case really walked the graph
 
 
 @pytest.mark.parametrize("decisions", [[{"decision": "yes"}], [{"decision": "revise"}, {"decision": "no", "comment": "too high"}]])
