@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
 
+if TYPE_CHECKING:
+    from stepwise.runtime.ports import ModelGateway
+
 Observer = Callable[[dict[str, Any]], None]
 
 
-def default_models() -> Any:
+def default_models() -> ModelGateway:
     """The model hub configured from the environment: ``scripted`` stays offline; provider strings
     (``openai:…``, ``anthropic:…``, ``bedrock:…``, ``local:…``, ``auto``) go through the router, cache and budgets."""
     from stepwise.extras import needs
@@ -27,13 +30,15 @@ def default_models() -> Any:
 
 @dataclass
 class Services:
+    """What a step needs: the stores, the model gateway, tools, memory, permissions and the observer."""
+
     events: EventStore
     snapshots: SnapshotStore
     runs: RunStore
     registry: Registry
     #: The model hub; built from the environment on first use (``models``), so a function-only graph never
     #: imports the LLM layer and its optional dependencies (numpy, SDKs).
-    model_hub: Any = None
+    model_hub: ModelGateway | None = None
     observer: Observer | None = None
     snapshot_every: int = 200
     #: MCP tool servers (built-ins in-process, plus STEPWISE_MCP_CONFIG); created on first use.
@@ -56,13 +61,13 @@ class Services:
         return self.permissions
 
     @property
-    def models(self) -> Any:
+    def models(self) -> ModelGateway:
         if self.model_hub is None:
             self.model_hub = default_models()
         return self.model_hub
 
     @models.setter
-    def models(self, hub: Any) -> None:
+    def models(self, hub: ModelGateway) -> None:
         self.model_hub = hub
 
     @cached_property
