@@ -9,7 +9,7 @@
   LocalStack's edge endpoint (``LOCALSTACK_HOST``) and its dummy credentials.
 
 Clients retry throttling and 5xx errors in botocore's ``standard`` mode (5 attempts, exponential
-backoff with jitter): the seed's "checkpoint write 5× exponential" rule. A conditional-check failure is
+backoff with jitter): the "checkpoint write 5× exponential" rule. A conditional-check failure is
 never retried here; it is the conflict signal the event store turns into ``ConflictError``.
 Each call returns a new client from a fresh session (boto3's default session is not thread-safe to
 create, and a fresh session resolves credentials from the current environment); the sessions share

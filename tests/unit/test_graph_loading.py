@@ -86,7 +86,7 @@ def test_malformed_yaml_names_file_and_line():
 def test_seed_shorthand_edge_is_explained():
     text = GOOD.replace("  entry: evaluate", "  edges:\n    - from: evaluate, to: default\n  entry: evaluate")
     message = _error(text)
-    assert "seed's shorthand" in message
+    assert "common shorthand" in message
     assert "`- {from: evaluate, to: default}`" in message
 
 

@@ -1,4 +1,4 @@
-"""YAML → GraphSpec, accepting the seed's long and short forms, with errors that name file, line and fix."""
+"""YAML → GraphSpec, accepting the long and short forms, with errors that name file, line and fix."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
             raise GraphError(
                 [
                     Problem(
-                        f"edge `- from: {a}, to: {b}` is the seed's shorthand, which is not valid YAML",
+                        f"edge `- from: {a}, to: {b}` is a common shorthand, which is not valid YAML",
                         f"write it as a flow mapping: `- {{from: {a}, to: {b}}}`",
                         line=line,
                     )
@@ -160,7 +160,7 @@ def _with_lines(problems: list[Problem], lines: dict[Key, int], origin: Origin) 
 
 # -- normalisation ----------------------------------------------------------------------------------
 def parse_dict(data: dict[str, Any], *, source: str | None = None, base_dir: Path | None = None, origin: Origin | None = None) -> GraphSpec:
-    """Normalise the seed's forms into the long form, then validate types with pydantic."""
+    """Normalise the short forms into the long form, then validate types with pydantic."""
     origin = {} if origin is None else origin
     data = _normalise(dict(data), source, origin)
     try:
@@ -178,7 +178,7 @@ GRAPH_KEYS = ("nodes", "edges", "conditional_edges", "parallel_nodes", "entry", 
 def _normalise(data: dict[str, Any], source: str | None, origin: Origin) -> dict[str, Any]:
     graph = data.get("graph")
     base: Key = ("graph",)
-    if graph is None and "nodes" in data:  # seed short form at top level
+    if graph is None and "nodes" in data:  # the short form at top level
         graph = {k: data.pop(k) for k in GRAPH_KEYS if k in data}
         data["graph"] = graph
         base = ()
@@ -211,7 +211,7 @@ def _normalise(data: dict[str, Any], source: str | None, origin: Origin) -> dict
                 a, b = (s.strip() for s in item["from"].split(", to:", 1))
                 problems.append(
                     Problem(
-                        f"edge `- from: {a}, to: {b}` is the seed's shorthand, which YAML reads as one string",
+                        f"edge `- from: {a}, to: {b}` is a common shorthand, which YAML reads as one string",
                         f"write it as a flow mapping: `- {{from: {a}, to: {b}}}`",
                         at=(*base, key, i),
                     )
@@ -223,7 +223,7 @@ def _normalise(data: dict[str, Any], source: str | None, origin: Origin) -> dict
 
 
 def _parallel_form(graph: dict[str, Any], base: Key, source: str | None, origin: Origin) -> None:
-    """The seed's parallel form, rewritten as fan-out/fan-in items of ``parallel_nodes``:
+    """The short parallel form, rewritten as fan-out/fan-in items of ``parallel_nodes``:
 
     - ``edges`` items with a list on one side (``{from: split, to: [a, b]}``, ``{from: [a, b], to: join}``);
     - ``parallel_nodes: [a, b]`` as a list of node *names*, which declares that those nodes run together. Plain

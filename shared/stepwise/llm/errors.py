@@ -1,4 +1,4 @@
-"""Provider failures, normalised so the router can apply the seed's retry table to any SDK.
+"""Provider failures, normalised so the router can apply one retry table to any SDK.
 
 ``TransientError`` (5xx, connection reset, timeout): retry 3× exponential 1s/2s/4s, then fail over.
 ``RateLimitError`` (429): retry 3× honouring Retry-After, then fail clearly.

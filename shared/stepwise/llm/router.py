@@ -1,6 +1,6 @@
 """The router: health, a circuit breaker per provider, round-robin within a tier, retries, failover.
 
-Retry table (the seed's): an LLM error is retried 3× with exponential waits 1s/2s/4s, then the next
+Retry table: an LLM error is retried 3× with exponential waits 1s/2s/4s, then the next
 provider is tried; a rate limit is retried 3× honouring Retry-After, then the call fails clearly. The
 clock is injectable (``now``/``sleep``) so tests never really wait.
 """
