@@ -135,7 +135,7 @@ class React:
         graph (spec + ASL)."""
         assert self.home is not None, "bytes are measured for the durable mode"
         db = sqlite_bytes(self.home / "stepwise.db")
-        snapshots = dir_bytes(self.home / "snapshots", "*.json.z")
+        snapshots = dir_bytes(self.home / "snapshots", "*")
         return {**db, "snapshot_files": snapshots, "total": db["db_file"] + db["wal_file"] + snapshots}
 
     def handle(self) -> dict[str, Any]:
