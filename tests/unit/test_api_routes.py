@@ -15,6 +15,8 @@ from stepwise.api.hooks import RateLimited, RecordingSink
 from stepwise.api.keys import create_key, revoke_key
 from stepwise.api.settings import ApiSettings
 from stepwise.api.store.memory import MemoryApiStore
+from stepwise.api.stream import event_frame
+from stepwise.api.websocket import frame as websocket_frame
 from stepwise.client import Stepwise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,6 +383,20 @@ def test_human_flow_waits_then_resumes_through_the_api(h: Harness) -> None:
     assert h("POST", "/runs/run-nope/resume", {}).status == 404
     kinds = [k for k, _, _ in h.sink.events]
     assert kinds == ["agent.registered", "run.started", "run.waiting", "run.resumed", "run.succeeded"]
+
+
+def test_events_and_stream_never_carry_the_task_token(h: Harness) -> None:
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {"input": {"amount": 40}}).body
+    page = h("GET", f"/runs/{run['run_id']}/events").body
+    [interrupt] = [e for e in page["events"] if e["type"] == "interrupt"]
+    assert interrupt["node"] == "approve" and "prompt" in interrupt["data"]
+    assert "token" not in interrupt["data"] and "payload" not in interrupt["data"]
+    events = h.client.run_events(run["run_id"])  # the log itself keeps the token for the engine
+    [logged] = [e for e in events if e.type == "interrupt"]
+    assert logged.data["token"]
+    frame, ws = event_frame(logged).decode(), websocket_frame(logged)
+    assert "approve" in frame and "token" not in frame and "token" not in ws["data"]["data"]
 
 
 def test_resume_body_must_be_an_object(h: Harness) -> None:

@@ -189,6 +189,19 @@ class Run(BaseModel):
         )
 
 
+#: Fields of an event's data that only the engine may read: an interrupt's task token resumes the run
+#: directly on Step Functions, and its payload is the engine's resume cursor.
+PRIVATE_EVENT_FIELDS = frozenset({"token", "payload"})
+
+
+def public_event(e: Event) -> dict[str, Any]:
+    """An event as API clients see it (REST, SSE, WebSocket): the log record without engine-only secrets."""
+    out = e.to_json()
+    out.pop("key", None)
+    out["data"] = {k: v for k, v in e.data.items() if k not in PRIVATE_EVENT_FIELDS}
+    return out
+
+
 class EventOut(BaseModel):
     seq: int
     type: str
@@ -200,7 +213,7 @@ class EventOut(BaseModel):
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
-        return cls(seq=e.seq, type=e.type, run_id=e.run_id, node=e.node, scope=e.scope, ts=e.ts, data=e.data)
+        return cls.model_validate(public_event(e))
 
 
 class EventsPage(BaseModel):

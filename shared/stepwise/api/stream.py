@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from stepwise.api.models import public_event
 from stepwise.state.events import Event
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def sse(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:
 
 
 def event_frame(e: Event) -> bytes:
-    return sse(e.to_json(), event=e.type, id=e.seq)
+    return sse(public_event(e), event=e.type, id=e.seq)
 
 
 def backlog(api: StepwiseApi, run_id: str, thread_id: str, after: int) -> tuple[list[Event], str]:

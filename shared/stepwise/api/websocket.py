@@ -26,6 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stepwise.api.auth import AuthError
+from stepwise.api.models import public_event
 
 if TYPE_CHECKING:
     from stepwise.api.app import StepwiseApi
@@ -129,7 +130,7 @@ def is_websocket(event: dict[str, Any]) -> bool:
 
 def frame(e: Any) -> dict[str, Any]:
     """One pushed message: the same id/event/data as an SSE frame."""
-    return {"id": e.seq, "event": e.type, "data": e.to_json()}
+    return {"id": e.seq, "event": e.type, "data": public_event(e)}
 
 
 def _reply(body: dict[str, Any], status: int = 200) -> dict[str, Any]:
