@@ -62,7 +62,8 @@ def _mp() -> Any:
     with _context_lock:
         if _context is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["stepwise.tools.builtin"])
+            # the child unpickles _child from this module: preloading it too leaves the child nothing to import
+            ctx.set_forkserver_preload(["stepwise.tools.builtin", "stepwise.tools.limits"])
             _context = ctx
     return _context
 
