@@ -45,6 +45,7 @@ EXTRAS: dict[str, str] = {
     "constructs": "infra",
     "cdk_nag": "infra",
     "jsii": "infra",
+    "nemoguardrails": "nemo",
 }
 
 #: What a graph's node kinds import when they run (checked before a local run starts).

@@ -89,7 +89,7 @@ class Guardrails:
                 verdict.text = REFUSAL
                 break
             if action == "redact":
-                verdict.text = hit.detail if rail.check == "bedrock" else checks.redact(verdict.text, hit.findings)
+                verdict.text = hit.detail if rail.check in ("bedrock", "nemo") else checks.redact(verdict.text, hit.findings)
             elif action == "escalate":
                 verdict.escalate = True
         return verdict
@@ -122,7 +122,7 @@ class Guardrails:
         if rail.check == "nemo":
             from stepwise.guardrails.nemo import nemo_check
 
-            return nemo_check(rail, text)
+            return nemo_check(rail, text, stage)
         return None
 
     # -- structured values (tool arguments and results) ---------------------------------------------------
