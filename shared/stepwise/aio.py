@@ -39,7 +39,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
 
     if asyncio._get_running_loop() is not None:  # called from inside a running loop: never block or re-enter it
-        return _helper.submit(_run_here, coro).result()  # type: ignore[arg-type]
+        return _helper.submit(_run_here, coro).result()
     return _run_here(coro)
 
 

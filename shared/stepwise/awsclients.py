@@ -57,7 +57,7 @@ def endpoint_variable(service: str) -> str:
         service_id = _session()._session.get_service_model(service).service_id
     except UnknownServiceError:
         return "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
-    return "AWS_ENDPOINT_URL_" + service_id.hyphenize().replace("-", "_").upper()
+    return "AWS_ENDPOINT_URL_" + str(service_id.hyphenize()).replace("-", "_").upper()
 
 
 def endpoint_for(service: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -62,10 +62,13 @@ def _show(records: list[Any], output: str, scores: list[float] | None = None) ->
         return
     table = Table("id", "namespace", "strategy", "key", "text", "valid from", "valid to", *(["score"] if scores else []))
     for i, r in enumerate(records):
-        stamp = lambda t: dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
         extra = [f"{scores[i]:.3f}"] if scores else []
-        table.add_row(r.id[:12], r.namespace, r.strategy, r.key or "-", r.text, stamp(r.valid_from), stamp(r.valid_to), *extra)
+        table.add_row(r.id[:12], r.namespace, r.strategy, r.key or "-", r.text, _stamp(r.valid_from), _stamp(r.valid_to), *extra)
     out.print(table)
+
+
+def _stamp(t: float | None) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M") if t else "-"
 
 
 @app.command()
@@ -205,7 +208,7 @@ def expire(tenant: TenantOpt = "default", home: HomeOpt = None) -> None:
 def _full_id(mem: Any, tenant: str, prefix: str) -> str:
     if len(prefix) >= 32:
         return prefix
-    matches = [r.id for r in mem.ltm.list(tenant, include_history=True, limit=100_000) if r.id.startswith(prefix)]
+    matches: list[str] = [r.id for r in mem.ltm.list(tenant, include_history=True, limit=100_000) if r.id.startswith(prefix)]
     if len(matches) != 1:
         err.print(f"[red]error:[/red] {'no' if not matches else 'more than one'} memory id starts with {prefix!r} in tenant {tenant!r}")
         raise typer.Exit(2)

@@ -196,7 +196,8 @@ class AsgiAdapter:
 
     async def call(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Run the handler on a worker thread; None when too many requests already wait for one."""
-        return await self.run_sync(self.api, event, None)
+        response: dict[str, Any] | None = await self.run_sync(self.api, event, None)
+        return response
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._waiting >= self.limits.max_queue + self.limits.workers:

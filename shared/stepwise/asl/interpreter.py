@@ -412,7 +412,7 @@ def _test(rule: dict[str, Any], data: Any) -> bool:
         return not _test(rule["Not"], data)
     variable = rule["Variable"]
     if "IsPresent" in rule:
-        return paths.exists(data, variable) == rule["IsPresent"]
+        return bool(paths.exists(data, variable) == rule["IsPresent"])
     if not paths.exists(data, variable):
         return False
     value = paths.get(data, variable)
@@ -448,7 +448,7 @@ def _json_copy(value: Any) -> Any:
 
 
 def _json_key(key: Any) -> str:
-    return next(iter(json.loads(json.dumps({key: 0}))))
+    return str(next(iter(json.loads(json.dumps({key: 0})))))
 
 
 def _iso(ts: float) -> str:

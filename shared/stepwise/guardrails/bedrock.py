@@ -7,12 +7,15 @@ is used when the rail's action is ``redact``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.guardrails import RailSpec
 
+if TYPE_CHECKING:
+    from stepwise.guardrails.engine import _Hit
 
-def apply_guardrail(client: Any, rail: RailSpec, stage: str, text: str) -> Any:
+
+def apply_guardrail(client: Any, rail: RailSpec, stage: str, text: str) -> _Hit | None:
     from stepwise.guardrails.checks import Finding
     from stepwise.guardrails.engine import _Hit
 

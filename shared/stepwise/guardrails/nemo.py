@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.guardrails import RailSpec
+
+if TYPE_CHECKING:
+    from stepwise.guardrails.engine import _Hit
 
 _LOCK = threading.Lock()
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -57,7 +60,7 @@ def forget() -> None:
         _RAILS.clear()
 
 
-def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> Any:
+def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> _Hit | None:
     from nemoguardrails.rails.llm.options import RailStatus, RailType
 
     from stepwise.guardrails.checks import Finding

@@ -44,7 +44,7 @@ def _from_secrets_manager(secret_id: str) -> str:
     with needs("aws", "API keys in Secrets Manager"):  # lazy: only deployments that keep keys there need boto3
         from stepwise import awsclients
 
-    raw = awsclients.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    raw = str(awsclients.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
     key = raw
     try:
         parsed = json.loads(raw)

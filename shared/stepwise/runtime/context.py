@@ -90,6 +90,7 @@ class NodeContext:
 
             on_text, finish = stream_hook(self, lambda text: self.notify(kind="llm_delta", text=text))
         info: dict[str, Any] = {}
+        response: ChatResponse
         if self.models is None:
             self.models = self.services.models
         if hasattr(self.models, "call"):

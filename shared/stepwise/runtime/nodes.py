@@ -106,7 +106,7 @@ async def run_node_async(state: dict[str, Any], ctx: NodeContext, offload: Offlo
         fn, takes_ctx = import_function(path)
         if inspect.iscoroutinefunction(fn):
             return _checked(await (fn(state, ctx) if takes_ctx else fn(state)), ctx)
-        call = (lambda: fn(state, ctx)) if takes_ctx else (lambda: fn(state))
+        call: Callable[[], Any] = (lambda: fn(state, ctx)) if takes_ctx else (lambda: fn(state))
         if offload is None:
             return _checked(call(), ctx)
         if offload.inline(path):
@@ -119,7 +119,8 @@ async def run_node_async(state: dict[str, Any], ctx: NodeContext, offload: Offlo
         return _checked(update, ctx)
     if kind in ("human", "subgraph") or offload is None:
         return run_node(state, ctx)
-    return await _loop().run_in_executor(offload.pool(), run_node, state, ctx)
+    result: dict[str, Any] = await _loop().run_in_executor(offload.pool(), run_node, state, ctx)
+    return result
 
 
 def _loop() -> Any:

@@ -147,13 +147,12 @@ class SqliteEventStore(EventStore):
         return [self._decode(r) for r in rows], max(self.head(thread_id), after)
 
     def _select_key(self, thread_id: str, key: str) -> Row | None:
-        return (
+        row: Row | None = (
             self.db.connection()
-            .execute(  # type: ignore[no-any-return]
-                "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND key=?", (thread_id, key)
-            )
+            .execute("SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND key=?", (thread_id, key))
             .fetchone()
         )
+        return row
 
     def threads(self) -> list[str]:
         return [r[0] for r in self.db.connection().execute("SELECT DISTINCT thread_id FROM events ORDER BY thread_id")]

@@ -18,11 +18,14 @@ import json
 import multiprocessing
 import os
 import threading
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from stepwise.errors import StepwiseError
+
+T = TypeVar("T")
 
 
 class ToolLimitError(StepwiseError, RuntimeError):
@@ -136,7 +139,7 @@ async def arun_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | N
     return await asyncio.to_thread(run_bounded, name, kwargs, budget)
 
 
-async def within_wall(coro: Any, name: str, budget: ToolBudget | None = None) -> Any:
+async def within_wall(coro: Awaitable[T], name: str, budget: ToolBudget | None = None) -> T:
     """Await an I/O-bound tool's coroutine for at most the wall budget."""
     budget = budget or ToolBudget.from_env()
     try:
