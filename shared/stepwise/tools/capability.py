@@ -16,6 +16,13 @@ Verification refuses a bad signature, ``alg`` other than HS256 (``none`` include
 claim that differs from the call being made (another tool, other arguments, another run/node/step/tenant:
 a *re-targeted* token), and a ``jti`` seen before (*replay*) while it is still unexpired.
 
+Replay memory: a spent ``jti`` is recorded until its token expires. With ``STEPWISE_VALKEY_URL`` set (the
+AWS stack sets it to its ElastiCache) it is one ``SET <prefix><jti> 1 NX PX <ms left>`` in Valkey, so a
+token spent in one process or Lambda container is refused in every other; without it the memory is this
+process's (``ProcessSpent``), which is all the embedded default needs (one engine process). If Valkey
+cannot be reached the call is refused (``capability_unverifiable``): a replay guard that cannot answer
+does not let a token through.
+
 Keys: on AWS the key is a Secrets Manager secret (``STEPWISE_CAPABILITY_SECRET``: name or ARN; its value is
 the key as hex or base64, or ``{"key": ...}``); on the embedded default a random key is generated once
 into ``<home>/capability.key`` (mode 0600).
@@ -27,6 +34,8 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
+import math
 import os
 import secrets
 import threading
@@ -34,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stepwise.tools.executor import CAPABILITY_META
 
@@ -42,6 +51,9 @@ META_KEY = CAPABILITY_META  # where the token travels in MCP `_meta`
 
 ISSUER = "stepwise"
 ALGORITHM = "HS256"
+SPENT_PREFIX = "stepwise:capability:jti:"
+
+log = logging.getLogger(__name__)
 
 
 class CapabilityError(PermissionError):
@@ -118,18 +130,97 @@ def _decode_key(text: str) -> bytes:
     return key
 
 
+# -- replay memory -----------------------------------------------------------------------------------
+class SpentTokens(Protocol):
+    """Where spent ``jti`` are remembered until their token expires."""
+
+    scope: str  # "process" or "valkey": how far a spend is seen
+
+    def spend(self, jti: str, seconds_left: float) -> bool:
+        """Record ``jti``; False when it was already spent (a replay)."""
+        ...
+
+
+class ProcessSpent:
+    """This process's memory: enough for one engine process, blind to other processes and containers."""
+
+    scope = "process"
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._spent: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def spend(self, jti: str, seconds_left: float) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._spent = {j: until for j, until in self._spent.items() if until > now}
+            if jti in self._spent:
+                return False
+            self._spent[jti] = now + seconds_left
+            return True
+
+
+class ValkeySpent:
+    """Shared memory in Valkey: ``SET <prefix><jti> 1 NX PX <ms>`` is atomic, so of two processes spending
+    the same token at once exactly one wins; the key expires with the token."""
+
+    scope = "valkey"
+
+    def __init__(self, client: Any, prefix: str = SPENT_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def spend(self, jti: str, seconds_left: float) -> bool:
+        import redis
+
+        try:
+            first = self.client.set(self.prefix + jti, b"1", nx=True, px=max(1, math.ceil(seconds_left * 1000)))
+        except (redis.RedisError, OSError) as exc:  # refuse rather than let a token through unchecked
+            raise CapabilityError(
+                f"capability replay guard unavailable (Valkey at STEPWISE_VALKEY_URL: {type(exc).__name__}); "
+                "the call is refused until Valkey answers",
+                "capability_unverifiable",
+            ) from None
+        return bool(first)
+
+
+def spent_from_env(environ: dict[str, str] | None = None) -> SpentTokens:
+    """Valkey when ``STEPWISE_VALKEY_URL`` is set, else this process's memory (warned about on Lambda, where
+    one function runs in many containers)."""
+    env = os.environ if environ is None else environ
+    url = env.get("STEPWISE_VALKEY_URL")
+    if url:
+        from stepwise.memory.valkey import client
+
+        return ValkeySpent(client(url))
+    if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+        log.warning(
+            "capability tokens: no STEPWISE_VALKEY_URL, so spent tokens are remembered per container only; "
+            "set it (the stack does) to refuse a replay in every container"
+        )
+    return ProcessSpent()
+
+
 # -- mint and verify ---------------------------------------------------------------------------------
 class Capabilities:
     """Mints and verifies tokens with one key; remembers spent ``jti`` until they expire (replay guard)."""
 
-    def __init__(self, key: bytes | Callable[[], bytes], *, ttl: float = 60.0, clock: Callable[[], float] = time.time) -> None:
-        """``key``: the bytes, or a callable that fetches them on first use (a file, Secrets Manager)."""
+    def __init__(
+        self,
+        key: bytes | Callable[[], bytes],
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        spent: SpentTokens | None = None,
+    ) -> None:
+        """``key``: the bytes, or a callable that fetches them on first use (a file, Secrets Manager);
+        ``spent``: the replay memory (default: this process's)."""
         self._source = key
         self._cached: bytes | None = None
         self.ttl = ttl
         self.clock = clock
-        self._spent: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self.spent: SpentTokens = spent if spent is not None else ProcessSpent(clock)
 
     @property
     def _key(self) -> bytes:
@@ -144,8 +235,8 @@ class Capabilities:
     def from_env(cls, home: str | Path | None = None) -> Capabilities:
         secret = os.environ.get("STEPWISE_CAPABILITY_SECRET")
         if secret:
-            return cls(lambda: secrets_manager_key(secret))
-        return cls(lambda: local_key(home or os.environ.get("STEPWISE_HOME", ".stepwise")))
+            return cls(lambda: secrets_manager_key(secret), spent=spent_from_env())
+        return cls(lambda: local_key(home or os.environ.get("STEPWISE_HOME", ".stepwise")), spent=spent_from_env())
 
     def mint(self, binding: Binding, *, ttl: float | None = None) -> str:
         now = self.clock()
@@ -169,13 +260,8 @@ class Capabilities:
     def verify(self, token: str | None, binding: Binding, *, spend: bool = True) -> dict[str, Any]:
         """The token's claims if it permits exactly this call; ``CapabilityError`` (with its rule) otherwise."""
         claims = verify_capability(token, binding, self._key, now=self.clock())
-        if spend:
-            with self._lock:
-                now = self.clock()
-                self._spent = {j: exp for j, exp in self._spent.items() if exp > now}
-                if claims["jti"] in self._spent:
-                    raise CapabilityError("capability token already used (replay)", "capability_replayed")
-                self._spent[claims["jti"]] = float(claims["exp"])
+        if spend and not self.spent.spend(str(claims["jti"]), float(claims["exp"]) - self.clock()):
+            raise CapabilityError("capability token already used (replay)", "capability_replayed")
         return claims
 
 

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from stepwise.tools.capability import META_KEY, Binding, Capabilities, CapabilityError
+from stepwise.tools.capability import META_KEY, Binding, Capabilities, CapabilityError, spent_from_env
 from stepwise.tools.executor import ToolDenied, ToolInvocation
 from stepwise.tools.roles import Role, RoleStore, decide
 
@@ -38,7 +38,8 @@ class PermissionManager:
         from stepwise.tools.capability import local_key
 
         home = Path(home)
-        return cls(RoleStore(lambda: SqliteApiStore(home / "api.db")), Capabilities(lambda: local_key(home)), strict=_strict())
+        caps = Capabilities(lambda: local_key(home), spent=spent_from_env())
+        return cls(RoleStore(lambda: SqliteApiStore(home / "api.db")), caps, strict=_strict())
 
     @classmethod
     def aws(cls, api_table: str | None = None, secret_id: str | None = None) -> PermissionManager:
@@ -49,7 +50,7 @@ class PermissionManager:
 
         table = api_table or os.environ.get("STEPWISE_API_TABLE", "stepwise-api")
         secret = secret_id or os.environ.get("STEPWISE_CAPABILITY_SECRET")
-        caps = Capabilities(lambda: secrets_manager_key(secret)) if secret else None
+        caps = Capabilities(lambda: secrets_manager_key(secret), spent=spent_from_env()) if secret else None
         return cls(RoleStore(lambda: DynamoApiStore(table)), caps, strict=_strict())
 
     # -- RBAC ---------------------------------------------------------------------------------------
