@@ -177,6 +177,52 @@ def moto_stepfunctions() -> Iterator[LambdaRouter]:
         BUILTIN_HANDLERS.remove(entry)
 
 
+@contextlib.contextmanager
+def route_event_targets(router: LambdaRouter) -> Iterator[list[dict[str, Any]]]:
+    """Deliver EventBridge rules' Lambda targets in-process through ``router`` (moto 5.2.1 delivers only to
+    logs, SQS, archives, buses and API destinations; a Lambda or Step Functions target raises
+    NotImplementedError). moto still matches the rule's pattern and applies the target's InputTransformer —
+    only the last hop, EventBridge → Lambda, is ours, as the Lambda invokes of the Step Functions harness are.
+    Yields the delivered payloads."""
+    from moto.events import models
+    from moto.events.utils import EventTemplateParser
+    from moto.utilities.arns import parse_arn
+
+    original = models.Rule.send_to_targets
+    delivered: list[dict[str, Any]] = []
+
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if not self.event_pattern.matches_event(original_event):
+            return
+        lambdas = [t for t in self.targets if parse_arn(t["Arn"]).service == "lambda"]
+        for target in lambdas:
+            transformer = target.get("InputTransformer", {})
+            payload = EventTemplateParser.parse(
+                input_template=transformer.get("InputTemplate"), input_paths_map=transformer.get("InputPathsMap", {}), event=original_event
+            )
+            short = target["Arn"].split(":function:")[-1].split(":")[0]
+            handler = router.handlers.get(short, router.default)
+            if handler is None:
+                raise LookupError(f"no in-process route for Lambda function {short!r}")
+            with router._lock:
+                router.invocations.append((short, payload))
+            delivered.append(payload)
+            handler(payload, LambdaContext(function_name=short, invoked_function_arn=target["Arn"]))
+        others = [t for t in self.targets if t not in lambdas]
+        if others:
+            saved, self.targets = self.targets, others
+            try:
+                original(self, original_event, transform_input)
+            finally:
+                self.targets = saved
+
+    models.Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
+    try:
+        yield delivered
+    finally:
+        models.Rule.send_to_targets = original  # type: ignore[method-assign]
+
+
 # -- waiting ----------------------------------------------------------------------------------------
 def wait_for(condition: Callable[[], Any], what: str, *, timeout: float = DEADLINE_SECONDS, poll: float = 0.005) -> Any:
     """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""

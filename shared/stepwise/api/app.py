@@ -419,7 +419,11 @@ class StepwiseApi:
         denied = PermissionManager(RoleStore(self.store)).check_graph(spec, tenant)
         if denied:
             raise ApiError(403, "tools_not_permitted", "; ".join(denied), [{"field": "body.graph", "type": "role"}])
-        return spec.name, self.client.register(spec)
+        ref = self.client.register(spec)
+        from stepwise.api.triggers import register_triggers
+
+        register_triggers(self, tenant, spec.name, spec)
+        return spec.name, ref
 
 
 def default_authenticators(store: ApiStore, settings: ApiSettings) -> list[Authenticator]:
@@ -570,13 +574,13 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
 
     from stepwise.api.memory import add_memory_routes
     from stepwise.api.roles import add_role_routes
-    from stepwise.api.routes import agents, health, runs, threads
+    from stepwise.api.routes import agents, events, health, runs, threads
 
     app.include_router(health.router(api))
     add_role_routes(app, api, tenant, ApiError, _errors)
     add_memory_routes(app, api, tenant, ApiError, _errors)
     console.add_console_routes(app, api, tenant, ApiError, _errors)
-    for build in (agents.router, agents.execute_router, runs.router, threads.router):  # one router per resource
+    for build in (agents.router, agents.execute_router, runs.router, threads.router, events.router):  # one router per resource
         app.include_router(build(api))
 
     return app

@@ -239,3 +239,33 @@ class Forked(BaseModel):
 class Health(BaseModel):
     status: str
     version: str
+
+
+class EventEntry(_Body):
+    """One event for the local bus, in EventBridge PutEvents' shape (``detail_type`` = ``DetailType``)."""
+
+    source: str = Field(min_length=1, max_length=256)
+    detail_type: str = Field(min_length=1, max_length=128)
+    detail: dict[str, Any] = Field(default_factory=dict)
+    resources: list[str] = Field(default_factory=list, max_length=20)
+    id: str | None = Field(default=None, min_length=1, max_length=128, description="event id (idempotency); default: a new uuid")
+
+
+class PutEvents(_Body):
+    entries: list[EventEntry] = Field(min_length=1, max_length=10)
+
+
+class TriggeredRun(BaseModel):
+    agent: str
+    trigger: str
+    run_id: str | None
+    duplicate: bool = Field(description="true when this event id already started the run (a redelivery)")
+
+
+class PutEventResult(BaseModel):
+    event_id: str
+    runs: list[TriggeredRun]
+
+
+class PutEventsResult(BaseModel):
+    results: list[PutEventResult]

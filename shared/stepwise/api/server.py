@@ -63,6 +63,7 @@ class ServeLimits:
     body_timeout: float = 30.0  # seconds to send the body
     keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
     max_header_bytes: int = 64 * 1024
+    scheduler: bool = True  # run the agents' schedule triggers in-process (STEPWISE_SERVE_SCHEDULER=0: off)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServeLimits:
@@ -79,6 +80,7 @@ class ServeLimits:
             ("body_timeout", float),
             ("keep_alive", float),
             ("max_header_bytes", int),
+            ("scheduler", lambda raw: raw.strip().lower() not in ("0", "false", "no", "off")),
         ):
             raw = env.get(f"STEPWISE_SERVE_{name.upper()}")
             if raw:
@@ -346,7 +348,16 @@ class LocalServer:
 
     def serve_forever(self) -> None:
         # uvicorn installs its signal handlers only on the main thread, so start() in tests is safe
-        asyncio.run(self.server.serve(sockets=[self.socket]))
+        from stepwise.api.triggers import TriggerScheduler
+
+        scheduler = TriggerScheduler(self.api) if self.limits.scheduler else None
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            asyncio.run(self.server.serve(sockets=[self.socket]))
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
 
     def start(self) -> LocalServer:
         self._thread = threading.Thread(target=self.serve_forever, name="stepwise-serve", daemon=True)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepwise.graph.guardrails import GuardrailsConfig
 from stepwise.graph.memory import MemoryConfig
+from stepwise.graph.triggers import Trigger, named
 
 END = "__end__"
 #: The state every failure routes to; the step records the run as failed there.
@@ -159,7 +160,13 @@ class GraphSpec(_Strict):
     state: dict[str, str] = Field(default_factory=dict)
     graph: GraphBody
     guardrails: GuardrailsConfig | None = None  # every agent's rails; a node's own stages override (docs/security.md)
+    triggers: list[Trigger] = Field(default_factory=list)  # events and schedules that start runs (docs/triggers.md)
     source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_triggers(self) -> GraphSpec:
+        named(self.triggers)
+        return self
 
     @property
     def entry(self) -> str:
@@ -171,6 +178,8 @@ class GraphSpec(_Strict):
     def canonical(self) -> dict[str, Any]:
         """JSON-ready form with subgraphs inlined, used for hashing and the registry."""
         data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False)
+        if not self.triggers:  # graphs without triggers keep the refs they had before triggers existed
+            data.pop("triggers", None)
         for name, node in self.graph.nodes.items():
             if node.subgraph_spec is not None:
                 data["graph"]["nodes"][name]["subgraph_spec"] = node.subgraph_spec.canonical()

@@ -199,3 +199,26 @@ class ApiStore(ABC):
     def thread_owner(self, thread_id: str) -> str | None:
         found = self._get(f"thread#{thread_id}", "owner")
         return str(found[1]["tenant"]) if found else None
+
+    # -- one-time claims and small indexes (triggers) -------------------------------------------
+    def claim_once(self, pk: str, sk: str, doc: dict[str, Any]) -> bool:
+        """Write ``doc`` unless the item exists (a conditional put): True for the first caller only."""
+        try:
+            self._put(pk, sk, {**doc, "created_at": time.time()}, None)
+            return True
+        except StoreConflict:
+            return False
+
+    def put_index(self, pk: str, sk: str, doc: dict[str, Any]) -> None:
+        """Create or overwrite one entry of a small index partition (last writer wins)."""
+        for _ in range(CONFLICT_RETRIES):
+            found = self._get(pk, sk)
+            try:
+                self._put(pk, sk, doc, found[0] if found else None)
+                return
+            except StoreConflict:
+                continue
+        raise StoreConflict(f"index {pk}/{sk} kept changing; retry")
+
+    def read_index(self, pk: str, prefix: str = "") -> list[dict[str, Any]]:
+        return self._query(pk, prefix)
