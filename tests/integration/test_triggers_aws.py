@@ -98,7 +98,7 @@ def test_an_event_on_the_bus_starts_a_run_in_step_functions_once_per_event_id(tr
 
 
 def test_a_scheduler_delivery_starts_the_scheduled_run(triggered: Any) -> None:
-    cloud, answers, handler = triggered
+    cloud, _, handler = triggered
     scheduler = awsclients.client("scheduler")
     (schedule,) = [s for s in scheduler.list_schedules()["Schedules"] if "nightly" in s["Name"]]
     stored = scheduler.get_schedule(Name=schedule["Name"])
