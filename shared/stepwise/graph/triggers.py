@@ -253,7 +253,7 @@ def _item_matches(item: Any, value: Any, present: bool) -> bool:
     if op == "exists":
         return present is bool(arg)
     if not present:
-        return op == "anything-but"
+        return bool(op == "anything-but")
     if op == "prefix":
         return isinstance(value, str) and isinstance(arg, str) and value.startswith(arg)
     if op == "suffix":
