@@ -153,138 +153,158 @@ class _Compiler:
             state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": region.tolerate}]
         return state
 
-    def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:  # noqa: C901 - to be split by concern
-        """Add ``node``'s states; return the nodes that follow it in this region."""
+    def emit(self, node: str, region: _Region, states: dict[str, Any], extras: dict[str, Any]) -> list[str]:
+        """Add ``node``'s states; return the nodes that follow it in this region (one emitter per kind)."""
         spec = self.spec.graph.nodes[node]
         name = self.state_name(node)
         payload = dict(extras)
         if node in self.joins:
             payload["join"] = self.joins[node]
-        follow: list[str] = []
-
         if spec.kind == "subgraph" and spec.subgraph_spec is not None:
-            inner = _Compiler(spec.subgraph_spec, self.arn, prefix=f"{self.prefix}{node}/")
-            sub_region = _Region(on_end=name, top=region.top, entry_extras=payload)
-            payload = {}
-            _, sub_states = inner.region(spec.subgraph_spec.entry, sub_region)
-            states.update(sub_states)
-
+            payload = self._subgraph(node, spec.subgraph_spec, region, payload, states)
         task = self.task(node, payload, region, wait=spec.kind == "human")
         states[name] = task
-
         if node in self.topo.fanout:
-            join = self.topo.join_of(node, set(self.spec.graph.nodes))
-            par_name = f"{name}.fanout"
-            branches = []
-            for i, branch in enumerate(self.topo.fanout[node]):
-                tolerate = f"{name}.branch{i}.failed" if spec.on_error == "continue" else None
-                sub = _Region(
-                    on_end=None,
-                    stop=frozenset({join}) if join else frozenset(),
-                    top=False,
-                    entry_extras={"enter": f"p:{name}/{i}"},
-                    tolerate=tolerate,
-                )
-                start, sub_states = self.region(branch, sub)
-                if tolerate is not None:
-                    sub_states[tolerate] = {"Type": "Succeed"}  # the join names the failure (step._join)
-                branches.append({"StartAt": start, "States": sub_states})
-            task["Next"] = par_name
-            par: dict[str, Any] = {"Type": "Parallel", "Branches": branches, "ResultPath": None}
-            if join:
-                follow.append(join)
-                nxt = self.goto(join, _Region(on_end=region.on_end))
-            else:
-                nxt = f"{name}.join"
-                states[nxt] = self.link(self.task(node, {"join": f"p:{name}", "mode": "join"}, region), region.on_end)
-            states[par_name] = self.link(self.catch(par, region), nxt)
-            return follow
-
+            return self._fanout(node, task, region, states)
         if spec.kind == "planner":
-            map_name = f"{name}.map"
-            item_states: dict[str, Any] = {}
-            workers = spec.workers or {}
-            entry_extras = {"enter": f"m:{name}", "cursor.$": "$.cursor", "item.$": "$.item", "index.$": "$.index"}
-            starts = {}
-            tolerate = f"{name}.item.failed" if spec.on_error == "continue" else None
-            for kind, worker in sorted(workers.items()):
-                start, sub_states = self.region(worker, _Region(on_end=None, top=False, entry_extras=entry_extras, tolerate=tolerate))
-                item_states.update(sub_states)
-                starts[kind] = start
-            if tolerate is not None:
-                item_states[tolerate] = {"Type": "Succeed"}
-            if len(starts) == 1:
-                start_at = next(iter(starts.values()))
-            else:
-                start_at = f"{name}.pick"
-                item_states[start_at] = {
-                    "Type": "Choice",
-                    "Choices": [{"Variable": "$.item.kind", "StringEquals": k, "Next": s} for k, s in starts.items()],
-                    "Default": next(iter(starts.values())),
-                }
-            task["Next"] = map_name
-            mapped: dict[str, Any] = {
-                "Type": "Map",
-                "ItemsPath": "$.items",
-                "ItemSelector": {"cursor.$": "$", "item.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
-                "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": start_at, "States": item_states},
-                "MaxConcurrency": spec.max_concurrency,
-                "ResultPath": None,
-            }
-            if spec.tolerated_failure_percentage is not None:
-                mapped["ToleratedFailurePercentage"] = spec.tolerated_failure_percentage
-            after = self.topo.edges.get(node, [])
-            if after and not is_end(after[0]):
-                follow.append(after[0])
-                nxt = self.goto(after[0], region)
-            else:
-                nxt = f"{name}.join"
-                states[nxt] = self.link(self.task(node, {"join": f"m:{name}", "mode": "join"}, region), region.on_end)
-            if spec.config.get("dag"):  # dependency waves: the planner re-enters with each next wave
-                nxt = self._waves(node, name, map_name, nxt, region, states)
-            states[map_name] = self.link(self.catch(mapped, region), nxt)
-            return follow
-
+            return self._planner(node, task, region, states)
         conditions = self.topo.conditions.get(node)
         if conditions and spec.kind != "human":
-            return self._routes(name, conditions, task, region, states, follow)
+            return self._routes(name, conditions, task, region, states, [])
         if conditions:
-            route_name = f"{name}.route"
-            choices: list[dict[str, Any]] = []
-            default: str | None = None
-            for cond in conditions:
-                nxt = self.goto(cond.target, region)
-                if nxt is None:
-                    nxt = f"{name}.end"
-                    states[nxt] = {"Type": "Succeed"}
-                if not is_end(cond.target):
-                    follow.append(cond.target)
-                if cond.otherwise is not None:
-                    default = nxt
-                elif all(c["StringEquals"] != self._route_value(cond.target) for c in choices):
-                    choices.append({"Variable": "$.route", "StringEquals": self._route_value(cond.target), "Next": nxt})
-            task["Next"] = route_name
-            choice: dict[str, Any] = {
-                "Type": "Choice",
-                "Choices": choices or [{"Variable": "$.route", "StringEquals": "", "Next": default}],
-            }
-            if default is not None:
-                choice["Default"] = default
-            states[route_name] = choice
-            return follow
+            return self._choice(name, conditions, task, region, states)
+        return self._edge(node, task, region)
 
+    def _subgraph(self, node: str, sub: GraphSpec, region: _Region, payload: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
+        """Inline the subgraph's states (prefixed ``node/``); they end at the node's own Task, which takes over
+        the entry payload. Returns that Task's payload."""
+        inner = _Compiler(sub, self.arn, prefix=f"{self.prefix}{node}/")
+        _, sub_states = inner.region(sub.entry, _Region(on_end=self.state_name(node), top=region.top, entry_extras=payload))
+        states.update(sub_states)
+        return {}
+
+    def _fanout(self, node: str, task: dict[str, Any], region: _Region, states: dict[str, Any]) -> list[str]:
+        """A static fan-out: a Parallel with one branch per target, stopping at the join node (or, without
+        one, at a ``.join`` Task of the splitting node)."""
+        spec = self.spec.graph.nodes[node]
+        name = self.state_name(node)
+        join = self.topo.join_of(node, set(self.spec.graph.nodes))
+        par_name = f"{name}.fanout"
+        branches = []
+        for i, branch in enumerate(self.topo.fanout[node]):
+            tolerate = f"{name}.branch{i}.failed" if spec.on_error == "continue" else None
+            sub = _Region(
+                on_end=None,
+                stop=frozenset({join}) if join else frozenset(),
+                top=False,
+                entry_extras={"enter": f"p:{name}/{i}"},
+                tolerate=tolerate,
+            )
+            start, sub_states = self.region(branch, sub)
+            if tolerate is not None:
+                sub_states[tolerate] = {"Type": "Succeed"}  # the join names the failure (step._join)
+            branches.append({"StartAt": start, "States": sub_states})
+        task["Next"] = par_name
+        par: dict[str, Any] = {"Type": "Parallel", "Branches": branches, "ResultPath": None}
+        follow: list[str] = []
+        if join:
+            follow.append(join)
+            nxt = self.goto(join, _Region(on_end=region.on_end))
+        else:
+            nxt = f"{name}.join"
+            states[nxt] = self.link(self.task(node, {"join": f"p:{name}", "mode": "join"}, region), region.on_end)
+        states[par_name] = self.link(self.catch(par, region), nxt)
+        return follow
+
+    def _planner(self, node: str, task: dict[str, Any], region: _Region, states: dict[str, Any]) -> list[str]:
+        """A planner: a Map over ``$.items`` whose item processor starts at the worker for the item's kind
+        (a Choice when there are several), then the next node joins the items."""
+        spec = self.spec.graph.nodes[node]
+        name = self.state_name(node)
+        map_name = f"{name}.map"
+        tolerate = f"{name}.item.failed" if spec.on_error == "continue" else None
+        start_at, item_states = self._items(name, spec.workers or {}, tolerate)
+        task["Next"] = map_name
+        mapped: dict[str, Any] = {
+            "Type": "Map",
+            "ItemsPath": "$.items",
+            "ItemSelector": {"cursor.$": "$", "item.$": "$$.Map.Item.Value", "index.$": "$$.Map.Item.Index"},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": start_at, "States": item_states},
+            "MaxConcurrency": spec.max_concurrency,
+            "ResultPath": None,
+        }
+        if spec.tolerated_failure_percentage is not None:
+            mapped["ToleratedFailurePercentage"] = spec.tolerated_failure_percentage
+        follow: list[str] = []
+        after = self.topo.edges.get(node, [])
+        if after and not is_end(after[0]):
+            follow.append(after[0])
+            nxt = self.goto(after[0], region)
+        else:
+            nxt = f"{name}.join"
+            states[nxt] = self.link(self.task(node, {"join": f"m:{name}", "mode": "join"}, region), region.on_end)
+        if spec.config.get("dag"):  # dependency waves: the planner re-enters with each next wave
+            nxt = self._waves(node, name, map_name, nxt, region, states)
+        states[map_name] = self.link(self.catch(mapped, region), nxt)
+        return follow
+
+    def _items(self, name: str, workers: dict[str, str], tolerate: str | None) -> tuple[str, dict[str, Any]]:
+        """The Map's item processor: each worker's region, and where an item starts."""
+        item_states: dict[str, Any] = {}
+        entry_extras = {"enter": f"m:{name}", "cursor.$": "$.cursor", "item.$": "$.item", "index.$": "$.index"}
+        starts = {}
+        for kind, worker in sorted(workers.items()):
+            start, sub_states = self.region(worker, _Region(on_end=None, top=False, entry_extras=entry_extras, tolerate=tolerate))
+            item_states.update(sub_states)
+            starts[kind] = start
+        if tolerate is not None:
+            item_states[tolerate] = {"Type": "Succeed"}
+        if len(starts) == 1:
+            return next(iter(starts.values())), item_states
+        start_at = f"{name}.pick"
+        item_states[start_at] = {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.item.kind", "StringEquals": k, "Next": s} for k, s in starts.items()],
+            "Default": next(iter(starts.values())),
+        }
+        return start_at, item_states
+
+    def _choice(self, name: str, conditions: list[Any], task: dict[str, Any], region: _Region, states: dict[str, Any]) -> list[str]:
+        """A human node's conditional edges: the resumed Task returns the route, a Choice on ``$.route`` follows it."""
+        follow: list[str] = []
+        route_name = f"{name}.route"
+        choices: list[dict[str, Any]] = []
+        default: str | None = None
+        for cond in conditions:
+            nxt = self.goto(cond.target, region)
+            if nxt is None:
+                nxt = f"{name}.end"
+                states[nxt] = {"Type": "Succeed"}
+            if not is_end(cond.target):
+                follow.append(cond.target)
+            if cond.otherwise is not None:
+                default = nxt
+            elif all(c["StringEquals"] != self._route_value(cond.target) for c in choices):
+                choices.append({"Variable": "$.route", "StringEquals": self._route_value(cond.target), "Next": nxt})
+        task["Next"] = route_name
+        choice: dict[str, Any] = {
+            "Type": "Choice",
+            "Choices": choices or [{"Variable": "$.route", "StringEquals": "", "Next": default}],
+        }
+        if default is not None:
+            choice["Default"] = default
+        states[route_name] = choice
+        return follow
+
+    def _edge(self, node: str, task: dict[str, Any], region: _Region) -> list[str]:
+        """A plain node: its edge, else the fan-in it is a tail of, else the end."""
         edges = self.topo.edges.get(node, [])
         if edges:
             self.link(task, self.goto(edges[0], region))
-            if not is_end(edges[0]):
-                follow.append(edges[0])
-            return follow
+            return [] if is_end(edges[0]) else [edges[0]]
         tails_to = [j for j, tails in self.topo.fanin.items() if node in tails]
-        if tails_to:
-            self.link(task, self.goto(tails_to[0], region))
-            return follow
-        self.link(task, self.goto(END, region))
-        return follow
+        self.link(task, self.goto(tails_to[0] if tails_to else END, region))
+        return []
 
     def _waves(self, node: str, name: str, map_name: str, after: str | None, region: _Region, states: dict[str, Any]) -> str:
         """A planner with ``config.dag`` hands the Map one wave of ready subtasks at a time: after each wave a

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -60,39 +61,79 @@ def parse(expression: str) -> ast.expr:
     return tree
 
 
-def _check(node: ast.AST, source: str) -> None:  # noqa: C901 - to be split by concern
-    if isinstance(node, ast.BoolOp | ast.Compare):
-        children: list[ast.AST] = list(node.values) if isinstance(node, ast.BoolOp) else [node.left, *node.comparators]
-        if isinstance(node, ast.Compare):
-            for op in node.ops:
-                if type(op) not in _COMPARE:
-                    _reject(op, source)
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.USub):
-        children = [node.operand]
-    elif isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool | type(None)):
-        children = []
-    elif isinstance(node, ast.Name):
-        if node.id != "state":
-            raise ConditionError(f"{source!r} reads {node.id!r}; only 'state' can be read (write state.{node.id}?). Allowed: {_ALLOWED}")
-        children = []
-    elif isinstance(node, ast.Attribute):
-        if node.attr.startswith("_"):
-            raise ConditionError(f"{source!r} reads private attribute {node.attr!r}, which is not allowed")
-        children = [node.value]
-    elif isinstance(node, ast.Subscript):
-        if not isinstance(node.slice, ast.Constant | ast.UnaryOp):
-            raise ConditionError(f"{source!r}: an index must be a literal, like state.items[0] or state['key']")
-        children = [node.value, node.slice]
-    elif isinstance(node, ast.Call):
-        if not (isinstance(node.func, ast.Name) and node.func.id == "len" and len(node.args) == 1 and not node.keywords):
-            raise ConditionError(f"{source!r} calls a function; only len(x) is allowed. Allowed: {_ALLOWED}")
-        children = [node.args[0]]
-    elif isinstance(node, ast.List | ast.Tuple):
-        children = list(node.elts)
-    else:
+def _check(node: ast.AST, source: str) -> None:
+    """Reject any node outside the subset (naming it); one checker per allowed node type, then its children."""
+    checker = _CHECKERS.get(type(node))
+    if checker is None:
         _reject(node, source)
-    for child in children:
+        return
+    for child in checker(node, source):
         _check(child, source)
+
+
+def _check_boolop(node: ast.BoolOp, source: str) -> list[ast.AST]:
+    return list(node.values)
+
+
+def _check_compare(node: ast.Compare, source: str) -> list[ast.AST]:
+    for op in node.ops:
+        if type(op) not in _COMPARE:
+            _reject(op, source)
+    return [node.left, *node.comparators]
+
+
+def _check_unary(node: ast.UnaryOp, source: str) -> list[ast.AST]:
+    if not isinstance(node.op, ast.Not | ast.USub):
+        _reject(node, source)
+    return [node.operand]
+
+
+def _check_constant(node: ast.Constant, source: str) -> list[ast.AST]:
+    if not isinstance(node.value, str | int | float | bool | type(None)):
+        _reject(node, source)
+    return []
+
+
+def _check_name(node: ast.Name, source: str) -> list[ast.AST]:
+    if node.id != "state":
+        raise ConditionError(f"{source!r} reads {node.id!r}; only 'state' can be read (write state.{node.id}?). Allowed: {_ALLOWED}")
+    return []
+
+
+def _check_attribute(node: ast.Attribute, source: str) -> list[ast.AST]:
+    if node.attr.startswith("_"):
+        raise ConditionError(f"{source!r} reads private attribute {node.attr!r}, which is not allowed")
+    return [node.value]
+
+
+def _check_subscript(node: ast.Subscript, source: str) -> list[ast.AST]:
+    if not isinstance(node.slice, ast.Constant | ast.UnaryOp):
+        raise ConditionError(f"{source!r}: an index must be a literal, like state.items[0] or state['key']")
+    return [node.value, node.slice]
+
+
+def _check_call(node: ast.Call, source: str) -> list[ast.AST]:
+    if not (isinstance(node.func, ast.Name) and node.func.id == "len" and len(node.args) == 1 and not node.keywords):
+        raise ConditionError(f"{source!r} calls a function; only len(x) is allowed. Allowed: {_ALLOWED}")
+    return [node.args[0]]
+
+
+def _check_sequence(node: ast.List | ast.Tuple, source: str) -> list[ast.AST]:
+    return list(node.elts)
+
+
+_CHECKERS: dict[type[ast.AST], Callable[[Any, str], list[ast.AST]]] = {
+    ast.BoolOp: _check_boolop,
+    ast.Compare: _check_compare,
+    ast.UnaryOp: _check_unary,
+    ast.Constant: _check_constant,
+    ast.Name: _check_name,
+    ast.Attribute: _check_attribute,
+    ast.Subscript: _check_subscript,
+    ast.Call: _check_call,
+    ast.List: _check_sequence,
+    ast.Tuple: _check_sequence,
+}
 
 
 def _reject(node: ast.AST, source: str) -> None:
@@ -108,49 +149,79 @@ def evaluate(expression: str, state: dict[str, Any]) -> bool:
     return bool(_eval(parse(expression), state))
 
 
-def _eval(node: ast.AST, state: dict[str, Any]) -> Any:  # noqa: C901 - to be split by concern
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            result: Any = True
-            for value in node.values:
-                result = _eval(value, state)
-                if not result:
-                    return result
+def _eval(node: ast.AST, state: dict[str, Any]) -> Any:
+    evaluator = _EVALUATORS.get(type(node))
+    if evaluator is None:  # unreachable after parse()
+        raise ConditionError(f"unsupported expression node {type(node).__name__}")
+    return evaluator(node, state)
+
+
+def _eval_boolop(node: ast.BoolOp, state: dict[str, Any]) -> Any:
+    """``and``/``or`` as Python has them: stop at the first falsy (and) or truthy (or) value and return it."""
+    stop_when = not isinstance(node.op, ast.And)
+    result: Any = not stop_when
+    for value in node.values:
+        result = _eval(value, state)
+        if bool(result) is stop_when:
             return result
-        result = False
-        for value in node.values:
-            result = _eval(value, state)
-            if result:
-                return result
-        return result
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, state)
-        for op, comparator in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comparator, state)
-            try:
-                if not _COMPARE[type(op)](left, right):
-                    return False
-            except TypeError:
+    return result
+
+
+def _eval_compare(node: ast.Compare, state: dict[str, Any]) -> bool:
+    left = _eval(node.left, state)
+    for op, comparator in zip(node.ops, node.comparators, strict=True):
+        right = _eval(comparator, state)
+        try:
+            if not _COMPARE[type(op)](left, right):
                 return False
-            left = right
-        return True
-    if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, state)
-        return (not value) if isinstance(node.op, ast.Not) else -value
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        return state
-    if isinstance(node, ast.Attribute):
-        return _get(_eval(node.value, state), node.attr)
-    if isinstance(node, ast.Subscript):
-        return _get(_eval(node.value, state), _eval(node.slice, state))
-    if isinstance(node, ast.Call):
-        value = _eval(node.args[0], state)
-        return 0 if value is None else len(value)
-    if isinstance(node, ast.List | ast.Tuple):
-        return [_eval(e, state) for e in node.elts]
-    raise ConditionError(f"unsupported expression node {type(node).__name__}")  # unreachable after parse()
+        except TypeError:
+            return False
+        left = right
+    return True
+
+
+def _eval_unary(node: ast.UnaryOp, state: dict[str, Any]) -> Any:
+    value = _eval(node.operand, state)
+    return (not value) if isinstance(node.op, ast.Not) else -value
+
+
+def _eval_constant(node: ast.Constant, state: dict[str, Any]) -> Any:
+    return node.value
+
+
+def _eval_name(node: ast.Name, state: dict[str, Any]) -> Any:
+    return state
+
+
+def _eval_attribute(node: ast.Attribute, state: dict[str, Any]) -> Any:
+    return _get(_eval(node.value, state), node.attr)
+
+
+def _eval_subscript(node: ast.Subscript, state: dict[str, Any]) -> Any:
+    return _get(_eval(node.value, state), _eval(node.slice, state))
+
+
+def _eval_call(node: ast.Call, state: dict[str, Any]) -> int:
+    value = _eval(node.args[0], state)
+    return 0 if value is None else len(value)
+
+
+def _eval_sequence(node: ast.List | ast.Tuple, state: dict[str, Any]) -> list[Any]:
+    return [_eval(e, state) for e in node.elts]
+
+
+_EVALUATORS: dict[type[ast.AST], Callable[[Any, dict[str, Any]], Any]] = {
+    ast.BoolOp: _eval_boolop,
+    ast.Compare: _eval_compare,
+    ast.UnaryOp: _eval_unary,
+    ast.Constant: _eval_constant,
+    ast.Name: _eval_name,
+    ast.Attribute: _eval_attribute,
+    ast.Subscript: _eval_subscript,
+    ast.Call: _eval_call,
+    ast.List: _eval_sequence,
+    ast.Tuple: _eval_sequence,
+}
 
 
 def _get(container: Any, key: Any) -> Any:
