@@ -4,6 +4,7 @@ human node, schema with one repair — each decision journalled as a ``guardrail
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -250,6 +251,68 @@ def test_tool_arguments_and_results_are_guarded() -> None:
     assert tool_messages == ["error: blocked by guardrail tool_args.pii", '"[EMAIL]"']
     assert [c.data["tool"] for c in client.history(result.thread_id) if c.type == TOOL_CALL] == ["json_transform"]  # only b ran
     assert [(d["stage"], d["action"]) for d in decisions(client, result.thread_id)] == [("tool_args", "block"), ("tool_results", "redact")]
+
+
+def test_the_stored_log_keeps_tool_results_as_the_rails_left_them() -> None:
+    """The ``tool_call`` event is written after the ``tool_results`` rails: no raw secret in the event log,
+    in any event, and a blocked result is not stored at all."""
+    secret, email = "AKIAIOSFODNN7EXAMPLE", "dan@example.com"
+    spec = TOOLS.replace("tool_args: [{check: pii, kinds: [secret], action: block}]", "tool_args: [{check: max_length, max: 10000}]")
+    spec = spec.replace(
+        "tool_results: [{check: pii, action: redact}]",
+        "tool_results: [{check: pii, kinds: [email], action: redact}, {check: pii, kinds: [secret], action: block, id: no-keys}]",
+    )
+    model = Model(
+        ChatResponse(
+            tool_calls=[
+                ToolCall(id="a", name="json_transform", arguments={"data": {"who": f"mail {email} now"}, "path": "$.who"}),
+                ToolCall(id="b", name="json_transform", arguments={"data": {"k": {"key": secret}}, "path": "$.k"}),
+            ],
+            stop_reason="tool_use",
+        ),
+        "done",
+    )
+    client, result = run(spec, model, "go")
+    assert result.status == "succeeded"
+    calls = {e.data["call_id"]: e.data for e in client.history(result.thread_id) if e.type == TOOL_CALL}
+    assert calls["a"]["ok"] and calls["a"]["result"] == "mail [EMAIL] now"
+    assert not calls["b"]["ok"] and calls["b"]["result"] == "result withheld by guardrail no-keys"
+    # the model's own request arguments hold the raw values (it wrote them); the stored results never do
+    results = json.dumps([e.data["result"] for e in client.history(result.thread_id) if e.type == TOOL_CALL])
+    assert email not in results and secret not in results
+    tool_messages = [m["content"] for m in result.state["messages"] if m.get("role") == "tool"]
+    assert tool_messages == ['"mail [EMAIL] now"', "error: result withheld by guardrail no-keys"]
+
+
+def test_tool_results_rails_screen_a_fresh_outcome_before_the_journal_and_skip_replays() -> None:
+    """Unit view of the same contract: the executor hands each fresh outcome to ``screen`` before it records
+    the ``tool_call`` event, and a replayed outcome (already screened when recorded) is not screened again."""
+    from stepwise.tools.executor import ActionExecutor
+    from stepwise.tools.registry import ToolRegistry
+
+    class Journal:
+        def __init__(self) -> None:
+            self.events: dict[str, dict[str, Any]] = {}
+
+        def lookup(self, key: str) -> Any:
+            data = self.events.get(key)
+            return None if data is None else type("E", (), {"data": data})()
+
+        def record(self, kind: str, key: str, data: dict[str, Any]) -> None:
+            self.events.setdefault(key, json.loads(json.dumps(data, default=str)))
+
+    journal, screened = Journal(), []
+
+    def screen(outcome: Any) -> None:
+        screened.append(outcome.call_id)
+        outcome.result = "[SCREENED]"
+
+    call = ToolCall(id="x", name="json_transform", arguments={"data": {"v": "raw"}, "path": "$.v"})
+    ex = ActionExecutor(ToolRegistry())
+    [first] = ex.run([call], key_prefix="k", journal=journal, allowed=["json_transform"], screen=screen)
+    assert first.result == "[SCREENED]" and journal.events["k|tool|x"]["result"] == "[SCREENED]"
+    [again] = ex.run([call], key_prefix="k", journal=journal, allowed=["json_transform"], screen=screen)
+    assert again.replayed and again.result == "[SCREENED]" and screened == ["x"]
 
 
 SCHEMA = """

@@ -170,7 +170,7 @@ class NodeContext:
         return run_guarded(
             self,
             calls,
-            lambda subset: list(
+            lambda subset, screen: list(
                 executor.run(
                     subset,
                     key_prefix=prefix or self.key,
@@ -180,6 +180,7 @@ class NodeContext:
                     allowed=declared,
                     tenant=self.tenant,
                     grant=getattr(permissions, "grant", None),
+                    screen=screen,
                 )
             ),
         )

@@ -98,11 +98,16 @@ def guard_memory(ctx: Any, section: str) -> str:
 
 
 # -- tools ------------------------------------------------------------------------------------------------
-def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any]], list[Any]]) -> list[Any]:
-    """Check each call's arguments (blocked calls never run), run the rest, check their results."""
+def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any], Callable[[Any], None] | None], list[Any]]) -> list[Any]:
+    """Check each call's arguments (blocked calls never run), run the rest, check their results.
+
+    ``execute(calls, screen)`` runs the calls and hands each fresh outcome to ``screen`` before journalling
+    it, so the ``tool_call`` event stores the result as the ``tool_results`` rails left it (redacted, or
+    withheld), never the raw text they caught. Outcomes replayed from the journal were screened when first
+    recorded and are not checked again."""
     guard = guard_of(ctx)
     if guard is None or not (guard.has("tool_args") or guard.has("tool_results")):
-        return execute(calls)
+        return execute(calls, None)
     from stepwise.tools.executor import ToolOutcome
 
     refused: dict[int, Any] = {}
@@ -119,18 +124,31 @@ def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any]], list[
                 continue
             call = call.model_copy(update={"arguments": args})
         allowed.append((i, call))
-    done = execute([c for _, c in allowed]) if allowed else []
+
+    def screen(outcome: Any) -> None:
+        screen_result(ctx, guard, outcome)
+
+    done = execute([c for _, c in allowed], screen if guard.has("tool_results") else None) if allowed else []
     out: dict[int, Any] = dict(refused)
     for (i, _), outcome in zip(allowed, done, strict=True):
-        if guard.has("tool_results") and outcome.ok:
-            result, verdict = guard.check_value("tool_results", outcome.result)
-            record(ctx, verdict.decisions)
-            if verdict.blocked:
-                outcome.ok, outcome.result, outcome.error = False, None, f"result withheld by guardrail {verdict.decisions[-1].rule}"
-            else:
-                outcome.result = result
         out[i] = outcome
     return [out[i] for i in range(len(calls))]
+
+
+def screen_result(ctx: Any, guard: Guardrails, outcome: Any) -> None:
+    """The ``tool_results`` rails on one outcome, in place: its result (or its error text, which may echo
+    what the tool read) is redacted, or withheld on a block."""
+    if outcome.ok:
+        result, verdict = guard.check_value("tool_results", outcome.result)
+        record(ctx, verdict.decisions)
+        if verdict.blocked:
+            outcome.ok, outcome.result, outcome.error = False, None, f"result withheld by guardrail {verdict.decisions[-1].rule}"
+        else:
+            outcome.result = result
+    elif outcome.error:
+        checked = guard.check("tool_results", outcome.error)
+        record(ctx, checked.decisions)
+        outcome.error = f"error withheld by guardrail {checked.decisions[-1].rule}" if checked.blocked else checked.text
 
 
 # -- output -----------------------------------------------------------------------------------------------

@@ -147,13 +147,16 @@ class ActionExecutor:
         allowed: Collection[str] | None = None,
         tenant: str = "",
         grant: Callable[[ToolInvocation], str] | None = None,
+        screen: Callable[[ToolOutcome], None] | None = None,
     ) -> list[ToolOutcome]:
         """Execute ``calls`` (in parallel), reusing journalled results; results come back in call order.
 
         ``allowed`` is the calling node's declared tools: any other name is refused before the policy or the
         tool sees it. ``None`` (no declaration known) is for direct library use only; steps always pass it.
         ``grant`` is the step's token minter (``PermissionManager.grant``): each call it grants is journalled
-        as ``tool_granted`` and carries the token in ``meta``; one it refuses never reaches the tool."""
+        as ``tool_granted`` and carries the token in ``meta``; one it refuses never reaches the tool.
+        ``screen`` sees (and may rewrite) each outcome a tool produced *before* it is journalled: the
+        ``tool_results`` guardrails redact or withhold there, so the log never keeps what they remove."""
         outcomes: dict[int, ToolOutcome] = {}
         pending: list[tuple[int, ToolInvocation]] = []
         for i, call in enumerate(calls):
@@ -181,6 +184,8 @@ class ActionExecutor:
             for (i, inv), outcome in zip(pending, done, strict=True):
                 if outcome.denied and journal is not None:
                     journal.record(TOOL_DENIED, f"{inv.idempotency_key}|denied", _denial(inv, outcome.denied, outcome.error))
+                elif screen is not None:
+                    screen(outcome)
                 if journal is not None:
                     journal.record(TOOL_CALL, outcome.idempotency_key, outcome.event_data())
                 outcomes[i] = outcome
