@@ -2,7 +2,8 @@
 
 Authentication happens in the function (API keys hashed per tenant, ``stepwise.api.auth``), so the
 gateway's methods are open at the gateway level; a JWT authorizer is the gateway issue's seam. The
-WebSocket routes are thin until then: ``$connect`` checks the API key, the others acknowledge.
+WebSocket routes go to the same function (stepwise.api.websocket: ``$connect`` authenticates, messages
+subscribe to runs); the pushes come from the ``channels`` function (infra/stacks/channels.py).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Api(Construct):
             self,
             "WebSocket",
             api_name=f"{config.name_prefix}-ws",
-            description="Stepwise streaming (thin until the gateway issue)",
+            description="Stepwise live run streams (docs/api.md#websocket-aws)",
             connect_route_options=apigwv2.WebSocketRouteOptions(integration=integration),
             disconnect_route_options=apigwv2.WebSocketRouteOptions(integration=integration),
             default_route_options=apigwv2.WebSocketRouteOptions(integration=integration),

@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.stacks.api import Api
+from infra.stacks.channels import Channels
 from infra.stacks.compute import Compute
 from infra.stacks.config import StackConfig
 from infra.stacks.data_services import MEMORY_EMBEDDING_MODEL, MEMORY_INDEX, Valkey, Vectors
@@ -66,6 +67,7 @@ class StepwiseStack(Stack):
         if self.vectors is not None:
             self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
         self.api = Api(self, "Api", config=config, function=self.compute.api)
+        self.channels = Channels(self, "Channels", config=config, storage=self.storage, compute=self.compute, api=self.api)
         if self.vectors is not None:  # long-term memory lives in the collection: consolidate into it on a schedule
             self.memory = MemoryConsolidation(
                 self, "Memory", config=config, network=self.network, storage=self.storage, compute=self.compute,

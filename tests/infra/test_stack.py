@@ -21,6 +21,10 @@ from stepwise.graph.loader import load_file
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: functions outside the VPC with their own small environment (their own test files)
+OUTSIDE_VPC = {"stepwise-dev-sandbox", "stepwise-dev-channels"}
+
+
 def only(resources: dict[str, dict[str, Any]], **where: Any) -> tuple[str, dict[str, Any]]:
     found = [(k, v) for k, v in resources.items() if all(v["Properties"].get(p) == val for p, val in where.items())]
     assert len(found) == 1, (where, list(resources))
@@ -108,8 +112,8 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
-    assert names == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox"}
-    functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] != "stepwise-dev-sandbox"}  # test_sandbox_stack
+    assert names == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox", "stepwise-dev-channels"}
+    functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
         props = fn["Properties"]
@@ -122,8 +126,8 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
 def test_function_environment_matches_settings(synth: Synth) -> None:
     expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in ("home", "snapshot_every")}
     for fn in synth.resources("AWS::Lambda::Function").values():
-        if fn["Properties"]["FunctionName"] == "stepwise-dev-sandbox":
-            continue  # no environment at all: tests/infra/test_sandbox_stack.py
+        if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
+            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert expected <= set(env), expected - set(env)
         assert env["STEPWISE_BACKEND"] == "aws" and env["STEPWISE_NAME_PREFIX"] == "stepwise-dev"
@@ -155,7 +159,7 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 
 def test_iam_is_least_privilege(synth: Synth) -> None:
     wildcard_ok = re.compile(
-        r"^(xray:|states:SendTask|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))"
+        r"^(xray:|states:SendTask|dynamodb:ListStreams$|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))"
     )
     for policy in synth.resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
@@ -280,14 +284,14 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox"}
+    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox", "acme-prod-channels"}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
     assert prod.resources("AWS::EC2::NatGateway") == {}  # no NAT: isolated subnets, AWS reached through endpoints
-    env = next(f for f in prod.resources("AWS::Lambda::Function").values() if "Environment" in f["Properties"])["Properties"][
-        "Environment"
-    ]["Variables"]
+    env = next(f for f in prod.resources("AWS::Lambda::Function").values() if f["Properties"]["FunctionName"] == "acme-prod-api")[
+        "Properties"
+    ]["Environment"]["Variables"]
     assert "STEPWISE_OPENSEARCH_ENDPOINT" not in env and env["STEPWISE_NAME_PREFIX"] == "acme-prod"
     assert "Fn::Join" in json.dumps(env["STEPWISE_STEP_FUNCTION_ARN"])  # env-agnostic: region/account are pseudo parameters
 
@@ -302,8 +306,8 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     assert permissions == {"aoss:CreateIndex", "aoss:DescribeIndex", "aoss:ReadDocument", "aoss:WriteDocument"}
     assert "index/stepwise-dev-vectors/stepwise-memory" in policy and "/*" not in policy
     for fn in synth.resources("AWS::Lambda::Function").values():
-        if fn["Properties"]["FunctionName"] == "stepwise-dev-sandbox":
-            continue  # no environment at all: tests/infra/test_sandbox_stack.py
+        if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
+            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["STEPWISE_MEMORY_BACKEND"] == "opensearch" and env["STEPWISE_OPENSEARCH_INDEX"] == "stepwise-memory"
         assert env["STEPWISE_MEMORY_EMBEDDER"] == "bedrock:amazon.titan-embed-text-v2:0#512"

@@ -13,10 +13,15 @@ Routes (one Lambda, the ``api`` function):
 Fan-out: ``fan_out(records, ...)`` takes the events table's DynamoDB stream records (``INSERT`` of an
 event item), finds the run's subscribers and posts each event as ``{"id": seq, "event": type, "data":
 <event JSON>}`` — the same frames the SSE stream sends. A connection that is gone (410) is dropped.
+On AWS the ``channels`` Lambda (functions/channels/handler.py) runs it, fed by the events table's stream.
+
+Each subscription remembers the ``postToConnection`` endpoint of its connection, taken from the
+request context API Gateway put on the subscribe message (``https://<domainName>/<stage>``): the
+fan-out function needs no endpoint in its environment, so the stack has no function ↔ API cycle, and
+a custom domain works as it is.
 
 Connections and subscriptions live in the API table (pk/sk): ``ws#conn#<id>`` / ``meta`` (tenant, runs)
-and ``ws#run#<run id>`` / ``conn#<id>``; ``MemoryConnections`` serves tests and local use.
-Not yet wired in the CDK stack (the stream-triggered fan-out function and ManageConnections grant).
+and ``ws#run#<run id>`` / ``conn#<id>`` (endpoint); ``MemoryConnections`` serves tests and local use.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ if TYPE_CHECKING:
 class Connections(Protocol):
     def connect(self, connection_id: str, tenant: str) -> None: ...
     def tenant_of(self, connection_id: str) -> str | None: ...
-    def subscribe(self, connection_id: str, run_id: str) -> None: ...
+    def subscribe(self, connection_id: str, run_id: str, endpoint: str | None = None) -> None: ...
     def unsubscribe(self, connection_id: str, run_id: str) -> None: ...
     def subscribers(self, run_id: str) -> list[str]: ...
+    def subscriptions(self, run_id: str) -> list[tuple[str, str | None]]: ...
     def disconnect(self, connection_id: str) -> None: ...
 
 
@@ -45,6 +51,7 @@ class MemoryConnections:
     def __init__(self) -> None:
         self._tenants: dict[str, str] = {}
         self._runs: dict[str, set[str]] = {}
+        self._endpoints: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     def connect(self, connection_id: str, tenant: str) -> None:
@@ -53,9 +60,10 @@ class MemoryConnections:
     def tenant_of(self, connection_id: str) -> str | None:
         return self._tenants.get(connection_id)
 
-    def subscribe(self, connection_id: str, run_id: str) -> None:
+    def subscribe(self, connection_id: str, run_id: str, endpoint: str | None = None) -> None:
         with self._lock:
             self._runs.setdefault(run_id, set()).add(connection_id)
+            self._endpoints[connection_id] = endpoint
 
     def unsubscribe(self, connection_id: str, run_id: str) -> None:
         with self._lock:
@@ -64,9 +72,13 @@ class MemoryConnections:
     def subscribers(self, run_id: str) -> list[str]:
         return sorted(self._runs.get(run_id, ()))
 
+    def subscriptions(self, run_id: str) -> list[tuple[str, str | None]]:
+        return [(c, self._endpoints.get(c)) for c in self.subscribers(run_id)]
+
     def disconnect(self, connection_id: str) -> None:
         with self._lock:
             self._tenants.pop(connection_id, None)
+            self._endpoints.pop(connection_id, None)
             for conns in self._runs.values():
                 conns.discard(connection_id)
 
@@ -89,8 +101,11 @@ class DynamoConnections:
         item = self.db.get_item(TableName=self.table, Key={"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}}).get("Item")
         return item["tenant"]["S"] if item else None
 
-    def subscribe(self, connection_id: str, run_id: str) -> None:
-        self.db.put_item(TableName=self.table, Item={"pk": {"S": f"ws#run#{run_id}"}, "sk": {"S": f"conn#{connection_id}"}})
+    def subscribe(self, connection_id: str, run_id: str, endpoint: str | None = None) -> None:
+        item = {"pk": {"S": f"ws#run#{run_id}"}, "sk": {"S": f"conn#{connection_id}"}}
+        if endpoint:
+            item["endpoint"] = {"S": endpoint}
+        self.db.put_item(TableName=self.table, Item=item)
         self.db.update_item(
             TableName=self.table,
             Key={"pk": {"S": f"ws#conn#{connection_id}"}, "sk": {"S": "meta"}},
@@ -102,7 +117,11 @@ class DynamoConnections:
         self.db.delete_item(TableName=self.table, Key={"pk": {"S": f"ws#run#{run_id}"}, "sk": {"S": f"conn#{connection_id}"}})
 
     def subscribers(self, run_id: str) -> list[str]:
-        out: list[str] = []
+        return [connection_id for connection_id, _ in self.subscriptions(run_id)]
+
+    def subscriptions(self, run_id: str) -> list[tuple[str, str | None]]:
+        """(connection id, postToConnection endpoint) of each subscriber of the run."""
+        out: list[tuple[str, str | None]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :p",
@@ -110,7 +129,7 @@ class DynamoConnections:
         }
         while True:
             page = self.db.query(**kwargs)
-            out += [item["sk"]["S"].removeprefix("conn#") for item in page.get("Items", [])]
+            out += [(item["sk"]["S"].removeprefix("conn#"), (item.get("endpoint") or {}).get("S")) for item in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -126,6 +145,16 @@ class DynamoConnections:
 def is_websocket(event: dict[str, Any]) -> bool:
     context = event.get("requestContext") or {}
     return "connectionId" in context and "eventType" in context
+
+
+def endpoint_of(event: dict[str, Any]) -> str | None:
+    """The ``postToConnection`` endpoint of the connection an event came on: ``https://<domainName>/<stage>``
+    from API Gateway's request context (set by API Gateway, not by the client)."""
+    context = event.get("requestContext") or {}
+    domain, stage = context.get("domainName"), context.get("stage")
+    if not isinstance(domain, str) or not domain or not isinstance(stage, str) or not stage:
+        return None
+    return f"https://{domain}/{stage}"
 
 
 def frame(e: Any) -> dict[str, Any]:
@@ -174,14 +203,34 @@ def handle(api: StepwiseApi, event: dict[str, Any]) -> dict[str, Any]:
     if action == "unsubscribe":
         connections.unsubscribe(connection_id, run_id)
         return _reply({"unsubscribed": run_id})
-    connections.subscribe(connection_id, run_id)  # first, so no event falls between the backlog and the feed
+    connections.subscribe(connection_id, run_id, endpoint_of(event))  # first, so no event falls between the backlog and the feed
     backlog = [frame(e) for e in api.client.run_events(run_id, after=after)]
     return _reply({"subscribed": run_id, "status": run.status, "events": backlog})
 
 
+class ManagementApi:
+    """``post(connection_id, data, endpoint)`` through API Gateway's Management API, one boto3 client per endpoint."""
+
+    def __init__(self, factory: Any = None) -> None:
+        if factory is None:
+            from stepwise.awsclients import client
+
+            factory = lambda endpoint: client("apigatewaymanagementapi", endpoint_url=endpoint)  # noqa: E731
+        self._factory = factory
+        self._clients: dict[str, Any] = {}
+
+    def __call__(self, connection_id: str, data: bytes, endpoint: str | None) -> None:
+        if not endpoint:
+            raise ValueError(f"connection {connection_id} has no postToConnection endpoint (subscribed without a request context)")
+        if endpoint not in self._clients:
+            self._clients[endpoint] = self._factory(endpoint)
+        self._clients[endpoint].post_to_connection(ConnectionId=connection_id, Data=data)
+
+
 def fan_out(records: list[dict[str, Any]], connections: Connections, post: Any) -> dict[str, int]:
     """Push each inserted event item (DynamoDB stream records of the events table) to its run's
-    subscribers. ``post(connection_id, data: bytes)`` is ``postToConnection``; a gone connection is dropped."""
+    subscribers. ``post(connection_id, data: bytes, endpoint)`` is ``postToConnection`` (``ManagementApi``);
+    a gone connection is dropped."""
     from stepwise.state.events import Event, decode
 
     counts = {"events": 0, "posted": 0, "gone": 0}
@@ -201,9 +250,9 @@ def fan_out(records: list[dict[str, Any]], connections: Connections, post: Any) 
         )
         counts["events"] += 1
         payload = json.dumps(frame(e), default=str).encode()
-        for connection_id in connections.subscribers(e.run_id):
+        for connection_id, endpoint in connections.subscriptions(e.run_id):
             try:
-                post(connection_id, payload)
+                post(connection_id, payload, endpoint)
                 counts["posted"] += 1
             except Exception as exc:  # a gone client must not stop the others; anything else is raised
                 if type(exc).__name__ == "GoneException" or "410" in str(exc):

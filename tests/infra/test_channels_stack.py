@@ -1,0 +1,71 @@
+"""The channels Lambda in the stack: the events table's stream feeds it (INSERT only), it may post to this
+WebSocket API's connections and read/drop subscriptions in the API table, and nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.infra.conftest import Synth
+
+
+def _channels(synth: Synth) -> tuple[str, dict[str, Any]]:
+    [(fid, fn)] = [
+        (k, f) for k, f in synth.resources("AWS::Lambda::Function").items() if f["Properties"]["FunctionName"] == "stepwise-dev-channels"
+    ]
+    return fid, fn["Properties"]
+
+
+def _logical(synth: Synth, kind: str, fragment: str) -> str:
+    [found] = [k for k, v in synth.raw["Resources"].items() if v["Type"] == kind and fragment in k]
+    return found
+
+
+def _statements(synth: Synth, role_id: str) -> list[dict[str, Any]]:
+    policies = [p for p in synth.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]]
+    return [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return set(actions if isinstance(actions, list) else [actions])
+
+
+def test_the_events_stream_feeds_the_channels_function_with_inserts_only(synth: Synth) -> None:
+    fid, props = _channels(synth)
+    events_id = _logical(synth, "AWS::DynamoDB::Table", "StorageEvents")
+    [mapping] = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": fid}
+    ]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [events_id, "StreamArn"]}
+    assert mapping["StartingPosition"] == "LATEST" and mapping["BisectBatchOnFunctionError"] is True
+    assert [json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"]] == [{"eventName": ["INSERT"]}]
+    assert synth.raw["Resources"][events_id]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert "VpcConfig" not in props and props["Layers"]  # outside the VPC, on the shared layer
+    assert props["Environment"]["Variables"]["STEPWISE_API_TABLE"] == {"Ref": _logical(synth, "AWS::DynamoDB::Table", "StorageApi")}
+
+
+def test_channels_may_post_only_to_this_websocket_stage_and_touch_only_subscriptions(synth: Synth) -> None:
+    _, props = _channels(synth)
+    role_id = props["Role"]["Fn::GetAtt"][0]
+    statements = _statements(synth, role_id)
+    ws_id = _logical(synth, "AWS::ApiGatewayV2::Api", "WebSocket")
+    [manage] = [s for s in statements if "execute-api:ManageConnections" in _actions(s)]
+    assert _actions(manage) == {"execute-api:ManageConnections"}
+    arn = json.dumps(manage["Resource"])
+    assert ws_id in arn and "/dev/POST/@connections/*" in arn
+    [api_table] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": [_logical(synth, "AWS::DynamoDB::Table", "StorageApi"), "Arn"]}]
+    assert _actions(api_table) == {"dynamodb:Query", "dynamodb:DeleteItem"}
+    everything = set().union(*(_actions(s) for s in statements))
+    assert not any(a.startswith(("states:", "s3:", "lambda:", "secretsmanager:")) for a in everything)
+    assert {a for a in everything if a.startswith("dynamodb:")} == {
+        "dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+    }  # fmt: skip
+    role = synth.raw["Resources"][role_id]["Properties"]
+    assert "ManagedPolicyArns" not in role  # logs through its own log group's grant
+    # no cycle: the WebSocket API integrates the api function, never this one
+    integrations = json.dumps(synth.resources("AWS::ApiGatewayV2::Integration"))
+    assert _logical(synth, "AWS::Lambda::Function", "ChannelsFunction") not in integrations
