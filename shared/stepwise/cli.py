@@ -373,10 +373,10 @@ def serve(
 
     home = home or default_home()
     if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
+        from stepwise.memory.service import MemoryServices
         from stepwise.memory.worker import ConsolidationWorker
 
-        memory_client = Stepwise.embedded(home)
-        ConsolidationWorker(memory_client.services.memory, memory_client.services.events).start()
+        ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events).start()
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
     serve_api(host=host, port=port, home=home)

@@ -8,11 +8,15 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from stepwise._console import Table, _Console
+from stepwise.memory.records import Strategy
+
+if TYPE_CHECKING:
+    from stepwise.memory.service import MemoryServices
 
 app = typer.Typer(no_args_is_help=True, help="Long-term memory: search, list, history, edit, forget, consolidate.")
 out: Any = _Console(soft_wrap=True)
@@ -23,7 +27,7 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (d
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 
-def _memory(home: Path | None) -> Any:
+def _memory(home: Path | None) -> MemoryServices:
     from stepwise.client import default_home
     from stepwise.memory.service import MemoryServices
 
@@ -127,7 +131,7 @@ def history(record_id: str, tenant: TenantOpt = "default", home: HomeOpt = None,
 def remember(
     text: str,
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="e.g. default/assistant/dana")],
-    strategy: Annotated[str, typer.Option("--strategy", "-s")] = "semantic",
+    strategy: Annotated[Strategy, typer.Option("--strategy", "-s")] = "semantic",
     key: Annotated[str | None, typer.Option(help="Topic key: a new memory with the same key supersedes the old")] = None,
     ttl: Annotated[float | None, typer.Option(help="Expire after this many seconds")] = None,
     tenant: TenantOpt = "default",
@@ -180,7 +184,7 @@ def consolidate(
     from stepwise.memory.worker import run_pass
 
     client = Stepwise.embedded(home or default_home())
-    mem = client.services.memory
+    mem = _memory(home)
     if thread is None:
         reports = run_pass(mem, client.services.events)
     else:

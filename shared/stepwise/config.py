@@ -6,9 +6,14 @@ CLI all assemble the same pieces the same way.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stepwise.client import Stepwise
 from stepwise.runtime.services import Observer, Services
 from stepwise.settings import Settings
+
+if TYPE_CHECKING:
+    from stepwise.tools.permissions import PermissionManager
 
 __all__ = ["Settings", "build_client"]
 
@@ -40,7 +45,7 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
     return Stepwise(services, executor=executor)
 
 
-def _aws_permissions() -> object:
+def _aws_permissions() -> PermissionManager:
     """Roles in the API's table (STEPWISE_API_TABLE); the token key from STEPWISE_CAPABILITY_SECRET."""
     from stepwise.tools.permissions import PermissionManager
 

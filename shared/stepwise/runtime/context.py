@@ -15,6 +15,9 @@ from stepwise.state.journal import Journal
 
 if TYPE_CHECKING:  # the LLM layer is imported by the nodes that call models, not by every run
     from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec
+    from stepwise.runtime.ports import ModelGateway
+    from stepwise.runtime.services import Services
+    from stepwise.tools.executor import ToolOutcome
 
 
 @dataclass
@@ -30,12 +33,13 @@ class NodeContext:
     spec: GraphSpec
     node_spec: NodeSpec
     #: The model hub; None means "ask ``services.models`` when a call is made" (built lazily there).
-    models: Any = None
+    models: ModelGateway | None = None
     item: dict[str, Any] | None = None
     resume_input: dict[str, Any] | None = None
     items: list[dict[str, Any]] | None = None
     records: list[Event] = field(default_factory=list)
-    services: Any = None
+    #: None only for a context built by hand (a unit test of a node): no log, no tools but the built-ins.
+    services: Services | None = None
     #: Extra routing fields for the step's output cursor (the planner's ``more`` flag for dependency waves).
     cursor: dict[str, Any] = field(default_factory=dict)
     _journal: Journal | None = field(default=None, repr=False)
@@ -48,7 +52,7 @@ class NodeContext:
     @property
     def journal(self) -> Journal:
         if self._journal is None:
-            events = getattr(self.services, "events", None)
+            events = self.services.events if self.services is not None else None
             self._journal = Journal(
                 events, thread_id=self.thread_id, run_id=self.run_id, node=self.node, scope=self.scope, fallback=self.records
             )
@@ -57,15 +61,13 @@ class NodeContext:
     @property
     def tenant(self) -> str:
         if self._tenant is None:
-            runs = getattr(self.services, "runs", None)
-            run = runs.get(self.run_id) if runs is not None else None
-            self._tenant = getattr(run, "tenant", None) or "default"
+            run = self.services.runs.get(self.run_id) if self.services is not None else None
+            self._tenant = (run.tenant if run is not None else None) or "default"
         return self._tenant
 
     def notify(self, **event: Any) -> None:
-        notify = getattr(self.services, "notify", None)
-        if notify is not None:
-            notify(run_id=self.run_id, node=self.node, scope=self.scope, **event)
+        if self.services is not None:
+            self.services.notify(run_id=self.run_id, node=self.node, scope=self.scope, **event)
 
     # -- LLM calls ---------------------------------------------------------------------------------
     def call_model(
@@ -92,14 +94,13 @@ class NodeContext:
         info: dict[str, Any] = {}
         response: ChatResponse
         if self.models is None:
+            if self.services is None:
+                raise RuntimeError(f"node {self.node!r} called a model from a context without services; pass models= or services=")
             self.models = self.services.models
-        if hasattr(self.models, "call"):
-            response, call_info = self.models.call(
-                request, script=script, tenant=self.tenant, run_id=self.run_id, cache_mode=cache, on_text=on_text
-            )
-            info = call_info.to_json()
-        else:  # a plain ModelResolver
-            response = self.models.resolve(request.model or "scripted", script).complete(request)
+        response, call_info = self.models.call(
+            request, script=script, tenant=self.tenant, run_id=self.run_id, cache_mode=cache, on_text=on_text
+        )
+        info = call_info.to_json()
         if finish is not None:
             finish()
         data: dict[str, Any] = {
@@ -136,12 +137,11 @@ class NodeContext:
         names = list(self.node_spec.tools if names is None else names)
         if not names:
             return []
-        registry = getattr(self.services, "tools", None)
-        if registry is None:
+        if self.services is None:
             from stepwise.tools.builtin import BUILTINS
 
             return [BUILTINS[n][1] for n in names if n in BUILTINS]
-        return list(registry.specs(names))
+        return list(self.services.tools.specs(names))
 
     def run_tools(
         self,
@@ -150,21 +150,21 @@ class NodeContext:
         prefix: str | None = None,
         timeouts: dict[str, float] | None = None,
         allowed: list[str] | None = None,
-    ) -> list[Any]:
+    ) -> list[ToolOutcome]:
         """Execute tool calls (in parallel); each result is journalled under its idempotency key.
 
         Only the tools in ``allowed`` (default: this node's declared ``tools:``) may run; the executor refuses
         any other name with a ``tool_denied`` event and a "denied" observation for the model."""
-        make = getattr(self.services, "tool_executor", None)
-        if make is None:
+        grant = None
+        if self.services is None:
             from stepwise.tools.executor import ActionExecutor
             from stepwise.tools.registry import ToolRegistry
 
             executor = ActionExecutor(ToolRegistry(), timeouts=timeouts)
         else:
-            executor = make(timeouts or {})
+            executor = self.services.tool_executor(timeouts or {})
+            grant = self.services.tool_permissions.grant
         declared = list(self.node_spec.tools) if allowed is None else list(allowed)
-        permissions = getattr(self.services, "tool_permissions", None)
         from stepwise.runtime.guard import run_guarded  # tool_args / tool_results guardrails
 
         return run_guarded(
@@ -179,7 +179,7 @@ class NodeContext:
                     run_id=self.run_id,
                     allowed=declared,
                     tenant=self.tenant,
-                    grant=getattr(permissions, "grant", None),
+                    grant=grant,
                     screen=screen,
                 )
             ),

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.guardrails.engine import REFUSAL, Decision, Guardrails, Verdict
 from stepwise.state.events import GUARDRAIL
+
+if TYPE_CHECKING:
+    from stepwise.runtime.context import NodeContext
+    from stepwise.runtime.ports import GuardrailPort
 
 _KEY = "_stepwise_guardrails"
 
@@ -24,21 +28,21 @@ class Blocked(Exception):
         self.verdict = verdict
 
 
-def guard_of(ctx: Any) -> Guardrails | None:
+def guard_of(ctx: NodeContext) -> GuardrailPort | None:
     """The node's rails (graph rails merged with the node's), or None when it has none."""
     if _KEY not in ctx.__dict__:
-        graph_rails = getattr(ctx.spec, "guardrails", None)
-        node_rails = getattr(ctx.node_spec, "guardrails", None)
+        graph_rails = ctx.spec.guardrails
+        node_rails = ctx.node_spec.guardrails
         config = graph_rails.merged(node_rails) if graph_rails is not None else node_rails
         ctx.__dict__[_KEY] = Guardrails(config) if config is not None else None
         ctx.__dict__[_KEY + "_seen"] = set()
         ctx.__dict__[_KEY + "_n"] = 0
         ctx.__dict__[_KEY + "_fired"] = []
-    guard: Guardrails | None = ctx.__dict__[_KEY]
+    guard: GuardrailPort | None = ctx.__dict__[_KEY]
     return guard
 
 
-def record(ctx: Any, decisions: list[Decision]) -> None:
+def record(ctx: NodeContext, decisions: list[Decision]) -> None:
     for d in decisions:
         n = ctx.__dict__[_KEY + "_n"]
         ctx.__dict__[_KEY + "_n"] = n + 1
@@ -47,7 +51,7 @@ def record(ctx: Any, decisions: list[Decision]) -> None:
             ctx.__dict__[_KEY + "_fired"].append(d)
 
 
-def channel_update(ctx: Any) -> dict[str, Any]:
+def channel_update(ctx: NodeContext) -> dict[str, Any]:
     """``{"guardrail": {...}}`` when a rail blocked or escalated in this step (for routing to a human)."""
     fired: list[Decision] = ctx.__dict__.get(_KEY + "_fired") or []
     if not fired:
@@ -56,7 +60,7 @@ def channel_update(ctx: Any) -> dict[str, Any]:
     return {"guardrail": {"action": worst.action, "rule": worst.rule, "stage": worst.stage, "kinds": worst.kinds}}
 
 
-def _once(ctx: Any, stage: str, text: str) -> bool:
+def _once(ctx: NodeContext, stage: str, text: str) -> bool:
     """True the first time this step checks this text at this stage (a fused loop rebuilds its prompt each turn)."""
     digest = hashlib.sha256(f"{stage}\0{text}".encode()).hexdigest()
     seen: set[str] = ctx.__dict__[_KEY + "_seen"]
@@ -67,7 +71,7 @@ def _once(ctx: Any, stage: str, text: str) -> bool:
 
 
 # -- input and memory -------------------------------------------------------------------------------------
-def guard_input(ctx: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def guard_input(ctx: NodeContext, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check user messages before the model sees them; redactions apply to the request, blocks raise."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("input"):
@@ -86,7 +90,7 @@ def guard_input(ctx: Any, history: list[dict[str, Any]]) -> list[dict[str, Any]]
     return out
 
 
-def guard_memory(ctx: Any, section: str) -> str:
+def guard_memory(ctx: NodeContext, section: str) -> str:
     """Check retrieved memory (the section added to the system prompt); a block drops it."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("memory") or not section:
@@ -98,7 +102,7 @@ def guard_memory(ctx: Any, section: str) -> str:
 
 
 # -- tools ------------------------------------------------------------------------------------------------
-def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any], Callable[[Any], None] | None], list[Any]]) -> list[Any]:
+def run_guarded(ctx: NodeContext, calls: list[Any], execute: Callable[[list[Any], Callable[[Any], None] | None], list[Any]]) -> list[Any]:
     """Check each call's arguments (blocked calls never run), run the rest, check their results.
 
     ``execute(calls, screen)`` runs the calls and hands each fresh outcome to ``screen`` before journalling
@@ -135,7 +139,7 @@ def run_guarded(ctx: Any, calls: list[Any], execute: Callable[[list[Any], Callab
     return [out[i] for i in range(len(calls))]
 
 
-def screen_result(ctx: Any, guard: Guardrails, outcome: Any) -> None:
+def screen_result(ctx: NodeContext, guard: GuardrailPort, outcome: Any) -> None:
     """The ``tool_results`` rails on one outcome, in place: its result (or its error text, which may echo
     what the tool read) is redacted, or withheld on a block."""
     if outcome.ok:
@@ -152,7 +156,7 @@ def screen_result(ctx: Any, guard: Guardrails, outcome: Any) -> None:
 
 
 # -- output -----------------------------------------------------------------------------------------------
-def guard_output(ctx: Any, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
+def guard_output(ctx: NodeContext, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
     """Check the final answer; a failing ``schema`` rail gets one repair (``repair(problem) -> new text``)."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("output"):
@@ -166,7 +170,7 @@ def guard_output(ctx: Any, text: str, repair: Callable[[str], str] | None = None
     return verdict
 
 
-def stream_hook(ctx: Any, emit: Callable[[str], None]) -> tuple[Callable[[str], None], Callable[[], None]]:
+def stream_hook(ctx: NodeContext, emit: Callable[[str], None]) -> tuple[Callable[[str], None], Callable[[], None]]:
     """(on_text, finish) for a streamed model call: deltas pass through the output rails in windows."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("output"):

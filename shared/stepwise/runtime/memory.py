@@ -27,19 +27,21 @@ from stepwise.memory.consolidate import consolidate_thread, mark_pending, store_
 from stepwise.memory.extract import MODEL_EXTRACT_PROMPT, Candidate, episode, extract_rules, from_model_json
 from stepwise.memory.procedural import few_shot, tool_sequence
 from stepwise.memory.records import MemoryHit, MemoryQuery
-from stepwise.memory.service import MemoryServices, default_memory
+from stepwise.memory.service import default_memory
 from stepwise.memory.stm import fit_window
 from stepwise.memory.tokens import counter_for
 from stepwise.runtime.context import NodeContext
+from stepwise.runtime.ports import MemoryPort
 
 log = logging.getLogger("stepwise.memory")
 MEMORY_SECTION_VERSION = 1
 _CACHE = "_memory_turn"
 
 
-def services_of(ctx: NodeContext) -> MemoryServices:
-    found = getattr(ctx.services, "memory", None)
-    return found if isinstance(found, MemoryServices) else default_memory()
+def services_of(ctx: NodeContext) -> MemoryPort:
+    """The run's memory (``Services.memory``), else the process-wide default built from the environment."""
+    found = ctx.services.memory if ctx.services is not None else None
+    return found if found is not None else default_memory()
 
 
 def namespaces(ctx: NodeContext, state: dict[str, Any], cfg: MemoryConfig, templates: list[str] | None = None) -> list[str]:

@@ -12,7 +12,8 @@ from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
 
 if TYPE_CHECKING:
-    from stepwise.runtime.ports import ModelGateway
+    from stepwise.runtime.ports import MemoryPort, ModelGateway, ToolGrants, ToolRuntime
+    from stepwise.tools.executor import ActionExecutor
 
 Observer = Callable[[dict[str, Any]], None]
 
@@ -42,18 +43,18 @@ class Services:
     observer: Observer | None = None
     snapshot_every: int = 200
     #: MCP tool servers (built-ins in-process, plus STEPWISE_MCP_CONFIG); created on first use.
-    tool_registry: Any = None
+    tool_registry: ToolRuntime | None = None
     #: How tool retries wait (asyncio.sleep); tests inject a recorder so they never really sleep.
     tool_sleep: Callable[[float], Awaitable[None]] | None = None
     #: Memory services (stepwise.memory.service.MemoryServices); None: the process-wide default from the environment.
-    memory: Any = None
+    memory: MemoryPort | None = None
     #: Tool permissions (RBAC + capability tokens, ``stepwise.tools.permissions``); default: tokens with an
     #: ephemeral key and no roles. ``Stepwise.embedded`` and the AWS client set the persistent ones.
-    permissions: Any = None
+    permissions: ToolGrants | None = None
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
 
     @property
-    def tool_permissions(self) -> Any:
+    def tool_permissions(self) -> ToolGrants:
         if self.permissions is None:
             from stepwise.tools.permissions import PermissionManager
 
@@ -75,7 +76,7 @@ class Services:
         return Hydrator(self.events, self.snapshots, snapshot_every=self.snapshot_every)
 
     @property
-    def tools(self) -> Any:
+    def tools(self) -> ToolRuntime:
         if self.tool_registry is None:
             from stepwise.extras import needs
             from stepwise.tools.registry import ToolRegistry
@@ -84,7 +85,7 @@ class Services:
                 self.tool_registry = ToolRegistry.from_env()
         return self.tool_registry
 
-    def tool_executor(self, timeouts: dict[str, float]) -> Any:
+    def tool_executor(self, timeouts: dict[str, float]) -> ActionExecutor:
         from stepwise.tools.executor import ActionExecutor
 
         return ActionExecutor(self.tools, timeouts=timeouts, sleep=self.tool_sleep, policy=self.tool_permissions)

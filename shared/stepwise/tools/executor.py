@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from stepwise.llm.base import ToolCall
 from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
 from stepwise.state.journal import Journal
-from stepwise.tools.registry import ToolError, ToolRegistry, UnknownTool
+from stepwise.tools.ports import ToolRuntime
+from stepwise.tools.registry import ToolError, UnknownTool
 
 Sleep = Callable[[float], Awaitable[None]]
 CAPABILITY_META = "stepwise/capability"  # the _meta key of the call's capability token (see capability.py)
@@ -120,7 +121,7 @@ class ToolOutcome:
 class ActionExecutor:
     def __init__(
         self,
-        registry: ToolRegistry,
+        registry: ToolRuntime,
         *,
         timeouts: dict[str, float] | None = None,
         default_timeout: float = 30.0,
