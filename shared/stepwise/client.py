@@ -7,7 +7,6 @@ document that deploys to Step Functions.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,10 +24,11 @@ from stepwise.graph.spec import GraphSpec
 from stepwise.graph.topology import locate
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step
+from stepwise.settings import Settings
 from stepwise.state import fold as folding
 from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
-from stepwise.state.leases import is_dead, lease_seconds, process_owner
+from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
 from stepwise.state.ports import ACTIVE, FINISHED, RunRecord, RunTransitionError
 from stepwise.state.reducers import ReducerError
@@ -66,7 +66,8 @@ def _admit(value: Any, what: str) -> None:
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("STEPWISE_HOME", ".stepwise"))
+    """``STEPWISE_HOME`` (default ``.stepwise``): where the embedded backend keeps its database and snapshots."""
+    return Settings.from_env().home
 
 
 def check_answer(root: GraphSpec, run_id: str, node: str, answer: dict[str, Any] | None) -> None:
@@ -107,10 +108,14 @@ class Stepwise:
         self._registered: dict[int, tuple[GraphSpec, str]] = {}
 
     @classmethod
-    def embedded(cls, home: str | Path | None = None, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
+    def embedded(
+        cls, home: str | Path | None = None, *, observer: Observer | None = None, settings: Settings | None = None, **kwargs: Any
+    ) -> Stepwise:
+        """SQLite and files under ``home`` (default: ``settings.home``, ``STEPWISE_HOME``); runs execute in-process."""
         from stepwise.memory.service import MemoryServices
 
-        home = Path(home) if home is not None else default_home()
+        settings = settings or Settings.from_env()
+        home = Path(home) if home is not None else settings.home
         db = SqliteDatabase(home / "stepwise.db")
         services = Services(
             events=SqliteEventStore(db),
@@ -120,17 +125,20 @@ class Stepwise:
             observer=observer,
             memory=MemoryServices(home=home),
             permissions=_embedded_permissions(home),
+            settings=settings,
         )
         return cls(services, **kwargs)
 
     @classmethod
-    def in_memory(cls, *, observer: Observer | None = None, **kwargs: Any) -> Stepwise:
+    def in_memory(cls, *, observer: Observer | None = None, settings: Settings | None = None, **kwargs: Any) -> Stepwise:
+        """Everything in this process's memory: for tests and notebooks."""
         services = Services(
             events=MemoryEventStore(),
             snapshots=MemorySnapshotStore(),
             runs=MemoryRunStore(),
             registry=MemoryRegistry(),
             observer=observer,
+            settings=settings or Settings.from_env(),
         )
         return cls(services, **kwargs)
 
@@ -200,7 +208,7 @@ class Stepwise:
         """Owner and lease fields for a run this process executes (none when Step Functions does)."""
         if not isinstance(self.executor, LocalExecutor):
             return {}
-        return {"owner": process_owner(), "lease_until": time.time() + lease_seconds()}
+        return {"owner": process_owner(), "lease_until": time.time() + self.services.settings.run_lease_seconds}
 
     def _check_thread_free(self, thread_id: str, mine: RunRecord | None) -> None:
         """Raise ThreadBusyError if another live run is running on the thread (and, once ``mine`` is

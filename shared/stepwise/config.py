@@ -21,9 +21,9 @@ __all__ = ["Settings", "build_client"]
 def build_client(settings: Settings | None = None, *, observer: Observer | None = None) -> Stepwise:
     settings = settings or Settings.from_env()
     if settings.backend == "embedded":
-        return Stepwise.embedded(settings.home, observer=observer)
+        return Stepwise.embedded(settings.home, observer=observer, settings=settings)
     if settings.backend == "memory":
-        return Stepwise.in_memory(observer=observer)
+        return Stepwise.in_memory(observer=observer, settings=settings)
     # AWS: adapters beside their ports; imported lazily so the embedded default needs no boto3.
     from stepwise.extras import needs
 
@@ -40,6 +40,7 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
         observer=observer,
         snapshot_every=settings.snapshot_every,
         permissions=_aws_permissions(),
+        settings=settings,
     )
     executor = StepFunctionsExecutor(services, settings)
     return Stepwise(services, executor=executor)

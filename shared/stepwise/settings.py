@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 
 
 class Settings(BaseModel):
+    """Where runs live and how the engine runs them; every field is ``STEPWISE_<FIELD>`` in the environment."""
+
     backend: Literal["embedded", "memory", "aws"] = "embedded"
     home: Path = Path(".stepwise")
     events_table: str = "stepwise-events"
@@ -22,6 +24,10 @@ class Settings(BaseModel):
     state_machine_role_arn: str = "arn:aws:iam::000000000000:role/stepwise-state-machine"
     name_prefix: str = "stepwise"
     snapshot_every: int = 200
+    #: Threads for blocking Parallel/Map branches in the local engine (``STEPWISE_LOCAL_CONCURRENCY``).
+    local_concurrency: int = Field(default=256, ge=1)
+    #: A running run's lease; its owner renews it every third of this (``STEPWISE_RUN_LEASE_SECONDS``).
+    run_lease_seconds: float = Field(default=30.0, gt=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

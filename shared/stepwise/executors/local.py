@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
@@ -30,7 +29,7 @@ class LocalExecutor:
         # Parallel/Map branches run as tasks on an event loop: an ``async def`` node's wait holds no thread.
         # Blocking nodes (agents' LLM calls, synchronous functions that are not quick) run on up to this
         # many threads; Map states may set their own, lower MaxConcurrency.
-        self.max_concurrency = max_concurrency or int(os.environ.get("STEPWISE_LOCAL_CONCURRENCY", "256"))
+        self.max_concurrency = max_concurrency or services.settings.local_concurrency
         self.offload = Offload(max_workers=self.max_concurrency)
 
     def deploy(self, ref: str, asl: dict[str, Any]) -> None:
@@ -45,7 +44,7 @@ class LocalExecutor:
             clock=self.clock,
             max_workers=self.max_concurrency,
         )
-        with Heartbeat.track(self.services.runs, run.run_id):
+        with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
             return interpreter.execute(asl, run.start_cursor, name=run.run_id)
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:

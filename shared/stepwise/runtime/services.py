@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
+from stepwise.settings import Settings
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
 
@@ -51,6 +52,8 @@ class Services:
     #: Tool permissions (RBAC + capability tokens, ``stepwise.tools.permissions``); default: tokens with an
     #: ephemeral key and no roles. ``Stepwise.embedded`` and the AWS client set the persistent ones.
     permissions: ToolGrants | None = None
+    #: Engine settings (local concurrency, run lease); by default read from the environment once, here.
+    settings: Settings = field(default_factory=Settings.from_env)
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
 
     @property

@@ -18,11 +18,6 @@ from typing import ClassVar
 
 from stepwise.state.ports import LEASE_SECONDS, RunRecord, RunStore, is_stale
 
-
-def lease_seconds() -> float:
-    return float(os.environ.get("STEPWISE_RUN_LEASE_SECONDS", LEASE_SECONDS))
-
-
 _owner: tuple[int, str] | None = None
 
 
@@ -62,17 +57,18 @@ class Heartbeat:
     of the lease. A run whose process dies stops being renewed and becomes stale (``is_stale``)."""
 
     _lock = threading.Lock()
-    _runs: ClassVar[dict[tuple[int, str], tuple[RunStore, int]]] = {}
+    _runs: ClassVar[dict[tuple[int, str], tuple[RunStore, int, float]]] = {}
     _thread: ClassVar[threading.Thread | None] = None
     _wake = threading.Event()
 
     @classmethod
     @contextmanager
-    def track(cls, runs: RunStore, run_id: str) -> Iterator[None]:
+    def track(cls, runs: RunStore, run_id: str, lease_seconds: float = LEASE_SECONDS) -> Iterator[None]:
+        """Renew ``run_id``'s lease (``lease_seconds`` long) every third of it while the block runs."""
         key = (id(runs), run_id)
         with cls._lock:
-            store, count = cls._runs.get(key, (runs, 0))
-            cls._runs[key] = (store, count + 1)
+            store, count, _ = cls._runs.get(key, (runs, 0, lease_seconds))
+            cls._runs[key] = (store, count + 1, lease_seconds)
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._loop, name="stepwise-heartbeat", daemon=True)
                 cls._thread.start()
@@ -80,18 +76,20 @@ class Heartbeat:
             yield
         finally:
             with cls._lock:
-                store, count = cls._runs[key]
+                store, count, lease = cls._runs[key]
                 if count <= 1:
                     del cls._runs[key]
                 else:
-                    cls._runs[key] = (store, count - 1)
+                    cls._runs[key] = (store, count - 1, lease)
 
     @classmethod
     def _loop(cls) -> None:
         while True:
-            cls._wake.wait(lease_seconds() / 3)
             with cls._lock:
-                items = [(store, key[1]) for key, (store, _) in cls._runs.items()]
-            for store, run_id in items:
+                period = min((lease for _, _, lease in cls._runs.values()), default=LEASE_SECONDS) / 3
+            cls._wake.wait(period)  # a new, shorter lease takes effect after the current wait
+            with cls._lock:
+                items = [(store, key[1], lease) for key, (store, _, lease) in cls._runs.items()]
+            for store, run_id, lease in items:
                 with contextlib.suppress(Exception):  # finished or cancelled meanwhile, or a store hiccup
-                    store.update(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease_seconds())
+                    store.update(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease)
