@@ -23,6 +23,17 @@ from stepwise.graph.loader import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = lambda_.Runtime.PYTHON_3_12
+#: What the api function may do to agent state machines (deploy versions, move the alias, start runs).
+DEPLOY_ACTIONS = [
+    "states:CreateStateMachine", "states:UpdateStateMachine", "states:DescribeStateMachine",
+    "states:PublishStateMachineVersion", "states:CreateStateMachineAlias", "states:UpdateStateMachineAlias",
+    "states:DescribeStateMachineAlias", "states:StartExecution", "states:TagResource",
+]  # fmt: skip
+#: What the trigger function may do: start a run of the version its alias names (publishing it if needed).
+START_ACTIONS = [
+    "states:DescribeStateMachine", "states:DescribeStateMachineAlias", "states:UpdateStateMachine",
+    "states:PublishStateMachineVersion", "states:StartExecution",
+]  # fmt: skip
 RUNTIME_REASON = "the layer is built from CPython 3.12 wheels (pip --python-version 3.12); the runtime is pinned to match"
 
 
@@ -77,6 +88,10 @@ class Compute(Construct):
         self.step = self._function("Step", step_name, "step", config, network, env, memory=1769, timeout=Duration.minutes(5))
         self.api = self._function(
             "Api", f"{config.name_prefix}-api", "api", config, network, env, memory=1024, timeout=Duration.seconds(29)
+        )
+        # EventBridge rules and Scheduler schedules start runs through it (functions/trigger, infra/stacks/triggers.py)
+        self.trigger = self._function(
+            "Trigger", f"{config.name_prefix}-trigger", "trigger", config, network, env, memory=1024, timeout=Duration.seconds(60)
         )
 
         # the state machines invoke the step (and only the step)
@@ -140,7 +155,7 @@ class Compute(Construct):
 
     def _grant_state(self, storage: StateStorage) -> None:
         """Exactly the DynamoDB/S3 actions the adapters use, on exactly these tables, index and key prefixes."""
-        for fn in (self.api, self.step):
+        for fn in (self.api, self.step, self.trigger):
             fn.add_to_role_policy(
                 iam.PolicyStatement(
                     actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:Scan"],
@@ -176,27 +191,18 @@ class Compute(Construct):
                 resources=[storage.api.table_arn],
             )
         )
+        self.trigger.add_to_role_policy(  # the agent and its aliases, the event-id claim (conditional put), thread owners
+            iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"], resources=[storage.api.table_arn])
+        )
 
     def _grant_state_machines(self, config: StackConfig) -> None:
-        """The api function deploys agent state machines (one per graph name, prefixed) and drives their executions."""
-        stack = Stack.of(self)
-        prefix = config.name_prefix
-        machines = stack.format_arn(
-            service="states", resource="stateMachine", resource_name=f"{prefix}-*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        """The api function deploys agent state machines (one per graph name, prefixed) and drives their executions;
+        the trigger function starts executions, publishing the run's version first when the alias is elsewhere."""
+        self._grant_state_machines_to(config, self.api, DEPLOY_ACTIONS)
+        self._grant_state_machines_to(config, self.trigger, START_ACTIONS)
+        executions = Stack.of(self).format_arn(
+            service="states", resource="execution", resource_name=f"{config.name_prefix}-*", arn_format=ArnFormat.COLON_RESOURCE_NAME
         )
-        executions = stack.format_arn(
-            service="states", resource="execution", resource_name=f"{prefix}-*", arn_format=ArnFormat.COLON_RESOURCE_NAME
-        )
-        self.api.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "states:CreateStateMachine", "states:UpdateStateMachine", "states:DescribeStateMachine",
-                    "states:PublishStateMachineVersion", "states:CreateStateMachineAlias", "states:UpdateStateMachineAlias",
-                    "states:DescribeStateMachineAlias", "states:StartExecution", "states:TagResource",
-                ],
-                resources=[machines, f"{machines}:*"],
-            )
-        )  # fmt: skip
         self.api.add_to_role_policy(
             iam.PolicyStatement(actions=["states:StopExecution", "states:DescribeExecution"], resources=[f"{executions}:*"])
         )
@@ -204,18 +210,30 @@ class Compute(Construct):
         self.api.add_to_role_policy(
             iam.PolicyStatement(actions=["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"], resources=["*"])
         )
-        self.api.add_to_role_policy(
+        acknowledge(
+            self.api,
+            f"AwsSolutions-IAM5[{nag_resource(Stack.of(self), f'{executions}:*')}]",
+            f"agent state machines are created at run time by the registry, one per graph, all named {config.name_prefix}-<graph>",
+        )
+
+    def _grant_state_machines_to(self, config: StackConfig, fn: lambda_.Function, actions: list[str]) -> None:
+        stack = Stack.of(self)
+        machines = stack.format_arn(
+            service="states", resource="stateMachine", resource_name=f"{config.name_prefix}-*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        fn.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=[machines, f"{machines}:*"]))
+        fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iam:PassRole"],
                 resources=[self.state_machine_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "states.amazonaws.com"}},
             )
         )
-        for arn in (machines, f"{machines}:*", f"{executions}:*"):
+        for arn in (machines, f"{machines}:*"):
             acknowledge(
-                self.api,
+                fn,
                 f"AwsSolutions-IAM5[{nag_resource(stack, arn)}]",
-                f"agent state machines are created at run time by the registry, one per graph, all named {prefix}-<graph>",
+                f"agent state machines are created at run time by the registry, one per graph, all named {config.name_prefix}-<graph>",
             )
 
     def _builtin_workflows(self, config: StackConfig) -> dict[str, sfn.StateMachine]:

@@ -9,10 +9,14 @@ stepwise:bundle       ``false`` skips building the layer (template-only synth, t
 stepwise:vectorStore  ``false`` leaves out the OpenSearch Serverless collection (its idle cost dominates)
 stepwise:natGateways  NAT gateways for the functions' internet egress (LLM APIs), default 1
 stepwise:allowedModules  STEPWISE_API_ALLOWED_MODULES for the API (comma-separated module prefixes)
+stepwise:triggers     graphs whose ``triggers:`` the stack turns into EventBridge rules and Scheduler schedules,
+                      as ``tenant=path.yaml`` pairs (comma-separated string, or a JSON list of
+                      ``{"tenant": ..., "graph": ...}``); paths relative to the repository root
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -39,6 +43,7 @@ class StackConfig:
     vector_store: bool = True
     nat_gateways: int = 1
     allowed_modules: str = "statemachines.,stepwise.tools."
+    triggers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for what, value in (("stepwise:prefix", self.prefix), ("stepwise:stage", self.stage)):
@@ -68,4 +73,24 @@ class StackConfig:
             vector_store=_flag(get("vectorStore"), True),
             nat_gateways=int(get("natGateways") if get("natGateways") is not None else 1),
             allowed_modules=str(get("allowedModules") or cls.allowed_modules),
+            triggers=_trigger_graphs(get("triggers")),
         )
+
+
+def _trigger_graphs(value: Any) -> tuple[tuple[str, str], ...]:
+    """``stepwise:triggers``: "acme=graphs/a.yaml,globex=graphs/b.yaml" or [{"tenant": "acme", "graph": "graphs/a.yaml"}]."""
+    if not value:
+        return ()
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        value = json.loads(value)
+    pairs: list[tuple[str, str]] = []
+    items = value if isinstance(value, list) else str(value).split(",")
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("tenant"), str) and isinstance(item.get("graph"), str):
+            pairs.append((item["tenant"], item["graph"]))
+        elif isinstance(item, str) and item.count("=") == 1 and all(part.strip() for part in item.split("=")):
+            tenant, graph = (part.strip() for part in item.split("="))
+            pairs.append((tenant, graph))
+        else:
+            raise ValueError(f"stepwise:triggers: {item!r} is not tenant=path.yaml (or {{'tenant': ..., 'graph': ...}})")
+    return tuple(pairs)

@@ -18,6 +18,7 @@ from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
 from infra.stacks.sandbox import ToolSandbox
 from infra.stacks.storage import LogBucket, StateStorage
+from infra.stacks.triggers import Triggers
 
 
 class StepwiseStack(Stack):
@@ -68,6 +69,7 @@ class StepwiseStack(Stack):
             self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
         self.api = Api(self, "Api", config=config, function=self.compute.api)
         self.channels = Channels(self, "Channels", config=config, storage=self.storage, compute=self.compute, api=self.api)
+        self.triggers = Triggers(self, "Triggers", config=config, bus=self.integration.bus, function=self.compute.trigger)
         if self.vectors is not None:  # long-term memory lives in the collection: consolidate into it on a schedule
             self.memory = MemoryConsolidation(
                 self, "Memory", config=config, network=self.network, storage=self.storage, compute=self.compute,
@@ -85,6 +87,8 @@ class StepwiseStack(Stack):
             "StepFunctionArn": self.compute.step.function_arn,
             "StateMachineRoleArn": self.compute.state_machine_role.role_arn,
             "EventBusName": self.integration.bus.event_bus_name,
+            "TriggerFunctionArn": self.compute.trigger.function_arn,
+            "SchedulerRoleArn": self.triggers.scheduler_role.role_arn,
             "SandboxFunctionName": self.sandbox.function.function_name,
             "ValkeyEndpoint": self.valkey.cache.attr_endpoint_address,
             "OpenAiKeySecretArn": self.integration.secrets["OPENAI_API_KEY"].secret_arn,

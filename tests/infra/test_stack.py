@@ -112,7 +112,9 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
-    assert names == {"stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox", "stepwise-dev-channels"}
+    assert names == {
+        "stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox", "stepwise-dev-channels", "stepwise-dev-trigger",
+    }  # fmt: skip
     functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
@@ -284,7 +286,7 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox", "acme-prod-channels"}
+    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox", "acme-prod-channels", "acme-prod-trigger"}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
