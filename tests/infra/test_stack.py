@@ -112,9 +112,7 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
-    assert names == {
-        "stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory", "stepwise-dev-sandbox", "stepwise-dev-channels", "stepwise-dev-trigger",
-    }  # fmt: skip
+    assert names == {f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger")}
     functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():

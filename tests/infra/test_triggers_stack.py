@@ -126,5 +126,5 @@ def test_a_bad_triggers_context_value_says_how_to_write_it() -> None:
 
     assert _trigger_graphs("acme=a.yaml, globex=b.yaml") == (("acme", "a.yaml"), ("globex", "b.yaml"))
     assert _trigger_graphs('[{"tenant": "acme", "graph": "a.yaml"}]') == (("acme", "a.yaml"),)
-    with pytest.raises(ValueError, match="tenant=path.yaml"):
+    with pytest.raises(ValueError, match=r"tenant=path\.yaml"):
         _trigger_graphs("a.yaml")
