@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,20 @@ def memory_client() -> Stepwise:
 @pytest.fixture
 def embedded_client(tmp_path: Path) -> Stepwise:
     return Stepwise.embedded(tmp_path / ".stepwise")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_cgroup_root() -> Iterator[None]:
+    """Sandboxed calls of this session put their CPU cgroups (tools/cgroups.py) under a root of their own,
+    removed at the end, so a test run leaves no tenant cgroups on the machine."""
+    name = f"stepwise-test-{os.getpid()}"
+    before = os.environ.get("STEPWISE_SANDBOX_CGROUP")
+    os.environ["STEPWISE_SANDBOX_CGROUP"] = name
+    yield
+    if before is None:
+        os.environ.pop("STEPWISE_SANDBOX_CGROUP", None)
+    else:
+        os.environ["STEPWISE_SANDBOX_CGROUP"] = before
+    from stepwise.tools import cgroups
+
+    cgroups.remove_root(name)

@@ -13,11 +13,14 @@ What the jail is (each call):
   that is deleted afterwards. No ``/etc``, no home, no project directory, no ``.stepwise/``;
 - no network (no interfaces but loopback) unless ``network=True`` is granted;
 - ``prlimit`` limits: CPU seconds, address space, processes, file size, open files; a wall-clock deadline
-  after which the whole process group is killed; output capped; ``--die-with-parent`` so nothing outlives us.
+  after which the whole process group is killed; output capped; ``--die-with-parent`` so nothing outlives us;
+- a CPU *quota* where cgroups allow it (``cgroups.py``): the call gets at most ``cpu_quota`` cores while it
+  runs, and all of its tenant's concurrent calls together at most ``tenant_cpus``; where they do not (no
+  root or delegation), only the rlimits above bound it (``SandboxResult.cpu["backend"]`` says which).
 
 Not isolated: the kernel is shared (a kernel exploit escapes; use the sandbox Lambda or a VM for hostile
-code at scale), ``/usr`` is readable (system binaries and libraries, no secrets), CPU time of other tenants'
-sandboxes is shared (no cgroup CPU quota), timing side channels.
+code at scale), ``/usr`` is readable (system binaries and libraries, no secrets), timing side channels; and
+without cgroups a tenant's concurrent sandboxes share the cores with everyone's (each bounded in CPU seconds).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,37 @@ class SandboxLimits:
     max_file_mb: int = 16
     max_open_files: int = 64
     max_output_bytes: int = 200_000
+    #: CPU share while running (cgroups, where available): cores per call, per tenant (all its calls), in all.
+    cpu_quota: float | None = 1.0
+    tenant_cpus: float | None = 1.0
+    total_cpus: float | None = None
+
+    @classmethod
+    def from_env(cls) -> SandboxLimits:
+        """Defaults, with the CPU shares from ``STEPWISE_SANDBOX_CPUS`` (per call), ``STEPWISE_SANDBOX_TENANT_CPUS``
+        and ``STEPWISE_SANDBOX_TOTAL_CPUS`` (cores, e.g. ``0.5``; ``none`` for no cap at that level)."""
+        base = cls()
+
+        def cores(var: str, default: float | None) -> float | None:
+            raw = os.environ.get(f"STEPWISE_SANDBOX_{var}", "").strip().lower()
+            if not raw:
+                return default
+            if raw in ("none", "max", "unlimited"):
+                return None
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"STEPWISE_SANDBOX_{var}={raw!r}: give cores as a number (0.5, 2) or 'none'") from None
+            if value < 0.01:
+                raise ValueError(f"STEPWISE_SANDBOX_{var}={raw!r}: at least 0.01 cores (the kernel's 1 ms per 100 ms)")
+            return value
+
+        return replace(
+            base,
+            cpu_quota=cores("CPUS", base.cpu_quota),
+            tenant_cpus=cores("TENANT_CPUS", base.tenant_cpus),
+            total_cpus=cores("TOTAL_CPUS", base.total_cpus),
+        )
 
 
 @dataclass
@@ -61,6 +95,9 @@ class SandboxResult:
     #: Why the sandbox killed it: ``wall_time``; ``cpu_time``/``memory`` when a limit signal ended it.
     killed: str | None = None
     truncated: bool = False
+    #: How CPU was bounded: ``backend`` (cgroup-v1/cgroup-v2/rlimits), the call's ``cpus`` quota, and how many
+    #: periods the kernel ``throttled`` it (cgroups only). Not part of ``to_json`` (the model does not see it).
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr}
@@ -102,6 +139,9 @@ class Sandbox:
     #: Extra host paths visible read-only at the same path (e.g. a package directory an MCP server needs).
     ro_binds: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Whose call this is: its cgroup sits under this tenant's, which caps all of the tenant's calls together.
+    tenant: str | None = None
+    cgroup_root: str = field(default_factory=lambda: os.environ.get("STEPWISE_SANDBOX_CGROUP", "stepwise-sandbox"))
 
     def command(self, argv: Sequence[str], scratch: Path, uid: int | None = None) -> list[str]:
         """The full command line that runs ``argv`` jailed with ``scratch`` as its only writable directory."""
@@ -192,9 +232,47 @@ class Sandbox:
                 target.write_text(text, encoding="utf-8")
                 if uid is not None:
                     os.chown(target, uid, uid)
-            return self._run(self.command(argv, scratch, uid), stdin)
+            cmd = self.command(argv, scratch, uid)
+            group = self._cgroup()
+            if group is None:
+                result = self._run(cmd, stdin)
+                result.cpu = {"backend": "rlimits", "cpu_seconds": self.limits.cpu_seconds}
+                return result
+            try:
+                result = self._run(group.enter(cmd), stdin)
+            finally:
+                group.close()
+            result.cpu = {
+                "backend": f"cgroup-v{group.hierarchy.version}",
+                "cpus": group.hierarchy_quota,
+                "throttled": group.throttled,
+                "throttled_ms": round(group.throttled_ms, 1),
+                "cpu_seconds": self.limits.cpu_seconds,
+            }
+            return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _cgroup(self) -> Any:
+        """This call's cgroup (None where cgroups cannot be used here: then rlimits alone bound the CPU)."""
+        from stepwise.tools import cgroups
+
+        hierarchy = cgroups.cached_hierarchy()
+        if hierarchy is None:
+            return None
+        lim = self.limits
+        try:
+            return cgroups.call_group(
+                hierarchy,
+                tenant=self.tenant,
+                call_cpus=lim.cpu_quota,
+                tenant_cpus=lim.tenant_cpus,
+                total_cpus=lim.total_cpus,
+                root=self.cgroup_root,
+            )
+        except OSError as exc:
+            cgroups.log.warning("sandbox: no cgroup for this call (%s); rlimits only", exc)
+            return None
 
     def _run(self, cmd: list[str], stdin: str | None) -> SandboxResult:
         start = time.perf_counter()
@@ -250,14 +328,15 @@ def lambda_python(code: str, function: str, *, limits: SandboxLimits | None = No
     return body
 
 
-def run_python_tool(code: str) -> dict[str, Any]:
-    """The ``python`` tool: the sandbox Lambda when ``STEPWISE_SANDBOX_FUNCTION`` is set (AWS), bubblewrap otherwise."""
+def run_python_tool(code: str, tenant: str | None = None) -> dict[str, Any]:
+    """The ``python`` tool: the sandbox Lambda when ``STEPWISE_SANDBOX_FUNCTION`` is set (AWS), bubblewrap otherwise
+    (in ``tenant``'s CPU cgroup where cgroups are available)."""
     function = os.environ.get("STEPWISE_SANDBOX_FUNCTION")
     if function:
         out = lambda_python(code, function)
         out.pop("wall_ms", None)
         return out
-    return Sandbox().run_python(code).to_json()
+    return Sandbox(SandboxLimits.from_env(), tenant=tenant).run_python(code).to_json()
 
 
 def _owner(p: Path) -> int:

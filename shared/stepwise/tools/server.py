@@ -29,13 +29,13 @@ def _reported() -> Iterator[None]:
         raise ToolError(str(exc)) from exc
 
 
-def _sandboxed_python(code: str) -> dict[str, Any]:
+def _sandboxed_python(code: str, tenant: str | None = None) -> dict[str, Any]:
     from stepwise.tools.sandbox import SandboxUnavailable, run_python_tool
 
     if len(code) > 100_000:
         raise ValueError("code longer than 100,000 characters")
     try:
-        return run_python_tool(code)
+        return run_python_tool(code, tenant)
     except SandboxUnavailable as exc:
         raise LookupError(str(exc)) from None
 
@@ -73,11 +73,11 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
             "and wall-time limits); print what you want back. Returns exit_code, stdout and stderr."
         )
     )
-    async def python(code: str) -> dict[str, Any]:
+    async def python(code: str, ctx: Context) -> dict[str, Any]:
         import anyio
 
-        with _reported():
-            return await anyio.to_thread.run_sync(_sandboxed_python, code)
+        with _reported():  # the call's tenant (from its capability token) picks the CPU cgroup it shares
+            return await anyio.to_thread.run_sync(_sandboxed_python, code, _tenant(ctx))
 
     @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
     def echo(text: str, ctx: Context) -> dict[str, Any]:
@@ -86,6 +86,27 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
         return {"text": text, "idempotency_key": key}
 
     return server
+
+
+def _tenant(ctx: Context) -> str | None:
+    """The ``sub`` of the call's capability token, for grouping its sandbox's CPU quota with its tenant's.
+
+    Read without verifying: in-process the executor verified the token before the call; a standalone server
+    that does not verify tokens lets a caller choose its quota group, i.e. share (never exceed) a tenant's cap.
+    """
+    from stepwise.tools.capability import META_KEY
+
+    meta = ctx.request_context.meta
+    token = meta.get(META_KEY) if isinstance(meta, dict) else getattr(meta, META_KEY, None)
+    if not isinstance(token, str):
+        return None
+    import jwt
+
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except jwt.PyJWTError:
+        return None
+    return sub if isinstance(sub, str) else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,116 @@
+"""CPU quotas for the sandbox with cgroups: a busy call is held to its quota by the kernel (its throttle
+counter rises), all of a tenant's calls share the tenant's quota (the tenant's cgroup is throttled while
+its calls' own cgroups are not), the ``python`` tool's tenant comes from the call's capability token, the
+call's cgroup is gone afterwards, and ``STEPWISE_SANDBOX_CGROUPS=off`` falls back to rlimits.
+
+Needs a cgroup hierarchy with the ``cpu`` controller that this process may write (root on cgroup v1, or a
+delegated cgroup v2 subtree): the project's CI machine has one (cgroup v1, root). Elsewhere these tests skip
+and say why; the rlimits fallback test runs everywhere."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stepwise.llm.base import ToolCall
+from stepwise.tools import cgroups
+from stepwise.tools.capability import Binding, Capabilities
+from stepwise.tools.executor import ActionExecutor
+from stepwise.tools.registry import ToolRegistry
+from stepwise.tools.sandbox import Sandbox, SandboxLimits
+
+HIERARCHY = cgroups.detect()
+needs_cgroups = pytest.mark.skipif(
+    HIERARCHY is None, reason="no writable cgroup cpu controller here (not root, no delegation): rlimits only, see docs/security.md"
+)
+BUSY = "while True:\n    pass"
+
+
+def stat(group: Path) -> dict[str, int]:
+    return {k: int(v) for k, v in (line.split() for line in (group / "cpu.stat").read_text().splitlines() if line.strip())}
+
+
+@pytest.fixture
+def root(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private sandbox root for this test, removed afterwards (tenant cgroups persist between calls)."""
+    name = f"stepwise-test-{secrets.token_hex(4)}"
+    monkeypatch.setenv("STEPWISE_SANDBOX_CGROUP", name)
+    yield name
+    if HIERARCHY is not None:
+        top = HIERARCHY.base / name
+        for tenant in top.glob("t-*"):
+            tenant.rmdir()  # fails (and fails the test) if a call's cgroup was left behind
+        if top.exists():
+            top.rmdir()
+
+
+@needs_cgroups
+def test_a_busy_call_is_held_to_its_cpu_quota(root: str) -> None:
+    assert HIERARCHY is not None
+    limits = SandboxLimits(cpu_seconds=5, wall_seconds=3, cpu_quota=0.01)  # 1 ms of CPU per 100 ms period
+    result = Sandbox(limits, tenant="acme", cgroup_root=root).run_python(BUSY)
+    assert result.killed == "wall_time"  # 3 s of wall at 1% of a core is far from the 5 CPU seconds
+    assert result.cpu["backend"] == f"cgroup-v{HIERARCHY.version}" and result.cpu["cpus"] == 0.01
+    assert result.cpu["throttled"] > 0  # the kernel held it back: the quota, not the rlimit, bounded it
+    tenant = HIERARCHY.base / root / cgroups.tenant_slug("acme")
+    assert HIERARCHY.read_quota(tenant) == 1.0 and list(tenant.glob("c-*")) == []  # the call's cgroup is gone
+
+
+@needs_cgroups
+def test_a_tenants_calls_share_the_tenant_quota(root: str) -> None:
+    assert HIERARCHY is not None
+    capped = SandboxLimits(cpu_seconds=5, wall_seconds=3, cpu_quota=None, tenant_cpus=0.01)  # no per-call cap
+    results = []
+
+    def call() -> None:
+        results.append(Sandbox(capped, tenant="acme", cgroup_root=root).run_python(BUSY))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other = Sandbox(SandboxLimits(), tenant="globex", cgroup_root=root).run_python("print(6 * 7)")
+    acme, globex = (HIERARCHY.base / root / cgroups.tenant_slug(t) for t in ("acme", "globex"))
+    assert [r.cpu["throttled"] for r in results] == [0, 0]  # the calls have no quota of their own ...
+    assert stat(acme)["nr_throttled"] > 0  # ... the tenant's cgroup, which holds both, was throttled
+    assert other.stdout == "42\n" and stat(globex)["nr_throttled"] == 0  # another tenant is not held by acme's cap
+    assert HIERARCHY.read_quota(acme) == 0.01 and HIERARCHY.read_quota(globex) == 1.0
+
+
+@needs_cgroups
+def test_the_python_tool_runs_in_its_tenants_cgroup(root: str) -> None:
+    assert HIERARCHY is not None
+    caps = Capabilities(bytes(range(32)))
+    call = ToolCall(id="a", name="python", arguments={"code": "print(sum(range(10)))"})
+    token = caps.mint(Binding("initech", "r1", "agent", "k|tool|a", "python", dict(call.arguments)))
+    registry = ToolRegistry()
+    try:
+        [out] = ActionExecutor(registry).run([call], key_prefix="k", node="agent", run_id="r1", tenant="initech", grant=lambda i: token)
+    finally:
+        registry.close()
+    assert out.ok and out.result["stdout"] == "45\n"
+    assert (HIERARCHY.base / root / cgroups.tenant_slug("initech")).is_dir()  # created for this tenant's call
+
+
+def test_without_cgroups_the_rlimits_bound_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPWISE_SANDBOX_CGROUPS", "off")
+    assert cgroups.backend() == "rlimits"
+    result = Sandbox(SandboxLimits(cpu_seconds=1, wall_seconds=300, cpu_quota=0.01), tenant="acme").run_python(BUSY)
+    assert result.cpu == {"backend": "rlimits", "cpu_seconds": 1}
+    assert result.killed == "cpu_time"  # RLIMIT_CPU ended it after one CPU second (no quota slowed it)
+
+
+def test_cpu_shares_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPWISE_SANDBOX_CPUS", "0.5")
+    monkeypatch.setenv("STEPWISE_SANDBOX_TENANT_CPUS", "none")
+    monkeypatch.setenv("STEPWISE_SANDBOX_TOTAL_CPUS", "1.5")
+    limits = SandboxLimits.from_env()
+    assert (limits.cpu_quota, limits.tenant_cpus, limits.total_cpus) == (0.5, None, 1.5)
+    monkeypatch.setenv("STEPWISE_SANDBOX_CPUS", "half")
+    with pytest.raises(ValueError, match="give cores as a number"):
+        SandboxLimits.from_env()
