@@ -44,6 +44,7 @@ class StepwiseStack(Stack):
             "STEPWISE_NAME_PREFIX": config.name_prefix,
             "STEPWISE_API_ALLOWED_MODULES": config.allowed_modules,
             "STEPWISE_VALKEY_URL": self.valkey.url,
+            "STEPWISE_VALKEY_SECRET": self.valkey.secret.secret_arn,
             "STEPWISE_EVENT_BUS": self.integration.bus.event_bus_name,
             **{f"STEPWISE_{env_var}_SECRET": secret.secret_arn for env_var, secret in self.integration.secrets.items()},
         }
@@ -65,6 +66,8 @@ class StepwiseStack(Stack):
             self.integration.bus.grant_put_events_to(fn)
         for secret in self.integration.secrets.values():
             secret.grant_read(self.compute.step)
+        for fn in (self.compute.api, self.compute.step):  # both connect to the cache (rate limits, STM, LLM cache)
+            self.valkey.secret.grant_read(fn)
         if self.vectors is not None:
             self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
         self.api = Api(self, "Api", config=config, function=self.compute.api)
@@ -75,6 +78,7 @@ class StepwiseStack(Stack):
                 self, "Memory", config=config, network=self.network, storage=self.storage, compute=self.compute,
                 vectors=self.vectors, environment=environment,
             )  # fmt: skip
+            self.valkey.secret.grant_read(self.memory.function)
 
         outputs = {
             "ApiUrl": self.api.url,
@@ -91,6 +95,7 @@ class StepwiseStack(Stack):
             "SchedulerRoleArn": self.triggers.scheduler_role.role_arn,
             "SandboxFunctionName": self.sandbox.function.function_name,
             "ValkeyEndpoint": self.valkey.cache.attr_endpoint_address,
+            "ValkeySecretArn": self.valkey.secret.secret_arn,
             "OpenAiKeySecretArn": self.integration.secrets["OPENAI_API_KEY"].secret_arn,
             "AnthropicKeySecretArn": self.integration.secrets["ANTHROPIC_API_KEY"].secret_arn,
             "CreateApiKeyCommand": (

