@@ -1,13 +1,14 @@
-"""Small translations every provider shares: tool names on the wire, tolerant argument parsing."""
+"""Small translations every provider shares: tool names on the wire, tolerant argument parsing, and the end
+of a stream (assembled tool calls, then the final response)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from stepwise.llm.base import ToolSpec
+from stepwise.llm.base import ChatResponse, StreamEvent, ToolCall, ToolSpec, Usage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -89,3 +90,19 @@ def alternating_turns(
     if turns[-1]["role"] == "assistant":
         turns.append({"role": "user", "content": [text("Continue.")]})
     return turns
+
+
+def finish_stream(
+    text: list[str], blocks: dict[int, dict[str, str]], names: dict[str, str], *, stop_reason: str, usage: Usage, model: str
+) -> Iterator[StreamEvent]:
+    """The end of every provider's stream: one ``tool_call`` event per tool call assembled from its deltas
+    (``blocks``: index -> id, wire name and the JSON text so far; in index order), then ``done`` with the
+    whole response."""
+    calls = [
+        ToolCall(id=b["id"] or f"call_{i}", name=names.get(b["name"], b["name"]), arguments=parse_arguments(b["json"]))
+        for i, b in sorted(blocks.items())
+    ]
+    for call in calls:
+        yield StreamEvent(type="tool_call", tool_call=call)
+    response = ChatResponse(content="".join(text), tool_calls=calls, stop_reason=stop_reason, usage=usage, model=model)
+    yield StreamEvent(type="done", response=response)

@@ -11,7 +11,7 @@ import anthropic
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 from stepwise.llm.errors import LLMError, from_sdk_error
-from stepwise.llm.wire import alternating_turns, name_map, parse_arguments, wire_name
+from stepwise.llm.wire import alternating_turns, finish_stream, name_map, parse_arguments, wire_name
 
 _STOP = {
     "end_turn": "end_turn",
@@ -98,16 +98,7 @@ class AnthropicChat:
                     usage.output_tokens = event.usage.output_tokens
         except anthropic.AnthropicError as exc:
             raise self.error(exc) from exc
-        calls = [
-            ToolCall(id=b["id"], name=names.get(b["name"], b["name"]), arguments=parse_arguments(b["json"] or "{}"))
-            for _, b in sorted(blocks.items())
-        ]
-        for call in calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        response = ChatResponse(
-            content="".join(text), tool_calls=calls, stop_reason=_STOP.get(stop, "end_turn"), usage=usage, model=f"{self.label}:{model}"
-        )
-        yield StreamEvent(type="done", response=response)
+        yield from finish_stream(text, blocks, names, stop_reason=_STOP.get(stop, "end_turn"), usage=usage, model=f"{self.label}:{model}")
 
     def health(self) -> bool:
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 from stepwise.llm.errors import InvalidRequestError, LLMError, ProviderUnavailable, RateLimitError, TransientError
-from stepwise.llm.wire import alternating_turns, name_map, parse_arguments, wire_name
+from stepwise.llm.wire import alternating_turns, finish_stream, name_map, parse_arguments, wire_name
 
 _STOP = {
     "end_turn": "end_turn",
@@ -136,21 +136,8 @@ class BedrockChat:
                     usage = Usage(input_tokens=u.get("inputTokens", 0), output_tokens=u.get("outputTokens", 0))
         except Exception as exc:
             raise self.error(exc) from exc
-        calls = [
-            ToolCall(id=b["id"], name=names.get(b["name"], b["name"]), arguments=parse_arguments(b["json"] or "{}"))
-            for _, b in sorted(blocks.items())
-        ]
-        for call in calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        yield StreamEvent(
-            type="done",
-            response=ChatResponse(
-                content="".join(text),
-                tool_calls=calls,
-                stop_reason=_STOP.get(stop, "end_turn"),
-                usage=usage,
-                model=f"{self.label}:{self.model}",
-            ),
+        yield from finish_stream(
+            text, blocks, names, stop_reason=_STOP.get(stop, "end_turn"), usage=usage, model=f"{self.label}:{self.model}"
         )
 
     def error(self, exc: Exception) -> LLMError:

@@ -13,7 +13,7 @@ import openai
 
 from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, Usage
 from stepwise.llm.errors import LLMError, TransientError, from_sdk_error
-from stepwise.llm.wire import name_map, parse_arguments, text_of, wire_name
+from stepwise.llm.wire import finish_stream, name_map, parse_arguments, text_of, wire_name
 
 _STOP = {
     "stop": "end_turn",
@@ -95,25 +95,18 @@ class OpenAIChat:
                         text.append(delta.content)
                         yield StreamEvent(type="text", text=delta.content)
                     for tc in delta.tool_calls or []:
-                        slot = partial.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        slot = partial.setdefault(tc.index, {"id": "", "name": "", "json": ""})
                         slot["id"] = tc.id or slot["id"]
                         if tc.function is not None:
                             slot["name"] += tc.function.name or ""
-                            slot["arguments"] += tc.function.arguments or ""
+                            slot["json"] += tc.function.arguments or ""
                     if choice.finish_reason:
                         finish = choice.finish_reason
         except openai.OpenAIError as exc:
             raise self.error(exc) from exc
-        calls = [
-            ToolCall(id=s["id"] or f"call_{i}", name=names.get(s["name"], s["name"]), arguments=parse_arguments(s["arguments"]))
-            for i, s in sorted(partial.items())
-        ]
-        for call in calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        response = ChatResponse(
-            content="".join(text), tool_calls=calls, stop_reason=_STOP.get(finish, "end_turn"), usage=usage, model=f"{self.label}:{model}"
+        yield from finish_stream(
+            text, partial, names, stop_reason=_STOP.get(finish, "end_turn"), usage=usage, model=f"{self.label}:{model}"
         )
-        yield StreamEvent(type="done", response=response)
 
     def health(self) -> bool:
         """A cheap authenticated call: listing models."""
