@@ -41,6 +41,7 @@ ENV_EDGES = {
     "tools/permissions.py": "the RBAC mode, roles table and capability secret",
     "tools/capability.py": "the capability key and spent-token store",
     "tools/sandbox.py": "the sandbox binaries and the Lambda sandbox function",
+    "tools/cgroups.py": "the sandbox's cgroup switch and root (read by the sandbox launcher)",
     "tools/sandbox_escapes.py": "a probe run inside the sandbox (it must not see the host's environment)",
 }
 
