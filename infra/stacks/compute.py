@@ -165,7 +165,11 @@ class Compute(Construct):
             fn.add_to_role_policy(
                 iam.PolicyStatement(
                     actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"],
-                    resources=[storage.runs.table_arn, f"{storage.runs.table_arn}/index/thread_id-created_at"],
+                    resources=[
+                        storage.runs.table_arn,
+                        f"{storage.runs.table_arn}/index/thread_id-created_at",
+                        f"{storage.runs.table_arn}/index/tenant-created_at",
+                    ],
                 )
             )
             fn.add_to_role_policy(

@@ -67,6 +67,12 @@ class StateStorage(Construct):
             sort_key=ddb.Attribute(name="created_at", type=N),
             projection_type=ddb.ProjectionType.ALL,
         )
+        self.runs.add_global_secondary_index(  # GET /runs: one tenant's runs newest first, never a Scan
+            index_name="tenant-created_at",
+            partition_key=ddb.Attribute(name="tenant", type=S),
+            sort_key=ddb.Attribute(name="created_at", type=N),
+            projection_type=ddb.ProjectionType.ALL,
+        )
         self.registry = ddb.Table(self, "Registry", partition_key=ddb.Attribute(name="ref", type=S), **common)
         # api: API keys (hashes only), the per-tenant agent catalog and thread owners (stepwise.api.store)
         self.api = ddb.Table(

@@ -30,7 +30,7 @@ from stepwise.state.events import FORKED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import ACTIVE, FINISHED, RunRecord, RunTransitionError
+from stepwise.state.ports import ACTIVE, FINISHED, RunPage, RunQuery, RunRecord, RunTransitionError
 from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
@@ -432,6 +432,23 @@ class Stepwise:
 
     def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.services.runs.list(thread_id=thread_id, limit=limit)
+
+    def list_runs(self, query: RunQuery) -> RunPage:
+        """One page of a tenant's runs, newest first, filtered by status, agent, time, cost or thread:
+        an indexed query on every store (``GET /runs`` and the console's list use it)."""
+        return self.services.runs.query(query)
+
+    def thread_events(self, thread_id: str, *, after: int = 0, upto: int | None = None) -> list[Event]:
+        """The events of a thread with ``after`` < seq <= ``upto``, whichever run wrote them (a forked
+        thread starts with its ``forked`` marker at seq 1); an empty list for an unknown thread."""
+        return self.services.events.read(thread_id, after=after, upto=upto)
+
+    def compiled(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The graph version ``ref`` as registered (its spec) and as compiled (its ASL: what runs)."""
+        found = self.services.registry.get(ref)
+        if found is None:
+            raise StepwiseError(f"graph version {ref} is not registered in this store")
+        return found
 
 
 def _embedded_permissions(home: Path) -> Any:

@@ -1,5 +1,6 @@
-"""The console's API routes against a live ``serve``: runs list filters and tenant isolation, an agent
-version's compiled graph, per-agent stats, and the static pages (public, confined to their folder)."""
+"""The console's API routes against a live ``serve``: the runs list (filters, pages, tenant isolation,
+operators), a thread's timeline across runs and forks, an agent version's compiled graph, per-agent stats,
+the static pages (public, confined to their folder), and the spend each run records."""
 
 from __future__ import annotations
 
@@ -51,16 +52,67 @@ def test_runs_list_filters_and_isolates_tenants(live: Any) -> None:
 
     listed = live("GET", "/runs")
     assert [r["run_id"] for r in listed["runs"]] == [second["run_id"], first["run_id"]]  # newest first, own tenant only
-    assert listed["agents"] == ["human-approval"] and listed["total"] == 2
+    assert listed["agents"] == ["human-approval"] and listed["next_cursor"] is None
+    assert all(r["tenant"] == "default" for r in listed["runs"])
     waiting = live("GET", "/runs?status=waiting")["runs"]
     assert [(r["run_id"], r["waiting_node"]) for r in waiting] == [(second["run_id"], "approve")]
     done = live("GET", "/runs?status=succeeded")["runs"][0]
     assert done["duration_s"] is not None and done["duration_s"] >= 0
     assert live("GET", "/runs?agent=nope")["runs"] == []
-    assert len(live("GET", "/runs?limit=1")["runs"]) == 1
-    with pytest.raises(urllib.error.HTTPError) as bad:
-        live("GET", "/runs?status=bogus")
-    assert bad.value.code == 422
+    one = live("GET", "/runs?limit=1")
+    assert [r["run_id"] for r in one["runs"]] == [second["run_id"]] and one["next_cursor"]
+    rest = live("GET", f"/runs?limit=1&cursor={one['next_cursor']}")
+    assert [r["run_id"] for r in rest["runs"]] == [first["run_id"]] and rest["next_cursor"] is None
+    created = {r["run_id"]: r["created_at"] for r in listed["runs"]}
+    assert [r["run_id"] for r in live("GET", f"/runs?until={created[second['run_id']]}")["runs"]] == [first["run_id"]]
+    assert [r["run_id"] for r in live("GET", f"/runs?since={created[second['run_id']]}")["runs"]] == [second["run_id"]]
+    assert live("GET", "/runs?min_cost=0.01")["runs"] == []  # the scripted example spends nothing
+    assert len(live("GET", "/runs?max_cost=0")["runs"]) == 2
+    for bad_query in ("status=bogus", "cursor=nope", "min_cost=-1", "agent=a%40b"):
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            live("GET", f"/runs?{bad_query}")
+        assert bad.value.code == 422, bad_query
+    with pytest.raises(urllib.error.HTTPError) as forbidden:  # only operators name another tenant
+        live("GET", "/runs?tenant=other")
+    assert forbidden.value.code == 403
+    assert len(live("GET", "/runs?tenant=default")["runs"]) == 2  # naming yourself is fine
+
+
+def test_operators_list_any_tenants_runs(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    live("POST", "/agents", {"yaml": EXAMPLE.read_text()}, tenant="other")
+    theirs = live("POST", "/agents/human-approval/execute", {"input": {"amount": 3}}, tenant="other")
+    monkeypatch.setenv("STEPWISE_ADMIN_TENANTS", "default")
+    listed = live("GET", "/runs?tenant=other")
+    assert [(r["run_id"], r["tenant"]) for r in listed["runs"]] == [(theirs["run_id"], "other")]
+    assert live("GET", "/runs")["runs"] == []  # without `tenant`, an operator still sees its own
+
+
+def test_thread_timeline_spans_runs_and_forks(live: Any) -> None:
+    live("POST", "/agents", {"yaml": EXAMPLE.read_text()})
+    first = live("POST", "/agents/human-approval/execute", {"input": {"amount": 1}})
+    live("POST", f"/runs/{first['run_id']}/resume", {"input": {"decision": "yes"}})
+    thread = first["thread_id"]
+    again = live("POST", "/agents/human-approval/execute", {"input": {"amount": 5}, "thread_id": thread})
+    timeline = live("GET", f"/threads/{thread}/events")
+    events = timeline["events"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert {e["run_id"] for e in events} == {first["run_id"], again["run_id"]}  # both runs on one timeline
+    assert [r["run_id"] for r in timeline["runs"]] == [again["run_id"], first["run_id"]] and timeline["forked_from"] is None
+    assert all("token" not in e["data"] for e in events if e["type"] == "interrupt")  # never the task token
+    paged = live("GET", f"/threads/{thread}/events?after=2&limit=3")
+    assert [e["seq"] for e in paged["events"]] == [3, 4, 5] and paged["next_after"] == 5
+
+    fork = live("POST", f"/threads/{thread}/fork", {"at": 3})
+    forked = live("GET", f"/threads/{fork['thread_id']}/events")
+    assert forked["forked_from"] == {"thread_id": fork["thread_id"], "forked_from": thread, "at": 3}
+    assert [e["type"] for e in forked["events"]] == ["forked"] and forked["runs"] == []
+    on_fork = live("POST", "/agents/human-approval/execute", {"input": {}, "thread_id": fork["thread_id"]})
+    later = live("GET", f"/threads/{fork['thread_id']}/events?after=1")
+    assert later["forked_from"]["forked_from"] == thread and {e["run_id"] for e in later["events"]} == {on_fork["run_id"]}
+    for who, path in (("other", f"/threads/{thread}/events"), ("default", "/threads/ghost/events")):
+        with pytest.raises(urllib.error.HTTPError) as hidden:  # another tenant's thread reads as absent
+            live("GET", path, tenant=who)
+        assert hidden.value.code == 404
 
 
 def test_graph_and_stats(live: Any) -> None:
@@ -79,6 +131,9 @@ def test_graph_and_stats(live: Any) -> None:
     assert hidden.value.code == 404
     stats = live("GET", "/stats/agents")
     assert [(a["agent"], a["runs"], a["by_status"]) for a in stats["agents"]] == [("human-approval", 1, {"waiting": 1})]
+    (agent,) = stats["agents"]
+    assert list(agent["spend_per_day"].values()) == [0.0] and list(agent["runs_per_day"].values()) == [1]
+    assert stats["runs"] == 1 and stats["truncated"] is False
     assert live("GET", "/stats/agents", tenant="other")["agents"] == []
 
 

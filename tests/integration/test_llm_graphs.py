@@ -221,3 +221,22 @@ def test_cache_is_isolated_per_tenant_of_the_run(fake: FakeLLMServer, cache: Res
     assert acme.state["messages"][-1]["content"] == acme_again.state["messages"][-1]["content"] == "acme's answer"
     assert globex.state["messages"][-1]["content"] == "globex's answer"  # never served acme's cached reply
     assert [llm_calls(client, r.thread_id)[0].data["cached"] for r in (acme, globex, acme_again)] == [False, False, True]
+
+
+def test_a_run_records_its_spend_and_the_runs_list_filters_by_it(fake: FakeLLMServer, tmp_path: Path) -> None:
+    """The run record sums its llm_call events' cost when it ends (real openai SDK, fake server, SQLite
+    store), so `GET /runs?min_cost=` is an indexed query rather than a read of every run's events."""
+    from stepwise.state.ports import RunQuery
+
+    fake.add(Reply(text="Priced.", input_tokens=1000, output_tokens=500))
+    client = Stepwise.embedded(tmp_path, clock=FakeClock())
+    client.services.models = hub_for(fake)
+    paid = client.run(load_text(STREAMING.replace("config: {stream: true}", "config: {}")), {"messages": [{"role": "user", "content": "hi"}]})
+    free = client.run(load_text(STREAMING.replace('"openai:gpt-4o-mini"', "scripted")), {"messages": [{"role": "user", "content": "hi"}]})
+    assert paid.status == free.status == "succeeded", (paid.error, free.error)
+    (call,) = llm_calls(client, paid.thread_id)
+    record = client.get_run(paid.run_id)
+    assert record is not None and record.cost_usd == pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6) == call.data["cost_usd"]
+    assert record.tokens == 1500
+    assert [r.run_id for r in client.list_runs(RunQuery(tenant="default", min_cost=0.0001)).runs] == [paid.run_id]
+    assert [r.run_id for r in client.list_runs(RunQuery(tenant="default", max_cost=0)).runs] == [free.run_id]

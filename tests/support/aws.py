@@ -47,13 +47,19 @@ def create_state_resources(settings: Settings, *, dynamodb: Any, s3: Any) -> Non
             {"AttributeName": "run_id", "AttributeType": "S"},
             {"AttributeName": "thread_id", "AttributeType": "S"},
             {"AttributeName": "created_at", "AttributeType": "N"},
+            {"AttributeName": "tenant", "AttributeType": "S"},
         ],
         GlobalSecondaryIndexes=[
             {
                 "IndexName": "thread_id-created_at",
                 "KeySchema": [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": "tenant-created_at",
+                "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
         **on_demand,
     )

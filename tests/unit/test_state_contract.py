@@ -23,7 +23,7 @@ from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunS
 from stepwise.state.events import NODE_UPDATE, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, RunRecord, RunStore, SnapshotStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, RunQuery, RunRecord, RunStore, SnapshotStore
 from stepwise.state.s3 import S3SnapshotStore
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
@@ -235,6 +235,48 @@ def test_runs_list_newest_first_per_thread(stores: Stores) -> None:
     assert [r.run_id for r in stores.runs.list()] == ["r3", "r2", "r1", "r0"]
     assert [r.run_id for r in stores.runs.list(limit=1)] == ["r3"]
     assert stores.runs.list(thread_id="none") == []
+
+
+def _all_pages(store: RunStore, **filters: Any) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        page = store.query(RunQuery(**filters, cursor=cursor))
+        pages.append([r.run_id for r in page.runs])
+        if page.next_cursor is None:
+            return pages
+        cursor = page.next_cursor
+
+
+def test_runs_query_filters_and_pages_one_tenant(stores: Stores) -> None:
+    base = 1_700_000_000.0
+    for i in range(12):  # two runs per second, so pages split inside a created_at tie
+        tenant = "acme" if i % 4 else "other"
+        status = "failed" if i % 3 == 0 else "succeeded"
+        graph = ("triage" if i % 2 else "draft") + "@abc"
+        stores.runs.put(
+            RunRecord(
+                run_id=f"r{i:02}",
+                thread_id=f"t{i % 5}",
+                graph_ref=graph,
+                created_at=base + i // 2,
+                tenant=tenant,
+                status=status,
+                cost_usd=i / 100,
+            )
+        )
+    stores.runs.complete_token("some-token", {"x": 1})  # token outputs are not runs
+    acme = ["r11", "r10", "r09", "r07", "r06", "r05", "r03", "r02", "r01"]  # newest first, ties by run_id
+    assert _all_pages(stores.runs, tenant="acme", limit=4) == [acme[:4], acme[4:8], acme[8:]]
+    assert _all_pages(stores.runs, tenant="acme", limit=9) == [acme]
+    assert _all_pages(stores.runs, tenant="other") == [["r08", "r04", "r00"]]  # a tenant sees only its own
+    assert _all_pages(stores.runs, tenant="nobody") == [[]]
+    assert _all_pages(stores.runs, tenant="acme", status="failed") == [["r09", "r06", "r03"]]
+    assert _all_pages(stores.runs, tenant="acme", agent="triage", limit=2) == [["r11", "r09"], ["r07", "r05"], ["r03", "r01"]]
+    assert _all_pages(stores.runs, tenant="acme", since=base + 2, until=base + 5) == [["r09", "r07", "r06", "r05"]]
+    assert _all_pages(stores.runs, tenant="acme", min_cost=0.05, max_cost=0.09) == [["r09", "r07", "r06", "r05"]]
+    assert _all_pages(stores.runs, tenant="acme", thread_id="t1") == [["r11", "r06", "r01"]]
+    with pytest.raises(ValueError, match="cursor"):
+        stores.runs.query(RunQuery(tenant="acme", cursor="not-ours"))
 
 
 def test_task_tokens(stores: Stores) -> None:

@@ -579,8 +579,15 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
     app.include_router(health.router(api))
     add_role_routes(app, api, tenant, ApiError, _errors)
     add_memory_routes(app, api, tenant, ApiError, _errors)
-    console.add_console_routes(app, api, tenant, ApiError, _errors)
-    for build in (agents.router, agents.execute_router, runs.router, threads.router, events.router):  # one router per resource
+    for build in (
+        agents.router,
+        agents.execute_router,
+        runs.list_router,
+        runs.router,
+        threads.router,
+        events.router,
+        console.router,
+    ):  # one router per resource
         app.include_router(build(api))
 
     return app

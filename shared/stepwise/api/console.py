@@ -1,5 +1,6 @@
-"""The web console: static pages served at ``/`` (and ``/console/<file>``), plus the read routes the
-pages need beyond the run/thread API: the runs list, an agent version's compiled graph, agent stats.
+"""The web console: static pages served at ``/`` (and ``/console/<file>``), plus a router of the reads the
+pages need beyond the run/thread API (``GET /runs`` and ``GET /threads/{id}/events`` live in routes/):
+an agent version's compiled graph, agent stats. Every read goes through an engine client method.
 
 Why the pages go through the API handler and not the ASGI server: the same handler runs behind API
 Gateway, so the console deploys with the API (same pages, same routes, same auth). The pages are
@@ -11,13 +12,20 @@ No ``from __future__ import annotations``: Powertools reads the route signatures
 import json
 import math
 import time
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, Field
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
+
+from stepwise.api import models as m
+from stepwise.api.auth import Principal
+from stepwise.errors import StepwiseError
+from stepwise.state.ports import RunQuery, RunRecord
+
+if TYPE_CHECKING:
+    from stepwise.api.app import StepwiseApi
 
 STATIC = Path(__file__).with_name("console_static")
 TYPES = {
@@ -34,8 +42,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-MAX_LIST = 5000
-Status = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+MAX_STATS_RUNS = 20_000
 
 
 @cache
@@ -67,51 +74,6 @@ def static_response(method: str, path: str) -> dict[str, Any] | None:
     }
 
 
-class RunSummary(BaseModel):
-    run_id: str
-    thread_id: str
-    agent: str
-    graph_ref: str
-    status: Status
-    created_at: float
-    finished_at: float | None = None
-    duration_s: float | None = None
-    steps: int = 0
-    waiting_node: str | None = None
-    error: str | None = None
-
-
-class RunList(BaseModel):
-    runs: list[RunSummary]
-    total: int = Field(description="runs matching the filters (the list holds the newest `limit`)")
-    agents: list[str] = Field(description="agents with runs, for the filter")
-
-
-class AgentGraph(BaseModel):
-    agent: str
-    version: int
-    ref: str
-    asl: dict[str, Any] = Field(description="the compiled Amazon States Language document: what runs")
-    spec: dict[str, Any] = Field(description="the graph as registered (node kinds, conditions, human input schemas)")
-
-
-class AgentStats(BaseModel):
-    agent: str
-    runs: int
-    by_status: dict[str, int]
-    runs_per_day: dict[str, int]
-    p50_s: float | None
-    p95_s: float | None
-    spend_usd: float
-    tokens: int
-
-
-class StatsOut(BaseModel):
-    days: int
-    sampled_runs: int
-    agents: list[AgentStats]
-
-
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100); None for no values."""
     if not values:
@@ -120,94 +82,79 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def summary(run: Any) -> RunSummary:
-    error = run.error or None
-    return RunSummary(
-        run_id=run.run_id,
-        thread_id=run.thread_id,
-        agent=run.graph_ref.split("@", 1)[0],
-        graph_ref=run.graph_ref,
-        status=run.status,
-        created_at=run.created_at,
-        finished_at=run.finished_at,
-        duration_s=(run.finished_at - run.created_at) if run.finished_at else None,
-        steps=run.steps,
-        waiting_node=(run.waiting or {}).get("node"),
-        error=str(error.get("message") or error.get("error") or error)[:500] if isinstance(error, dict) else None,
+def agent_stats(name: str, runs: list[RunRecord]) -> m.AgentStats:
+    """Runs per day, status counts, p50/p95 duration and spend per day of one agent's runs."""
+    by_day: dict[str, int] = {}
+    spend_day: dict[str, float] = {}
+    by_status: dict[str, int] = {}
+    for r in runs:
+        day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))
+        by_day[day] = by_day.get(day, 0) + 1
+        spend_day[day] = spend_day.get(day, 0.0) + r.cost_usd
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    durations = [r.finished_at - r.created_at for r in runs if r.finished_at]
+    return m.AgentStats(
+        agent=name,
+        runs=len(runs),
+        by_status=by_status,
+        runs_per_day=dict(sorted(by_day.items())),
+        spend_per_day={d: round(v, 6) for d, v in sorted(spend_day.items())},
+        p50_s=percentile(durations, 50),
+        p95_s=percentile(durations, 95),
+        spend_usd=round(sum(r.cost_usd for r in runs), 6),
+        tokens=sum(r.tokens for r in runs),
     )
 
 
-def add_console_routes(app: Any, api: Any, tenant: Callable[[], str], error: Callable[..., Exception], errors: Callable[..., Any]) -> None:
-    def tenant_runs() -> list[Any]:
-        who = tenant()
-        return [r for r in api.client.services.runs.list(limit=100_000) if r.tenant == who]
+def router(api: "StepwiseApi") -> Router:
+    """The reads the console needs beyond runs and threads: a version's compiled graph, per-agent stats."""
+    from stepwise.api.app import ApiError, _errors  # app imports this module for the static pages
 
-    @app.get("/runs", summary="Your runs, newest first (filter by status and agent)", tags=["runs"], responses=errors())
-    def list_runs(
-        status: Annotated[Status | None, Query()] = None,
-        agent: Annotated[str | None, Query(max_length=80)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 200,
-    ) -> RunList:
-        runs = tenant_runs()
-        agents = sorted({r.graph_ref.split("@", 1)[0] for r in runs})
-        chosen = [r for r in runs if (status is None or r.status == status) and (agent is None or r.graph_ref.split("@", 1)[0] == agent)]
-        return RunList(runs=[summary(r) for r in chosen[:limit]], total=len(chosen), agents=agents)
+    router = Router()
 
-    @app.get(
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    @router.get(
         "/agents/<agent_id>/versions/<version>/graph",
         summary="A version's compiled ASL and its graph spec (what the console draws)",
         tags=["agents"],
-        responses=errors(),
+        responses=_errors(),
     )
-    def agent_graph(agent_id: str, version: int) -> AgentGraph:
+    def agent_graph(agent_id: str, version: int) -> m.AgentGraph:
         record = api.agent(tenant(), agent_id)
         found = record.version(version)
         if found is None:
-            raise error(404, "version_not_found", f"agent {agent_id!r} has versions 1..{len(record.versions)}")
-        hit = api.client.services.registry.get(found.ref)
-        if hit is None:
-            raise error(404, "version_not_found", f"graph {found.ref} is not in this store")
-        spec, asl = hit
-        spec_data = spec if isinstance(spec, dict) else spec.canonical()
-        return AgentGraph(agent=agent_id, version=version, ref=found.ref, asl=asl, spec=spec_data)
+            raise ApiError(404, "version_not_found", f"agent {agent_id!r} has versions 1..{len(record.versions)}")
+        try:
+            spec, asl = api.client.compiled(found.ref)
+        except StepwiseError:
+            raise ApiError(404, "version_not_found", f"graph {found.ref} is not in this store") from None
+        return m.AgentGraph(agent=agent_id, version=version, ref=found.ref, asl=asl, spec=spec)
 
-    @app.get("/stats/agents", summary="Per agent: runs per day, p50/p95 duration, spend", tags=["runs"], responses=errors())
-    def agent_stats(
+    @router.get(
+        "/stats/agents", summary="Per agent: runs and spend per day, p50/p95 duration, status counts", tags=["runs"], responses=_errors()
+    )
+    def stats(
         days: Annotated[int, Query(ge=1, le=90)] = 14,
-        sample: Annotated[int, Query(ge=1, le=MAX_LIST, description="newest runs whose LLM cost is summed")] = 500,
-    ) -> StatsOut:
-        since = time.time() - days * 86400
-        runs = [r for r in tenant_runs() if r.created_at >= since]
-        per: dict[str, list[Any]] = {}
+        max_runs: Annotated[int, Query(ge=1, le=MAX_STATS_RUNS, description="read at most this many (newest) runs")] = 5000,
+    ) -> m.StatsOut:
+        query = RunQuery(tenant=tenant(), since=time.time() - days * 86400, limit=min(max_runs, 1000), cursor=None)
+        runs: list[RunRecord] = []
+        truncated = False
+        while True:  # pages of the tenant's index within the window
+            page = api.client.list_runs(query)
+            runs += page.runs
+            if page.next_cursor is None:
+                break
+            if len(runs) >= max_runs:
+                truncated = True
+                break
+            query = query.model_copy(update={"cursor": page.next_cursor, "limit": min(1000, max_runs - len(runs))})
+        per: dict[str, list[RunRecord]] = {}
         for run in runs:
             per.setdefault(run.graph_ref.split("@", 1)[0], []).append(run)
-        costed = {r.run_id for r in runs[:sample]}
-        out = []
-        for name, items in sorted(per.items()):
-            by_day: dict[str, int] = {}
-            by_status: dict[str, int] = {}
-            for r in items:
-                day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))
-                by_day[day] = by_day.get(day, 0) + 1
-                by_status[r.status] = by_status.get(r.status, 0) + 1
-            durations = [r.finished_at - r.created_at for r in items if r.finished_at]
-            spend, tokens = 0.0, 0
-            for r in items:
-                if r.run_id in costed:
-                    for e in api.client.services.events.read(r.thread_id, after=0):
-                        if e.run_id == r.run_id and e.type == "llm_call":
-                            spend += float(e.data.get("cost_usd") or 0)
-                            tokens += int(e.data.get("input_tokens") or 0) + int(e.data.get("output_tokens") or 0)
-            out.append(
-                AgentStats(
-                    agent=name,
-                    runs=len(items),
-                    by_status=by_status,
-                    runs_per_day=dict(sorted(by_day.items())),
-                    p50_s=percentile(durations, 50),
-                    p95_s=percentile(durations, 95),
-                    spend_usd=round(spend, 6),
-                    tokens=tokens,
-                )
-            )
-        return StatsOut(days=days, sampled_runs=len(costed), agents=out)
+        return m.StatsOut(days=days, runs=len(runs), truncated=truncated, agents=[agent_stats(n, rs) for n, rs in sorted(per.items())])
+
+    return router

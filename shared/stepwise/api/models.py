@@ -269,3 +269,85 @@ class PutEventResult(BaseModel):
 
 class PutEventsResult(BaseModel):
     results: list[PutEventResult]
+
+
+# -- the runs list, a thread's timeline, graphs and stats (the console and `stepwise runs --url`) --------
+RunStatusName = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    thread_id: str
+    agent: str
+    graph_ref: str
+    status: RunStatusName
+    created_at: float
+    finished_at: float | None = None
+    duration_s: float | None = None
+    steps: int = 0
+    cost_usd: float = Field(0.0, description="LLM spend, summed when the run waits or ends")
+    tokens: int = 0
+    waiting_node: str | None = None
+    error: str | None = None
+    tenant: str
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunSummary:
+        error = run.error or None
+        return cls(
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            agent=run.graph_ref.split("@", 1)[0],
+            graph_ref=run.graph_ref,
+            status=run.status,
+            created_at=run.created_at,
+            finished_at=run.finished_at,
+            duration_s=(run.finished_at - run.created_at) if run.finished_at else None,
+            steps=run.steps,
+            cost_usd=run.cost_usd,
+            tokens=run.tokens,
+            waiting_node=(run.waiting or {}).get("node"),
+            error=str(error.get("message") or error.get("error") or error)[:500] if isinstance(error, dict) else None,
+            tenant=run.tenant,
+        )
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next (older) page; null at the end")
+    agents: list[str] = Field(description="the tenant's registered agents, for a filter")
+
+
+class ThreadEvents(BaseModel):
+    thread_id: str
+    events: list[EventOut] = Field(description="every run's events on the thread, by seq; a fork starts with `forked`")
+    runs: list[RunSummary] = Field(description="the runs on this thread, newest first")
+    forked_from: Forked | None = Field(None, description="where this thread was forked from, if it was")
+    next_after: int | None = Field(None, description="pass as `after` to read the next page; null at the end")
+
+
+class AgentGraph(BaseModel):
+    agent: str
+    version: int
+    ref: str
+    asl: dict[str, Any] = Field(description="the compiled Amazon States Language document: what runs")
+    spec: dict[str, Any] = Field(description="the graph as registered (node kinds, conditions, human input schemas)")
+
+
+class AgentStats(BaseModel):
+    agent: str
+    runs: int
+    by_status: dict[str, int]
+    runs_per_day: dict[str, int]
+    spend_per_day: dict[str, float] = Field(description="USD of LLM calls per UTC day (runs that waited or ended)")
+    p50_s: float | None
+    p95_s: float | None
+    spend_usd: float
+    tokens: int
+
+
+class StatsOut(BaseModel):
+    days: int
+    runs: int = Field(description="runs in the window that the stats cover")
+    truncated: bool = Field(description="true when the window held more runs than the stats read (the newest are used)")
+    agents: list[AgentStats]

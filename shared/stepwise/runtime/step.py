@@ -31,7 +31,7 @@ from stepwise.runtime.nodes import NodeContext, Offload, run_node, run_node_asyn
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
-from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
+from stepwise.state.events import INTERRUPT, JOIN, LLM_CALL, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.ports import DuplicateKeyError, RunStatus, RunTransitionError
 
 APPEND_ATTEMPTS = 20
@@ -430,6 +430,7 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
             interrupt_id=waiting["interrupt_id"],
             owner=None,
             lease_until=None,
+            **run_spend(services, cursor.run_id, cursor.thread_id),
         )
         services.notify(kind="waiting", run_id=cursor.run_id, node=req.node, prompt=waiting["prompt"])
     return {"waiting": req.node}
@@ -471,6 +472,19 @@ def cause_message(cause: str) -> str:
     return str(data.get("errorMessage") or cause) if isinstance(data, dict) else cause
 
 
+def run_spend(services: Services, run_id: str, thread_id: str) -> dict[str, Any]:
+    """The run's LLM spend so far (``cost_usd``, ``tokens``) from its ``llm_call`` events, written onto
+    its record when it waits or ends so a runs list can filter and chart by cost from an index."""
+    run = services.runs.get(run_id)
+    start = int((run.start_cursor if run is not None else {}).get("seq", 0) or 0)
+    cost, tokens = 0.0, 0
+    for event in services.events.read(thread_id, after=max(0, start - 1)):
+        if event.type == LLM_CALL and event.run_id == run_id:
+            cost += float(event.data.get("cost_usd") or 0.0)
+            tokens += int(event.data.get("input_tokens") or 0) + int(event.data.get("output_tokens") or 0)
+    return {"cost_usd": round(cost, 9), "tokens": tokens}
+
+
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
     key = task_key(cursor, "", END, "finish")
@@ -489,6 +503,7 @@ def _finish(services: Services, req: StepInput) -> dict[str, Any]:
             waiting=None,
             steps=sum(cursor.visits.values()),
             lease_until=None,
+            **run_spend(services, cursor.run_id, cursor.thread_id),
         )
     except RunTransitionError as exc:
         if exc.status != "succeeded":
@@ -513,7 +528,15 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         with contextlib.suppress(DuplicateKeyError):
             services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
     try:  # compare-and-set: a cancelled run stays cancelled
-        services.runs.update(cursor.run_id, expect=("running",), status="failed", finished_at=time.time(), error=error, waiting=None)
+        services.runs.update(
+            cursor.run_id,
+            expect=("running",),
+            status="failed",
+            finished_at=time.time(),
+            error=error,
+            waiting=None,
+            **run_spend(services, cursor.run_id, cursor.thread_id),
+        )
     except RunTransitionError as exc:
         if exc.status not in ("failed", "cancelled"):
             raise

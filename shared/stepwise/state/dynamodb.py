@@ -21,7 +21,9 @@ Table key schemas — the CDK stack creates exactly these (names come from ``Set
 
 ``runs`` table (``STEPWISE_RUNS_TABLE``, default ``stepwise-runs``)
     partition key ``run_id`` (S); global secondary index ``thread_id-created_at`` with partition key
-    ``thread_id`` (S) and sort key ``created_at`` (N), projection ALL.
+    ``thread_id`` (S) and sort key ``created_at`` (N), projection ALL; global secondary index
+    ``tenant-created_at`` with partition key ``tenant`` (S) and sort key ``created_at`` (N), projection
+    ALL: a tenant's runs list (``query``) reads only that tenant's runs in the time range, newest first.
 
     - Run items: one attribute per ``RunRecord`` field; ``input``, ``start_cursor``, ``error`` and
       ``waiting`` (which holds the task token) are JSON strings. ``update`` is an ``UpdateItem`` of just
@@ -49,7 +51,19 @@ from typing import Any
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
-from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, RunTransitionError, check_expected
+from stepwise.state.ports import (
+    DuplicateKeyError,
+    EventStore,
+    Registry,
+    Row,
+    RunPage,
+    RunQuery,
+    RunRecord,
+    RunStore,
+    RunTransitionError,
+    check_expected,
+    page_cursor,
+)
 from stepwise.state.s3 import S3Blobs
 
 #: ``data`` larger than this goes to S3 (a DynamoDB item holds at most 400 KB).
@@ -252,7 +266,8 @@ class DynamoEventStore(EventStore):
 
 # -- runs -------------------------------------------------------------------------------------
 _JSON_FIELDS = frozenset({"input", "start_cursor", "error", "waiting"})
-_NUMBER_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "steps", "lease_until"})
+_NUMBER_FIELDS = frozenset({"created_at", "updated_at", "finished_at", "steps", "lease_until", "cost_usd", "tokens"})
+_INT_FIELDS = frozenset({"steps", "tokens"})
 _TOKEN_PREFIX = "token#"
 
 
@@ -273,14 +288,38 @@ def _decode_run(item: dict[str, Any]) -> RunRecord:
             data[name] = json.loads(attr["S"])
         elif name in _NUMBER_FIELDS:
             number = float(attr["N"])
-            data[name] = int(number) if name == "steps" else number
+            data[name] = int(number) if name in _INT_FIELDS else number
         else:
             data[name] = attr["S"]
     return RunRecord.model_validate(data)
 
 
+def _run_filters(q: RunQuery) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+    """The FilterExpression parts of a runs query (everything but tenant and time)."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    filters: list[str] = []
+    if q.status is not None:
+        names["#st"], values[":st"] = "status", _s(q.status)
+        filters.append("#st = :st")
+    if q.thread_id is not None:
+        names["#th"], values[":th"] = "thread_id", _s(q.thread_id)
+        filters.append("#th = :th")
+    if q.agent is not None:
+        names["#g"], values[":g"] = "graph_ref", _s(q.agent + "@")
+        filters.append("begins_with(#g, :g)")
+    if q.min_cost:  # a record from before cost_usd existed spent nothing as far as the list knows
+        names["#cost"], values[":lc"] = "cost_usd", _n(float(q.min_cost))
+        filters.append("#cost >= :lc")
+    if q.max_cost is not None:
+        names["#cost"], values[":hc"] = "cost_usd", _n(float(q.max_cost))
+        filters.append("(#cost <= :hc OR attribute_not_exists(#cost))")
+    return names, values, filters
+
+
 class DynamoRunStore(RunStore):
     INDEX = "thread_id-created_at"
+    TENANT_INDEX = "tenant-created_at"
 
     def __init__(self, table_name: str, *, client: Any = None) -> None:
         self.table = table_name
@@ -365,6 +404,37 @@ class DynamoRunStore(RunStore):
         # every run, newest first: a Scan, for the CLI and admin tools (tenant listings get their own index)
         items = _pages(self.db.scan, TableName=self.table, FilterExpression="attribute_exists(thread_id)")
         return sorted((_decode_run(i) for i in items), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def query(self, q: RunQuery) -> RunPage:
+        """A ``Query`` of the ``tenant-created_at`` index (newest first, the time range in the key
+        condition) with the other filters as a ``FilterExpression``; pages until ``limit`` runs match."""
+        names, values, filters = _run_filters(q)
+        names.update({"#t": "tenant", "#c": "created_at"})
+        values.update({":t": _s(q.tenant), ":lo": _n(float(q.since or 0.0)), ":hi": _n(float(q.until if q.until is not None else 1e12))})
+        if q.until is not None:
+            filters.append("#c < :hi")  # BETWEEN includes its end; `until` does not
+        args: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": self.TENANT_INDEX,
+            "KeyConditionExpression": "#t = :t AND #c BETWEEN :lo AND :hi",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": max(q.limit + 1, 50),
+        }
+        if filters:
+            args["FilterExpression"] = " AND ".join(filters)
+        position = q.position()
+        if position is not None:
+            args["ExclusiveStartKey"] = {"run_id": _s(position[1]), "tenant": _s(q.tenant), "created_at": _n(position[0])}
+        runs: list[RunRecord] = []
+        more = False
+        for item in _pages(self.db.query, **args):
+            if len(runs) == q.limit:
+                more = True
+                break
+            runs.append(_decode_run(item))
+        return RunPage(runs=runs, next_cursor=page_cursor(runs[-1]) if more else None)
 
     @staticmethod
     def _token_id(token: str) -> str:

@@ -6,12 +6,15 @@ default), and the AWS adapters (DynamoDB, S3).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.errors import ConflictingRequestError, StateConflictError, StepwiseError
 from stepwise.state.events import Event, decode, encode
@@ -134,6 +137,59 @@ class RunRecord(BaseModel):
     interrupt_id: str | None = None  # while waiting: which wait an answer must name (also in ``waiting``)
     owner: str | None = None  # the process executing it (host:pid:nonce) while running
     lease_until: float | None = None  # the owner renews it; past it the run is stale (see is_stale)
+    cost_usd: float = 0.0  # LLM spend so far, summed from the run's llm_call events when it waits or ends
+    tokens: int = 0  # LLM input + output tokens, likewise
+
+
+class RunQuery(BaseModel):
+    """One page of a tenant's runs, newest first. Stores answer it from an index on (tenant, created_at):
+    SQLite an expression index, DynamoDB the ``tenant-created_at`` GSI; never by reading every run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(min_length=1, max_length=64)
+    status: RunStatus | None = None
+    agent: str | None = Field(default=None, min_length=1, max_length=80, pattern=r"^[^@#]+$", description="the graph name")
+    since: float | None = Field(default=None, ge=0, description="created at or after (epoch seconds)")
+    until: float | None = Field(default=None, ge=0, description="created before (epoch seconds)")
+    min_cost: float | None = Field(default=None, ge=0, description="LLM spend at least this many USD")
+    max_cost: float | None = Field(default=None, ge=0, description="LLM spend at most this many USD")
+    thread_id: str | None = Field(default=None, max_length=200)
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=600, description="next_cursor of the previous page")
+
+    def position(self) -> tuple[float, str] | None:
+        """The (created_at, run_id) the previous page ended at; a ValueError names a bad cursor."""
+        if self.cursor is None:
+            return None
+        try:
+            created_at, run_id = json.loads(base64.urlsafe_b64decode(self.cursor.encode()))
+            return float(created_at), str(run_id)
+        except (ValueError, TypeError, binascii.Error):
+            raise ValueError("cursor: not a next_cursor this API returned; start again without it") from None
+
+    def matches(self, run: RunRecord) -> bool:
+        """The filters in Python: for the in-memory store, and the residual after an index scan."""
+        return (
+            run.tenant == self.tenant
+            and (self.status is None or run.status == self.status)
+            and (self.agent is None or run.graph_ref.split("@", 1)[0] == self.agent)
+            and (self.since is None or run.created_at >= self.since)
+            and (self.until is None or run.created_at < self.until)
+            and (self.min_cost is None or run.cost_usd >= self.min_cost)
+            and (self.max_cost is None or run.cost_usd <= self.max_cost)
+            and (self.thread_id is None or run.thread_id == self.thread_id)
+        )
+
+
+def page_cursor(run: RunRecord) -> str:
+    """The opaque position after ``run`` in newest-first order (the same on every store)."""
+    return base64.urlsafe_b64encode(json.dumps([run.created_at, run.run_id]).encode()).decode()
+
+
+class RunPage(BaseModel):
+    runs: list[RunRecord]
+    next_cursor: str | None = None
 
 
 LEASE_SECONDS = 30.0  # a running run's owner renews its lease every third of this; past it, the run is stale
@@ -172,6 +228,16 @@ class RunStore(ABC):
 
     @abstractmethod
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    def query(self, q: RunQuery) -> RunPage:
+        """A page of a tenant's runs matching ``q``, newest first (ties by run_id). This default filters
+        every run in Python, which only the in-memory store may use: adapters query an index."""
+        position = q.position()
+        chosen = sorted((r for r in self.list(limit=1 << 62) if q.matches(r)), key=lambda r: (r.created_at, r.run_id), reverse=True)
+        if position is not None:
+            chosen = [r for r in chosen if (r.created_at, r.run_id) < position]
+        page = chosen[: q.limit]
+        return RunPage(runs=page, next_cursor=page_cursor(page[-1]) if len(chosen) > q.limit else None)
 
     def update(
         self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any

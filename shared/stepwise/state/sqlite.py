@@ -18,7 +18,18 @@ from typing import Any
 
 from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
-from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, RunRecord, RunStore, check_expected
+from stepwise.state.ports import (
+    DuplicateKeyError,
+    EventStore,
+    Registry,
+    Row,
+    RunPage,
+    RunQuery,
+    RunRecord,
+    RunStore,
+    check_expected,
+    page_cursor,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -28,6 +39,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(thread_id, key) WHERE key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_tenant ON runs(json_extract(body, '$.tenant'), created_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_tenant_status ON runs(json_extract(body, '$.tenant'), json_extract(body, '$.status'), created_at, run_id);
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, output TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS registry (
     ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL);
@@ -203,6 +216,39 @@ class SqliteRunStore(RunStore):
             sql, args = sql + " WHERE thread_id=?", (thread_id,)
         rows = self.db.connection().execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
         return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def query(self, q: RunQuery) -> RunPage:
+        """One indexed range scan: (tenant[, status], created_at, run_id) → the page, filters on the rest."""
+        where, args = ["json_extract(body, '$.tenant') = ?"], list[Any]([q.tenant])
+        if q.status is not None:
+            where.append("json_extract(body, '$.status') = ?")
+            args.append(q.status)
+        if q.since is not None:
+            where.append("created_at >= ?")
+            args.append(q.since)
+        if q.until is not None:
+            where.append("created_at < ?")
+            args.append(q.until)
+        position = q.position()
+        if position is not None:
+            where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+            args += [position[0], position[0], position[1]]
+        if q.agent is not None:
+            where.append("substr(json_extract(body, '$.graph_ref'), 1, ?) = ?")
+            args += [len(q.agent) + 1, q.agent + "@"]
+        if q.min_cost is not None:
+            where.append("coalesce(json_extract(body, '$.cost_usd'), 0) >= ?")
+            args.append(q.min_cost)
+        if q.max_cost is not None:
+            where.append("coalesce(json_extract(body, '$.cost_usd'), 0) <= ?")
+            args.append(q.max_cost)
+        if q.thread_id is not None:
+            where.append("thread_id = ?")
+            args.append(q.thread_id)
+        sql = f"SELECT body FROM runs WHERE {' AND '.join(where)} ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        rows = self.db.connection().execute(sql, (*args, q.limit + 1)).fetchall()
+        runs = [RunRecord.model_validate_json(r[0]) for r in rows[: q.limit]]
+        return RunPage(runs=runs, next_cursor=page_cursor(runs[-1]) if len(rows) > q.limit else None)
 
     def complete_token(self, token: str, output: dict[str, Any]) -> None:
         self.db.connection().execute("INSERT OR REPLACE INTO tokens (token, output) VALUES (?,?)", (token, json.dumps(output)))

@@ -1,4 +1,5 @@
-"""Routes for runs: read one, page its events, stream them, resume a waiting run, cancel.
+"""Routes for runs: list them (filtered, paged), read one, page its events, stream them, resume a waiting
+run, cancel.
 
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
@@ -12,8 +13,63 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from stepwise.api import models as m
 from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors, resume_after
 from stepwise.api.auth import Principal
+from stepwise.api.roles import admin_tenants
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
-from stepwise.state.ports import RunTransitionError
+from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
+
+MAX_RUNS_PAGE = 1000
+
+
+def runs_page(api: StepwiseApi, who: str, query: RunQuery) -> m.RunList:
+    """``GET /runs``: the caller's runs, or (operators only) another tenant's, through ``list_runs``."""
+    if query.tenant != who and who not in admin_tenants():
+        raise ApiError(403, "forbidden", "listing another tenant's runs needs an operator key (a tenant in STEPWISE_ADMIN_TENANTS)")
+    try:
+        page = api.client.list_runs(query)
+    except ValueError as exc:  # a cursor that is not ours
+        raise ApiError(422, "validation_error", f"query.{exc}", [{"field": "query.cursor", "type": "invalid_cursor"}]) from None
+    agents = sorted(a.name for a in api.store.list_agents(query.tenant))
+    return m.RunList(runs=[m.RunSummary.of(r) for r in page.runs], next_cursor=page.next_cursor, agents=agents)
+
+
+def list_router(api: StepwiseApi) -> Router:
+    """``GET /runs``: one page of a tenant's runs from the store's (tenant, created_at) index."""
+    router = Router()
+
+    def tenant() -> str:
+        principal: Principal = router.context["principal"]
+        return principal.tenant
+
+    @router.get(
+        "/runs", summary="Your runs, newest first: filter by status, agent, time and cost; paged", tags=["runs"], responses=_errors(403)
+    )
+    def list_runs(
+        status: Annotated[RunStatus | None, Query()] = None,
+        agent: Annotated[str | None, Query(min_length=1, max_length=80, pattern=r"^[^@#]+$")] = None,
+        since: Annotated[float | None, Query(ge=0, description="created at or after (epoch seconds)")] = None,
+        until: Annotated[float | None, Query(ge=0, description="created before (epoch seconds)")] = None,
+        min_cost: Annotated[float | None, Query(ge=0, description="LLM spend at least (USD)")] = None,
+        max_cost: Annotated[float | None, Query(ge=0, description="LLM spend at most (USD)")] = None,
+        tenant_id: Annotated[str | None, Query(alias="tenant", max_length=64, description="another tenant's runs (operators only)")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 100,
+        cursor: Annotated[str | None, Query(max_length=600, description="next_cursor of the previous page")] = None,
+    ) -> m.RunList:
+        who = tenant()
+        query = RunQuery.model_construct(
+            tenant=tenant_id or who,
+            status=status,
+            agent=agent,
+            since=since,
+            until=until,
+            min_cost=min_cost,
+            max_cost=max_cost,
+            thread_id=None,
+            limit=limit,
+            cursor=cursor,
+        )  # each field was validated as a query parameter above
+        return runs_page(api, who, query)
+
+    return router
 
 
 def router(api: StepwiseApi) -> Router:

@@ -1,4 +1,5 @@
-"""Routes for threads: state now or at a past seq (time travel), and fork.
+"""Routes for threads: the thread's timeline (every run's events), state now or at a past seq (time travel),
+and fork.
 
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
@@ -9,8 +10,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 
 from stepwise.api import models as m
-from stepwise.api.app import ApiError, StepwiseApi, _errors
+from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors
 from stepwise.api.auth import Principal
+from stepwise.state.events import FORKED
 
 
 def router(api: StepwiseApi) -> Router:
@@ -22,6 +24,36 @@ def router(api: StepwiseApi) -> Router:
         return principal.tenant
 
     # -- threads --------------------------------------------------------------------------------
+    @router.get(
+        "/threads/<thread_id>/events",
+        summary="A thread's timeline: every run's events by seq (a fork starts with its `forked` marker), and its runs",
+        tags=["threads"],
+        responses=_errors(),
+    )
+    def thread_events(
+        thread_id: str,
+        after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 500,
+    ) -> m.ThreadEvents:
+        who = tenant()
+        api.thread_of(who, thread_id)
+        events = api.client.thread_events(thread_id, after=after)
+        page = events[:limit]
+        first = next(iter(events[:1] if after == 0 else api.client.thread_events(thread_id, upto=1)), None)  # a fork's marker is seq 1
+        forked = (
+            m.Forked(thread_id=thread_id, forked_from=str(first.data.get("from")), at=int(first.data.get("at") or 0))
+            if first is not None and first.type == FORKED
+            else None
+        )
+        runs = [r for r in api.client.runs(thread_id=thread_id, limit=100) if r.tenant == who]  # the thread index
+        return m.ThreadEvents(
+            thread_id=thread_id,
+            events=[m.EventOut.of(e) for e in page],
+            runs=[m.RunSummary.of(r) for r in runs],
+            forked_from=forked,
+            next_after=page[-1].seq if len(events) > limit else None,
+        )
+
     @router.get(
         "/threads/<thread_id>/state", summary="A thread's state, now or at a past seq (time travel)", tags=["threads"], responses=_errors()
     )
