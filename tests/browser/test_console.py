@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -59,7 +61,7 @@ class Live:
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"x-api-key": self.key, "content-type": "application/json"}
+            self.url + path, data=data, method=method, headers={"authorization": f"Bearer {self.key}", "content-type": "application/json"}
         )
         with urllib.request.urlopen(req, timeout=30) as res:
             return json.loads(res.read() or b"null")
@@ -82,7 +84,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
 
 
 @pytest.fixture
-def page(live: Live) -> Iterator[Any]:
+def page() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,9 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     page.wait_for_url(lambda url: not url.endswith(run_id))  # (no wait_for_function: the CSP forbids its eval)
     page.wait_for_selector('g.node[data-node="approve"].st-waiting')
     assert forked in page.inner_text("#run-head")
+    # the fork's thread timeline: its `forked` marker (from the original thread, at seq 2) then this run's events
+    page.wait_for_selector("#thread-note:has-text('Forked from thread')")
+    assert "at seq 2" in page.inner_text("#thread-note") and "forked" in page.inner_text('#timeline button[data-seq="1"]')
 
     # the runs list, filtered
     page.goto(live.url + "/#/")
@@ -179,13 +184,32 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     assert page.locator("#runs tbody tr").count() == 2
     page.select_option("#f-status", "waiting")
     page.wait_for_url(lambda url: "status=waiting" in url)
-    page.wait_for_selector("#count:text('1 of 1 runs')")
+    page.wait_for_selector("#count:text('1 run')")
     assert page.locator("#runs tbody tr .badge").all_inner_texts() == ["waiting"]
     page.select_option("#f-status", "")
-    page.wait_for_selector("#count:text('2 of 2 runs')")
+    page.wait_for_selector("#count:text('2 runs')")
+    page.fill("#f-min_cost", "0.01")  # server-side filters: nothing here spent a cent (scripted example)
+    page.click("#f-apply")
+    page.wait_for_url(lambda url: "min_cost=0.01" in url)
+    page.wait_for_selector("#count:text('0 runs')")
+    page.fill("#f-min_cost", "")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    page.fill("#f-since", today)
+    page.fill("#f-until", today)
+    page.click("#f-apply")
+    page.wait_for_url(lambda url: f"until={today}" in url)
+    page.wait_for_selector("#count:text('2 runs')")
+    page.goto(live.url + "/#/?limit=1")  # pages: the newest run, then "Older runs"
+    page.wait_for_selector("#count:text('1 run on this page')")
+    newest = page.inner_text("#runs tbody tr a")
+    page.click("#older")
+    page.wait_for_selector("#newest")
+    assert page.inner_text("#runs tbody tr a") != newest and page.locator("#older").count() == 0
+    page.goto(live.url + "/#/")
+    page.wait_for_selector("#count:text('2 runs')")
     assert page.evaluate(UNLABELLED) == []
     shot(page, "runs", docs=True)
-    page.focus("#f-agent")  # keyboard: Tab from the filters reaches the first run, Enter opens it
+    page.focus("#f-apply")  # keyboard: Tab from the filters reaches the first run, Enter opens it
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.closest('#runs') !== null")
     first = page.evaluate("document.activeElement.textContent")
@@ -198,7 +222,8 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     page.click("a[data-nav='stats']")
     card = page.wait_for_selector('section[data-agent="human-approval"]')
     assert "2 runs" in card.inner_text()
-    assert page.locator('section[data-agent="human-approval"] svg.plot').count() == 2
+    assert page.locator('section[data-agent="human-approval"] svg.plot').count() == 3  # runs/day, spend/day, p50/p95
+    assert page.locator('section[data-agent="human-approval"] svg[aria-label="Spend per day of human-approval in US dollars"]').count() == 1
     shot(page, "agents", docs=True)
     page.click('section[data-agent="human-approval"] h2 a')  # an agent's graph without a run
     page.wait_for_selector("h1:text('Agent human-approval')")
@@ -210,6 +235,157 @@ def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
     page.wait_for_selector('g.node[data-node="publish"].st-done')
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "run-phone", docs=True)
+
+
+REACT = (
+    (EXAMPLE.parent / "react.yaml").read_text().replace("graph:\n", "guardrails:\n  input: [{check: pii, action: redact}]\ngraph:\n", 1)
+)  # the react example with a guardrail that redacts e-mail addresses before the model sees them
+
+
+def test_transcript_shows_messages_tool_calls_and_guardrail_decisions(live: Live, page: Any) -> None:
+    live.call("POST", "/agents", {"yaml": REACT})
+    question = "What is 17 * 23? Reply to ann@example.com"
+    run = live.call("POST", "/agents/react/execute", {"input": {"messages": [{"role": "user", "content": question}]}})
+    assert run["status"] == "succeeded", run
+    sign_in(page, live)
+    page.goto(live.url + f"/#/runs/{run['run_id']}")
+    page.wait_for_selector("#transcript-list li.msg")
+    assert page.inner_text("#transcript-list li.msg.user").endswith(question)  # the run's input message
+    first_reply = page.locator("#transcript-list li.msg.assistant").first.inner_text()
+    assert "reason (LLM)" in first_reply and 'calls calculator({"expression":"17 * 23"})' in first_reply and "tokens" in first_reply
+    tool = page.locator("#transcript-list li.msg.tool").first.inner_text()  # ran, or failed with its error: shown either way
+    assert "tool calculator" in tool and '"expression":"17 * 23"' in tool
+    guard = page.locator("#transcript-list li.msg.guard").first.inner_text()
+    assert "guardrail input.pii" in guard and "redact" in guard and "email" in guard
+    replies = page.locator("#transcript-list li.msg.assistant").all_inner_texts()
+    assert any("17 × 23 = 391" in r for r in replies) and any("approve" in r for r in replies)
+    seqs = [int(x) for x in page.eval_on_selector_all("#transcript-list li[data-seq]", "els => els.map((e) => e.dataset.seq)")]
+    assert seqs == sorted(seqs)  # log order
+    page.select_option("#transcript-node", "reflect")  # one node's transcript
+    page.wait_for_selector("#transcript-list[aria-label='Transcript of reflect']")
+    nodes = page.eval_on_selector_all("#transcript-list li.msg", "els => els.map((e) => e.dataset.node)")
+    assert nodes and set(nodes) == {"reflect"}
+    assert page.locator("#transcript-list li.msg.assistant").last.inner_text().find("approve") >= 0
+    assert page.evaluate(UNLABELLED) == []
+    shot(page, "transcript", docs=True)
+
+
+class Jwks:
+    """The issuer's JWKS on a loopback port (what Cognito serves at /.well-known/jwks.json)."""
+
+    def __init__(self, public: dict[str, Any]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({"keys": [public]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_jwt_sign_in(tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sign in with a JWT signed by an OIDC issuer whose JWKS is served on loopback: the console sends
+    it as a bearer token like an API key, and the tenant comes from its claim."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from stepwise.api.server import make_server
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())), "kid": "k1", "use": "sig"}
+    jwks = Jwks(public)
+    issuer = "https://issuer.test/pool"
+    for name, value in {"ISSUER": issuer, "AUDIENCE": "console-app", "JWKS_URL": jwks.url}.items():
+        monkeypatch.setenv(f"STEPWISE_JWT_{name}", value)
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": "console-app", "sub": "ann", "tenant": "acme", "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "k1"})
+    server = make_server("127.0.0.1", 0, tmp_path / "home").start()
+    try:
+        Live(server.url, token).call("POST", "/agents", {"yaml": EXAMPLE.read_text()})  # registered for tenant acme
+        forged = jwt.encode(
+            {**claims, "tenant": "other"},
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
+        page.goto(server.url + "/")
+        page.fill("#key", forged)
+        page.click("button[type=submit]")
+        page.wait_for_selector("[role=alert]")
+        assert "refused" in page.inner_text("[role=alert]")  # a token signed by another key
+
+        page.fill("#key", token)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("h1:text('Runs')")
+        page.select_option("#run-agent", "human-approval")
+        page.fill("#run-input", '{"amount": 7}')
+        page.click("#run-start")
+        page.wait_for_selector('g.node[data-node="approve"].st-waiting')
+        run_id = page.url.rsplit("/", 1)[-1]
+        record = server.api.client.get_run(run_id)
+        assert record is not None and record.tenant == "acme"  # the tenant claim, not a key's tenant
+        page.check("#ans-decision-0")
+        page.click("#resume")
+        page.wait_for_selector('#run-head .badge[data-status="succeeded"]')
+    finally:
+        server.shutdown()
+        server.server_close()
+        jwks.server.shutdown()
+        jwks.server.server_close()
+
+
+def test_backlog_only_stream_reconnects_with_after(tmp_path: Path, page: Any) -> None:
+    """Behind API Gateway the stream answers the events so far and closes (no response streaming): the
+    page reconnects with ?after=<last seq> and still lights up. Here the server's live SSE is switched
+    off, so the stream route is the handler's, exactly as deployed."""
+    from stepwise.api.keys import create_key
+    from stepwise.api.server import make_server
+
+    server = make_server("127.0.0.1", 0, tmp_path / "home").start()
+    server.app.streams = None  # GET /runs/{id}/stream now goes through the Lambda handler: backlog only
+    seen: list[dict[str, Any]] = []
+    handler_call = server.app.call
+
+    async def recording(event: dict[str, Any]) -> dict[str, Any] | None:
+        if event["path"].endswith("/stream"):
+            seen.append(dict(event.get("queryStringParameters") or {}))
+        return await handler_call(event)
+
+    server.app.call = recording  # type: ignore[method-assign]
+    try:
+        _, key = create_key(server.api.store, "default", "browser test")
+        live = Live(server.url, key)
+        live.call("POST", "/agents", {"yaml": EXAMPLE.read_text()})
+        run = live.call("POST", "/agents/human-approval/execute", {"input": {"amount": 4}})
+        assert run["status"] == "waiting"
+        sign_in(page, live)
+        page.goto(live.url + f"/#/runs/{run['run_id']}")
+        page.wait_for_selector('g.node[data-node="approve"].st-waiting')
+        page.wait_for_selector("#human-form")
+        polls = len(seen)
+        live.call("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}})  # answered elsewhere
+        page.wait_for_selector('g.node[data-node="publish"].st-done')  # picked up by a later reconnect
+        page.wait_for_selector('#run-head .badge[data-status="succeeded"]')
+        page.wait_for_selector("#timeline button:has-text('run_finished')")
+        assert len(seen) > polls and all(q.get("after", "").isdigit() for q in seen)  # every request resumed after a seq
+        afters = [int(q["after"]) for q in seen]
+        assert afters == sorted(afters) and afters[-1] >= 3  # moving forward through the log, never from the start
+        assert page.locator("#timeline button[data-seq='3']").count() == 1  # no event drawn twice
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_refused_key_and_bad_answer(live: Live, page: Any) -> None:

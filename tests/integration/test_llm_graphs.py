@@ -231,7 +231,9 @@ def test_a_run_records_its_spend_and_the_runs_list_filters_by_it(fake: FakeLLMSe
     fake.add(Reply(text="Priced.", input_tokens=1000, output_tokens=500))
     client = Stepwise.embedded(tmp_path, clock=FakeClock())
     client.services.models = hub_for(fake)
-    paid = client.run(load_text(STREAMING.replace("config: {stream: true}", "config: {}")), {"messages": [{"role": "user", "content": "hi"}]})
+    paid = client.run(
+        load_text(STREAMING.replace("config: {stream: true}", "config: {}")), {"messages": [{"role": "user", "content": "hi"}]}
+    )
     free = client.run(load_text(STREAMING.replace('"openai:gpt-4o-mini"', "scripted")), {"messages": [{"role": "user", "content": "hi"}]})
     assert paid.status == free.status == "succeeded", (paid.error, free.error)
     (call,) = llm_calls(client, paid.thread_id)

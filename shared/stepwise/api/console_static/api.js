@@ -47,9 +47,10 @@ function parseFrame(frame) {
 }
 
 /** Follow GET /runs/{id}/stream with fetch (EventSource cannot send the key header); reconnects
- *  after the last seen id until the server sends `end`. onEvent(type, data, id). */
-export async function follow(runId, onEvent, signal) {
-  let after = null;
+ *  with ?after=<last seen id> until the server sends `end` (behind API Gateway every response is the
+ *  backlog so far, so the loop is the live view there). onEvent(type, data, id). */
+export async function follow(runId, onEvent, signal, from = null) {
+  let after = from;
   for (;;) {
     const q = after === null ? "" : `?after=${after}`;
     let res;
@@ -85,6 +86,22 @@ export async function follow(runId, onEvent, signal) {
       }
     }
     if (signal && signal.aborted) return;
+    window.consoleMetrics && window.consoleMetrics.reconnects.push(after);
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/** Every event of a thread (all its runs; a fork starts with `forked`), its runs and fork origin. */
+export async function threadEvents(threadId) {
+  let after = 0;
+  let first = null;
+  const events = [];
+  for (;;) {
+    const page = await api("GET", `/threads/${encodeURIComponent(threadId)}/events?after=${after}&limit=1000`);
+    first = first || page;
+    events.push(...page.events);
+    if (page.next_after === null || page.next_after === undefined) break;
+    after = page.next_after;
+  }
+  return { events, runs: first.runs, forked_from: first.forked_from };
 }

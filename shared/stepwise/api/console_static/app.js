@@ -1,12 +1,12 @@
 // The Stepwise console: hash routes #/ (runs), #/runs/<id> (a run, live), #/stats (agents).
-import { api, ApiError, follow, forgetKey, getKey, setKey } from "./api.js";
+import { api, ApiError, follow, forgetKey, getKey, setKey, threadEvents } from "./api.js";
 import { draw, mark } from "./graph.js";
 import { bars } from "./plots.js";
 
 const main = document.getElementById("main");
 const STATUSES = ["running", "waiting", "succeeded", "failed", "cancelled"];
 // what tests and the docs' measurements read: event append (server ts) -> DOM updated (ms)
-window.consoleMetrics = { liveLatencyMs: [], lastRender: null };
+window.consoleMetrics = { liveLatencyMs: [], lastRender: null, reconnects: [] };
 let leave = () => {};
 
 function h(tag, attrs = {}, ...children) {
@@ -17,7 +17,7 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "text") e.textContent = v;
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
+  for (const c of children.flat(Infinity)) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c));
   return e;
 }
 const announce = (msg) => { document.getElementById("announce").textContent = msg; };
@@ -61,22 +61,32 @@ function signIn(message) {
 }
 
 // -- runs list ------------------------------------------------------------------------------------
+const FILTERS = ["status", "agent", "since", "until", "min_cost", "max_cost", "tenant"];
+const day = (d) => (d ? Date.parse(`${d}T00:00:00Z`) / 1000 : null); // a date field, as UTC midnight
+
 async function runsView(params) {
-  const status = params.get("status") || "";
-  const agent = params.get("agent") || "";
-  const limit = params.get("limit") || "200";
+  const limit = params.get("limit") || "100";
   const q = new URLSearchParams({ limit });
-  if (status) q.set("status", status);
-  if (agent) q.set("agent", agent);
+  for (const f of FILTERS) {
+    const v = params.get(f);
+    if (!v) continue;
+    if (f === "since") q.set(f, day(v));
+    else if (f === "until") q.set(f, day(v) + 86400); // through the end of that day
+    else q.set(f, v);
+  }
+  if (params.get("cursor")) q.set("cursor", params.get("cursor"));
   const [list, agents] = await Promise.all([api("GET", `/runs?${q}`), api("GET", "/agents")]);
+  const ctl = {};
   const go = () => {
     const p = new URLSearchParams();
-    if (statusSel.value) p.set("status", statusSel.value);
-    if (agentSel.value) p.set("agent", agentSel.value);
+    for (const f of FILTERS) if (ctl[f].value) p.set(f, ctl[f].value);
+    if (limit !== "100") p.set("limit", limit);
     location.hash = `#/?${p}`;
   };
-  const statusSel = h("select", { id: "f-status", onchange: go }, h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)));
-  const agentSel = h("select", { id: "f-agent", onchange: go }, h("option", { value: "" }, "any"), list.agents.map((a) => h("option", { value: a, selected: a === agent }, a)));
+  const field = (f, label, control) => { ctl[f] = control; return h("label", { for: `f-${f}` }, h("span", {}, label), control); };
+  const value = (f) => params.get(f) || "";
+  const statusSel = h("select", { id: "f-status", onchange: go }, h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: s === value("status") }, s)));
+  const agentSel = h("select", { id: "f-agent", onchange: go }, h("option", { value: "" }, "any"), list.agents.map((a) => h("option", { value: a, selected: a === value("agent") }, a)));
   const rows = list.runs.map((r) =>
     h("tr", { "data-run": r.run_id },
       h("td", {}, h("a", { href: `#/runs/${r.run_id}` }, r.run_id)),
@@ -85,19 +95,31 @@ async function runsView(params) {
       h("td", { class: "hide-narrow" }, when(r.created_at)),
       h("td", { class: "num" }, secs(r.duration_s)),
       h("td", { class: "num hide-narrow" }, r.steps),
+      h("td", { class: "num" }, r.cost_usd ? usd(r.cost_usd) : "–"),
       h("td", {}, r.waiting_node ? `waits at ${r.waiting_node}` : r.error || "")));
   const table = h("div", { class: "table-wrap" }, h("table", { id: "runs" },
     h("caption", { class: "sr-only" }, "Runs, newest first"),
     h("thead", {}, h("tr", {}, ["Run", "Agent", "Status"].map((t) => h("th", { scope: "col" }, t)), h("th", { scope: "col", class: "hide-narrow" }, "Started"),
-      h("th", { scope: "col", class: "num" }, "Duration"), h("th", { scope: "col", class: "num hide-narrow" }, "Steps"), h("th", { scope: "col" }, "Note"))),
+      h("th", { scope: "col", class: "num" }, "Duration"), h("th", { scope: "col", class: "num hide-narrow" }, "Steps"), h("th", { scope: "col", class: "num" }, "Cost"), h("th", { scope: "col" }, "Note"))),
     h("tbody", {}, rows)));
+  const older = list.next_cursor ? (() => { const p = new URLSearchParams(params); p.set("cursor", list.next_cursor); return h("a", { id: "older", href: `#/?${p}` }, "Older runs"); })() : null;
+  const newest = params.get("cursor") ? (() => { const p = new URLSearchParams(params); p.delete("cursor"); return h("a", { id: "newest", href: `#/?${p}` }, "Newest runs"); })() : null;
+  const filters = h("form", { class: "filters", role: "search", "aria-label": "Filter runs", onsubmit: (ev) => { ev.preventDefault(); go(); } },
+    h("div", { class: "row" },
+      field("status", "Status", statusSel),
+      field("agent", "Agent", agentSel),
+      field("since", "From (UTC day)", h("input", { id: "f-since", type: "date", value: value("since") })),
+      field("until", "To (UTC day)", h("input", { id: "f-until", type: "date", value: value("until") })),
+      field("min_cost", "Min cost ($)", h("input", { id: "f-min_cost", type: "number", min: 0, step: "any", inputmode: "decimal", value: value("min_cost") })),
+      field("max_cost", "Max cost ($)", h("input", { id: "f-max_cost", type: "number", min: 0, step: "any", inputmode: "decimal", value: value("max_cost") })),
+      field("tenant", "Tenant (operators)", h("input", { id: "f-tenant", type: "text", size: 10, value: value("tenant"), autocomplete: "off" })),
+      h("button", { type: "submit", id: "f-apply" }, "Apply")));
   page("Runs",
     startForm(agents.agents || []),
-    h("div", { class: "row", role: "search" },
-      h("label", { for: "f-status" }, h("span", {}, "Status"), statusSel),
-      h("label", { for: "f-agent" }, h("span", {}, "Agent"), agentSel),
-      h("p", { class: "muted", id: "count" }, `${list.runs.length} of ${list.total} runs`)),
-    list.runs.length ? table : h("p", { class: "muted" }, "No runs match. Start one above, or register an agent with POST /agents (docs/console.md)."));
+    filters,
+    h("p", { class: "muted", id: "count" }, `${list.runs.length} run${list.runs.length === 1 ? "" : "s"}${list.next_cursor ? " on this page (older runs follow)" : ""}`),
+    list.runs.length ? table : h("p", { class: "muted" }, "No runs match. Start one above, or register an agent with POST /agents (docs/console.md)."),
+    h("p", { class: "pager" }, newest, newest && older ? " · " : "", older));
   window.consoleMetrics.lastRender = { view: "runs", rows: rows.length, at: performance.now() };
 }
 
@@ -153,6 +175,48 @@ function diff(before, after) {
     else items.push(h("li", { class: "chg" }, `~ ${k}: ${ja} → ${jb}`));
   }
   return items.length ? h("ul", { class: "diff", id: "state-diff", "aria-label": "Changes against the previous seq" }, items) : h("p", { class: "muted", id: "state-diff" }, "No change to the state at this seq (a journal event).");
+}
+
+// The chat transcript of a run: its input messages, then per node the LLM replies (with tool calls),
+// tool results, tool refusals and guardrail decisions, in log order.
+const TRANSCRIBED = new Set(["llm_call", "tool_call", "tool_denied", "guardrail", "node_failed"]);
+const short = (v, n = 400) => { const t = typeof v === "string" ? v : JSON.stringify(v); return t.length > n ? t.slice(0, n - 1) + "…" : t; };
+const text = (content) => (Array.isArray(content) ? content.map((b) => b.text || "").join(" ") : content || "");
+
+function bubble(role, who, e, ...body) {
+  return h("li", { class: `msg ${role}`, "data-seq": e ? e.seq : undefined, "data-node": e ? e.node : undefined },
+    h("div", { class: "who" }, who, e ? h("span", { class: "muted" }, ` · #${e.seq}`) : ""), ...body);
+}
+
+function transcriptItem(e) {
+  const d = e.data || {};
+  if (e.type === "llm_call") {
+    const m = d.response || {};
+    const calls = (m.tool_calls || []).map((c) => h("div", { class: "call" }, "→ calls ", h("code", {}, `${c.name}(${short(c.arguments, 200)})`)));
+    const meta = `${d.model || "model"} · ${(d.input_tokens || 0) + (d.output_tokens || 0)} tokens${d.cost_usd ? ` · ${usd(d.cost_usd)}` : ""}${d.cached ? " · cached" : ""}`;
+    return bubble("assistant", `${e.node} (LLM)`, e, text(m.content) ? h("p", {}, text(m.content)) : null, calls, h("small", { class: "muted" }, meta));
+  }
+  if (e.type === "tool_call") {
+    return bubble(d.ok ? "tool" : "tool failed", `tool ${d.tool}`, e, h("div", {}, h("code", {}, `${d.tool}(${short(d.arguments, 200)})`)),
+      h("p", {}, d.ok ? "→ " : "✗ error: ", short(d.result)));
+  }
+  if (e.type === "tool_denied") return bubble("guard", `tool ${d.tool} refused`, e, h("p", {}, `rule ${d.rule}${d.reason ? `: ${d.reason}` : ""}`));
+  if (e.type === "guardrail") {
+    return bubble(`guard g-${d.action}`, `guardrail ${d.rule || d.check}`, e,
+      h("p", {}, h("strong", {}, d.action), ` at ${d.stage}: ${d.check}${(d.kinds || []).length ? ` found ${d.kinds.join(", ")}` : ""}${d.score !== undefined ? ` (score ${d.score})` : ""}`),
+      d.detail ? h("small", { class: "muted" }, d.detail) : null);
+  }
+  return bubble("failed", `${e.node} failed`, e, h("p", {}, d.error || ""), d.fix ? h("p", {}, `Fix: ${d.fix}`) : null);
+}
+
+function transcript(events, node) {
+  const items = [];
+  const start = events.find((e) => e.type === "run_started");
+  const input = ((start && start.data.update) || {}).messages || [];
+  if (!node) for (const m of input) items.push(bubble(m.role === "user" ? "user" : "system", m.role || "input", null, h("p", {}, text(m.content))));
+  for (const e of events) if (TRANSCRIBED.has(e.type) && (!node || e.node === node)) items.push(transcriptItem(e));
+  return items.length ? h("ol", { class: "transcript", id: "transcript-list", "aria-label": node ? `Transcript of ${node}` : "Transcript of the run" }, items)
+    : h("p", { class: "muted", id: "transcript-list" }, "No LLM messages, tool calls or guardrail decisions here.");
 }
 
 function humanForm(run, spec, onDone) {
@@ -213,20 +277,37 @@ function humanForm(run, spec, onDone) {
 
 async function runView(runId) {
   let run = await api("GET", `/runs/${encodeURIComponent(runId)}`);
-  const graph = run.version ? await api("GET", `/agents/${encodeURIComponent(run.agent)}/versions/${run.version}/graph`) : null;
-  const events = [];
+  const [graph, thread] = await Promise.all([
+    run.version ? api("GET", `/agents/${encodeURIComponent(run.agent)}/versions/${run.version}/graph`) : null,
+    threadEvents(run.thread_id),
+  ]);
+  const events = []; // the whole thread's timeline: this run's events and other runs' on the same thread
+  const seen = new Set();
+  const mine = () => events.filter((e) => e.run_id === run.run_id);
   const head = h("p", { id: "run-head" });
   const human = h("div", { id: "human" });
   const nodesBox = h("div", { id: "nodes" });
   const plots = h("div", { id: "run-plots", class: "cards" });
-  const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "Events of the run, by seq" });
+  const pickNode = h("select", { id: "transcript-node", onchange: () => renderTranscript() }, h("option", { value: "" }, "all nodes"));
+  const transcriptBox = h("div", { id: "transcript" });
+  function renderTranscript() {
+    const nodes = [...new Set(mine().filter((e) => TRANSCRIBED.has(e.type)).map((e) => e.node))];
+    const chosen = pickNode.value;
+    pickNode.replaceChildren(h("option", { value: "" }, "all nodes"), ...nodes.map((n) => h("option", { value: n, selected: n === chosen }, n)));
+    transcriptBox.replaceChildren(transcript(mine(), chosen));
+  }
+  const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "Events of the thread, by seq" });
+  const others = thread.runs.filter((r) => r.run_id !== run.run_id);
+  const threadNote = h("p", { id: "thread-note" },
+    thread.forked_from ? ["Forked from thread ", h("code", {}, thread.forked_from.forked_from), ` at seq ${thread.forked_from.at}. `] : "",
+    others.length ? ["Other runs on this thread: ", others.map((r, i) => [i ? ", " : "", h("a", { href: `#/runs/${r.run_id}` }, r.run_id), ` (${r.status})`])] : "This run is the only one on its thread.");
   const at = h("div", { id: "at", "aria-live": "polite" }, h("p", { class: "muted" }, "Choose an event to see the state at its seq, what changed, and to fork from there."));
   const svg = graph ? draw(graph.asl, graph.spec) : null;
   const renderHead = () => head.replaceChildren(badge(run.status), " agent ", h("a", { href: `#/agents/${run.agent}/${run.version || ""}`.replace(/\/$/, "") }, `${run.agent}${run.version ? ` v${run.version}` : ""}`), " · thread ", h("code", {}, run.thread_id), ` · started ${when(run.created_at)}`,
     run.finished_at ? ` · took ${secs(run.finished_at - run.created_at)}` : "", run.error ? h("div", { class: "error", role: "alert" }, `${run.error.error || ""} ${run.error.cause || run.error.message || ""}`) : "");
   const renderHuman = () => human.replaceChildren(run.status === "waiting" && run.waiting && graph ? humanForm(run, graph.spec, refresh) : "");
   function renderNodes() {
-    const folded = fold(events);
+    const folded = fold(mine());
     const rows = [...folded.values()].map((n) => h("tr", { "data-node": n.node },
       h("th", { scope: "row" }, n.node), h("td", {}, badge(n.status)), h("td", { class: "num" }, n.visits), h("td", { class: "num" }, `${n.ms.toFixed(1)} ms`),
       h("td", { class: "num" }, n.tokens || ""), h("td", { class: "num" }, n.cost ? usd(n.cost) : ""),
@@ -276,10 +357,16 @@ async function runView(runId) {
     } catch (err) { at.replaceChildren(problem(err)); }
   }
   function addEvent(e) {
+    if (seen.has(e.seq)) return false;
+    seen.add(e.seq);
     events.push(e);
-    const b = h("button", { type: "button", "aria-pressed": "false", "data-seq": e.seq, onclick: () => showAt(e.seq, b) },
-      h("span", { class: "seq" }, `#${e.seq}`), h("span", {}, e.type), h("span", { class: "muted" }, e.node || ""));
+    const other = e.run_id !== run.run_id;
+    const b = h("button", { type: "button", "aria-pressed": "false", "data-seq": e.seq, "data-run": e.run_id, class: other ? "other-run" : undefined, onclick: () => showAt(e.seq, b) },
+      h("span", { class: "seq" }, `#${e.seq}`), h("span", {}, e.type), h("span", { class: "muted" }, e.node || (e.type === "forked" ? `from ${e.data.from}` : "")),
+      other && e.run_id ? h("span", { class: "muted run-tag" }, `run …${e.run_id.slice(-6)}`) : "");
     timeline.append(h("li", {}, b));
+    if (svg && e.node && !other) mark(svg, e.node, e.type === "node_update" ? "done" : e.type === "interrupt" ? "waiting" : e.type === "node_failed" ? "failed" : "running");
+    return true;
   }
   const ctrl = new AbortController();
   leave = () => ctrl.abort();
@@ -294,20 +381,25 @@ async function runView(runId) {
         h("div", { class: "legend", "aria-hidden": "true" }, ["running", "waiting", "done", "failed"].map(badge)),
         h("div", { class: "graph-wrap" }, svg || h("p", { class: "muted" }, "This run's graph is not a registered agent version."))),
       h("section", { "aria-labelledby": "nodes-h" }, h("h2", { id: "nodes-h" }, "Nodes"), nodesBox, plots)),
-    h("section", { "aria-labelledby": "tl-h" }, h("h2", { id: "tl-h" }, "Timeline (time travel)"), h("div", { class: "run-grid" }, timeline, at)));
+    h("section", { "aria-labelledby": "tr-h" }, h("h2", { id: "tr-h" }, "Transcript"),
+      h("div", { class: "row" }, h("label", { for: "transcript-node" }, h("span", {}, "Node"), pickNode)), transcriptBox),
+    h("section", { "aria-labelledby": "tl-h" }, h("h2", { id: "tl-h" }, "Thread timeline (time travel)"), threadNote, h("div", { class: "run-grid" }, timeline, at)));
+  for (const e of thread.events) addEvent(e);
   renderHead();
   renderHuman();
   renderNodes();
+  renderTranscript();
+  const last = thread.events.length ? thread.events[thread.events.length - 1].seq : null;
   follow(run.run_id, (type, data) => {
     if (type === "end") { refresh(); announce(`Run ${data.status}`); return; }
     if (data.kind === "node_started") { if (svg) mark(svg, data.node, "running"); return; }
     if (data.kind) return; // other ephemeral messages (token deltas): not drawn
-    addEvent(data);
-    if (svg && data.node) mark(svg, data.node, data.type === "node_update" ? "done" : data.type === "interrupt" ? "waiting" : data.type === "node_failed" ? "failed" : "running");
+    if (!addEvent(data)) return;
     renderNodes();
+    if (TRANSCRIBED.has(data.type)) renderTranscript();
     if (data.type === "interrupt" || data.type === "run_finished" || data.type === "run_failed") refresh();
     if (data.ts) window.consoleMetrics.liveLatencyMs.push(Date.now() - data.ts * 1000);
-  }, ctrl.signal).catch((err) => main.prepend(problem(err)));
+  }, ctrl.signal, last).catch((err) => main.prepend(problem(err)));
 }
 
 async function agentView(agent, version) {
@@ -329,8 +421,9 @@ async function statsView() {
     h("p", {}, `${a.runs} runs · p50 ${secs(a.p50_s) || "–"} · p95 ${secs(a.p95_s) || "–"} · spend ${usd(a.spend_usd)} · ${a.tokens} tokens`),
     h("p", {}, Object.entries(a.by_status).map(([s, n]) => h("span", {}, badge(s), ` ${n} `))),
     h("figure", {}, h("figcaption", {}, "Runs per day"), bars(`Runs per day of ${a.agent}`, Object.entries(a.runs_per_day).map(([d, n]) => ({ label: d, value: n })))),
+    h("figure", {}, h("figcaption", {}, "Spend per day (USD)"), bars(`Spend per day of ${a.agent} in US dollars`, Object.entries(a.spend_per_day).map(([d, v]) => ({ label: d, value: v })), { fmt: usd, cls: "cost" })),
     h("figure", {}, h("figcaption", {}, "Duration (s)"), bars(`p50 and p95 duration of ${a.agent}`, [{ label: "p50", value: a.p50_s || 0 }, { label: "p95", value: a.p95_s || 0 }], { fmt: (v) => secs(v) || "0" }))));
-  page("Agents", h("p", { class: "muted" }, `Last ${stats.days} days; spend summed over the newest ${stats.sampled_runs} runs.`),
+  page("Agents", h("p", { class: "muted" }, `Last ${stats.days} days: ${stats.runs} runs${stats.truncated ? " (the newest; the window holds more)" : ""}. Spend is summed when a run waits or ends.`),
     cards.length ? h("div", { class: "cards" }, cards) : h("p", { class: "muted" }, "No runs yet."));
 }
 
