@@ -261,13 +261,13 @@ def test_transcript_shows_messages_tool_calls_and_guardrail_decisions(live: Live
     assert any("17 × 23 = 391" in r for r in replies) and any("approve" in r for r in replies)
     seqs = [int(x) for x in page.eval_on_selector_all("#transcript-list li[data-seq]", "els => els.map((e) => e.dataset.seq)")]
     assert seqs == sorted(seqs)  # log order
+    shot(page, "transcript", docs=True)
     page.select_option("#transcript-node", "reflect")  # one node's transcript
     page.wait_for_selector("#transcript-list[aria-label='Transcript of reflect']")
     nodes = page.eval_on_selector_all("#transcript-list li.msg", "els => els.map((e) => e.dataset.node)")
     assert nodes and set(nodes) == {"reflect"}
     assert page.locator("#transcript-list li.msg.assistant").last.inner_text().find("approve") >= 0
     assert page.evaluate(UNLABELLED) == []
-    shot(page, "transcript", docs=True)
 
 
 class Jwks:
