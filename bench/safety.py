@@ -19,6 +19,7 @@ from typing import Any
 
 from stepwise.guardrails import Guardrails, GuardrailsConfig
 from stepwise.guardrails.checks import find_pii, injection_score
+from stepwise.tools import cgroups
 from stepwise.tools.sandbox import Sandbox, SandboxLimits, sandbox_python
 from stepwise.tools.sandbox_escapes import run_suite, summary
 
@@ -46,12 +47,14 @@ def stats(samples: list[float]) -> dict[str, float]:
 
 def sandbox_overhead(n: int) -> dict[str, Any]:
     code = "print(sum(range(1000)))"
-    box = Sandbox(SandboxLimits())
+    box = Sandbox(SandboxLimits(), tenant="bench")
+    plain = Sandbox(SandboxLimits(), cgroups=False)
     py = sandbox_python()
     ways: dict[str, Callable[[], Any]] = {
         "in_process": lambda: exec(compile(code, "<bench>", "exec"), {"print": lambda *_: None}),
         "subprocess_python": lambda: subprocess.run([py, "-I", "-B", "-c", code], capture_output=True, check=True),
         "bubblewrap_python": lambda: box.run_python(code),
+        "bubblewrap_python_no_cgroup": lambda: plain.run_python(code),
         "bubblewrap_true": lambda: box.run(["/usr/bin/true"]),
     }
     samples: dict[str, list[float]] = {k: [] for k in ways}
@@ -62,7 +65,38 @@ def sandbox_overhead(n: int) -> dict[str, Any]:
     base = results["subprocess_python"]["p50_ms"]
     results["ratio_bubblewrap_vs_subprocess_p50"] = round(results["bubblewrap_python"]["p50_ms"] / base, 2)
     results["jail_only_ms_p50"] = results["bubblewrap_true"]["p50_ms"]
+    results["cpu_backend"] = cgroups.backend()
+    results["ratio_cgroup_vs_no_cgroup_p50"] = round(
+        results["bubblewrap_python"]["p50_ms"] / results["bubblewrap_python_no_cgroup"]["p50_ms"], 2
+    )
     return results
+
+
+def nemo_latency(rounds: int) -> dict[str, Any]:
+    """The NeMo rail's own cost per check (LLMRails.check with a self-check input rail), against a local
+    fake OpenAI-compatible server that answers at once: NeMo's overhead, not a model's latency."""
+    try:
+        import nemoguardrails  # noqa: F401
+    except ImportError:
+        return {"skipped": "nemoguardrails is not installed (the nemo extra)"}
+    from stepwise.guardrails import nemo as nemo_rail
+    from stepwise.llm.testing import FakeLLMServer, Reply
+
+    rows = [json.loads(line)["text"] for line in LABELS.read_text().splitlines() if line.strip()]
+    with FakeLLMServer(lambda api, body: Reply(text="No")) as srv, tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yml").write_text(
+            "models:\n  - {type: main, engine: openai, model: judge, parameters: {base_url: '" + srv.url + "/v1', api_key: x}}\n"
+            "rails: {input: {flows: [self check input]}}\n"
+            "prompts:\n  - task: self_check_input\n    content: 'Block \"{{ user_input }}\"? (Yes or No) Answer:'\n"
+        )
+        g = Guardrails(GuardrailsConfig.model_validate({"input": [{"check": "nemo", "config_path": tmp}]}))
+        first = timed(lambda: g.check("input", rows[0]), 1)[0]  # loads the config
+        samples: list[float] = []
+        for _ in range(rounds):
+            for text in rows[:10]:
+                samples += timed(lambda t=text: g.check("input", t), 1)
+        nemo_rail.forget()
+    return {"first_check_ms": round(first, 1), "per_message": stats(samples)}
 
 
 def guardrail_quality() -> dict[str, Any]:
@@ -141,6 +175,7 @@ def main() -> None:
         "sandbox": sandbox_overhead(n),
         "guardrails_quality": guardrail_quality(),
         "guardrails_latency": guardrail_latency(3 if quick else 10),
+        "nemo_latency": nemo_latency(2 if quick else 5),
     }
     out = HERE / "results" / "safety.json"
     out.write_text(json.dumps(results, indent=2))
@@ -169,7 +204,9 @@ def render(r: dict[str, Any]) -> str:
         *[f"| {k} | {v['p50_ms']:.3f} | {v['p99_ms']:.3f} |" for k, v in s.items() if isinstance(v, dict)],
         "",
         f"bubblewrap vs a plain `python -c` subprocess: ×{s['ratio_bubblewrap_vs_subprocess_p50']} at p50; the jail alone "
-        f"(`/usr/bin/true`) costs {s['jail_only_ms_p50']:.1f} ms. There is no separate start-up: every call is a fresh jail. "
+        f"(`/usr/bin/true`) costs {s['jail_only_ms_p50']:.1f} ms. CPU bounded by: {s['cpu_backend']}; the per-call cgroup "
+        f"(create, enter through a `/bin/sh` stub, read, kill leftovers, remove) vs rlimits only: ×{s['ratio_cgroup_vs_no_cgroup_p50']} "
+        "at p50. There is no separate start-up: every call is a fresh jail. "
         "WASI CPython (wasmtime) was not re-measured here: DESIGN.md's measurement on this machine class is ~2 min for the first "
         "call (compile, ~600 MB cache) then ~65 ms per call — hence bubblewrap.",
         "",
@@ -195,6 +232,19 @@ def render(r: dict[str, Any]) -> str:
             f"{v['per_4kB_answer']['p50_ms']:.4f} | {v['per_4kB_answer']['p99_ms']:.4f} |"
             for k, v in lat.items()
         ],
+        "",
+        "## NeMo Guardrails rail (a self-check input rail; its LLM a local fake server answering at once)",
+        "",
+        *(
+            [f"Not measured: {r['nemo_latency']['skipped']}."]
+            if "skipped" in r["nemo_latency"]
+            else [
+                f"First check (loads the config): {r['nemo_latency']['first_check_ms']} ms. Per message: p50 "
+                f"{r['nemo_latency']['per_message']['p50_ms']:.2f} ms, p99 {r['nemo_latency']['per_message']['p99_ms']:.2f} ms "
+                f"(n={r['nemo_latency']['per_message']['n']}), against {lat['injection']['per_message']['p50_ms']:.4f} ms p50 for the "
+                "built-in injection heuristic; a real model's own latency comes on top.",
+            ]
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ and say why; the rlimits fallback test runs everywhere."""
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ from stepwise.tools import cgroups
 from stepwise.tools.capability import Binding, Capabilities
 from stepwise.tools.executor import ActionExecutor
 from stepwise.tools.registry import ToolRegistry
-from stepwise.tools.sandbox import Sandbox, SandboxLimits
+from stepwise.tools.sandbox import Sandbox, SandboxLimits, sandbox_python
 
+ROOT = Path(__file__).resolve().parents[2]
 HIERARCHY = cgroups.detect()
 needs_cgroups = pytest.mark.skipif(
     HIERARCHY is None, reason="no writable cgroup cpu controller here (not root, no delegation): rlimits only, see docs/security.md"
@@ -114,3 +116,30 @@ def test_cpu_shares_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("STEPWISE_SANDBOX_CPUS", "half")
     with pytest.raises(ValueError, match="give cores as a number"):
         SandboxLimits.from_env()
+
+
+@needs_cgroups
+def test_a_jailed_stdio_server_runs_in_a_cgroup_of_its_own(root: str) -> None:
+    assert HIERARCHY is not None
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    shared = str(ROOT / "shared")
+    registry = ToolRegistry(builtin=False)
+    registry.add_server(
+        "jailed",
+        command=[sandbox_python(), "-m", "stepwise.tools.server"],
+        env={"PYTHONPATH": f"{shared}:{site}"},
+        sandbox=True,
+        sandbox_binds=[site, shared],
+        timeout_seconds=60,
+    )
+    server_group = HIERARCHY.base / root / cgroups.tenant_slug("mcp:jailed")
+    try:
+        [calc] = ActionExecutor(registry, default_timeout=60).run(
+            [ToolCall(id="a", name="jailed/calculator", arguments={"expression": "6 * 7"})], key_prefix="k"
+        )
+        assert calc.ok and calc.result == 42
+        [group] = server_group.glob("c-*")
+        assert (group / "cgroup.procs").read_text().split()  # the server (and its jail) run inside it
+    finally:
+        registry.close()
+    assert not group.exists()  # closed: its processes killed, the cgroup removed

@@ -16,6 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -149,6 +150,7 @@ class ToolRegistry:
         self._lock = threading.Lock()
         self._opening: dict[str, asyncio.Future[_Connection]] = {}
         self._scratch: list[Path] = []
+        self._cgroups: list[Any] = []  # sandboxed servers' CPU cgroups (tools/cgroups.py)
 
     @classmethod
     def from_env(cls) -> ToolRegistry:
@@ -200,7 +202,7 @@ class ToolRegistry:
             known = ", ".join(sorted([*self.inprocess, *self.configs])) or "none"
             raise UnknownTool(f"no MCP server {server!r} is registered (known: {known}); add it to STEPWISE_MCP_CONFIG")
         if conf.command is not None and conf.sandbox:
-            return self._sandboxed(conf), conf.timeout_seconds
+            return self._sandboxed(server, conf), conf.timeout_seconds
         if conf.command is not None:
             from mcp import StdioServerParameters
 
@@ -213,17 +215,22 @@ class ToolRegistry:
             return streamable_http_client(str(conf.url), http_client=httpx2.AsyncClient(headers=conf.headers)), conf.timeout_seconds
         return str(conf.url), conf.timeout_seconds
 
-    def _sandboxed(self, conf: ServerConfig) -> Any:
-        """The stdio parameters that start ``conf.command`` jailed; its scratch directory goes when we close."""
+    def _sandboxed(self, server: str, conf: ServerConfig) -> Any:
+        """The stdio parameters that start ``conf.command`` jailed (in a CPU cgroup of its own, as a tenant
+        named after the server, where cgroups are available); its scratch directory and cgroup go when we close."""
         from mcp import StdioServerParameters
 
         from stepwise.tools.sandbox import Sandbox, SandboxLimits
 
-        limits = SandboxLimits(cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
-        box = Sandbox(limits, network=conf.sandbox_network, ro_binds=list(conf.sandbox_binds), env=dict(conf.env))
+        limits = replace(SandboxLimits.from_env(), cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
+        box = Sandbox(limits, network=conf.sandbox_network, ro_binds=list(conf.sandbox_binds), env=dict(conf.env), tenant=f"mcp:{server}")
         scratch, uid = box.prepare()
         self._scratch.append(scratch)
         cmd = box.command(conf.command or [], scratch, uid)
+        group = box.cpu_group()
+        if group is not None:
+            self._cgroups.append(group)
+            cmd = group.enter(cmd)
         return StdioServerParameters(command=cmd[0], args=cmd[1:], env={"PATH": "/usr/bin:/bin"})
 
     async def connection(self, server: str) -> _Connection:
@@ -313,3 +320,6 @@ class ToolRegistry:
         for scratch in self._scratch:
             shutil.rmtree(scratch, ignore_errors=True)
         self._scratch.clear()
+        for group in self._cgroups:
+            group.close()  # kills whatever the server left running, removes the cgroup
+        self._cgroups.clear()

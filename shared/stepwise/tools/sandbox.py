@@ -142,6 +142,8 @@ class Sandbox:
     #: Whose call this is: its cgroup sits under this tenant's, which caps all of the tenant's calls together.
     tenant: str | None = None
     cgroup_root: str = field(default_factory=lambda: os.environ.get("STEPWISE_SANDBOX_CGROUP", "stepwise-sandbox"))
+    #: Put each call in a CPU cgroup where the machine allows it (False: rlimits only, as where it does not).
+    cgroups: bool = True
 
     def command(self, argv: Sequence[str], scratch: Path, uid: int | None = None) -> list[str]:
         """The full command line that runs ``argv`` jailed with ``scratch`` as its only writable directory."""
@@ -233,7 +235,7 @@ class Sandbox:
                 if uid is not None:
                     os.chown(target, uid, uid)
             cmd = self.command(argv, scratch, uid)
-            group = self._cgroup()
+            group = self.cpu_group()
             if group is None:
                 result = self._run(cmd, stdin)
                 result.cpu = {"backend": "rlimits", "cpu_seconds": self.limits.cpu_seconds}
@@ -253,11 +255,12 @@ class Sandbox:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def _cgroup(self) -> Any:
-        """This call's cgroup (None where cgroups cannot be used here: then rlimits alone bound the CPU)."""
+    def cpu_group(self) -> Any:
+        """A new cgroup for one call or server (``cgroups.CallGroup``: ``enter`` the command, ``close`` after),
+        or None where cgroups cannot be used here: then rlimits alone bound the CPU."""
         from stepwise.tools import cgroups
 
-        hierarchy = cgroups.cached_hierarchy()
+        hierarchy = cgroups.cached_hierarchy() if self.cgroups else None
         if hierarchy is None:
             return None
         lim = self.limits
