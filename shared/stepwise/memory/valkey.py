@@ -24,7 +24,7 @@ from stepwise.errors import StepwiseError
 
 # What the deployed ``stepwise`` ElastiCache user may do (infra/stacks/data_services.py): every key and
 # channel, every command except the @dangerous category (FLUSHALL, KEYS, CONFIG, DEBUG, ...), which no
-# Stepwise code uses. tests/unit/test_memory_valkey_auth.py runs STM and caches under exactly this ACL.
+# Stepwise code uses. tests/aws/test_memory_valkey_auth.py runs STM and caches under exactly this ACL.
 ACL_RULES = "~* &* +@all -@dangerous"
 SECRET_ENV = "STEPWISE_VALKEY_SECRET"
 
