@@ -50,6 +50,8 @@ def test_step_invokes_the_sandbox_and_reads_the_capability_key(synth: Synth) -> 
     }
     assert env["STEPWISE_CAPABILITY_SECRET"] == {"Ref": secret_id}
     assert env["STEPWISE_SANDBOX_FUNCTION"] == {"Ref": fid}
+    # the replay guard is shared by every step container: spent token ids go to the stack's Valkey (ElastiCache)
+    assert "STEPWISE_VALKEY_URL" in env and "VpcConfig" in step
     statements = [
         s
         for k, p in synth.resources("AWS::IAM::Policy").items()
