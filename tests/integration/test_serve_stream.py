@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.moto_sfn import wait_for
 
 from stepwise.api.keys import create_key
 from stepwise.api.server import LocalServer, make_server
@@ -189,9 +190,17 @@ def test_many_clients_get_the_same_stream(served: tuple[LocalServer, dict[str, s
     srv, keys = served
     assert call(srv, "POST", "/agents", GRAPH, keys["acme"])[0] == 201
     _, run = call(srv, "POST", "/agents/chatty/execute", {"background": True}, keys["acme"])
+    run_path = f"/runs/{run['run_id']}"
     with ThreadPoolExecutor(max_workers=20) as pool:
         futures = [pool.submit(sse_events, srv, run["run_id"], keys["acme"], None, "end") for _ in range(20)]
-        status, _ = call(srv, "POST", f"/runs/{run['run_id']}/resume", {"input": {"ok": True}, "wait_seconds": 10}, keys["acme"])
-        streams = [f.result(timeout=60) for f in futures]
+        try:
+            # The run executes in the background: resume only once it waits at `approve`. (Resuming earlier
+            # answered 409 under load, the run then waited forever and its heartbeating streams never ended.)
+            wait_for(lambda: call(srv, "GET", run_path, None, keys["acme"])[1]["status"] == "waiting", "the run to wait at approve")
+            status, _ = call(srv, "POST", f"{run_path}/resume", {"input": {"ok": True}, "wait_seconds": 10}, keys["acme"])
+            streams = [f.result(timeout=60) for f in futures]
+        finally:  # whatever failed, end the run so every stream ends and the pool can shut down
+            if not all(f.done() for f in futures):
+                call(srv, "POST", f"{run_path}/cancel", {}, keys["acme"])
     logged = [[int(e["id"]) for e in s if "id" in e] for s in streams]
     assert status == 200 and all(ids == logged[0] for ids in logged) and all(s[-1]["event"] == "end" for s in streams)
