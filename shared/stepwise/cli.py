@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from stepwise import __version__
+from stepwise import __version__, cli_remote
 from stepwise._console import Console, Table, _Console, escape
+from stepwise.cli_remote import Target, with_remote
 from stepwise.client import RunResult, Stepwise, default_home
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.extras import check_graph
@@ -217,14 +218,19 @@ def graph(file: Path) -> None:
 
 
 @app.command()
+@with_remote()
 def run(
     file: Path,
     input: Annotated[str | None, typer.Option("--input", "-i", help="Initial state as a JSON object, or @file.json")] = None,
     thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
     output: OutputOpt = "text",
     home: HomeOpt = None,
+    remote: Target | None = None,
 ) -> None:
-    """Run a graph locally, showing progress per node, then the final state."""
+    """Run a graph locally, showing progress per node, then the final state (with --url: on that API)."""
+    if remote is not None:
+        cli_remote.run(remote, file, input, thread)
+        return
     spec = _load(file)
     state = _parse_input(input)
     with _user_errors():
@@ -236,6 +242,7 @@ def run(
 
 
 @app.command()
+@with_remote()
 def resume(
     run_id: str,
     input: Annotated[str | None, typer.Option("--input", "-i", help="The human's answer as a JSON object")] = None,
@@ -244,8 +251,12 @@ def resume(
     interrupt: Annotated[
         str | None, typer.Option("--interrupt", help="The interrupt id being answered (shown while waiting); a stale answer is refused")
     ] = None,
+    remote: Target | None = None,
 ) -> None:
     """Continue a run waiting at a human node (or one whose process died)."""
+    if remote is not None:
+        cli_remote.resume(remote, run_id, input)
+        return
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
     with _user_errors():
@@ -263,14 +274,20 @@ def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> No
 
 
 @app.command()
+@with_remote()
 def runs(
     thread: Annotated[str | None, typer.Option(help="Only runs of this thread")] = None,
     limit: int = 20,
     output: OutputOpt = "text",
     home: HomeOpt = None,
     stale: Annotated[bool, typer.Option("--stale", help="Only runs whose process died (continue them with `stepwise resume`)")] = False,
+    cursor: Annotated[str | None, typer.Option(help="With --url: next_cursor of the previous page")] = None,
+    remote: Target | None = None,
 ) -> None:
-    """List recent runs."""
+    """List recent runs (with --url: your runs on that API, newest first, as JSON)."""
+    if remote is not None:
+        cli_remote.runs(remote, thread, limit, cursor)
+        return
     client = _client(home, False)
     records = client.stale_runs() if stale else client.runs(thread_id=thread, limit=limit)
     if output == "json":
@@ -288,8 +305,12 @@ def runs(
 
 
 @app.command()
-def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> None:
-    """Every event of a thread, in order."""
+@with_remote()
+def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote: Target | None = None) -> None:
+    """Every event of a thread, in order (with --url: JSON lines from that API; a run id works too)."""
+    if remote is not None:
+        cli_remote.history(remote, thread_id)
+        return
     with _user_errors():
         events = _client(home, False).history(thread_id)
     if output == "json":
@@ -303,13 +324,35 @@ def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None) ->
 
 
 @app.command()
+@with_remote()
 def state(
-    thread_id: str, at: Annotated[int | None, typer.Option(help="Sequence number (default: latest)")] = None, home: HomeOpt = None
+    thread_id: str,
+    at: Annotated[int | None, typer.Option(help="Sequence number (default: latest)")] = None,
+    home: HomeOpt = None,
+    remote: Target | None = None,
 ) -> None:
     """The state of a thread, now or at any seq (time travel)."""
+    if remote is not None:
+        cli_remote.state(remote, thread_id, at)
+        return
     with _user_errors():
         seq, value = _client(home, False).state(thread_id, at=at)
     sys.stdout.write(json.dumps({"thread_id": thread_id, "seq": seq, "state": value}, default=str, indent=2) + "\n")
+
+
+@app.command()
+@with_remote()
+def cancel(run_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote: Target | None = None) -> None:
+    """Cancel a running or waiting run (it stops before its next node)."""
+    if remote is not None:
+        cli_remote.cancel(remote, run_id)
+        return
+    with _user_errors():
+        record = _client(home, False).cancel(run_id)
+    if output == "json":
+        sys.stdout.write(record.model_dump_json(exclude={"start_cursor"}) + "\n")
+    else:
+        out.print(f"run {record.run_id} {record.status}")
 
 
 @app.command()

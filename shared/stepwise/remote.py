@@ -21,13 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from stepwise.api import models as m
-
-T = TypeVar("T", bound=BaseModel)
 
 
 class RemoteError(Exception):
@@ -97,6 +95,60 @@ def _body(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class _Req(Generic[T]):
+    """One API call, built once for both clients: the answer's model, method, path, JSON body, query."""
+
+    model: type[T]
+    method: str
+    path: str
+    body: Any = None
+    params: dict[str, Any] | None = None
+
+
+class _Requests:
+    """The request builders ``Client`` and ``AsyncClient`` share (they differ only in how they send)."""
+
+    @staticmethod
+    def register(yaml: str | None, graph: dict[str, Any] | None, description: str) -> tuple[_Req[m.VersionResult], _Req[m.VersionResult]]:
+        """Register, and the add-a-version fallback when the agent exists."""
+        body = _body(yaml=yaml, graph=graph, description=description)
+        return _Req(m.VersionResult, "POST", "/agents", body), _Req(
+            m.VersionResult, "POST", f"/agents/{_graph_name(yaml, graph)}/versions", body
+        )
+
+    @staticmethod
+    def execute(agent_id: str, input: dict[str, Any] | None, **fields: Any) -> _Req[m.Run]:
+        return _Req(m.Run, "POST", f"/agents/{agent_id}/execute", _body(input=input or {}, **fields))
+
+    @staticmethod
+    def runs(limit: int, cursor: str | None, filters: dict[str, Any]) -> _Req[m.RunList]:
+        return _Req(m.RunList, "GET", "/runs", params=_body(limit=limit, cursor=cursor, **filters))
+
+    @staticmethod
+    def thread(thread_id: str, after: int, limit: int) -> _Req[m.ThreadEvents]:
+        return _Req(m.ThreadEvents, "GET", f"/threads/{thread_id}/events", params={"after": after, "limit": limit})
+
+    @staticmethod
+    def resume(run_id: str, input: dict[str, Any] | None, wait_seconds: float | None) -> _Req[m.Run]:
+        return _Req(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
+
+    @staticmethod
+    def events(run_id: str, after: int, limit: int) -> _Req[m.EventsPage]:
+        return _Req(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
+
+    @staticmethod
+    def state(thread_id: str, at: int | None) -> _Req[m.ThreadState]:
+        return _Req(m.ThreadState, "GET", f"/threads/{thread_id}/state", params=_body(at=at))
+
+    @staticmethod
+    def stream_headers(last: int | None) -> dict[str, str]:
+        return {"accept": "text/event-stream", **({"last-event-id": str(last)} if last is not None else {})}
+
+
 class Client:
     """Synchronous client (httpx). ``transport`` lets tests pass ``httpx.ASGITransport``/``MockTransport``."""
 
@@ -116,28 +168,27 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, model: type[T], method: str, path: str, json_body: Any = None, params: dict[str, Any] | None = None) -> T:
-        response = self._http.request(method, path, json=json_body, params=params)
+    def _send(self, req: _Req[T]) -> T:
+        response = self._http.request(req.method, req.path, json=req.body, params=req.params)
         _raise_for(response)
-        return model.model_validate(response.json())
+        return req.model.model_validate(response.json())
 
     # -- agents ----------------------------------------------------------------------------------
     def register(self, *, yaml: str | None = None, graph: dict[str, Any] | None = None, description: str = "") -> m.VersionResult:
         """Register an agent, or add a version if it exists (``live`` moves to it)."""
-        body = _body(yaml=yaml, graph=graph, description=description)
+        first, fallback = _Requests.register(yaml, graph, description)
         try:
-            return self._call(m.VersionResult, "POST", "/agents", body)
+            return self._send(first)
         except RemoteError as exc:
             if exc.code != "agent_exists":
                 raise
-        name = _graph_name(yaml, graph)
-        return self._call(m.VersionResult, "POST", f"/agents/{name}/versions", body)
+        return self._send(fallback)
 
     def agents(self) -> m.AgentList:
-        return self._call(m.AgentList, "GET", "/agents")
+        return self._send(_Req(m.AgentList, "GET", "/agents"))
 
     def agent(self, agent_id: str) -> m.Agent:
-        return self._call(m.Agent, "GET", f"/agents/{agent_id}")
+        return self._send(_Req(m.Agent, "GET", f"/agents/{agent_id}"))
 
     # -- runs ------------------------------------------------------------------------------------
     def execute(
@@ -152,8 +203,9 @@ class Client:
         background: bool | None = None,
         multitask: str | None = None,
     ) -> m.Run:
-        body = _body(
-            input=input or {},
+        req = _Requests.execute(
+            agent_id,
+            input,
             thread_id=thread_id,
             version=version,
             alias=alias,
@@ -161,19 +213,38 @@ class Client:
             background=background,
             multitask=multitask,
         )
-        return self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
+        return self._send(req)
+
+    def runs(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> m.RunList:
+        """A page of your runs, newest first (``next_cursor`` continues); filters: status, agent, since,
+        until, min_cost, max_cost (the query parameters of ``GET /runs``)."""
+        return self._send(_Requests.runs(limit, cursor, filters))
+
+    def thread(self, thread_id: str, after: int = 0, limit: int = 500) -> m.ThreadEvents:
+        """A page of a thread's timeline (every run's events by seq) and its runs."""
+        return self._send(_Requests.thread(thread_id, after, limit))
+
+    def thread_history(self, thread_id: str) -> list[m.EventOut]:
+        """Every event of the thread, following the pages."""
+        out: list[m.EventOut] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.thread(thread_id, after=after, limit=1000)
+            out.extend(page.events)
+            after = page.next_after
+        return out
 
     def run(self, run_id: str) -> m.Run:
-        return self._call(m.Run, "GET", f"/runs/{run_id}")
+        return self._send(_Req(m.Run, "GET", f"/runs/{run_id}"))
 
     def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
-        return self._call(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
+        return self._send(_Requests.resume(run_id, input, wait_seconds))
 
     def cancel(self, run_id: str) -> m.Run:
-        return self._call(m.Run, "POST", f"/runs/{run_id}/cancel")
+        return self._send(_Req(m.Run, "POST", f"/runs/{run_id}/cancel"))
 
     def events(self, run_id: str, after: int = 0, limit: int = 200) -> m.EventsPage:
-        return self._call(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
+        return self._send(_Requests.events(run_id, after, limit))
 
     def history(self, run_id: str) -> list[m.EventOut]:
         """Every event of the run, following the pages."""
@@ -190,10 +261,11 @@ class Client:
         httpx = _httpx()
         last = last_event_id
         for _ in range(reconnects + 1):
-            headers = {"accept": "text/event-stream", **({"last-event-id": str(last)} if last is not None else {})}
             parser = _SseParser()
             try:
-                with self._http.stream("GET", f"/runs/{run_id}/stream", headers=headers, timeout=httpx.Timeout(None, connect=10)) as r:
+                with self._http.stream(
+                    "GET", f"/runs/{run_id}/stream", headers=_Requests.stream_headers(last), timeout=httpx.Timeout(None, connect=10)
+                ) as r:
                     if r.status_code >= 400:
                         r.read()
                         _raise_for(r)
@@ -214,10 +286,10 @@ class Client:
 
     # -- threads ---------------------------------------------------------------------------------
     def state(self, thread_id: str, at: int | None = None) -> m.ThreadState:
-        return self._call(m.ThreadState, "GET", f"/threads/{thread_id}/state", params=_body(at=at))
+        return self._send(_Requests.state(thread_id, at))
 
     def fork(self, thread_id: str, at: int | None = None) -> m.Forked:
-        return self._call(m.Forked, "POST", f"/threads/{thread_id}/fork", _body(at=at))
+        return self._send(_Req(m.Forked, "POST", f"/threads/{thread_id}/fork", _body(at=at)))
 
 
 class AsyncClient:
@@ -239,22 +311,22 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, model: type[T], method: str, path: str, json_body: Any = None, params: dict[str, Any] | None = None) -> T:
-        response = await self._http.request(method, path, json=json_body, params=params)
+    async def _send(self, req: _Req[T]) -> T:
+        response = await self._http.request(req.method, req.path, json=req.body, params=req.params)
         _raise_for(response)
-        return model.model_validate(response.json())
+        return req.model.model_validate(response.json())
 
     async def register(self, *, yaml: str | None = None, graph: dict[str, Any] | None = None, description: str = "") -> m.VersionResult:
-        body = _body(yaml=yaml, graph=graph, description=description)
+        first, fallback = _Requests.register(yaml, graph, description)
         try:
-            return await self._call(m.VersionResult, "POST", "/agents", body)
+            return await self._send(first)
         except RemoteError as exc:
             if exc.code != "agent_exists":
                 raise
-        return await self._call(m.VersionResult, "POST", f"/agents/{_graph_name(yaml, graph)}/versions", body)
+        return await self._send(fallback)
 
     async def agents(self) -> m.AgentList:
-        return await self._call(m.AgentList, "GET", "/agents")
+        return await self._send(_Req(m.AgentList, "GET", "/agents"))
 
     async def execute(
         self,
@@ -268,8 +340,9 @@ class AsyncClient:
         background: bool | None = None,
         multitask: str | None = None,
     ) -> m.Run:
-        body = _body(
-            input=input or {},
+        req = _Requests.execute(
+            agent_id,
+            input,
             thread_id=thread_id,
             version=version,
             alias=alias,
@@ -277,32 +350,37 @@ class AsyncClient:
             background=background,
             multitask=multitask,
         )
-        return await self._call(m.Run, "POST", f"/agents/{agent_id}/execute", body)
+        return await self._send(req)
+
+    async def runs(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> m.RunList:
+        return await self._send(_Requests.runs(limit, cursor, filters))
+
+    async def thread(self, thread_id: str, after: int = 0, limit: int = 500) -> m.ThreadEvents:
+        return await self._send(_Requests.thread(thread_id, after, limit))
 
     async def run(self, run_id: str) -> m.Run:
-        return await self._call(m.Run, "GET", f"/runs/{run_id}")
+        return await self._send(_Req(m.Run, "GET", f"/runs/{run_id}"))
 
     async def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
-        return await self._call(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
+        return await self._send(_Requests.resume(run_id, input, wait_seconds))
 
     async def cancel(self, run_id: str) -> m.Run:
-        return await self._call(m.Run, "POST", f"/runs/{run_id}/cancel")
+        return await self._send(_Req(m.Run, "POST", f"/runs/{run_id}/cancel"))
 
     async def events(self, run_id: str, after: int = 0, limit: int = 200) -> m.EventsPage:
-        return await self._call(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
+        return await self._send(_Requests.events(run_id, after, limit))
 
     async def state(self, thread_id: str, at: int | None = None) -> m.ThreadState:
-        return await self._call(m.ThreadState, "GET", f"/threads/{thread_id}/state", params=_body(at=at))
+        return await self._send(_Requests.state(thread_id, at))
 
     async def stream(self, run_id: str, *, last_event_id: int | None = None, reconnects: int = 5) -> AsyncIterator[StreamEvent]:
         httpx = _httpx()
         last = last_event_id
         for _ in range(reconnects + 1):
-            headers = {"accept": "text/event-stream", **({"last-event-id": str(last)} if last is not None else {})}
             parser = _SseParser()
             try:
                 async with self._http.stream(
-                    "GET", f"/runs/{run_id}/stream", headers=headers, timeout=httpx.Timeout(None, connect=10)
+                    "GET", f"/runs/{run_id}/stream", headers=_Requests.stream_headers(last), timeout=httpx.Timeout(None, connect=10)
                 ) as r:
                     if r.status_code >= 400:
                         await r.aread()

@@ -109,3 +109,77 @@ def test_cli_remote_runs_resumes_and_reads_against_serve(served: tuple[LocalServ
     assert refused.returncode == 2 and "409 run_finished" in refused.stderr
     env["STEPWISE_API_KEY"] = "swk_acme_0000000000000000_wrong"
     assert "401" in cli("status", run["run_id"]).stderr
+
+
+def test_runs_are_listed_newest_first_in_pages_and_per_tenant(served: tuple[LocalServer, str], tmp_path: Path) -> None:
+    srv, key = served
+    _, other = create_key(SqliteApiStore(tmp_path / ".stepwise" / "api.db"), "globex")
+    with Client(srv.url, api_key=key) as sw, Client(srv.url, api_key=other) as rival:
+        sw.register(yaml=GRAPH)
+        started = [sw.execute("remote-demo", {"n": i}).run_id for i in range(5)]
+        seen: list[str] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            page = sw.runs(limit=2, cursor=cursor)
+            pages += 1
+            assert len(page.runs) <= 2
+            seen += [r.run_id for r in page.runs]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert pages == 3 and seen == list(reversed(started))  # every run once, newest first
+        assert [r.run_id for r in sw.runs(status="waiting", agent="remote-demo", limit=10).runs] == list(reversed(started))
+        thread = sw.run(started[0]).thread_id
+        assert [r.run_id for r in sw.thread(thread).runs] == [started[0]]
+        assert rival.runs().runs == []  # another tenant sees none
+        with pytest.raises(RemoteError) as hidden:
+            rival.thread(thread)
+        assert hidden.value.status == 404
+
+
+def test_the_main_cli_commands_take_url_and_api_key(served: tuple[LocalServer, str], tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    srv, key = served
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPWISE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "shared"), str(root)])
+    workdir = tmp_path / "elsewhere"  # no local store appears here: everything goes to the API
+    workdir.mkdir()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "stepwise.cli", *args, "--url", srv.url, "--api-key", key]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=workdir)
+
+    started = cli("run", str(graph), "--input", '{"ticket": 4}')
+    assert started.returncode == 0, started.stderr
+    run = json.loads(started.stdout)
+    assert run["status"] == "waiting" and "approve waits" in started.stderr
+    listed = json.loads(cli("runs").stdout)
+    assert [r["run_id"] for r in listed["runs"]] == [run["run_id"]] and listed["runs"][0]["waiting_node"] == "approve"
+    done = cli("resume", run["run_id"], "--input", '{"ok": true}')
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "succeeded"
+    kinds = [json.loads(line)["type"] for line in cli("history", run["thread_id"]).stdout.splitlines()]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert json.loads(cli("state", run["thread_id"]).stdout)["state"]["ticket"] == 4
+    refused = cli("cancel", run["run_id"])
+    assert refused.returncode == 2 and "409 run_finished" in refused.stderr
+    assert not (workdir / ".stepwise").exists()
+    # a profile file instead of flags
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({"dev": {"url": srv.url, "api_key": key}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "stepwise.cli", "runs", "--profile", "dev"],
+        capture_output=True,
+        text=True,
+        env={**env, "STEPWISE_PROFILES": str(profiles)},
+        timeout=120,
+        cwd=workdir,
+    )
+    assert out.returncode == 0 and json.loads(out.stdout)["runs"][0]["run_id"] == run["run_id"]
