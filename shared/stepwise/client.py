@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepwise.asl.interpreter import Clock, ExecutionResult
 from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError, ThreadBusyError
@@ -33,6 +33,9 @@ from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunSto
 from stepwise.state.ports import ACTIVE, FINISHED, RunPage, RunQuery, RunRecord, RunTransitionError
 from stepwise.state.reducers import ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
+
+if TYPE_CHECKING:
+    from stepwise.runtime.ports import MemoryPort
 
 
 @dataclass
@@ -384,6 +387,13 @@ class Stepwise:
             if folding.is_visible(event, view):
                 state = folding.apply_event(state, event, reducer_names, by_seq.__getitem__)
             yield event.seq, state
+
+    def memory(self) -> MemoryPort:
+        """The long-term and short-term memory agents of this client use (``Services.memory``; the
+        process-wide default from the environment when none is configured)."""
+        from stepwise.memory.service import default_memory
+
+        return self.services.memory if self.services.memory is not None else default_memory()
 
     def history(self, thread_id: str) -> list[Event]:
         events = self.services.events.read(thread_id)

@@ -528,10 +528,6 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
     """One resolver: error handlers here, routes from ``api/routes/`` (one router per resource)."""
     app = ThreadSafeResolver(enable_validation=True)
 
-    def tenant() -> str:
-        principal: Principal = app.context["principal"]
-        return principal.tenant
-
     # -- errors -------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
     def _api_error(exc: ApiError) -> Response[str]:
@@ -572,14 +568,13 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
         log.exception("unhandled error in %s %s (request %s)", app.current_event.http_method, app.current_event.path, request_id)
         return error_response(500, "internal", f"internal error; quote request id {request_id} to the operator")
 
-    from stepwise.api.memory import add_memory_routes
-    from stepwise.api.roles import add_role_routes
+    from stepwise.api import memory, roles
     from stepwise.api.routes import agents, events, health, runs, threads
 
-    app.include_router(health.router(api))
-    add_role_routes(app, api, tenant, ApiError, _errors)
-    add_memory_routes(app, api, tenant, ApiError, _errors)
     for build in (
+        health.router,
+        roles.router,
+        memory.router,
         agents.router,
         agents.execute_router,
         runs.list_router,

@@ -19,10 +19,13 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepwise.api.store import ApiKeyRecord, ApiStore
 from stepwise.errors import StepwiseError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 KEY_PREFIX = "swk"
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -44,6 +47,12 @@ class AuthError(StepwiseError):
 
 class Authenticator(Protocol):
     def authenticate(self, headers: Mapping[str, str], event: Mapping[str, Any]) -> Principal | None: ...
+
+
+def tenant_of(router: BaseRouter) -> str:
+    """The calling principal's tenant, which the auth middleware put on the router's request context."""
+    principal: Principal = router.context["principal"]
+    return principal.tenant
 
 
 def hash_secret(salt: str, secret: str) -> str:

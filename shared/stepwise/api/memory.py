@@ -8,12 +8,19 @@ No ``from __future__ import annotations``: Powertools reads the route signatures
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, TypeVar
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 from pydantic import BaseModel, ConfigDict, Field
 
+from stepwise.api.app import ApiError, StepwiseApi, _errors
+from stepwise.api.auth import tenant_of
+from stepwise.memory.ltm import LongTermStore
 from stepwise.memory.records import MemoryError_, MemoryHit, MemoryQuery, MemoryRecord, Strategy
+
+T = TypeVar("T")
 
 
 class NewMemory(BaseModel):
@@ -57,23 +64,24 @@ class Forgotten(BaseModel):
     forgotten: int
 
 
-def add_memory_routes(app: Any, api: Any, tenant: Callable[[], str], error: Callable[..., Exception], errors: Callable[..., Any]) -> None:
-    def ltm() -> Any:
-        from stepwise.memory.service import MemoryServices, default_memory
+def router(api: StepwiseApi) -> Router:
+    """The caller's tenant's long-term memories, through the engine client's memory (``Stepwise.memory``)."""
+    router = Router()
+    tenant = partial(tenant_of, router)
 
-        found = getattr(api.client.services, "memory", None)
-        return (found if isinstance(found, MemoryServices) else default_memory()).ltm
+    def ltm() -> LongTermStore:
+        return api.client.memory().ltm
 
-    def guarded(call: Callable[[], Any]) -> Any:
+    def guarded(call: Callable[[], T]) -> T:
         try:
             return call()
         except MemoryError_ as exc:
             text = str(exc)
             if text.startswith("no memory"):
-                raise error(404, "not_found", text) from None
-            raise error(422, "validation_error", text) from None
+                raise ApiError(404, "not_found", text) from None
+            raise ApiError(422, "validation_error", text) from None
 
-    @app.get("/memories", summary="List your memories", tags=["memory"], responses=errors(422))
+    @router.get("/memories", summary="List your memories", tags=["memory"], responses=_errors(422))
     def list_memories(
         namespace: Annotated[str | None, Query()] = None,
         strategy: Annotated[Strategy | None, Query()] = None,
@@ -88,16 +96,16 @@ def add_memory_routes(app: Any, api: Any, tenant: Callable[[], str], error: Call
         )
         return MemoryList(tenant=tenant(), memories=found)
 
-    @app.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=errors(422))
+    @router.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=_errors(422))
     def add_memory(body: Annotated[NewMemory, Body()]) -> MemoryRecord:
-        return guarded(  # type: ignore[no-any-return]
+        return guarded(
             lambda: ltm().remember(
                 tenant(), body.namespace, body.text, strategy=body.strategy, key=body.key, metadata=body.metadata,
                 importance=body.importance, ttl_seconds=body.ttl_seconds,
             )
         )  # fmt: skip
 
-    @app.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=errors(422))
+    @router.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=_errors(422))
     def search_memories(body: Annotated[MemorySearch, Body()]) -> MemoryHits:
         query = guarded(
             lambda: MemoryQuery(
@@ -107,20 +115,22 @@ def add_memory_routes(app: Any, api: Any, tenant: Callable[[], str], error: Call
         )  # fmt: skip
         return MemoryHits(tenant=tenant(), hits=guarded(lambda: ltm().search(tenant(), query)))
 
-    @app.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=errors(404))
+    @router.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=_errors(404))
     def get_memory(memory_id: str) -> MemoryRecord:
-        return guarded(lambda: ltm().get(tenant(), memory_id))  # type: ignore[no-any-return]
+        return guarded(lambda: ltm().get(tenant(), memory_id))
 
-    @app.get("/memories/<memory_id>/history", summary="Every version of a memory, oldest first", tags=["memory"], responses=errors(404))
+    @router.get("/memories/<memory_id>/history", summary="Every version of a memory, oldest first", tags=["memory"], responses=_errors(404))
     def memory_history(memory_id: str) -> MemoryList:
         return MemoryList(tenant=tenant(), memories=guarded(lambda: ltm().history(tenant(), memory_id)))
 
-    @app.patch(
-        "/memories/<memory_id>", summary="Correct a memory (a new version supersedes it)", tags=["memory"], responses=errors(404, 422)
+    @router.patch(
+        "/memories/<memory_id>", summary="Correct a memory (a new version supersedes it)", tags=["memory"], responses=_errors(404, 422)
     )
     def edit_memory(memory_id: str, body: Annotated[MemoryEdit, Body()]) -> MemoryRecord:
-        return guarded(lambda: ltm().edit(tenant(), memory_id, body.text, metadata=body.metadata))  # type: ignore[no-any-return]
+        return guarded(lambda: ltm().edit(tenant(), memory_id, body.text, metadata=body.metadata))
 
-    @app.delete("/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=errors(404))
+    @router.delete("/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=_errors(404))
     def forget_memory(memory_id: str) -> Forgotten:
         return Forgotten(forgotten=guarded(lambda: ltm().forget(tenant(), memory_id)))
+
+    return router

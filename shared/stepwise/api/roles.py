@@ -6,56 +6,69 @@ No ``from __future__ import annotations``: Powertools reads the route signatures
 """
 
 import os
-from collections.abc import Callable
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 from pydantic import BaseModel
 
+from stepwise.api.app import ApiError, StepwiseApi, _errors
+from stepwise.api.auth import tenant_of
 from stepwise.tools.roles import Role, RoleStore
 
 
 class RoleList(BaseModel):
+    """A tenant's tool roles."""
+
     tenant: str
     roles: list[Role]
 
 
 class Deleted(BaseModel):
+    """The answer of a delete."""
+
     deleted: bool
 
 
 def admin_tenants() -> set[str]:
+    """Operator tenants: ``STEPWISE_ADMIN_TENANTS``, comma-separated (read per request, so it can change live)."""
     return {t.strip() for t in os.environ.get("STEPWISE_ADMIN_TENANTS", "").split(",") if t.strip()}
 
 
-def add_role_routes(app: Any, api: Any, tenant: Callable[[], str], error: Callable[..., Exception], errors: Callable[..., Any]) -> None:
+def router(api: StepwiseApi) -> Router:
+    """Every tenant reads its own tool roles; operators manage any tenant's."""
+    router = Router()
+    tenant = partial(tenant_of, router)
     roles = RoleStore(api.store)
 
     def operator() -> None:
         if tenant() not in admin_tenants():
-            raise error(403, "forbidden", "managing roles needs an operator key (a tenant listed in STEPWISE_ADMIN_TENANTS)")
+            raise ApiError(403, "forbidden", "managing roles needs an operator key (a tenant listed in STEPWISE_ADMIN_TENANTS)")
 
-    @app.get("/roles", summary="Your tenant's tool roles", tags=["roles"], responses=errors())
+    @router.get("/roles", summary="Your tenant's tool roles", tags=["roles"], responses=_errors())
     def my_roles() -> RoleList:
         return RoleList(tenant=tenant(), roles=roles.list(tenant()))
 
-    @app.get("/tenants/<tenant_id>/roles", summary="A tenant's tool roles (operators)", tags=["roles"], responses=errors(403))
+    @router.get("/tenants/<tenant_id>/roles", summary="A tenant's tool roles (operators)", tags=["roles"], responses=_errors(403))
     def tenant_roles(tenant_id: str) -> RoleList:
         operator()
         return RoleList(tenant=tenant_id, roles=roles.list(tenant_id))
 
-    @app.put(
-        "/tenants/<tenant_id>/roles/<role>", summary="Create or replace a tool role (operators)", tags=["roles"], responses=errors(403)
+    @router.put(
+        "/tenants/<tenant_id>/roles/<role>", summary="Create or replace a tool role (operators)", tags=["roles"], responses=_errors(403)
     )
     def put_role(tenant_id: str, role: str, body: Annotated[Role, Body()]) -> Role:
         operator()
         if body.name != role:
-            raise error(422, "validation_error", f"the body's name is {body.name!r} but the path says {role!r}; make them equal")
+            raise ApiError(422, "validation_error", f"the body's name is {body.name!r} but the path says {role!r}; make them equal")
         return roles.put(tenant_id, body)
 
-    @app.delete("/tenants/<tenant_id>/roles/<role>", summary="Delete a tool role (operators)", tags=["roles"], responses=errors(403))
+    @router.delete("/tenants/<tenant_id>/roles/<role>", summary="Delete a tool role (operators)", tags=["roles"], responses=_errors(403))
     def delete_role(tenant_id: str, role: str) -> Deleted:
         operator()
         if not roles.delete(tenant_id, role):
-            raise error(404, "not_found", f"tenant {tenant_id!r} has no role {role!r}")
+            raise ApiError(404, "not_found", f"tenant {tenant_id!r} has no role {role!r}")
         return Deleted(deleted=True)
+
+    return router

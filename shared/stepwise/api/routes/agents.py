@@ -4,6 +4,7 @@ No ``from __future__ import annotations``: Powertools reads the route functions'
 """
 
 import uuid
+from functools import partial
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
@@ -13,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from stepwise.api import models as m
 from stepwise.api import policy
 from stepwise.api.app import ApiError, StepwiseApi, _errors, _problem
-from stepwise.api.auth import Principal
+from stepwise.api.auth import tenant_of
 from stepwise.api.store import AgentRecord, StoreConflict
 from stepwise.api.store.base import VersionRecord
 from stepwise.graph.errors import GraphError
@@ -23,9 +24,7 @@ def router(api: StepwiseApi) -> Router:
     """Agents and their immutable versions, per tenant; ``execute`` starts a run of one."""
     router = Router()
 
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
+    tenant = partial(tenant_of, router)
 
     # -- agents ---------------------------------------------------------------------------------
     @router.post(
@@ -86,9 +85,7 @@ def execute_router(api: StepwiseApi) -> Router:
     """Execute a version of an agent: start a run, optionally wait for it to finish or pause."""
     router = Router()
 
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
+    tenant = partial(tenant_of, router)
 
     @router.post(
         "/agents/<agent_id>/execute",

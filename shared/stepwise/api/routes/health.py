@@ -10,16 +10,11 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 import stepwise
 from stepwise.api import models as m
 from stepwise.api.app import StepwiseApi
-from stepwise.api.auth import Principal
 
 
 def router(api: StepwiseApi) -> Router:
     """Liveness and the OpenAPI document."""
     router = Router()
-
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
 
     # -- public ---------------------------------------------------------------------------------
     @router.get("/health", summary="Liveness (no authentication)", tags=["meta"], security=[])

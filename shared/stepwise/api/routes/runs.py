@@ -4,6 +4,7 @@ run, cancel.
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
 
+from functools import partial
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
@@ -12,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors, resume_after
-from stepwise.api.auth import Principal
+from stepwise.api.auth import tenant_of
 from stepwise.api.roles import admin_tenants
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
@@ -36,9 +37,7 @@ def list_router(api: StepwiseApi) -> Router:
     """``GET /runs``: one page of a tenant's runs from the store's (tenant, created_at) index."""
     router = Router()
 
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
+    tenant = partial(tenant_of, router)
 
     @router.get(
         "/runs", summary="Your runs, newest first: filter by status, agent, time and cost; paged", tags=["runs"], responses=_errors(403)
@@ -76,9 +75,7 @@ def router(api: StepwiseApi) -> Router:
     """A run: its record and state, its events (paged or as server-sent events), resume and cancel."""
     router = Router()
 
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
+    tenant = partial(tenant_of, router)
 
     # -- runs -----------------------------------------------------------------------------------
     @router.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=_errors())

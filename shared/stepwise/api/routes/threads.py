@@ -4,6 +4,7 @@ and fork.
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
 
+from functools import partial
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
@@ -11,7 +12,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors
-from stepwise.api.auth import Principal
+from stepwise.api.auth import tenant_of
 from stepwise.state.events import FORKED
 
 
@@ -19,9 +20,7 @@ def router(api: StepwiseApi) -> Router:
     """A thread's state at any seq, and forks into new threads."""
     router = Router()
 
-    def tenant() -> str:
-        principal: Principal = router.context["principal"]
-        return principal.tenant
+    tenant = partial(tenant_of, router)
 
     # -- threads --------------------------------------------------------------------------------
     @router.get(
