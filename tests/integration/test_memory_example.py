@@ -72,3 +72,44 @@ graph:
         load_text(bad.replace('namespaces: ["shared/{user}"]', "top_k: 500"))
     with pytest.raises(GraphError, match="memory"):
         load_text("name: f\ngraph:\n  nodes:\n    a: {kind: function, fn: 'x.y:z', memory: {top_k: 2}}\n")
+
+
+def test_consolidation_runs_only_after_the_checkpoint_is_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Consolidate to Long-term" follows the checkpoint: a step failing at the checkpoint writes no memories,
+    and on success the node's update is in the log before the first memory is stored."""
+    from stepwise.state.events import NODE_UPDATE
+
+    client = Stepwise.embedded(tmp_path)
+    observed: list[dict] = []
+    client.services.observer = observed.append
+    ltm, namespace = client.services.memory.ltm, "default/memory-assistant/dana"
+    events = client.services.events
+    real_append = events.append
+    at_commit: list[int] = []
+
+    def broken_checkpoint(thread_id, expected, batch):  # type: ignore[no-untyped-def]
+        if any(e.type == NODE_UPDATE and e.node == "assistant" for e in batch):
+            raise OSError("checkpoint store unavailable (injected)")
+        return real_append(thread_id, expected, batch)
+
+    monkeypatch.setattr(events, "append", broken_checkpoint)
+    question = {"user_id": "dana", "messages": [{"role": "user", "content": "I prefer window seats on long flights."}]}
+    try:
+        failed = client.run(load_file(EXAMPLE), question)
+        assert failed.status != "succeeded"
+    except Exception as exc:  # noqa: BLE001 - the executor may surface the checkpoint error itself
+        assert "injected" in str(exc)
+    assert ltm.list("default", namespace, include_history=True) == []  # nothing written for the failed step
+    assert not [e for e in observed if e.get("kind") == "memory_stored"]
+
+    def counting_checkpoint(thread_id, expected, batch):  # type: ignore[no-untyped-def]
+        if any(e.type == NODE_UPDATE and e.node == "assistant" for e in batch):
+            at_commit.append(len(ltm.list("default", namespace, include_history=True)))
+        return real_append(thread_id, expected, batch)
+
+    monkeypatch.setattr(events, "append", counting_checkpoint)
+    assert "Booking it." in ask(client, "dana", "I prefer window seats on long flights.")
+    assert at_commit and set(at_commit) == {0}  # every checkpoint attempt saw long-term memory still empty
+    stored = ltm.list("default", namespace)
+    assert any(r.strategy == "preference" and "window seats" in r.text for r in stored)
+    assert [e for e in observed if e.get("kind") == "memory_stored"]

@@ -242,11 +242,14 @@ def _agent(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
 
 
 def _consolidate(state: dict[str, Any], ctx: NodeContext, produced: list[dict[str, Any]], answer: str) -> None:
-    """Consolidate to long-term memory once the agent has its answer (never fails the run)."""
+    """Consolidate to long-term memory once the agent's answer is checkpointed: the step runs the write-back
+    after its update is committed, so a step that fails at the checkpoint writes no memories. Never fails
+    the run."""
     if ctx.node_spec.memory is not None:
         from stepwise.runtime.memory import write_back
 
-        write_back(state, ctx, produced, answer, ctx.node_spec.model)
+        model = ctx.node_spec.model
+        ctx.after_commit.append(lambda: write_back(state, ctx, produced, answer, model))
 
 
 def _fused(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, schema: dict[str, Any] | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ retried or resumed step reads completed calls back instead of repeating them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ class NodeContext:
     services: Services | None = None
     #: Extra routing fields for the step's output cursor (the planner's ``more`` flag for dependency waves).
     cursor: dict[str, Any] = field(default_factory=dict)
+    #: Work that must follow the step's checkpoint (memory consolidation): the step runs these only once
+    #: its node update is committed to the log, never for a step that failed or lost to a duplicate.
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
     _journal: Journal | None = field(default=None, repr=False)
     _llm_calls: int = field(default=0, repr=False)
     _tenant: str | None = field(default=None, repr=False)

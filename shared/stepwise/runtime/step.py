@@ -281,6 +281,7 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
     new_seq = recorded.seq
     if recorded is node_event:
         services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state, p.reducer_names)
+        _after_commit(services, ctx)
     services.notify(
         kind="node_finished",
         run_id=cursor.run_id,
@@ -292,6 +293,17 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
         ms=elapsed_ms,
     )
     return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
+
+
+def _after_commit(services: Services, ctx: NodeContext) -> None:
+    """Work the node deferred until its update is in the log (``NodeContext.after_commit``: "Consolidate to
+    Long-term" after the checkpoint). A duplicate that lost on the key skips it: the winner ran it. It never
+    fails the step, whose update is already committed."""
+    for work in ctx.after_commit:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the checkpoint stands; report and go on
+            services.notify(kind="after_commit_failed", run_id=ctx.run_id, node=ctx.node, error=f"{type(exc).__name__}: {exc}")
 
 
 def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any]) -> Event:
