@@ -75,7 +75,7 @@ graph:
 
 
 def test_consolidation_runs_only_after_the_checkpoint_is_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """"Consolidate to Long-term" follows the checkpoint: a step failing at the checkpoint writes no memories,
+    """Consolidate to Long-term follows the checkpoint: a step failing at the checkpoint writes no memories,
     and on success the node's update is in the log before the first memory is stored."""
     from stepwise.state.events import NODE_UPDATE
 
