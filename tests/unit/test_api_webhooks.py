@@ -168,3 +168,55 @@ def test_execute_with_a_webhook_reports_waiting_then_the_end(receiver: Receiver)
         }
     )
     assert out["statusCode"] == 422 and json.loads(out["body"])["error"]["code"] == "webhook_rejected"
+
+
+def test_an_agent_webhook_reports_every_run_of_the_agent_and_never_shows_its_secret(receiver: Receiver) -> None:
+    receiver.statuses = []
+    store = MemoryApiStore()
+    _, key = create_key(store, "acme")
+    _, rival = create_key(store, "globex")
+    engine = Stepwise.in_memory()
+    api = create_app(
+        lambda: engine, store=store, settings=ApiSettings(backend="memory", webhook_allow_private=True), sleep=lambda s: time.sleep(0.02)
+    )
+
+    def call(method: str, path: str, body: Any = None, who: str = key) -> tuple[int, Any]:
+        event = {
+            "path": path,
+            "httpMethod": method,
+            "headers": {"x-api-key": who, "content-type": "application/json"},
+            "requestContext": {},
+        }
+        out = api({**event, "body": json.dumps(body) if body is not None else None})
+        return int(out["statusCode"]), json.loads(out["body"])
+
+    assert call("POST", "/agents", {"yaml": (ROOT / "statemachines" / "examples" / "sequential.yaml").read_text()})[0] == 201
+    assert call("GET", "/agents/sequential/webhook")[1] == {"agent": "sequential", "url": None, "events": [], "configured": False}
+    hook = {"url": receiver.url, "secret": SECRET, "events": ["succeeded"]}
+    status, shown = call("PUT", "/agents/sequential/webhook", hook)
+    assert status == 200 and shown["configured"] is True and "secret" not in shown
+    assert SECRET not in json.dumps(call("GET", "/agents/sequential/webhook")[1])
+    assert call("PUT", "/agents/sequential/webhook", hook, who=rival)[0] == 404  # another tenant's agent
+    runs = [call("POST", "/agents/sequential/execute", {"input": {}})[1]["run_id"] for _ in range(2)]
+    for _ in range(200):
+        if len(receiver.received) >= 2:
+            break
+        time.sleep(0.05)
+    delivered = [json.loads(b) for _, b in receiver.received]
+    assert sorted(d["data"]["run_id"] for d in delivered) == sorted(runs)
+    assert {d["type"] for d in delivered} == {"run.succeeded"} and all(verify(SECRET, h, b) for h, b in receiver.received)
+
+    assert call("DELETE", "/agents/sequential/webhook")[1]["configured"] is False
+    call("POST", "/agents/sequential/execute", {"input": {}})
+    assert len(receiver.received) == 2
+    strict = create_app(lambda: engine, store=store, settings=ApiSettings(backend="memory"))
+    out = strict(
+        {
+            "path": "/agents/sequential/webhook",
+            "httpMethod": "PUT",
+            "headers": {"x-api-key": key, "content-type": "application/json"},
+            "requestContext": {},
+            "body": json.dumps({**hook, "url": "http://169.254.169.254/latest"}),
+        }
+    )
+    assert out["statusCode"] == 422 and json.loads(out["body"])["error"]["code"] == "webhook_rejected"

@@ -326,6 +326,11 @@ class StepwiseApi:
             )
         return self._webhooks
 
+    def agent_webhook(self, tenant: str, agent: str) -> m.Webhook | None:
+        """The webhook configured on the agent (PUT /agents/{id}/webhook), used by runs without their own."""
+        hook = self.store.get_webhook(tenant, agent)
+        return m.Webhook.model_validate(hook) if hook else None
+
     def watch(self, run_id: str, hook: m.Webhook) -> None:
         """Follow a run on a watcher thread and deliver a webhook for each status in ``hook.events`` it reaches
         (waiting, then after a resume its end), until it ends."""

@@ -44,13 +44,26 @@ class Webhook(_Body):
     events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), description="which run statuses to report")
 
 
+class WebhookInfo(BaseModel):
+    """An agent's webhook as the API shows it: never the secret."""
+
+    agent: str
+    url: str | None = None
+    events: list[WebhookEvent] = Field(default_factory=list)
+    configured: bool = False
+
+
 class ExecuteAgent(_Body):
     input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
     version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
-    webhook: Webhook | None = Field(None, description="POST a signed event to this URL when the run ends or waits (docs/api.md#webhooks)")
+    webhook: Webhook | None = Field(
+        None,
+        description="POST a signed event to this URL when the run ends or waits (docs/api.md#webhooks); "
+        "default: the agent's webhook (PUT /agents/{id}/webhook), if it has one",
+    )
     multitask: Literal["reject", "enqueue", "interrupt"] = Field(
         "reject",
         description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy), "

@@ -89,6 +89,9 @@ def fire(api: StepwiseApi, invocation: TriggerInvocation | dict[str, Any]) -> Fi
         # claimed by a delivery that died before starting the run: this one finishes the job
     api.claim_thread(target.tenant, thread_id)
     run_id = api.start_background(spec, trigger.run_input(event), thread_id, target.tenant)
+    hook = api.agent_webhook(target.tenant, target.agent)
+    if hook is not None:
+        api.watch(run_id, hook)
     api.events.publish(
         "run.started", target.tenant, {"run_id": run_id, "thread_id": thread_id, "agent": target.agent, "trigger": target.trigger}
     )

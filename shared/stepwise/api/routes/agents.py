@@ -78,6 +78,29 @@ def router(api: StepwiseApi) -> Router:
         except ValueError as exc:
             raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
 
+    # -- the agent's webhook: every run of the agent reports to it (a run's own webhook wins) ----------
+    @router.put("/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=_errors())
+    def set_webhook(agent_id: str, body: Annotated[m.Webhook, Body()]) -> m.WebhookInfo:
+        api.agent(tenant(), agent_id)
+        try:
+            api.webhooks.check(body.url)
+        except ValueError as exc:
+            raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.url", "type": "not_allowed"}]) from None
+        api.store.set_webhook(tenant(), agent_id, body.model_dump())
+        return m.WebhookInfo(agent=agent_id, url=body.url, events=body.events, configured=True)
+
+    @router.get("/agents/<agent_id>/webhook", summary="The agent's webhook (never its secret)", tags=["agents"], responses=_errors())
+    def get_webhook(agent_id: str) -> m.WebhookInfo:
+        api.agent(tenant(), agent_id)
+        hook = api.agent_webhook(tenant(), agent_id)
+        return m.WebhookInfo(agent=agent_id, url=hook.url, events=hook.events, configured=True) if hook else m.WebhookInfo(agent=agent_id)
+
+    @router.delete("/agents/<agent_id>/webhook", summary="Remove the agent's webhook", tags=["agents"], responses=_errors())
+    def delete_webhook(agent_id: str) -> m.WebhookInfo:
+        api.agent(tenant(), agent_id)
+        api.store.set_webhook(tenant(), agent_id, None)
+        return m.WebhookInfo(agent=agent_id)
+
     return router
 
 
@@ -115,8 +138,9 @@ def execute_router(api: StepwiseApi) -> Router:
         else:
             run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
         api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
-        if body.webhook is not None:
-            api.watch(run_id, body.webhook)
+        hook = body.webhook or api.agent_webhook(who, agent_id)
+        if hook is not None:
+            api.watch(run_id, hook)
         run = api.wait(run_id, body.wait_seconds)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})

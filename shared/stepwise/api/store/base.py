@@ -222,3 +222,12 @@ class ApiStore(ABC):
 
     def read_index(self, pk: str, prefix: str = "") -> list[dict[str, Any]]:
         return self._query(pk, prefix)
+
+    # -- per-agent webhooks ---------------------------------------------------------------------
+    def set_webhook(self, tenant: str, agent: str, hook: dict[str, Any] | None) -> None:
+        """The agent's webhook (url, secret, events), or None to remove it; the secret is kept to sign with."""
+        self.put_index(_tenant_pk(tenant), f"webhook#{agent}", {"hook": hook})
+
+    def get_webhook(self, tenant: str, agent: str) -> dict[str, Any] | None:
+        found = self._get(_tenant_pk(tenant), f"webhook#{agent}")
+        return found[1].get("hook") if found else None
