@@ -10,7 +10,8 @@
 
 Sentences are rewritten in the third person ("I prefer" → "The user prefers"). ``score`` gives the
 importance used to keep or drop a memory at consolidation; ``summarize`` is an extractive summary.
-An LLM extractor (``extract: model``) returns the same ``Candidate`` objects from the model's JSON.
+An LLM extractor (``extract: model``) returns the same ``Candidate`` objects from the model's JSON,
+validated item by item (``ModelMemory``); a reply that is not a JSON list raises ``ExtractionError``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _PREF = re.compile(
@@ -173,15 +176,42 @@ MODEL_EXTRACT_PROMPT = (
 )
 
 
-def from_model_json(data: Any) -> list[Candidate]:
+class ExtractionError(ValueError):
+    """The model's extraction reply was not the JSON list the prompt asks for: nothing is stored."""
+
+
+class ModelMemory(BaseModel):
+    """One memory as the model must return it (``MODEL_EXTRACT_PROMPT``); anything else in an item is ignored."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    text: str = Field(min_length=1, max_length=2000)
+    strategy: Literal["preference", "semantic", "episode", "summary"] = "semantic"
+    key: str | None = Field(default=None, max_length=200)
+    importance: float | None = None
+
+    @field_validator("importance", mode="before")
+    @classmethod
+    def _clamp(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        return max(0.0, min(1.0, float(value)))  # a non-number raises: the item is invalid
+
+
+def from_model_json(data: Any) -> tuple[list[Candidate], list[str]]:
+    """Candidates from the model's JSON, validated item by item, and the reasons items were rejected.
+
+    ``data`` must be a list (``[]`` means nothing to remember); anything else raises ``ExtractionError``."""
+    if not isinstance(data, list):
+        raise ExtractionError(f"expected a JSON list of memories, got a JSON {type(data).__name__}")
     out: list[Candidate] = []
-    for item in data if isinstance(data, list) else []:
-        if not isinstance(item, dict) or not str(item.get("text") or "").strip():
-            continue
-        strategy = str(item.get("strategy")) if item.get("strategy") in ("preference", "semantic", "episode", "summary") else "semantic"
+    rejected: list[str] = []
+    for i, item in enumerate(data):
         try:
-            importance = float(item.get("importance", score(str(item["text"]), strategy)))
-        except (TypeError, ValueError):
-            importance = score(str(item["text"]), strategy)
-        out.append(Candidate(str(item["text"]).strip(), strategy, str(item.get("key") or "") or None, max(0.0, min(1.0, importance))))
-    return out
+            found = ModelMemory.model_validate(item)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            rejected.append(f"item {i}: {'.'.join(str(p) for p in problem['loc']) or 'item'}: {problem['msg']}")
+            continue
+        importance = found.importance if found.importance is not None else score(found.text, found.strategy)
+        out.append(Candidate(found.text, found.strategy, found.key or None, importance, origin="model"))
+    return out, rejected

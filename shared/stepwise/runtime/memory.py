@@ -24,7 +24,7 @@ from typing import Any
 
 from stepwise.graph.memory import MemoryConfig, render_namespace
 from stepwise.memory.consolidate import consolidate_thread, mark_pending, store_candidates
-from stepwise.memory.extract import MODEL_EXTRACT_PROMPT, Candidate, episode, extract_rules, from_model_json
+from stepwise.memory.extract import MODEL_EXTRACT_PROMPT, Candidate, ExtractionError, episode, extract_rules, from_model_json
 from stepwise.memory.procedural import few_shot, tool_sequence
 from stepwise.memory.records import MemoryHit, MemoryQuery
 from stepwise.memory.service import default_memory
@@ -154,9 +154,14 @@ def _write_back(
     thread = [m for m in state.get("messages") or [] if isinstance(m, dict)]
     last_user = max((i for i, m in enumerate(thread) if m.get("role") == "user"), default=-1)
     turn = thread[last_user:] if last_user >= 0 else []
-    candidates: list[Candidate] = extract_rules(turn[:1])
     if cfg.extract == "model":
-        candidates = _model_candidates(state, ctx, turn, model) or candidates
+        try:
+            candidates = _model_candidates(ctx, turn, model)
+        except ExtractionError as exc:  # a malformed reply: store nothing for this turn, say why
+            ctx.notify(kind="memory_skipped", reason=f"extract: model: {exc}")
+            return
+    else:
+        candidates = extract_rules(turn[:1])
     question = str(turn[0].get("content") or "") if turn else ""
     if question and answer:
         candidates.append(episode(question, answer))
@@ -178,7 +183,9 @@ def _write_back(
             mark_pending(mem.valkey, tenant=ctx.tenant, thread_id=ctx.thread_id, namespace=namespace, budget=cfg.stm_budget, model=model)
 
 
-def _model_candidates(state: dict[str, Any], ctx: NodeContext, turn: list[dict[str, Any]], model: str | None) -> list[Candidate]:
+def _model_candidates(ctx: NodeContext, turn: list[dict[str, Any]], model: str | None) -> list[Candidate]:
+    """Ask the node's model for the turn's memories (``MODEL_EXTRACT_PROMPT``): a journalled call, so a
+    retried step replays it. Raises ``ExtractionError`` when the reply is not the JSON list asked for."""
     from stepwise.llm.base import ChatRequest
     from stepwise.runtime.reasoning import extract_json
 
@@ -189,6 +196,11 @@ def _model_candidates(state: dict[str, Any], ctx: NodeContext, turn: list[dict[s
     )
     response = ctx.call_model(request, script=["[]"])
     try:
-        return from_model_json(extract_json(response.content))
+        data = extract_json(response.content or "")
     except ValueError:
-        return []
+        excerpt = " ".join((response.content or "").split())[:80]
+        raise ExtractionError(f"the model's reply holds no JSON (starts {excerpt!r}); expected a JSON list of memories") from None
+    candidates, rejected = from_model_json(data)
+    if rejected:
+        ctx.notify(kind="memory_rejected", count=len(rejected), reasons=rejected[:5])
+    return candidates
