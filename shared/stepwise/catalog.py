@@ -20,6 +20,8 @@ from stepwise.extras import LLM_KINDS
 
 @dataclass(frozen=True)
 class Example:
+    """One bundled example graph: its name, file and what it shows."""
+
     name: str
     path: Path
     summary: str

@@ -8,11 +8,15 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """Time for the engine, so tests can run it without waiting."""
+
     def now(self) -> float: ...
     def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
+    """The real clock: ``time.time`` and ``time.sleep``."""
+
     def now(self) -> float:
         return time.time()
 

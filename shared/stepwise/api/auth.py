@@ -5,10 +5,9 @@ the per-key random salt are stored; the secret is shown once, at creation. Becau
 tenant and id, a lookup is one read of the tenant's partition, with no global index of hashes. Keys
 are sent as ``x-api-key: <key>`` or ``Authorization: Bearer <key>``.
 
-Seam for JWT (the gateway issue): ``create_app(authenticators=[...])`` takes any objects with
-``authenticate(headers, event) -> Principal | None``; the first that returns a principal wins. A JWT
-authenticator would read the claims an API Gateway JWT/Cognito authorizer puts in
-``event["requestContext"]["authorizer"]`` and map a claim to the tenant.
+``create_app(authenticators=[...])`` takes any objects with ``authenticate(headers, event) -> Principal | None``;
+the first that returns a principal wins. Besides API keys, ``stepwise.api.oidc.JwtAuthenticator`` accepts
+JWT bearer tokens of one OIDC issuer (``STEPWISE_JWT_ISSUER``) and maps a claim to the tenant.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a tenant, the subject within it, and how they authenticated."""
+
     tenant: str
     subject: str
     method: str = "api_key"
@@ -46,6 +47,8 @@ class AuthError(StepwiseError):
 
 
 class Authenticator(Protocol):
+    """Turns a request's headers (and the raw event) into a Principal, or None when it does not apply."""
+
     def authenticate(self, headers: Mapping[str, str], event: Mapping[str, Any]) -> Principal | None: ...
 
 
@@ -92,6 +95,8 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class ApiKeyAuthenticator:
+    """Authenticates ``swk_…`` API keys against their salted hashes in the API store."""
+
     def __init__(self, store: ApiStore) -> None:
         self.store = store
 

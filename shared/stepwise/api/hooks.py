@@ -1,13 +1,13 @@
-"""Seams for the gateway issue: rate limiting and lifecycle notifications. Defaults do nothing.
+"""Hooks for rate limiting and lifecycle notifications; the defaults here do nothing.
 
 - ``RateLimiter.check(principal, operation)``: called after authentication, before every route.
-  Raise ``RateLimited(retry_after)`` to answer 429 with a ``Retry-After`` header. A Valkey token
-  bucket per tenant (ElastiCache on AWS) fits here.
+  Raise ``RateLimited(retry_after)`` to answer 429 with a ``Retry-After`` header.
+  ``stepwise.api.ratelimit.ValkeyRateLimiter`` is the token bucket per tenant (ElastiCache on AWS).
 - ``EventSink.publish(kind, tenant, detail)``: called after the API changed something
   (``agent.registered``, ``agent.version_added``, ``run.started``, ``run.resumed``, ``run.cancelled``,
   ``run.finished`` when a waited-for run ends, ``thread.forked``). EventBridge ``PutEvents``, webhooks
   and WebSocket fan-out plug in here; node-level progress on AWS comes from the events table's stream.
-- Authentication: see ``stepwise.api.auth`` (``Authenticator``; JWT goes there).
+- Authentication: see ``stepwise.api.auth`` (``Authenticator``) and ``stepwise.api.oidc`` (JWT).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from stepwise.errors import StepwiseError
 
 
 class RateLimited(StepwiseError):
+    """The caller is over its rate limit: answered as 429 with ``Retry-After``."""
+
     def __init__(self, retry_after: float = 1.0, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after:.3g} s")
         self.retry_after = retry_after
@@ -33,15 +35,21 @@ class RateLimiter(Protocol):
 
 
 class EventSink(Protocol):
+    """Receives the API's lifecycle notifications (``run.started``, ``agent.registered``, …)."""
+
     def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None: ...
 
 
 class NoLimit:
+    """The default rate limiter: every request passes."""
+
     def check(self, principal: Principal, operation: str) -> None:
         return None
 
 
 class NoEvents:
+    """The default event sink: notifications go nowhere."""
+
     def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None:
         return None
 

@@ -24,6 +24,8 @@ T = TypeVar("T")
 
 
 class NewMemory(BaseModel):
+    """A memory to store in the caller's tenant."""
+
     model_config = ConfigDict(extra="forbid")
     namespace: str = Field(description="tenant/agent/user/...: must start with your tenant")
     text: str = Field(min_length=1, max_length=32_000)
@@ -35,12 +37,16 @@ class NewMemory(BaseModel):
 
 
 class MemoryEdit(BaseModel):
+    """A correction of a memory: its new text (a new version supersedes the old)."""
+
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1, max_length=32_000)
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class MemorySearch(BaseModel):
+    """A search of the caller's memories by meaning, optionally as of a past time."""
+
     model_config = ConfigDict(extra="forbid")
     text: str
     namespaces: list[str] | None = Field(default=None, description="namespace prefixes (default: your whole tenant)")
@@ -51,16 +57,22 @@ class MemorySearch(BaseModel):
 
 
 class MemoryList(BaseModel):
+    """Memories of one tenant."""
+
     tenant: str
     memories: list[MemoryRecord]
 
 
 class MemoryHits(BaseModel):
+    """Search results of one tenant, most relevant first."""
+
     tenant: str
     hits: list[MemoryHit]
 
 
 class Forgotten(BaseModel):
+    """How many versions a forget removed."""
+
     forgotten: int
 
 

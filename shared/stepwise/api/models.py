@@ -19,16 +19,22 @@ class _Body(BaseModel):
 
 
 class GraphSource(_Body):
+    """A graph given as YAML text or as a JSON object (exactly one)."""
+
     yaml: str | None = Field(None, description="the graph as YAML text (exactly one of yaml / graph)", max_length=512_000)
     graph: dict[str, Any] | None = Field(None, description="the graph as a JSON object (exactly one of yaml / graph)")
     description: str = Field("", max_length=2000)
 
 
 class RegisterAgent(GraphSource):
+    """A new agent: its graph, and optionally its id (default: the graph's name)."""
+
     id: str | None = Field(None, pattern=AGENT_ID, description="agent id; defaults to the graph's `name`, and must equal it")
 
 
 class AddVersion(GraphSource):
+    """A new version of an agent's graph."""
+
     promote: bool = Field(True, description="point the `live` alias at this version")
 
 
@@ -37,6 +43,8 @@ WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("succeeded", "failed", "cancelled", 
 
 
 class Webhook(_Body):
+    """Where to POST a run's events, and which ones."""
+
     url: str = Field(
         max_length=2048, description="https URL to POST run events to (public addresses only unless the server allows private)"
     )
@@ -54,6 +62,8 @@ class WebhookInfo(BaseModel):
 
 
 class ExecuteAgent(_Body):
+    """Start a run of an agent version: its input, thread, and whether to wait for it."""
+
     input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
     version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
@@ -78,6 +88,8 @@ class ExecuteAgent(_Body):
 
 
 class ResumeRun(_Body):
+    """The answer to a paused run's question (its human node's input)."""
+
     input: dict[str, Any] = Field(default_factory=dict, description="the human node's answer, merged into the state")
     interrupt_id: str | None = Field(
         None,
@@ -88,25 +100,35 @@ class ResumeRun(_Body):
 
 
 class ForkThread(_Body):
+    """Fork a thread at a sequence number (default: its head)."""
+
     at: int | None = Field(None, ge=0, strict=True, description="sequence number to fork at (default: the head)")
 
 
 class SetAlias(_Body):
+    """Point an alias at a version."""
+
     version: int = Field(ge=1, strict=True)
 
 
 # -- responses ---------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a message saying how to fix it, and field details."""
+
     code: str
     message: str
     details: list[dict[str, Any]] | None = None
 
 
 class ErrorBody(BaseModel):
+    """Every error response's body."""
+
     error: ErrorDetail
 
 
 class AgentVersion(BaseModel):
+    """One immutable version of an agent: its graph ref and when it was added."""
+
     version: int
     ref: str
     description: str = ""
@@ -118,6 +140,8 @@ class AgentVersion(BaseModel):
 
 
 class Agent(BaseModel):
+    """An agent with its versions and aliases."""
+
     id: str
     description: str
     versions: list[AgentVersion]
@@ -138,6 +162,8 @@ class Agent(BaseModel):
 
 
 class AgentSummary(BaseModel):
+    """An agent in a list: its latest version and aliases."""
+
     id: str
     description: str
     latest_version: int
@@ -146,10 +172,14 @@ class AgentSummary(BaseModel):
 
 
 class AgentList(BaseModel):
+    """The caller's agents."""
+
     agents: list[AgentSummary]
 
 
 class VersionResult(BaseModel):
+    """The version a register or add-version created."""
+
     agent: str
     version: int
     ref: str
@@ -158,12 +188,16 @@ class VersionResult(BaseModel):
 
 
 class Waiting(BaseModel):
+    """What a paused run waits for: the human node, its prompt and interrupt id."""
+
     node: str | None = None
     prompt: str | None = None
     interrupt_id: str | None = None
 
 
 class Run(BaseModel):
+    """A run: status, what it waits for, and its thread's state."""
+
     run_id: str
     thread_id: str
     agent: str
@@ -216,6 +250,8 @@ def public_event(e: Event) -> dict[str, Any]:
 
 
 class EventOut(BaseModel):
+    """One event of a run's log, as the API shows it."""
+
     seq: int
     type: str
     run_id: str
@@ -230,6 +266,8 @@ class EventOut(BaseModel):
 
 
 class EventsPage(BaseModel):
+    """A page of a run's events, with where to continue."""
+
     run_id: str
     thread_id: str
     events: list[EventOut]
@@ -237,6 +275,8 @@ class EventsPage(BaseModel):
 
 
 class ThreadState(BaseModel):
+    """A thread's state folded up to a sequence number."""
+
     thread_id: str
     seq: int
     head: int
@@ -244,12 +284,16 @@ class ThreadState(BaseModel):
 
 
 class Forked(BaseModel):
+    """The new thread a fork created, and where it branched off."""
+
     thread_id: str
     forked_from: str
     at: int
 
 
 class Health(BaseModel):
+    """Liveness and the server's version."""
+
     status: str
     version: str
 
@@ -265,10 +309,14 @@ class EventEntry(_Body):
 
 
 class PutEvents(_Body):
+    """Events to put on the caller's bus (each starts the runs whose triggers match)."""
+
     entries: list[EventEntry] = Field(min_length=1, max_length=10)
 
 
 class TriggeredRun(BaseModel):
+    """A run an event started (or would have, when it was a duplicate)."""
+
     agent: str
     trigger: str
     run_id: str | None
@@ -276,11 +324,15 @@ class TriggeredRun(BaseModel):
 
 
 class PutEventResult(BaseModel):
+    """What one put event started."""
+
     event_id: str
     runs: list[TriggeredRun]
 
 
 class PutEventsResult(BaseModel):
+    """What each put event started, in order."""
+
     results: list[PutEventResult]
 
 
@@ -289,6 +341,8 @@ RunStatusName = Literal["running", "waiting", "succeeded", "failed", "cancelled"
 
 
 class RunSummary(BaseModel):
+    """A run in a list: status, agent, times and cost."""
+
     run_id: str
     thread_id: str
     agent: str
@@ -326,12 +380,16 @@ class RunSummary(BaseModel):
 
 
 class RunList(BaseModel):
+    """A page of runs, newest first."""
+
     runs: list[RunSummary]
     next_cursor: str | None = Field(None, description="pass as `cursor` for the next (older) page; null at the end")
     agents: list[str] = Field(description="the tenant's registered agents, for a filter")
 
 
 class ThreadEvents(BaseModel):
+    """A thread's timeline: every run's events by seq, and its runs."""
+
     thread_id: str
     events: list[EventOut] = Field(description="every run's events on the thread, by seq; a fork starts with `forked`")
     runs: list[RunSummary] = Field(description="the runs on this thread, newest first")
@@ -340,6 +398,8 @@ class ThreadEvents(BaseModel):
 
 
 class AgentGraph(BaseModel):
+    """A version's compiled graph (for drawing it)."""
+
     agent: str
     version: int
     ref: str
@@ -348,6 +408,8 @@ class AgentGraph(BaseModel):
 
 
 class AgentStats(BaseModel):
+    """One agent's run counts, durations and cost over a window."""
+
     agent: str
     runs: int
     by_status: dict[str, int]
@@ -360,6 +422,8 @@ class AgentStats(BaseModel):
 
 
 class StatsOut(BaseModel):
+    """Per-agent statistics of the caller's runs over the last days."""
+
     days: int
     runs: int = Field(description="runs in the window that the stats cover")
     truncated: bool = Field(description="true when the window held more runs than the stats read (the newest are used)")

@@ -34,6 +34,8 @@ ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "E
 
 
 class JwtSettings(BaseModel):
+    """Which OIDC issuer's JWTs to accept, and which claims name the tenant and roles."""
+
     issuer: str
     audience: str
     jwks_url: str | None = None

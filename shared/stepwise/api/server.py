@@ -130,6 +130,8 @@ async def send_response(send: Send, status: int, headers: dict[str, str], payloa
 
 
 class BodyError(Exception):
+    """A request body the server refuses before routing (too large, malformed)."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

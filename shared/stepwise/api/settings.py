@@ -25,6 +25,8 @@ DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.examples.", "stepwise.too
 
 
 class ApiSettings(BaseModel):
+    """The API server's settings; every field is ``STEPWISE_<FIELD>`` in the environment."""
+
     backend: Literal["embedded", "memory", "aws"] = "embedded"
     home: Path = Path(".stepwise")
     api_table: str = "stepwise-api"

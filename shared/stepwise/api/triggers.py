@@ -38,6 +38,8 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class Fired:
+    """The run one trigger started for an event (or that it was a duplicate)."""
+
     run_id: str | None
     thread_id: str
     duplicate: bool

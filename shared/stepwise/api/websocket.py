@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 
 class Connections(Protocol):
+    """WebSocket connections: their tenant and the runs each is subscribed to."""
+
     def connect(self, connection_id: str, tenant: str) -> None: ...
     def tenant_of(self, connection_id: str) -> str | None: ...
     def subscribe(self, connection_id: str, run_id: str, endpoint: str | None = None) -> None: ...
@@ -48,6 +50,8 @@ class Connections(Protocol):
 
 
 class MemoryConnections:
+    """Connections kept in this process's memory (local serving and tests)."""
+
     def __init__(self) -> None:
         self._tenants: dict[str, str] = {}
         self._runs: dict[str, set[str]] = {}

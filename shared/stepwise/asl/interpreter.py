@@ -62,6 +62,8 @@ class Suspended(Exception):
 
 @dataclass
 class ExecutionResult:
+    """How an execution ended: SUCCEEDED, FAILED or WAITING, with its output or error."""
+
     status: str  # SUCCEEDED | FAILED | WAITING
     output: Any = None
     error: str | None = None
@@ -92,6 +94,8 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class Interpreter:
+    """Runs an ASL state machine in-process, with Lambda tasks as local functions."""
+
     def __init__(
         self,
         functions: dict[str, LambdaFn],

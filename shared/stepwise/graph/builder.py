@@ -29,6 +29,8 @@ def _import_path(fn: str | Callable[..., Any]) -> str:
 
 
 class Graph:
+    """Builds a graph in Python (nodes, edges, conditions) and compiles it to a GraphSpec."""
+
     def __init__(self, name: str, *, state: dict[str, str] | None = None, max_iterations: int = 25, description: str = "") -> None:
         self._data: dict[str, Any] = {
             "name": name,

@@ -9,6 +9,8 @@ from stepwise.errors import StepwiseError
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong with a graph: what, how to fix it, and where."""
+
     message: str
     fix: str
     node: str | None = None

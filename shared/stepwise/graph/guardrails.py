@@ -24,6 +24,8 @@ STAGES: tuple[Stage, ...] = ("input", "tool_args", "tool_results", "memory", "ou
 
 
 class RailSpec(BaseModel):
+    """One guardrail rule: the check, what to do on a hit, and its options."""
+
     model_config = ConfigDict(extra="forbid")
     check: Check
     action: Action = "block"
@@ -48,6 +50,8 @@ class RailSpec(BaseModel):
 
 
 class GuardrailsConfig(BaseModel):
+    """The rails per stage (input, tool arguments and results, memory, output)."""
+
     model_config = ConfigDict(extra="forbid")
     input: list[RailSpec] | None = None
     tool_args: list[RailSpec] | None = None

@@ -31,6 +31,8 @@ def _env(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """Size limits for graph documents and expressions, checked before parsing them."""
+
     values: int = 100_000  # values after alias expansion (a JSON dump's size, in values)
     depth: int = 64  # nesting of mappings/sequences
     nodes: int = 5_000  # graph nodes (across inlined subgraphs)

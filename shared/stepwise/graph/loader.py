@@ -18,7 +18,7 @@ from stepwise.graph.scripts import load_script
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
 
-_SEED_SHORTHAND = re.compile(r"^\s*-\s*from:\s*([^,{}]+),\s*to:\s*([^{}]+)$")
+_FLOW_SHORTHAND = re.compile(r"^\s*-\s*from:\s*([^,{}]+),\s*to:\s*([^{}]+)$")
 
 
 def load_file(path: str | Path, *, check_imports: bool = False) -> GraphSpec:
@@ -39,7 +39,7 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        shorthand = _SEED_SHORTHAND.match(text.splitlines()[mark.line]) if mark is not None and mark.line < len(text.splitlines()) else None
+        shorthand = _FLOW_SHORTHAND.match(text.splitlines()[mark.line]) if mark is not None and mark.line < len(text.splitlines()) else None
         if shorthand:
             a, b = shorthand.group(1).strip(), shorthand.group(2).strip()
             raise GraphError(

@@ -29,6 +29,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 class MemoryConfig(BaseModel):
+    """An agent node's memory: STM budget, namespaces, retrieval and write-back."""
+
     model_config = ConfigDict(extra="forbid")
 
     version: Literal[1] = 1

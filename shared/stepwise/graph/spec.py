@@ -75,6 +75,8 @@ class AnswerField(_Strict):
 
 
 class NodeSpec(_Strict):
+    """One node of a graph: its kind and that kind's settings."""
+
     kind: NodeKind = "function"
     fn: str | None = None
     model: str | None = None
@@ -113,11 +115,15 @@ class NodeSpec(_Strict):
 
 
 class Edge(_Strict):
+    """A plain edge from one node to the next."""
+
     source: str = Field(alias="from")
     target: str = Field(alias="to")
 
 
 class Condition(_Strict):
+    """One branch of a conditional edge: ``if`` an expression ``then`` a target, or ``else``."""
+
     when: str | None = Field(default=None, alias="if")
     then: str | None = None
     otherwise: str | None = Field(default=None, alias="else")
@@ -136,16 +142,22 @@ class Condition(_Strict):
 
 
 class ConditionalEdge(_Strict):
+    """A node's conditional routes, tried in order."""
+
     source: str = Field(alias="from")
     conditions: list[Condition]
 
 
 class ParallelEdge(_Strict):
+    """A fan-out (one to many) or fan-in (many to one)."""
+
     source: str | list[str] = Field(alias="from")
     target: str | list[str] = Field(alias="to")
 
 
 class GraphBody(_Strict):
+    """A graph's nodes, edges and entry."""
+
     nodes: dict[str, NodeSpec]
     edges: list[Edge] = Field(default_factory=list)
     conditional_edges: list[ConditionalEdge] = Field(default_factory=list)
@@ -155,6 +167,8 @@ class GraphBody(_Strict):
 
 
 class GraphSpec(_Strict):
+    """A validated graph document: name, state channels and reducers, and the graph."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
     description: str = ""
     state: dict[str, str] = Field(default_factory=dict)

@@ -16,6 +16,8 @@ def is_end(target: str) -> bool:
 
 @dataclass
 class Topology:
+    """A graph's edges by node: successors, conditions, fan-outs and fan-ins."""
+
     edges: dict[str, list[str]] = field(default_factory=dict)
     conditions: dict[str, list[Condition]] = field(default_factory=dict)
     fanout: dict[str, list[str]] = field(default_factory=dict)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Finding:
+    """One match of a check in a text: its kind and span."""
+
     kind: str
     start: int
     end: int

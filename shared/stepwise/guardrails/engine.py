@@ -25,6 +25,8 @@ REFUSAL = "I can't help with that request."
 
 @dataclass
 class Decision:
+    """What one rail decided about a text (journalled without the matched text)."""
+
     rule: str
     stage: str
     check: str
@@ -44,6 +46,8 @@ class Decision:
 
 @dataclass
 class Verdict:
+    """The rails' result for one text: the text as it may pass, and their decisions."""
+
     text: str
     decisions: list[Decision] = field(default_factory=list)
     blocked: bool = False

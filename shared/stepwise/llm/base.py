@@ -18,18 +18,24 @@ StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "con
 
 
 class ToolSpec(BaseModel):
+    """A tool as a model sees it: name, description and JSON-schema parameters."""
+
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 class ToolCall(BaseModel):
+    """A tool call a model asked for."""
+
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class Usage(BaseModel):
+    """Tokens one call used."""
+
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -39,6 +45,8 @@ class Usage(BaseModel):
 
 
 class ChatRequest(BaseModel):
+    """One provider-neutral chat request."""
+
     model: str
     messages: list[dict[str, Any]]
     system: str | None = None
@@ -67,6 +75,8 @@ class ChatRequest(BaseModel):
 
 
 class ChatResponse(BaseModel):
+    """One provider-neutral chat response, with usage and cost."""
+
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     stop_reason: str = "end_turn"
@@ -102,6 +112,8 @@ class ChatModel(Protocol):
 
 @runtime_checkable
 class StreamingChatModel(ChatModel, Protocol):
+    """A chat model that can also stream its response."""
+
     def stream(self, request: ChatRequest) -> Iterator[StreamEvent]: ...
 
 

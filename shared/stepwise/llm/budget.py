@@ -12,11 +12,15 @@ from stepwise.llm.errors import BudgetExceededError
 
 
 class Ledger(Protocol):
+    """Where spend per run and per tenant is counted."""
+
     def spent(self, tenant: str, run_id: str) -> tuple[float, float]: ...
     def add(self, tenant: str, run_id: str, usd: float) -> None: ...
 
 
 class MemoryLedger:
+    """A spend ledger in this process's memory."""
+
     def __init__(self) -> None:
         self.runs: dict[tuple[str, str], float] = {}
         self.tenants: dict[str, float] = {}
@@ -58,6 +62,8 @@ class ValkeyLedger:
 
 @dataclass
 class Budgets:
+    """Spend limits per run and per tenant, in USD."""
+
     run_usd: float | None = None
     tenant_usd: float | None = None
     tenants: dict[str, float] = field(default_factory=dict)  # per-tenant overrides of tenant_usd

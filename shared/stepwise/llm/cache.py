@@ -30,12 +30,16 @@ def _h(*parts: str) -> str:
 
 @dataclass
 class CacheHit:
+    """A cached response and how it matched (exact or semantic)."""
+
     response: ChatResponse
     kind: Literal["exact", "semantic"]
     similarity: float = 1.0
 
 
 class ResponseCache:
+    """Caches responses by request hash and, optionally, by meaning (Valkey)."""
+
     def __init__(
         self,
         client: Any,

@@ -25,6 +25,8 @@ _HARD = re.compile(
 
 @dataclass(frozen=True)
 class Price:
+    """A model's price per million input and output tokens."""
+
     input: float  # USD per million input tokens
     output: float
     tier: str = "small"
@@ -33,6 +35,8 @@ class Price:
 
 
 class PriceTable:
+    """Prices per model, for the cost of each call."""
+
     def __init__(self, models: dict[str, Price]) -> None:
         self.models = models
 

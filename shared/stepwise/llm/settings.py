@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ProviderSettings(BaseModel):
+    """One provider's endpoint, timeout, region and key variable."""
+
     model_config = ConfigDict(extra="forbid")
     base_url: str | None = None
     timeout_seconds: float | None = None
@@ -20,6 +22,8 @@ class ProviderSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
+    """The LLM layer's settings: cache, budgets, retries and providers."""
+
     model_config = ConfigDict(extra="forbid")
     cache: Literal["off", "exact", "semantic"] = "exact"
     cache_ttl_seconds: int = Field(default=3600, ge=1)

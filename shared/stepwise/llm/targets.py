@@ -21,6 +21,8 @@ class ModelStringError(StepwiseError, ValueError):
 
 @dataclass(frozen=True)
 class Target:
+    """One model a call may go to: provider, model and endpoint."""
+
     provider: str
     model: str
     base_url: str | None = None

@@ -21,6 +21,8 @@ from typing import Any
 
 @dataclass
 class Reply:
+    """What the fake server answers to one request: text, tool calls, or an error."""
+
     text: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{"name": ..., "arguments": {...}}]
     status: int = 200
@@ -40,6 +42,8 @@ Handler = Callable[[str, dict[str, Any]], Reply]
 
 @dataclass
 class Seen:
+    """A request the fake server received."""
+
     api: str  # openai | anthropic | bedrock
     path: str
     body: dict[str, Any]
@@ -47,6 +51,8 @@ class Seen:
 
 
 class FakeLLMServer:
+    """A local HTTP server speaking the OpenAI, Anthropic and Bedrock formats, for offline tests."""
+
     def __init__(self, handler: Handler | None = None) -> None:
         self.handler = handler
         self.queue: deque[Reply] = deque()

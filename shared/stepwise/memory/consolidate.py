@@ -32,6 +32,8 @@ Extractor = Callable[[Sequence[dict[str, Any]]], list[Candidate]]
 
 @dataclass
 class ConsolidationReport:
+    """What one consolidation of a thread evicted and stored."""
+
     thread_id: str
     evicted: int = 0
     stored: list[str] = field(default_factory=list)

@@ -35,6 +35,8 @@ _STOP = frozenset(
 
 
 class Embedder(Protocol):
+    """Turns texts into vectors of a fixed dimension."""
+
     name: str
     dim: int
 

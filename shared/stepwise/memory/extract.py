@@ -69,6 +69,8 @@ _STRONG = re.compile(r"\b(always|never|allergic|must|important|remember|don't ev
 
 @dataclass
 class Candidate:
+    """A memory extracted from a conversation, before it is stored."""
+
     text: str
     strategy: str
     key: str | None

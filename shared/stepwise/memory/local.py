@@ -62,6 +62,8 @@ class _Hnsw:
 
 
 class EmbeddedLongTermStore(LongTermStore):
+    """Long-term memory in SQLite with a vector index, under the embedded home."""
+
     def __init__(self, home: str | Path, *, embedder: Embedder | None = None, exact_threshold: int = 5000) -> None:
         super().__init__(embedder)
         self.dir = Path(home) / "memory"

@@ -71,6 +71,8 @@ def mappings(dim: int) -> dict[str, Any]:
 
 
 class OpenSearchLongTermStore(LongTermStore):
+    """Long-term memory in an OpenSearch index (k-NN vectors)."""
+
     def __init__(self, client: Any, *, index: str = "stepwise-memory", embedder: Embedder | None = None) -> None:
         super().__init__(embedder)
         self.client, self.index = client, index

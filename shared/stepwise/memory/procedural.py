@@ -22,6 +22,8 @@ from stepwise.memory.records import MemoryQuery, MemoryRecord
 
 @dataclass
 class Pattern:
+    """A stored tool sequence and how well it matches a task."""
+
     record: MemoryRecord
     score: float
 
@@ -53,6 +55,8 @@ def describe(task_type: str, steps: Sequence[dict[str, Any]]) -> str:
 
 
 class ProceduralMemory:
+    """Remembers which tool sequences worked for which tasks, and suggests them."""
+
     def __init__(self, ltm: LongTermStore) -> None:
         self.ltm = ltm
 

@@ -100,6 +100,8 @@ class MemoryRecord(BaseModel):
 
 
 class MemoryHit(BaseModel):
+    """A memory found by a search, with its score."""
+
     record: MemoryRecord
     score: float
 

@@ -28,6 +28,8 @@ INTERVAL_SECONDS = 0.1
 
 @dataclass
 class Outcome:
+    """A memory read's value and where it came from (live, cached, empty)."""
+
     value: Any
     attempts: int
     source: str  # "live" | "cached" | "empty"
@@ -57,6 +59,8 @@ def with_retry(
 
 
 class ResilientMemory:
+    """Memory reads that retry, then fall back to the last good answer, never failing a run."""
+
     def __init__(self, store: Any, *, sleep: Callable[[float], None] = time.sleep, cache_size: int = 256) -> None:
         self.store, self.sleep, self.cache_size = store, sleep, cache_size
         self._cache: OrderedDict[str, list[MemoryHit]] = OrderedDict()

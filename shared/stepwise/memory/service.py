@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # numpy and the embedders load only when long-term memory is 
 
 
 class MemoryServices:
+    """The memory agents use (long-term store, STM, procedural), built lazily from settings."""
+
     def __init__(
         self,
         *,

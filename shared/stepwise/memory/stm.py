@@ -30,6 +30,8 @@ SUMMARY_PREFIX = "Summary of the earlier conversation: "
 
 @dataclass
 class Window:
+    """The messages that fit an STM token budget."""
+
     messages: list[dict[str, Any]]
     tokens: int
     budget: int | None

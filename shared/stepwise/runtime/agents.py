@@ -291,6 +291,8 @@ def _reflect(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig, messages
 
 # -- planner ----------------------------------------------------------------------------------------
 class Subtask(BaseModel):
+    """One subtask a planner hands to a worker."""
+
     id: str
     kind: str | None = None
     title: str = ""
@@ -375,6 +377,8 @@ def _new_plan(state: dict[str, Any], ctx: NodeContext, cfg: AgentConfig) -> list
 
 # -- synthesizer ------------------------------------------------------------------------------------
 class Synthesis(BaseModel):
+    """A synthesizer's answer and its self-assessed quality."""
+
     answer: str
     quality: float = Field(ge=0, le=1)
     feedback: str = ""

@@ -53,6 +53,8 @@ class Cursor(BaseModel):
 
 
 class StepInput(BaseModel):
+    """What the step is invoked with: the node, the cursor and its mode."""
+
     model_config = ConfigDict(extra="forbid")
     node: str
     cursor: Cursor

@@ -101,6 +101,8 @@ def _pages(call: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
 
 
 class DynamoEventStore(EventStore):
+    """The event log in DynamoDB (large payloads in S3), appended with conditions."""
+
     def __init__(
         self,
         table_name: str,
@@ -318,6 +320,8 @@ def _run_filters(q: RunQuery) -> tuple[dict[str, str], dict[str, Any], list[str]
 
 
 class DynamoRunStore(RunStore):
+    """Run records in DynamoDB, with thread and tenant indexes."""
+
     INDEX = "thread_id-created_at"
     TENANT_INDEX = "tenant-created_at"
 
@@ -461,6 +465,8 @@ def _unpack(attr: dict[str, Any]) -> dict[str, Any]:
 
 
 class DynamoRegistry(Registry):
+    """Graph versions and their ASL in DynamoDB."""
+
     def __init__(self, table_name: str, *, client: Any = None) -> None:
         self.table = table_name
         self.db = client or awsclients.client("dynamodb")

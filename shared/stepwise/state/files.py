@@ -51,6 +51,8 @@ class _Known:
 
 
 class FileSnapshotStore(SnapshotStore):
+    """State snapshots as files, written incrementally."""
+
     incremental = True
 
     def __init__(self, directory: str | Path, *, compact_ratio: float = 2.0) -> None:

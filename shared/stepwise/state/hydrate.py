@@ -20,6 +20,8 @@ CacheKey = tuple[str, tuple[tuple[str, int], ...]]
 
 
 class Hydrator:
+    """Rebuilds a thread's state from its latest snapshot plus the events after it."""
+
     def __init__(
         self,
         events: EventStore,

@@ -13,6 +13,8 @@ from stepwise.state.ports import DuplicateKeyError, EventStore, Registry, Row, R
 
 
 class MemoryEventStore(EventStore):
+    """The event log in this process's memory."""
+
     def __init__(self) -> None:
         self._rows: dict[str, list[Row]] = {}
         self._keys: dict[tuple[str, str], Row] = {}
@@ -58,6 +60,8 @@ class MemoryEventStore(EventStore):
 
 
 class MemorySnapshotStore(SnapshotStore):
+    """Snapshots in this process's memory."""
+
     def __init__(self) -> None:
         self._snaps: dict[str, tuple[int, dict[str, Any]]] = {}
 
@@ -74,6 +78,8 @@ class MemorySnapshotStore(SnapshotStore):
 
 
 class MemoryRunStore(RunStore):
+    """Run records in this process's memory."""
+
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._tokens: dict[str, dict[str, Any]] = {}
@@ -104,6 +110,8 @@ class MemoryRunStore(RunStore):
 
 
 class MemoryRegistry(Registry):
+    """Graph versions in this process's memory."""
+
     def __init__(self) -> None:
         self._items: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._latest: dict[str, str] = {}

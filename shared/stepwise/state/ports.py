@@ -120,6 +120,8 @@ RunStatus = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
 
 
 class RunRecord(BaseModel):
+    """One run: its thread, graph version, status, owner and lease, and cost."""
+
     run_id: str
     thread_id: str
     graph_ref: str
@@ -188,6 +190,8 @@ def page_cursor(run: RunRecord) -> str:
 
 
 class RunPage(BaseModel):
+    """A page of runs and where to continue."""
+
     runs: list[RunRecord]
     next_cursor: str | None = None
 

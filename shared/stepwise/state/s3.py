@@ -36,6 +36,8 @@ def _not_found(exc: Exception) -> bool:
 
 
 class S3SnapshotStore(SnapshotStore):
+    """State snapshots as S3 objects."""
+
     def __init__(self, bucket: str, *, client: Any = None, prefix: str = "snapshots/") -> None:
         self.bucket = bucket
         self.prefix = prefix

@@ -94,6 +94,8 @@ class SqliteDatabase:
 
 
 class SqliteEventStore(EventStore):
+    """The event log in SQLite."""
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
@@ -175,6 +177,8 @@ class SqliteEventStore(EventStore):
 
 
 class SqliteRunStore(RunStore):
+    """Run records in SQLite."""
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
@@ -259,6 +263,8 @@ class SqliteRunStore(RunStore):
 
 
 class SqliteRegistry(Registry):
+    """Graph versions and their ASL in SQLite."""
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 

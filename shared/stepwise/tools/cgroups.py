@@ -47,6 +47,8 @@ CGROUPFS = Path("/sys/fs/cgroup")
 
 @dataclass(frozen=True)
 class Hierarchy:
+    """The cgroup hierarchy (v1 or v2) the sandbox puts its CPU quotas in."""
+
     version: int  # 1 or 2
     base: Path  # where the sandbox root is created
 

@@ -29,6 +29,8 @@ CAPABILITY_META = "stepwise/capability"  # the _meta key of the call's capabilit
 
 @dataclass
 class ToolInvocation:
+    """One tool call to make: name, arguments, and its idempotency key."""
+
     name: str
     arguments: dict[str, Any]
     call_id: str
@@ -47,6 +49,8 @@ class ToolPolicy(Protocol):
 
 
 class AllowAll:
+    """The default tool policy: every declared call may run."""
+
     def check(self, invocation: ToolInvocation) -> None:
         return None
 
@@ -69,6 +73,8 @@ def undeclared(name: str, allowed: Collection[str], node: str) -> str | None:
 
 @dataclass
 class ToolOutcome:
+    """How one tool call ended: its result, or its error."""
+
     call_id: str
     name: str
     arguments: dict[str, Any]
@@ -119,6 +125,8 @@ class ToolOutcome:
 
 
 class ActionExecutor:
+    """Runs a turn's tool calls in parallel, with timeouts, retries, permissions and the journal."""
+
     def __init__(
         self,
         registry: ToolRuntime,

@@ -41,6 +41,8 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class ToolBudget:
+    """Wall time, CPU time and output size one tool call may use."""
+
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
     max_output_bytes: int = 200_000

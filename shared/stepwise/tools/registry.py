@@ -39,6 +39,8 @@ class UnknownTool(StepwiseError, LookupError):
 
 
 class ServerConfig(BaseModel):
+    """One MCP server: a command (stdio) or a URL (HTTP), and its environment."""
+
     model_config = ConfigDict(extra="forbid")
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -137,6 +139,8 @@ class _Connection:
 
 
 class ToolRegistry:
+    """The MCP tool servers (built-ins in-process, others by config), connected on first use."""
+
     def __init__(
         self, servers: dict[str, ServerConfig] | None = None, *, builtin: bool = True, http_allowlist: list[str] | None = None
     ) -> None:

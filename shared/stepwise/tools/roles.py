@@ -44,6 +44,8 @@ class ArgConstraint(BaseModel):
 
 
 class Role(BaseModel):
+    """A named set of tools a tenant's agents may use, with argument constraints."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""

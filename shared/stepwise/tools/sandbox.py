@@ -46,6 +46,8 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
+    """CPU, wall time, memory and output limits of one sandboxed call."""
+
     cpu_seconds: int = 5
     wall_seconds: float = 10.0
     memory_mb: int = 512
@@ -88,6 +90,8 @@ class SandboxLimits:
 
 @dataclass
 class SandboxResult:
+    """How a sandboxed process ended: exit code, output, and whether a limit stopped it."""
+
     exit_code: int
     stdout: str
     stderr: str
@@ -134,6 +138,8 @@ def sandbox_python() -> str:
 
 @dataclass
 class Sandbox:
+    """Runs a command isolated (bubblewrap namespaces, rlimits, cgroups), without network by default."""
+
     limits: SandboxLimits = field(default_factory=SandboxLimits)
     network: bool = False
     #: Extra host paths visible read-only at the same path (e.g. a package directory an MCP server needs).

@@ -74,6 +74,8 @@ HOST_CHECKS: dict[str, Callable[[Path], bool]] = {
 
 @dataclass
 class Attempt:
+    """One escape attempt and whether the sandbox blocked it."""
+
     name: str
     blocked: bool
     how: str

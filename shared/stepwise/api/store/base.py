@@ -43,6 +43,8 @@ class ApiKeyRecord(BaseModel):
 
 
 class VersionRecord(BaseModel):
+    """One stored agent version: its graph ref and metadata."""
+
     version: int
     ref: str
     created_at: float = Field(default_factory=time.time)
@@ -72,6 +74,8 @@ def _tenant_pk(tenant: str) -> str:
 
 
 class ApiStore(ABC):
+    """The API's own records (agents, versions, keys, roles, webhooks) over a small key-value port."""
+
     # -- primitives (adapters) ----------------------------------------------------------------
     @abstractmethod
     def _get(self, pk: str, sk: str) -> tuple[int, dict[str, Any]] | None:

@@ -14,6 +14,8 @@ from stepwise.api.store.base import ApiStore, StoreConflict
 
 
 class DynamoApiStore(ApiStore):
+    """The API store on one DynamoDB table (pk, sk), with conditional writes."""
+
     def __init__(self, table: str, *, client: Any = None) -> None:
         if client is None:
             from stepwise import awsclients

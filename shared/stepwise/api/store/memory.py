@@ -10,6 +10,8 @@ from stepwise.api.store.base import ApiStore, StoreConflict
 
 
 class MemoryApiStore(ApiStore):
+    """The API store in this process's memory (tests, ``STEPWISE_BACKEND=memory``)."""
+
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self._lock = threading.Lock()

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS api_items (
 
 
 class SqliteApiStore(ApiStore):
+    """The API store in a SQLite file beside the embedded backend's database."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ DEFAULT_MAX_TOKENS = 4096
 
 
 class AnthropicChat:
+    """Chat over the Anthropic Messages API (normal and streaming)."""
+
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 60.0, label: str = "anthropic") -> None:
         self.model = model
         self.label = label

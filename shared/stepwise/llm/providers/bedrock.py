@@ -37,6 +37,8 @@ _UNAVAILABLE = {
 
 
 class BedrockChat:
+    """Chat over Bedrock's Converse API (normal and streaming)."""
+
     def __init__(
         self,
         model: str,

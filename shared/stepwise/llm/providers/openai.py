@@ -26,6 +26,8 @@ _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 
 
 class OpenAIChat:
+    """Chat over the OpenAI Chat Completions API (normal and streaming), or a compatible server."""
+
     def __init__(self, model: str, *, api_key: str, base_url: str | None = None, timeout: float = 60.0, label: str = "openai") -> None:
         self.model = model
         self.label = label
