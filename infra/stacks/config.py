@@ -9,6 +9,13 @@ stepwise:bundle       ``false`` skips building the layer (template-only synth, t
 stepwise:vectorStore  ``false`` leaves out the OpenSearch Serverless collection (its idle cost dominates)
 stepwise:natGateways  NAT gateways for the functions' internet egress (LLM APIs), default 1
 stepwise:allowedModules  STEPWISE_API_ALLOWED_MODULES for the API (comma-separated module prefixes)
+stepwise:cognito      ``true`` creates a Cognito user pool whose ID tokens the API accepts (tenant in ``custom:tenant``,
+                      roles from the pool's groups)
+stepwise:jwtIssuer, stepwise:jwtAudience, stepwise:jwtTenantClaim, stepwise:jwtRolesClaim
+                      accept JWTs of any other OIDC issuer instead (not with ``stepwise:cognito``)
+stepwise:usagePlans   API Gateway usage plans for the tenants: JSON ``{"<name>": {"rate": r, "burst": b,
+                      "quota": n, "period": "DAY|WEEK|MONTH"}}`` (quota optional; the first plan is the default
+                      for new keys), or ``false`` for none; default ``{"default": {"rate": 50, "burst": 100}}``
 stepwise:triggers     graphs whose ``triggers:`` the stack turns into EventBridge rules and Scheduler schedules,
                       as ``tenant=path.yaml`` pairs (comma-separated string, or a JSON list of
                       ``{"tenant": ..., "graph": ...}``); paths relative to the repository root
@@ -44,11 +51,25 @@ class StackConfig:
     nat_gateways: int = 1
     allowed_modules: str = "statemachines.,stepwise.tools."
     triggers: tuple[tuple[str, str], ...] = ()
+    cognito: bool = False
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_tenant_claim: str = "tenant"
+    jwt_roles_claim: str = "roles"
+    usage_plans: tuple[UsagePlan, ...] = ()
 
     def __post_init__(self) -> None:
         for what, value in (("stepwise:prefix", self.prefix), ("stepwise:stage", self.stage)):
             if not _NAME.match(value):
                 raise ValueError(f"{what}={value!r}: use 1-20 lowercase letters, digits or '-', starting with a letter")
+        if self.cognito and self.jwt_issuer:
+            raise ValueError(
+                "set either stepwise:cognito=true (a user pool of this stack) or stepwise:jwtIssuer (another issuer), not both"
+            )
+        if bool(self.jwt_issuer) != bool(self.jwt_audience):
+            raise ValueError("stepwise:jwtIssuer and stepwise:jwtAudience go together (the audience is the client id tokens are issued to)")
+        if self.jwt_issuer and not self.jwt_issuer.startswith("https://"):
+            raise ValueError(f"stepwise:jwtIssuer={self.jwt_issuer!r}: an OIDC issuer is an https:// URL")
 
     @property
     def name_prefix(self) -> str:
@@ -74,7 +95,54 @@ class StackConfig:
             nat_gateways=int(get("natGateways") if get("natGateways") is not None else 1),
             allowed_modules=str(get("allowedModules") or cls.allowed_modules),
             triggers=_trigger_graphs(get("triggers")),
+            cognito=_flag(get("cognito"), False),
+            jwt_issuer=get("jwtIssuer") or None,
+            jwt_audience=get("jwtAudience") or None,
+            jwt_tenant_claim=str(get("jwtTenantClaim") or "tenant"),
+            jwt_roles_claim=str(get("jwtRolesClaim") or "roles"),
+            usage_plans=_usage_plans(get("usagePlans")),
         )
+
+
+@dataclass(frozen=True)
+class UsagePlan:
+    """One API Gateway usage plan: steady requests/second, burst, and an optional quota per period."""
+
+    name: str
+    rate: float
+    burst: int
+    quota: int | None = None
+    period: str = "DAY"
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^[A-Za-z0-9_-]{1,40}$", self.name):
+            raise ValueError(f"usage plan name {self.name!r}: 1-40 letters, digits, '-' or '_'")
+        if self.rate <= 0 or self.burst < 1 or (self.quota is not None and self.quota < 1):
+            raise ValueError(f"usage plan {self.name!r}: rate > 0, burst >= 1 and quota >= 1 (or no quota)")
+        if self.period not in ("DAY", "WEEK", "MONTH"):
+            raise ValueError(f"usage plan {self.name!r}: period is DAY, WEEK or MONTH, not {self.period!r}")
+
+
+DEFAULT_USAGE_PLANS = {"default": {"rate": 50, "burst": 100}}
+
+
+def _usage_plans(value: Any) -> tuple[UsagePlan, ...]:
+    if value is None:
+        value = DEFAULT_USAGE_PLANS
+    if isinstance(value, str):
+        if not _flag(value, True):
+            return ()
+        value = json.loads(value)
+    if value is False:
+        return ()
+    if not isinstance(value, dict) or not value:
+        raise ValueError('stepwise:usagePlans: a JSON object {"<name>": {"rate": 50, "burst": 100}} or false')
+    plans = []
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or not {"rate", "burst"} <= set(spec) or not set(spec) <= {"rate", "burst", "quota", "period"}:
+            raise ValueError(f"stepwise:usagePlans: plan {name!r} needs rate and burst (and optionally quota, period)")
+        plans.append(UsagePlan(name=str(name), **spec))
+    return tuple(plans)
 
 
 def _trigger_graphs(value: Any) -> tuple[tuple[str, str], ...]:

@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra.stacks.api import Api
+from infra.stacks.auth import Auth
 from infra.stacks.channels import Channels
 from infra.stacks.compute import Compute
 from infra.stacks.config import StackConfig
@@ -70,7 +71,8 @@ class StepwiseStack(Stack):
             self.valkey.secret.grant_read(fn)
         if self.vectors is not None:
             self.vectors.grant(self.compute.step.role)  # type: ignore[arg-type]
-        self.api = Api(self, "Api", config=config, function=self.compute.api)
+        self.auth = Auth(self, "Auth", config=config, storage=self.storage, compute=self.compute)
+        self.api = Api(self, "Api", config=config, function=self.compute.api, authorizer=self.auth.authorizer)
         self.channels = Channels(self, "Channels", config=config, storage=self.storage, compute=self.compute, api=self.api)
         self.triggers = Triggers(self, "Triggers", config=config, bus=self.integration.bus, function=self.compute.trigger)
         if self.vectors is not None:  # long-term memory lives in the collection: consolidate into it on a schedule
@@ -100,10 +102,22 @@ class StepwiseStack(Stack):
             "AnthropicKeySecretArn": self.integration.secrets["ANTHROPIC_API_KEY"].secret_arn,
             "CreateApiKeyCommand": (
                 f"STEPWISE_BACKEND=aws STEPWISE_API_TABLE={self.storage.api.table_name} "
-                ".venv/bin/python -m stepwise.api.keys create --tenant default"
+                + (f"STEPWISE_USAGE_PLAN_ID={next(iter(self.api.usage_plans.values())).usage_plan_id} " if self.api.usage_plans else "")
+                + ".venv/bin/python -m stepwise.api.keys create --tenant default"
             ),
         }
+        for name, plan in self.api.usage_plans.items():
+            outputs[f"UsagePlan{_pascal(name)}Id"] = plan.usage_plan_id
+        if self.auth.user_pool is not None and self.auth.client is not None:
+            outputs["UserPoolId"] = self.auth.user_pool.user_pool_id
+            outputs["UserPoolClientId"] = self.auth.client.user_pool_client_id
+        if self.auth.jwt_env:
+            outputs["JwtIssuer"] = self.auth.jwt_env["STEPWISE_JWT_ISSUER"]
         if self.vectors is not None:
             outputs["VectorCollectionEndpoint"] = self.vectors.endpoint_url
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 #: functions outside the VPC with their own small environment (their own test files)
-OUTSIDE_VPC = {"stepwise-dev-sandbox", "stepwise-dev-channels"}
+OUTSIDE_VPC = {"stepwise-dev-sandbox", "stepwise-dev-channels", "stepwise-dev-authorizer"}
 
 
 def only(resources: dict[str, dict[str, Any]], **where: Any) -> tuple[str, dict[str, Any]]:
@@ -114,7 +114,7 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
-    assert names == {f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger")}
+    assert names == {f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger", "authorizer")}
     functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
@@ -126,10 +126,12 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
 
 
 def test_function_environment_matches_settings(synth: Synth) -> None:
-    expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in ("home", "snapshot_every")}
+    # settings whose defaults are right on AWS (the local engine's concurrency, the run lease) need not be set
+    defaulted = ("home", "snapshot_every", "local_concurrency", "run_lease_seconds")
+    expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in defaulted}
     for fn in synth.resources("AWS::Lambda::Function").values():
         if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
-            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py
+            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py, test_auth_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert expected <= set(env), expected - set(env)
         assert env["STEPWISE_BACKEND"] == "aws" and env["STEPWISE_NAME_PREFIX"] == "stepwise-dev"
@@ -286,7 +288,7 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {"acme-prod-api", "acme-prod-step", "acme-prod-sandbox", "acme-prod-channels", "acme-prod-trigger"}
+    assert names == {f"acme-prod-{n}" for n in ("api", "step", "sandbox", "channels", "trigger", "authorizer")}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
@@ -309,7 +311,7 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     assert "index/stepwise-dev-vectors/stepwise-memory" in policy and "/*" not in policy
     for fn in synth.resources("AWS::Lambda::Function").values():
         if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
-            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py
+            continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py, test_auth_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["STEPWISE_MEMORY_BACKEND"] == "opensearch" and env["STEPWISE_OPENSEARCH_INDEX"] == "stepwise-memory"
         assert env["STEPWISE_MEMORY_EMBEDDER"] == "bedrock:amazon.titan-embed-text-v2:0#512"

@@ -4,6 +4,11 @@
     python -m stepwise.api.keys list --tenant acme
     python -m stepwise.api.keys revoke --tenant acme KEY_ID
     STEPWISE_BACKEND=aws STEPWISE_API_TABLE=... python -m stepwise.api.keys create --tenant acme
+    python -m stepwise.api.keys plan --tenant acme --plan-id <UsagePlan id>   # API Gateway usage plan (AWS)
+
+On AWS with ``STEPWISE_USAGE_PLAN_ID`` set (the stack's ``CreateApiKeyCommand`` output sets it), ``create``
+also puts the tenant in that usage plan (``stepwise.api.authorizer.enroll``); ``plan`` moves a tenant —
+one that signs in with JWTs too — to another plan.
 
 The plaintext key is printed once at creation and never stored; only its salted hash is.
 """
@@ -11,6 +16,7 @@ The plaintext key is printed once at creation and never stored; only its salted 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,8 +69,27 @@ def create(tenant: TenantOpt, name: Annotated[str, typer.Option(help="a label, e
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    plan_id = os.environ.get("STEPWISE_USAGE_PLAN_ID")
+    if plan_id:
+        from stepwise.api.authorizer import enroll
+
+        enroll(tenant, plan_id)
+        typer.echo(f"tenant {tenant!r} is in usage plan {plan_id}", err=True)
     typer.echo(json.dumps({"key_id": record.key_id, "tenant": record.tenant, "name": record.name, "api_key": plaintext}))
     typer.echo("Store this key now: only its hash is kept.", err=True)
+
+
+@cli.command()
+def plan(tenant: TenantOpt, plan_id: Annotated[str, typer.Option(help="the API Gateway usage plan id (stack outputs)")]) -> None:
+    """Put a tenant in an API Gateway usage plan (and in no other): its first line of rate limiting on AWS."""
+    from stepwise.api.authorizer import enroll
+
+    try:
+        key_id = enroll(tenant, plan_id)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"tenant": tenant, "usage_plan_id": plan_id, "usage_key_id": key_id}))
 
 
 @cli.command("list")
