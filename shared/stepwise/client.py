@@ -26,7 +26,7 @@ from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.settings import Settings
 from stepwise.state import fold as folding
-from stepwise.state.events import FORKED, RUN_STARTED, Event
+from stepwise.state.events import FORKED, ROLLED_BACK, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
@@ -439,6 +439,29 @@ class Stepwise:
         return self.services.runs.update(
             run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None
         )
+
+    def rollback(self, run_id: str, *, cause: str = "rolled back") -> RunRecord:
+        """Cancel the run if it is in flight and discard what it wrote: a ``rolled_back`` event restates the
+        thread as it was before the run's ``run_started``, so every later state read (and the next run) skips
+        the run's writes. The log keeps them (it is append-only); history shows the marker after them."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if run.status in ACTIVE:
+            with contextlib.suppress(RunTransitionError):  # it finished meanwhile: still roll its writes back
+                run = self.cancel(run_id, cause=cause)
+        start_seq = int((run.start_cursor or {}).get("seq") or 0)
+        if start_seq == 0:
+            raise StepwiseError(f"run {run_id!r} has no recorded start; nothing to roll back")
+        before = self.state(run.thread_id, at=start_seq - 1)[1] if start_seq > 1 else {}
+        head = self.services.events.head(run.thread_id)
+        marker = Event(
+            type=ROLLED_BACK,
+            run_id=run_id,
+            data={"run_id": run_id, "state": before, "from_seq": start_seq, "through_seq": head, "cause": cause},
+        )
+        self.services.events.append_at_head(run.thread_id, [marker])
+        return self.services.runs.update(run_id, error={"error": "Stepwise.RolledBack", "cause": cause, "from_seq": start_seq})
 
     def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.services.runs.list(thread_id=thread_id, limit=limit)

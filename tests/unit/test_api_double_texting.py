@@ -102,3 +102,39 @@ def test_enqueue_waits_for_the_run_in_flight_then_runs(api: Any) -> None:
     assert status == 200 and second["status"] == "succeeded"
     assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "succeeded"
     assert second["state"]["log"] == ["slow", "after", "slow", "after"]  # one after the other, on one thread
+
+
+def test_rollback_cancels_the_run_in_flight_and_discards_its_writes(api: Any) -> None:
+    GATE.set()
+    status, done = api("POST", "/agents/texting/execute", {"thread_id": "t1", "input": {"note": "kept"}})
+    assert status == 200 and done["state"]["log"] == ["slow", "after"]
+    GATE.clear()
+    STARTED.clear()
+    status, doomed = api("POST", "/agents/texting/execute", {"thread_id": "t1", "input": {"note": "discard me"}, "background": True})
+    assert status == 202 and STARTED.wait(10)
+    threading.Timer(0.5, GATE.set).start()  # its node lands its write after the rollback arrives: it is discarded too
+    status, third = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "rollback", "wait_seconds": 10})
+    assert status == 200 and third["status"] == "succeeded"
+    assert third["state"] == {"note": "kept", "log": ["slow", "after", "slow", "after"]}  # as if the doomed run never ran
+    rolled = api("GET", f"/runs/{doomed['run_id']}")[1]
+    assert rolled["status"] == "cancelled" and rolled["error"]["error"] == "Stepwise.RolledBack"
+    events = api("GET", f"/runs/{doomed['run_id']}/events")[1]["events"]
+    assert [e["type"] for e in events][-1] == "rolled_back"  # the log keeps its events, then the marker
+    assert any(e["type"] == "node_update" and e["node"] == "slow" for e in events)  # its late write is in the log...
+    assert api("GET", "/threads/t1/state")[1]["state"] == third["state"]  # ...and in no state read
+
+
+def test_the_fold_skips_a_rolled_back_runs_writes_even_after_the_marker() -> None:
+    from stepwise.state.events import NODE_UPDATE, ROLLED_BACK, RUN_STARTED, Event
+    from stepwise.state.fold import fold
+
+    log = [
+        Event(type=RUN_STARTED, run_id="a", data={"update": {"x": 1}}, seq=1),
+        Event(type=RUN_STARTED, run_id="b", data={"update": {"x": 2}}, seq=2),
+        Event(type=NODE_UPDATE, run_id="b", data={"update": {"y": 2}}, seq=3),
+        Event(type=ROLLED_BACK, run_id="b", data={"run_id": "b", "state": {"x": 1}}, seq=4),
+        Event(type=NODE_UPDATE, run_id="b", data={"update": {"z": "late"}}, seq=5),
+        Event(type=NODE_UPDATE, run_id="c", data={"update": {"y": 3}}, seq=6),
+    ]
+    assert fold({}, log, {}, (), lambda seq: log[seq - 1]) == {"x": 1, "y": 3}
+    assert fold({}, log[:3], {}, (), lambda seq: log[seq - 1]) == {"x": 2, "y": 2}  # before the marker: as it was

@@ -115,6 +115,7 @@ class StepwiseApi:
         self._client: Stepwise | None = None
         self._client_lock = threading.Lock()
         self._background: Any = None
+        self._executions: dict[str, Any] = {}  # run id -> Future of a run this process executes in the background
         self._webhooks: Any = None
         self._ws: Any = None
         self._watchers: Any = None
@@ -294,7 +295,9 @@ class StepwiseApi:
 
                 self._background = ThreadPoolExecutor(max_workers=self.settings.api_background_runs, thread_name_prefix="stepwise-run")
         future = self._background.submit(self.client.execute, record.run_id)
+        self._executions[record.run_id] = future
         future.add_done_callback(_log_failure)
+        future.add_done_callback(lambda _: self._executions.pop(record.run_id, None))
         return record.run_id
 
     @property
@@ -369,17 +372,21 @@ class StepwiseApi:
     def make_room(self, thread_id: str, policy: str, cause: str) -> None:
         """Double texting: apply the thread's policy to the runs in flight on it before a new run starts.
         ``reject`` leaves them (the engine refuses a busy thread with 409 thread_busy); ``interrupt`` cancels
-        them by compare-and-set (and stops a Step Functions execution) so each stops before its next node;
-        ``enqueue`` waits for them to leave ``running``, up to the server's wait cap."""
-        runs = self.client.services.runs
-        if policy == "interrupt":
+        them (compare-and-set; a Step Functions execution is stopped) so each stops before its next node and
+        the new run starts from the state they reached; ``rollback`` cancels them and discards their writes
+        (the new run starts from the state before them); ``enqueue`` waits for them to leave ``running``,
+        up to the server's wait cap. All of it through the engine client's methods."""
+        if policy in ("interrupt", "rollback"):
             for other in self.client.runs(thread_id=thread_id, limit=100):
                 if other.status not in ("running", "waiting"):
                     continue
                 with contextlib.suppress(RunTransitionError):  # it finished meanwhile: nothing to interrupt
-                    runs.update(other.run_id, expect=("running", "waiting"), status="cancelled", waiting=None, finished_at=time.time())
-                    self.client.executor.stop(other, cause=f"interrupted by a new {cause}")
-                    self.events.publish("run.cancelled", other.tenant, {"run_id": other.run_id, "thread_id": thread_id, "by": "interrupt"})
+                    self.client.cancel(other.run_id, cause=f"{policy} by a new {cause}")
+                    self.events.publish("run.cancelled", other.tenant, {"run_id": other.run_id, "thread_id": thread_id, "by": policy})
+                self.settle(other.run_id)
+                if policy == "rollback":
+                    self.client.rollback(other.run_id, cause=f"rolled back by a new {cause}")
+                    self.events.publish("run.rolled_back", other.tenant, {"run_id": other.run_id, "thread_id": thread_id})
         elif policy == "enqueue":
             deadline = self.clock() + self.settings.api_max_wait_seconds
             while any(r.status == "running" for r in self.client.runs(thread_id=thread_id, limit=100)):
@@ -390,6 +397,14 @@ class StepwiseApi:
                         f"thread {thread_id!r} still has a run in flight after {self.settings.api_max_wait_seconds:g} s; retry",
                     )
                 self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
+
+    def settle(self, run_id: str) -> None:
+        """Wait (up to the server's wait cap) for this process's execution of a cancelled run to return, so
+        the node it was in has landed its write before anything else is written on the thread."""
+        future = self._executions.get(run_id)
+        if future is not None:
+            with contextlib.suppress(Exception):  # its outcome is the run record's business; we only wait
+                future.result(timeout=self.settings.api_max_wait_seconds)
 
     def wait(self, run_id: str, seconds: float) -> RunRecord:
         """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""

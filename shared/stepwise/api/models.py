@@ -74,11 +74,12 @@ class ExecuteAgent(_Body):
         description="POST a signed event to this URL when the run ends or waits (docs/api.md#webhooks); "
         "default: the agent's webhook (PUT /agents/{id}/webhook), if it has one",
     )
-    multitask: Literal["reject", "enqueue", "interrupt"] = Field(
+    multitask: Literal["reject", "enqueue", "interrupt", "rollback"] = Field(
         "reject",
         description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy), "
         "`enqueue` (wait for it, within the server's wait cap, then run), `interrupt` (cancel it — it stops before its "
-        "next node — and run from the state it reached; a waiting run is cancelled too)",
+        "next node — and run from the state it reached; a waiting run is cancelled too), `rollback` (cancel it and "
+        "discard its writes: the new run starts from the state before it)",
     )
     background: bool = Field(
         False,

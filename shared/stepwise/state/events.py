@@ -18,6 +18,8 @@ RUN_FAILED = "run_failed"
 LLM_CALL = "llm_call"
 TOOL_CALL = "tool_call"
 FORKED = "forked"
+#: Double texting `rollback`: the named run's writes are discarded; ``data.state`` is the state before it began.
+ROLLED_BACK = "rolled_back"
 #: Safety events (permissions, capability tokens, guardrails): journal entries, never state changes.
 TOOL_DENIED = "tool_denied"
 TOOL_GRANTED = "tool_granted"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from stepwise.state import reducers
-from stepwise.state.events import FORKED, JOIN, STATE_CHANGING, Event
+from stepwise.state.events import FORKED, JOIN, ROLLED_BACK, STATE_CHANGING, Event
 
 Frames = Sequence[Sequence[Any]]  # [(scope: str, base: int), ...], outermost first
 
@@ -58,7 +58,7 @@ def apply_event(
         for ref in event.data.get("refs", []):
             state = apply_event(state, lookup(ref), reducer_names, lookup)
         return state
-    if event.type == FORKED:
+    if event.type in (FORKED, ROLLED_BACK):  # both restate the thread: a fork's origin, or the state before a discarded run
         return dict(event.data.get("state") or {})
     return state
 
@@ -71,7 +71,12 @@ def fold(
     lookup: Callable[[int], Event],
 ) -> dict[str, Any]:
     view = levels(frames)
+    discarded: set[str] = set()  # runs rolled back: a write of theirs that lands after the marker is skipped too
     for event in events:
+        if event.type == ROLLED_BACK:
+            discarded.add(str(event.data.get("run_id")))
+        elif discarded and event.run_id in discarded:
+            continue
         if is_visible(event, view):
             state = apply_event(state, event, reducer_names, lookup)
     return state
