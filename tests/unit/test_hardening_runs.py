@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import statemachines.examples.nodes as example_nodes
+from tests.aws.test_state_contract import Stores, aws_env, run, stores  # noqa: F401 - the adapter fixtures
 from tests.unit.test_api_routes import EXAMPLES, error_code, make
-from tests.unit.test_state_contract import Stores, aws_env, run, stores  # noqa: F401 - the adapter fixtures
 
 from stepwise.client import ConflictingRequestError, StaleAnswerError, Stepwise, ThreadBusyError
 from stepwise.graph.loader import load_file, load_text
