@@ -346,15 +346,69 @@ def test_jwt_sign_in(tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch)
         jwks.server.server_close()
 
 
-def test_backlog_only_stream_reconnects_with_after(tmp_path: Path, page: Any) -> None:
-    """Behind API Gateway the stream answers the events so far and closes (no response streaming): the
-    page reconnects with ?after=<last seq> and still lights up. Here the server's live SSE is switched
-    off, so the stream route is the handler's, exactly as deployed."""
+class StagePrefix:
+    """What API Gateway puts in front of the API: every URL under ``/<stage>/`` (anything else is
+    403 Missing Authentication Token), and whole responses only (no streaming). Forwards to ``upstream``
+    with the prefix removed, headers and body as they are."""
+
+    def __init__(self, upstream: str, stage: str = "dev") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        prefix = f"/{stage}"
+        self.paths: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                if not (self.path == prefix or self.path.startswith(prefix + "/")):
+                    return self._send(403, {"content-type": "application/json"}, b'{"message":"Missing Authentication Token"}')
+                target = self.path[len(prefix) :] or "/"
+                outer.paths.append(target)
+                body = self.rfile.read(int(self.headers.get("content-length") or 0)) or None
+                keep = ("authorization", "content-type", "last-event-id", "x-api-key")
+                req = urllib.request.Request(
+                    upstream + target, data=body, method=self.command, headers={k: v for k, v in self.headers.items() if k.lower() in keep}
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as res:
+                        return self._send(res.status, dict(res.headers.items()), res.read())
+                except urllib.error.HTTPError as exc:
+                    return self._send(exc.code, dict(exc.headers.items()), exc.read())
+
+            def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_HEAD = _forward
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_behind_a_stage_prefix_with_a_backlog_only_stream(tmp_path: Path, page: Any) -> None:
+    """The console as deployed behind API Gateway: served under ``/<stage>/`` (so every asset and API
+    call must be relative to that root), and the stream answers the events so far and closes (no
+    response streaming), so the page reconnects with ?after=<last seq> and still lights up. Here the
+    server's live SSE is switched off, so the stream route is the Lambda handler's, as deployed."""
     from stepwise.api.keys import create_key
     from stepwise.api.server import make_server
 
     server = make_server("127.0.0.1", 0, tmp_path / "home").start()
     server.app.streams = None  # GET /runs/{id}/stream now goes through the Lambda handler: backlog only
+    gateway = StagePrefix(server.url)
     seen: list[dict[str, Any]] = []
     handler_call = server.app.call
 
@@ -366,7 +420,7 @@ def test_backlog_only_stream_reconnects_with_after(tmp_path: Path, page: Any) ->
     server.app.call = recording  # type: ignore[method-assign]
     try:
         _, key = create_key(server.api.store, "default", "browser test")
-        live = Live(server.url, key)
+        live = Live(gateway.url, key)  # every call goes through the stage prefix
         live.call("POST", "/agents", {"yaml": EXAMPLE.read_text()})
         run = live.call("POST", "/agents/human-approval/execute", {"input": {"amount": 4}})
         assert run["status"] == "waiting"
@@ -383,7 +437,9 @@ def test_backlog_only_stream_reconnects_with_after(tmp_path: Path, page: Any) ->
         afters = [int(q["after"]) for q in seen]
         assert afters == sorted(afters) and afters[-1] >= 3  # moving forward through the log, never from the start
         assert page.locator("#timeline button[data-seq='3']").count() == 1  # no event drawn twice
+        assert "/console/app.js" in gateway.paths and "/runs?limit=1" in gateway.paths  # all of it under /dev/
     finally:
+        gateway.close()
         server.shutdown()
         server.server_close()
 
@@ -412,7 +468,7 @@ def test_static_files_are_confined(live: Live) -> None:
         assert caught.value.code == 404
     with urllib.request.urlopen(live.url + "/", timeout=10) as res:
         assert "default-src 'self'" in res.headers["content-security-policy"]
-        assert b'<script type="module" src="/console/app.js">' in res.read()
+        assert b'<script type="module" src="console/app.js">' in res.read()  # relative: works under a stage prefix
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLE.parent.glob("*.yaml")))
@@ -423,7 +479,7 @@ def test_every_example_graph_is_drawn_from_its_asl(live: Live, page: Any, exampl
 
     spec = load_file(EXAMPLE.parent / example)
     asl = compile_graph(spec)
-    page.goto(live.url + "/console/index.html#/none")  # any page of the console: serves the modules
+    page.goto(live.url + "/#/none")  # any page of the console: serves the modules
     drawn = page.evaluate(
         """async ([asl, spec]) => {
             const { draw } = await import('/console/graph.js');

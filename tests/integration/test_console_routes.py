@@ -151,5 +151,9 @@ def test_static_response_and_percentile() -> None:
     assert page is not None and page["statusCode"] == 200 and "frame-ancestors 'none'" in page["headers"]["Content-Security-Policy"]
     missing = static_response("GET", "/console/../app.py")
     assert missing is not None and missing["statusCode"] == 404
+    assert (static_response("GET", "/console") or {}).get("body") == page["body"]  # relative links resolve from both
+    for elsewhere in ("/console/", "/console/index.html"):  # from there `console/app.js` would miss: point to /
+        answer = static_response("GET", elsewhere)
+        assert answer is not None and answer["statusCode"] == 404 and "is at /" in answer["body"]
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0 and percentile(list(map(float, range(1, 101))), 95) == 95.0

@@ -55,15 +55,16 @@ def static_response(method: str, path: str) -> dict[str, Any] | None:
     """The proxy response for a console page or asset, or None when ``path`` is not the console's."""
     if method not in ("GET", "HEAD"):
         return None
-    if path in ("/", "/console", "/console/"):
+    if path in ("/", "/console"):  # the page's relative links resolve to <root>/console/… from both
         name = "index.html"
     elif path.startswith("/console/"):
         name = path[len("/console/") :]
     else:
         return None
-    found = _files().get(name)
+    found = _files().get(name) if name != "index.html" or path in ("/", "/console") else None  # at /console/ its links would miss
     if found is None:
-        body = json.dumps({"error": {"code": "not_found", "message": f"no console file {name!r}"}})
+        message = "the console's page is at / (or /console)" if name in ("", "index.html") else f"no console file {name!r}"
+        body = json.dumps({"error": {"code": "not_found", "message": message}})
         return {"statusCode": 404, "headers": {"Content-Type": "application/json"}, "body": body, "isBase64Encoded": False}
     text, content_type = found
     return {

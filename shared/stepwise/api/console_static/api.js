@@ -1,5 +1,9 @@
 // The API client of the console: the key lives in sessionStorage (gone when the tab closes).
 const KEY = "stepwise.key";
+// The API's root is the folder above this module (<root>/console/api.js): "/" under `stepwise serve`,
+// "/<stage>/" behind API Gateway. Every request is relative to it, so the same files work on both.
+const ROOT = new URL("..", import.meta.url);
+const at = (path) => new URL(path.replace(/^\//, ""), ROOT);
 
 export const getKey = () => sessionStorage.getItem(KEY);
 export const setKey = (k) => sessionStorage.setItem(KEY, k.trim());
@@ -21,7 +25,7 @@ function headers(extra) {
 }
 
 export async function api(method, path, body) {
-  const res = await fetch(path, {
+  const res = await fetch(at(path), {
     method,
     headers: headers(body === undefined ? {} : { "content-type": "application/json" }),
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -55,7 +59,7 @@ export async function follow(runId, onEvent, signal, from = null) {
     const q = after === null ? "" : `?after=${after}`;
     let res;
     try {
-      res = await fetch(`/runs/${encodeURIComponent(runId)}/stream${q}`, { headers: headers(), signal });
+      res = await fetch(at(`/runs/${encodeURIComponent(runId)}/stream${q}`), { headers: headers(), signal });
     } catch (err) {
       if (signal && signal.aborted) return;
       await new Promise((r) => setTimeout(r, 1000));
