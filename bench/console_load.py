@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--live", type=int, default=20)
+    parser.add_argument("--out", default="", help="also write the results here (e.g. bench/results/console.json)")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -74,7 +75,12 @@ def main() -> None:
         api_ms.append((time.perf_counter() - t) * 1000)
     assert len(listed["runs"]) == args.runs
 
-    out: dict[str, Any] = {"runs": args.runs, "seed_seconds": round(seeded, 1), "load_average": os.getloadavg()}
+    out: dict[str, Any] = {
+        "command": f"python -m bench.console_load --runs {args.runs} --loads {args.loads} --live {args.live}",
+        "runs": args.runs,
+        "seed_seconds": round(seeded, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
         context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -99,6 +105,7 @@ def main() -> None:
             run = call("POST", "/agents/human-approval/execute", {"input": {"amount": i}})
             page.goto(server.url + f"/#/runs/{run['run_id']}")
             page.wait_for_selector('g.node[data-node="approve"].st-waiting')
+            page.wait_for_selector('#timeline[data-live="true"]')  # the stream is connected (the page draws the log before)
             before = page.evaluate("window.consoleMetrics.liveLatencyMs.length")
             call("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}})
             page.wait_for_selector('#run-head .badge[data-status="succeeded"]')
@@ -116,6 +123,8 @@ def main() -> None:
     server.server_close()
     shutil.rmtree(home, ignore_errors=True)
     print(json.dumps(out, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ function parseFrame(frame) {
 
 /** Follow GET /runs/{id}/stream with fetch (EventSource cannot send the key header); reconnects
  *  with ?after=<last seen id> until the server sends `end` (behind API Gateway every response is the
- *  backlog so far, so the loop is the live view there). onEvent(type, data, id). */
-export async function follow(runId, onEvent, signal, from = null) {
+ *  backlog so far, so the loop is the live view there). onEvent(type, data, id); onOpen() on each connection. */
+export async function follow(runId, onEvent, signal, from = null, onOpen = () => {}) {
   let after = from;
   for (;;) {
     const q = after === null ? "" : `?after=${after}`;
@@ -66,6 +66,7 @@ export async function follow(runId, onEvent, signal, from = null) {
       continue;
     }
     if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+    onOpen();
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
     for (;;) {

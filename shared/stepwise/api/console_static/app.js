@@ -399,7 +399,7 @@ async function runView(runId) {
     if (TRANSCRIBED.has(data.type)) renderTranscript();
     if (data.type === "interrupt" || data.type === "run_finished" || data.type === "run_failed") refresh();
     if (data.ts) window.consoleMetrics.liveLatencyMs.push(Date.now() - data.ts * 1000);
-  }, ctrl.signal, last).catch((err) => main.prepend(problem(err)));
+  }, ctrl.signal, last, () => { timeline.dataset.live = "true"; }).catch((err) => main.prepend(problem(err)));
 }
 
 async function agentView(agent, version) {
