@@ -19,7 +19,7 @@ from stepwise.guardrails.checks import find_pii, iban_valid, injection_score, lu
 from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall
 from stepwise.llm.gateway import ModelHub
 from stepwise.llm.settings import LLMSettings
-from stepwise.state.events import GUARDRAIL, TOOL_CALL
+from stepwise.state.events import GUARDRAIL, LLM_CALL, TOOL_CALL
 
 
 def rails(**stages: Any) -> Guardrails:
@@ -282,6 +282,31 @@ def test_the_stored_log_keeps_tool_results_as_the_rails_left_them() -> None:
     assert email not in results and secret not in results
     tool_messages = [m["content"] for m in result.state["messages"] if m.get("role") == "tool"]
     assert tool_messages == ['"mail [EMAIL] now"', "error: result withheld by guardrail no-keys"]
+
+
+def test_the_stored_llm_call_keeps_the_answer_as_its_reader_sees_it() -> None:
+    """An ``output`` pii redaction reaches the ``llm_call`` event too (the model's raw answer is not stored),
+    and a step replayed from that record ends with the same text."""
+    model = Model("Sure, I emailed carol@example.net about card 4111 1111 1111 1111.")
+    client, result = run(SUPPORT, model, "hello")
+    final = result.state["messages"][-1]["content"]
+    assert final == "Sure, I emailed [EMAIL] about card [CARD]."
+    [call] = [e.data for e in client.history(result.thread_id) if e.type == LLM_CALL]
+    assert call["response"]["content"] == final
+    assert "carol@example.net" not in json.dumps([e.data for e in client.history(result.thread_id)], default=str)
+
+    from stepwise.runtime.guard import screen_logged_response
+
+    class Ctx:  # a replay reads the stored answer: the output rails leave it as it is
+        def __init__(self) -> None:
+            self.spec = load_text(SUPPORT)
+            self.node_spec = self.spec.graph.nodes["agent"]
+
+    ctx = Ctx()
+    assert screen_logged_response(ctx, {"role": "assistant", "content": final}) == {"role": "assistant", "content": final}
+    assert Guardrails(load_text(SUPPORT).guardrails).check("output", final).text == final  # type: ignore[arg-type]
+    tool_turn = {"role": "assistant", "content": "mail bob@example.com", "tool_calls": [{"id": "a"}]}
+    assert screen_logged_response(ctx, tool_turn) is tool_turn  # not an answer: stored as written
 
 
 def test_tool_results_rails_screen_a_fresh_outcome_before_the_journal_and_skip_replays() -> None:

@@ -107,10 +107,12 @@ class NodeContext:
         info = call_info.to_json()
         if finish is not None:
             finish()
+        from stepwise.runtime.guard import screen_logged_response  # output pii redactions reach the log too
+
         data: dict[str, Any] = {
             "request_hash": request.cache_key(),
             "model": response.model or request.model,
-            "response": response.message(),
+            "response": screen_logged_response(self, response.message()),
             "stop_reason": response.stop_reason,
             "input_tokens": response.usage.input_tokens,
             "output_tokens": response.usage.output_tokens,

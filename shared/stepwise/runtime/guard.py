@@ -155,6 +155,27 @@ def screen_result(ctx: NodeContext, guard: GuardrailPort, outcome: Any) -> None:
         outcome.error = f"error withheld by guardrail {checked.decisions[-1].rule}" if checked.blocked else checked.text
 
 
+# -- the stored llm_call --------------------------------------------------------------------------------------
+def screen_logged_response(ctx: Any, message: dict[str, Any]) -> dict[str, Any]:
+    """The model's final answer as the ``llm_call`` event stores it: the node's ``output`` rails that are
+    ``check: pii`` with ``action: redact`` are applied to it first, so the log does not keep what the answer's
+    reader never sees. Only those: their result is what ``guard_output`` yields for the raw answer too, so a
+    replayed step (which reads this record instead of calling the model) ends with the same text. A turn
+    with tool calls is stored as written (it is not an answer; its arguments meet the ``tool_args`` rails)."""
+    content = message.get("content")
+    graph_rails, node_rails = ctx.spec.guardrails, ctx.node_spec.guardrails
+    config = graph_rails.merged(node_rails) if graph_rails is not None else node_rails
+    if config is None or message.get("tool_calls") or not isinstance(content, str) or not content:
+        return message
+    rails = [r for r in config.rails("output") if r.check == "pii" and r.action == "redact"]
+    if not rails:
+        return message
+    from stepwise.graph.guardrails import GuardrailsConfig
+
+    screened = Guardrails(GuardrailsConfig(output=rails)).check("output", content)
+    return {**message, "content": screened.text} if screened.decisions else message
+
+
 # -- output -----------------------------------------------------------------------------------------------
 def guard_output(ctx: NodeContext, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
     """Check the final answer; a failing ``schema`` rail gets one repair (``repair(problem) -> new text``)."""
