@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: (page, the heading the block follows, what its output must contain)
 EXAMPLES = [
     ("docs/llm.md", "## Testing against real SDKs offline", "succeeded Paris gpt-4o-mini"),
+    ("docs/architecture.md", "## Settings: read once, passed in", "16 60.0"),
 ]
 
 
