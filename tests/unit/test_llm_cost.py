@@ -41,6 +41,9 @@ def test_custom_price_file(tmp_path: Path) -> None:
     path = tmp_path / "prices.yaml"
     path.write_text("models:\n  openai:mine: {input: 1.0, output: 2.0, tier: small}\n")
     assert PriceTable.load(path).cost("openai:mine", Usage(input_tokens=500_000, output_tokens=250_000)) == (1.0, True)
+    settings = LLMSettings.from_env({"STEPWISE_LLM_PRICES": str(path)})  # the documented variable, read once into settings
+    assert settings.prices_file == str(path)
+    assert ModelHub(settings, clock=FakeClock()).prices.lookup("openai:mine") == Price(input=1.0, output=2.0, tier="small")
 
 
 def test_complexity_classification() -> None:

@@ -23,7 +23,6 @@ ENV_EDGES = {
     "llm/settings.py": "the LLM layer's settings class",
     "llm/secrets.py": "provider API keys (the env is one of the key sources)",
     "llm/gateway.py": "provider credentials probed per call from an injectable environ",
-    "llm/cost.py": "the prices file override",
     "api/settings.py": "the API server's settings class",
     "api/server.py": "the ASGI server's settings at start-up",
     "api/roles.py": "admin tenants of the roles API",

@@ -3,7 +3,6 @@ and pick the cheapest tier that fits. Budgets live in ``budget.py``."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,7 +41,8 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> PriceTable:
-        return _load(str(path or os.environ.get("STEPWISE_LLM_PRICES") or PRICES_FILE))
+        """The table in ``path`` (``LLMSettings.prices_file``, ``STEPWISE_LLM_PRICES``), else the packaged one."""
+        return _load(str(path or PRICES_FILE))
 
     def lookup(self, label: str) -> Price | None:
         """Exact label, else the longest priced prefix (``openai:gpt-4o-mini-2024-07-18`` → ``openai:gpt-4o-mini``)."""

@@ -66,6 +66,8 @@ class LLMSettings(BaseModel):
             value = env.get(f"STEPWISE_LLM_{name.upper()}")
             if value is not None:
                 data[name] = value
+        if env.get("STEPWISE_LLM_PRICES"):  # the documented name of prices_file
+            data["prices_file"] = env["STEPWISE_LLM_PRICES"]
         if env.get("STEPWISE_LLM_RUN_BUDGET_USD"):
             data["run_budget_usd"] = env["STEPWISE_LLM_RUN_BUDGET_USD"]
         if env.get("STEPWISE_LLM_TENANT_BUDGET_USD"):
