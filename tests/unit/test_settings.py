@@ -26,6 +26,7 @@ ENV_EDGES = {
     "api/settings.py": "the API server's settings class",
     "api/server.py": "the ASGI server's settings at start-up",
     "api/roles.py": "admin tenants of the roles API",
+    "api/keys.py": "the keys CLI: the usage plan a new key is enrolled in (STEPWISE_USAGE_PLAN_ID)",
     "awsclients.py": "endpoint overrides for boto3 clients (injectable environ)",
     "cli.py": "the CLI edge (debug, memory worker)",
     "cli_remote.py": "the remote CLI's profile, URL and credentials",
