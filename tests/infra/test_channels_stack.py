@@ -69,3 +69,41 @@ def test_channels_may_post_only_to_this_websocket_stage_and_touch_only_subscript
     # no cycle: the WebSocket API integrates the api function, never this one
     integrations = json.dumps(synth.resources("AWS::ApiGatewayV2::Integration"))
     assert _logical(synth, "AWS::Lambda::Function", "ChannelsFunction") not in integrations
+
+
+def test_webhooks_go_through_an_encrypted_queue_to_a_sender_with_no_data_access_and_a_dead_letter_queue(synth: Synth) -> None:
+    queues = {q["Properties"]["QueueName"]: (k, q["Properties"]) for k, q in synth.resources("AWS::SQS::Queue").items()}
+    (queue_id, queue), (dead_id, dead) = queues["stepwise-dev-webhooks"], queues["stepwise-dev-webhooks-dead"]
+    assert queue["SqsManagedSseEnabled"] is True and dead["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dead_id, "Arn"]}, "maxReceiveCount": 10}
+    tls_only = [
+        p["Properties"] for p in synth.resources("AWS::SQS::QueuePolicy").values()
+        if any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} and s["Effect"] == "Deny"
+               for s in p["Properties"]["PolicyDocument"]["Statement"])
+    ]  # fmt: skip
+    assert {json.dumps(q) for p in tls_only for q in p["Queues"]} == {json.dumps({"Ref": queue_id}), json.dumps({"Ref": dead_id})}
+    sender_id, sender = next(
+        (k, f["Properties"])
+        for k, f in synth.resources("AWS::Lambda::Function").items()
+        if f["Properties"]["FunctionName"] == "stepwise-dev-webhooks"
+    )
+    assert "VpcConfig" not in sender
+    assert queue["VisibilityTimeout"] >= sender["Timeout"]
+    env = sender["Environment"]["Variables"]
+    assert env["STEPWISE_WEBHOOK_QUEUE_URL"] == {"Ref": queue_id} and env["STEPWISE_WEBHOOK_DEAD_LETTER_URL"] == {"Ref": dead_id}
+    [mapping] = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": sender_id}
+    ]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]} and mapping["FunctionResponseTypes"] == [
+        "ReportBatchItemFailures"
+    ]
+    role_id = sender["Role"]["Fn::GetAtt"][0]
+    actions = set().union(*(_actions(s) for s in _statements(synth, role_id)))
+    assert not any(a.startswith(("dynamodb:", "s3:", "states:", "execute-api:", "secretsmanager:", "events:")) for a in actions)
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:SendMessage"} <= actions
+    _, channels = _channels(synth)
+    assert channels["Environment"]["Variables"]["STEPWISE_WEBHOOK_QUEUE_URL"] == {"Ref": queue_id}
+    channel_actions = set().union(*(_actions(s) for s in _statements(synth, channels["Role"]["Fn::GetAtt"][0])))
+    assert "sqs:SendMessage" in channel_actions and "sqs:ReceiveMessage" not in channel_actions

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 #: functions outside the VPC with their own small environment (their own test files)
-OUTSIDE_VPC = {"stepwise-dev-sandbox", "stepwise-dev-channels", "stepwise-dev-authorizer"}
+OUTSIDE_VPC = {f"stepwise-dev-{name}" for name in ("sandbox", "channels", "authorizer", "webhooks")}
 
 
 def only(resources: dict[str, dict[str, Any]], **where: Any) -> tuple[str, dict[str, Any]]:
@@ -114,7 +114,9 @@ def test_state_bucket_is_encrypted_versioned_private_and_tls_only(synth: Synth) 
 def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
-    assert names == {f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger", "authorizer")}
+    assert names == {
+        f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger", "authorizer", "webhooks")
+    }
     functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
     for fn in functions.values():
@@ -288,7 +290,7 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {f"acme-prod-{n}" for n in ("api", "step", "sandbox", "channels", "trigger", "authorizer")}
+    assert names == {f"acme-prod-{n}" for n in ("api", "step", "sandbox", "channels", "trigger", "authorizer", "webhooks")}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}

@@ -336,7 +336,15 @@ class StepwiseApi:
 
     def watch(self, run_id: str, hook: m.Webhook) -> None:
         """Follow a run on a watcher thread and deliver a webhook for each status in ``hook.events`` it reaches
-        (waiting, then after a resume its end), until it ends."""
+        (waiting, then after a resume its end), until it ends. On AWS a thread would not outlive the Lambda's
+        answer: the hook is stored and the events stream delivers it (stepwise.api.webhooks_aws)."""
+        if self.settings.backend == "aws":
+            from stepwise.api.webhooks_aws import store_run_webhook
+
+            run = self.client.get_run(run_id)
+            facts = {"run_id": run_id, **({"thread_id": run.thread_id, "agent": run.graph_ref.split("@", 1)[0]} if run else {})}
+            store_run_webhook(self.store, run_id, hook, facts)
+            return
         with self._client_lock:
             if self._watchers is None:
                 from concurrent.futures import ThreadPoolExecutor

@@ -101,6 +101,29 @@ def _pinned(scheme: str, host: str, port: int, ip: str, timeout: float) -> http.
     return Pinned(host, port, timeout=timeout)
 
 
+def post_once(url: str, secret: str, kind: str, body: bytes, event_id: str, *, allow_private: bool, timeout: float) -> tuple[int, str]:
+    """One signed POST: (HTTP status, "") or (0, the connection error). Raises ``WebhookRejected`` for a URL
+    that may not be called (checked again on every try: DNS may have changed)."""
+    scheme, host, port, ip = resolve_public(url, allow_private)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "stepwise-webhooks",
+        "stepwise-event-id": event_id,
+        "stepwise-event": kind,
+        "stepwise-signature": sign(secret, int(time.time()), body),
+    }
+    try:
+        conn = _pinned(scheme, host, port, ip, timeout)
+        conn.request("POST", path, body=body, headers=headers)
+        status = conn.getresponse().status
+        conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    return status, ""
+
+
 class WebhookSender:
     """Delivers, retries, logs and dead-letters webhook calls on a small thread pool."""
 
@@ -141,28 +164,12 @@ class WebhookSender:
         body = json.dumps({"id": event_id, "type": kind, "created": time.time(), "data": data}, separators=(",", ":")).encode()
         last = ""
         for attempt in range(1, self.attempts + 1):
-            timestamp = int(time.time())
             try:
-                scheme, host, port, ip = resolve_public(url, self.allow_private)  # re-checked each try: DNS may change
-                conn = _pinned(scheme, host, port, ip, self.timeout)
-                parts = urlsplit(url)
-                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-                headers = {
-                    "content-type": "application/json",
-                    "user-agent": "stepwise-webhooks",
-                    "stepwise-event-id": event_id,
-                    "stepwise-event": kind,
-                    "stepwise-signature": sign(secret, timestamp, body),
-                }
-                conn.request("POST", path, body=body, headers=headers)
-                status = conn.getresponse().status
-                conn.close()
+                status, last = post_once(url, secret, kind, body, event_id, allow_private=self.allow_private, timeout=self.timeout)
             except WebhookRejected as exc:
                 last = str(exc)
                 self._record({"event_id": event_id, "url": url, "attempt": attempt, "outcome": "rejected", "error": last})
                 break
-            except (OSError, http.client.HTTPException) as exc:
-                status, last = 0, f"{type(exc).__name__}: {exc}"
             entry = {"event_id": event_id, "type": kind, "url": url, "attempt": attempt, "status": status, "at": time.time()}
             if 200 <= status < 300:
                 self._record({**entry, "outcome": "delivered"})
