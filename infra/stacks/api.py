@@ -84,6 +84,7 @@ class Api(Construct):
         )  # fmt: skip
         # No models are attached, so this validates declared parameters only; bodies are validated by pydantic in the function.
         self.rest.add_request_validator("Validator", validate_request_parameters=True, validate_request_body=True)
+        self._console_pages(function)
         acknowledge(self.rest, "AwsSolutions-COG4", LAMBDA_AUTHORIZER)
         self.usage_plans = {plan.name: self._usage_plan(plan) for plan in config.usage_plans}
         if config.usage_plans:
@@ -130,6 +131,17 @@ class Api(Construct):
         acknowledge(
             self.websocket_stage, "AwsSolutions-APIG1", "access logging is set on the stage through AccessLogSettings (a property override)"
         )
+
+    def _console_pages(self, function: lambda_.IFunction) -> None:
+        """The web console's static pages (``GET /``, ``/console``, ``/console/{file}``) skip the authorizer:
+        a browser navigating to them sends no credentials, and they hold no data (the function serves a
+        fixed set of files with a strict CSP; every data route stays behind the authorizer)."""
+        pages = apigw.LambdaIntegration(function)
+        console = self.rest.root.add_resource("console")
+        for resource in (self.rest.root, console, console.add_resource("{file}")):
+            method = resource.add_method("GET", pages, authorization_type=apigw.AuthorizationType.NONE, api_key_required=False)
+            acknowledge(method, "AwsSolutions-APIG4", "the console's static pages: public files, no data (stepwise.api.console)")
+            acknowledge(method, "AwsSolutions-COG4", "the console's static pages: public files, no data (stepwise.api.console)")
 
     def _usage_plan(self, plan: UsagePlan) -> apigw.UsagePlan:
         return self.rest.add_usage_plan(
