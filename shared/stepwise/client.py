@@ -238,6 +238,8 @@ class Stepwise:
         if input is not None and not isinstance(input, dict):
             raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
         _admit(input, "the resume input")
+        if run.status == "waiting" and (run.waiting or {}).get("kind") == "retry":  # parked on a 429: continue it now
+            return self.continue_parked(run_id, force=True)
         if run.status == "running":  # its process died mid-way? continue it from the log
             result = self.recover(run_id)
             if result.status != "waiting" or input is None:
@@ -267,6 +269,41 @@ class Stepwise:
             raise ConflictingRequestError(str(exc)) from None
         out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run_id, self.executor.send_token(run, token, out))
+
+    #: A run parked on rate limits this many times fails (with the 429) rather than parking again.
+    MAX_PARKS = 5
+
+    def continue_parked(self, run_id: str, *, force: bool = False) -> RunResult:
+        """Continue a run parked on an LLM 429 once its ``retry_at`` has come (``force``: now). The run goes
+        back to ``running`` by compare-and-set and is replayed: completed tasks are instant, the rate-limited
+        node runs again. After ``MAX_PARKS`` parks it fails with the rate-limit error instead."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        waiting = run.waiting or {}
+        if run.status != "waiting" or waiting.get("kind") != "retry":
+            raise ConflictingRequestError(f"run {run_id!r} is {run.status}, not parked on a rate limit")
+        if not force and float(waiting.get("retry_at", 0)) > time.time():
+            return self._result(run_id, None)
+        if int(waiting.get("parks", 0)) >= self.MAX_PARKS:
+            error = {"error": waiting.get("error", "Stepwise.RateLimited"), "cause": f"still rate-limited after {self.MAX_PARKS} parks"}
+            with contextlib.suppress(RunTransitionError):
+                self.services.runs.update(run_id, expect=("waiting",), status="failed", waiting=None, finished_at=time.time(), error=error)
+            return self._result(run_id, None)
+        try:
+            run = self.services.runs.update(run_id, expect=("waiting",), status="running", **self._lease())
+        except RunTransitionError as exc:
+            raise ConflictingRequestError(str(exc)) from None
+        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+
+    def parked_due(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
+        """Runs parked on a rate limit whose ``retry_at`` has come."""
+        moment = time.time() if now is None else now
+        return [
+            r
+            for r in self.services.runs.list(limit=limit)
+            if r.status == "waiting" and (r.waiting or {}).get("kind") == "retry" and float((r.waiting or {}).get("retry_at", 0)) <= moment
+        ]
 
     def redrive(self, run_id: str) -> RunResult:
         """Re-run a failed run from its failed node: the run goes back to ``running`` (a compare-and-set from

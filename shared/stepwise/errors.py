@@ -15,6 +15,7 @@ __all__ = [
     "ConflictingRequestError",
     "MaxIterationsError",
     "NodeError",
+    "RateLimitedError",
     "RunBusyError",
     "StaleAnswerError",
     "StateConflictError",
@@ -76,6 +77,12 @@ class NodeError(TaskError):
     """A node raised or returned something invalid."""
 
     error_name = "Stepwise.NodeError"
+
+
+class RateLimitedError(NodeError):
+    """A node failed on an LLM 429 after the provider router's retries: the run is parked and retried later."""
+
+    error_name = "Stepwise.RateLimited"
 
 
 class MaxIterationsError(TaskError):

@@ -28,6 +28,9 @@ class Settings(BaseModel):
     local_concurrency: int = Field(default=256, ge=1)
     #: A running run's lease; its owner renews it every third of this (``STEPWISE_RUN_LEASE_SECONDS``).
     run_lease_seconds: float = Field(default=30.0, gt=0)
+    #: The local engine parks a run (status waiting, continued later) instead of sleeping through a rate-limit
+    #: retry at least this long (``STEPWISE_PARK_AFTER_SECONDS``); Step Functions waits those out durably.
+    park_after_seconds: float = Field(default=5.0, ge=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -289,16 +289,20 @@ class StepwiseApi:
         if not self.client.executor.synchronous:
             return self.client.run(spec, input, thread_id=thread_id, tenant=tenant).run_id
         record = self.client.start(spec, input, thread_id=thread_id, tenant=tenant)
+        self.run_in_background(self.client.execute, record.run_id)
+        return record.run_id
+
+    def run_in_background(self, fn: Callable[[str], Any], run_id: str) -> None:
+        """Execute (or continue) a run on this process's background threads, remembering it for ``settle``."""
         with self._client_lock:
             if self._background is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._background = ThreadPoolExecutor(max_workers=self.settings.api_background_runs, thread_name_prefix="stepwise-run")
-        future = self._background.submit(self.client.execute, record.run_id)
-        self._executions[record.run_id] = future
+        future = self._background.submit(fn, run_id)
+        self._executions[run_id] = future
         future.add_done_callback(_log_failure)
-        future.add_done_callback(lambda _: self._executions.pop(record.run_id, None))
-        return record.run_id
+        future.add_done_callback(lambda _: self._executions.pop(run_id, None))
 
     @property
     def ws_connections(self) -> Any:

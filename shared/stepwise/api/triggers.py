@@ -200,7 +200,16 @@ class TriggerScheduler:
             except Exception:  # one broken agent must not stop the others' schedules
                 log.exception("schedule trigger %s of %s/%s failed", target.trigger, target.tenant, target.agent)
         self._last = until
+        self.continue_parked()
         return fired
+
+    def continue_parked(self) -> list[str]:
+        """Continue the runs parked on an LLM 429 whose time has come (in the background; a compare-and-set
+        makes sure one process continues each)."""
+        due = [r.run_id for r in self.api.client.parked_due()]
+        for run_id in due:
+            self.api.run_in_background(self.api.client.continue_parked, run_id)
+        return due
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="stepwise-scheduler", daemon=True)

@@ -34,6 +34,10 @@ FAIL_STATE = "Failed"
 
 NODE_ERROR = "Stepwise.NodeError"
 CONFLICT_ERROR = "Stepwise.StateConflict"
+#: An LLM 429 that outlived the provider router's own retries: "queue for later". Step Functions waits out
+#: these intervals durably (no compute held); the local engine parks the run instead (``Parked``).
+RATE_LIMITED_ERROR = "Stepwise.RateLimited"
+RATE_LIMIT_PARK = {"IntervalSeconds": 60, "MaxAttempts": 5, "BackoffRate": 2.0, "MaxDelaySeconds": 900}
 ROUTE_ERROR = "Stepwise.Route"  # + ".<i>": a conditional route other than the Task's Next (see _Compiler._routes)
 LAMBDA_TRANSIENT = [
     "Lambda.ServiceException",
@@ -117,6 +121,8 @@ class _Compiler:
             {"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2.0},
             {"ErrorEquals": [CONFLICT_ERROR], "IntervalSeconds": 1, "MaxAttempts": 5, "BackoffRate": 2.0},
         ]
+        if not wait:
+            retry.append({"ErrorEquals": [RATE_LIMITED_ERROR], **RATE_LIMIT_PARK})
         if spec is not None and spec.retry is not None and spec.retry.max_attempts > 0:
             r = spec.retry
             rule: dict[str, Any] = {

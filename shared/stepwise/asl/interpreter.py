@@ -36,7 +36,7 @@ from stepwise.asl.retry import delay, pick_catcher, pick_retrier
 from stepwise.clock import Clock, FakeClock, SystemClock
 from stepwise.errors import StepwiseError, asl_error_name
 
-__all__ = ["Clock", "ExecutionResult", "FakeClock", "Interpreter", "StatesError", "Suspended"]
+__all__ = ["Clock", "ExecutionResult", "FakeClock", "Interpreter", "Parked", "StatesError", "Suspended"]
 
 LambdaFn = Callable[[dict[str, Any]], Any]
 AsyncLambdaFn = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -58,6 +58,16 @@ class StatesError(StepwiseError):
 
 class Suspended(Exception):
     """A branch is waiting for a task token."""
+
+
+class Parked(Suspended):
+    """A retry would wait at least ``park_after`` seconds for an error in ``park_errors`` (an LLM 429 after its
+    own retries): instead of holding the process, the execution stops here; the executor records when to
+    continue, and the replay then re-runs the state (completed tasks are instant)."""
+
+    def __init__(self, state: str, error: str, seconds: float) -> None:
+        super().__init__(f"{state}: {error}, retry in {seconds:g} s")
+        self.state, self.error, self.seconds = state, error, seconds
 
 
 @dataclass
@@ -106,7 +116,12 @@ class Interpreter:
         max_workers: int = 64,
         async_functions: dict[str, AsyncLambdaFn] | None = None,
         pool: ThreadPoolExecutor | None = None,
+        park_after: float | None = None,
+        park_errors: frozenset[str] = frozenset(),
     ) -> None:
+        self.park_after = park_after
+        self.park_errors = park_errors
+        self.parked: Parked | None = None
         self.functions = functions
         self.async_functions = async_functions or {}
         self.tokens = tokens
@@ -215,7 +230,11 @@ class Interpreter:
                 retrier = state["Retry"][index]
                 if attempts[index] >= int(retrier.get("MaxAttempts", 3)):
                     raise
-                await self._sleep(delay(retrier, attempts[index], self.rng), where)
+                wait = delay(retrier, attempts[index], self.rng)
+                if self.park_after is not None and wait >= self.park_after and exc.error in self.park_errors:
+                    self.parked = self.parked or Parked(name, exc.error, wait)
+                    raise self.parked from None
+                await self._sleep(wait, where)
                 attempts[index] += 1
                 ctx = {**ctx, "State": {**ctx["State"], "RetryCount": sum(attempts.values())}}
 

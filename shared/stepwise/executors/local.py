@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
-from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter
+from stepwise.asl.compiler import RATE_LIMITED_ERROR
+from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter, Parked
 from stepwise.executors.base import STEP_FUNCTION
 from stepwise.runtime.nodes import Offload
 from stepwise.runtime.services import Services
 from stepwise.runtime.step import astep, step
 from stepwise.state.leases import Heartbeat
-from stepwise.state.ports import RunRecord
+from stepwise.state.ports import RunRecord, RunTransitionError
 
 __all__ = ["LocalExecutor"]
 
@@ -43,9 +46,30 @@ class LocalExecutor:
             tokens=self.services.runs,
             clock=self.clock,
             max_workers=self.max_concurrency,
+            park_after=self.services.settings.park_after_seconds,
+            park_errors=frozenset({RATE_LIMITED_ERROR}),
         )
         with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
-            return interpreter.execute(asl, run.start_cursor, name=run.run_id)
+            result = interpreter.execute(asl, run.start_cursor, name=run.run_id)
+        if interpreter.parked is not None:
+            self._park(run, interpreter.parked)
+        return result
+
+    def _park(self, run: RunRecord, parked: Parked) -> None:
+        """Record the parked run: waiting, with when to continue it (``Stepwise.continue_parked``; the
+        scheduler in ``stepwise serve`` does that when it falls due). Durable: it is in the run record."""
+        current = self.services.runs.get(run.run_id)
+        parks = int(((current.waiting if current else None) or {}).get("parks", 0)) + 1
+        waiting = {
+            "kind": "retry",
+            "node": parked.state,
+            "error": parked.error,
+            "retry_at": time.time() + parked.seconds,
+            "parks": parks,
+            "prompt": f"rate-limited ({parked.error}); continues after {parked.seconds:g} s",
+        }
+        with contextlib.suppress(RunTransitionError):  # cancelled meanwhile: it stays cancelled
+            self.services.runs.update(run.run_id, expect=("running",), status="waiting", waiting=waiting, lease_until=None)
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
         self.services.runs.complete_token(token, output)

@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.errors import MaxIterationsError, NodeError, StateConflictError, TaskError
+from stepwise.errors import MaxIterationsError, NodeError, RateLimitedError, StateConflictError, TaskError
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
@@ -254,6 +254,8 @@ def _failed(services: Services, p: _Pending, exc: Exception) -> NoReturn:
     tb = traceback.format_exc()
     _record_failure(services, p.cursor, p.scope, p.node, exc, tb)
     services.notify(kind="node_failed", run_id=p.cursor.run_id, node=p.node, error=f"{type(exc).__name__}: {exc}")
+    if getattr(exc, "error_name", None) == RateLimitedError.error_name:  # queue for later, not a failure
+        raise RateLimitedError(f"node {p.node!r} is rate-limited: {exc}") from exc
     raise NodeError(f"node {p.node!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
