@@ -7,6 +7,7 @@ the engine client from the ``STEPWISE_*`` environment the CDK stack sets.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -14,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from stepwise.api.app import create_app
+from stepwise.api.aws_triggers import Both, TriggerDeployer, TriggerTargets
 from stepwise.config import Settings, build_client
 
 logger = Logger(service="stepwise-api")
@@ -28,7 +30,21 @@ class MetricEvents:
         metrics.add_metric(name=kind.replace(".", "_"), unit=MetricUnit.Count, value=1)
 
 
-app = create_app(lambda: build_client(Settings.from_env()), events=MetricEvents())
+def _events() -> Any:
+    """Metrics, plus — when the stack passes the trigger targets — deploying registered agents' triggers."""
+    env = os.environ
+    if not env.get("STEPWISE_TRIGGER_FUNCTION_ARN"):
+        return MetricEvents()
+    targets = TriggerTargets(
+        function_arn=env["STEPWISE_TRIGGER_FUNCTION_ARN"],
+        scheduler_role_arn=env["STEPWISE_SCHEDULER_ROLE_ARN"],
+        bus_name=env["STEPWISE_EVENT_BUS"],
+        prefix=env.get("STEPWISE_NAME_PREFIX", "stepwise"),
+    )
+    return Both(MetricEvents(), TriggerDeployer(targets, lambda ref: app.client.graph(ref)))
+
+
+app = create_app(lambda: build_client(Settings.from_env()), events=_events())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

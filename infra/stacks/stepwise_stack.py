@@ -75,6 +75,7 @@ class StepwiseStack(Stack):
         self.api = Api(self, "Api", config=config, function=self.compute.api, authorizer=self.auth.authorizer)
         self.channels = Channels(self, "Channels", config=config, storage=self.storage, compute=self.compute, api=self.api)
         self.triggers = Triggers(self, "Triggers", config=config, bus=self.integration.bus, function=self.compute.trigger)
+        self.triggers.grant_registration(config, self.integration.bus, self.compute.api, self.compute.trigger)
         if self.vectors is not None:  # long-term memory lives in the collection: consolidate into it on a schedule
             self.memory = MemoryConsolidation(
                 self, "Memory", config=config, network=self.network, storage=self.storage, compute=self.compute,

@@ -12,6 +12,12 @@ same specs ``put_aws_triggers`` creates with boto3 for agents registered later, 
   whose target is the same function, invoked with the ``Scheduler`` role — which may invoke that one
   function and nothing else, and which only Scheduler in this account may assume.
 
+Agents registered through the API later get theirs from the api function (``stepwise.api.aws_triggers``):
+``grant_registration`` gives it the trigger targets in its environment, ``PutRule``/``PutTargets`` on
+``<prefix>-<stage>-*`` rules of the bus, ``Create/UpdateSchedule`` on ``<prefix>-<stage>-*`` schedules,
+and ``PassRole`` of the Scheduler role to Scheduler only; the trigger function accepts invocations
+from those rules.
+
 The agent itself is registered through the API after deploy (``POST /agents`` as that tenant): until then
 the trigger Lambda logs the event as stale and drops it.
 """
@@ -20,14 +26,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from constructs import Construct
 
+from infra.stacks.compute import nag_resource
 from infra.stacks.config import StackConfig
+from infra.stacks.nag import acknowledge
 from stepwise.graph.loader import load_file
 from stepwise.graph.triggers import RuleSpec, ScheduleSpec, aws_trigger_specs
 
@@ -97,6 +105,42 @@ class Triggers(Construct):
                             ),
                         )
                     )
+
+    def grant_registration(self, config: StackConfig, bus: events.IEventBus, api: lambda_.Function, trigger: lambda_.IFunction) -> None:
+        """Let the api function deploy the triggers of agents registered after deploy (stepwise.api.aws_triggers)."""
+        stack = Stack.of(self)
+        prefix = config.name_prefix
+        rules = stack.format_arn(
+            service="events", resource="rule", resource_name=f"{bus.event_bus_name}/{prefix}-*", arn_format=ArnFormat.SLASH_RESOURCE_NAME
+        )
+        schedules = stack.format_arn(
+            service="scheduler", resource="schedule", resource_name=f"default/{prefix}-*", arn_format=ArnFormat.SLASH_RESOURCE_NAME
+        )
+        api.add_environment("STEPWISE_TRIGGER_FUNCTION_ARN", trigger.function_arn)
+        api.add_environment("STEPWISE_SCHEDULER_ROLE_ARN", self.scheduler_role.role_arn)
+        api.add_to_role_policy(iam.PolicyStatement(actions=["events:PutRule", "events:PutTargets"], resources=[rules]))
+        api.add_to_role_policy(iam.PolicyStatement(actions=["scheduler:CreateSchedule", "scheduler:UpdateSchedule"], resources=[schedules]))
+        api.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.scheduler_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+            )
+        )
+        trigger.add_permission(
+            "InvokeFromRegisteredRules",
+            principal=iam.ServicePrincipal("events.amazonaws.com"),
+            source_arn=rules,
+            source_account=stack.account,
+        )
+        bus_id = stack.get_logical_id(bus.node.default_child)  # type: ignore[arg-type]
+        for arn, what in ((rules, "rules"), (schedules, "schedules")):
+            finding = nag_resource(stack, arn).replace(bus.event_bus_name, f"<{bus_id}>")
+            acknowledge(
+                api,
+                f"AwsSolutions-IAM5[{finding}]",
+                f"{what} of agents registered at run time, named {prefix}-<agent>-<trigger>-<hash of tenant, agent, trigger>",
+            )
 
 
 def _pascal(name: str) -> str:

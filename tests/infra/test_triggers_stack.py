@@ -128,3 +128,32 @@ def test_a_bad_triggers_context_value_says_how_to_write_it() -> None:
     assert _trigger_graphs('[{"tenant": "acme", "graph": "a.yaml"}]') == (("acme", "a.yaml"),)
     with pytest.raises(ValueError, match=r"tenant=path\.yaml"):
         _trigger_graphs("a.yaml")
+
+
+def test_the_api_may_deploy_triggers_of_agents_registered_later_and_nothing_wider(synth: Synth) -> None:
+    [(api_id, api)] = [
+        (k, f) for k, f in synth.resources("AWS::Lambda::Function").items() if f["Properties"]["FunctionName"] == "stepwise-dev-api"
+    ]
+    env = api["Properties"]["Environment"]["Variables"]
+    assert env["STEPWISE_TRIGGER_FUNCTION_ARN"] == {"Fn::GetAtt": [_trigger_fn(synth), "Arn"]}
+    role_id = next(k for k in synth.resources("AWS::IAM::Role") if "TriggersSchedulerRole" in k)
+    assert env["STEPWISE_SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    api_role = api["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        s for p in synth.resources("AWS::IAM::Policy").values() if {"Ref": api_role} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]  # fmt: skip
+
+    def resource_of(action: str) -> str:
+        [found] = [s for s in statements if action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+        return json.dumps(found["Resource"])
+
+    assert ":rule/" in resource_of("events:PutRule") and "/stepwise-dev-*" in resource_of("events:PutRule")
+    assert ":schedule/default/stepwise-dev-*" in resource_of("scheduler:CreateSchedule")
+    [passrole] = [s for s in statements if s["Action"] == "iam:PassRole" and role_id in json.dumps(s["Resource"])]
+    assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
+    trigger_arn = {"Fn::GetAtt": [_trigger_fn(synth), "Arn"]}
+    permissions = [p["Properties"] for p in synth.resources("AWS::Lambda::Permission").values()]
+    [permission] = [p for p in permissions if p["FunctionName"] == trigger_arn and "Fn::Join" in json.dumps(p.get("SourceArn"))]
+    assert permission["Principal"] == "events.amazonaws.com" and "/stepwise-dev-*" in json.dumps(permission["SourceArn"])
+    assert api_id
