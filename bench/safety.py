@@ -207,8 +207,7 @@ def render(r: dict[str, Any]) -> str:
         f"(`/usr/bin/true`) costs {s['jail_only_ms_p50']:.1f} ms. CPU bounded by: {s['cpu_backend']}; the per-call cgroup "
         f"(create, enter through a `/bin/sh` stub, read, kill leftovers, remove) vs rlimits only: ×{s['ratio_cgroup_vs_no_cgroup_p50']} "
         "at p50. There is no separate start-up: every call is a fresh jail. "
-        "WASI CPython (wasmtime) was not re-measured here: DESIGN.md's measurement on this machine class is ~2 min for the first "
-        "call (compile, ~600 MB cache) then ~65 ms per call — hence bubblewrap.",
+        "WASI CPython (wasmtime) side by side with bubblewrap: `make bench-wasi`, bench/results/sandbox_wasi.md.",
         "",
         f"## Guardrail quality on bench/data/safety_labels.jsonl ({q['items']} labelled texts: PII, injections, benign look-alikes)",
         "",
