@@ -240,15 +240,27 @@ def short_spec() -> GraphSpec:
 
 class Statements:
     """Counts the SQL statements a connection executes (sqlite3's trace callback: every statement, including
-    BEGIN/COMMIT and the ones inside executemany)."""
+    BEGIN/COMMIT and the ones inside executemany) and its write transactions: each COMMIT, plus each write
+    statement run outside BEGIN … COMMIT (SQLite then wraps it in a transaction of its own)."""
+
+    _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "WITH")
 
     def __init__(self) -> None:
         self.count = 0
         self.commits = 0
+        self._in_transaction = False
 
     def __call__(self, sql: str) -> None:
         self.count += 1
-        if sql.lstrip().upper().startswith("COMMIT"):
+        head = sql.lstrip()[:8].upper()
+        if head.startswith("BEGIN"):
+            self._in_transaction = True
+        elif head.startswith(("COMMIT", "END")):
+            self.commits += 1
+            self._in_transaction = False
+        elif head.startswith("ROLLBACK"):
+            self._in_transaction = False
+        elif not self._in_transaction and head.startswith(self._WRITES):
             self.commits += 1
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepwise.asl.interpreter import Clock, ExecutionResult
-from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError, ThreadBusyError
+from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError
+from stepwise.errors import ThreadBusyError as ThreadBusyError  # raised by RunStore.begin; importable from here
 from stepwise.executors.base import Executor
 from stepwise.executors.local import LocalExecutor
 from stepwise.graph import limits
@@ -26,6 +27,7 @@ from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.settings import Settings
 from stepwise.state import fold as folding
+from stepwise.state import reducers as reducing
 from stepwise.state.events import FORKED, ROLLED_BACK, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
@@ -169,7 +171,7 @@ class Stepwise:
         self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
     ) -> RunResult:
         run = self.start(spec, input, thread_id=thread_id, tenant=tenant)
-        return self.execute(run.run_id)
+        return self._result(run.run_id, self.executor.start(run, self._asl(run.graph_ref)))
 
     def start(
         self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
@@ -182,21 +184,17 @@ class Stepwise:
         ref = self.register(spec)
         thread_id = thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         run_id = f"run-{uuid.uuid4().hex[:12]}"
-        runs = self.services.runs
-        self._check_thread_free(thread_id, None)
-        # The record first (running, leased), then the rivals check: of two runs started on one thread at
-        # once, both records exist before either checks, so exactly the later one steps back.
         record = RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
-        runs.put(record)
-        try:
-            self._check_thread_free(thread_id, record)
-        except ThreadBusyError as exc:
-            runs.update(run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)})
-            raise
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
-        self.services.events.append_at_head(thread_id, [started])
-        cursor = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=started.seq).model_dump(exclude_none=True)
-        run = runs.update(run_id, start_cursor=cursor)
+
+        def cursor(seq: int) -> dict[str, Any]:
+            return Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=seq).model_dump(exclude_none=True)
+
+        run = self.services.runs.begin(record, self.services.events, started, cursor)
+        if started.seq == 1:  # a new thread: its state is the input, so the first step need not look for a snapshot
+            with contextlib.suppress(ReducerError):
+                reducers = reducers_of(spec)
+                self.services.hydrator.remember(thread_id, (), 1, reducing.apply({}, dict(input or {}), reducers), reducers)
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         return run
 
@@ -212,18 +210,6 @@ class Stepwise:
         if not isinstance(self.executor, LocalExecutor):
             return {}
         return {"owner": process_owner(), "lease_until": time.time() + self.services.settings.run_lease_seconds}
-
-    def _check_thread_free(self, thread_id: str, mine: RunRecord | None) -> None:
-        """Raise ThreadBusyError if another live run is running on the thread (and, once ``mine`` is
-        recorded, started before it)."""
-        for other in self.services.runs.list(thread_id=thread_id, limit=100):
-            if other.status != "running" or is_dead(other) or (mine is not None and other.run_id == mine.run_id):
-                continue
-            if mine is None or (other.created_at, other.run_id) < (mine.created_at, mine.run_id):
-                raise ThreadBusyError(
-                    f"thread {thread_id!r} is busy: run {other.run_id} is running on it; wait for it to finish "
-                    f"(`stepwise runs --thread {thread_id}`) or use another thread"
-                )
 
     def resume(self, run_id: str, input: dict[str, Any] | None = None, *, interrupt_id: str | None = None) -> RunResult:
         """Answer the human node a run waits at, or continue a run whose process died (see ``recover``).

@@ -36,10 +36,11 @@ SAMPLES = {"react": 0, "human_approval": 99}  # kill points per example and phas
 # every point of human_approval (the probe's stuck run was a kill before its 6th write); react only in the full
 # sweep (each forked child starts its own tool sandbox process: minutes on a loaded machine)
 
-_WRITES: list[tuple[type, str]] = [
-    (SqliteEventStore, "_write"),
+_WRITES: list[tuple[type, str]] = [  # every write transaction the embedded store makes goes through one of these
+    (SqliteEventStore, "_run"),  # event appends (one statement each)
+    (SqliteRunStore, "begin"),  # run record + run_started event (one transaction)
     (SqliteRunStore, "put"),
-    (SqliteRunStore, "update"),
+    (SqliteRunStore, "_set"),  # run-record updates and transitions (one statement each)
     (SqliteRunStore, "complete_token"),
 ]
 

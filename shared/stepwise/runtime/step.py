@@ -395,8 +395,7 @@ class RunCancelledError(RuntimeError):
 
 
 def _check_not_cancelled(services: Services, run_id: str) -> None:
-    run = services.runs.get(run_id)
-    if run is not None and run.status == "cancelled":
+    if services.runs.status(run_id) == "cancelled":
         raise RunCancelledError(f"run {run_id!r} was cancelled; no further node runs")
 
 
@@ -505,13 +504,11 @@ def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
     key = task_key(cursor, "", END, "finish")
     _check_not_cancelled(services, cursor.run_id)
-    if services.events.by_key(cursor.thread_id, key) is None:
-        with contextlib.suppress(DuplicateKeyError):
-            services.events.append_at_head(
-                cursor.thread_id, [Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})]
-            )
+    with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
+        finished = Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})
+        services.events.append_at_head(cursor.thread_id, [finished])
     try:  # compare-and-set: a cancel that landed first wins, and stays
-        services.runs.update(
+        services.runs.transition(
             cursor.run_id,
             expect=("running",),
             status="succeeded",
@@ -540,11 +537,10 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
     key = task_key(cursor, "", FAILED, "fail")
-    if services.events.by_key(cursor.thread_id, key) is None:
-        with contextlib.suppress(DuplicateKeyError):
-            services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
+    with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
+        services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
     try:  # compare-and-set: a cancelled run stays cancelled
-        services.runs.update(
+        services.runs.transition(
             cursor.run_id,
             expect=("running",),
             status="failed",

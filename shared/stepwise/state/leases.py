@@ -92,4 +92,4 @@ class Heartbeat:
                 items = [(store, key[1], lease) for key, (store, _, lease) in cls._runs.items()]
             for store, run_id, lease in items:
                 with contextlib.suppress(Exception):  # finished or cancelled meanwhile, or a store hiccup
-                    store.update(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease)
+                    store.transition(run_id, expect=("running",), owner=process_owner(), lease_until=time.time() + lease)

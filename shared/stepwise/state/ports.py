@@ -11,12 +11,12 @@ import binascii
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.errors import ConflictingRequestError, StateConflictError, StepwiseError
+from stepwise.errors import ConflictingRequestError, StateConflictError, StepwiseError, ThreadBusyError
 from stepwise.state.events import Event, decode, encode
 
 Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type, run, node, scope, key, ts, data
@@ -257,12 +257,53 @@ class RunStore(ABC):
         self.put(updated)
         return updated
 
+    def transition(self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any) -> None:
+        """``update`` for callers that do not need the record back (the engine's hot path, heartbeats):
+        adapters may do it as one conditional write without reading or rebuilding the record."""
+        self.update(run_id, expect=expect, expect_interrupt=expect_interrupt, **fields)
+
+    def status(self, run_id: str) -> RunStatus | None:
+        """The run's status alone (None: no such run); adapters may read it without the whole record."""
+        run = self.get(run_id)
+        return run.status if run is not None else None
+
+    def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
+        """Record a new run: its record (``running``), then — unless another live run is running on its thread,
+        ThreadBusyError — its ``started`` event at the thread's head, and ``start_cursor = cursor(started.seq)``.
+
+        This default makes separate writes: the record first, then the rivals check, so of two runs started on
+        one thread at once exactly the later one steps back (its record marked failed). Adapters whose run
+        records and events share a database do it all in one transaction."""
+        self.put(record)
+        try:
+            live_rivals(self.list(thread_id=record.thread_id, limit=100), record)
+        except ThreadBusyError as exc:
+            self.update(record.run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)})
+            raise
+        events.append_at_head(record.thread_id, [started])
+        return self.update(record.run_id, start_cursor=cursor(started.seq))
+
     # Task tokens: the local engine's stand-in for Step Functions' SendTaskSuccess.
     @abstractmethod
     def complete_token(self, token: str, output: dict[str, Any]) -> None: ...
 
     @abstractmethod
     def token_output(self, token: str) -> dict[str, Any] | None: ...
+
+
+def live_rivals(others: Iterable[RunRecord], mine: RunRecord | None) -> None:
+    """Raise ThreadBusyError if one of ``others`` (runs on ``mine``'s thread) is running with a live owner and,
+    once ``mine`` is recorded, started before it."""
+    from stepwise.state.leases import is_dead
+
+    for other in others:
+        if other.status != "running" or is_dead(other) or (mine is not None and other.run_id == mine.run_id):
+            continue
+        if mine is None or (other.created_at, other.run_id) < (mine.created_at, mine.run_id):
+            raise ThreadBusyError(
+                f"thread {other.thread_id!r} is busy: run {other.run_id} is running on it; wait for it to finish "
+                f"(`stepwise runs --thread {other.thread_id}`) or use another thread"
+            )
 
 
 def check_expected(run: RunRecord, expect: Collection[str] | None, expect_interrupt: str | None = None) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
 from stepwise.state.ports import (
@@ -26,8 +28,11 @@ from stepwise.state.ports import (
     RunPage,
     RunQuery,
     RunRecord,
+    RunStatus,
     RunStore,
+    RunTransitionError,
     check_expected,
+    live_rivals,
     page_cursor,
 )
 
@@ -46,6 +51,15 @@ CREATE TABLE IF NOT EXISTS registry (
     ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL);
 CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 """
+
+
+_COLUMNS = "seq, type, run_id, node, scope, key, ts, data, thread_id"
+_ROW = "(?,?,?,?,?,?,?,?,?)"
+_HEAD = "(SELECT coalesce(max(seq), 0) FROM events WHERE thread_id = ?)"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class _Lease:
@@ -104,38 +118,41 @@ class SqliteEventStore(EventStore):
         return int(row[0] or 0)
 
     def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
-        def check(head: int) -> list[Row]:
-            if head != expected_seq:
-                raise StateConflictError(thread_id, expected_seq)
-            return rows
-
-        self._write(thread_id, check)
+        """One conditional INSERT, its own (implicit) transaction: the rows go in only if the head is still
+        ``expected_seq``, and the primary key (thread_id, seq) refuses a seq another writer took meanwhile."""
+        values = ",".join([_ROW] * len(rows))
+        args = [a for row in rows for a in (*row, thread_id)]
+        sql = f"INSERT INTO events ({_COLUMNS}) SELECT * FROM (VALUES {values}) WHERE {_HEAD} = ?"
+        if self._run(thread_id, sql, (*args, thread_id, expected_seq)) != len(rows):
+            raise StateConflictError(thread_id, expected_seq)
 
     def append_at_head(self, thread_id: str, events: Sequence[Event], attempts: int = 50) -> list[Event]:
-        self._write(thread_id, lambda head: self._numbered(events, head))
+        """One INSERT … SELECT that numbers the rows after the head it reads (atomic: one statement)."""
+        rows = self._numbered(events, 0)  # seqs 1..n: offsets from the head
+        values = ",".join([_ROW] * len(rows))
+        args = [a for row in rows for a in (*row, thread_id)]
+        cols = ", ".join(f"column{i}" for i in range(2, 10))
+        sql = (
+            f"INSERT INTO events ({_COLUMNS}) SELECT h.v + o.column1, {cols} FROM (SELECT {_HEAD} AS v) AS h, "
+            f"(VALUES {values}) AS o ORDER BY o.column1 RETURNING seq"
+        )
+        head = self._run(thread_id, sql, (thread_id, *args), returning=True) - 1
+        for event in events:
+            event.seq += head
         return list(events)
 
-    def _write(self, thread_id: str, rows_after: Callable[[int], list[Row]]) -> None:
-        """One write transaction: read the head, build the rows after it, insert. The in-process lock
-        queues this process's writers on a mutex instead of SQLite's sleeping busy handler."""
+    def _run(self, thread_id: str, sql: str, args: Sequence[Any], *, returning: bool = False) -> int:
+        """Execute one write statement under the in-process lock (this process's writers queue on a mutex
+        instead of SQLite's sleeping busy handler); map constraint failures to the port's errors. Returns the
+        rows written, or with ``returning`` the least returned value (the statement ends, and commits, here)."""
         with self.db.write_lock:
-            conn = self.db.connection()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                rows = rows_after(self.head(thread_id))
-                conn.executemany(
-                    "INSERT INTO events (seq, type, run_id, node, scope, key, ts, data, thread_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                    [(*row, thread_id) for row in rows],
-                )
+                cursor = self.db.connection().execute(sql, args)
+                return min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
                 if "events.thread_id, events.key" in str(exc):
                     raise DuplicateKeyError(str(exc)) from None
                 raise StateConflictError(thread_id, -1) from None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     def _select(self, thread_id: str, after: int, upto: int | None) -> list[Row]:
         sql = "SELECT seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id=? AND seq>?"
@@ -195,24 +212,80 @@ class SqliteRunStore(RunStore):
     def update(
         self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any
     ) -> RunRecord:
-        """Read, check the expected status and write in one IMMEDIATE transaction: a compare-and-set
-        across processes (SQLite serialises writers on the database lock)."""
+        """A compare-and-set in one statement: the fields are set inside the stored JSON only if the status
+        (and the interrupt) is the expected one; the record comes back from that same statement."""
+        body = self._set(run_id, expect, expect_interrupt, fields, returning=True)
+        assert body is not None
+        return RunRecord.model_validate_json(body)
+
+    def transition(self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any) -> None:
+        self._set(run_id, expect, expect_interrupt, fields, returning=False)
+
+    def status(self, run_id: str) -> RunStatus | None:
+        row = self.db.connection().execute("SELECT json_extract(body, '$.status') FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def _set(
+        self, run_id: str, expect: Collection[str] | None, expect_interrupt: str | None, fields: dict[str, Any], *, returning: bool
+    ) -> str | None:
+        """``UPDATE … SET body = json_set(body, …) WHERE run_id = ? [AND status IN (…)] [AND interrupt_id = ?]``:
+        SQLite runs one writer at a time, so the check and the write are atomic, across processes too. When
+        no row matched, the record is read to say why (no such run: KeyError; else RunTransitionError)."""
+        fields = {**fields, "updated_at": time.time()}
+        unknown = set(fields) - set(RunRecord.model_fields)
+        if unknown:
+            raise ValueError(f"run records have no field(s) {sorted(unknown)}")
+        paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
+        args: list[Any] = [_json(value) for value in fields.values()]
+        sql = f"UPDATE runs SET body = json_set(body, {paths}) WHERE run_id = ?"
+        args.append(run_id)
+        if expect is not None:
+            sql += f" AND json_extract(body, '$.status') IN ({','.join('?' * len(expect))})"
+            args.extend(expect)
+        if expect_interrupt is not None:
+            sql += " AND json_extract(body, '$.interrupt_id') IS ?"
+            args.append(expect_interrupt)
+        with self.db.write_lock:
+            cursor = self.db.connection().execute(sql + (" RETURNING body" if returning else ""), args)
+            row = cursor.fetchone() if returning else None
+            matched = row is not None if returning else cursor.rowcount == 1
+            if returning:
+                cursor.fetchall()  # ends the statement (and its transaction) here
+        if matched:
+            return row[0] if row else None
+        run = self.get(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        check_expected(run, expect, expect_interrupt)
+        raise RunTransitionError(run_id, run.status, expect or ())  # changed between the write and this read
+
+    def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
+        """One transaction: the rivals check, the run record and its ``run_started`` event, so a second run on a
+        busy thread leaves nothing behind, and no reader ever sees a run without its start cursor."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db):
+            return super().begin(record, events, started, cursor)
+        thread_id = record.thread_id
         with self.db.write_lock:
             conn = self.db.connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
-                if row is None:
-                    raise KeyError(run_id)
-                run = RunRecord.model_validate_json(row[0])
-                check_expected(run, expect, expect_interrupt)
-                updated = run.model_copy(update={**fields, "updated_at": time.time()})
-                conn.execute("UPDATE runs SET body=? WHERE run_id=?", (updated.model_dump_json(), run_id))
+                running = conn.execute(
+                    "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
+                ).fetchall()
+                live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
+                head = conn.execute(f"SELECT {_HEAD}", (thread_id,)).fetchone()[0]
+                row = EventStore._numbered([started], head)[0]
+                record.start_cursor = cursor(started.seq)
+                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES {_ROW}", (*row, thread_id))
+                conn.execute(
+                    "INSERT INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
+                    (record.run_id, thread_id, record.created_at, record.model_dump_json()),
+                )
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        return updated
+        return record
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         sql, args = "SELECT body FROM runs", tuple[str, ...]()
