@@ -57,6 +57,8 @@ def rows(r: dict[str, Any]) -> dict[str, str]:
     w7 = r.get("w7")
     if w7:
         out["W7 5,001 steps: max step ÷ median"] = f"{w7['max_over_median']:.1f}× (max {w7['step_ms_max']:.1f} ms)"
+        if "cpu_max_over_median" in w7:
+            out["W7 5,001 steps: max step ÷ median, by CPU time"] = f"{w7['cpu_max_over_median']:.1f}× (max {w7['cpu_step_ms_max']:.2f} ms)"
         out["W7 RSS before → after"] = f"{w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB"
     st = r.get("startup")
     if st:

@@ -309,10 +309,23 @@ def w7_section(results: dict[str, Any]) -> list[str]:
     rows = [
         ["steps", w7["steps"]],
         ["whole run wall / CPU", f"{w7['wall_ms']:,.0f} / {w7['cpu_ms']:,.0f} ms"],
-        ["step median / p99 / max", f"{w7['step_ms_median']:.3f} / {w7['step_ms_p99']:.3f} / {w7['step_ms_max']:.2f} ms"],
-        ["max ÷ median", f"**{w7['max_over_median']:.1f}×**"],
-        ["flatness: median of the last tenth ÷ the first tenth", f"{w7['flatness']:.2f}"],
+        ["step median / p99 / max, wall", f"{w7['step_ms_median']:.3f} / {w7['step_ms_p99']:.3f} / {w7['step_ms_max']:.2f} ms"],
+        ["max ÷ median, wall", f"**{w7['max_over_median']:.1f}×** ({w7.get('steps_over_5x_median', '?')} steps over 5×)"],
+        ["flatness: median of the last tenth ÷ the first tenth, wall", f"{w7['flatness']:.2f}"],
         ["slowest steps", slow],
+        *(
+            [
+                [
+                    "step median / p99 / max, CPU (this thread)",
+                    f"{w7['cpu_step_ms_median']:.3f} / {w7['cpu_step_ms_p99']:.3f} / {w7['cpu_step_ms_max']:.2f} ms",
+                ],
+                ["max ÷ median, CPU", f"**{w7['cpu_max_over_median']:.1f}×** ({w7['cpu_steps_over_5x_median']} steps over 5×)"],
+                ["flatness, CPU", f"{w7['cpu_flatness']:.2f}"],
+                ["slowest steps by CPU", ", ".join(f"#{s['index']} {s['cpu_ms']:.2f} ms" for s in w7["slowest_cpu_steps"])],
+            ]
+            if "cpu_max_over_median" in w7
+            else []
+        ),
         ["RSS before → after (peak)", f"{w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB ({w7['rss_peak_mib']:.0f})"],
         ["load", _ld(w7)],
     ]

@@ -412,9 +412,11 @@ class Runner:
             raise RuntimeError(f"W7 failed: {proc.stderr[-2000:]}")
         raw = json.loads(proc.stdout)
         steps = [s * 1000 for s in raw.pop("step_s")]
-        med = median(steps)
+        steps_cpu = [s * 1000 for s in raw.pop("step_cpu_s")]
+        med, med_cpu = median(steps), median(steps_cpu)
         tenth = max(1, len(steps) // 10)
         worst = sorted(range(len(steps)), key=steps.__getitem__)[-5:]
+        worst_cpu = sorted(range(len(steps_cpu)), key=steps_cpu.__getitem__)[-5:]
         return {
             "system": "stepwise",
             "turns": self.config.long_turns,
@@ -428,7 +430,15 @@ class Runner:
             "first_tenth_median_ms": round(median(steps[:tenth]), 4),
             "last_tenth_median_ms": round(median(steps[-tenth:]), 4),
             "flatness": round(median(steps[-tenth:]) / median(steps[:tenth]), 3),
-            "slowest_steps": [{"index": i, "ms": round(steps[i], 3)} for i in reversed(worst)],
+            "slowest_steps": [{"index": i, "ms": round(steps[i], 3), "cpu_ms": round(steps_cpu[i], 3)} for i in reversed(worst)],
+            "cpu_step_ms_median": round(med_cpu, 4),
+            "cpu_step_ms_p99": round(percentile(steps_cpu, 99), 4),
+            "cpu_step_ms_max": round(max(steps_cpu), 3),
+            "cpu_max_over_median": round(max(steps_cpu) / med_cpu, 2),
+            "cpu_flatness": round(median(steps_cpu[-tenth:]) / median(steps_cpu[:tenth]), 3),
+            "slowest_cpu_steps": [{"index": i, "cpu_ms": round(steps_cpu[i], 3), "ms": round(steps[i], 3)} for i in reversed(worst_cpu)],
+            "steps_over_5x_median": sum(1 for x in steps if x > 5 * med),
+            "cpu_steps_over_5x_median": sum(1 for x in steps_cpu if x > 5 * med_cpu),
             "rss_before_mib": round(raw["rss_before_kib"] / 1024, 1),
             "rss_after_mib": round(raw["rss_after_kib"] / 1024, 1),
             "rss_peak_mib": round(raw["rss_peak_kib"] / 1024, 1),
@@ -725,12 +735,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     w7 = results.get("w7")
     if w7:
+        cpu_part = (
+            f"; by CPU time: max {w7['cpu_step_ms_max']:.2f} ms = {w7['cpu_max_over_median']:.1f}× the median "
+            f"{w7['cpu_step_ms_median']:.3f} ms ({w7['cpu_steps_over_5x_median']} steps over 5×)"
+            if "cpu_max_over_median" in w7
+            else ""
+        )
         out.append(
             {
                 "id": "W7",
-                "target": f"no step slower than 5× the median over {w7['steps']} steps",
-                "measured": f"max {w7['step_ms_max']:.2f} ms = {w7['max_over_median']:.1f}× the median {w7['step_ms_median']:.3f} ms; "
-                f"last tenth ÷ first tenth {w7['flatness']:.2f}; "
+                "target": f"no step slower than 5× the median over {w7['steps']} steps (judged by wall time)",
+                "measured": f"wall: max {w7['step_ms_max']:.2f} ms = {w7['max_over_median']:.1f}× the median {w7['step_ms_median']:.3f} ms"
+                f"{cpu_part}; last tenth ÷ first tenth {w7['flatness']:.2f}; "
                 f"RSS {w7['rss_before_mib']:.0f} → {w7['rss_after_mib']:.0f} MiB",
                 "met": w7["max_over_median"] <= 5,
             }

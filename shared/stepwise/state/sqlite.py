@@ -7,7 +7,9 @@ append the same seq.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -71,6 +73,47 @@ class _Lease:
         self.conn = conn
 
 
+class _Checkpointer:
+    """Passive WAL checkpoints on a daemon thread, started after ``every`` writes and gone after ``idle_s``
+    without work (its connection closed). SQLite releases the GIL while it copies pages, so the checkpoint
+    runs beside the steps rather than inside one of them. If the thread cannot keep up (or a fork left
+    it behind), a writer checkpoints inline after ``10 × every`` writes, so the WAL stays bounded."""
+
+    def __init__(self, db: SqliteDatabase, every: int = 256, idle_s: float = 5.0) -> None:
+        self.db, self.every, self.idle_s = db, every, idle_s
+        self._writes = 0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def wrote(self) -> None:
+        self._writes += 1  # approximate under races; only a cadence
+        if self._writes < self.every:
+            return
+        if self._writes >= 10 * self.every:
+            self._writes = 0
+            self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="stepwise-wal-checkpoint", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        conn = sqlite3.connect(self.db.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            while self._wake.wait(self.idle_s):
+                self._wake.clear()
+                self._writes = 0
+                with contextlib.suppress(sqlite3.Error):  # busy or closed: the next round (or an inline one) catches up
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+
 class SqliteDatabase:
     """A WAL-mode database file shared by the adapters below, with one connection per OS thread."""
 
@@ -81,6 +124,11 @@ class SqliteDatabase:
         self._idle: list[sqlite3.Connection] = []  # list.append/pop are atomic under the GIL
         self.write_lock = threading.Lock()
         self.connection().executescript(_SCHEMA)
+        self._checkpoints = _Checkpointer(self)
+
+    def wrote(self) -> None:
+        """A write transaction committed: WAL checkpoints run on a thread of their own, every so many writes."""
+        self._checkpoints.wrote()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection. When a thread ends, its connection goes back to a pool for the next
@@ -101,6 +149,9 @@ class SqliteDatabase:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
+        # No checkpoint inside a commit: copying the WAL back into the database (a few MB every ~1,000 pages)
+        # would stall whichever step's commit crossed the threshold. _Checkpointer does it off that path.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     def size_bytes(self) -> int:
@@ -148,7 +199,9 @@ class SqliteEventStore(EventStore):
         with self.db.write_lock:
             try:
                 cursor = self.db.connection().execute(sql, args)
-                return min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
+                written = min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
+                self.db.wrote()
+                return written
             except sqlite3.IntegrityError as exc:
                 if "events.thread_id, events.key" in str(exc):
                     raise DuplicateKeyError(str(exc)) from None
@@ -251,6 +304,7 @@ class SqliteRunStore(RunStore):
             matched = row is not None if returning else cursor.rowcount == 1
             if returning:
                 cursor.fetchall()  # ends the statement (and its transaction) here
+            self.db.wrote()
         if matched:
             return row[0] if row else None
         run = self.get(run_id)
@@ -285,6 +339,7 @@ class SqliteRunStore(RunStore):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self.db.wrote()
         return record
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
