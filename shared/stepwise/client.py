@@ -373,7 +373,7 @@ class Stepwise:
                     error={"error": result.error, "cause": result.cause},
                 )
         try:
-            _, state = self.services.hydrator.state(run.thread_id, reducers_of(self.services.graph(run.graph_ref)))  # no index lag
+            _, state = self.services.hydrator.state(run.thread_id, self.services.reducers(run.graph_ref))  # no index lag
         except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
             with contextlib.suppress(RunTransitionError):
                 run = self.services.runs.update(
@@ -384,19 +384,23 @@ class Stepwise:
 
     # -- threads ------------------------------------------------------------------------------
     def _reducers(self, thread_id: str) -> dict[str, str]:
-        runs = self.services.runs.list(thread_id=thread_id, limit=1)
-        return reducers_of(self.services.graph(runs[0].graph_ref)) if runs else {}
+        ref = self.services.runs.graph_of(thread_id)
+        return self.services.reducers(ref) if ref is not None else {}
 
     def state(self, thread_id: str, at: int | None = None) -> tuple[int, dict[str, Any]]:
-        head = self.services.events.head(thread_id)
-        if head == 0:
-            raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
-        if at is not None and not 0 <= at <= head:
-            raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
+        if at is not None:
+            head = self.services.events.head(thread_id)
+            if head == 0:
+                raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
+            if not 0 <= at <= head:
+                raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
         try:
-            return self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+            seq, state = self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
         except ReducerError as exc:
             raise StepwiseError(f"the state of thread {thread_id!r} cannot be computed: {exc}; fork it at an earlier seq") from None
+        if seq == 0:
+            raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
+        return seq, state
 
     def states(self, thread_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """The thread's state after every event, in one pass over its log (``state(at=…)`` per seq would

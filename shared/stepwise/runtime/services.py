@@ -55,6 +55,7 @@ class Services:
     #: Engine settings (local concurrency, run lease); by default read from the environment once, here.
     settings: Settings = field(default_factory=Settings.from_env)
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
+    _reducers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def tool_permissions(self) -> ToolGrants:
@@ -102,6 +103,23 @@ class Services:
             spec = GraphSpec.from_canonical(found[0])
             self._graphs[ref] = spec
         return spec
+
+    def reducers(self, ref: str) -> dict[str, str]:
+        """The reducers of graph version ``ref`` (and its inlined subgraphs). A graph built here already knows
+        them; otherwise they are read from the registered spec's JSON without validating a GraphSpec (versions
+        are immutable, so they are cached by ref). Callers must not mutate the mapping."""
+        from stepwise.runtime.step import reducers_of, reducers_of_canonical
+
+        spec = self._graphs.get(ref)
+        if spec is not None:
+            return reducers_of(spec)
+        found = self._reducers.get(ref)
+        if found is None:
+            data = self.registry.spec(ref)
+            if data is None:
+                raise LookupError(f"graph version {ref!r} is not registered")
+            found = self._reducers[ref] = reducers_of_canonical(data)
+        return found
 
     def remember_graph(self, spec: GraphSpec) -> None:
         self._graphs[spec.ref] = spec

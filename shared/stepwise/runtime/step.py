@@ -100,6 +100,17 @@ def _reducers_of(spec: GraphSpec) -> dict[str, str]:
     return out
 
 
+def reducers_of_canonical(data: dict[str, Any]) -> dict[str, str]:
+    """``reducers_of`` read straight from a registered spec's canonical JSON, without building the GraphSpec:
+    a cold reader needs the reducers only (the canonical form inlines subgraphs as ``subgraph_spec``)."""
+    out: dict[str, str] = {}
+    for node in (data.get("graph") or {}).get("nodes", {}).values():
+        if isinstance(node, dict) and isinstance(node.get("subgraph_spec"), dict):
+            out.update(reducers_of_canonical(node["subgraph_spec"]))
+    out.update({str(k): str(v) for k, v in (data.get("state") or {}).items()})
+    return out
+
+
 def reducers_of(spec: GraphSpec) -> dict[str, str]:
     """Reducers of the graph and every inlined subgraph (subgraphs share the parent's thread state).
     Cached per spec object; callers must not mutate the returned mapping."""

@@ -257,6 +257,11 @@ class RunStore(ABC):
         self.put(updated)
         return updated
 
+    def graph_of(self, thread_id: str) -> str | None:
+        """The graph ref of the thread's newest run (whose reducers fold the thread), or None."""
+        runs = self.list(thread_id=thread_id, limit=1)
+        return runs[0].graph_ref if runs else None
+
     def transition(self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any) -> None:
         """``update`` for callers that do not need the record back (the engine's hot path, heartbeats):
         adapters may do it as one conditional write without reading or rebuilding the record."""
@@ -324,3 +329,8 @@ class Registry(ABC):
 
     @abstractmethod
     def latest(self, name: str) -> str | None: ...
+
+    def spec(self, ref: str) -> dict[str, Any] | None:
+        """The canonical spec of ``ref`` alone (readers that need its reducers, not its ASL)."""
+        found = self.get(ref)
+        return found[0] if found is not None else None

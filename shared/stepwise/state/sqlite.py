@@ -274,6 +274,14 @@ class SqliteRunStore(RunStore):
     def transition(self, run_id: str, *, expect: Collection[str] | None = None, expect_interrupt: str | None = None, **fields: Any) -> None:
         self._set(run_id, expect, expect_interrupt, fields, returning=False)
 
+    def graph_of(self, thread_id: str) -> str | None:
+        row = (
+            self.db.connection()
+            .execute("SELECT json_extract(body, '$.graph_ref') FROM runs WHERE thread_id=? ORDER BY created_at DESC LIMIT 1", (thread_id,))
+            .fetchone()
+        )
+        return row[0] if row else None
+
     def status(self, run_id: str) -> RunStatus | None:
         row = self.db.connection().execute("SELECT json_extract(body, '$.status') FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return row[0] if row else None
@@ -407,6 +415,10 @@ class SqliteRegistry(Registry):
     def get(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         row = self.db.connection().execute("SELECT spec, asl FROM registry WHERE ref=?", (ref,)).fetchone()
         return (json.loads(row[0]), json.loads(row[1])) if row else None
+
+    def spec(self, ref: str) -> dict[str, Any] | None:
+        row = self.db.connection().execute("SELECT spec FROM registry WHERE ref=?", (ref,)).fetchone()
+        return orjson.loads(row[0]) if row else None
 
     def latest(self, name: str) -> str | None:
         row = self.db.connection().execute("SELECT ref FROM aliases WHERE name=?", (name,)).fetchone()
