@@ -31,7 +31,7 @@ from stepwise.runtime.nodes import NodeContext, Offload, run_node, run_node_asyn
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
-from stepwise.state.events import INTERRUPT, JOIN, LLM_CALL, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
+from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.ports import DuplicateKeyError, RunStatus, RunTransitionError
 
 APPEND_ATTEMPTS = 20
@@ -501,13 +501,12 @@ def cause_message(cause: str) -> str:
 def run_spend(services: Services, run_id: str, thread_id: str) -> dict[str, Any]:
     """The run's LLM spend so far (``cost_usd``, ``tokens``) from its ``llm_call`` events, written onto
     its record when it waits or ends so a runs list can filter and chart by cost from an index."""
-    run = services.runs.get(run_id)
-    start = int((run.start_cursor if run is not None else {}).get("seq", 0) or 0)
-    cost, tokens = 0.0, 0
-    for event in services.events.read(thread_id, after=max(0, start - 1)):
-        if event.type == LLM_CALL and event.run_id == run_id:
-            cost += float(event.data.get("cost_usd") or 0.0)
-            tokens += int(event.data.get("input_tokens") or 0) + int(event.data.get("output_tokens") or 0)
+
+    def start() -> int:
+        run = services.runs.get(run_id)
+        return int((run.start_cursor if run is not None else {}).get("seq", 0) or 0)
+
+    cost, tokens = services.events.spend(thread_id, run_id, start)
     return {"cost_usd": round(cost, 9), "tokens": tokens}
 
 

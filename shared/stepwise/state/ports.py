@@ -67,6 +67,16 @@ class EventStore(ABC):
         rows = self._select(thread_id, after, None)
         return [self._decode(r) for r in rows if r[4] in scopes], (rows[-1][0] if rows else after)
 
+    def spend(self, thread_id: str, run_id: str, start: Callable[[], int]) -> tuple[float, int]:
+        """(USD, tokens) of one run's ``llm_call`` events; ``start()`` gives the seq its run began at (events
+        before it are not read). Adapters that can sum in the store override this."""
+        cost, tokens = 0.0, 0
+        for event in self.read(thread_id, after=max(0, start() - 1)):
+            if event.type == "llm_call" and event.run_id == run_id:
+                cost += float(event.data.get("cost_usd") or 0.0)
+                tokens += int(event.data.get("input_tokens") or 0) + int(event.data.get("output_tokens") or 0)
+        return cost, tokens
+
     def by_key(self, thread_id: str, key: str) -> Event | None:
         row = self._select_key(thread_id, key)
         return self._decode(row) if row else None

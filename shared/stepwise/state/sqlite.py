@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     node TEXT, scope TEXT NOT NULL, key TEXT, ts REAL NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (thread_id, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(thread_id, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_llm ON events(thread_id, run_id) WHERE type = 'llm_call';
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, created_at);
 CREATE INDEX IF NOT EXISTS runs_tenant ON runs(json_extract(body, '$.tenant'), created_at, run_id);
@@ -230,6 +231,21 @@ class SqliteEventStore(EventStore):
             .fetchall()
         )
         return [self._decode(r) for r in rows], max(self.head(thread_id), after)
+
+    def spend(self, thread_id: str, run_id: str, start: Callable[[], int]) -> tuple[float, int]:
+        """Summed in SQL over the partial index of ``llm_call`` rows: a run's end costs what its LLM calls
+        number, not what its thread's log holds."""
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT sum(coalesce(json_extract(data, '$.cost_usd'), 0)), "
+                "sum(coalesce(json_extract(data, '$.input_tokens'), 0) + coalesce(json_extract(data, '$.output_tokens'), 0)) "
+                "FROM events WHERE thread_id=? AND run_id=? AND type='llm_call'",
+                (thread_id, run_id),
+            )
+            .fetchone()
+        )
+        return float(row[0] or 0.0), int(row[1] or 0)
 
     def _select_key(self, thread_id: str, key: str) -> Row | None:
         row: Row | None = (

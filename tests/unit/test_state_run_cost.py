@@ -1,0 +1,139 @@
+"""The embedded store's per-run write path: a run start is one transaction, the engine's run-record writes are
+single conditional statements, and a run costs a bounded number of SQL statements (counted with sqlite3's
+trace callback, so a change that adds round trips fails here, without any timing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stepwise.client import Stepwise, ThreadBusyError
+from stepwise.graph.loader import load_file, parse_dict
+from stepwise.runtime.step import reducers_of, reducers_of_canonical
+from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_STARTED, Event
+from stepwise.state.memory import MemoryEventStore
+from stepwise.state.ports import RunRecord, RunTransitionError
+from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+THREE = {
+    "name": "three",
+    "state": {"messages": "append"},
+    "graph": {
+        "nodes": {n: {"kind": "function", "fn": f"bench.nodes:short_{n}", "writes": ["messages"]} for n in ("a", "b", "c")},
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
+        "entry": "a",
+    },
+}
+
+
+class Counter:
+    """Statements and write transactions seen by one connection (BEGIN … COMMIT, or a lone write)."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.transactions = 0
+        self._open = False
+
+    def __call__(self, sql: str) -> None:
+        self.statements.append(sql)
+        head = sql.lstrip()[:8].upper()
+        if head.startswith("BEGIN"):
+            self._open = True
+        elif head.startswith("COMMIT"):
+            self.transactions += 1
+            self._open = False
+        elif not self._open and head.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+            self.transactions += 1
+
+
+def _stores(tmp_path: Path) -> tuple[SqliteDatabase, SqliteEventStore, SqliteRunStore]:
+    db = SqliteDatabase(tmp_path / "s.db")
+    return db, SqliteEventStore(db), SqliteRunStore(db)
+
+
+def test_a_three_node_run_costs_a_bounded_number_of_statements(tmp_path: Path) -> None:
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = parse_dict(THREE)
+    client.run(spec, {"topic": "warm-up"})  # registration and first-use work are not per-run cost
+    counter = Counter()
+    client.services.events.db.connection().set_trace_callback(counter)  # type: ignore[attr-defined]
+    result = client.run(spec, {"topic": "x"})
+    client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
+    assert result.status == "succeeded" and len(result.state["messages"]) == 3
+    # start: BEGIN, rivals, head, event, record, COMMIT; per node: status, tail, insert; finish: status, insert,
+    # spend, record; result: record, tail; the executor's "fresh" head. Was 43 statements and 8 transactions.
+    assert len(counter.statements) <= 22, "\n".join(counter.statements)
+    assert counter.transactions == 6  # start, three node updates, run_finished, the record's final status
+    assert not any(s.startswith("SELECT body FROM runs WHERE run_id") for s in counter.statements[:-2])
+
+
+def test_a_run_on_a_busy_thread_leaves_nothing_behind(tmp_path: Path) -> None:
+    _, events, runs = _stores(tmp_path)
+    mine = RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", owner=None)
+
+    def cursor(seq: int) -> dict[str, Any]:
+        return {"thread_id": "T", "run_id": "r1", "graph": "g@1", "seq": seq}
+
+    first = runs.begin(mine, events, Event(type=RUN_STARTED, run_id="r1", data={"update": {}}), cursor)
+    assert first.start_cursor["seq"] == 1 and runs.get("r1") == first  # record and event in one go
+    live = RunRecord(run_id="r2", thread_id="T", graph_ref="g@1", owner="elsewhere:1:abc", lease_until=9e12)
+    runs.put(live)  # a live run on T owned by another host
+    with pytest.raises(ThreadBusyError, match=r"thread .T. is busy: run r[12]"):
+        runs.begin(RunRecord(run_id="r3", thread_id="T", graph_ref="g@1"), events, Event(type=RUN_STARTED, run_id="r3"), cursor)
+    assert runs.get("r3") is None and events.head("T") == 1  # no record, no event
+
+
+def test_transitions_are_compare_and_set_without_reading_the_record(tmp_path: Path) -> None:
+    _, _, runs = _stores(tmp_path)
+    runs.put(RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", interrupt_id="i1", status="waiting"))
+    with pytest.raises(RunTransitionError, match="is waiting, not running"):
+        runs.transition("r1", expect=("running",), status="succeeded")
+    with pytest.raises(RunTransitionError):
+        runs.transition("r1", expect=("waiting",), expect_interrupt="other", status="running")
+    with pytest.raises(KeyError):
+        runs.transition("nope", status="failed")
+    with pytest.raises(ValueError, match="no field"):
+        runs.transition("r1", colour="red")
+    runs.transition("r1", expect=("waiting",), expect_interrupt="i1", status="running", waiting=None, error={"error": "E"})
+    record = runs.get("r1")
+    assert record is not None and (record.status, record.waiting, record.error) == ("running", None, {"error": "E"})
+    assert runs.status("r1") == "running" and runs.status("nope") is None
+    updated = runs.update("r1", expect=("running",), steps=3, finished_at=12.5)
+    assert updated == runs.get("r1") and (updated.steps, updated.finished_at) == (3, 12.5)
+
+
+def test_spend_is_summed_in_sql_as_the_generic_loop_sums_it(tmp_path: Path) -> None:
+    _, sqlite_events, _ = _stores(tmp_path)
+    memory_events = MemoryEventStore()
+    batch = [
+        Event(type=RUN_STARTED, run_id="r1"),
+        Event(type=LLM_CALL, run_id="r1", data={"cost_usd": 0.25, "input_tokens": 10, "output_tokens": 5}),
+        Event(type=NODE_UPDATE, run_id="r1", data={"update": {"cost_usd": 99}}),
+        Event(type=LLM_CALL, run_id="r1", data={"cost_usd": None, "input_tokens": 3}),
+        Event(type=LLM_CALL, run_id="r2", data={"cost_usd": 7.0, "input_tokens": 100, "output_tokens": 100}),
+    ]
+    for store in (sqlite_events, memory_events):
+        store.append("T", 0, [Event(type=e.type, run_id=e.run_id, data=dict(e.data)) for e in batch])
+        assert store.spend("T", "r1", lambda: 1) == (0.25, 18)
+        assert store.spend("T", "r2", lambda: 1) == (7.0, 200)
+        assert store.spend("T", "r9", lambda: 1) == (0.0, 0)
+
+
+def test_reducers_read_from_the_canonical_json_match_the_graph_spec() -> None:
+    spec = load_file(ROOT / "statemachines" / "examples" / "subgraph.yaml")
+    assert reducers_of_canonical(spec.canonical()) == reducers_of(spec)
+    assert reducers_of_canonical(parse_dict(THREE).canonical()) == {"messages": "append"}
+
+
+def test_a_fresh_reader_gets_the_state_and_a_clear_error_for_an_unknown_thread(tmp_path: Path) -> None:
+    writer = Stepwise.embedded(tmp_path / "home")
+    result = writer.run(parse_dict(THREE), {"topic": "x"})
+    reader = Stepwise.embedded(tmp_path / "home")
+    seq, state = reader.state(result.thread_id)
+    assert seq == writer.head(result.thread_id) and state == result.state
+    assert reader.services.registry.spec(writer.runs()[0].graph_ref) == parse_dict(THREE).canonical()
+    with pytest.raises(Exception, match="no thread 'nope'"):
+        reader.state("nope")
