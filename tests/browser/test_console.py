@@ -444,6 +444,44 @@ def test_behind_a_stage_prefix_with_a_backlog_only_stream(tmp_path: Path, page: 
         server.server_close()
 
 
+def test_a_run_parked_on_a_rate_limit_continues_from_the_page(tmp_path: Path, page: Any) -> None:
+    """A run parked on an LLM 429 (waiting without an interrupt) shows why and when it continues, and
+    **Continue now** resumes it. The park itself is written into the run record here (a double: making
+    a real 429 park needs a provider that keeps refusing past the router's retries); what the page and
+    the API do with it is real: the resume continues the parked run, which replays to its human node."""
+    from stepwise.api.keys import create_key
+    from stepwise.api.server import make_server
+
+    server = make_server("127.0.0.1", 0, tmp_path / "home").start()
+    try:
+        _, key = create_key(server.api.store, "default", "browser test")
+        live = Live(server.url, key)
+        live.call("POST", "/agents", {"yaml": EXAMPLE.read_text()})
+        run = live.call("POST", "/agents/human-approval/execute", {"input": {"amount": 9}})
+        prompt = "rate-limited (Stepwise.RateLimited); continues after 60 s"
+        parked = {
+            "kind": "retry",
+            "node": "draft",
+            "error": "Stepwise.RateLimited",
+            "retry_at": time.time() + 60,
+            "parks": 1,
+            "prompt": prompt,
+        }
+        server.api.client.services.runs.update(run["run_id"], status="waiting", waiting=parked, interrupt_id=None)
+        sign_in(page, live)
+        page.goto(live.url + f"/#/runs/{run['run_id']}")
+        page.wait_for_selector("#parked")
+        assert page.inner_text("#parked-h") == "Parked at draft" and prompt in page.inner_text("#parked")
+        assert page.locator("#human-form").count() == 0  # nobody is asked for an answer
+        page.click("#continue-now")
+        page.wait_for_selector("#human-form")  # continued now: replayed to the human node, which asks again
+        assert live.call("GET", f"/runs/{run['run_id']}")["waiting"]["interrupt_id"]
+        assert page.locator("#parked").count() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_refused_key_and_bad_answer(live: Live, page: Any) -> None:
     page.goto(live.url + "/")
     page.fill("#key", "swk_default_nope_nope")

@@ -275,6 +275,22 @@ function humanForm(run, spec, onDone) {
   h("p", {}, w.prompt || ""), fields, submit, out);
 }
 
+function parkedPanel(run, onDone) {
+  const out = h("div", { "aria-live": "polite" });
+  const go = h("button", { type: "button", id: "continue-now", onclick: async () => {
+    go.disabled = true;
+    try {
+      await api("POST", `/runs/${run.run_id}/resume`, { input: {} }); // a parked run continues now
+      announce(`Run ${run.run_id} continued`);
+      onDone();
+    } catch (err) { go.disabled = false; out.append(problem(err)); }
+  } }, "Continue now");
+  return h("section", { class: "panel", id: "parked", "aria-labelledby": "parked-h" },
+    h("h2", { id: "parked-h" }, `Parked at ${run.waiting.node || "a node"}`),
+    h("p", {}, run.waiting.prompt || "The run waits to be continued."),
+    h("p", { class: "muted" }, "It continues by itself when the wait is over (stepwise serve's scheduler), or now:"), go, out);
+}
+
 async function runView(runId) {
   let run = await api("GET", `/runs/${encodeURIComponent(runId)}`);
   const [graph, thread] = await Promise.all([
@@ -305,7 +321,9 @@ async function runView(runId) {
   const svg = graph ? draw(graph.asl, graph.spec) : null;
   const renderHead = () => head.replaceChildren(badge(run.status), " agent ", h("a", { href: `#/agents/${run.agent}/${run.version || ""}`.replace(/\/$/, "") }, `${run.agent}${run.version ? ` v${run.version}` : ""}`), " · thread ", h("code", {}, run.thread_id), ` · started ${when(run.created_at)}`,
     run.finished_at ? ` · took ${secs(run.finished_at - run.created_at)}` : "", run.error ? h("div", { class: "error", role: "alert" }, `${run.error.error || ""} ${run.error.cause || run.error.message || ""}`) : "");
-  const renderHuman = () => human.replaceChildren(run.status === "waiting" && run.waiting && graph ? humanForm(run, graph.spec, refresh) : "");
+  const renderHuman = () => human.replaceChildren(run.status !== "waiting" || !run.waiting ? ""
+    : run.waiting.interrupt_id ? (graph ? humanForm(run, graph.spec, refresh) : "")
+    : parkedPanel(run, refresh)); // no interrupt: parked on an LLM rate limit, not waiting for a person
   function renderNodes() {
     const folded = fold(mine());
     const rows = [...folded.values()].map((n) => h("tr", { "data-node": n.node },
