@@ -157,3 +157,24 @@ def test_static_response_and_percentile() -> None:
         assert answer is not None and answer["statusCode"] == 404 and "is at /" in answer["body"]
     assert percentile([], 50) is None
     assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0 and percentile(list(map(float, range(1, 101))), 95) == 95.0
+
+
+def test_the_python_example_in_the_console_docs_runs(tmp_path: Path) -> None:
+    """docs/console.md's "The same reads from Python" block, run as a script (in a scratch folder that
+    sees the repo's statemachines/): it lists the run it made and prints its thread's timeline."""
+    import os
+    import subprocess
+    import sys
+
+    root = EXAMPLE.parents[2]
+    text = (root / "docs" / "console.md").read_text()
+    block = text.split("## The same reads from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "statemachines").symlink_to(root / "statemachines")
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "shared"), str(root)])}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    first, timeline = done.stdout.splitlines()[-2:]
+    assert first.startswith("run-") and " sequential@" in first and " succeeded 0.0 0" in first
+    assert timeline == "['run_started', 'node_update', 'node_update', 'node_update', 'run_finished']"
