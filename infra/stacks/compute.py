@@ -55,6 +55,28 @@ def layer_code(config: StackConfig) -> lambda_.Code:
     return lambda_.Code.from_asset(str(ROOT / "layers"), bundling=bundling, **options)  # type: ignore[arg-type]
 
 
+def agent_code(config: StackConfig) -> lambda_.Code | None:
+    """The agent-code layer asset: every package of the ``stepwise:code`` directories under ``python/`` (what
+    Lambda puts on ``sys.path``), staged at synth time; CDK hashes the staged content, so a code change
+    publishes a new layer version. None without ``stepwise:code``."""
+    if not config.code_dirs:
+        return None
+    import shutil
+    import tempfile
+
+    from infra.stacks.config import code_packages, resolve_code_dir
+
+    staged = Path(tempfile.mkdtemp(prefix="stepwise-agent-code-")) / "python"
+    staged.mkdir()
+    for directory in config.code_dirs:
+        source = resolve_code_dir(directory)
+        for package in code_packages(source):
+            if (staged / package).exists():
+                raise ValueError(f"stepwise:code: package {package!r} is in two of the code directories; rename one")
+            shutil.copytree(source / package, staged / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return lambda_.Code.from_asset(str(staged.parent))
+
+
 class Compute(Construct):
     def __init__(
         self, scope: Construct, id: str, *, config: StackConfig, network: Network, storage: StateStorage, environment: dict[str, str]
@@ -68,6 +90,18 @@ class Compute(Construct):
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[lambda_.Architecture.X86_64],
             description="stepwise + its runtime dependencies (manylinux2014_x86_64, CPython 3.12)",
+        )
+        code = agent_code(config)
+        self.code_layer = (
+            lambda_.LayerVersion(
+                self,
+                "AgentCode",
+                code=code,
+                compatible_runtimes=[RUNTIME],
+                description=f"your agents' code (stepwise:code): {', '.join(config.code_dirs)}"[:256],
+            )
+            if code is not None
+            else None
         )
         step_name = f"{config.name_prefix}-step"
         # Built from the name, not the function's attribute: the step's own environment needs it (no cycle).
@@ -128,7 +162,7 @@ class Compute(Construct):
             architecture=lambda_.Architecture.X86_64,
             handler="handler.handler",
             code=lambda_.Code.from_asset(str(ROOT / "functions" / folder), exclude=["__pycache__", "*.pyc"]),
-            layers=[self.layer],
+            layers=[self.layer, *([self.code_layer] if self.code_layer is not None else [])],
             memory_size=memory,
             timeout=timeout,
             tracing=lambda_.Tracing.ACTIVE,

@@ -16,6 +16,10 @@ stepwise:jwtIssuer, stepwise:jwtAudience, stepwise:jwtTenantClaim, stepwise:jwtR
 stepwise:usagePlans   API Gateway usage plans for the tenants: JSON ``{"<name>": {"rate": r, "burst": b,
                       "quota": n, "period": "DAY|WEEK|MONTH"}}`` (quota optional; the first plan is the default
                       for new keys), or ``false`` for none; default ``{"default": {"rate": 50, "burst": 100}}``
+stepwise:code         your agents' code, deployed without editing this repository: comma-separated directories
+                      (absolute, or relative to the repository root) whose Python packages go into an "agent
+                      code" layer on the step, api and trigger functions; each package is added to
+                      stepwise:allowedModules, so graphs sent to the API may name its functions (docs/deploy.md)
 stepwise:triggers     graphs whose ``triggers:`` the stack turns into EventBridge rules and Scheduler schedules,
                       as ``tenant=path.yaml`` pairs (comma-separated string, or a JSON list of
                       ``{"tenant": ..., "graph": ...}``); paths relative to the repository root
@@ -27,6 +31,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -51,6 +56,7 @@ class StackConfig:
     nat_gateways: int = 1
     allowed_modules: str = "statemachines.,stepwise.tools."
     triggers: tuple[tuple[str, str], ...] = ()
+    code_dirs: tuple[str, ...] = ()
     cognito: bool = False
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -93,7 +99,8 @@ class StackConfig:
             bundle=_flag(get("bundle"), True),
             vector_store=_flag(get("vectorStore"), True),
             nat_gateways=int(get("natGateways") if get("natGateways") is not None else 1),
-            allowed_modules=str(get("allowedModules") or cls.allowed_modules),
+            allowed_modules=_with_code(str(get("allowedModules") or cls.allowed_modules), _code_dirs(get("code"))),
+            code_dirs=_code_dirs(get("code")),
             triggers=_trigger_graphs(get("triggers")),
             cognito=_flag(get("cognito"), False),
             jwt_issuer=get("jwtIssuer") or None,
@@ -102,6 +109,37 @@ class StackConfig:
             jwt_roles_claim=str(get("jwtRolesClaim") or "roles"),
             usage_plans=_usage_plans(get("usagePlans")),
         )
+
+
+def _code_dirs(value: Any) -> tuple[str, ...]:
+    """``stepwise:code``: directories of agent code (a comma-separated string or a JSON list)."""
+    if not value:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def code_packages(directory: Path) -> list[str]:
+    """The Python packages at the top of an agent-code directory (folders with an ``__init__.py``)."""
+    if not directory.is_dir():
+        raise ValueError(f"stepwise:code: {directory} is not a directory; point it at the folder that holds your packages")
+    found = sorted(p.name for p in directory.iterdir() if (p / "__init__.py").is_file() and p.name.isidentifier())
+    if not found:
+        raise ValueError(f"stepwise:code: {directory} holds no Python package (a folder with __init__.py)")
+    return found
+
+
+def resolve_code_dir(path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else Path(__file__).resolve().parents[2] / candidate
+
+
+def _with_code(allowed: str, code_dirs: tuple[str, ...]) -> str:
+    """The allow-list plus every package of the agent-code directories (``mypkg.``)."""
+    prefixes = [p for p in allowed.split(",") if p]
+    for directory in code_dirs:
+        prefixes += [f"{name}." for name in code_packages(resolve_code_dir(directory)) if f"{name}." not in prefixes]
+    return ",".join(prefixes)
 
 
 @dataclass(frozen=True)
