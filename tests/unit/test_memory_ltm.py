@@ -129,3 +129,29 @@ def test_ttl_expiry(store: LongTermStore) -> None:
     assert len(store.search("acme", MemoryQuery(text="code", namespaces=["acme"], top_k=5))) == 1  # now is far past 1010
     assert store.expire("acme") == 1
     assert [r.text for r in store.list("acme", include_history=True)] == ["Permanent fact."]
+
+
+def test_one_hashing_embedder_and_vectors_are_kept_per_embedder_name(tmp_path: Path) -> None:
+    """The cache and memory share one embedder implementation; a store never compares vectors of two embedder
+    versions: records written under an earlier algorithm's name stay out of reach of the current one."""
+    from stepwise.llm import embeddings as cache_embeddings
+    from stepwise.memory.records import MemoryRecord
+
+    assert cache_embeddings.HashingEmbedder is HashingEmbedder and cache_embeddings.make_embedder("hashing").name == "hashing-v2-1024"
+    assert make_embedder("hashing").name == "hashing-v2-512" and make_embedder("hashing-v2-256").dim == 256
+
+    class EarlierHashing(HashingEmbedder):  # stands in for the pre-v2 algorithm: same dimension, other name
+        def __init__(self) -> None:
+            super().__init__(512)
+            self.name = "hashing-512"
+
+    old = EmbeddedLongTermStore(tmp_path, embedder=EarlierHashing())
+    old.remember_many("acme", [MemoryRecord(namespace="acme/u", text="The user prefers window seats.")])
+    old.close()
+    current = EmbeddedLongTermStore(tmp_path, embedder=HashingEmbedder(512))
+    assert current.search("acme", MemoryQuery(text="window seats", namespaces=["acme/u"])) == []
+    assert current.list("acme", "acme/u") == []
+    current.remember_many("acme", [MemoryRecord(namespace="acme/u", text="The user prefers window seats.")])
+    (hit,) = current.search("acme", MemoryQuery(text="window seats", namespaces=["acme/u"]))
+    assert hit.record.text == "The user prefers window seats."
+    current.close()

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stepwise.llm.base import ChatRequest, ChatResponse, Usage
-from stepwise.llm.embeddings import Embedder, HashingEmbedder
+from stepwise.llm.embeddings import CACHE_DIM, Embedder, HashingEmbedder
 
 CacheMode = Literal["off", "exact", "semantic"]
 
@@ -53,7 +53,7 @@ class ResponseCache:
         self.client = client
         self.ttl = ttl_seconds
         self.threshold = threshold
-        self.embedder = embedder or HashingEmbedder()
+        self.embedder = embedder or HashingEmbedder(CACHE_DIM)
         self.max_entries = max_entries
         self.prefix = prefix
 

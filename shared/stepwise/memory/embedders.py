@@ -9,7 +9,9 @@
 - ``hashing``: hashed content words and character trigrams (numpy only). Lexical, not semantic; the
   zero-dependency fallback.
 
-Both return float32 rows of unit length, so cosine similarity is a dot product.
+All return float32 rows of unit length, so cosine similarity is a dot product. This module is the one home
+of the package's embedders: ``stepwise.llm.embeddings`` (the semantic cache) uses these classes and adds
+only the OpenAI embeddings API.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     re.findall(
         r"\S+",
-        "a an the is are was were be been of to in on at for and or but what which who how do does did i you it me my our your we "
-        "they them please can could would should that this these those with about into from by as",
+        "a an the is are was were be been of to in on at for and or but what which who whom how do does did i you it me my our "
+        "your we they them please can could would should that this these those with about into from by as "
+        "user assistant system tool",  # role labels: in every rendered prompt and every third-person memory
     )
 )
 
 
 class Embedder(Protocol):
-    """Turns texts into vectors of a fixed dimension."""
+    """Turns texts into vectors of a fixed dimension (rows of unit length)."""
 
     name: str
     dim: int
@@ -51,11 +54,20 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 class HashingEmbedder:
-    """Content words plus their character trigrams (half weight), hashed with a sign bit."""
+    """Content words (stop words and role labels dropped) plus their character trigrams at ``char_weight``,
+    hashed with a sign bit. The one hashing embedder of the package: long-term memory's fallback (512
+    dimensions) and the LLM semantic cache's default (1024).
 
-    def __init__(self, dim: int = 512) -> None:
-        self.dim = dim
-        self.name = f"hashing-{dim}"
+    Lexical, not semantic: paraphrases that keep the content words score ~0.85-1.0, a swapped entity
+    ("capital of France" / "of Spain") ~0.5. The name carries the algorithm's version (``hashing-v2-<dim>``):
+    stores keep vectors per embedder name, so vectors of an earlier version are never compared with these.
+    """
+
+    VERSION = 2
+
+    def __init__(self, dim: int = 512, char_weight: float = 0.5) -> None:
+        self.dim, self.char_weight = dim, char_weight
+        self.name = f"hashing-v{self.VERSION}-{dim}"
 
     def _bucket(self, feature: str) -> tuple[int, float]:
         h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
@@ -64,13 +76,14 @@ class HashingEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
-            for word in (w for w in _WORD.findall(text.lower()) if w not in _STOP):
-                index, sign = self._bucket("w:" + word)
-                out[row, index] += sign
+            words = [w for w in _WORD.findall(text.lower().replace("'s ", " is ")) if w not in _STOP]
+            features = [(f"w:{w}", 1.0) for w in words]
+            for word in words:
                 padded = f" {word} "
-                for i in range(len(padded) - 2):
-                    index, sign = self._bucket("c:" + padded[i : i + 3])
-                    out[row, index] += 0.5 * sign
+                features += [(f"c:{padded[i : i + 3]}", self.char_weight) for i in range(len(padded) - 2)]
+            for feature, weight in features:
+                index, sign = self._bucket(feature)
+                out[row, index] += sign * weight
         return normalise(out)
 
 
@@ -148,26 +161,35 @@ class MiniLMInt8Embedder:
 
 
 class TitanEmbedder:
-    """Amazon Titan Text Embeddings v2 on Bedrock: the AWS deployment's embedder (the Lambda layer stays small;
-    no model in the package). ``dimensions`` 256/512/1024, normalised by the service and again here."""
+    """Amazon Titan Text Embeddings v2 on Bedrock: the AWS deployment's memory embedder (the Lambda layer stays
+    small; no model in the package) and an option of the LLM semantic cache. ``dimensions`` 256/512/1024 asks
+    the service for that size, normalised (name ``bedrock:<model>:<dimensions>``); ``None`` sends only the
+    text and takes the model's default size (name ``bedrock:<model>``). Rows are normalised here too."""
 
-    def __init__(self, model: str = "amazon.titan-embed-text-v2:0", dimensions: int = 512, client: Any = None) -> None:
+    DEFAULT_DIM = 1024
+
+    def __init__(self, model: str = "amazon.titan-embed-text-v2:0", dimensions: int | None = 512, client: Any = None) -> None:
         if client is None:
             import boto3
 
             client = boto3.client("bedrock-runtime")
-        self.client, self.model, self.dim = client, model, dimensions
-        self.name = f"bedrock:{model}:{dimensions}"
+        self.client, self.model, self.dimensions = client, model, dimensions
+        self.dim = dimensions or self.DEFAULT_DIM
+        self.name = f"bedrock:{model}:{dimensions}" if dimensions else f"bedrock:{model}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
         import json
 
         rows = []
         for text in texts:
-            body = json.dumps({"inputText": text, "dimensions": self.dim, "normalize": True})
-            resp = self.client.invoke_model(modelId=self.model, body=body, contentType="application/json", accept="application/json")
+            payload: dict[str, Any] = {"inputText": text}
+            if self.dimensions:
+                payload |= {"dimensions": self.dimensions, "normalize": True}
+            resp = self.client.invoke_model(
+                modelId=self.model, body=json.dumps(payload), contentType="application/json", accept="application/json"
+            )
             rows.append(json.loads(resp["body"].read())["embedding"])
-        return normalise(np.array(rows, dtype=np.float32).reshape(len(texts), self.dim))
+        return normalise(np.array(rows, dtype=np.float32).reshape(len(texts), -1))
 
 
 _shared: dict[str, Embedder] = {}
@@ -190,7 +212,7 @@ def make_embedder(spec: str | None = None) -> Embedder:
             model, _, dims = spec.removeprefix("bedrock:").partition("#")
             made = TitanEmbedder(model or "amazon.titan-embed-text-v2:0", int(dims or 512))
         elif spec == "hashing" or spec.startswith("hashing-"):
-            made = HashingEmbedder(int(spec.split("-", 1)[1]) if "-" in spec else 512)
+            made = HashingEmbedder(int(spec.rsplit("-", 1)[1]) if "-" in spec else 512)  # hashing-512 or hashing-v2-512
         else:
             raise ValueError(f"unknown memory embedder {spec!r}: use auto, minilm-int8, hashing[-DIM] or bedrock:MODEL[#DIM]")
         _shared[spec] = made
