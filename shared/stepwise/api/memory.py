@@ -9,7 +9,7 @@ No ``from __future__ import annotations``: Powertools reads the route signatures
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.api.app import ApiError, StepwiseApi, _errors
 from stepwise.api.auth import tenant_of
-from stepwise.memory.ltm import LongTermStore
 from stepwise.memory.records import MemoryError_, MemoryHit, MemoryQuery, MemoryRecord, Strategy
+
+if TYPE_CHECKING:  # numpy comes with the memory extra; serve must answer without it
+    from stepwise.memory.ltm import LongTermStore
 
 T = TypeVar("T")
 
@@ -81,7 +83,7 @@ def router(api: StepwiseApi) -> Router:
     router = Router()
     tenant = partial(tenant_of, router)
 
-    def ltm() -> LongTermStore:
+    def ltm() -> "LongTermStore":
         return api.client.memory().ltm
 
     def guarded(call: Callable[[], T]) -> T:
