@@ -21,14 +21,14 @@ from stepwise.executors.base import Executor
 from stepwise.executors.local import LocalExecutor
 from stepwise.graph import limits
 from stepwise.graph.answers import answer_problems, example
-from stepwise.graph.spec import GraphSpec
-from stepwise.graph.topology import locate
+from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.topology import is_end, locate, topology
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.settings import Settings
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
-from stepwise.state.events import FORKED, ROLLED_BACK, RUN_STARTED, Event
+from stepwise.state.events import FORKED, JOIN, NODE_UPDATE, ROLLED_BACK, RUN_FAILED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
@@ -187,8 +187,12 @@ class Stepwise:
         record = RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
 
+        fork_point = self._fork_point(thread_id, ref)  # the first run on a fork continues where it was taken
+
         def cursor(seq: int) -> dict[str, Any]:
-            return Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=seq).model_dump(exclude_none=True)
+            out = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=seq).model_dump(exclude_none=True)
+            out["base"] = seq  # where this execution began: the step counts its events from here (handover)
+            return out | fork_point
 
         run = self.services.runs.begin(record, self.services.events, started, cursor)
         if started.seq == 1:  # a new thread: its state is the input, so the first step need not look for a snapshot
@@ -300,17 +304,35 @@ class Stepwise:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
         if run.status != "failed" or not run.start_cursor:
             raise ConflictingRequestError(f"run {run_id!r} is {run.status}; only a failed run can be redriven")
+        cursor = self._redrive_cursor(run)
         try:
             run = self.services.runs.update(
-                run_id, expect=("failed",), status="running", error=None, finished_at=None, waiting=None, **self._lease()
+                run_id,
+                expect=("failed",),
+                status="running",
+                error=None,
+                finished_at=None,
+                waiting=None,
+                start_cursor=cursor,
+                **self._lease(),
             )
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
-        native = getattr(self.executor, "redrive", None)
-        if callable(native):
-            native(run)
-            return self._result(run_id, None)
         return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+
+    def _redrive_cursor(self, run: RunRecord) -> dict[str, Any]:
+        """A new execution (``<run>--r<n>``) that starts at the failed state with the cursor that entered it,
+        as the fail step recorded; without that record (a failure outside any node, or ASL compiled before
+        ``__start__``), one that replays from the run's start cursor."""
+        number = max(1, sum(1 for e in self.run_events(run.run_id) if e.type == RUN_FAILED))
+        point = (run.error or {}).get("redrive")
+        from stepwise.asl.compiler import start_points
+
+        if isinstance(point, dict) and point.get("start_at") in start_points(self._asl(run.graph_ref)):
+            cursor = {**point["cursor"], "start_at": point["start_at"], "base": point["cursor"].get("seq", 0)}
+        else:
+            cursor = dict(run.start_cursor)
+        return cursor | {"execution": f"{run.run_id}--r{number}"}
 
     def recover(self, run_id: str) -> RunResult:
         """Continue a run whose process died: take over its lease (a compare-and-set, so one recoverer
@@ -429,12 +451,61 @@ class Stepwise:
         return events
 
     def fork(self, thread_id: str, at: int) -> str:
-        """A new thread whose first event holds the state of ``thread_id`` at ``at``."""
+        """A new thread whose first event holds the state of ``thread_id`` at ``at``, and where that thread's
+        run was going next: the first run on the fork continues there (see ``_fork_point``)."""
         _, state = self.state(thread_id, at=at)
         new_thread = f"thread-{uuid.uuid4().hex[:12]}"
-        event = Event(type=FORKED, data={"from": thread_id, "at": at, "state": state})
+        data: dict[str, Any] = {"from": thread_id, "at": at, "state": state}
+        point = self._next_after(thread_id, at)
+        if point is not None:
+            data["next"] = point
+        event = Event(type=FORKED, data=data)
         self.services.events.append(new_thread, 0, [event])
         return new_thread
+
+    def _next_after(self, thread_id: str, at: int) -> dict[str, Any] | None:
+        """Where the thread's run went after seq ``at``: ``{graph, start_at, cursor}`` naming the top-level state
+        (node Task or parallel block) that would have run next, or None for "the entry" (nothing ran yet, or
+        the run had ended)."""
+        for event in reversed(self.services.events.read(thread_id, upto=at)):
+            if event.scope:
+                continue  # a branch's event: its block's own events (the split, the join) decide
+            if event.type == FORKED:
+                return event.data.get("next")  # type: ignore[no-any-return]
+            if event.type == RUN_STARTED:
+                return None
+            if event.type not in (NODE_UPDATE, JOIN) or (event.type == NODE_UPDATE and not event.node):
+                continue
+            run = self.services.runs.get(event.run_id)
+            if run is None:
+                return None
+            asl = self._asl(run.graph_ref)
+            if event.type == JOIN:  # the join is folded; the Task that joins this block runs its node next
+                block = event.data.get("block")
+                task = next((n for n, st in asl["States"].items() if _payload(st).get("join") == block), None)
+                return {"graph": run.graph_ref, "start_at": task, "cursor": {}} if task else None
+            start = _state_after(self.services.graph(run.graph_ref), str(event.node), event.data.get("next") or {})
+            if start is None:
+                return None
+            extras = {k: v for k, v in (event.data.get("next") or {}).items() if k != "route"}
+            return {"graph": run.graph_ref, "start_at": start, "cursor": extras}
+        return None
+
+    def _fork_point(self, thread_id: str, ref: str) -> dict[str, Any]:
+        """Cursor fields that start the first run on a forked thread (its only event is ``forked``) where the fork
+        was taken (``start_at`` and what the next state needs, such as a planner's items), when this graph has
+        that state; else nothing, and the run starts at the entry."""
+        if self.services.events.head(thread_id) != 1:
+            return {}
+        before = self.services.events.read(thread_id, upto=1)
+        if len(before) != 1 or before[0].type != FORKED or not before[0].data.get("next"):
+            return {}
+        point = before[0].data["next"]
+        from stepwise.asl.compiler import start_points
+
+        if point.get("start_at") not in start_points(self._asl(ref)):
+            return {}
+        return {**point.get("cursor", {}), "start_at": point["start_at"]}
 
     # -- reads and control shared by the CLI and the API ------------------------------------------
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -509,6 +580,38 @@ class Stepwise:
         if found is None:
             raise StepwiseError(f"graph version {ref} is not registered in this store")
         return found
+
+
+def _payload(state: dict[str, Any]) -> dict[str, Any]:
+    params = state.get("Parameters")
+    payload = params.get("Payload") if isinstance(params, dict) else None
+    return payload if isinstance(payload, dict) else {}
+
+
+def _entry_state(spec: GraphSpec, name: str) -> str:
+    """The compiled state a transition to node ``name`` (a path like ``outer/inner``) enters: a subgraph node
+    is entered at its subgraph's entry, recursively (as the compiler's ``entry_state``)."""
+    sub, local = locate(spec, name)
+    inner = sub.graph.nodes[local].subgraph_spec
+    return _entry_state(spec, f"{name}/{inner.entry}") if inner is not None else name
+
+
+def _state_after(root: GraphSpec, node: str, nxt: dict[str, Any]) -> str | None:
+    """The top-level state that runs after ``node`` wrote its update with cursor changes ``nxt``: its parallel
+    block for a fan-out or planner, else its route's entry state; None when the route ends the run."""
+    try:
+        spec, local = locate(root, node)
+    except LookupError:
+        return None
+    if local in topology(spec).fanout:
+        return f"{node}.fanout"
+    if spec.graph.nodes[local].kind == "planner":
+        return f"{node}.map"
+    prefix = node.rpartition("/")[0]
+    route = str(nxt.get("route") or END)
+    if is_end(route):
+        return prefix or None  # the end of a subgraph: its node's own Task routes on the parent's edges
+    return _entry_state(root, f"{prefix}/{route}" if prefix else route)
 
 
 def _embedded_permissions(home: Path) -> Any:

@@ -31,6 +31,10 @@ class Settings(BaseModel):
     #: The local engine parks a run (status waiting, continued later) instead of sleeping through a rate-limit
     #: retry at least this long (``STEPWISE_PARK_AFTER_SECONDS``); Step Functions waits those out durably.
     park_after_seconds: float = Field(default=5.0, ge=0)
+    #: Events one execution may append before its next top-level node continues in a new execution (0: never).
+    #: 3,000 keeps a Step Functions execution far below its 25,000 history events: a top-level step costs
+    #: about 5 history events and appends at least one (``STEPWISE_CONTINUE_AFTER_EVENTS``).
+    continue_after_events: int = Field(default=3000, ge=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -25,7 +25,7 @@ def cli(*args: str, cwd: Path = ROOT, home: Path | None = None, check: bool = Tr
 def test_validate_compile_graph():
     assert "ok" in cli("validate", str(EXAMPLES / "conditional.yaml")).stdout
     asl = json.loads(cli("compile", str(EXAMPLES / "conditional.yaml")).stdout)
-    assert asl["StartAt"] == "evaluate" and asl["States"]["evaluate"]["Parameters"]["Payload"]["jump"]
+    assert asl["States"][asl["StartAt"]]["Default"] == "evaluate" and asl["States"]["evaluate"]["Parameters"]["Payload"]["jump"]
     mermaid = cli("graph", str(EXAMPLES / "conditional.yaml")).stdout
     assert mermaid.startswith("flowchart TD") and "state.type == 'A'" in mermaid
 

@@ -41,7 +41,7 @@ def test_deterministic_output(examples: Path, name: str):
 def test_sequential_is_a_chain_of_tasks_ending_in_end_task(examples: Path):
     asl = compiled(examples, "sequential")
     states = asl["States"]
-    assert asl["StartAt"] == "fetch"
+    assert asl["StartAt"] == "__start__" and states["__start__"]["Default"] == "fetch"
     assert states["fetch"]["Next"] == "clean" and states["clean"]["Next"] == "summarize"
     assert states["summarize"]["Next"] == "__end__"
     assert states["__end__"]["Next"] == "Succeeded"
@@ -54,7 +54,7 @@ def test_payload_carries_only_references_and_routing(examples: Path):
             if state["Type"] != "Task":
                 continue
             payload = state["Parameters"]["Payload"]
-            assert set(payload) <= {"node", "cursor.$", "mode", "enter", "index.$", "item.$", "join", "token.$", "stay", "jump"}
+            assert set(payload) <= {"node", "cursor.$", "mode", "enter", "index.$", "item.$", "join", "token.$", "stay", "jump", "handover"}
             assert payload["cursor.$"] in ("$", "$.cursor")
 
 
@@ -70,6 +70,7 @@ def test_conditional_routes_without_a_choice_state(examples: Path):
     assert catchers == [
         (["Stepwise.Route.1"], "$.jumped", "handle_bug"),
         (["Stepwise.Route.2"], "$.jumped", "default"),
+        (["Stepwise.Continue"], "$.handover", "Continued"),  # a handover to a continuation execution
         (["States.ALL"], "$.error", "__failed__"),  # after the routes: a real failure still fails the run
     ]
 
@@ -98,7 +99,7 @@ def test_planner_compiles_to_map_over_items(examples: Path):
     assert states["synthesizer"]["Parameters"]["Payload"]["join"] == "m:planner"
     # the quality check can send work back: a cycle through a route Catch
     synth = states["synthesizer"]
-    assert {synth["Next"]} | {c["Next"] for c in synth["Catch"]} == {"__end__", "planner", "__failed__"}
+    assert {synth["Next"]} | {c["Next"] for c in synth["Catch"]} == {"__end__", "planner", "__failed__", "Continued"}
 
 
 def test_react_cycle_is_a_bounded_loop(examples: Path):
@@ -118,7 +119,7 @@ def test_human_node_waits_for_a_task_token(examples: Path):
 def test_subgraph_is_inlined_with_prefix(examples: Path):
     asl = compiled(examples, "subgraph")
     states = asl["States"]
-    assert asl["StartAt"] == "prepare/fetch"
+    assert states[asl["StartAt"]]["Default"] == "prepare/fetch"
     assert states["prepare/summarize"]["Next"] == "prepare"  # the subgraph node's own task routes onwards
     assert states["prepare"]["Next"] == "route"
 

@@ -13,6 +13,12 @@ and the *cursor* (thread, run, seq, route, frames, visit counters). State itself
 - subgraph          → the subgraph's states inlined with a ``node/`` prefix, then the node's own
   Task, which routes on the parent's edges
 - ends              → ``__end__`` (records the run finished); every error → ``__failed__``
+- start             → ``__start__``, a Choice on the cursor's ``start_at``: a run may begin at any top-level
+  node Task or parallel block instead of the entry (a fork continues where it was forked, a continuation
+  execution where the previous one handed over, a redrive at the failed state); no ``start_at`` → the entry
+- handover          → every top-level node Task carries ``handover: true``; when the execution has appended
+  too many events (Step Functions' 25,000-event history), the step starts a continuation execution at this
+  Task and fails with ``Stepwise.Continue``, which a Catch sends to ``Continued`` (a Succeed)
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ END_STATE = END
 FAILED_STATE = FAILED
 SUCCEED_STATE = "Succeeded"
 FAIL_STATE = "Failed"
+START_STATE = "__start__"
+CONTINUED_STATE = "Continued"
 
 NODE_ERROR = "Stepwise.NodeError"
 CONFLICT_ERROR = "Stepwise.StateConflict"
@@ -38,6 +46,7 @@ CONFLICT_ERROR = "Stepwise.StateConflict"
 #: these intervals durably (no compute held); the local engine parks the run instead (``Parked``).
 RATE_LIMITED_ERROR = "Stepwise.RateLimited"
 RATE_LIMIT_PARK = {"IntervalSeconds": 60, "MaxAttempts": 5, "BackoffRate": 2.0, "MaxDelaySeconds": 900}
+CONTINUE_ERROR = "Stepwise.Continue"  # the step handed the run over to a continuation execution
 ROUTE_ERROR = "Stepwise.Route"  # + ".<i>": a conditional route other than the Task's Next (see _Compiler._routes)
 LAMBDA_TRANSIENT = [
     "Lambda.ServiceException",
@@ -59,8 +68,9 @@ class _Region:
 
 
 class _Compiler:
-    def __init__(self, spec: GraphSpec, step_arn: str, prefix: str = "") -> None:
+    def __init__(self, spec: GraphSpec, step_arn: str, prefix: str = "", starts: dict[str, str] | None = None) -> None:
         self.spec = spec
+        self.starts: dict[str, str] = {} if starts is None else starts  # top-level states a run may start at
         self.topo: Topology = topology(spec)
         self.arn = step_arn
         self.prefix = prefix
@@ -115,7 +125,7 @@ class _Compiler:
             state["Next"] = nxt
         return state
 
-    def task(self, node: str, payload: dict[str, Any], region: _Region, *, wait: bool = False) -> dict[str, Any]:
+    def task(self, node: str, payload: dict[str, Any], region: _Region, *, wait: bool = False, handover: bool = False) -> dict[str, Any]:
         spec = self.spec.graph.nodes.get(node)
         retry: list[dict[str, Any]] = [
             {"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 1, "MaxAttempts": 3, "BackoffRate": 2.0},
@@ -139,6 +149,9 @@ class _Compiler:
         body: dict[str, Any] = {"node": self.state_name(node), "cursor.$": "$", **payload}
         if wait:
             body["token.$"] = "$$.Task.Token"
+        handover = handover and region.top and not wait
+        if handover:
+            body["handover"] = True
         state: dict[str, Any] = {
             "Type": "Task",
             "Resource": LAMBDA_WAIT if wait else LAMBDA_INVOKE,
@@ -149,7 +162,10 @@ class _Compiler:
             state["OutputPath"] = "$.Payload"
         if spec is not None and spec.kind == "human" and spec.config.get("timeout_seconds"):
             state["TimeoutSeconds"] = int(spec.config["timeout_seconds"])
-        return self.catch(state, region)
+        self.catch(state, region)
+        if handover:
+            state["Catch"].insert(0, {"ErrorEquals": [CONTINUE_ERROR], "ResultPath": "$.handover", "Next": CONTINUED_STATE})
+        return state
 
     @staticmethod
     def catch(state: dict[str, Any], region: _Region) -> dict[str, Any]:
@@ -168,8 +184,10 @@ class _Compiler:
             payload["join"] = self.joins[node]
         if spec.kind == "subgraph" and spec.subgraph_spec is not None:
             payload = self._subgraph(node, spec.subgraph_spec, region, payload, states)
-        task = self.task(node, payload, region, wait=spec.kind == "human")
+        task = self.task(node, payload, region, wait=spec.kind == "human", handover=True)
         states[name] = task
+        if region.top:
+            self.starts[name] = name
         if node in self.topo.fanout:
             return self._fanout(node, task, region, states)
         if spec.kind == "planner":
@@ -181,10 +199,15 @@ class _Compiler:
             return self._choice(name, conditions, task, region, states)
         return self._edge(node, task, region)
 
+    def _start_point(self, state: str, region: _Region) -> None:
+        """A top-level block or join Task is a place a run may start at (a fork, a redrive)."""
+        if region.top:
+            self.starts[state] = state
+
     def _subgraph(self, node: str, sub: GraphSpec, region: _Region, payload: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
         """Inline the subgraph's states (prefixed ``node/``); they end at the node's own Task, which takes over
         the entry payload. Returns that Task's payload."""
-        inner = _Compiler(sub, self.arn, prefix=f"{self.prefix}{node}/")
+        inner = _Compiler(sub, self.arn, prefix=f"{self.prefix}{node}/", starts=self.starts)
         _, sub_states = inner.region(sub.entry, _Region(on_end=self.state_name(node), top=region.top, entry_extras=payload))
         states.update(sub_states)
         return {}
@@ -219,7 +242,9 @@ class _Compiler:
         else:
             nxt = f"{name}.join"
             states[nxt] = self.link(self.task(node, {"join": f"p:{name}", "mode": "join"}, region), region.on_end)
+            self._start_point(nxt, region)
         states[par_name] = self.link(self.catch(par, region), nxt)
+        self._start_point(par_name, region)
         return follow
 
     def _planner(self, node: str, task: dict[str, Any], region: _Region, states: dict[str, Any]) -> list[str]:
@@ -249,9 +274,11 @@ class _Compiler:
         else:
             nxt = f"{name}.join"
             states[nxt] = self.link(self.task(node, {"join": f"m:{name}", "mode": "join"}, region), region.on_end)
+            self._start_point(nxt, region)
         if spec.config.get("dag"):  # dependency waves: the planner re-enters with each next wave
             nxt = self._waves(node, name, map_name, nxt, region, states)
         states[map_name] = self.link(self.catch(mapped, region), nxt)
+        self._start_point(map_name, region)
         return follow
 
     def _items(self, name: str, workers: dict[str, str], tolerate: str | None) -> tuple[str, dict[str, Any]]:
@@ -361,6 +388,18 @@ def compile_graph(spec: GraphSpec, *, step_arn: str = DEFAULT_STEP_ARN) -> dict[
     """Compile a validated spec; the same spec always gives byte-identical JSON (see ``to_json``)."""
     comp = _Compiler(spec, step_arn)
     start, states = comp.region(spec.entry, _Region(on_end=END_STATE))
+    # Two Choices: a rule on a missing path is a States.Runtime error, and And need not short-circuit.
+    states[START_STATE] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.start_at", "IsPresent": True, "Next": f"{START_STATE}.at"}],
+        "Default": start,
+    }
+    states[f"{START_STATE}.at"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.start_at", "StringEquals": name, "Next": name} for name in sorted(comp.starts)],
+        "Default": start,
+    }
+    states[CONTINUED_STATE] = {"Type": "Succeed", "Comment": "the run goes on in a continuation execution (the run record names it)"}
     finish = {"FunctionName": step_arn, "Payload": {"node": END, "mode": "finish", "cursor.$": "$"}}
     states[END_STATE] = {
         "Type": "Task",
@@ -388,9 +427,18 @@ def compile_graph(spec: GraphSpec, *, step_arn: str = DEFAULT_STEP_ARN) -> dict[
     return {
         "Comment": f"Stepwise graph {spec.ref}",
         "QueryLanguage": "JSONPath",
-        "StartAt": start,
+        "StartAt": START_STATE,
         "States": states,
     }
+
+
+def start_points(asl: dict[str, Any]) -> set[str]:
+    """The state names a run of ``asl`` may start at through the cursor's ``start_at`` (empty for ASL compiled
+    before ``__start__`` existed: such a version always starts at its entry)."""
+    start = asl.get("States", {}).get(f"{START_STATE}.at")
+    if not start:
+        return set()
+    return {str(choice["Next"]) for choice in start.get("Choices", [])}
 
 
 def to_json(asl: dict[str, Any]) -> str:

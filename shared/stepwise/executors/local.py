@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import threading
 from typing import Any
 
 from stepwise.asl.compiler import RATE_LIMITED_ERROR
@@ -34,13 +35,42 @@ class LocalExecutor:
         # many threads; Map states may set their own, lower MaxConcurrency.
         self.max_concurrency = max_concurrency or services.settings.local_concurrency
         self.offload = Offload(max_workers=self.max_concurrency)
+        self._handed: dict[str, dict[str, Any]] = {}  # run id -> the cursor its continuation execution starts with
+        self._lock = threading.Lock()
+        services.handover = self.handover
+
+    def handover(self, run_id: str, cursor: dict[str, Any], number: int) -> None:
+        """The step ended this execution at a node boundary: record where the continuation starts (a replay
+        after a crash or a human's answer starts there too) and run it when this execution returns."""
+        self.services.runs.update(run_id, start_cursor=cursor)
+        with self._lock:
+            self._handed[run_id] = cursor
 
     def deploy(self, ref: str, asl: dict[str, Any]) -> None:
         return None
 
     def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
-        fresh = self.services.events.head(run.thread_id) == run.start_cursor["seq"]  # nothing after run_started yet
-        interpreter = Interpreter(
+        """Run (or replay) the execution from the run's start cursor, then each continuation it hands over to."""
+        cursor = run.start_cursor
+        # nothing after run_started yet: no task can have completed, so the step skips the completed-task lookup
+        fresh = "start_at" not in cursor and self.services.events.head(run.thread_id) == cursor["seq"]
+        transitions = 0
+        with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
+            while True:
+                interpreter = self._interpreter(fresh)
+                result = interpreter.execute(asl, cursor, name=str(cursor.get("execution") or run.run_id))
+                transitions += result.transitions
+                with self._lock:
+                    handed = self._handed.pop(run.run_id, None)
+                if interpreter.parked is not None:
+                    self._park(run, interpreter.parked)
+                if handed is None or result.status != "SUCCEEDED" or interpreter.parked is not None:
+                    result.transitions = transitions
+                    return result
+                cursor, fresh = handed, False
+
+    def _interpreter(self, fresh: bool) -> Interpreter:
+        return Interpreter(
             {STEP_FUNCTION: lambda payload: step(self.services, payload, fresh=fresh)},
             async_functions={STEP_FUNCTION: lambda payload: astep(self.services, payload, fresh=fresh, offload=self.offload)},
             tokens=self.services.runs,
@@ -49,11 +79,6 @@ class LocalExecutor:
             park_after=self.services.settings.park_after_seconds,
             park_errors=frozenset({RATE_LIMITED_ERROR}),
         )
-        with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
-            result = interpreter.execute(asl, run.start_cursor, name=run.run_id)
-        if interpreter.parked is not None:
-            self._park(run, interpreter.parked)
-        return result
 
     def _park(self, run: RunRecord, parked: Parked) -> None:
         """Record the parked run: waiting, with when to continue it (``Stepwise.continue_parked``; the

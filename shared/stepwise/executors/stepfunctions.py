@@ -94,6 +94,7 @@ class StepFunctionsExecutor:
         self._version_refs: dict[str, str] = {}  # version ARN -> graph ref (versions are immutable)
         self._ref_versions: dict[str, str] = {}  # graph ref -> version ARN
         self._lock = threading.Lock()
+        services.handover = self.handover  # the step starts continuation executions through this executor
 
     # -- names --------------------------------------------------------------------------------
     def machine_name(self, ref: str) -> str:
@@ -125,26 +126,40 @@ class StepFunctionsExecutor:
             self.sfn.create_state_machine_alias(name=ALIAS, routingConfiguration=routing, description="the latest registered version")
 
     def start(self, run: RunRecord, asl: dict[str, Any]) -> None:
-        """Start the run's execution (asynchronous: the step writes the run's status to the run store)."""
-        target = self._target(run.graph_ref, asl)
-        arn = self.execution_arn(run.graph_ref, run.run_id)
-        self.services.runs.update(run.run_id, execution_arn=arn)  # before the step can touch the record
+        """Start the run's execution (asynchronous: the step writes the run's status to the run store).
+
+        Its name is the run id, or the start cursor's ``execution`` for a continuation or a redrive
+        (``<run>--c<n>``, ``<run>--r<n>``): a re-sent start of the same one cannot run it twice."""
+        self._start(run.run_id, run.graph_ref, run.start_cursor, asl)
+        return None
+
+    def handover(self, run_id: str, cursor: dict[str, Any], number: int) -> None:
+        """Called by the step (in the step Lambda) when the execution has appended ``continue_after`` events:
+        start continuation execution ``number`` at the cursor's ``start_at``, on the same graph version."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} to continue")
+        found = self.services.registry.get(run.graph_ref)
+        if found is None:
+            raise LookupError(f"graph version {run.graph_ref!r} is not registered")
+        self._start(run_id, run.graph_ref, cursor, found[1])
+
+    def _start(self, run_id: str, ref: str, cursor: dict[str, Any], asl: dict[str, Any]) -> None:
+        target = self._target(ref, asl)
+        name = str(cursor.get("execution") or run_id)
+        arn = self.execution_arn(ref, name)
+        self.services.runs.update(run_id, execution_arn=arn, start_cursor=cursor)  # before the step can touch the record
         try:
-            self.sfn.start_execution(stateMachineArn=target, name=run.run_id, input=json.dumps(run.start_cursor))
+            self.sfn.start_execution(stateMachineArn=target, name=name, input=json.dumps(cursor))
         except Exception as exc:
             if _code(exc) != "ExecutionAlreadyExists":
                 raise
-            # the run's execution exists (a re-sent start): Step Functions already runs or ran it
-        return None
+            # the execution exists (a re-sent start): Step Functions already runs or ran it
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> None:
         """Complete the human node's task: the execution continues with ``output`` (the next cursor)."""
         self.sfn.send_task_success(taskToken=token, output=json.dumps(output))
         return None
-
-    def redrive(self, run: RunRecord) -> None:
-        """Redrive a failed execution from its failed state (Step Functions' RedriveExecution)."""
-        self.sfn.redrive_execution(executionArn=run.execution_arn or self.execution_arn(run.graph_ref, run.run_id))
 
     def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
         """Stop the run's execution (for cancel); a finished execution is left as it is."""

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from stepwise.tools.executor import ActionExecutor
 
 Observer = Callable[[dict[str, Any]], None]
+#: ``handover(run_id, cursor, number)``: start continuation execution ``number`` of a run with ``cursor``.
+Handover = Callable[[str, dict[str, Any], int], None]
 
 
 def default_models() -> ModelGateway:
@@ -54,8 +56,16 @@ class Services:
     permissions: ToolGrants | None = None
     #: Engine settings (local concurrency, run lease); by default read from the environment once, here.
     settings: Settings = field(default_factory=Settings.from_env)
+    #: Starts a continuation execution (set by the executor: a new local execution, or a new Step Functions one).
+    handover: Handover | None = None
+    #: Events one execution may append before it hands over (default: ``settings.continue_after_events``).
+    continue_after: int = -1
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
     _reducers: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.continue_after < 0:
+            self.continue_after = self.settings.continue_after_events
 
     @property
     def tool_permissions(self) -> ToolGrants:

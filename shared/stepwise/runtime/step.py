@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import sysconfig
 import threading
 import time
@@ -66,6 +67,7 @@ class StepInput(BaseModel):
     token: str | None = None
     stay: str | None = None  # the route that is the Task's Next
     jump: dict[str, str] | None = None  # any other route -> the error name its Catch matches
+    handover: bool = False  # a top-level node Task: may hand the run over to a continuation execution
 
 
 _PER_SPEC: OrderedDict[tuple[str, int], tuple[GraphSpec, Any]] = OrderedDict()
@@ -212,6 +214,9 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
             services.runs.complete_token(req.token, out)  # a human's answer recorded before a crash: hand it over
         return out
 
+    if req.handover and req.mode == "run" and not frames and req.token is None:
+        _maybe_hand_over(services, req)
+
     root = services.graph(cursor.graph)
     spec, local = locate(root, req.node) if req.mode != "join" else (root, req.node)
     reducer_names = reducers_of(root)
@@ -219,7 +224,7 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
         try:
             _join(services, cursor, frames, scope, req.join, reducer_names, key)
         except NodeError as exc:  # recorded like a node's failure, so the run's error names the join and the fix
-            _record_failure(services, cursor, scope, req.node, exc, "")
+            _record_failure(services, cursor, scope, req.node, exc, "", state=f"{req.node}.join" if req.mode == "join" else None)
             raise
     if req.mode == "join":
         return cursor.model_dump(exclude_none=True) | {"route": END}
@@ -399,6 +404,33 @@ def _branch_name(services: Services, cursor: Cursor, block: str, branch: str) ->
     return f"branch {index} of {block}"
 
 
+class HandoverError(TaskError):
+    """Not a failure: the run goes on in a continuation execution that starts at this Task; the compiled
+    Catch for ``Stepwise.Continue`` ends this execution at its ``Continued`` state."""
+
+    error_name = "Stepwise.Continue"
+
+
+def _maybe_hand_over(services: Services, req: StepInput) -> None:
+    """Before a top-level node runs: if this execution has appended ``services.continue_after`` events or
+    more (Step Functions stops an execution at 25,000 history events), start a continuation execution at
+    this node with this cursor, then end this one. Nothing is lost (the cursor is the whole payload) and
+    nothing is repeated (this node has not run; every step's write is keyed)."""
+    cursor = req.cursor
+    extra = cursor.model_extra or {}
+    base = extra.get("base")
+    limit = services.continue_after
+    if services.handover is None or limit <= 0 or not isinstance(base, int) or cursor.seq - base < limit:
+        return
+    number = int(extra.get("continuation", 0)) + 1
+    drop = {"handover", "jumped", "error", "start_at"}
+    nxt = {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in drop}
+    nxt.update(start_at=req.node, base=cursor.seq, continuation=number, execution=f"{cursor.run_id}--c{number}")
+    services.handover(cursor.run_id, nxt, number)
+    services.notify(kind="continued", run_id=cursor.run_id, node=req.node, seq=cursor.seq, continuation=number)
+    raise HandoverError(f"run {cursor.run_id!r} continues in execution {number} at {req.node!r} (seq {cursor.seq})")
+
+
 class RunCancelledError(RuntimeError):
     """The run was cancelled: no further node starts (a node already running finishes its own write)."""
 
@@ -468,8 +500,12 @@ def resume_step(services: Services, waiting: dict[str, Any], resume_input: dict[
     return step(services, payload, resume_input=resume_input)
 
 
-def _record_failure(services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str) -> None:
+def _record_failure(
+    services: Services, cursor: Cursor, scope: str, node: str, exc: BaseException, tb: str, *, state: str | None = None
+) -> None:
     data = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": tb}
+    if state is not None:  # the failed Task is not the node's own (a block's join Task): where a redrive starts
+        data["state"] = state
     where = user_frame(exc)
     fix = getattr(exc, "fix", None) or (f"correct the code at {where}, then run the graph again" if where else None)
     data.update({k: v for k, v in {"where": where, "fix": fix}.items() if v})
@@ -546,6 +582,9 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update({k: last.data[k] for k in ("where", "fix") if last.data.get(k)})
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
+    point = _redrive_point(cursor, failed[-1] if failed else None)
+    if point is not None:
+        error["redrive"] = point
     key = task_key(cursor, "", FAILED, "fail")
     with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
         services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
@@ -564,6 +603,26 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
             raise
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)
     return cursor.model_dump(exclude_none=True)
+
+
+_BLOCK = re.compile(r"^(?P<kind>[pm]):(?P<name>.+?)/\d+(?:/|$)")
+_NOT_CURSOR = ("error", "handover", "jumped", "start_at", "execution")
+
+
+def _redrive_point(cursor: Cursor, failed: Event | None) -> dict[str, Any] | None:
+    """Where a redrive of this failed run starts: the top-level state that failed (the node's Task, a block's
+    join Task, or the Parallel/Map block a branch failed in) with the cursor that entered it. None when the
+    run failed outside any node (a timeout): the redrive replays from the run's start cursor instead."""
+    if failed is None or not failed.node:
+        return None
+    state: str | None = failed.data.get("state") or failed.node
+    if failed.scope:
+        match = _BLOCK.match(failed.scope)
+        state = f"{match['name']}.{'fanout' if match['kind'] == 'p' else 'map'}" if match else None
+    if state is None:
+        return None
+    entered = {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in _NOT_CURSOR}
+    return {"start_at": state, "cursor": entered}
 
 
 class RouteJump(TaskError):
