@@ -471,7 +471,7 @@ class Stepwise:
             if event.scope:
                 continue  # a branch's event: its block's own events (the split, the join) decide
             if event.type == FORKED:
-                return event.data.get("next")  # type: ignore[no-any-return]
+                return event.data.get("next")
             if event.type == RUN_STARTED:
                 return None
             if event.type not in (NODE_UPDATE, JOIN) or (event.type == NODE_UPDATE and not event.node):
