@@ -341,6 +341,11 @@ class Stepwise:
         run = self.services.runs.get(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        ended = self._execution_ended(run)
+        if ended is not None:
+            return self._settle_and_redrive(run, ended)
+        if run.owner is None and run.execution_arn and self.executor.execution_status(run) == "RUNNING":
+            raise RunBusyError(f"run {run_id!r} is executing in Step Functions ({run.execution_arn}); nothing to recover")
         if run.status != "running":
             raise ConflictingRequestError(f"run {run_id!r} is {run.status}; only a running run whose process died can be recovered")
         if not is_dead(run) and run.owner is not None:  # alive, here or elsewhere (legacy records have no owner)
@@ -361,8 +366,32 @@ class Stepwise:
         return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
 
     def stale_runs(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
-        """Runs marked running whose owner stopped renewing the lease (its process died)."""
-        return [r for r in self.services.runs.list(limit=limit) if is_dead(r, now)]
+        """Runs marked running whose owner stopped renewing the lease (its process died), and runs marked
+        running or waiting whose Step Functions execution ended without recording the run's end."""
+        return [r for r in self.services.runs.list(limit=limit) if is_dead(r, now) or self._execution_ended(r) is not None]
+
+    def _execution_ended(self, run: RunRecord) -> str | None:
+        """The status of the run's ended execution, for an active run executed elsewhere (Step Functions):
+        FAILED, TIMED_OUT or ABORTED (or SUCCEEDED) while the record still says running or waiting."""
+        if run.status not in ACTIVE or run.owner is not None or not run.execution_arn:
+            return None
+        status = self.executor.execution_status(run)
+        return status if status is not None and status != "RUNNING" else None
+
+    def _settle_and_redrive(self, run: RunRecord, ended: str) -> RunResult:
+        """A Step Functions run whose execution ended (stopped by hand, timed out, or failed while reporting its
+        failure) without the run's end: record it failed (a compare-and-set, so one recoverer wins; a run_failed
+        event names the execution), then redrive it, which replays from its start or its failed node."""
+        error = {
+            "error": f"Stepwise.Execution{ended.title().replace('_', '')}",
+            "cause": f"execution {run.execution_arn} ended {ended} without recording the run's end; recovered by a redrive",
+        }
+        try:
+            self.services.runs.update(run.run_id, expect=ACTIVE, status="failed", finished_at=time.time(), error=error, waiting=None)
+        except RunTransitionError as exc:
+            raise ConflictingRequestError(str(exc)) from None
+        self.services.events.append_at_head(run.thread_id, [Event(type=RUN_FAILED, run_id=run.run_id, data=error)])
+        return self.redrive(run.run_id)
 
     def recover_stale(self) -> list[RunResult]:
         """Recover every stale run (``stepwise serve`` does this on start); a run another process took

@@ -137,6 +137,10 @@ class _Requests:
         return _Req(m.Run, "POST", f"/runs/{run_id}/resume", _body(input=input or {}, wait_seconds=wait_seconds))
 
     @staticmethod
+    def redrive(run_id: str, wait_seconds: float | None) -> _Req[m.Run]:
+        return _Req(m.Run, "POST", f"/runs/{run_id}/redrive", _body(wait_seconds=wait_seconds))
+
+    @staticmethod
     def events(run_id: str, after: int, limit: int) -> _Req[m.EventsPage]:
         return _Req(m.EventsPage, "GET", f"/runs/{run_id}/events", params={"after": after, "limit": limit})
 
@@ -239,6 +243,10 @@ class Client:
 
     def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
         return self._send(_Requests.resume(run_id, input, wait_seconds))
+
+    def redrive(self, run_id: str, *, wait_seconds: float | None = None) -> m.Run:
+        """Re-run a failed run from its failed node (``POST /runs/{id}/redrive``)."""
+        return self._send(_Requests.redrive(run_id, wait_seconds))
 
     def cancel(self, run_id: str) -> m.Run:
         return self._send(_Req(m.Run, "POST", f"/runs/{run_id}/cancel"))
@@ -363,6 +371,10 @@ class AsyncClient:
 
     async def resume(self, run_id: str, input: dict[str, Any] | None = None, *, wait_seconds: float | None = None) -> m.Run:
         return await self._send(_Requests.resume(run_id, input, wait_seconds))
+
+    async def redrive(self, run_id: str, *, wait_seconds: float | None = None) -> m.Run:
+        """Re-run a failed run from its failed node (``POST /runs/{id}/redrive``)."""
+        return await self._send(_Requests.redrive(run_id, wait_seconds))
 
     async def cancel(self, run_id: str) -> m.Run:
         return await self._send(_Req(m.Run, "POST", f"/runs/{run_id}/cancel"))

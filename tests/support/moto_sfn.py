@@ -281,6 +281,10 @@ class MotoExecutor:
         out = self.sfn.start_execution(stateMachineArn=self.machines[run.graph_ref], name=run.run_id, input=json.dumps(run.start_cursor))
         self.executions[run.run_id] = out["executionArn"]
 
+    def execution_status(self, run: Any) -> str | None:
+        arn = self.executions.get(run.run_id)
+        return str(self.sfn.describe_execution(executionArn=arn)["status"]) if arn else None
+
     def stop(self, run: Any, *, cause: str = "cancelled") -> None:
         if run.run_id in self.executions:
             self.sfn.stop_execution(executionArn=self.executions[run.run_id], cause=cause)

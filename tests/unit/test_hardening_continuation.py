@@ -253,3 +253,40 @@ def test_on_step_functions_a_fork_continues_at_the_node_and_a_redrive_at_the_fai
     assert _settled(client, on_fork.run_id).status == "succeeded"
     assert CALLS == {"b": 1, "c": 1}
     assert client.state(fork)[1]["trail"] == ["a", "b", "c"]
+
+
+# -- Step Functions runs whose execution ended without the run's end ---------------------------------------------
+def test_on_step_functions_a_run_whose_execution_failed_silently_is_stale_then_settled_and_redriven(
+    sfn_client: tuple[Stepwise, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step Lambda was broken when the run should have recorded its end (both ``__end__`` and
+    ``__failed__`` failed): the execution is FAILED, the run record still says running."""
+    client, sfn = sfn_client
+    broken = {"on": True}
+    real = client.services.runs.update
+
+    def update(run_id: str, **fields: Any) -> Any:
+        if broken["on"] and fields.get("status") in ("succeeded", "failed"):
+            raise ConnectionError("the runs table is unreachable")
+        return real(run_id, **fields)
+
+    monkeypatch.setattr(client.services.runs, "update", update)
+    spec = load_text(CHAIN)
+    run = client.start(spec, {})
+    client.execute(run.run_id)
+    arn = client.get_run(run.run_id).execution_arn  # type: ignore[union-attr]
+    wait_for(lambda: sfn.describe_execution(executionArn=arn)["status"] == "FAILED", "the execution to fail")
+    assert client.get_run(run.run_id).status == "running"  # type: ignore[union-attr]
+    assert [r.run_id for r in client.stale_runs()] == [run.run_id]
+    broken["on"] = False
+    recovered = client.recover(run.run_id)
+    assert recovered.status in ("running", "succeeded")
+    done = _settled(client, run.run_id)
+    assert done.status == "succeeded", done.error
+    assert CALLS == {"a": 1, "b": 1, "c": 1}  # the replay ran no node twice
+    assert node_updates(client, run.thread_id) == {"a": 1, "b": 1, "c": 1}
+    redriven = [name for name in _executions(sfn, client, spec.ref) if name.startswith(f"{run.run_id}--r")]
+    assert len(redriven) == 1
+    assert client.stale_runs() == []
+    failed = [e for e in client.run_events(run.run_id) if e.type == "run_failed"]
+    assert failed[-1].data["error"] == "Stepwise.ExecutionFailed" and "ended FAILED" in failed[-1].data["cause"]

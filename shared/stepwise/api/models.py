@@ -100,6 +100,12 @@ class ResumeRun(_Body):
     wait_seconds: float = Field(0, ge=0, le=900)
 
 
+class RedriveRun(_Body):
+    """Re-run a failed run from the state that failed."""
+
+    wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running`")
+
+
 class ForkThread(_Body):
     """Fork a thread at a sequence number (default: its head)."""
 

@@ -61,7 +61,7 @@ Limits = dict[str, dict[str, tuple[float, float]]]
 def route_class(operation: str) -> str:
     """``"POST /agents/x/execute"`` → ``execute``; GETs are ``read`` (``stream`` for live streams)."""
     method, _, path = operation.partition(" ")
-    if path.endswith("/execute") or path.endswith("/resume"):
+    if path.endswith(("/execute", "/resume", "/redrive")):
         return "execute"
     if method == "GET":
         return "stream" if path.endswith("/stream") else "read"

@@ -37,6 +37,11 @@ class Executor(Protocol):
         """Complete a human node's task token with ``output`` so the execution continues."""
         ...
 
+    def execution_status(self, run: RunRecord) -> str | None:
+        """Where the run's execution is, if something other than this process runs it: ``RUNNING``,
+        ``SUCCEEDED``, ``FAILED``, ``TIMED_OUT``, ``ABORTED`` (Step Functions); None when unknown or local."""
+        ...
+
     def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
         """Stop the run's execution if it is still going (for cancel); a finished one is left as it is."""
         ...

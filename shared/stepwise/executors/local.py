@@ -102,6 +102,10 @@ class LocalExecutor:
         assert found is not None, run.graph_ref
         return self.start(run, found[1])
 
+    def execution_status(self, run: RunRecord) -> str | None:
+        """None: a local run has no execution outside its process (its lease says whether it is alive)."""
+        return None
+
     def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
         """Nothing to stop: a local run executes synchronously in its caller; the cancelled run record is what
         a later ``resume`` sees."""

@@ -161,6 +161,17 @@ class StepFunctionsExecutor:
         self.sfn.send_task_success(taskToken=token, output=json.dumps(output))
         return None
 
+    def execution_status(self, run: RunRecord) -> str | None:
+        """The status of the run's current execution (``DescribeExecution``); None if it does not exist (yet)."""
+        if not run.execution_arn:
+            return None
+        try:
+            return str(self.sfn.describe_execution(executionArn=run.execution_arn)["status"])
+        except Exception as exc:
+            if _code(exc) in ("ExecutionDoesNotExist", "ExecutionNotFound"):
+                return None
+            raise
+
     def stop(self, run: RunRecord, *, cause: str = "cancelled") -> None:
         """Stop the run's execution (for cancel); a finished execution is left as it is."""
         arn = run.execution_arn or self.execution_arn(run.graph_ref, run.run_id)

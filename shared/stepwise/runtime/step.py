@@ -478,6 +478,7 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
     else:
         waiting = dict(found.data)
         waiting.setdefault("interrupt_id", interrupt_id(req.token))
+        waiting["token"] = req.token  # a new execution (a redrive on Step Functions) waits with a token of its own
         expect = ("running",)  # re-wait only a run whose "waiting" write was lost
     with contextlib.suppress(RunTransitionError):  # cancelled (or already waiting): leave it so
         services.runs.update(

@@ -1,5 +1,5 @@
 """Routes for runs: list them (filtered, paged), read one, page its events, stream them, resume a waiting
-run, cancel.
+run, redrive a failed one, cancel.
 
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
@@ -140,6 +140,26 @@ def router(api: StepwiseApi) -> Router:
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        run = api.wait(run_id, body.wait_seconds)
+        if run.status != "running":
+            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    @router.post(
+        "/runs/<run_id>/redrive",
+        summary="Re-run a failed run from its failed node (nodes that completed are not run again)",
+        tags=["runs"],
+        responses=_errors(409),
+    )
+    def redrive(run_id: str, body: Annotated[m.RedriveRun, Body()]) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status != "failed":
+            raise ApiError(409, "run_not_failed", f"run {run_id!r} is {run.status}; only a failed run can be redriven")
+        try:  # compare-and-set from failed: of two redrives, one wins
+            api.client.redrive(run_id)
+        except ConflictingRequestError as exc:
+            raise ApiError(409, "run_not_failed", str(exc)) from None
+        api.events.publish("run.redriven", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
         run = api.wait(run_id, body.wait_seconds)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
