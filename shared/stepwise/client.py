@@ -501,7 +501,7 @@ class Stepwise:
                 continue  # a branch's event: its block's own events (the split, the join) decide
             if event.type == FORKED:
                 return event.data.get("next")
-            if event.type == RUN_STARTED:
+            if event.type in (RUN_STARTED, ROLLED_BACK):  # nothing ran yet, or what ran was discarded
                 return None
             if event.type not in (NODE_UPDATE, JOIN) or (event.type == NODE_UPDATE and not event.node):
                 continue

@@ -611,6 +611,7 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
         agents.execute_router,
         runs.list_router,
         runs.router,
+        runs.redrive_router,
         threads.router,
         events.router,
         console.router,

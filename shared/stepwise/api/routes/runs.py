@@ -145,6 +145,27 @@ def router(api: StepwiseApi) -> Router:
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
         return api.run_view(run)
 
+    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
+    def cancel(run_id: str) -> m.Run:
+        run = api.run_of(tenant(), run_id)
+        if run.status in ("succeeded", "failed", "cancelled"):
+            raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
+        try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
+            run = api.client.cancel(run_id, cause=f"cancelled through the API by {router.context['principal'].subject}")
+        except RunTransitionError as exc:
+            raise ApiError(409, "run_finished", str(exc)) from None
+        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        return api.run_view(run)
+
+    return router
+
+
+def redrive_router(api: StepwiseApi) -> Router:
+    """``POST /runs/{id}/redrive``: a failed run re-runs from the state that failed."""
+    router = Router()
+
+    tenant = partial(tenant_of, router)
+
     @router.post(
         "/runs/<run_id>/redrive",
         summary="Re-run a failed run from its failed node (nodes that completed are not run again)",
@@ -163,18 +184,6 @@ def router(api: StepwiseApi) -> Router:
         run = api.wait(run_id, body.wait_seconds)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
-        return api.run_view(run)
-
-    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
-    def cancel(run_id: str) -> m.Run:
-        run = api.run_of(tenant(), run_id)
-        if run.status in ("succeeded", "failed", "cancelled"):
-            raise ApiError(409, "run_finished", f"run {run_id!r} already {run.status}")
-        try:  # compare-and-set: a run that finished (or was cancelled) meanwhile is not overwritten
-            run = api.client.cancel(run_id, cause=f"cancelled through the API by {router.context['principal'].subject}")
-        except RunTransitionError as exc:
-            raise ApiError(409, "run_finished", str(exc)) from None
-        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
         return api.run_view(run)
 
     return router
