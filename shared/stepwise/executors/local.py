@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import threading
+import time
 from typing import Any
 
 from stepwise.asl.compiler import RATE_LIMITED_ERROR
