@@ -182,12 +182,12 @@ class Stepwise:
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
         _admit(input, "the input")
         ref = self.register(spec)
+        # the first run on a fork continues where it was taken (a new thread has no fork to look for)
+        fork_point = self._fork_point(thread_id, ref) if thread_id else {}
         thread_id = thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         run_id = f"run-{uuid.uuid4().hex[:12]}"
         record = RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
-
-        fork_point = self._fork_point(thread_id, ref)  # the first run on a fork continues where it was taken
 
         def cursor(seq: int) -> dict[str, Any]:
             out = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=seq).model_dump(exclude_none=True)
