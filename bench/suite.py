@@ -126,6 +126,14 @@ def _alternating(items: tuple[str, ...], rep: int) -> Iterable[str]:
     return items if rep % 2 == 0 else tuple(reversed(items))
 
 
+def _timed(runner: Any) -> Sample:
+    """One timed ``runner.run()`` (set up before, checked after the clock)."""
+    with clock() as sample:
+        result = runner.run()
+    runner.check(result)
+    return sample
+
+
 class Runner:
     def __init__(self, config: Config, workdir: Path, progress: Callable[[str], None] = log, partial: Path | None = None) -> None:
         self.partial = partial
@@ -155,9 +163,7 @@ class Runner:
                 where = self._dir()
                 runner = self._react(system, mode, turns, where)
                 try:
-                    with clock() as sample:
-                        result = runner.run()
-                    runner.check(result)
+                    sample = _timed(runner)
                     if rep >= warmup:
                         samples[system].append(sample)
                         if mode == "c":
@@ -182,19 +188,9 @@ class Runner:
         warm: dict[str, list[Sample]] = {s: [] for s in systems}
         hist: dict[str, list[Sample]] = {s: [] for s in systems}
         counts: dict[str, dict[str, int]] = {s: {} for s in systems}
+        want = workload.react_steps(n) + 1
+        self._cold_reads(self.handles, systems, self.config.restore_reps, want, cold, warm, f"W3 N={n}")
         reader: Any
-        for rep in range(self.config.restore_reps):
-            for system in _alternating(systems, rep):
-                reader = self._reader(system)
-                try:
-                    with clock() as first:
-                        counts[system]["messages"] = reader.current()
-                    with clock() as again:
-                        reader.current()
-                finally:
-                    reader.close()
-                cold[system].append(first)
-                warm[system].append(again)
         for rep in range(self.config.history_reps):
             for system in _alternating(systems, rep):
                 reader = self._reader(system)
@@ -204,14 +200,11 @@ class Runner:
                 finally:
                     reader.close()
                 hist[system].append(sample)
-        want = workload.react_steps(n) + 1
-        for system in systems:
-            if counts[system]["messages"] != want:
-                raise RuntimeError(f"W3 {system}: restored {counts[system]['messages']} messages, expected {want}")
         return [
             {
                 "system": s,
                 "n": n,
+                "messages": want,
                 **counts[s],
                 "current_state": summary(cold[s]),
                 "current_state_warm": summary(warm[s]),
@@ -220,9 +213,37 @@ class Runner:
             for s in systems
         ]
 
-    def _reader(self, system: str) -> Any:
-        handle = self.handles[system]
+    def _reader(self, system: str, handles: dict[str, dict[str, Any]] | None = None) -> Any:
+        handle = (handles or self.handles)[system]
         return sw.Reader(handle) if system == "stepwise" else lg.Reader(handle)
+
+    def _cold_reads(
+        self,
+        handles: dict[str, dict[str, Any]],
+        systems: tuple[str, ...],
+        reps: int,
+        want: int,
+        cold: dict[str, list[Sample]],
+        warm: dict[str, list[Sample]] | None,
+        what: str,
+    ) -> None:
+        """Fresh readers in alternation: each times its first read of the current state (and, with ``warm``,
+        a second read by the same reader); a reader that restores the wrong number of messages stops the run."""
+        for rep in range(reps):
+            for system in _alternating(systems, rep):
+                reader = self._reader(system, handles)
+                try:
+                    with clock() as first:
+                        got = reader.current()
+                    if warm is not None:
+                        with clock() as again:
+                            reader.current()
+                        warm[system].append(again)
+                finally:
+                    reader.close()
+                if got != want:
+                    raise RuntimeError(f"{what} {system}: restored {got} messages, expected {want}")
+                cold[system].append(first)
 
     # -- W4 ------------------------------------------------------------------------------------------
     def fanout(self, mode: str, width: int) -> list[dict[str, Any]]:
@@ -234,9 +255,7 @@ class Runner:
                 where = self._dir()
                 runner: Any = sw.Fanout(mode, where, width) if system == "stepwise" else lg.Fanout(mode, where, width)
                 try:
-                    with clock() as sample:
-                        result = runner.run()
-                    runner.check(result)
+                    sample = _timed(runner)
                 finally:
                     runner.close()
                     shutil.rmtree(where, ignore_errors=True)
@@ -267,17 +286,7 @@ class Runner:
         l0 = load()
         want = workload.react_steps(n) + 1
         try:
-            for rep in range(self.config.sweep_reps):
-                for system in _alternating(systems, rep):
-                    reader = sw.Reader(handles[system]) if system == "stepwise" else lg.Reader(handles[system])
-                    try:
-                        with clock() as sample:
-                            got = reader.current()
-                    finally:
-                        reader.close()
-                    if got != want:
-                        raise RuntimeError(f"W3 sweep {system} N={n}: restored {got} messages, expected {want}")
-                    cold[system].append(sample)
+            self._cold_reads(handles, systems, self.config.sweep_reps, want, cold, None, f"W3 sweep N={n}")
         finally:
             for where in dirs:
                 shutil.rmtree(where, ignore_errors=True)
@@ -302,9 +311,7 @@ class Runner:
                     runner: Any = None
                     try:
                         runner = side.IOFanout(variant, width, latency, where)
-                        with clock() as sample:
-                            result = runner.run()
-                        runner.check(result)
+                        sample = _timed(runner)
                     except Exception as exc:  # noqa: BLE001 - recorded as "not available" with the reason
                         broken[(system, variant)] = f"{type(exc).__name__}: {str(exc)[:300]}"
                         break

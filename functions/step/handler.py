@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 
 from stepwise.config import Settings, build_client
 from stepwise.executors.stepfunctions import task_error
@@ -18,6 +19,9 @@ from stepwise.runtime.services import Services
 from stepwise.runtime.step import RouteJump, step
 
 logger = Logger(service="stepwise-step")
+#: ``route_jumps`` counts the invocations that ended in a route jump (graph.routing: jump): each is a Lambda
+#: error by the Lambda service's count, so real errors = ``Errors`` − ``route_jumps`` (docs/deploy.md).
+metrics = Metrics(namespace="Stepwise", service="stepwise-step")
 _services: Services | None = None
 
 
@@ -35,6 +39,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         return step(services(), event)
     except RouteJump as exc:  # a conditional route to a Catch target: control flow, not a failure to log
+        metrics.add_metric(name="route_jumps", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()  # one EMF line, only on a jump (the other invocations publish nothing)
         raise task_error(exc) from None
     except Exception as exc:
         logger.exception("step failed")

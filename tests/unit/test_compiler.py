@@ -164,3 +164,41 @@ def _all_names(states: dict):
             yield from _all_names(branch["States"])
         if "ItemProcessor" in state:
             yield from _all_names(state["ItemProcessor"]["States"])
+
+
+ROUTED = """
+name: routed
+state: {messages: append}
+graph:
+  entry: agent
+  nodes:
+    agent: {fn: "statemachines.examples.nodes:draft"}
+    review: {fn: "statemachines.examples.nodes:draft"}
+  conditional_edges:
+    - from: agent
+      conditions: [{if: "state.revision < 3", then: review}, {else: __end__}]
+  edges: [{from: review, to: agent}]
+"""
+
+
+def test_routing_choice_compiles_conditions_to_a_choice_state_and_runs_the_same():
+    from stepwise.client import Stepwise
+
+    jump = load_text(ROUTED)
+    choice = load_text(ROUTED.replace("  entry: agent\n", "  entry: agent\n  routing: choice\n"))
+    assert jump.graph.routing == "jump" and "routing" not in jump.canonical()["graph"]  # default refs unchanged
+    assert choice.canonical()["graph"]["routing"] == "choice" and choice.ref != jump.ref
+    asl = compile_graph(choice)["States"]
+    agent = asl["agent"]
+    assert agent["Next"] == "agent.route" and "stay" not in agent["Parameters"]["Payload"]
+    assert not any(e.startswith("Stepwise.Route") for c in agent.get("Catch", []) for e in c["ErrorEquals"])
+    assert asl["agent.route"] == {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.route", "StringEquals": "review", "Next": "review"}],
+        "Default": "__end__",
+    }
+    client = Stepwise.in_memory()
+    by_jump, by_choice = client.run(jump, {}), client.run(choice, {})
+    assert by_jump.status == by_choice.status == "succeeded" and by_jump.state == by_choice.state
+    assert by_choice.state["revision"] == 3
+    assert by_choice.transitions == by_jump.transitions + 2  # one Choice per visit of the conditional node (agent runs twice)

@@ -6,7 +6,7 @@ and the *cursor* (thread, run, seq, route, frames, visit counters). State itself
 - plain edge        → ``Next``
 - conditional edges → no Choice: the step evaluates the conditions; the first target is the Task's ``Next``,
   any other target is reached by a Catch on ``Stepwise.Route.<i>`` (the cursor travels in the error);
-  a human node's conditions keep a Choice on ``$.route``
+  a human node's conditions keep a Choice on ``$.route``, and so do every node's with ``graph.routing: choice``
 - fan-out / fan-in  → Parallel (``ResultPath: null``); the join node folds the branches' events
 - planner           → Map over ``$.items`` (subtask references); the next node joins the items
 - human             → ``lambda:invoke.waitForTaskToken``
@@ -193,7 +193,7 @@ class _Compiler:
         if spec.kind == "planner":
             return self._planner(node, task, region, states)
         conditions = self.topo.conditions.get(node)
-        if conditions and spec.kind != "human":
+        if conditions and spec.kind != "human" and self.spec.graph.routing == "jump":
             return self._routes(name, conditions, task, region, states, [])
         if conditions:
             return self._choice(name, conditions, task, region, states)
@@ -303,7 +303,8 @@ class _Compiler:
         return start_at, item_states
 
     def _choice(self, name: str, conditions: list[Any], task: dict[str, Any], region: _Region, states: dict[str, Any]) -> list[str]:
-        """A human node's conditional edges: the resumed Task returns the route, a Choice on ``$.route`` follows it."""
+        """Conditional edges as a Choice on ``$.route`` after the Task that returns the route: a human node's
+        (its resumed Task), and every node's under ``graph.routing: choice``."""
         follow: list[str] = []
         route_name = f"{name}.route"
         choices: list[dict[str, Any]] = []

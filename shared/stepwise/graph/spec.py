@@ -164,6 +164,11 @@ class GraphBody(_Strict):
     parallel_nodes: list[ParallelEdge] = Field(default_factory=list)
     entry: str | None = None
     max_iterations: int = Field(25, ge=1, le=10_000)
+    #: How conditional edges compile to Step Functions. ``jump`` (default): no Choice state; the first target
+    #: is the Task's Next and other routes are taken through a Catch on ``Stepwise.Route.<i>`` (one transition
+    #: per node, but each such jump is a caught Task failure and a Lambda error). ``choice``: a Choice state on
+    #: the returned route after the Task (one more transition per conditional node, no error for a route).
+    routing: Literal["jump", "choice"] = "jump"
 
 
 class GraphSpec(_Strict):
@@ -194,6 +199,8 @@ class GraphSpec(_Strict):
         data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False)
         if not self.triggers:  # graphs without triggers keep the refs they had before triggers existed
             data.pop("triggers", None)
+        if self.graph.routing == "jump":  # likewise graphs with the default routing
+            data["graph"].pop("routing", None)
         for name, node in self.graph.nodes.items():
             if node.subgraph_spec is not None:
                 data["graph"]["nodes"][name]["subgraph_spec"] = node.subgraph_spec.canonical()
