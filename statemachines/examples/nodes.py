@@ -98,3 +98,12 @@ def tick(state: dict[str, Any]) -> dict[str, Any]:
 def mark(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
     """Record that this node ran, by name."""
     return {"trail": [ctx.node]}
+
+
+async def lookup_async(state: dict[str, Any]) -> dict[str, Any]:
+    """An ``async def`` node (like one awaiting an async SDK): the engine awaits it; fan-out branches wait
+    without a thread each."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return {"trail": ["lookup_async"]}

@@ -9,7 +9,8 @@ selection, so the API enforces, at registration and again at execution:
    (``STEPWISE_API_ALLOWED_MODULES``, default ``statemachines.`` — the project's own graphs — and
    ``stepwise.tools.``); the function name may not start with ``_``. The path must resolve to a plain
    Python function *defined in* that module (``obj.__module__`` is the module): not a re-exported module
-   (``stepwise.tools.builtin:os``), a class, a builtin, a coroutine function, or a CLI entry point
+   (``stepwise.tools.builtin:os``), a class, a builtin, a generator, a coroutine function (``async def``
+   node functions are accepted outside the ``stepwise`` package), or a CLI entry point
    (``main`` or anything in a ``__main__``/``cli`` module), and it must accept the call the step makes
    (``(state)`` or ``(state, ctx)``; reducers ``(current, update)``). Deploy your node code inside an
    allowed package (e.g. ``statemachines.yourteam``) or widen the list for a single-tenant install.
@@ -76,7 +77,7 @@ def check(spec: GraphSpec, allowed_modules: Sequence[str]) -> None:
                 problems.extend(Problem(p.message, p.fix, node=f"{owner}/{p.node}" if p.node else owner) for p in exc.problems)
         for name, node in sub.graph.nodes.items():
             if node.fn is not None:
-                problems.extend(_check_path(node.fn, f"{owner}{name}", "fn", allowed_modules, arities=(1, 2)))
+                problems.extend(_check_path(node.fn, f"{owner}{name}", "fn", allowed_modules, arities=(1, 2), coroutines=True))
         for channel, reducer in sub.state.items():
             if reducer not in BUILTIN_REDUCERS:
                 problems.extend(_check_path(reducer, None, f"reducer of channel {channel!r}", allowed_modules, arities=(2,)))
@@ -91,7 +92,9 @@ def allowed(path: str, allowed_modules: Sequence[str]) -> bool:
     return any(module.startswith(p if p.endswith(".") else p + ".") for p in allowed_modules)
 
 
-def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequence[str], arities: tuple[int, ...]) -> Iterator[Problem]:
+def _check_path(
+    path: str, node: str | None, what: str, allowed_modules: Sequence[str], arities: tuple[int, ...], *, coroutines: bool = False
+) -> Iterator[Problem]:
     if not allowed(path, allowed_modules):
         prefixes = ", ".join(allowed_modules) or "(none: this API accepts no custom code)"
         yield Problem(
@@ -101,7 +104,7 @@ def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequenc
             node=node,
         )
         return
-    reason = plain_function_problem(path, arities)
+    reason = plain_function_problem(path, arities, coroutines=coroutines)
     if reason is not None:
         yield Problem(f"{what} {path!r} {reason}", "point it at a `def` of your own node code in that module", node=node)
 
@@ -109,9 +112,14 @@ def _check_path(path: str, node: str | None, what: str, allowed_modules: Sequenc
 _ENTRY_MODULES = ("__main__", "cli")
 
 
-def plain_function_problem(path: str, arities: tuple[int, ...] = (1, 2)) -> str | None:
+def plain_function_problem(path: str, arities: tuple[int, ...] = (1, 2), *, coroutines: bool = False) -> str | None:
     """Why ``path`` is not a plain function defined in its own module and callable with one of ``arities``
-    positional arguments; None if it is. Imports the module (it is under an allowed prefix already)."""
+    positional arguments; None if it is. Imports the module (it is under an allowed prefix already).
+
+    ``coroutines``: an ``async def`` node function is accepted too (the engine awaits it; fan-out branches
+    wait without a thread each), but only outside the ``stepwise`` package: Stepwise's own coroutine
+    functions are tool and model calls (``stepwise.tools.builtin:http_fetch``) that must be reached through
+    their permission checks, never called as a bare node. Reducers stay synchronous."""
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -120,7 +128,8 @@ def plain_function_problem(path: str, arities: tuple[int, ...] = (1, 2)) -> str 
     obj = getattr(module, attr, None)
     if obj is None:
         return "does not exist"
-    if not inspect.isfunction(obj) or inspect.iscoroutinefunction(obj) or inspect.isgeneratorfunction(obj):
+    awaitable_ok = coroutines and not (module_name == "stepwise" or module_name.startswith("stepwise."))
+    if not inspect.isfunction(obj) or (inspect.iscoroutinefunction(obj) and not awaitable_ok) or inspect.isgeneratorfunction(obj):
         return f"is a {type(obj).__name__}, not a plain function"
     if obj.__module__ != module_name or obj.__name__ != attr:
         return f"is re-exported from {obj.__module__}:{obj.__name__}, not defined in {module_name}"
