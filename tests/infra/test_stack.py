@@ -129,7 +129,8 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
 
 def test_function_environment_matches_settings(synth: Synth) -> None:
     # settings whose defaults are right on AWS (the local engine's concurrency, the run lease) need not be set
-    defaulted = ("home", "snapshot_every", "local_concurrency", "run_lease_seconds", "park_after_seconds")  # park: local engine only
+    # park: local engine only; continue_after_events: its default (3000) is the continuation threshold the step uses on AWS too
+    defaulted = ("home", "snapshot_every", "local_concurrency", "run_lease_seconds", "park_after_seconds", "continue_after_events")
     expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in defaulted}
     for fn in synth.resources("AWS::Lambda::Function").values():
         if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
