@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from functools import lru_cache
 from typing import Any
 
 from stepwise.errors import StepwiseError
@@ -21,6 +22,12 @@ class PathError(StepwiseError, ValueError):
 
 
 def steps(path: str) -> list[str | int]:
+    """The steps of ``path`` (a fresh list; parsed once per distinct path: a state machine has few)."""
+    return list(_steps(path))
+
+
+@lru_cache(maxsize=4096)
+def _steps(path: str) -> tuple[str | int, ...]:
     if path.startswith("$$"):
         rest = path[2:]
     elif path.startswith("$"):
@@ -36,12 +43,12 @@ def steps(path: str) -> list[str | int]:
         name, index, quoted, dquoted = m.groups()
         out.append(int(index) if index is not None else (name or quoted or dquoted or ""))
         pos = m.end()
-    return out
+    return tuple(out)
 
 
 def get(data: Any, path: str, context: Any = None) -> Any:
     node = context if path.startswith("$$") else data
-    for step in steps(path):
+    for step in _steps(path):
         try:
             node = node[step]
         except (KeyError, IndexError, TypeError):

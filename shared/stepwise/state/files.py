@@ -141,9 +141,10 @@ class FileSnapshotStore(SnapshotStore):
         seq, end = -1, len(_MAGIC)
         state: dict[str, Any] = {}
         offset = len(_MAGIC)
+        view = memoryview(data)  # records are decoded in place, not copied out of the file's bytes first
         while offset + _FRAME.size <= len(data):
             length, crc = _FRAME.unpack_from(data, offset)
-            body = data[offset + _FRAME.size : offset + _FRAME.size + length]
+            body = view[offset + _FRAME.size : offset + _FRAME.size + length]
             if len(body) != length or zlib.crc32(body) != crc:
                 break  # a torn last record (a crash mid-append): the records before it still hold
             record = ormsgpack.unpackb(body)

@@ -58,6 +58,8 @@ class Hydrator:
         tail, head = self.events.read_visible(thread_id, seq, visible_scopes(frames))
         if tail:
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail))
+        if cached is not None and not tail and head <= seq:
+            return seq, state  # nothing new since the cached state: it stays as it is
         seq = max(seq, head)
         self.remember(thread_id, frames, seq, state, reducers)
         return seq, state
