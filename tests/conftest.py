@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,31 @@ def _sandbox_cgroup_root() -> Iterator[None]:
     from stepwise.tools import cgroups
 
     cgroups.remove_root(name)
+
+
+# -- chaos counts, summed over xdist workers ------------------------------------------------------------
+# Here, not in tests/chaos/conftest.py: under xdist the controller collects nothing, so it never loads that
+# conftest, and each worker's counts would die with the worker. Workers hand theirs over in workeroutput.
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.chaos.counts import COUNTS
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker
+        workeroutput["chaos_counts"] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist, on the controller: a worker finished; add its counts."""
+    from tests.chaos.counts import COUNTS
+
+    COUNTS.update(getattr(node, "workeroutput", {}).get("chaos_counts", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.chaos.counts import COUNTS
+
+    if COUNTS and not hasattr(terminalreporter.config, "workeroutput"):
+        terminalreporter.section("chaos counts")
+        for name in sorted(COUNTS):
+            terminalreporter.write_line(f"{name}: {COUNTS[name]}")

@@ -1,14 +1,2 @@
-"""Prints the chaos counts at the end of the session (kills survived, races consistent, requests fuzzed)."""
-
-from __future__ import annotations
-
-from typing import Any
-
-from tests.chaos.counts import COUNTS
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if COUNTS:
-        terminalreporter.section("chaos counts")
-        for name in sorted(COUNTS):
-            terminalreporter.write_line(f"{name}: {COUNTS[name]}")
+"""The chaos counts (kills survived, races consistent, requests fuzzed) are printed at the end of the session by
+hooks in tests/conftest.py: under xdist only the controller prints, and it loads no conftest below tests/."""

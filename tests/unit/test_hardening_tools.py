@@ -102,3 +102,42 @@ def test_http_fetch_streams_and_stops_at_the_cap(huge_body_server: tuple[str, di
     result = asyncio.run(http_fetch(f"http://{host}/big", [host]))
     assert len(result["body"]) == MAX_FETCH_BYTES and result["truncated"] is True
     assert sent["bytes"] < 50 * 1024 * 1024  # the client hung up long before the end
+
+
+SLOW_MAIN = """
+import sys, time
+time.sleep(6)  # a main module that is slow to import: every tool child imports it again before the tool runs
+if __name__ == "__main__":
+    from stepwise.tools.limits import ToolBudget, run_bounded
+    print(run_bounded("calculator", {"expression": "6 * 7"}, ToolBudget(wall_seconds=3)))
+"""
+
+
+def test_the_wall_budget_starts_when_the_child_is_ready_not_while_it_starts(tmp_path: Any) -> None:
+    """Start-up (the forkserver, the parent's main module imported again) is not the tool's time: a main
+    module that takes 6 s to import must not make a 3 s wall budget fire (it did, and flaked under load)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "slow_main.py"
+    script.write_text(SLOW_MAIN)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "42"
+
+
+def test_a_child_that_dies_while_starting_names_the_main_guard(tmp_path: Any) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing, sys\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    sys.exit(3)  # a child re-importing this main module dies: an unguarded script's top level would rerun\n"
+        "from stepwise.tools.limits import run_bounded\n"
+        "run_bounded('calculator', {'expression': '1 + 1'})\n"
+    )
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "exited while starting" in proc.stderr and 'if __name__ == "__main__":' in proc.stderr

@@ -46,6 +46,9 @@ class ToolBudget:
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
     max_output_bytes: int = 200_000
+    #: How long the child may take to start before the wall clock starts (the forkserver's first start, and
+    #: the parent's ``__main__`` module, which a multiprocessing child imports again): not the tool's time.
+    start_seconds: float = 120.0
 
     @classmethod
     def from_env(cls) -> ToolBudget:
@@ -54,6 +57,7 @@ class ToolBudget:
             wall_seconds=_env_float("STEPWISE_TOOL_WALL_SECONDS", d.wall_seconds),
             cpu_seconds=max(1, int(_env_float("STEPWISE_TOOL_CPU_SECONDS", d.cpu_seconds))),
             max_output_bytes=int(_env_float("STEPWISE_TOOL_MAX_OUTPUT_BYTES", d.max_output_bytes)),
+            start_seconds=_env_float("STEPWISE_TOOL_START_SECONDS", d.start_seconds),
         )
 
 
@@ -78,6 +82,7 @@ def _child(conn: Connection, name: str, kwargs: dict[str, Any], cpu_seconds: int
 
     from stepwise.tools import builtin
 
+    conn.send(("ready", None))  # start-up is over: the parent's wall clock starts now
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     try:
         if ":" in name:  # an import path (tests, and tools that are not built-ins)
@@ -117,6 +122,7 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
     proc.start()
     child.close()
     try:
+        _started(parent, name, budget)
         if not parent.poll(budget.wall_seconds):
             raise ToolLimitError(f"tool {name!r} ran over its wall budget of {budget.wall_seconds:g}s and was stopped")
         try:
@@ -134,6 +140,20 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
     if len(payload) > budget.max_output_bytes:
         raise ToolLimitError(f"tool {name!r} returned {len(payload)} bytes, over the {budget.max_output_bytes}-byte output budget")
     return json.loads(payload)
+
+
+def _started(parent: Connection, name: str, budget: ToolBudget) -> None:
+    """Wait for the child's "ready": under load, starting the forkserver and re-importing the parent's main
+    module can take seconds, which must not count against the tool's wall budget."""
+    if not parent.poll(budget.start_seconds):
+        raise ToolLimitError(f"the child process for tool {name!r} did not start within {budget.start_seconds:g}s")
+    try:
+        parent.recv()
+    except EOFError:
+        raise ToolLimitError(
+            f"the child process for tool {name!r} exited while starting; if this is a script, put its top-level code "
+            'under `if __name__ == "__main__":` (every tool child imports the main module again)'
+        ) from None
 
 
 async def arun_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = None) -> Any:
