@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from stepwise.api.app import create_app
 from stepwise.api.aws_triggers import Both, TriggerDeployer, TriggerTargets
+from stepwise.api.webhooks_aws import CancelledWebhooks
 from stepwise.config import Settings, build_client
 
 logger = Logger(service="stepwise-api")
@@ -31,17 +32,28 @@ class MetricEvents:
 
 
 def _events() -> Any:
-    """Metrics, plus — when the stack passes the trigger targets — deploying registered agents' triggers."""
+    """Metrics, plus what the stack's environment turns on: deploying registered agents' triggers, and
+    queuing the webhook of a run the API cancels (the events stream never sees a cancel)."""
     env = os.environ
-    if not env.get("STEPWISE_TRIGGER_FUNCTION_ARN"):
-        return MetricEvents()
-    targets = TriggerTargets(
-        function_arn=env["STEPWISE_TRIGGER_FUNCTION_ARN"],
-        scheduler_role_arn=env["STEPWISE_SCHEDULER_ROLE_ARN"],
-        bus_name=env["STEPWISE_EVENT_BUS"],
-        prefix=env.get("STEPWISE_NAME_PREFIX", "stepwise"),
-    )
-    return Both(MetricEvents(), TriggerDeployer(targets, lambda ref: app.client.graph(ref)))
+    sinks: list[Any] = [MetricEvents()]
+    if env.get("STEPWISE_TRIGGER_FUNCTION_ARN"):
+        targets = TriggerTargets(
+            function_arn=env["STEPWISE_TRIGGER_FUNCTION_ARN"],
+            scheduler_role_arn=env["STEPWISE_SCHEDULER_ROLE_ARN"],
+            bus_name=env["STEPWISE_EVENT_BUS"],
+            prefix=env.get("STEPWISE_NAME_PREFIX", "stepwise"),
+        )
+        sinks.append(TriggerDeployer(targets, lambda ref: app.client.graph(ref)))
+    if env.get("STEPWISE_WEBHOOK_QUEUE_URL"):
+        sinks.append(CancelledWebhooks(_LazyStore(), env["STEPWISE_WEBHOOK_QUEUE_URL"]))
+    return Both(*sinks)
+
+
+class _LazyStore:
+    """The app's API store, looked up when a cancel is published (the app is built after its event sink)."""
+
+    def read_index(self, pk: str, prefix: str = "") -> Any:
+        return app.store.read_index(pk, prefix)
 
 
 app = create_app(lambda: build_client(Settings.from_env()), events=_events())

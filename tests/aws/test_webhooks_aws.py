@@ -27,7 +27,7 @@ from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
 from stepwise.api.store.dynamodb import DynamoApiStore
 from stepwise.api.webhooks import verify
-from stepwise.api.webhooks_aws import WebhookJob, run_webhook, send_jobs
+from stepwise.api.webhooks_aws import CancelledWebhooks, WebhookJob, run_webhook, send_jobs
 from stepwise.client import Stepwise
 from stepwise.state.dynamodb import DynamoEventStore
 from stepwise.state.events import encode
@@ -219,3 +219,28 @@ def test_private_targets_are_refused_on_aws_too(aws: dict[str, Any], monkeypatch
     assert receiver.requests == []  # never connected
     [dead] = aws["sqs"].receive_message(QueueUrl=aws["dead"])["Messages"]
     assert "non-public address" in json.loads(dead["Body"])["error"]
+
+
+def test_a_cancel_through_the_api_queues_the_runs_cancelled_webhook(aws: dict[str, Any], receiver: Receiver) -> None:
+    """Cancelling writes no log event, so the api Lambda's event sink (``CancelledWebhooks``, wired in
+    functions/api/handler.py when the stack sets STEPWISE_WEBHOOK_QUEUE_URL) queues the job itself."""
+    store = DynamoApiStore("api", client=aws["db"])
+    key = create_key(store, "acme")[1]
+    engine = Stepwise.in_memory()
+    sink = CancelledWebhooks(store, aws["queue"], aws["sqs"])
+    settings = ApiSettings(backend="aws", api_table="api", webhook_allow_private=True)
+    api = create_app(lambda: engine, store=store, settings=settings, events=sink)
+    rest = {"httpMethod": "POST", "headers": {"x-api-key": key, "content-type": "application/json"}, "requestContext": {}}
+    yaml_text = (ROOT / "statemachines" / "examples" / "human_approval.yaml").read_text()
+    assert api({**rest, "path": "/agents", "body": json.dumps({"yaml": yaml_text})})["statusCode"] == 201
+    hook = {"url": f"{receiver.url}/ok", "secret": SECRET, "events": ["cancelled"]}
+    run = json.loads(
+        api({**rest, "path": "/agents/human-approval/execute", "body": json.dumps({"input": {"amount": 5}, "webhook": hook})})["body"]
+    )
+    assert run["status"] == "waiting"
+    cancelled = api({**rest, "path": f"/runs/{run['run_id']}/cancel", "body": "{}"})
+    assert json.loads(cancelled["body"])["status"] == "cancelled"
+    drain(aws, load("webhooks"))
+    [(_, headers, payload)] = receiver.requests
+    assert verify(SECRET, headers, payload) and json.loads(payload)["type"] == "run.cancelled"
+    assert json.loads(payload)["data"]["run_id"] == run["run_id"] and json.loads(payload)["data"]["agent"] == "human-approval"

@@ -107,3 +107,13 @@ def test_webhooks_go_through_an_encrypted_queue_to_a_sender_with_no_data_access_
     assert channels["Environment"]["Variables"]["STEPWISE_WEBHOOK_QUEUE_URL"] == {"Ref": queue_id}
     channel_actions = set().union(*(_actions(s) for s in _statements(synth, channels["Role"]["Fn::GetAtt"][0])))
     assert "sqs:SendMessage" in channel_actions and "sqs:ReceiveMessage" not in channel_actions
+
+
+def test_the_api_function_may_queue_webhook_jobs_for_runs_it_cancels(synth: Synth) -> None:
+    queue_id = next(k for k, q in synth.resources("AWS::SQS::Queue").items() if q["Properties"]["QueueName"] == "stepwise-dev-webhooks")
+    [api] = [
+        f["Properties"] for f in synth.resources("AWS::Lambda::Function").values() if f["Properties"]["FunctionName"] == "stepwise-dev-api"
+    ]
+    assert api["Environment"]["Variables"]["STEPWISE_WEBHOOK_QUEUE_URL"] == {"Ref": queue_id}
+    sends = [s for s in _statements(synth, api["Role"]["Fn::GetAtt"][0]) if "sqs:SendMessage" in _actions(s)]
+    assert [s["Resource"] for s in sends] == [{"Fn::GetAtt": [queue_id, "Arn"]}]

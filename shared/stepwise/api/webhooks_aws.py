@@ -19,8 +19,8 @@ The queue's own redrive policy (to the same dead-letter queue) only catches a se
 The secret travels in the (SSE-encrypted) job message because a retry signs again with a fresh
 timestamp; it is never logged and never written to the dead-letter queue.
 
-``cancelled`` is not reported on AWS: cancelling writes the run record, not a log event, so nothing on
-the stream marks it.
+``cancelled`` has no log event (cancelling writes the run record), so the stream never sees it: the api
+Lambda's event sink ``CancelledWebhooks`` queues that job itself when the API cancels a run.
 """
 
 from __future__ import annotations
@@ -155,3 +155,27 @@ def deliver_messages(
         sqs.send_message(QueueUrl=dead_letter_url, MessageBody=json.dumps(dead))
         counts["dead"] += 1
     return {"batchItemFailures": failures, "counts": counts}
+
+
+class CancelledWebhooks:
+    """An API event sink (the api Lambda's): ``run.cancelled`` → the run's webhook job on the queue."""
+
+    def __init__(self, store: Any, queue_url: str, sqs: Any = None) -> None:
+        self.store, self.queue_url, self._sqs = store, queue_url, sqs
+
+    def publish(self, kind: str, tenant: str, detail: dict[str, Any]) -> None:
+        if kind != "run.cancelled" or not detail.get("run_id"):
+            return
+        run_id = str(detail["run_id"])
+        found = run_webhook(self.store, run_id)
+        if found is None or "cancelled" not in found[0].events:
+            return
+        hook, facts = found
+        event_id = "evt_" + hashlib.sha256(f"{run_id}\0cancelled".encode()).hexdigest()[:32]
+        data = {**facts, "status": "cancelled", **({"by": detail["by"]} if detail.get("by") else {})}
+        job = WebhookJob(url=hook.url, secret=hook.secret, kind="run.cancelled", event_id=event_id, data=data, created=time.time())
+        if self._sqs is None:
+            from stepwise.awsclients import client
+
+            self._sqs = client("sqs")
+        send_jobs([job], self.queue_url, self._sqs)
