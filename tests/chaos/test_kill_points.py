@@ -182,3 +182,31 @@ def test_a_kill_at_any_store_write_is_recovered(example: Path, tmp_path: Path) -
             else:
                 failures.append((phase, point, code, outcome["status"], outcome["dupes"]))
     assert not failures, f"{example.stem}: not recovered at (phase, write, exit, status, dupes): {failures}"
+
+
+@pytest.mark.timeout(3600 if FULL else 600)
+def test_a_kill_around_a_continuation_handover_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every store write of human_approval with a continuation execution after every event: a kill right before
+    any of them (also the handover's start-cursor write) is recovered, as in the sweep above."""
+    monkeypatch.setenv("STEPWISE_CONTINUE_AFTER_EVENTS", "1")  # forked children inherit it
+    example = ROOT / "statemachines" / "examples" / "human_approval.yaml"
+    expected, counts = _reference(tmp_path, example)
+    [reference] = Stepwise.embedded(tmp_path / "reference").runs()
+    assert reference.start_cursor.get("continuation", 0) >= 1  # the uninterrupted run did hand over
+    failures = []
+    for phase, total in counts.items():
+        for point in range(1, total + 1):
+            home = tmp_path / f"{phase}-{point}"
+            if phase == "resume":
+                _phase(home, example, "run")
+            code = _in_child(home, example, phase, point)
+            COUNTS["kill points tried"] += 1
+            COUNTS["kill points tried with continuations"] += 1
+            assert code in (-signal.SIGKILL, 0, 1), code
+            outcome = _finish(home, example)
+            if outcome == expected:
+                COUNTS["kill points recovered"] += 1
+                COUNTS["kill points recovered with continuations"] += 1
+            else:
+                failures.append((phase, point, code, outcome["status"], outcome["dupes"]))
+    assert not failures, f"not recovered at (phase, write, exit, status, dupes): {failures}"
