@@ -53,7 +53,7 @@ def rows(r: dict[str, Any]) -> dict[str, str]:
     for x in r.get("w6") or []:
         if x["system"] == "stepwise":
             out["W6 three-node run p50: ms wall / CPU"] = _ms(x)
-            out["W6 SQL statements / commits per run"] = f"{x['statements_per_run']:.0f} / {x['commits_per_run']:.0f}"
+            out["W6 SQL statements / write transactions per run"] = f"{x['statements_per_run']:.0f} / {x['commits_per_run']:.0f}"
     w7 = r.get("w7")
     if w7:
         out["W7 5,001 steps: max step ÷ median"] = f"{w7['max_over_median']:.1f}× (max {w7['step_ms_max']:.1f} ms)"

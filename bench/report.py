@@ -291,7 +291,7 @@ def w6_section(results: dict[str, Any]) -> list[str]:
                 "p90",
                 "p99",
                 "SQL statements per run",
-                "commits per run",
+                "write transactions per run (COMMITs + lone writes)",
                 "list all (fresh reader) ms",
                 "read every run's state ms",
                 "load",
