@@ -128,11 +128,18 @@ class Interpreter:
         self.async_functions = async_functions or {}
         self.tokens = tokens
         self.clock = clock or SystemClock()
-        self.rng = rng or random.Random(0)
+        self._rng = rng  # seeded on first use: seeding a Mersenne Twister costs more than a short run's step
         self.max_workers = max_workers
         self._pool = pool
         self._transitions = 0
         self._lock = threading.Lock()
+
+    @property
+    def rng(self) -> random.Random:
+        """Jitter for retry delays: deterministic (seed 0) unless a generator was given."""
+        if self._rng is None:
+            self._rng = random.Random(0)
+        return self._rng
 
     def _threads(self) -> ThreadPoolExecutor:
         """Threads for synchronous functions called from branches (created on first use, grown as needed)."""
