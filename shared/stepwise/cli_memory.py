@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from stepwise._console import Table, _Console
+from stepwise._console import Table, _Console, escape
 from stepwise.memory.records import Strategy
 
 if TYPE_CHECKING:
@@ -29,9 +29,17 @@ OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
 
 def _memory(home: Path | None) -> MemoryServices:
     from stepwise.client import default_home
+    from stepwise.extras import MissingExtra, needs
     from stepwise.memory.service import MemoryServices
 
-    return MemoryServices(home=home or default_home())
+    mem = MemoryServices(home=home or default_home())
+    try:
+        with needs("memory", "the memory commands"):
+            mem.ltm  # noqa: B018 -- opens the store now, so a missing module is one line naming the extra
+    except MissingExtra as exc:  # EXTRAS maps numpy to 'llm' (its smallest extra); these commands need 'memory'
+        err.print(f"[red]error:[/red] {escape(str(MissingExtra('memory', 'the memory commands', exc.module)))}", highlight=False)
+        raise typer.Exit(2) from None
+    return mem
 
 
 def _when(text: str | None) -> float | None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from stepwise._console import _Console
+from stepwise._console import _Console, escape
 
 if TYPE_CHECKING:  # the HTTP client and the API models load with the remote commands, not with every command
     from stepwise.remote import Client
@@ -156,9 +156,15 @@ def _follow(sw: Client, run_id: str) -> None:
 
 def _call(target: Target, action: Callable[[Client], None]) -> None:
     """Open a client, run ``action``, and turn an API error into a one-line message (exit 2)."""
-    import httpx
-
+    from stepwise.extras import MissingExtra, needs
     from stepwise.remote import RemoteError
+
+    try:
+        with needs("llm", "commands with --url (the remote client)"):
+            import httpx
+    except MissingExtra as exc:  # the base install: one line naming the extra, not a ModuleNotFoundError
+        fail(escape(str(exc)))  # `[llm]` is text, not rich markup
+        return
 
     with target.client() as sw:
         try:

@@ -113,3 +113,8 @@ def check_graph(spec: Any) -> None:
         absent = missing(TOOL_MODULES)
         if absent:
             raise MissingExtra("llm", "nodes with tools (MCP)", absent[0])
+    configs = [getattr(spec, "guardrails", None), *(getattr(n, "guardrails", None) for n in nodes)]
+    stages = ("input", "tool_args", "tool_results", "memory", "output")
+    nemo = any(rail.check == "nemo" for c in configs if c is not None for st in stages for rail in getattr(c, st, None) or [])
+    if nemo and missing(("nemoguardrails",)):
+        raise MissingExtra("nemo", "nemo rails", "nemoguardrails")

@@ -124,6 +124,42 @@ def test_library_names_the_missing_extra_when_a_model_is_needed(tmp_path: Path) 
     assert proc.stdout.split() == ["llm", "numpy"]
 
 
+def _cli_blocked(argv: list[str], *, cwd: Path = ROOT, block: list[str] = OPTIONAL) -> subprocess.CompletedProcess[str]:
+    return run_blocked(f"from stepwise.cli import main\nsys.argv = {['stepwise', *argv]!r}\nmain()\n", cwd=cwd, block=block)
+
+
+def test_remote_commands_name_the_extra_when_httpx_is_missing(tmp_path: Path) -> None:
+    """`stepwise runs --url` on the base install: one line naming the extra, not a ModuleNotFoundError."""
+    proc = _cli_blocked(["runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: commands with --url (the remote client) need the 'llm' extra (module 'httpx' is not installed): pip install 'stepwise[llm]'"
+    )
+
+
+def test_memory_commands_name_the_memory_extra(tmp_path: Path) -> None:
+    proc = _cli_blocked(["memory", "list", "--home", str(tmp_path / "home")], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: the memory commands need the 'memory' extra (module 'numpy' is not installed): pip install 'stepwise[memory]'"
+    )
+
+
+def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path) -> None:
+    graph = tmp_path / "g.yaml"
+    graph.write_text(
+        "name: g\nstate: {messages: append}\nguardrails:\n  input: [{check: nemo, config_path: ./rails}]\n"
+        "graph:\n  nodes:\n    a: {kind: agent, model: scripted, script: [hi]}\n  entry: a\n"
+    )
+    blocked = [m for m in OPTIONAL if m in ("nemoguardrails",)]  # the llm extra stays: only NeMo is missing
+    proc = _cli_blocked(["run", str(graph), "--home", str(tmp_path / "home")], cwd=tmp_path, block=blocked)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: nemo rails need the 'nemo' extra (module 'nemoguardrails' is not installed): pip install 'stepwise[nemo]'"
+    )
+    assert not (tmp_path / "home").exists()  # refused before the run started
+
+
 # -- the examples shipped in the package ---------------------------------------------------------------
 def test_the_package_ships_the_repository_examples() -> None:
     assert examples_dir().resolve() == EXAMPLES.resolve()

@@ -61,7 +61,10 @@ def forget() -> None:
 
 
 def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> _Hit | None:
-    from nemoguardrails.rails.llm.options import RailStatus, RailType
+    from stepwise.extras import needs
+
+    with needs("nemo", "nemo rails"):  # without the extra: one line naming it, not a ModuleNotFoundError
+        from nemoguardrails.rails.llm.options import RailStatus, RailType
 
     from stepwise.guardrails.checks import Finding
     from stepwise.guardrails.engine import _Hit
