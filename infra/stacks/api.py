@@ -142,6 +142,12 @@ class Api(Construct):
             method = resource.add_method("GET", pages, authorization_type=apigw.AuthorizationType.NONE, api_key_required=False)
             acknowledge(method, "AwsSolutions-APIG4", "the console's static pages: public files, no data (stepwise.api.console)")
             acknowledge(method, "AwsSolutions-COG4", "the console's static pages: public files, no data (stepwise.api.console)")
+        # GET /health is the API's unauthenticated liveness route (routes/health.py): a load balancer or probe sends no key
+        health = self.rest.root.add_resource("health").add_method(
+            "GET", pages, authorization_type=apigw.AuthorizationType.NONE, api_key_required=False
+        )
+        acknowledge(health, "AwsSolutions-APIG4", "GET /health answers liveness only ({status, version}), no tenant data")
+        acknowledge(health, "AwsSolutions-COG4", "GET /health answers liveness only ({status, version}), no tenant data")
 
     def _usage_plan(self, plan: UsagePlan) -> apigw.UsagePlan:
         return self.rest.add_usage_plan(

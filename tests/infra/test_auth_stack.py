@@ -44,13 +44,13 @@ def test_every_rest_method_goes_through_the_authorizer_and_needs_a_usage_plan_ke
     pages = [m for m in every if m["Properties"]["AuthorizationType"] == "NONE"]
     methods = [m for m in every if m not in pages]
     assert methods
-    # only the web console's static pages are public: GET /, GET /console, GET /console/{file}
+    # only the web console's static pages and the liveness route are public: GET /, /console, /console/{file}, /health
     resources = synth.resources("AWS::ApiGateway::Resource")
-    assert sorted(m["Properties"]["HttpMethod"] for m in pages) == ["GET", "GET", "GET"]
+    assert sorted(m["Properties"]["HttpMethod"] for m in pages) == ["GET"] * 4
     paths = sorted(
         resources[m["Properties"]["ResourceId"]["Ref"]]["Properties"]["PathPart"] for m in pages if "Ref" in m["Properties"]["ResourceId"]
     )
-    assert paths == ["console", "{file}"] and all(m["Properties"]["ApiKeyRequired"] is False for m in pages)
+    assert paths == ["console", "health", "{file}"] and all(m["Properties"]["ApiKeyRequired"] is False for m in pages)
     for method in methods:
         assert method["Properties"]["AuthorizationType"] == "CUSTOM"
         assert method["Properties"]["AuthorizerId"] == {"Ref": auth_id}
@@ -127,7 +127,7 @@ def test_another_oidc_issuer_by_context_and_usage_plans_off(tmp_path: Path) -> N
         assert env["STEPWISE_JWT_ISSUER"] == "https://login.example.com/realms/acme" and env["STEPWISE_JWT_TENANT_CLAIM"] == "org"
     assert all(m["Properties"]["ApiKeyRequired"] is False for m in oidc.resources("AWS::ApiGateway::Method").values())
     kinds = sorted(m["Properties"]["AuthorizationType"] for m in oidc.resources("AWS::ApiGateway::Method").values())
-    assert kinds == ["CUSTOM"] * (len(kinds) - 3) + ["NONE"] * 3  # all but the console's three page routes
+    assert kinds == ["CUSTOM"] * (len(kinds) - 4) + ["NONE"] * 4  # all but the console's three page routes and /health
     assert _fn(oidc, "stepwise-dev-authorizer")[1]["Environment"]["Variables"]["STEPWISE_USAGE_PLANS"] == "0"
 
 
