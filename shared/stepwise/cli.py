@@ -417,9 +417,15 @@ def serve(
 
     home = home or default_home()
     if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
-        from stepwise.memory.service import MemoryServices
-        from stepwise.memory.worker import ConsolidationWorker
+        from stepwise.extras import MissingExtra, needs
 
+        try:
+            with needs("memory", "the memory worker"):
+                from stepwise.memory.service import MemoryServices
+                from stepwise.memory.worker import ConsolidationWorker
+        except MissingExtra as exc:  # EXTRAS maps numpy to 'llm' (its smallest extra); the worker needs 'memory'
+            _fail(str(MissingExtra("memory", "consolidation passes (--memory-worker)", exc.module)))
+            return
         ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events, interval=memory_interval).start()
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()

@@ -145,6 +145,15 @@ def test_memory_commands_name_the_memory_extra(tmp_path: Path) -> None:
     )
 
 
+def test_the_memory_worker_names_the_memory_extra_before_serving(tmp_path: Path) -> None:
+    proc = _cli_blocked(["serve", "--port", "9", "--home", str(tmp_path / "home"), "--memory-worker"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: consolidation passes (--memory-worker) need the 'memory' extra (module 'numpy' is not installed): "
+        "pip install 'stepwise[memory]'"
+    )
+
+
 def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path) -> None:
     graph = tmp_path / "g.yaml"
     graph.write_text(
