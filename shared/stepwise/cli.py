@@ -429,7 +429,8 @@ def serve(
         ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events, interval=memory_interval).start()
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
-    serve_api(host=host, port=port, home=home)
+    with _user_errors():  # e.g. STEPWISE_JWT_ISSUER without the extra PyJWT comes with: one line naming it
+        serve_api(host=host, port=port, home=home)
 
 
 def _add_memory_commands() -> None:

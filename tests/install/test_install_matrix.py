@@ -6,9 +6,11 @@ pip's cache keeps repeat sessions short. Each install runs in its own test, so `
 spreads them over the cores.
 
 - base: every function-only example, copied out of the package with ``stepwise examples copy`` and run
-  from an empty directory; ``stepwise serve`` and one API request that runs a graph; an LLM example
-  refused in one line naming the extra; the installed metadata agrees with the layer's requirement list.
-- llm: the demo (``make demo``'s multi-agent flow).
+  from an empty directory; ``stepwise serve`` and one API request that runs a graph; the console's page
+  and an event trigger (``POST /events``) through that server; an LLM example and the remote commands
+  (``--url``) refused in one line naming the extra; the installed metadata agrees with the layer's list.
+- llm: the demo (``make demo``'s multi-agent flow); the remote CLI (``stepwise run/resume/runs`` with
+  ``STEPWISE_URL``) against that venv's ``stepwise serve``.
 - memory: ``stepwise memory list`` on a fresh home (the memory store opens).
 - aws: the AWS adapters against a moto server (the LocalStack check's script).
 - infra: ``cdk synth`` with that venv's ``python3`` first on PATH.
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +112,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(base_bin: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+@contextmanager
+def serving(bin_dir: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``stepwise serve`` of that venv on a free loopback port, with a fresh home and key; stopped on exit."""
     home = tmp_path / "home"
-    created = run(base_bin, "python", "-m", "stepwise.api.keys", "create", "--tenant", "default", "--home", str(home), cwd=tmp_path)
+    created = run(bin_dir, "python", "-m", "stepwise.api.keys", "create", "--tenant", "default", "--home", str(home), cwd=tmp_path)
     key = json.loads(created.stdout.strip().splitlines()[0])["api_key"]
     port = free_port()
     proc = subprocess.Popen(
-        [str(base_bin / "stepwise"), "serve", "--port", str(port), "--home", str(home)],
+        [str(bin_dir / "stepwise"), "serve", "--port", str(port), "--home", str(home)],
         cwd=tmp_path,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -134,6 +138,12 @@ def served(base_bin: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(base_bin: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    with serving(base_bin, tmp_path) as target:
+        yield target
 
 
 def request(url: str, method: str = "GET", body: Any = None, key: str | None = None) -> tuple[int, Any]:
@@ -156,6 +166,51 @@ def test_base_serves_the_api_and_runs_a_graph(served: tuple[str, str]) -> None:
     assert run_view["state"]["log"] == ["fetch", "clean", "summarize"]
 
 
+TRIGGERED = """
+name: triggered
+state: {trail: append}
+triggers:
+  - name: refunds
+    event: {source: [helpdesk], detail-type: [ticket.created]}
+    into: ticket
+graph:
+  nodes:
+    evaluate: {kind: function, fn: "stepwise.examples.nodes:evaluate"}
+  entry: evaluate
+"""
+
+
+def test_base_serves_the_console_and_starts_runs_from_events(served: tuple[str, str]) -> None:
+    """The console's files ship in the wheel; an event trigger starts one run per event id (POST /events)."""
+    url, key = served
+    with urllib.request.urlopen(f"{url}/", timeout=60) as page:
+        assert page.status == 200 and "<title>Stepwise console</title>" in page.read().decode()
+    with urllib.request.urlopen(f"{url}/console/app.js", timeout=60) as script:
+        assert script.status == 200 and script.read()
+    assert request(f"{url}/agents", "POST", {"yaml": TRIGGERED}, key)[0] == 201
+    entry = {"id": "evt-1", "source": "helpdesk", "detail_type": "ticket.created", "detail": {"text": "refund please"}}
+    status, fired = request(f"{url}/events", "POST", {"entries": [entry]}, key)
+    assert status == 200, fired
+    (started,) = fired["results"][0]["runs"]
+    assert started["trigger"] == "refunds" and started["duplicate"] is False
+    again = request(f"{url}/events", "POST", {"entries": [entry]}, key)[1]["results"][0]["runs"]
+    assert [(r["run_id"], r["duplicate"]) for r in again] == [(started["run_id"], True)]
+    stream = urllib.request.Request(f"{url}/runs/{started['run_id']}/stream", headers={"x-api-key": key})
+    with urllib.request.urlopen(stream, timeout=120) as events:  # the stream ends with the run
+        assert b"event: end" in events.read()
+    status, view = request(f"{url}/runs/{started['run_id']}", key=key)
+    assert status == 200 and view["status"] == "succeeded", view
+    assert view["state"]["type"] == "A" and view["state"]["trail"] == ["evaluate"]
+
+
+def test_base_remote_commands_name_the_extra_they_need(base_bin: Path, tmp_path: Path) -> None:
+    proc = run(base_bin, "stepwise", "runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: commands with --url (the remote client) need the 'llm' extra (module 'httpx' is not installed): pip install 'stepwise[llm]'"
+    ]
+
+
 def test_llm_extra_runs_the_demo(wheel: Path, tmp_path: Path) -> None:
     bin_dir = venv(tmp_path / "venv", wheel, "llm")
     question = json.dumps({"question": "How should our payment client retry failed calls?"})
@@ -165,6 +220,17 @@ def test_llm_extra_runs_the_demo(wheel: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     result = json.loads(out.stdout)
     assert result["status"] == "succeeded" and result["state"]["quality"] >= 0.8
+    # the remote CLI (httpx comes with this extra) against this venv's own `stepwise serve`
+    (tmp_path / "api").mkdir()
+    with serving(bin_dir, tmp_path / "api") as (url, key):  # its own home: the demo's run is not on the API
+        env = clean_env(STEPWISE_URL=url, STEPWISE_API_KEY=key)
+        graph = str(ROOT / "statemachines" / "examples" / "human_approval.yaml")
+        started = json.loads(run(bin_dir, "stepwise", "run", graph, "--input", '{"amount": 40}', cwd=tmp_path, env=env).stdout)
+        assert started["status"] == "waiting" and started["waiting"]["node"] == "approve", started
+        resumed = run(bin_dir, "stepwise", "resume", started["run_id"], "--input", '{"decision": "yes"}', cwd=tmp_path, env=env)
+        assert json.loads(resumed.stdout)["status"] == "succeeded"
+        listed = json.loads(run(bin_dir, "stepwise", "runs", "--limit", "5", cwd=tmp_path, env=env).stdout)
+        assert [r["run_id"] for r in listed["runs"]] == [started["run_id"]]
 
 
 def test_memory_extra_opens_the_memory_store(wheel: Path, tmp_path: Path) -> None:

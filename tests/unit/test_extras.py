@@ -154,6 +154,18 @@ def test_the_memory_worker_names_the_memory_extra_before_serving(tmp_path: Path)
     )
 
 
+def test_serve_with_a_jwt_issuer_names_the_extra_pyjwt_comes_with(tmp_path: Path) -> None:
+    code = (
+        "import os\nos.environ.update(STEPWISE_JWT_ISSUER='https://issuer.example', STEPWISE_JWT_AUDIENCE='app')\n"
+        f"from stepwise.cli import main\nsys.argv = ['stepwise', 'serve', '--port', '9', '--home', {str(tmp_path / 'home')!r}]\nmain()\n"
+    )
+    proc = run_blocked(code, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: JWT sign-in (STEPWISE_JWT_ISSUER) need the 'llm' extra (module 'jwt' is not installed): pip install 'stepwise[llm]'"
+    )
+
+
 def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path) -> None:
     graph = tmp_path / "g.yaml"
     graph.write_text(

@@ -109,7 +109,10 @@ class JwtAuthenticator:
     """``Authorization: Bearer <JWT>`` → ``Principal(tenant, subject, method="jwt", roles, claims)``."""
 
     def __init__(self, settings: JwtSettings, keys: JwksCache | None = None) -> None:
-        import jwt  # noqa: F401 - fail at start-up, naming the extra, rather than on the first request
+        from stepwise.extras import needs
+
+        with needs("llm", "JWT sign-in (STEPWISE_JWT_ISSUER)"):
+            import jwt  # noqa: F401 - fail at start-up, naming the extra, rather than on the first request
 
         self.settings = settings
         self.keys = keys or JwksCache(settings)
