@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from stepwise.client import Stepwise, ThreadBusyError
+from stepwise.errors import StateConflictError
 from stepwise.graph.loader import load_file, parse_dict
 from stepwise.runtime.step import reducers_of, reducers_of_canonical
 from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_STARTED, Event
 from stepwise.state.memory import MemoryEventStore
-from stepwise.state.ports import RunRecord, RunTransitionError
+from stepwise.state.ports import DuplicateKeyError, RunRecord, RunTransitionError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,3 +138,21 @@ def test_a_fresh_reader_gets_the_state_and_a_clear_error_for_an_unknown_thread(t
     assert reader.services.registry.spec(writer.runs()[0].graph_ref) == parse_dict(THREE).canonical()
     with pytest.raises(Exception, match="no thread 'nope'"):
         reader.state("nope")
+
+
+def test_batches_beyond_one_statement_keep_the_append_contract(tmp_path: Path) -> None:
+    _, events, _ = _stores(tmp_path)
+
+    def batch(n: int, key: str | None = None) -> list[Event]:
+        return [Event(type=NODE_UPDATE, key=f"{key}{i}" if key else None, data={"update": {"i": i}}) for i in range(n)]
+
+    events.append("t", 0, batch(5))
+    written = events.append("t", 5, batch(1500))  # over the one-statement size: a transaction instead
+    assert (written[0].seq, written[-1].seq, events.head("t")) == (6, 1505, 1505)
+    with pytest.raises(StateConflictError):
+        events.append("t", 5, batch(1500))
+    at_head = events.append_at_head("t", batch(1200, "k"))
+    assert (at_head[0].seq, at_head[-1].seq) == (1506, 2705)
+    with pytest.raises(DuplicateKeyError):
+        events.append_at_head("t", batch(1200, "k"))
+    assert events.head("t") == 2705 and [e.data["update"]["i"] for e in events.read("t", after=1504, upto=1507)] == [1499, 0, 1]

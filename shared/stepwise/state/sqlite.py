@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 _COLUMNS = "seq, type, run_id, node, scope, key, ts, data, thread_id"
 _ROW = "(?,?,?,?,?,?,?,?,?)"
 _HEAD = "(SELECT coalesce(max(seq), 0) FROM events WHERE thread_id = ?)"
+_ONE_STATEMENT_ROWS = 1000  # 9 parameters a row: larger batches take a transaction (SQLite caps a statement's parameters)
 
 
 def _json(value: Any) -> str:
@@ -172,6 +173,9 @@ class SqliteEventStore(EventStore):
     def _insert(self, thread_id: str, expected_seq: int, rows: list[Row]) -> None:
         """One conditional INSERT, its own (implicit) transaction: the rows go in only if the head is still
         ``expected_seq``, and the primary key (thread_id, seq) refuses a seq another writer took meanwhile."""
+        if len(rows) > _ONE_STATEMENT_ROWS:
+            self._write_many(thread_id, expected_seq, rows)
+            return
         values = ",".join([_ROW] * len(rows))
         args = [a for row in rows for a in (*row, thread_id)]
         sql = f"INSERT INTO events ({_COLUMNS}) SELECT * FROM (VALUES {values}) WHERE {_HEAD} = ?"
@@ -181,6 +185,11 @@ class SqliteEventStore(EventStore):
     def append_at_head(self, thread_id: str, events: Sequence[Event], attempts: int = 50) -> list[Event]:
         """One INSERT … SELECT that numbers the rows after the head it reads (atomic: one statement)."""
         rows = self._numbered(events, 0)  # seqs 1..n: offsets from the head
+        if len(rows) > _ONE_STATEMENT_ROWS:
+            head = self._write_many(thread_id, None, rows)
+            for event in events:
+                event.seq += head
+            return list(events)
         values = ",".join([_ROW] * len(rows))
         args = [a for row in rows for a in (*row, thread_id)]
         cols = ", ".join(f"column{i}" for i in range(2, 10))
@@ -192,6 +201,30 @@ class SqliteEventStore(EventStore):
         for event in events:
             event.seq += head
         return list(events)
+
+    def _write_many(self, thread_id: str, expected_seq: int | None, rows: list[Row]) -> int:
+        """A batch too large for one statement's parameters: read the head and insert in one IMMEDIATE
+        transaction (rows numbered after the head when ``expected_seq`` is None). Returns the head it read."""
+        with self.db.write_lock:
+            conn = self.db.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                head = int(conn.execute(f"SELECT {_HEAD}", (thread_id,)).fetchone()[0])
+                if expected_seq is not None and head != expected_seq:
+                    raise StateConflictError(thread_id, expected_seq)
+                offset = 0 if expected_seq is not None else head
+                conn.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES {_ROW}", [(row[0] + offset, *row[1:], thread_id) for row in rows])
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                if "events.thread_id, events.key" in str(exc):
+                    raise DuplicateKeyError(str(exc)) from None
+                raise StateConflictError(thread_id, -1) from None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self.db.wrote()
+            return head
 
     def _run(self, thread_id: str, sql: str, args: Sequence[Any], *, returning: bool = False) -> int:
         """Execute one write statement under the in-process lock (this process's writers queue on a mutex
