@@ -24,11 +24,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import UnknownServiceError
-from botocore.loaders import Loader, create_loader
+from stepwise.extras import needs
+
+with needs("aws", "the AWS backend (STEPWISE_BACKEND=aws)"):  # the base install: one line naming the extra
+    import boto3
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import UnknownServiceError
+    from botocore.loaders import Loader, create_loader
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 _loader: Loader | None = None

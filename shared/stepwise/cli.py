@@ -17,7 +17,7 @@ from stepwise._console import Console, Table, _Console, escape
 from stepwise.cli_remote import Target, with_remote
 from stepwise.client import RunResult, Stepwise, default_home
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
-from stepwise.extras import check_graph
+from stepwise.extras import MissingExtra, check_graph
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_file
@@ -494,6 +494,11 @@ def main() -> None:
         DEBUG["on"] = True
     try:
         app(args=args, prog_name="stepwise")
+    except MissingExtra as exc:  # raised outside a command's own error handling: the same one line, exit 2
+        if DEBUG["on"]:
+            raise
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
     except Exception as exc:  # a bug or an environment problem: one line, the traceback only with --debug
         if DEBUG["on"]:
             raise

@@ -166,6 +166,18 @@ def test_serve_with_a_jwt_issuer_names_the_extra_pyjwt_comes_with(tmp_path: Path
     )
 
 
+def test_the_aws_backend_names_its_extra(tmp_path: Path) -> None:
+    code = (
+        "import os\nos.environ.update(STEPWISE_BACKEND='aws', STEPWISE_API_TABLE='t')\n"
+        "from stepwise.cli import main\nsys.argv = ['stepwise', 'keys', 'create', '--tenant', 'dev']\nmain()\n"
+    )
+    proc = run_blocked(code, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: the AWS backend (STEPWISE_BACKEND=aws) need the 'aws' extra (module 'boto3' is not installed): pip install 'stepwise[aws]'"
+    )
+
+
 def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path) -> None:
     graph = tmp_path / "g.yaml"
     graph.write_text(
