@@ -178,6 +178,18 @@ def test_the_aws_backend_names_its_extra(tmp_path: Path) -> None:
     )
 
 
+def test_serve_with_rate_limits_names_the_extra_instead_of_failing_open(tmp_path: Path) -> None:
+    code = (
+        "import os\nos.environ['STEPWISE_RATE_LIMITS'] = '{\"*\": {\"read\": [1, 2]}}'\n"
+        f"from stepwise.cli import main\nsys.argv = ['stepwise', 'serve', '--port', '9', '--home', {str(tmp_path / 'home')!r}]\nmain()\n"
+    )
+    proc = run_blocked(code, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: rate limits (STEPWISE_RATE_LIMITS) need the 'llm' extra (module 'redis' is not installed): pip install 'stepwise[llm]'"
+    )
+
+
 def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path) -> None:
     graph = tmp_path / "g.yaml"
     graph.write_text(

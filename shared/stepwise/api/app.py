@@ -471,7 +471,10 @@ def default_rate_limiter(settings: ApiSettings) -> RateLimiter:
     if not settings.rate_limits:
         return NoLimit()
     from stepwise.api.ratelimit import ValkeyRateLimiter, parse_limits
+    from stepwise.extras import require
 
+    # fail at start-up, naming the extra: at request time a missing client would be a silent fail-open
+    require("redis", "rate limits (STEPWISE_RATE_LIMITS)")
     return ValkeyRateLimiter(parse_limits(settings.rate_limits))
 
 
