@@ -225,12 +225,18 @@ def run(
     thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
     output: OutputOpt = "text",
     home: HomeOpt = None,
+    multitask: Annotated[
+        str | None,
+        typer.Option(help="With --url: double texting when the thread has a run in flight (reject, enqueue, interrupt, rollback)"),
+    ] = None,
     remote: Target | None = None,
 ) -> None:
     """Run a graph locally, showing progress per node, then the final state (with --url: on that API)."""
     if remote is not None:
-        cli_remote.run(remote, file, input, thread)
+        cli_remote.run(remote, file, input, thread, multitask)
         return
+    if multitask is not None:
+        _fail("--multitask applies to runs on an API (give --url); locally a busy thread is refused")
     spec = _load(file)
     state = _parse_input(input)
     with _user_errors():

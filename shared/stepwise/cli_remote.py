@@ -176,12 +176,16 @@ def _call(target: Target, action: Callable[[Client], None]) -> None:
 
 
 # -- what each command does against an API (the local commands in cli.py delegate here) ------------
-def run(target: Target, file: Path, input: str | None, thread: str | None) -> None:
+def run(target: Target, file: Path, input: str | None, thread: str | None, multitask: str | None = None) -> None:
     def act(sw: Client) -> None:
         version = sw.register(yaml=file.read_text(encoding="utf-8"))
         err.print(f"[bold]agent[/bold] {version.agent} v{version.version} ({version.ref})", highlight=False)
-        started = sw.execute(version.agent, json_arg(input), thread_id=thread, background=True)
+        started = sw.execute(version.agent, json_arg(input), thread_id=thread, background=True, multitask=multitask)
         err.print(f"[bold]run[/bold] {started.run_id} on {started.thread_id}", highlight=False)
+        if started.status == "queued":  # it starts when the runs before it on the thread end
+            err.print(f"  [yellow]queued[/yellow] behind the run in flight on {started.thread_id}", highlight=False)
+            _print(started)
+            return
         _follow(sw, started.run_id)
         _print(sw.run(started.run_id))
 

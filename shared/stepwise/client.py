@@ -202,6 +202,62 @@ class Stepwise:
         self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         return run
 
+    def enqueue(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str, tenant: str = "default") -> RunRecord:
+        """Double texting ``enqueue``: record a run as ``queued`` on a thread that has a run in flight. The run
+        record is the queue (durable in the run store, tenant-scoped); ``drain_queue`` starts it later."""
+        if input is not None and not isinstance(input, dict):
+            raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+        _admit(input, "the input")
+        ref = self.register(spec)
+        record = RunRecord(
+            run_id=f"run-{uuid.uuid4().hex[:12]}",
+            thread_id=thread_id,
+            graph_ref=ref,
+            input=dict(input or {}),
+            tenant=tenant,
+            status="queued",
+        )
+        self.services.runs.put(record)
+        return record
+
+    def next_queued(self, thread_id: str) -> RunRecord | None:
+        """The thread's oldest queued run if nothing is in flight on it (running or waiting), else None."""
+        runs = self.services.runs.list(thread_id=thread_id, limit=1000)
+        if any(r.status in ACTIVE for r in runs):
+            return None
+        queued = sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created_at, r.run_id))
+        return queued[0] if queued else None
+
+    def start_queued(self, run_id: str) -> RunRecord:
+        """Start a queued run: compare-and-set ``queued`` → ``running`` (of two drainers exactly one wins; the
+        other gets RunTransitionError), then its ``run_started`` event at the thread's head, as ``start`` does."""
+        run = self.services.runs.update(run_id, expect=("queued",), status="running", **self._lease())
+        started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
+        self.services.events.append_at_head(run.thread_id, [started])
+        cursor = Cursor(thread_id=run.thread_id, run_id=run_id, graph=run.graph_ref, seq=started.seq).model_dump(exclude_none=True)
+        cursor["base"] = started.seq
+        run = self.services.runs.update(run_id, start_cursor=cursor)
+        self.services.notify(kind="run_started", run_id=run_id, thread_id=run.thread_id, graph=run.graph_ref)
+        return run
+
+    def drain_queue(self, thread_id: str) -> list[str]:
+        """Run the thread's queued runs one at a time, oldest first, while nothing else is in flight on it:
+        each executes (locally until it ends or waits; on AWS its execution starts) before the next is taken.
+        Returns the run ids started. Called when a run ends (the API's run-end path and serve's scheduler)."""
+        started: list[str] = []
+        while (nxt := self.next_queued(thread_id)) is not None:
+            try:
+                run = self.start_queued(nxt.run_id)
+            except RunTransitionError:  # another drainer took it: it is that one's to run
+                return started
+            started.append(run.run_id)
+            self.executor.start(run, self._asl(run.graph_ref))
+        return started
+
+    def queued_threads(self, limit: int = 1000) -> list[str]:
+        """Threads with a queued run (for a drainer that sweeps, e.g. serve's scheduler after a restart)."""
+        return sorted({r.thread_id for r in self.services.runs.list(limit=limit) if r.status == "queued"})
+
     def execute(self, run_id: str) -> RunResult:
         """Execute a run recorded by ``start`` (locally: until it ends or waits; on AWS: start the execution)."""
         run = self.services.runs.get(run_id)
@@ -562,9 +618,16 @@ class Stepwise:
         run = self.get_run(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
-        self.executor.stop(run, cause=cause)
+        if run.status != "queued":  # a queued run has no execution yet
+            self.executor.stop(run, cause=cause)
         return self.services.runs.update(
-            run_id, expect=ACTIVE, status="cancelled", waiting=None, interrupt_id=None, finished_at=time.time(), lease_until=None
+            run_id,
+            expect=(*ACTIVE, "queued"),
+            status="cancelled",
+            waiting=None,
+            interrupt_id=None,
+            finished_at=time.time(),
+            lease_until=None,
         )
 
     def rollback(self, run_id: str, *, cause: str = "rolled back") -> RunRecord:

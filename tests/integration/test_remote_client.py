@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,39 @@ def test_the_main_cli_commands_take_url_and_api_key(served: tuple[LocalServer, s
         cwd=workdir,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["runs"][0]["run_id"] == run["run_id"]
+
+
+def test_enqueue_through_the_client_and_the_cli_shows_queued(served: tuple[LocalServer, str], tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    srv, key = served
+    graph = tmp_path / "g.yaml"
+    graph.write_text(GRAPH)
+    with Client(srv.url, api_key=key) as sw:
+        sw.register(yaml=GRAPH)
+        first = sw.execute("remote-demo", {"n": 1}, thread_id="q1")
+        assert first.status == "waiting"
+        queued = sw.execute("remote-demo", {"n": 2}, thread_id="q1", multitask="enqueue")
+        assert isinstance(queued, m.Run) and queued.status == "queued"
+        root = Path(__file__).resolve().parents[2]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STEPWISE_")}
+        env["PYTHONPATH"] = os.pathsep.join([str(root / "shared"), str(root)])
+        argv = [sys.executable, "-m", "stepwise.cli", "run", str(graph), "--input", '{"n": 3}', "--thread", "q1"]
+        out = subprocess.run(
+            [*argv, "--multitask", "enqueue", "--url", srv.url, "--api-key", key], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        third = json.loads(out.stdout)
+        assert third["status"] == "queued" and "queued" in out.stderr
+        assert {r.run_id for r in sw.runs(status="queued").runs} == {queued.run_id, third["run_id"]}
+        sw.resume(first.run_id, {"ok": True})
+        second = sw.run(queued.run_id)
+        for _ in range(400):  # the first run's end starts the queued one, which then waits at `approve`
+            second = sw.run(queued.run_id)
+            if second.status != "queued" and second.status != "running":
+                break
+            time.sleep(0.05)
+        assert second.status == "waiting" and sw.run(third["run_id"]).status == "queued"  # one at a time

@@ -95,13 +95,19 @@ def test_interrupt_cancels_the_run_in_flight_and_runs_from_the_state_it_reached(
     assert not any(e["node"] == "after" for e in events)  # it stopped before its next node
 
 
-def test_enqueue_waits_for_the_run_in_flight_then_runs(api: Any) -> None:
+def test_enqueue_answers_queued_at_once_and_runs_after_the_run_in_flight(api: Any) -> None:
     first = in_flight(api)
-    threading.Timer(0.3, GATE.set).start()
     status, second = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "enqueue", "wait_seconds": 10})
-    assert status == 200 and second["status"] == "succeeded"
+    assert status == 202 and second["status"] == "queued"  # recorded, not waited for: the first run is still blocked
+    assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "running"
+    GATE.set()  # the first run ends; its run-end path starts the queued one
+    for _ in range(400):
+        if api("GET", f"/runs/{second['run_id']}")[1]["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.05)
     assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "succeeded"
-    assert second["state"]["log"] == ["slow", "after", "slow", "after"]  # one after the other, on one thread
+    done = api("GET", f"/runs/{second['run_id']}")[1]
+    assert done["status"] == "succeeded" and done["state"]["log"] == ["slow", "after", "slow", "after"]  # one after the other
 
 
 def test_rollback_cancels_the_run_in_flight_and_discards_its_writes(api: Any) -> None:

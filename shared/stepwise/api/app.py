@@ -299,7 +299,14 @@ class StepwiseApi:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._background = ThreadPoolExecutor(max_workers=self.settings.api_background_runs, thread_name_prefix="stepwise-run")
-        future = self._background.submit(fn, run_id)
+
+        def execute_then_drain(key: str) -> Any:
+            try:
+                return fn(key)
+            finally:
+                self._drain_after(key)
+
+        future = self._background.submit(execute_then_drain, run_id)
         self._executions[run_id] = future
         future.add_done_callback(_log_failure)
         future.add_done_callback(lambda _: self._executions.pop(run_id, None))
@@ -386,8 +393,8 @@ class StepwiseApi:
         ``reject`` leaves them (the engine refuses a busy thread with 409 thread_busy); ``interrupt`` cancels
         them (compare-and-set; a Step Functions execution is stopped) so each stops before its next node and
         the new run starts from the state they reached; ``rollback`` cancels them and discards their writes
-        (the new run starts from the state before them); ``enqueue`` waits for them to leave ``running``,
-        up to the server's wait cap. All of it through the engine client's methods."""
+        (the new run starts from the state before them); ``enqueue`` is ``enqueue_behind`` (the run is recorded
+        as queued instead). All of it through the engine client's methods."""
         if policy in ("interrupt", "rollback"):
             for other in self.client.runs(thread_id=thread_id, limit=100):
                 if other.status not in ("running", "waiting"):
@@ -399,16 +406,31 @@ class StepwiseApi:
                 if policy == "rollback":
                     self.client.rollback(other.run_id, cause=f"rolled back by a new {cause}")
                     self.events.publish("run.rolled_back", other.tenant, {"run_id": other.run_id, "thread_id": thread_id})
-        elif policy == "enqueue":
-            deadline = self.clock() + self.settings.api_max_wait_seconds
-            while any(r.status == "running" for r in self.client.runs(thread_id=thread_id, limit=100)):
-                if self.clock() >= deadline:
-                    raise ApiError(
-                        409,
-                        "thread_busy",
-                        f"thread {thread_id!r} still has a run in flight after {self.settings.api_max_wait_seconds:g} s; retry",
-                    )
-                self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
+
+    def enqueue_behind(self, spec: Any, input: dict[str, Any], thread_id: str, tenant: str) -> RunRecord | None:
+        """Double texting ``enqueue``: if the thread has a run in flight (running or waiting) or queued, record
+        this one as ``queued`` in the run store (durable, tenant-scoped) and return it; None: the thread is
+        free, start the run now. A drain right after covers a run that ended between the check and the put."""
+        if not any(r.status in ("queued", "running", "waiting") for r in self.client.runs(thread_id=thread_id, limit=1000)):
+            return None
+        record = self.client.enqueue(spec, input, thread_id=thread_id, tenant=tenant)
+        self.drain(thread_id)
+        return record
+
+    def drain(self, thread_id: str) -> None:
+        """Start the thread's queued runs (one at a time, in order) on a background thread, if it is idle."""
+        if self.client.next_queued(thread_id) is None:
+            return
+        if not self.client.executor.synchronous:  # Step Functions: starting an execution returns at once
+            self.client.drain_queue(thread_id)
+        else:
+            self.run_in_background(lambda _: self.client.drain_queue(thread_id), f"drain:{thread_id}")
+
+    def _drain_after(self, run_id: str) -> None:
+        """The run-end path of this process's executions: a run that ended lets its thread's queue go on."""
+        run = self.client.get_run(run_id)
+        if run is not None and run.status in ("succeeded", "failed", "cancelled"):
+            self.client.drain_queue(run.thread_id)
 
     def settle(self, run_id: str) -> None:
         """Wait (up to the server's wait cap) for this process's execution of a cancelled run to return, so

@@ -77,7 +77,8 @@ class ExecuteAgent(_Body):
     multitask: Literal["reject", "enqueue", "interrupt", "rollback"] = Field(
         "reject",
         description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy), "
-        "`enqueue` (wait for it, within the server's wait cap, then run), `interrupt` (cancel it — it stops before its "
+        "`enqueue` (record the run as `queued` and answer 202 at once; it starts when the runs before it end, in order), "
+        "`interrupt` (cancel it — it stops before its "
         "next node — and run from the state it reached; a waiting run is cancelled too), `rollback` (cancel it and "
         "discard its writes: the new run starts from the state before it)",
     )
@@ -210,7 +211,7 @@ class Run(BaseModel):
     agent: str
     version: int | None
     graph_ref: str
-    status: Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+    status: Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
     created_at: float
     updated_at: float
     finished_at: float | None = None
@@ -344,7 +345,7 @@ class PutEventsResult(BaseModel):
 
 
 # -- the runs list, a thread's timeline, graphs and stats (the console and `stepwise runs --url`) --------
-RunStatusName = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+RunStatusName = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 
 
 class RunSummary(BaseModel):

@@ -201,6 +201,8 @@ class TriggerScheduler:
                 log.exception("schedule trigger %s of %s/%s failed", target.trigger, target.tenant, target.agent)
         self._last = until
         self.continue_parked()
+        for thread_id in self.api.client.queued_threads():  # queues left by a restart (or a missed run end)
+            self.api.drain(thread_id)
         return fired
 
     def continue_parked(self) -> list[str]:

@@ -126,7 +126,7 @@ class SnapshotStore(ABC):
         return 0
 
 
-RunStatus = Literal["running", "waiting", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
 
 
 class RunRecord(BaseModel):

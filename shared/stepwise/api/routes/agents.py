@@ -132,6 +132,12 @@ def execute_router(api: StepwiseApi) -> Router:
                 api.webhooks.check(body.webhook.url)
             except ValueError as exc:
                 raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.webhook.url", "type": "not_allowed"}]) from None
+        if body.multitask == "enqueue" and (queued := api.enqueue_behind(spec, body.input, thread_id, who)) is not None:
+            api.events.publish("run.queued", who, {"run_id": queued.run_id, "thread_id": thread_id, "agent": agent_id})
+            hook = body.webhook or api.agent_webhook(who, agent_id)
+            if hook is not None:
+                api.watch(queued.run_id, hook)
+            return Response(status_code=202, content_type="application/json", body=api.run_view(queued))
         api.make_room(thread_id, body.multitask, f"run on the thread by {router.context['principal'].subject}")
         if body.background:
             run_id = api.start_background(spec, body.input, thread_id, who)
@@ -142,6 +148,7 @@ def execute_router(api: StepwiseApi) -> Router:
         if hook is not None:
             api.watch(run_id, hook)
         run = api.wait(run_id, body.wait_seconds)
+        api.drain(thread_id)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
         view = api.run_view(run)

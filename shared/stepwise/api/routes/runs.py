@@ -141,6 +141,7 @@ def router(api: StepwiseApi) -> Router:
             raise ApiError(409, "conflict", str(exc)) from None
         api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
         run = api.wait(run_id, body.wait_seconds)
+        api.drain(run.thread_id)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
         return api.run_view(run)
@@ -155,6 +156,7 @@ def router(api: StepwiseApi) -> Router:
         except RunTransitionError as exc:
             raise ApiError(409, "run_finished", str(exc)) from None
         api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        api.drain(run.thread_id)
         return api.run_view(run)
 
     return router
