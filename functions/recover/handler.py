@@ -1,0 +1,63 @@
+"""The ``recover`` Lambda: recovery of stale Step Functions runs, invoked by an EventBridge schedule. Thin on purpose.
+
+A run whose execution ended (failed while recording its failure, timed out, stopped by hand) while its record
+still says running or waiting is stuck: nothing else will ever end it. Each invocation lists such runs
+(``Stepwise.stale_runs``) and recovers each (``Stepwise.recover``: a compare-and-set to failed naming the
+execution, then a redrive from its start or its failed node). The compare-and-set makes overlapping
+invocations safe: a run another recoverer took meanwhile is counted as ``skipped``. One run that cannot be
+recovered is logged and counted as ``failed``; the others are still tried.
+
+Metrics (EMF, namespace ``Stepwise``): ``stale_runs``, ``recovered_runs``, ``skipped_runs``, ``failed_recoveries``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from stepwise.client import Stepwise
+from stepwise.config import Settings, build_client
+from stepwise.errors import ConflictingRequestError
+
+logger = Logger(service="stepwise-recover")
+metrics = Metrics(namespace="Stepwise", service="stepwise-recover")
+_client: Stepwise | None = None
+
+
+def client() -> Stepwise:
+    """The AWS-backed client, built once per container from the ``STEPWISE_*`` environment."""
+    global _client
+    if _client is None:
+        _client = build_client(Settings.from_env())
+    return _client
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    stepwise = client()
+    stale = stepwise.stale_runs(limit=int((event or {}).get("limit", 1000)))
+    counts = {"stale": len(stale), "recovered": 0, "skipped": 0, "failed": 0}
+    for run in stale:
+        try:
+            result = stepwise.recover(run.run_id)
+        except ConflictingRequestError as exc:  # another recoverer won the compare-and-set, or it is executing again
+            counts["skipped"] += 1
+            logger.info("stale run skipped", extra={"run_id": run.run_id, "reason": str(exc)})
+        except Exception:
+            counts["failed"] += 1
+            logger.exception("stale run not recovered", extra={"run_id": run.run_id, "thread_id": run.thread_id})
+        else:
+            counts["recovered"] += 1
+            logger.info("stale run recovered", extra={"run_id": run.run_id, "thread_id": run.thread_id, "status": result.status})
+    for name, value in (
+        ("stale_runs", counts["stale"]),
+        ("recovered_runs", counts["recovered"]),
+        ("skipped_runs", counts["skipped"]),
+        ("failed_recoveries", counts["failed"]),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    logger.info("recovery pass", extra=counts)
+    return counts

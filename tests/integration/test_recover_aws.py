@@ -1,0 +1,88 @@
+"""The scheduled ``recover`` Lambda on the AWS path, on moto: a Step Functions run whose execution FAILED while its
+record still says running is found by ``functions/recover/handler.py`` and recovered (settled, then redriven).
+
+The whole cloud is the one of test_cloud_in_a_box: DynamoDB tables, moto's Step Functions executing the compiled
+ASL, the real ``step`` handler behind every Task. The only stand-in is the fault: while ``broken`` the step route
+refuses ``__end__`` and ``__failed__`` (the step Lambda unreachable exactly when the run should record its end),
+so the execution fails without the run's end. EventBridge cannot deliver to a Lambda on moto, so the test calls
+the handler as the schedule would (the rule itself is asserted in tests/infra/test_recover_stack.py).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.integration.test_cloud_in_a_box import ROOT, Cloud, load_module
+from tests.integration.test_cloud_in_a_box import cloud as cloud
+from tests.support import counted
+from tests.support.moto_sfn import LambdaContext, wait_for
+from tests.unit.test_hardening_continuation import CHAIN
+
+from stepwise.graph.loader import load_text
+from stepwise.state.events import NODE_UPDATE
+
+CONTEXT = LambdaContext(function_name="test-recover", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test-recover")
+
+
+def emf_metrics(output: str) -> dict[str, float]:
+    """The metric values of the EMF lines Powertools printed."""
+    values: dict[str, float] = {}
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            blob = json.loads(line)
+            for directive in blob["_aws"]["CloudWatchMetrics"]:
+                for metric in directive["Metrics"]:
+                    value = blob[metric["Name"]]
+                    values[metric["Name"]] = sum(value) if isinstance(value, list) else value
+    return values
+
+
+def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_running_record(
+    cloud: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    counted.CALLS.clear()
+    step_name = cloud.settings.step_function_arn.rsplit(":", 1)[1]
+    step_lambda = cloud.router.handlers[step_name]
+    broken = {"on": True}
+
+    def flaky_step(event: dict[str, Any], context: Any) -> Any:
+        if broken["on"] and event.get("node") in ("__end__", "__failed__"):
+            raise ConnectionError("the step Lambda is unreachable")
+        return step_lambda(event, context)
+
+    cloud.router.route(step_name, flaky_step)
+    client = cloud.client
+    spec = load_text(CHAIN)
+    client.register(spec)
+    run = client.start(spec, {})
+    client.execute(run.run_id)
+    arn = client.get_run(run.run_id).execution_arn  # type: ignore[union-attr]
+    wait_for(lambda: cloud.sfn.describe_execution(executionArn=arn)["status"] == "FAILED", "the execution to fail")
+    assert client.get_run(run.run_id).status == "running"  # type: ignore[union-attr]  # stuck: nothing will end it
+
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    broken["on"] = False
+    capsys.readouterr()
+    answer = recover.handler({}, CONTEXT)
+    assert answer == {"stale": 1, "recovered": 1, "skipped": 0, "failed": 0}
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics == {"stale_runs": 1, "recovered_runs": 1, "skipped_runs": 0, "failed_recoveries": 0}
+
+    done = cloud.wait_run(run.run_id, "succeeded", "failed")
+    assert done.status == "succeeded", done.error
+    assert counted_nodes(cloud, run.thread_id) == {"a": 1, "b": 1, "c": 1}  # the redrive ran no node twice
+    failed = [e for e in client.run_events(run.run_id) if e.type == "run_failed"]
+    assert failed[-1].data["error"] == "Stepwise.ExecutionFailed" and arn in failed[-1].data["cause"]
+
+    # the next scheduled pass finds nothing to do
+    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0}
+
+
+def counted_nodes(cloud: Cloud, thread_id: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in cloud.client.history(thread_id):
+        if event.type == NODE_UPDATE and event.node:
+            counts[event.node] = counts.get(event.node, 0) + 1
+    return counts
