@@ -190,38 +190,7 @@ class Compute(Construct):
     def _grant_state(self, storage: StateStorage) -> None:
         """Exactly the DynamoDB/S3 actions the adapters use, on exactly these tables, index and key prefixes."""
         for fn in (self.api, self.step, self.trigger):
-            fn.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:Scan"],
-                    resources=[storage.events.table_arn],
-                )
-            )
-            fn.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"],
-                    resources=[
-                        storage.runs.table_arn,
-                        f"{storage.runs.table_arn}/index/thread_id-created_at",
-                        f"{storage.runs.table_arn}/index/tenant-created_at",
-                    ],
-                )
-            )
-            fn.add_to_role_policy(
-                iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem"], resources=[storage.registry.table_arn])
-            )
-            fn.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject", "s3:PutObject"],
-                    resources=[storage.bucket.arn_for_objects("snapshots/*"), storage.bucket.arn_for_objects("blobs/*")],
-                )
-            )
-            bucket_id = Stack.of(self).get_logical_id(storage.bucket.node.default_child)  # type: ignore[arg-type]
-            for prefix in ("snapshots", "blobs"):
-                acknowledge(
-                    fn,
-                    f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}/*]",
-                    "objects are keyed by hashed thread id under this prefix (stepwise.state.s3)",
-                )
+            self.grant_state(fn, storage)
         self.api.add_to_role_policy(
             # Update/Delete: WebSocket subscriptions and disconnects (stepwise.api.websocket) live in this table too
             iam.PolicyStatement(
@@ -232,6 +201,39 @@ class Compute(Construct):
         self.trigger.add_to_role_policy(  # the agent and its aliases, the event-id claim (conditional put), thread owners
             iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"], resources=[storage.api.table_arn])
         )
+
+    def grant_state(self, fn: lambda_.Function, storage: StateStorage) -> None:
+        """The run/event/registry tables and state objects, as the step uses them (also the recover function)."""
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:Scan"],
+                resources=[storage.events.table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"],
+                resources=[
+                    storage.runs.table_arn,
+                    f"{storage.runs.table_arn}/index/thread_id-created_at",
+                    f"{storage.runs.table_arn}/index/tenant-created_at",
+                ],
+            )
+        )
+        fn.add_to_role_policy(iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem"], resources=[storage.registry.table_arn]))
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[storage.bucket.arn_for_objects("snapshots/*"), storage.bucket.arn_for_objects("blobs/*")],
+            )
+        )
+        bucket_id = Stack.of(self).get_logical_id(storage.bucket.node.default_child)  # type: ignore[arg-type]
+        for prefix in ("snapshots", "blobs"):
+            acknowledge(
+                fn,
+                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{prefix}/*]",
+                "objects are keyed by hashed thread id under this prefix (stepwise.state.s3)",
+            )
 
     def _grant_state_machines(self, config: StackConfig) -> None:
         """The api function deploys agent state machines (one per graph name, prefixed) and drives their executions;

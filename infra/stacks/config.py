@@ -23,6 +23,8 @@ stepwise:code         your agents' code, deployed without editing this repositor
 stepwise:triggers     graphs whose ``triggers:`` the stack turns into EventBridge rules and Scheduler schedules,
                       as ``tenant=path.yaml`` pairs (comma-separated string, or a JSON list of
                       ``{"tenant": ..., "graph": ...}``); paths relative to the repository root
+stepwise:recoverEvery minutes between passes of the scheduled recovery of stale Step Functions runs (the
+                      ``recover`` Lambda, infra/stacks/recovery.py), 1-1440, default 5; ``false`` (or 0) deploys none
 """
 
 from __future__ import annotations
@@ -63,8 +65,14 @@ class StackConfig:
     jwt_tenant_claim: str = "tenant"
     jwt_roles_claim: str = "roles"
     usage_plans: tuple[UsagePlan, ...] = ()
+    recover_minutes: int | None = 5
 
     def __post_init__(self) -> None:
+        if self.recover_minutes is not None and not 1 <= self.recover_minutes <= 1440:
+            raise ValueError(
+                f"stepwise:recoverEvery={self.recover_minutes!r}: minutes between recovery passes, 1-1440"
+                " (or false for no scheduled recovery)"
+            )
         for what, value in (("stepwise:prefix", self.prefix), ("stepwise:stage", self.stage)):
             if not _NAME.match(value):
                 raise ValueError(f"{what}={value!r}: use 1-20 lowercase letters, digits or '-', starting with a letter")
@@ -108,7 +116,23 @@ class StackConfig:
             jwt_tenant_claim=str(get("jwtTenantClaim") or "tenant"),
             jwt_roles_claim=str(get("jwtRolesClaim") or "roles"),
             usage_plans=_usage_plans(get("usagePlans")),
+            recover_minutes=_recover_minutes(get("recoverEvery")),
         )
+
+
+def _recover_minutes(value: Any) -> int | None:
+    """``stepwise:recoverEvery``: minutes (default 5); ``false``/``0``/``off`` for no scheduled recovery."""
+    if value is None:
+        return 5
+    if value is False or not _flag(value, True):
+        return None
+    try:
+        minutes = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"stepwise:recoverEvery={value!r}: a whole number of minutes (1-1440), or false for no scheduled recovery"
+        ) from None
+    return minutes or None
 
 
 def _code_dirs(value: Any) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from infra.stacks.data_services import MEMORY_EMBEDDING_MODEL, MEMORY_INDEX, Val
 from infra.stacks.integration import Integration
 from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
+from infra.stacks.recovery import ScheduledRecovery
 from infra.stacks.sandbox import ToolSandbox
 from infra.stacks.storage import LogBucket, StateStorage
 from infra.stacks.triggers import Triggers
@@ -82,6 +83,12 @@ class StepwiseStack(Stack):
                 vectors=self.vectors, environment=environment,
             )  # fmt: skip
             self.valkey.secret.grant_read(self.memory.function)
+        self.recovery: ScheduledRecovery | None = None
+        if config.recover_minutes is not None:  # stale Step Functions runs (execution ended, record still active)
+            self.recovery = ScheduledRecovery(
+                self, "Recovery", config=config, network=self.network, storage=self.storage, compute=self.compute,
+                environment=environment, minutes=config.recover_minutes,
+            )  # fmt: skip
 
         outputs = {
             "ApiUrl": self.api.url,
@@ -114,6 +121,8 @@ class StepwiseStack(Stack):
             outputs["UserPoolClientId"] = self.auth.client.user_pool_client_id
         if self.auth.jwt_env:
             outputs["JwtIssuer"] = self.auth.jwt_env["STEPWISE_JWT_ISSUER"]
+        if self.recovery is not None:
+            outputs["RecoverFunctionName"] = self.recovery.function.function_name
         if self.vectors is not None:
             outputs["VectorCollectionEndpoint"] = self.vectors.endpoint_url
         for name, value in outputs.items():

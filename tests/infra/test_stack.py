@@ -115,7 +115,7 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
     functions = synth.resources("AWS::Lambda::Function")
     names = {f["Properties"]["FunctionName"] for f in functions.values()}
     assert names == {
-        f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger", "authorizer", "webhooks")
+        f"stepwise-dev-{name}" for name in ("api", "step", "memory", "sandbox", "channels", "trigger", "authorizer", "webhooks", "recover")
     }
     functions = {k: f for k, f in functions.items() if f["Properties"]["FunctionName"] not in OUTSIDE_VPC}
     (layer_id,) = synth.resources("AWS::Lambda::LayerVersion")
@@ -291,7 +291,7 @@ def test_context_sets_prefix_stage_and_production_defaults(tmp_path: Path) -> No
     assert prod.error is None, prod.error  # also nag-clean without a fixed region/account
     assert prod.stack.stack_name == "acme-prod"
     names = {f["Properties"]["FunctionName"] for f in prod.resources("AWS::Lambda::Function").values()}
-    assert names == {f"acme-prod-{n}" for n in ("api", "step", "sandbox", "channels", "trigger", "authorizer", "webhooks")}
+    assert names == {f"acme-prod-{n}" for n in ("api", "step", "sandbox", "channels", "trigger", "authorizer", "webhooks", "recover")}
     assert all(t["Properties"]["DeletionProtectionEnabled"] is True for t in prod.resources("AWS::DynamoDB::Table").values())
     assert all(t["DeletionPolicy"] == "Retain" for t in prod.resources("AWS::DynamoDB::Table").values())
     assert prod.resources("AWS::OpenSearchServerless::Collection") == {}
@@ -324,9 +324,9 @@ def test_memory_uses_the_collection_with_least_privilege_and_consolidates_on_a_s
     invoke = [s for s in memory if "bedrock:InvokeModel" in _actions(s)]
     assert invoke and "foundation-model/amazon.titan-embed-text-v2:0" in json.dumps(invoke[0]["Resource"])
     assert {a for a in actions if a.startswith("dynamodb:")} == {"dynamodb:Query", "dynamodb:GetItem"}
-    (rule,) = [r for r in synth.resources("AWS::Events::Rule").values() if "ScheduleExpression" in r["Properties"]]
-    assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
     memory_fn = ref_of(synth, "AWS::Lambda::Function", "ComputeMemory")
+    (rule,) = [r for r in synth.resources("AWS::Events::Rule").values() if memory_fn in json.dumps(r["Properties"].get("Targets"))]
+    assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
     assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [memory_fn, "Arn"]}
 
 
