@@ -11,6 +11,7 @@ Only the standard library may be imported at module level here.
 import importlib.util
 import json
 import sys
+import time
 import types
 from typing import Any
 
@@ -98,6 +99,10 @@ def scenario_api() -> dict[str, Any]:
     created = call("POST", "/agents", {"yaml": GRAPH}, key)
     started = call("POST", "/agents/layer-check/execute", {"input": {"text": "From The Layer"}, "wait_seconds": 20}, key)
     run = call("GET", f"/runs/{started[1].get('run_id')}", None, key) if started[0] < 300 else started
+    deadline = time.monotonic() + 240  # a loaded machine may outlast the execute's own wait (202): poll, bounded
+    while started[0] == 202 and run[1].get("status") in ("running", "queued") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = call("GET", f"/runs/{started[1].get('run_id')}", None, key)
     return {
         "health": health[0],
         "created": created[0],

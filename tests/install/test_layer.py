@@ -159,7 +159,7 @@ def test_api_and_step_handlers_run_a_graph_on_step_functions_from_the_layer_alon
     result = last_json(proc.stdout)
     assert result["dev_visible"] == [] and result["site_paths"] == []
     assert (result["health"], result["created"], result["anonymous"]) == (200, 201, 401)
-    assert result["started"] == 200 and result["run_status"] == "succeeded", result
+    assert result["started"] in (200, 202) and result["run_status"] == "succeeded", result
     assert result["state"]["log"] == ["fetch", "clean"] and result["state"]["answer"] == "the layer works"
     assert result["state"]["text"] == "from the layer"  # fetch kept the input, clean lower-cased it
     nodes = [event.get("node") for name, event in router.invocations]

@@ -2,7 +2,7 @@
 // Choice states become labelled edges (labels from the graph's conditions), Parallel and Map
 // states open regions whose branches rejoin at the state's Next; human nodes are dashed.
 const NS = "http://www.w3.org/2000/svg";
-const HIDDEN = new Set(["Succeeded", "Failed", "__failed__"]);
+const HIDDEN = new Set(["Succeeded", "Failed", "Continued", "__failed__"]); // Continued: a continuation's handover
 const W = 150, H = 40, GAPX = 30, GAPY = 56;
 
 function nodeName(state) {
@@ -88,7 +88,11 @@ export function flatten(asl, spec) {
   addFrom(asl.States);
   const seen = new Set();
   const unique = edges.filter((e) => nodes.has(e.from) && nodes.has(e.to) && !seen.has(`${e.from}>${e.to}`) && seen.add(`${e.from}>${e.to}`));
-  return { start: asl.StartAt, nodes, edges: unique, regions };
+  // The compiled StartAt is a routing Choice (__start__: continuations, fork and redrive start mid-graph);
+  // a fresh run takes its Default, the graph's entry.
+  let start = asl.StartAt;
+  for (let hops = 0; choices.has(start) && choices.get(start).Default && hops < 8; hops++) start = choices.get(start).Default;
+  return { start, nodes, edges: unique, regions };
 }
 
 /** Layers by longest path from the start over forward edges (back edges found by DFS). */
