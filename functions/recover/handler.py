@@ -16,6 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.client import Stepwise
 from stepwise.config import Settings, build_client
@@ -24,6 +25,13 @@ from stepwise.errors import ConflictingRequestError
 logger = Logger(service="stepwise-recover")
 metrics = Metrics(namespace="Stepwise", service="stepwise-recover")
 _client: Stepwise | None = None
+
+
+class Pass(BaseModel):
+    """The invocation: EventBridge's scheduled event (its fields ignored) or a manual ``{"limit": n}``."""
+
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(1000, ge=1, le=100_000, description="how many of the newest runs to check")
 
 
 def client() -> Stepwise:
@@ -37,8 +45,9 @@ def client() -> Stepwise:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+    request = Pass.model_validate(event or {})
     stepwise = client()
-    stale = stepwise.stale_runs(limit=int((event or {}).get("limit", 1000)))
+    stale = stepwise.stale_runs(limit=request.limit)
     counts = {"stale": len(stale), "recovered": 0, "skipped": 0, "failed": 0}
     for run in stale:
         try:

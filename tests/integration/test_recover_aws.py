@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from tests.integration.test_cloud_in_a_box import ROOT, Cloud, load_module
 from tests.integration.test_cloud_in_a_box import cloud as cloud
 from tests.support import counted
@@ -78,6 +79,14 @@ def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_runni
 
     # the next scheduled pass finds nothing to do
     assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0}
+
+
+def test_the_recover_function_refuses_a_bad_limit_naming_it() -> None:
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    with pytest.raises(ValidationError, match="limit"):
+        recover.handler({"limit": 0}, CONTEXT)
+    assert recover._client is None  # refused before touching AWS
+    assert recover.Pass.model_validate({"detail-type": "Scheduled Event", "source": "aws.events"}).limit == 1000
 
 
 def counted_nodes(cloud: Cloud, thread_id: str) -> dict[str, int]:
