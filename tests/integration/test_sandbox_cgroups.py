@@ -65,7 +65,7 @@ def test_a_busy_call_is_held_to_its_cpu_quota(root: str) -> None:
 @needs_cgroups
 def test_a_tenants_calls_share_the_tenant_quota(root: str) -> None:
     assert HIERARCHY is not None
-    capped = SandboxLimits(cpu_seconds=5, wall_seconds=3, cpu_quota=None, tenant_cpus=0.01)  # no per-call cap
+    capped = SandboxLimits(cpu_seconds=5, wall_seconds=3, cpu_quota=None, tenant_cpus=0.1)  # no per-call cap; 2 busy calls want 2 cores
     results = []
 
     def call() -> None:
@@ -81,7 +81,7 @@ def test_a_tenants_calls_share_the_tenant_quota(root: str) -> None:
     assert [r.cpu["throttled"] for r in results] == [0, 0]  # the calls have no quota of their own ...
     assert stat(acme)["nr_throttled"] > 0  # ... the tenant's cgroup, which holds both, was throttled
     assert other.stdout == "42\n" and stat(globex)["nr_throttled"] == 0  # another tenant is not held by acme's cap
-    assert HIERARCHY.read_quota(acme) == 0.01 and HIERARCHY.read_quota(globex) == 1.0
+    assert HIERARCHY.read_quota(acme) == 0.1 and HIERARCHY.read_quota(globex) == 1.0
 
 
 @needs_cgroups

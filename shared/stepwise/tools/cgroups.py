@@ -169,6 +169,14 @@ class CallGroup:
                 self.throttled_ms = int(stat["throttled_time"]) / 1e6
             elif "throttled_usec" in stat:
                 self.throttled_ms = int(stat["throttled_usec"]) / 1e3
+        self.kill()
+        try:
+            self.path.rmdir()
+        except OSError as exc:
+            log.warning("sandbox cgroup %s not removed: %s", self.path, exc)
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup, including jailed ones in a session of their own (bounded)."""
         for _ in range(200):  # bounded: the jail's PID 1 dying takes its namespace down with it
             pids = _pids(self.path)
             if not pids:
@@ -180,10 +188,6 @@ class CallGroup:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
-        try:
-            self.path.rmdir()
-        except OSError as exc:
-            log.warning("sandbox cgroup %s not removed: %s", self.path, exc)
 
 
 def _pids(group: Path) -> list[int]:

@@ -34,10 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+#: After a wall-time kill, how long to wait for the killed jail to close its output pipes.
+DRAIN_SECONDS = 10.0
 
 
 class SandboxUnavailable(RuntimeError):
@@ -247,7 +250,7 @@ class Sandbox:
                 result.cpu = {"backend": "rlimits", "cpu_seconds": self.limits.cpu_seconds}
                 return result
             try:
-                result = self._run(group.enter(cmd), stdin)
+                result = self._run(group.enter(cmd), stdin, kill_rest=group.kill)
             finally:
                 group.close()
             result.cpu = {
@@ -283,7 +286,7 @@ class Sandbox:
             cgroups.log.warning("sandbox: no cgroup for this call (%s); rlimits only", exc)
             return None
 
-    def _run(self, cmd: list[str], stdin: str | None) -> SandboxResult:
+    def _run(self, cmd: list[str], stdin: str | None, kill_rest: Callable[[], None] | None = None) -> SandboxResult:
         start = time.perf_counter()
         proc = subprocess.Popen(
             cmd,
@@ -299,7 +302,16 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             killed = "wall_time"
             _kill_group(proc)
-            out, err = proc.communicate()
+            if kill_rest is not None:  # the jail's processes run in a session of their own (--new-session)
+                kill_rest()
+            try:
+                out, err = proc.communicate(timeout=DRAIN_SECONDS)
+            except subprocess.TimeoutExpired as exc:  # a dying descendant still holds the pipes: stop waiting
+                out, err = exc.stdout or b"", exc.stderr or b""
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                proc.wait()
         wall_ms = (time.perf_counter() - start) * 1000
         code = proc.returncode
         if killed is None and code in (-signal.SIGXCPU, 128 + signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGKILL):
