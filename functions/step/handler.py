@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from stepwise.client import Stepwise
 from stepwise.config import Settings, build_client
 from stepwise.executors.stepfunctions import task_error
 from stepwise.runtime.services import Services
@@ -22,14 +23,30 @@ logger = Logger(service="stepwise-step")
 #: ``route_jumps`` counts the invocations that ended in a route jump (graph.routing: jump): each is a Lambda
 #: error by the Lambda service's count, so real errors = ``Errors`` − ``route_jumps`` (docs/deploy.md).
 metrics = Metrics(namespace="Stepwise", service="stepwise-step")
-_services: Services | None = None
+_client: Stepwise | None = None
+
+
+def client() -> Stepwise:
+    global _client
+    if _client is None:
+        _client = build_client(Settings.from_env())
+    return _client
 
 
 def services() -> Services:
-    global _services
-    if _services is None:
-        _services = build_client(Settings.from_env()).services
-    return _services
+    return client().services
+
+
+def drain(thread_id: str) -> None:
+    """Double texting ``enqueue``: the run ended, so its thread's oldest queued run starts (compare-and-set
+    ``queued`` → ``running``, then StartExecution). A failure here is logged; it must not fail the run's end."""
+    try:
+        started = client().drain_queue(thread_id)
+    except Exception:
+        logger.exception("starting the thread's queued run failed; the next request on the thread retries")
+        return
+    if started:
+        logger.info("started queued run", extra={"queued_run_id": started[0]})
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -37,7 +54,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cursor = event.get("cursor") or {}
     logger.append_keys(node=event.get("node"), run_id=cursor.get("run_id"), thread_id=cursor.get("thread_id"))
     try:
-        return step(services(), event)
+        out = step(services(), event)
     except RouteJump as exc:  # a conditional route to a Catch target: control flow, not a failure to log
         metrics.add_metric(name="route_jumps", unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()  # one EMF line, only on a jump (the other invocations publish nothing)
@@ -45,3 +62,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except Exception as exc:
         logger.exception("step failed")
         raise task_error(exc) from exc
+    if event.get("mode") in ("finish", "fail") and cursor.get("thread_id"):  # the run ended
+        drain(str(cursor["thread_id"]))
+    return out

@@ -237,9 +237,12 @@ class Compute(Construct):
 
     def _grant_state_machines(self, config: StackConfig) -> None:
         """The api function deploys agent state machines (one per graph name, prefixed) and drives their executions;
-        the trigger function starts executions, publishing the run's version first when the alias is elsewhere."""
+        the trigger function (and the step function, for a queued run) starts executions, publishing the run's
+        version first when the alias is elsewhere."""
         self._grant_state_machines_to(config, self.api, DEPLOY_ACTIONS)
         self._grant_state_machines_to(config, self.trigger, START_ACTIONS)
+        # the step function starts a thread's queued run when the run before it ends (double texting `enqueue`)
+        self._grant_state_machines_to(config, self.step, START_ACTIONS)
         executions = Stack.of(self).format_arn(
             service="states", resource="execution", resource_name=f"{config.name_prefix}-*", arn_format=ArnFormat.COLON_RESOURCE_NAME
         )

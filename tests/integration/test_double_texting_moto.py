@@ -63,3 +63,26 @@ def test_rollback_stops_the_execution_and_discards_its_writes(cloud: Cloud) -> N
     state = cloud.client.state(again.thread_id)[1]
     assert "amount" not in state and state["note"] == "second"  # as if the first run never ran
     assert [e.type for e in cloud.client.history(again.thread_id)].count("rolled_back") == 1
+
+
+def test_enqueue_records_queued_runs_and_the_end_step_starts_them_in_order(cloud: Cloud) -> None:
+    first = waiting_run(cloud, 40)
+    queued = []
+    for note in ("second", "third"):
+        body = {"thread_id": "t-texting", "input": {"note": note}, "multitask": "enqueue"}
+        status, run = cloud.call("POST", "/agents/human-approval/execute", body)
+        assert status == 202 and run["status"] == "queued", run
+        queued.append(run["run_id"])
+    assert cloud.client.services.runs.get(queued[0]).status == "queued"  # type: ignore[union-attr]  # in the runs table
+    status, _ = cloud.call("POST", f"/runs/{first.run_id}/resume", {"input": {"decision": "no"}})
+    assert status == 200
+    assert cloud.wait_run(first.run_id, "succeeded").status == "succeeded"
+    second = cloud.wait_run(queued[0], "waiting")  # the __end__ step started it in Step Functions
+    assert second.execution_arn and second.input == {"note": "second"}
+    assert cloud.client.services.runs.get(queued[1]).status == "queued"  # type: ignore[union-attr]  # one at a time
+    status, _ = cloud.call("POST", f"/runs/{queued[0]}/resume", {"input": {"decision": "no"}})
+    assert status == 200
+    third = cloud.wait_run(queued[1], "waiting")
+    assert third.input == {"note": "third"}
+    starts = [e.run_id for e in cloud.client.history("t-texting") if e.type == "run_started"]
+    assert starts == [first.run_id, *queued]
