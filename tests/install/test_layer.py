@@ -49,13 +49,15 @@ def layer(shared_root: Path) -> Path:
 @pytest.fixture
 def moto_endpoint() -> Iterator[tuple[str, LambdaRouter]]:
     """A moto server that executes state machines; its Lambda invokes go to the returned router."""
+    import boto3
     from botocore.handlers import BUILTIN_HANDLERS
     from moto.core.config import default_user_config
     from moto.server import ThreadedMotoServer
 
     router = LambdaRouter()
     entry = (INVOKE_EVENT, router)
-    BUILTIN_HANDLERS.append(entry)  # moto's own boto3 clients (its Task invokes) get the router
+    BUILTIN_HANDLERS.append(entry)  # moto's own boto3 clients (its Task invokes) get the router ...
+    saved_session, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, None  # ... from a default session made after it
     saved = dict(default_user_config.get("stepfunctions", {}))
     default_user_config["stepfunctions"] = {**saved, "execute_state_machine": True}
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -70,6 +72,7 @@ def moto_endpoint() -> Iterator[tuple[str, LambdaRouter]]:
             server.stop()
             default_user_config["stepfunctions"] = saved
             BUILTIN_HANDLERS.remove(entry)
+            boto3.DEFAULT_SESSION = saved_session
 
 
 def lambda_env(endpoint: str) -> dict[str, str]:
