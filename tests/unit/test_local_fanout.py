@@ -58,3 +58,14 @@ def test_an_async_node_on_the_main_path() -> None:
     )
     result = Stepwise.in_memory().run(spec, {})
     assert (result.status, result.state["results"]) == ("succeeded", ["async"])
+
+
+def test_a_function_seen_blocking_stays_on_threads() -> None:
+    from stepwise.runtime.nodes import Offload
+
+    offload, fn = Offload(), f"{MOD}:seen-blocking-{threading.get_ident()}"
+    offload.observe(fn, wall=0.0001, cpu=0.0001)
+    assert offload.inline(fn)  # quick: inline
+    offload.observe(fn, wall=0.5, cpu=0.0)
+    offload.observe(fn, wall=0.0001, cpu=0.0001)  # the last of the branches at a barrier returns at once
+    assert not offload.inline(fn)  # once blocking, always on a thread

@@ -61,9 +61,10 @@ class Offload:
     Quick CPU-bound functions (most function nodes) lose time on a thread hand-off and gain nothing under
     the GIL; a node that blocks (a synchronous SDK call, ``time.sleep``) must not hold up its siblings.
     Agent, planner and synthesizer nodes (LLM calls) always go to a thread. A function node goes to a
-    thread until it has been seen to be quick: its last call took under ``quick_s`` of wall time, most of
-    it on the CPU. A quick function that once blocks goes back to threads at once. A misjudgement costs
-    time, never correctness: results and merge order do not depend on where a node ran.
+    thread until it has been seen to be quick: its call took under ``quick_s`` of wall time, most of it on
+    the CPU. A function seen to block once stays on threads for good, even if a later call is quick (the
+    last of several branches meeting at a lock returns at once; inlining it would hold up its siblings next
+    time). Results and merge order do not depend on where a node ran.
     """
 
     def __init__(self, max_workers: int = 256, quick_s: float = 0.001) -> None:
@@ -83,7 +84,7 @@ class Offload:
         return self._quick.get(fn_path, False)
 
     def observe(self, fn_path: str, wall: float, cpu: float) -> None:
-        self._quick[fn_path] = wall < self.quick_s and cpu >= wall / 2
+        self._quick[fn_path] = self._quick.get(fn_path, True) and wall < self.quick_s and cpu >= wall / 2
 
     def shutdown(self) -> None:
         with self._lock:
