@@ -12,7 +12,7 @@ _gate: dict[str, Any] = {}
 
 def reset(width: int = WIDTH) -> None:
     _gate.clear()
-    _gate.update(waiting=0, width=width, threads=set(), order=[], barrier=threading.Barrier(5, timeout=90))  # >20 s at load 18
+    _gate.update(waiting=0, width=width, threads=set(), order=[], barrier=threading.Barrier(5, timeout=20))
 
 
 def split(state: dict[str, Any]) -> dict[str, Any]:
