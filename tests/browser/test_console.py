@@ -340,6 +340,7 @@ def test_jwt_sign_in(tmp_path: Path, page: Any, monkeypatch: pytest.MonkeyPatch)
         page.click("#resume")
         page.wait_for_selector('#run-head .badge[data-status="succeeded"]')
     finally:
+        page.goto("about:blank")  # leave the console first: its stream's fetch fails if the server goes first
         server.shutdown()
         server.server_close()
         jwks.server.shutdown()
