@@ -55,8 +55,8 @@ pytestmark = [
 
 
 class Live:
-    def __init__(self, url: str, key: str) -> None:
-        self.url, self.key = url, key
+    def __init__(self, url: str, key: str, server: Any = None) -> None:
+        self.url, self.key, self.server = url, key, server
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -75,7 +75,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
     server = make_server("127.0.0.1", 0, tmp_path / "home").start()
     try:
         _, key = create_key(server.api.store, "default", "browser test")
-        live = Live(server.url, key)
+        live = Live(server.url, key, server)
         live.call("POST", "/agents", {"yaml": EXAMPLE.read_text()})
         yield live
     finally:
@@ -121,6 +121,38 @@ def sign_in(page: Any, live: Live) -> None:
     page.fill("#key", live.key)
     page.keyboard.press("Enter")
     page.wait_for_selector("h1:text('Runs')")
+
+
+def test_the_form_appears_when_the_waiting_write_lands_after_the_interrupt_event(live: Live, page: Any) -> None:
+    """The interrupt event is logged before the run's record says ``waiting`` (crash-safe order), so the
+    page's read right after the event can see ``running``: it must read again until the form can show.
+
+    The run's ``waiting`` write is held until the API has answered a read of the run while it still
+    said ``running`` (the race CI once lost), then let through."""
+    api = live.server.api
+    runs = api.client.services.runs
+    served_running, write_update, view = threading.Event(), runs.update, api.run_view
+
+    def held_update(run_id: str, **kw: Any) -> Any:
+        if kw.get("status") == "waiting":
+            assert served_running.wait(30), "the console never read the run between the interrupt and the waiting write"
+        return write_update(run_id, **kw)
+
+    def watched_view(run: Any, **kw: Any) -> Any:
+        out = view(run, **kw)
+        if run.status == "running" and api.client.run_events(run.run_id)[-1].type == "interrupt":
+            served_running.set()
+        return out
+
+    runs.update, api.run_view = held_update, watched_view
+    sign_in(page, live)
+    page.select_option("#run-agent", "human-approval")
+    page.fill("#run-input", '{"amount": 5}')
+    page.click("#run-start")
+    page.wait_for_selector('g.node[data-node="approve"].st-waiting')
+    assert page.locator("#human-form legend").first.inner_text() == "decision"
+    assert served_running.is_set()
+    page.goto("about:blank")
 
 
 def test_run_watch_approve_timeline_fork(live: Live, page: Any) -> None:
@@ -456,7 +488,7 @@ def test_a_run_parked_on_a_rate_limit_continues_from_the_page(tmp_path: Path, pa
     server = make_server("127.0.0.1", 0, tmp_path / "home").start()
     try:
         _, key = create_key(server.api.store, "default", "browser test")
-        live = Live(server.url, key)
+        live = Live(server.url, key, server)
         live.call("POST", "/agents", {"yaml": EXAMPLE.read_text()})
         run = live.call("POST", "/agents/human-approval/execute", {"input": {"amount": 9}})
         prompt = "rate-limited (Stepwise.RateLimited); continues after 60 s"

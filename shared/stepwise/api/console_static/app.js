@@ -388,10 +388,15 @@ async function runView(runId) {
   }
   const ctrl = new AbortController();
   leave = () => ctrl.abort();
-  async function refresh() {
+  // An interrupt is logged before the run's record says "waiting" (so a crash between the two writes
+  // is recoverable): a read right after the event can still say "running". Read again, backing off.
+  const awaitsWait = () => { const m = mine(); return m.length > 0 && m[m.length - 1].type === "interrupt"; };
+  async function refresh(tries = 0) {
     run = await api("GET", `/runs/${encodeURIComponent(runId)}`);
     renderHead();
     renderHuman();
+    if (run.status === "running" && awaitsWait() && tries < 12 && !ctrl.signal.aborted)
+      setTimeout(() => refresh(tries + 1).catch((err) => main.prepend(problem(err))), Math.min(100 * 2 ** tries, 2000));
   }
   page(`Run ${run.run_id}`, head, human,
     h("div", { class: "run-grid" },
@@ -405,6 +410,7 @@ async function runView(runId) {
   for (const e of thread.events) addEvent(e);
   renderHead();
   renderHuman();
+  if (run.status === "running" && awaitsWait()) refresh().catch((err) => main.prepend(problem(err)));
   renderNodes();
   renderTranscript();
   const last = thread.events.length ? thread.events[thread.events.length - 1].seq : null;
