@@ -28,7 +28,7 @@ from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.settings import Settings
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
-from stepwise.state.events import FORKED, JOIN, NODE_UPDATE, ROLLED_BACK, RUN_FAILED, RUN_STARTED, Event
+from stepwise.state.events import FORKED, INTERRUPT, JOIN, NODE_UPDATE, ROLLED_BACK, RUN_FAILED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
@@ -286,6 +286,8 @@ class Stepwise:
         _admit(input, "the resume input")
         if run.status == "waiting" and (run.waiting or {}).get("kind") == "retry":  # parked on a 429: continue it now
             return self.continue_parked(run_id, force=True)
+        if run.status == "running":
+            run = self._settle_interrupt(run)
         if run.status == "running":  # its process died mid-way? continue it from the log
             result = self.recover(run_id)
             if result.status != "waiting" or input is None:
@@ -315,6 +317,24 @@ class Stepwise:
             raise ConflictingRequestError(str(exc)) from None
         out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run_id, self.executor.send_token(run, token, out))
+
+    #: How long a resume waits for a run whose interrupt is logged to record that it waits.
+    SETTLE_SECONDS = 2.0
+
+    def _settle_interrupt(self, run: RunRecord) -> RunRecord:
+        """A human node logs its interrupt before the run's record says ``waiting`` (so a crash between the
+        two writes is recoverable). An answer sent on seeing the event in the stream can arrive between
+        them: give the writer a bounded moment rather than refusing a run that is about to wait."""
+        events = self.services.events
+        head = events.head(run.thread_id)
+        last = events.read(run.thread_id, after=head - 1) if head else []
+        if not last or last[-1].type != INTERRUPT or last[-1].run_id != run.run_id or is_dead(run):
+            return run
+        deadline, pause = time.monotonic() + self.SETTLE_SECONDS, 0.002
+        while self.services.runs.status(run.run_id) == "running" and time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+        return self.services.runs.get(run.run_id) or run
 
     #: A run parked on rate limits this many times fails (with the 429) rather than parking again.
     MAX_PARKS = 5

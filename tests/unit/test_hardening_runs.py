@@ -199,6 +199,7 @@ def test_the_api_resumes_a_dead_run_and_refuses_a_live_one(tmp_path: Path) -> No
     h.register("human_approval")
     started = h("POST", "/agents/human-approval/execute", {}).body
     rid = started["run_id"]
+    h.client.SETTLE_SECONDS = 0.05  # the run's last event is its interrupt: do not wait long for a waiting write
     h.client.services.runs.update(
         rid, status="running", waiting=None, interrupt_id=None, owner="elsewhere:1:x", lease_until=time.time() + 60
     )
@@ -207,6 +208,48 @@ def test_the_api_resumes_a_dead_run_and_refuses_a_live_one(tmp_path: Path) -> No
     h.client.services.runs.update(rid, lease_until=1.0)
     done = h("POST", f"/runs/{rid}/resume", {"input": {"decision": "yes"}})
     assert done.status == 200 and done.body["status"] == "succeeded", done.body
+
+
+def test_an_answer_sent_between_the_interrupt_event_and_the_waiting_write_is_taken(tmp_path: Path) -> None:
+    """The interrupt is logged before the run's record says ``waiting``: a client that answers as soon as
+    the stream shows the interrupt must not get 409 ``run_running``. The waiting write is held until the
+    answer has read the run as ``running``, then let through."""
+    client = Stepwise.embedded(tmp_path / "home")
+    runs, answered_early = client.services.runs, threading.Event()
+    write, read_status = runs.update, runs.status
+    main = threading.current_thread()
+
+    def held(run_id: str, **fields: Any) -> Any:
+        if fields.get("status") == "waiting":
+            assert answered_early.wait(30), "the answer never read the run while it was still running"
+        return write(run_id, **fields)
+
+    def status(run_id: str) -> Any:
+        found = read_status(run_id)
+        if threading.current_thread() is main and found == "running":
+            answered_early.set()
+        return found
+
+    runs.update, runs.status = held, status  # type: ignore[method-assign]
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(client.run(load_file(HUMAN), {"amount": 3})))
+    runner.start()
+    thread_id = _wait(lambda: next(iter(client.services.events.threads()), None), "the run's thread")
+    _wait(lambda: any(e.type == "interrupt" for e in client.history(thread_id)), "the interrupt event")
+    run_id = client.history(thread_id)[0].run_id
+    assert client.services.runs.get(run_id).status == "running"  # type: ignore[union-attr]
+    done = client.resume(run_id, {"decision": "yes"})
+    runner.join(30)
+    assert answered_early.is_set() and done.status == "succeeded" and done.state["published"] is True
+    assert results and results[0].status == "waiting"
+
+
+def _wait(condition: Any, what: str) -> Any:
+    deadline = time.monotonic() + 30
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+    return value
 
 
 def test_a_live_run_is_not_stale_and_a_dead_one_is() -> None:
