@@ -115,7 +115,7 @@ def test_stepwise_serve_cli_starts_prints_its_url_and_stops(tmp_path: Path) -> N
         )
         base = first.split(" on ", 1)[1].split(" ", 1)[0]
         hint = "".join(proc.stdout.readline() for _ in range(3))
-        assert "python -m stepwise.api.keys create --tenant default" in hint
+        assert "stepwise keys create --tenant default" in hint
         _, key = create_key(SqliteApiStore(home / "api.db"), "default")
         status, _ = http(base, "POST", "/agents", {"yaml": (EXAMPLES / "sequential.yaml").read_text()}, key=key)
         assert status == 201

@@ -394,7 +394,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, home: str | Path = ".stepwi
     print(f"  health:  curl {url}/health", flush=True)
     if keys == 0:
         print("  no API key for tenant 'default' yet; create one with:", flush=True)
-        print(f"    python -m stepwise.api.keys create --tenant default --home {home}", flush=True)
+        print(f"    stepwise keys create --tenant default --home {home}", flush=True)
     print(f"  then:    curl -H 'x-api-key: <key>' {url}/agents", flush=True)
     try:
         server.serve_forever()
