@@ -33,7 +33,7 @@ from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
 from stepwise.state.ports import ACTIVE, FINISHED, RunPage, RunQuery, RunRecord, RunTransitionError
-from stepwise.state.reducers import ReducerError
+from stepwise.state.reducers import LazyReducers, ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 
 if TYPE_CHECKING:
@@ -500,7 +500,7 @@ class Stepwise:
                     error={"error": result.error, "cause": result.cause},
                 )
         try:
-            _, state = self.services.hydrator.state(run.thread_id, self.services.reducers(run.graph_ref))  # no index lag
+            _, state = self.services.hydrator.state(run.thread_id, self.services.reducers(run.graph_ref), idle=True)  # no index lag
         except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
             with contextlib.suppress(RunTransitionError):
                 run = self.services.runs.update(
@@ -522,7 +522,7 @@ class Stepwise:
             if not 0 <= at <= head:
                 raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
         try:
-            seq, state = self.services.hydrator.state(thread_id, self._reducers(thread_id), (), at=at)
+            seq, state = self.services.hydrator.state(thread_id, LazyReducers(lambda: self._reducers(thread_id)), (), at=at)
         except ReducerError as exc:
             raise StepwiseError(f"the state of thread {thread_id!r} cannot be computed: {exc}; fork it at an earlier seq") from None
         if seq == 0:

@@ -50,16 +50,52 @@ def apply_event(
     event: Event,
     reducer_names: Mapping[str, str],
     lookup: Callable[[int], Event],
+    owned: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
+    """``state`` after ``event``. With ``owned`` (see ``fold``), ``state`` is mutated in place."""
     if event.type in STATE_CHANGING:
         update = event.data.get("update")
-        return reducers.apply(state, update, reducer_names) if update else state
+        if not update:
+            return state
+        if owned is not None:
+            return _apply_in_place(state, update, reducer_names, owned)
+        return reducers.apply(state, update, reducer_names)
     if event.type == JOIN:
         for ref in event.data.get("refs", []):
-            state = apply_event(state, lookup(ref), reducer_names, lookup)
+            state = apply_event(state, lookup(ref), reducer_names, lookup, owned)
         return state
     if event.type in (FORKED, ROLLED_BACK):  # both restate the thread: a fork's origin, or the state before a discarded run
+        if owned is not None:
+            owned.clear()  # the restated values belong to the event, not to this fold
         return dict(event.data.get("state") or {})
+    return state
+
+
+def _apply_in_place(
+    state: dict[str, Any], update: Mapping[str, Any], names: Mapping[str, str], owned: dict[str, list[Any]]
+) -> dict[str, Any]:
+    """``reducers.apply`` for a state this fold owns: an ``append`` onto a list the fold owns extends it
+    (O(items) instead of copying the whole list per event); every other channel goes through its reducer."""
+    for channel, value in update.items():
+        name = names.get(channel, "replace")
+        mine = owned.get(channel)
+        extendable = name == "append" and state.get(channel) is mine
+        if extendable and mine is not None:
+            if isinstance(value, list):
+                mine.extend(value)
+            else:
+                mine.append(value)
+            continue
+        current = state.get(channel)
+        try:
+            new = reducers.resolve(name)(current, value)
+        except reducers.ReducerError:
+            raise
+        except Exception as exc:
+            raise reducers.ReducerError(channel, name, exc) from exc
+        state[channel] = new
+        if name == "append" and type(new) is list:
+            owned[channel] = new  # the built-in append returns a fresh list: the fold may extend it from now on
     return state
 
 
@@ -69,7 +105,11 @@ def fold(
     reducer_names: Mapping[str, str],
     frames: Frames,
     lookup: Callable[[int], Event],
+    owned: dict[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
+    """``state`` after ``events``. ``owned`` says the caller owns ``state`` (nobody else holds the dict, a
+    snapshot decoded for this read): it is then updated in place, and ``owned`` maps each ``append``
+    channel to the list object the fold may extend in place (the lists decoded with it, and those it built)."""
     view = levels(frames)
     discarded: set[str] = set()  # runs rolled back: a write of theirs that lands after the marker is skipped too
     for event in events:
@@ -78,7 +118,7 @@ def fold(
         elif discarded and event.run_id in discarded:
             continue
         if is_visible(event, view):
-            state = apply_event(state, event, reducer_names, lookup)
+            state = apply_event(state, event, reducer_names, lookup, owned)
     return state
 
 

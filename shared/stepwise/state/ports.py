@@ -112,9 +112,12 @@ class SnapshotStore(ABC):
     ``incremental`` stores make a snapshot cost only what changed since the previous one, so the hydrator
     takes them often (bounding a cold reader's replay); the others cost O(state) each and are spaced out.
     ``appends`` names the channels whose reducer is the built-in ``append`` (a new value always starts
-    with the old one), which an incremental store may write as just the new items."""
+    with the old one), which an incremental store may write as just the new items. ``fresh_reads`` stores
+    decode a new state on every ``latest`` (nobody else holds it), so the hydrator may fold a tail into it in
+    place instead of copying lists per event."""
 
     incremental: bool = False
+    fresh_reads: bool = False
 
     @abstractmethod
     def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None: ...

@@ -1,0 +1,181 @@
+"""Snapshot files: format 2 (XXH3-framed) and format 1 (CRC32) both read, torn or zeroed records end the
+chain, a cold read folds its tail in place without touching shared states, and a stopped run's thread is
+snapshotted at its head so its next cold reader replays nothing and needs no graph."""
+
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import ormsgpack
+import pytest
+
+from stepwise.client import Stepwise
+from stepwise.graph.loader import parse_dict
+from stepwise.state import reducers
+from stepwise.state.events import NODE_UPDATE, Event
+from stepwise.state.files import FileSnapshotStore
+from stepwise.state.hydrate import Hydrator
+from stepwise.state.memory import MemoryEventStore, MemorySnapshotStore
+
+LOG = frozenset({"log"})
+
+
+def upd(update: dict[str, Any]) -> Event:
+    return Event(type=NODE_UPDATE, run_id="r", node="n", scope="", key=None, data={"update": update})
+
+
+def format_1_file(records: list[dict[str, Any]]) -> bytes:
+    """A file as the previous release wrote it: magic SWSNAP1, each record framed by length and CRC32."""
+    out = b"SWSNAP1\n"
+    for record in records:
+        body = ormsgpack.packb(record)
+        out += struct.pack("<II", len(body), zlib.crc32(body)) + body
+    return out
+
+
+def test_format_1_files_still_read_and_the_next_snapshot_rewrites_them(tmp_path: Path) -> None:
+    snaps = FileSnapshotStore(tmp_path)
+    path = snaps._path("t")
+    path.write_bytes(format_1_file([{"seq": 4, "set": {"log": [1, 2], "n": 4}}, {"seq": 6, "base": 4, "append": {"log": [3]}}]))
+    assert snaps.latest("t") == (6, {"log": [1, 2, 3], "n": 4})
+    snaps.put("t", 9, {"log": [1, 2, 3, 4], "n": 9}, LOG)
+    assert path.read_bytes().startswith(b"SWSNAP2\n")  # not a format-2 record appended to a format-1 file
+    assert FileSnapshotStore(tmp_path).latest("t") == (9, {"log": [1, 2, 3, 4], "n": 9})
+
+
+def test_a_torn_format_1_record_ends_its_chain(tmp_path: Path) -> None:
+    path = FileSnapshotStore(tmp_path)._path("t")
+    path.write_bytes(format_1_file([{"seq": 4, "set": {"log": [1]}}, {"seq": 6, "base": 4, "append": {"log": [2]}}])[:-2])
+    assert FileSnapshotStore(tmp_path).latest("t") == (4, {"log": [1]})
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        bytes(4096),  # a crash after the file grew but before its blocks were written: zeros
+        struct.pack("<IQ", 3, 12345) + b"abc",  # a record whose checksum does not match
+        b"\x01\x00",  # a frame header cut short
+    ],
+)
+def test_garbage_after_the_last_record_ends_the_chain(tmp_path: Path, tail: bytes) -> None:
+    snaps = FileSnapshotStore(tmp_path)
+    snaps.put("t", 10, {"log": list(range(10))}, LOG)
+    snaps.put("t", 20, {"log": list(range(20))}, LOG)
+    path = snaps._path("t")
+    path.write_bytes(path.read_bytes() + tail)
+    assert FileSnapshotStore(tmp_path).latest("t") == (20, {"log": list(range(20))})
+
+
+def test_an_unknown_file_is_ignored_and_the_log_replayed(tmp_path: Path) -> None:
+    store = MemoryEventStore()
+    for i in range(5):
+        store.append("t", i, [upd({"log": i})])
+    snaps = FileSnapshotStore(tmp_path)
+    snaps._path("t").write_bytes(b"SWSNAP9\n" + bytes(64))  # a future format, or anything else
+    assert snaps.latest("t") is None
+    assert Hydrator(store, snaps).state("t", {"log": "append"}) == (5, {"log": [0, 1, 2, 3, 4]})
+
+
+def _log(store: MemoryEventStore, hydrator: Hydrator, n: int, names: dict[str, str]) -> None:
+    for i in range(n):
+        seq, state = hydrator.state("t", names)
+        store.append("t", seq, [upd({"log": [i], "last": i})])
+        hydrator.remember("t", (), seq + 1, reducers.apply(state, {"log": [i], "last": i}, names), names)
+
+
+def test_a_cold_fold_in_place_equals_the_full_replay_and_leaves_the_events_alone(tmp_path: Path) -> None:
+    names = {"log": "append"}
+    store = MemoryEventStore()
+    _log(store, Hydrator(store, FileSnapshotStore(tmp_path), incremental_every=10), 25, names)  # snapshot at 20, tail of 5
+    snaps = FileSnapshotStore(tmp_path)
+    decoded: list[Any] = []
+    real_latest = snaps.latest
+    snaps.latest = lambda *a: decoded.append(real_latest(*a)) or decoded[-1]  # type: ignore[method-assign]
+    seq, state = Hydrator(store, snaps).state("t", names)
+    assert (seq, state) == (25, {"log": list(range(25)), "last": 24})
+    assert state["log"] is decoded[0][1]["log"]  # the decoded list was extended, not copied once per tail event
+    assert [e.data["update"]["log"] for e in store.read("t")] == [[i] for i in range(25)]  # no event's list was extended
+    assert Hydrator(store, FileSnapshotStore(tmp_path)).state("t", names) == (25, {"log": list(range(25)), "last": 24})
+
+
+def test_a_cold_fold_never_extends_a_state_another_holder_shares() -> None:
+    """The in-memory snapshot store hands out the very state it keeps: the fold must copy, not extend."""
+    names = {"log": "append"}
+    store, snaps = MemoryEventStore(), MemorySnapshotStore()
+    kept = {"log": [0, 1]}
+    for i in range(2):
+        store.append("t", i, [upd({"log": i})])
+    snaps.put("t", 2, kept, LOG)
+    store.append("t", 2, [upd({"log": 2})])
+    assert Hydrator(store, snaps).state("t", names) == (3, {"log": [0, 1, 2]})
+    assert kept == {"log": [0, 1]} and snaps.latest("t") == (2, {"log": [0, 1]})
+
+
+def test_a_cold_fold_in_place_applies_other_reducers_and_restatements(tmp_path: Path) -> None:
+    names = {"log": "append", "info": "merge", "count": "add"}
+    store, snaps = MemoryEventStore(), FileSnapshotStore(tmp_path)
+    snaps.put("t", 1, {"log": ["a"], "info": {"x": 1}, "count": 1}, LOG)
+    store.append("t", 0, [upd({"log": ["a"], "info": {"x": 1}, "count": 1})])
+    store.append("t", 1, [upd({"log": "b", "info": {"y": 2}, "count": 2, "new": [1]})])
+    store.append("t", 2, [upd({"log": ["c"], "more": ["m"]})])
+    want = {"log": ["a", "b", "c"], "info": {"x": 1, "y": 2}, "count": 3, "new": [1], "more": ["m"]}
+    assert Hydrator(store, snaps).state("t", names) == (3, want)
+
+
+# -- a stopped run's thread is snapshotted at its head -------------------------------------------------
+def tick(state: dict[str, Any]) -> dict[str, Any]:
+    n = len(state.get("log") or [])
+    return {"log": [{"i": n, "text": "x" * 40}], "more": n + 1 < state["turns"]}
+
+
+def _loop_spec() -> Any:
+    return parse_dict(
+        {
+            "name": "snapshot-loop",
+            "state": {"log": "append"},
+            "graph": {
+                "nodes": {"tick": {"kind": "function", "fn": "tests.unit.test_snapshot_format:tick", "writes": ["log", "more"]}},
+                "conditional_edges": [{"from": "tick", "conditions": [{"if": "state.more", "then": "tick"}, {"else": "__end__"}]}],
+                "entry": "tick",
+                "max_iterations": 1000,
+            },
+        }
+    )
+
+
+def test_a_stopped_run_leaves_its_thread_snapshotted_at_the_head(tmp_path: Path) -> None:
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = _loop_spec()
+    client.register(spec)
+    long = client.run(spec, {"turns": 45})
+    assert long.status == "succeeded" and len(long.state["log"]) == 45
+    head = client.services.events.head(long.thread_id)
+    assert head > 45 and head % client.services.hydrator.incremental_every != 0  # not a cadence point by luck
+    snap = client.services.snapshots.latest(long.thread_id)
+    assert snap is not None and snap[0] == head and snap[1] == long.state
+
+    short = client.run(spec, {"turns": 3})  # shorter than the cadence: no snapshot file, its log is short
+    assert short.status == "succeeded" and client.services.snapshots.latest(short.thread_id) is None
+
+
+def test_a_cold_read_at_the_head_needs_no_graph_and_a_tail_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    writer = Stepwise.embedded(home)
+    spec = _loop_spec()
+    writer.register(spec)
+    result = writer.run(spec, {"turns": 40})
+
+    reader = Stepwise.embedded(home)
+    looked_up: list[str] = []
+    real = reader.services.reducers
+    monkeypatch.setattr(reader.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
+    seq, state = reader.state(result.thread_id)
+    assert state == result.state and looked_up == []  # the snapshot is at the head: nothing to fold
+
+    head = writer.services.events.head(result.thread_id)
+    writer.services.events.append(result.thread_id, head, [upd({"log": [{"i": 99}]})])  # someone wrote after it
+    again = Stepwise.embedded(home)
+    monkeypatch.setattr(again.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
+    seq, state = again.state(result.thread_id)
+    assert seq == head + 1 and state["log"] == [*result.state["log"], {"i": 99}] and looked_up == [spec.ref]
