@@ -195,6 +195,10 @@ class Stepwise:
             return out | fork_point
 
         run = self.services.runs.begin(record, self.services.events, started, cursor)
+        if self.executor.synchronous:  # it runs here, next: tell it the head it starts from
+            if len(self.services.begun) >= 1024:  # started here but executed elsewhere (the API's split): forget
+                self.services.begun.clear()
+            self.services.begun[run_id] = started.seq
         if started.seq == 1:  # a new thread: its state is the input, so the first step need not look for a snapshot
             with contextlib.suppress(ReducerError):
                 reducers = reducers_of(spec)

@@ -41,6 +41,7 @@ _WRITES: list[tuple[type, str]] = [  # every write transaction the embedded stor
     (SqliteRunStore, "begin"),  # run record + run_started event (one transaction)
     (SqliteRunStore, "put"),
     (SqliteRunStore, "_set"),  # run-record updates and transitions (one statement each)
+    (SqliteRunStore, "end"),  # a run's final status, spend and final event (one transaction)
     (SqliteRunStore, "complete_token"),
 ]
 

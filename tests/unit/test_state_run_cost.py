@@ -13,9 +13,9 @@ from stepwise.client import Stepwise, ThreadBusyError
 from stepwise.errors import StateConflictError
 from stepwise.graph.loader import load_file, parse_dict
 from stepwise.runtime.step import reducers_of, reducers_of_canonical
-from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_STARTED, Event
-from stepwise.state.memory import MemoryEventStore
-from stepwise.state.ports import DuplicateKeyError, RunRecord, RunTransitionError
+from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_FINISHED, RUN_STARTED, Event
+from stepwise.state.memory import MemoryEventStore, MemoryRunStore
+from stepwise.state.ports import DuplicateKeyError, EventStore, RunRecord, RunStore, RunTransitionError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRunStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,11 +64,57 @@ def test_a_three_node_run_costs_a_bounded_number_of_statements(tmp_path: Path) -
     result = client.run(spec, {"topic": "x"})
     client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
     assert result.status == "succeeded" and len(result.state["messages"]) == 3
-    # start: BEGIN, rivals, head, event, record, COMMIT; per node: status, tail, insert; finish: status, insert,
-    # spend, record; result: record, tail; the executor's "fresh" head. Was 43 statements and 8 transactions.
-    assert len(counter.statements) <= 22, "\n".join(counter.statements)
-    assert counter.transactions == 6  # start, three node updates, run_finished, the record's final status
+    # start: BEGIN, rivals, event (numbered at the head), record, COMMIT; per node: status, tail, insert; finish:
+    # BEGIN, record (compare-and-set, spend summed in), run_finished, COMMIT; result: record, tail. The executor
+    # knows the head from the start. Was 43 statements and 8 transactions, then 22 and 6.
+    assert len(counter.statements) <= 20, "\n".join(counter.statements)
+    assert counter.transactions == 5  # start, three node updates, the end (run_finished with the final status)
     assert not any(s.startswith("SELECT body FROM runs WHERE run_id") for s in counter.statements[:-2])
+    assert not any(s.startswith("SELECT max(seq)") for s in counter.statements)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "generic"])
+def test_a_run_ends_with_its_event_spend_and_status_or_not_at_all(tmp_path: Path, backend: str) -> None:
+    """``RunStore.end``: the SQLite transaction and the generic sequence (memory stores) leave the same log and
+    record: the final event once, the spend of this run's LLM calls only; a run not in the expected status
+    (cancelled, or a replay's already succeeded) gets no event and keeps its record."""
+    events: EventStore
+    runs: RunStore
+    if backend == "sqlite":
+        _, events, runs = _stores(tmp_path)
+    else:
+        events, runs = MemoryEventStore(), MemoryRunStore()
+    for run_id in ("r1", "r2"):
+        runs.put(RunRecord(run_id=run_id, thread_id="T", graph_ref="g@1", start_cursor={"seq": 1}))
+    events.append(
+        "T",
+        0,
+        [
+            Event(type=RUN_STARTED, run_id="r1"),
+            Event(type=LLM_CALL, run_id="r1", data={"cost_usd": 0.125, "input_tokens": 10, "output_tokens": 5}),
+            Event(type=LLM_CALL, run_id="r2", data={"cost_usd": 7.0, "input_tokens": 100}),
+            Event(type=LLM_CALL, run_id="r1", data={"cost_usd": 0.25, "input_tokens": 3}),
+        ],
+    )
+
+    def final(run_id: str) -> Event:
+        return Event(type=RUN_FINISHED, run_id=run_id, key=f"{run_id}|end", data={"seq": 4})
+
+    done = final("r1")
+    runs.end(events, "T", done, expect=("running",), status="succeeded", steps=3, lease_until=None)
+    record = runs.get("r1")
+    assert record is not None and (record.status, record.steps, record.cost_usd, record.tokens) == ("succeeded", 3, 0.375, 18)
+    assert done.seq == 5 and [e.type for e in events.read("T", after=4)] == [RUN_FINISHED]
+    with pytest.raises(RunTransitionError) as replay:  # a replay of the end: already succeeded, nothing added
+        runs.end(events, "T", final("r1"), expect=("running",), status="succeeded")
+    assert replay.value.status == "succeeded" and events.head("T") == 5
+    runs.transition("r2", expect=("running",), status="cancelled")
+    with pytest.raises(RunTransitionError) as cancelled:
+        runs.end(events, "T", final("r2"), expect=("running",), status="succeeded")
+    assert cancelled.value.status == "cancelled" and events.head("T") == 5 and runs.status("r2") == "cancelled"
+    with pytest.raises(KeyError):
+        runs.end(events, "T", final("nope"), expect=("running",), status="succeeded")
+    assert events.head("T") == 5
 
 
 def test_a_run_on_a_busy_thread_leaves_nothing_behind(tmp_path: Path) -> None:

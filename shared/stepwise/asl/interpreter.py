@@ -260,19 +260,11 @@ class Interpreter:
             return None if state["OutputPath"] is None else paths.get(data, state["OutputPath"], ctx)
         return data
 
-    def _parameters(self, template: Any, data: Any, ctx: dict[str, Any]) -> Any:
-        if isinstance(template, dict):
-            out: dict[str, Any] = {}
-            for key, value in template.items():
-                if key.endswith(".$"):
-                    if not isinstance(value, str):
-                        raise StatesError("States.Runtime", f"{key} must be a path or intrinsic string")
-                    out[key[:-2]] = intrinsics.call(value, data, ctx) if intrinsics.is_intrinsic(value) else paths.get(data, value, ctx)
-                else:
-                    out[key] = self._parameters(value, data, ctx)
-            return out
-        if isinstance(template, list):
-            return [self._parameters(v, data, ctx) for v in template]
+    @staticmethod
+    def _parameters(template: Any, data: Any, ctx: dict[str, Any]) -> Any:
+        """A Parameters (or ResultSelector, ItemSelector) template filled in from ``data`` and the context."""
+        if isinstance(template, dict | list):
+            return _template(template)(data, ctx)
         return template
 
     # -- Task ---------------------------------------------------------------------------------
@@ -454,6 +446,62 @@ def _test(rule: dict[str, Any], data: Any) -> bool:
         if op + "Path" in rule:
             return fn(value, paths.get(data, rule[op + "Path"]))
     raise StatesError("States.Runtime", f"unsupported Choice rule {json.dumps(rule)}")
+
+
+_Build = Callable[[Any, dict[str, Any]], Any]
+_TEMPLATES: dict[int, tuple[Any, _Build]] = {}  # id(template) -> (template, builder); holding it keeps the id unique
+_TEMPLATES_SIZE = 4096
+
+
+def _template(template: dict[str, Any] | list[Any]) -> _Build:
+    """The builder of a Parameters template, compiled once per template object: a state machine's definition
+    is immutable once deployed (the client caches it per graph version), so each Task no longer re-walks its
+    template, testing every key for ``.$`` and every value's type."""
+    hit = _TEMPLATES.get(id(template))
+    if hit is not None and hit[0] is template:
+        return hit[1]
+    build = _compile_template(template)
+    if len(_TEMPLATES) >= _TEMPLATES_SIZE:
+        _TEMPLATES.clear()
+    _TEMPLATES[id(template)] = (template, build)
+    return build
+
+
+def _compile_template(template: Any) -> _Build:
+    """A function (data, context) -> value equal to walking ``template`` (fresh dicts and lists each call)."""
+    if isinstance(template, list):
+        items = [_compile_template(v) for v in template]
+        return lambda data, ctx: [item(data, ctx) for item in items]
+    if not isinstance(template, dict):
+        return lambda data, ctx: template
+    entries: list[tuple[str, Any, _Build | None]] = []  # (key, constant, builder): a builder when the value is computed
+    for key, value in template.items():
+        if key.endswith(".$"):
+            entries.append((key[:-2], None, _selector(key, value)))
+        elif isinstance(value, dict | list):
+            entries.append((key, None, _compile_template(value)))
+        else:
+            entries.append((key, value, None))
+
+    def build(data: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+        return {key: constant if fill is None else fill(data, ctx) for key, constant, fill in entries}
+
+    return build
+
+
+def _selector(key: str, value: Any) -> _Build:
+    """The builder of one ``key.$`` entry: the whole input, a reference path or an intrinsic function."""
+    if not isinstance(value, str):
+
+        def refuse(data: Any, ctx: dict[str, Any]) -> Any:
+            raise StatesError("States.Runtime", f"{key} must be a path or intrinsic string")
+
+        return refuse
+    if value == "$":
+        return lambda data, ctx: data
+    if intrinsics.is_intrinsic(value):
+        return lambda data, ctx: intrinsics.call(value, data, ctx)
+    return lambda data, ctx: paths.get(data, value, ctx)
 
 
 def _job(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Callable[[], Coroutine[Any, Any, Any]]:

@@ -53,7 +53,9 @@ class LocalExecutor:
         """Run (or replay) the execution from the run's start cursor, then each continuation it hands over to."""
         cursor = run.start_cursor
         # nothing after run_started yet: no task can have completed, so the step skips the completed-task lookup
-        fresh = "start_at" not in cursor and self.services.events.head(run.thread_id) == cursor["seq"]
+        # (a run this process has just begun knows its head: only the run's own steps may append after it)
+        begun = self.services.begun.pop(run.run_id, None)
+        fresh = "start_at" not in cursor and (begun if begun is not None else self.services.events.head(run.thread_id)) == cursor["seq"]
         transitions = 0
         with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
             while True:

@@ -60,6 +60,9 @@ class Services:
     handover: Handover | None = None
     #: Events one execution may append before it hands over (default: ``settings.continue_after_events``).
     continue_after: int = -1
+    #: run id -> the thread's head right after this process began the run (its ``run_started`` seq), for the local
+    #: executor that runs it next: it then knows no task has completed without reading the head. Bounded.
+    begun: dict[str, int] = field(default_factory=dict)
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
     _reducers: dict[str, dict[str, str]] = field(default_factory=dict)
 

@@ -549,24 +549,23 @@ def run_spend(services: Services, run_id: str, thread_id: str) -> dict[str, Any]
 
 def _finish(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
-    key = task_key(cursor, "", END, "finish")
-    _check_not_cancelled(services, cursor.run_id)
-    with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
-        finished = Event(type=RUN_FINISHED, run_id=cursor.run_id, key=key, data={"seq": cursor.seq})
-        services.events.append_at_head(cursor.thread_id, [finished])
-    try:  # compare-and-set: a cancel that landed first wins, and stays
-        services.runs.transition(
-            cursor.run_id,
+    finished = Event(type=RUN_FINISHED, run_id=cursor.run_id, key=task_key(cursor, "", END, "finish"), data={"seq": cursor.seq})
+    try:  # compare-and-set with the final event (one transaction where the store can): a cancel that landed first wins
+        services.runs.end(
+            services.events,
+            cursor.thread_id,
+            finished,
             expect=("running",),
             status="succeeded",
             finished_at=time.time(),
             waiting=None,
             steps=sum(cursor.visits.values()),
             lease_until=None,
-            **run_spend(services, cursor.run_id, cursor.thread_id),
         )
     except RunTransitionError as exc:
-        if exc.status != "succeeded":
+        if exc.status == "cancelled":
+            raise RunCancelledError(f"run {cursor.run_id!r} was cancelled; no further node runs") from None
+        if exc.status != "succeeded":  # succeeded: a replay, already recorded
             raise
     services.notify(kind="run_finished", run_id=cursor.run_id)
     return cursor.model_dump(exclude_none=True)
@@ -586,20 +585,21 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     point = _redrive_point(cursor, failed[-1] if failed else None)
     if point is not None:
         error["redrive"] = point
-    key = task_key(cursor, "", FAILED, "fail")
-    with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
-        services.events.append_at_head(cursor.thread_id, [Event(type=RUN_FAILED, run_id=cursor.run_id, key=key, data=error)])
-    try:  # compare-and-set: a cancelled run stays cancelled
-        services.runs.transition(
-            cursor.run_id,
+    final = Event(type=RUN_FAILED, run_id=cursor.run_id, key=task_key(cursor, "", FAILED, "fail"), data=error)
+    try:  # compare-and-set with the final event: a cancelled run stays cancelled
+        services.runs.end(
+            services.events,
+            cursor.thread_id,
+            final,
             expect=("running",),
             status="failed",
             finished_at=time.time(),
             error=error,
             waiting=None,
-            **run_spend(services, cursor.run_id, cursor.thread_id),
         )
     except RunTransitionError as exc:
+        with contextlib.suppress(DuplicateKeyError):  # the failure is logged whatever the record says (a replay's already is)
+            services.events.append_at_head(cursor.thread_id, [final])
         if exc.status not in ("failed", "cancelled"):
             raise
     services.notify(kind="run_failed", run_id=cursor.run_id, error=error)

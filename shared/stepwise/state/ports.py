@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
@@ -300,6 +301,30 @@ class RunStore(ABC):
             raise
         events.append_at_head(record.thread_id, [started])
         return self.update(record.run_id, start_cursor=cursor(started.seq))
+
+    def end(self, events: EventStore, thread_id: str, final: Event, *, expect: Collection[str], **fields: Any) -> None:
+        """A run's last writes: if its status is one of ``expect``, append ``final`` (``run_finished`` or
+        ``run_failed``, keyed: a replay finds it there already) and set ``fields`` plus its LLM spend
+        (``cost_usd``, ``tokens``) on the record. Otherwise RunTransitionError (KeyError: no such run),
+        and nothing is written.
+
+        This default makes separate writes, the event first: a crash between them leaves a running record,
+        whose replay writes the record. Adapters whose run records and events share a database make the
+        check, the event, the spend and the record one transaction."""
+        status = self.status(final.run_id)
+        if status is None:
+            raise KeyError(final.run_id)
+        if status not in expect:
+            raise RunTransitionError(final.run_id, status, expect)
+        with contextlib.suppress(DuplicateKeyError):  # a replay: already recorded
+            events.append_at_head(thread_id, [final])
+
+        def start() -> int:
+            run = self.get(final.run_id)
+            return int((run.start_cursor if run is not None else {}).get("seq", 0) or 0)
+
+        cost, tokens = events.spend(thread_id, final.run_id, start)
+        self.transition(final.run_id, expect=expect, **fields, cost_usd=round(cost, 9), tokens=tokens)
 
     # Task tokens: the local engine's stand-in for Step Functions' SendTaskSuccess.
     @abstractmethod

@@ -59,11 +59,47 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 _COLUMNS = "seq, type, run_id, node, scope, key, ts, data, thread_id"
 _ROW = "(?,?,?,?,?,?,?,?,?)"
 _HEAD = "(SELECT coalesce(max(seq), 0) FROM events WHERE thread_id = ?)"
+# one event after the thread's head, numbered in the statement (the columns after seq, then the thread id twice)
+_AT_HEAD = f"INSERT INTO events ({_COLUMNS}) SELECT h.v + 1, ?, ?, ?, ?, ?, ?, ?, ? FROM (SELECT {_HEAD} AS v) AS h RETURNING seq"
+_AT_HEAD_UNLESS_KEYED = _AT_HEAD.replace("INSERT", "INSERT OR IGNORE", 1)  # its key already logged: no row
 _ONE_STATEMENT_ROWS = 1000  # 9 parameters a row: larger batches take a transaction (SQLite caps a statement's parameters)
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+_RUN_FIELDS = frozenset(RunRecord.model_fields)
+
+
+def _update_sql(
+    run_id: str,
+    expect: Collection[str] | None,
+    expect_interrupt: str | None,
+    fields: dict[str, Any],
+    computed: dict[str, str] | None = None,
+    computed_args: Sequence[Any] = (),
+) -> tuple[str, list[Any]]:
+    """``UPDATE runs SET body = json_set(body, …) WHERE run_id = ? [AND status IN (…)] [AND interrupt_id IS ?]``
+    for ``fields`` (values bound as JSON) and ``computed`` (fields set from SQL expressions, e.g. a sum)."""
+    fields = {**fields, "updated_at": time.time()}
+    unknown = (set(fields) | set(computed or ())) - _RUN_FIELDS
+    if unknown:
+        raise ValueError(f"run records have no field(s) {sorted(unknown)}")
+    paths = [f"'$.{name}', json(?)" for name in fields]
+    args: list[Any] = [_json(value) for value in fields.values()]
+    for name, expression in (computed or {}).items():
+        paths.append(f"'$.{name}', {expression}")
+    args.extend(computed_args)
+    sql = f"UPDATE runs SET body = json_set(body, {', '.join(paths)}) WHERE run_id = ?"
+    args.append(run_id)
+    if expect is not None:
+        sql += f" AND json_extract(body, '$.status') IN ({','.join('?' * len(expect))})"
+        args.extend(expect)
+    if expect_interrupt is not None:
+        sql += " AND json_extract(body, '$.interrupt_id') IS ?"
+        args.append(expect_interrupt)
+    return sql, args
 
 
 class _Lease:
@@ -341,20 +377,7 @@ class SqliteRunStore(RunStore):
         """``UPDATE … SET body = json_set(body, …) WHERE run_id = ? [AND status IN (…)] [AND interrupt_id = ?]``:
         SQLite runs one writer at a time, so the check and the write are atomic, across processes too. When
         no row matched, the record is read to say why (no such run: KeyError; else RunTransitionError)."""
-        fields = {**fields, "updated_at": time.time()}
-        unknown = set(fields) - set(RunRecord.model_fields)
-        if unknown:
-            raise ValueError(f"run records have no field(s) {sorted(unknown)}")
-        paths = ", ".join(f"'$.{name}', json(?)" for name in fields)
-        args: list[Any] = [_json(value) for value in fields.values()]
-        sql = f"UPDATE runs SET body = json_set(body, {paths}) WHERE run_id = ?"
-        args.append(run_id)
-        if expect is not None:
-            sql += f" AND json_extract(body, '$.status') IN ({','.join('?' * len(expect))})"
-            args.extend(expect)
-        if expect_interrupt is not None:
-            sql += " AND json_extract(body, '$.interrupt_id') IS ?"
-            args.append(expect_interrupt)
+        sql, args = _update_sql(run_id, expect, expect_interrupt, fields)
         with self.db.write_lock:
             cursor = self.db.connection().execute(sql + (" RETURNING body" if returning else ""), args)
             row = cursor.fetchone() if returning else None
@@ -370,6 +393,40 @@ class SqliteRunStore(RunStore):
         check_expected(run, expect, expect_interrupt)
         raise RunTransitionError(run_id, run.status, expect or ())  # changed between the write and this read
 
+    def end(self, events: EventStore, thread_id: str, final: Event, *, expect: Collection[str], **fields: Any) -> None:
+        """One transaction: the compare-and-set of the record, with the run's LLM spend summed in SQL (over the
+        partial index of ``llm_call`` rows), and its final event at the head (a replay's is already there:
+        ``OR IGNORE`` on the key). A run whose status is not expected is left as it is, and no event is added."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db):
+            super().end(events, thread_id, final, expect=expect, **fields)
+            return
+        spent = "FROM events WHERE thread_id = ? AND run_id = ? AND type = 'llm_call'"
+        computed = {
+            "cost_usd": f"(SELECT round(coalesce(sum(coalesce(json_extract(data, '$.cost_usd'), 0)), 0), 9) {spent})",
+            "tokens": "(SELECT coalesce(sum(coalesce(json_extract(data, '$.input_tokens'), 0) + "
+            f"coalesce(json_extract(data, '$.output_tokens'), 0)), 0) {spent})",
+        }
+        spend_args = [thread_id, final.run_id] * 2
+        update, update_args = _update_sql(final.run_id, expect, None, fields, computed, spend_args)
+        row = EventStore._numbered([final], 0)[0]
+        with self.db.write_lock:
+            conn = self.db.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute(update, update_args).rowcount != 1:
+                    found = conn.execute("SELECT json_extract(body, '$.status') FROM runs WHERE run_id=?", (final.run_id,)).fetchone()
+                    if found is None:
+                        raise KeyError(final.run_id)
+                    raise RunTransitionError(final.run_id, found[0], expect)
+                added = conn.execute(_AT_HEAD_UNLESS_KEYED, (*row[1:], thread_id, thread_id)).fetchall()
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self.db.wrote()
+        if added:
+            final.seq = int(added[0][0])
+
     def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
         """One transaction: the rivals check, the run record and its ``run_started`` event, so a second run on a
         busy thread leaves nothing behind, and no reader ever sees a run without its start cursor."""
@@ -384,10 +441,9 @@ class SqliteRunStore(RunStore):
                     "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
                 ).fetchall()
                 live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
-                head = conn.execute(f"SELECT {_HEAD}", (thread_id,)).fetchone()[0]
-                row = EventStore._numbered([started], head)[0]
+                row = EventStore._numbered([started], 0)[0]
+                started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
                 record.start_cursor = cursor(started.seq)
-                conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES {_ROW}", (*row, thread_id))
                 conn.execute(
                     "INSERT INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
                     (record.run_id, thread_id, record.created_at, record.model_dump_json()),
