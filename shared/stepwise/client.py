@@ -62,10 +62,10 @@ class RunResult:
         return out
 
 
-def _admit(value: Any, what: str) -> None:
+def _admit(value: Any, what: str, lim: limits.Limits | None = None) -> None:
     """Inputs must be storable: bounded depth and integers, valid Unicode (see graph/limits.py)."""
     try:
-        limits.check_value(value, what=what)
+        limits.check_value(value, lim, what=what)
     except limits.LimitError as exc:
         raise StepwiseError(str(exc)) from None
 
@@ -111,6 +111,7 @@ class Stepwise:
         self.executor: Executor = executor or LocalExecutor(services, clock)
         self._asl_cache: dict[str, dict[str, Any]] = {}
         self._registered: dict[int, tuple[GraphSpec, str]] = {}
+        self._limits = limits.Limits.from_env()  # read once, like the settings (six environment reads per run were 10 µs)
 
     @classmethod
     def embedded(
@@ -180,7 +181,7 @@ class Stepwise:
         that. ``run`` is both; the API splits them to answer with the run id before a local run ends."""
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
-        _admit(input, "the input")
+        _admit(input, "the input", self._limits)
         ref = self.register(spec)
         # the first run on a fork continues where it was taken (a new thread has no fork to look for)
         fork_point = self._fork_point(thread_id, ref) if thread_id else {}
@@ -190,7 +191,8 @@ class Stepwise:
         started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
 
         def cursor(seq: int) -> dict[str, Any]:
-            out = Cursor(thread_id=thread_id, run_id=run_id, graph=ref, seq=seq).model_dump(exclude_none=True)
+            # a Cursor's dump (thread_id, run_id, graph, seq, frames, visits), written out: this process made every value
+            out = {"thread_id": thread_id, "run_id": run_id, "graph": ref, "seq": seq, "frames": [], "visits": {}}
             out["base"] = seq  # where this execution began: the step counts its events from here (handover)
             return out | fork_point
 
@@ -211,7 +213,7 @@ class Stepwise:
         record is the queue (durable in the run store, tenant-scoped); ``drain_queue`` starts it later."""
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
-        _admit(input, "the input")
+        _admit(input, "the input", self._limits)
         ref = self.register(spec)
         record = RunRecord(
             run_id=f"run-{uuid.uuid4().hex[:12]}",
@@ -287,7 +289,7 @@ class Stepwise:
             raise ConflictingRequestError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
         if input is not None and not isinstance(input, dict):
             raise StepwiseError("the resume input must be a JSON object, merged into the state as the human node's update")
-        _admit(input, "the resume input")
+        _admit(input, "the resume input", self._limits)
         if run.status == "waiting" and (run.waiting or {}).get("kind") == "retry":  # parked on a 429: continue it now
             return self.continue_parked(run_id, force=True)
         if run.status == "running":

@@ -80,11 +80,11 @@ def _per_spec(kind: str, spec: GraphSpec, build: Callable[[GraphSpec], T]) -> T:
     must not grow with the graph's size (recomputing topology and reducers was 75 ms/step at 10,000 nodes).
     Keyed by identity, holding the spec so its id cannot be reused while cached; a small LRU."""
     key = (kind, id(spec))
-    with _PER_SPEC_LOCK:
-        hit = _PER_SPEC.get(key)
-        if hit is not None and hit[0] is spec:
+    hit = _PER_SPEC.get(key)  # a dict read is atomic: the hit path takes no lock (two per step)
+    if hit is not None and hit[0] is spec:
+        with contextlib.suppress(KeyError):  # evicted meanwhile by another thread: the value is still good
             _PER_SPEC.move_to_end(key)
-            return hit[1]  # type: ignore[no-any-return]
+        return hit[1]  # type: ignore[no-any-return]
     value = build(spec)
     with _PER_SPEC_LOCK:
         _PER_SPEC[key] = (spec, value)
@@ -262,7 +262,8 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
         resume_input=resume_input,
         services=services,
     )
-    services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
+    if services.observer is not None:
+        services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
     return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter())
 
 
@@ -302,16 +303,17 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
     if recorded is node_event:
         services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state, p.reducer_names)
         _after_commit(services, ctx)
-    services.notify(
-        kind="node_finished",
-        run_id=cursor.run_id,
-        node=p.node,
-        scope=p.scope,
-        seq=new_seq,
-        route=route,
-        update=update,
-        ms=elapsed_ms,
-    )
+    if services.observer is not None:
+        services.notify(
+            kind="node_finished",
+            run_id=cursor.run_id,
+            node=p.node,
+            scope=p.scope,
+            seq=new_seq,
+            route=route,
+            update=update,
+            ms=elapsed_ms,
+        )
     return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
 
 
