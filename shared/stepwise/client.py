@@ -197,7 +197,7 @@ class Stepwise:
             return out | fork_point
 
         run = self.services.runs.begin(record, self.services.events, started, cursor)
-        if self.executor.synchronous:  # it runs here, next: tell it the head it starts from
+        if isinstance(self.executor, LocalExecutor):  # it runs here, next: tell it the head it starts from
             if len(self.services.begun) >= 1024:  # started here but executed elsewhere (the API's split): forget
                 self.services.begun.clear()
             self.services.begun[run_id] = started.seq
