@@ -57,9 +57,11 @@ def main() -> None:
     parser.add_argument("--burst", type=float, default=50.0)
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+    from stepwise.memory.settings import MemorySettings
     from stepwise.memory.valkey import valkey_url
 
-    url = valkey_url()
+    memory = MemorySettings.from_env()  # the benchmark is a process edge: it reads the settings once
+    url = valkey_url(memory.valkey_url, memory.valkey_secret)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     prefix = f"bench:{uuid.uuid4().hex}"

@@ -38,16 +38,18 @@ def embedded_client(tmp_path: Path) -> Stepwise:
 def _sandbox_cgroup_root() -> Iterator[None]:
     """Sandboxed calls of this session put their CPU cgroups (tools/cgroups.py) under a root of their own,
     removed at the end, so a test run leaves no tenant cgroups on the machine."""
+    from stepwise.tools import cgroups
+
     name = f"stepwise-test-{os.getpid()}"
-    before = os.environ.get("STEPWISE_SANDBOX_CGROUP")
-    os.environ["STEPWISE_SANDBOX_CGROUP"] = name
+    before, default = os.environ.get("STEPWISE_SANDBOX_CGROUP"), cgroups.ROOT_NAME
+    os.environ["STEPWISE_SANDBOX_CGROUP"] = name  # clients read it into ToolSettings.sandbox_cgroup
+    cgroups.ROOT_NAME = name  # sandboxes built without settings
     yield
+    cgroups.ROOT_NAME = default
     if before is None:
         os.environ.pop("STEPWISE_SANDBOX_CGROUP", None)
     else:
         os.environ["STEPWISE_SANDBOX_CGROUP"] = before
-    from stepwise.tools import cgroups
-
     cgroups.remove_root(name)
 
 

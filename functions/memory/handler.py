@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger
 
 from stepwise.config import Settings, build_client
 from stepwise.memory.service import MemoryServices
+from stepwise.memory.settings import MemorySettings
 from stepwise.memory.worker import run_pass
 
 logger = Logger(service="stepwise-memory")
@@ -22,7 +23,8 @@ _parts: tuple[Any, MemoryServices] | None = None
 def parts() -> tuple[Any, MemoryServices]:
     global _parts
     if _parts is None:
-        _parts = (build_client(Settings.from_env()).services.events, MemoryServices())
+        settings = Settings.from_env()  # the Lambda's cold start: settings read once, here
+        _parts = (build_client(settings).services.events, MemoryServices(home=settings.home, settings=MemorySettings.from_env()))
     return _parts
 
 

@@ -432,7 +432,9 @@ def serve(
         except MissingExtra as exc:  # EXTRAS maps numpy to 'llm' (its smallest extra); the worker needs 'memory'
             _fail(str(MissingExtra("memory", "consolidation passes (--memory-worker)", exc.module)))
             return
-        ConsolidationWorker(MemoryServices(home=home), Stepwise.embedded(home).services.events, interval=memory_interval).start()
+        client = Stepwise.embedded(home)  # reads the settings (engine, tools, memory) from the environment, once
+        memory = MemoryServices(home=home, settings=client.services.memory_settings)
+        ConsolidationWorker(memory, client.services.events, interval=memory_interval).start()
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
     with _user_errors():  # e.g. STEPWISE_JWT_ISSUER without the extra PyJWT comes with: one line naming it

@@ -31,8 +31,9 @@ def _memory(home: Path | None) -> MemoryServices:
     from stepwise.client import default_home
     from stepwise.extras import MissingExtra, needs
     from stepwise.memory.service import MemoryServices
+    from stepwise.memory.settings import MemorySettings
 
-    mem = MemoryServices(home=home or default_home())
+    mem = MemoryServices(home=home or default_home(), settings=MemorySettings.from_env())  # a CLI command: a process edge
     try:
         with needs("memory", "the memory commands"):
             mem.ltm  # noqa: B018 -- opens the store now, so a missing module is one line naming the extra

@@ -23,6 +23,7 @@ from stepwise.graph import limits
 from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import END, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
+from stepwise.memory.settings import MemorySettings
 from stepwise.runtime.services import Observer, Services
 from stepwise.runtime.step import Cursor, reducers_of, resume_step
 from stepwise.settings import Settings
@@ -35,6 +36,7 @@ from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunSto
 from stepwise.state.ports import ACTIVE, FINISHED, RunPage, RunQuery, RunRecord, RunTransitionError
 from stepwise.state.reducers import LazyReducers, ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
+from stepwise.tools.settings import ToolSettings
 
 if TYPE_CHECKING:
     from stepwise.runtime.ports import MemoryPort
@@ -115,12 +117,23 @@ class Stepwise:
 
     @classmethod
     def embedded(
-        cls, home: str | Path | None = None, *, observer: Observer | None = None, settings: Settings | None = None, **kwargs: Any
+        cls,
+        home: str | Path | None = None,
+        *,
+        observer: Observer | None = None,
+        settings: Settings | None = None,
+        tool_settings: ToolSettings | None = None,
+        memory_settings: MemorySettings | None = None,
+        **kwargs: Any,
     ) -> Stepwise:
-        """SQLite and files under ``home`` (default: ``settings.home``, ``STEPWISE_HOME``); runs execute in-process."""
+        """SQLite and files under ``home`` (default: ``settings.home``, ``STEPWISE_HOME``); runs execute in-process.
+
+        Settings not given are read from the environment, once, here (``Settings``, ``ToolSettings``, ``MemorySettings``)."""
         from stepwise.memory.service import MemoryServices
 
         settings = settings or Settings.from_env()
+        tool_settings = tool_settings or ToolSettings.from_env()
+        memory_settings = memory_settings or MemorySettings.from_env()
         home = Path(home) if home is not None else settings.home
         db = SqliteDatabase(home / "stepwise.db")
         services = Services(
@@ -129,15 +142,25 @@ class Stepwise:
             runs=SqliteRunStore(db),
             registry=SqliteRegistry(db),
             observer=observer,
-            memory=MemoryServices(home=home),
-            permissions=_embedded_permissions(home),
+            memory=MemoryServices(home=home, settings=memory_settings),
+            permissions=_embedded_permissions(home, tool_settings),
             settings=settings,
+            tool_settings=tool_settings,
+            memory_settings=memory_settings,
         )
         return cls(services, **kwargs)
 
     @classmethod
-    def in_memory(cls, *, observer: Observer | None = None, settings: Settings | None = None, **kwargs: Any) -> Stepwise:
-        """Everything in this process's memory: for tests and notebooks."""
+    def in_memory(
+        cls,
+        *,
+        observer: Observer | None = None,
+        settings: Settings | None = None,
+        tool_settings: ToolSettings | None = None,
+        memory_settings: MemorySettings | None = None,
+        **kwargs: Any,
+    ) -> Stepwise:
+        """Everything in this process's memory: for tests and notebooks (settings not given: read from the environment, once)."""
         services = Services(
             events=MemoryEventStore(),
             snapshots=MemorySnapshotStore(),
@@ -145,6 +168,8 @@ class Stepwise:
             registry=MemoryRegistry(),
             observer=observer,
             settings=settings or Settings.from_env(),
+            tool_settings=tool_settings or ToolSettings.from_env(),
+            memory_settings=memory_settings or MemorySettings.from_env(),
         )
         return cls(services, **kwargs)
 
@@ -550,10 +575,11 @@ class Stepwise:
 
     def memory(self) -> MemoryPort:
         """The long-term and short-term memory agents of this client use (``Services.memory``; the
-        process-wide default from the environment when none is configured)."""
+        process-wide default for ``Services.memory_settings`` when none is configured)."""
         from stepwise.memory.service import default_memory
 
-        return self.services.memory if self.services.memory is not None else default_memory()
+        found = self.services.memory
+        return found if found is not None else default_memory(self.services.memory_settings, self.services.settings.home)
 
     def history(self, thread_id: str) -> list[Event]:
         events = self.services.events.read(thread_id)
@@ -732,14 +758,14 @@ def _state_after(root: GraphSpec, node: str, nxt: dict[str, Any]) -> str | None:
     return _entry_state(root, f"{prefix}/{route}" if prefix else route)
 
 
-def _embedded_permissions(home: Path) -> Any:
+def _embedded_permissions(home: Path, settings: ToolSettings) -> Any:
     """Tool roles in ``<home>/api.db`` and the capability key in ``<home>/capability.key`` (made on first use,
     like the manager itself: a run that calls no tool never imports the tools layer)."""
 
     def make() -> Any:
         from stepwise.tools.permissions import PermissionManager
 
-        return PermissionManager.embedded(home)
+        return PermissionManager.embedded(home, settings)
 
     return _OnFirstUse(make)
 

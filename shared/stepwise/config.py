@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from stepwise.client import Stepwise
 from stepwise.runtime.services import Observer, Services
 from stepwise.settings import Settings
+from stepwise.tools.settings import ToolSettings
 
 if TYPE_CHECKING:
     from stepwise.tools.permissions import PermissionManager
@@ -32,6 +33,7 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
         from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore
         from stepwise.state.s3 import S3SnapshotStore
 
+    tool_settings = ToolSettings.from_env()  # read once, here: the Lambda's or server's start
     services = Services(
         events=DynamoEventStore(settings.events_table, bucket=settings.bucket),
         snapshots=S3SnapshotStore(settings.bucket),
@@ -39,15 +41,16 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
         registry=DynamoRegistry(settings.registry_table),
         observer=observer,
         snapshot_every=settings.snapshot_every,
-        permissions=_aws_permissions(),
+        permissions=_aws_permissions(tool_settings),
         settings=settings,
+        tool_settings=tool_settings,
     )
     executor = StepFunctionsExecutor(services, settings)
     return Stepwise(services, executor=executor)
 
 
-def _aws_permissions() -> PermissionManager:
+def _aws_permissions(settings: ToolSettings) -> PermissionManager:
     """Roles in the API's table (STEPWISE_API_TABLE); the token key from STEPWISE_CAPABILITY_SECRET."""
     from stepwise.tools.permissions import PermissionManager
 
-    return PermissionManager.aws()
+    return PermissionManager.aws(settings)

@@ -22,6 +22,7 @@ from moto import mock_aws
 from stepwise.memory import valkey as vk
 from stepwise.memory.consolidate import PENDING_KEY, mark_pending
 from stepwise.memory.service import MemoryServices
+from stepwise.memory.settings import MemorySettings
 from stepwise.memory.valkey import ACL_RULES, ValkeyAuthError
 
 PASSWORD = "Gq7-very-secret-cache-password-x9%:+"  # URL-special characters on purpose
@@ -59,15 +60,12 @@ def _secret(sm: Any, name: str, value: dict[str, str] | str) -> str:
     return str(sm.create_secret(Name=name, SecretString=body)["ARN"])
 
 
-def test_deployed_credentials_from_the_secret_run_stm_and_caches(
-    acl_server: str, aws: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_deployed_credentials_from_the_secret_run_stm_and_caches(acl_server: str, aws: Any, caplog: pytest.LogCaptureFixture) -> None:
     for name in ("stepwise", "redis"):  # ours and redis-py's logs (botocore's own DEBUG wire log is not ours)
         caplog.set_level(logging.DEBUG, logger=name)
     arn = _secret(aws, "stepwise/valkey", {"username": "stepwise", "password": PASSWORD})
-    monkeypatch.setenv("STEPWISE_VALKEY_URL", acl_server)
-    monkeypatch.setenv("STEPWISE_VALKEY_SECRET", arn)
-    memory = MemoryServices(environ={"STEPWISE_VALKEY_URL": acl_server, "STEPWISE_VALKEY_SECRET": arn})
+    env = {"STEPWISE_VALKEY_URL": acl_server, "STEPWISE_VALKEY_SECRET": arn}
+    memory = MemoryServices(settings=MemorySettings.from_env(env))
     memory.stm.rebuild("acme", "t-auth", [{"role": "user", "content": "I prefer window seats."}])
     window = memory.stm.window("acme", "t-auth", 1000)
     assert [m["content"] for m in window.messages] == ["I prefer window seats."]
@@ -75,32 +73,33 @@ def test_deployed_credentials_from_the_secret_run_stm_and_caches(
     assert memory.valkey.hlen(PENDING_KEY) == 1
 
     from stepwise.api.ratelimit import ValkeyRateLimiter
+    from stepwise.api.settings import ApiSettings
     from stepwise.llm.budget import ValkeyLedger
+    from stepwise.llm.gateway import ModelHub
+    from stepwise.llm.settings import LLMSettings
 
-    ledger = ValkeyLedger(vk.client(acl_server))  # the gateway passes the configured URL: credentials still applied
+    hub = ModelHub(LLMSettings.from_env(env))  # the gateway: URL and secret from its settings, credentials applied
+    ledger = ValkeyLedger(hub.valkey())
     ledger.add("acme", "r1", 0.25)
     assert ledger.spent("acme", "r1")[0] == pytest.approx(0.25)
-    assert ValkeyRateLimiter({}).take("acme", "execute", 1.0, 2.0)[0] is True  # EVALSHA under the ACL
+    limiter = ValkeyRateLimiter({}, url=ApiSettings.from_env(env).valkey_url, secret=ApiSettings.from_env(env).valkey_secret)
+    assert limiter.take("acme", "execute", 1.0, 2.0)[0] is True  # EVALSHA under the ACL
     assert memory.valkey.connection_pool.connection_kwargs["username"] == "stepwise"
     assert PASSWORD not in caplog.text
     with pytest.raises(redis.exceptions.NoPermissionError, match="flushall"):  # the ACL holds: @dangerous commands are refused
         memory.valkey.flushall()
 
 
-def test_missing_credentials_fail_with_what_to_set(acl_server: str, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWISE_VALKEY_URL", acl_server)
-    monkeypatch.delenv("STEPWISE_VALKEY_SECRET", raising=False)
+def test_missing_credentials_fail_with_what_to_set(acl_server: str, aws: Any) -> None:
     with pytest.raises(ValkeyAuthError, match=r"requires authentication.*STEPWISE_VALKEY_SECRET"):
-        vk.client()
+        vk.client(acl_server)
 
 
-def test_wrong_password_names_the_secret_never_the_value(acl_server: str, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_names_the_secret_never_the_value(acl_server: str, aws: Any) -> None:
     wrong = "not-the-password-" + PASSWORD[::-1]
     arn = _secret(aws, "stepwise/valkey-stale", {"username": "stepwise", "password": wrong})
-    monkeypatch.setenv("STEPWISE_VALKEY_URL", acl_server)
-    monkeypatch.setenv("STEPWISE_VALKEY_SECRET", arn)
     with pytest.raises(ValkeyAuthError) as info:
-        vk.client()
+        vk.client(acl_server, secret=arn)
     message = str(info.value)
     assert "rejected user 'stepwise'" in message and arn in message
     assert wrong not in message and PASSWORD not in message and info.value.__cause__ is None
@@ -109,17 +108,17 @@ def test_wrong_password_names_the_secret_never_the_value(acl_server: str, aws: A
 def test_secret_without_a_password_is_a_clear_error(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     arn = _secret(aws, "stepwise/valkey-empty", "not json")
     with pytest.raises(ValkeyAuthError, match=r'JSON object with a password field.*"username"'):
-        vk.authenticated("rediss://cache.example.internal:6379", {"STEPWISE_VALKEY_SECRET": arn})
+        vk.authenticated("rediss://cache.example.internal:6379", arn)
 
 
 def test_secret_is_read_once_per_process_and_urls_with_credentials_are_kept(aws: Any) -> None:
     arn = _secret(aws, "stepwise/valkey-once", {"username": "stepwise", "password": PASSWORD})
-    env = {"STEPWISE_VALKEY_SECRET": arn, "STEPWISE_VALKEY_URL": "rediss://cache.example.internal:6379"}
-    url = vk.valkey_url(env)
+    configured = "rediss://cache.example.internal:6379"
+    url = vk.valkey_url(configured, arn)
     parsed = redis.connection.parse_url(url)
     assert url.startswith("rediss://stepwise:") and parsed["password"] == PASSWORD and parsed["port"] == 6379
     aws.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
-    assert vk.valkey_url(env) == url  # cached since the cold start: no second Secrets Manager call
+    assert vk.valkey_url(configured, arn) == url  # cached since the cold start: no second Secrets Manager call
     given = "rediss://other:pw@cache.example.internal:6379"
-    assert vk.authenticated(given, env) == given
+    assert vk.authenticated(given, arn) == given
     assert vk.redacted(url) == "rediss://stepwise:***@cache.example.internal:6379"

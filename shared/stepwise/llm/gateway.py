@@ -101,7 +101,7 @@ class ModelHub:
             if not self.settings.valkey_url and not env.get("STEPWISE_VALKEY_URL") and env.get("AWS_LAMBDA_FUNCTION_NAME"):
                 raise RuntimeError("no STEPWISE_VALKEY_URL on Lambda: point it at ElastiCache to share caches and budgets")
 
-            self._valkey = client(self.settings.valkey_url)
+            self._valkey = client(self.settings.valkey_url, secret=self.settings.valkey_secret)
         return self._valkey
 
     @property
@@ -113,7 +113,7 @@ class ModelHub:
                 self.valkey(),
                 ttl_seconds=self.settings.cache_ttl_seconds,
                 threshold=self.settings.semantic_threshold,
-                embedder=make_embedder(self.settings.embedder),
+                embedder=make_embedder(self.settings.embedder, threads=self.settings.embed_threads),
             )
         return self._cache
 

@@ -29,7 +29,11 @@ class LLMSettings(BaseModel):
     cache_ttl_seconds: int = Field(default=3600, ge=1)
     semantic_threshold: float = Field(default=0.85, gt=0, le=1)
     embedder: str = "hashing"
+    #: onnxruntime threads of the ``minilm`` embedder (``STEPWISE_EMBED_THREADS``, shared with memory).
+    embed_threads: int = Field(default=1, ge=1)
     valkey_url: str | None = None
+    #: Secrets Manager secret with the Valkey user's credentials (``STEPWISE_VALKEY_SECRET``, set by the stack).
+    valkey_secret: str | None = None
     timeout_seconds: float = Field(default=60.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=30.0, ge=0)
@@ -74,6 +78,10 @@ class LLMSettings(BaseModel):
             data["tenant_budget_usd"] = env["STEPWISE_LLM_TENANT_BUDGET_USD"]
         if env.get("STEPWISE_VALKEY_URL"):
             data["valkey_url"] = env["STEPWISE_VALKEY_URL"]
+        if env.get("STEPWISE_EMBED_THREADS"):
+            data["embed_threads"] = env["STEPWISE_EMBED_THREADS"]
+        if env.get("STEPWISE_VALKEY_SECRET"):
+            data["valkey_secret"] = env["STEPWISE_VALKEY_SECRET"]
         if env.get("AWS_LAMBDA_FUNCTION_NAME") and not data.get("valkey_url") and "cache" not in data:
             data["cache"] = "off"  # on Lambda the cache needs ElastiCache (STEPWISE_VALKEY_URL); never an embedded server
         if env.get("STEPWISE_MODEL"):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import re
 import threading
 from pathlib import Path
@@ -101,8 +100,9 @@ class MiniLMInt8Embedder:
     dim = 384
     MAX_LENGTH = 256
 
-    def __init__(self, threads: int | None = None) -> None:
-        self._threads = threads or int(os.environ.get("STEPWISE_EMBED_THREADS", "1"))
+    def __init__(self, threads: int = 1) -> None:
+        """``threads``: onnxruntime's intra-op threads (``STEPWISE_EMBED_THREADS``, ``MemorySettings.embed_threads``)."""
+        self._threads = threads
         self._lock = threading.Lock()
         self._session: Any = None
         self._tokenizer: Any = None
@@ -196,9 +196,10 @@ _shared: dict[str, Embedder] = {}
 _shared_lock = threading.Lock()
 
 
-def make_embedder(spec: str | None = None) -> Embedder:
-    """``auto`` (default, or ``STEPWISE_MEMORY_EMBEDDER``), ``minilm-int8``, ``hashing`` or ``hashing-<dim>``. Shared per process."""
-    spec = spec or os.environ.get("STEPWISE_MEMORY_EMBEDDER") or "auto"
+def make_embedder(spec: str | None = None, *, threads: int = 1) -> Embedder:
+    """``auto`` (default; ``STEPWISE_MEMORY_EMBEDDER`` is ``MemorySettings.memory_embedder``), ``minilm-int8``,
+    ``hashing`` or ``hashing-<dim>``. Shared per process (the first ``threads`` asked for a spec wins)."""
+    spec = spec or "auto"
     if spec == "auto":
         spec = "minilm-int8" if MiniLMInt8Embedder.available() else "hashing"
     with _shared_lock:
@@ -207,7 +208,7 @@ def make_embedder(spec: str | None = None) -> Embedder:
             return found
         made: Embedder
         if spec == "minilm-int8":
-            made = MiniLMInt8Embedder()
+            made = MiniLMInt8Embedder(threads)
         elif spec.startswith("bedrock:"):
             model, _, dims = spec.removeprefix("bedrock:").partition("#")
             made = TitanEmbedder(model or "amazon.titan-embed-text-v2:0", int(dims or 512))

@@ -19,15 +19,17 @@ filters), metadata as ``meta`` keywords ``key=<json value>`` (equality filters w
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stepwise.memory.embedders import Embedder
 from stepwise.memory.ltm import Filter, LongTermStore
 from stepwise.memory.records import MemoryRecord
+
+if TYPE_CHECKING:
+    from stepwise.memory.settings import MemorySettings
 
 FOREVER = 1e15
 MAX_RESULTS = 10_000
@@ -89,24 +91,24 @@ class OpenSearchLongTermStore(LongTermStore):
         return cls(client, index=index, embedder=embedder)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> OpenSearchLongTermStore:
-        """``STEPWISE_OPENSEARCH_ENDPOINT`` (a Serverless collection, SigV4 with the Lambda's role, service ``aoss``)
-        or ``STEPWISE_OPENSEARCH_URL`` (unsigned); index ``STEPWISE_OPENSEARCH_INDEX`` (default stepwise-memory)."""
-        env = dict(os.environ if environ is None else environ)
-        index = env.get("STEPWISE_OPENSEARCH_INDEX", "stepwise-memory")
-        endpoint = env.get("STEPWISE_OPENSEARCH_ENDPOINT")
+    def from_settings(cls, settings: MemorySettings, *, embedder: Embedder | None = None) -> OpenSearchLongTermStore:
+        """``settings.opensearch_endpoint`` (``STEPWISE_OPENSEARCH_ENDPOINT``: a Serverless collection, SigV4 with the
+        Lambda's role, service ``aoss``) or ``opensearch_url`` (``STEPWISE_OPENSEARCH_URL``, unsigned); index
+        ``opensearch_index`` (``STEPWISE_OPENSEARCH_INDEX``, default stepwise-memory)."""
+        index = settings.opensearch_index
+        endpoint = settings.opensearch_endpoint
         if not endpoint:
-            url = env.get("STEPWISE_OPENSEARCH_URL")
+            url = settings.opensearch_url
             if not url:
                 raise RuntimeError(
                     "STEPWISE_MEMORY_BACKEND=opensearch needs STEPWISE_OPENSEARCH_ENDPOINT (Serverless) or STEPWISE_OPENSEARCH_URL"
                 )
-            return cls.from_url(url, index=index)
+            return cls.from_url(url, index=index, embedder=embedder)
         import boto3
 
         session = boto3.Session()
-        region = env.get("AWS_REGION") or session.region_name or "us-east-1"
-        return cls(sigv4_client(endpoint, session.get_credentials(), region), index=index)
+        region = settings.aws_region or session.region_name or "us-east-1"
+        return cls(sigv4_client(endpoint, session.get_credentials(), region), index=index, embedder=embedder)
 
     # -- helpers ---------------------------------------------------------------------------------
     def ensure_index(self) -> None:

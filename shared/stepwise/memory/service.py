@@ -1,4 +1,5 @@
-"""The memory services a step uses, built once per process from the environment and created lazily.
+"""The memory services a step uses, built from ``MemorySettings`` (read once from the environment where the process
+starts) and created lazily.
 
 - LTM: ``STEPWISE_MEMORY_BACKEND=opensearch`` with ``STEPWISE_OPENSEARCH_ENDPOINT`` (OpenSearch Serverless,
   SigV4) or ``STEPWISE_OPENSEARCH_URL`` (any endpoint, e.g. a test double); otherwise the embedded store
@@ -10,12 +11,12 @@ Every long-term query goes through ``ResilientMemory`` (the retry table's memory
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepwise.memory.resilient import ResilientMemory
+from stepwise.memory.settings import MemorySettings
 from stepwise.memory.stm import ShortTermMemory
 
 if TYPE_CHECKING:  # numpy and the embedders load only when long-term memory is used
@@ -31,10 +32,12 @@ class MemoryServices:
         home: str | Path | None = None,
         ltm: LongTermStore | None = None,
         valkey: Any = None,
-        environ: dict[str, str] | None = None,
+        settings: MemorySettings | None = None,
     ) -> None:
-        self.env = dict(os.environ if environ is None else environ)
-        self.home = Path(home) if home is not None else Path(self.env.get("STEPWISE_HOME", ".stepwise"))
+        """``home``: the embedded store's directory (the engine's ``Settings.home``); ``settings``: the memory
+        layer's (default ``MemorySettings()``: embedded everything, nothing read from the environment)."""
+        self.settings = settings or MemorySettings()
+        self.home = Path(home) if home is not None else Path(".stepwise")
         self._ltm, self._valkey = ltm, valkey
         self._stm: ShortTermMemory | None = None
         self._resilient: ResilientMemory | None = None
@@ -49,20 +52,23 @@ class MemoryServices:
             return self._ltm
 
     def _build_ltm(self) -> LongTermStore:
-        if self.env.get("STEPWISE_MEMORY_BACKEND", "embedded") == "opensearch":
+        from stepwise.memory.embedders import make_embedder
+
+        embedder = make_embedder(self.settings.memory_embedder, threads=self.settings.embed_threads)
+        if self.settings.memory_backend == "opensearch":
             from stepwise.memory.opensearch import OpenSearchLongTermStore
 
-            return OpenSearchLongTermStore.from_env(self.env)
+            return OpenSearchLongTermStore.from_settings(self.settings, embedder=embedder)
         from stepwise.memory.local import EmbeddedLongTermStore
 
-        return EmbeddedLongTermStore(self.home)
+        return EmbeddedLongTermStore(self.home, embedder=embedder)
 
     @property
     def valkey(self) -> Any:
         if self._valkey is None:
             from stepwise.memory.valkey import client
 
-            self._valkey = client(self.env.get("STEPWISE_VALKEY_URL") or None, self.env)
+            self._valkey = client(self.settings.valkey_url, secret=self.settings.valkey_secret)
         return self._valkey
 
     @property
@@ -91,14 +97,15 @@ class MemoryServices:
             self._ltm = None
 
 
-_default: MemoryServices | None = None
+_defaults: dict[tuple[MemorySettings, Path], MemoryServices] = {}
 _default_lock = threading.Lock()
 
 
-def default_memory() -> MemoryServices:
-    """The process-wide memory services (for steps whose Services carry none)."""
-    global _default
+def default_memory(settings: MemorySettings, home: str | Path) -> MemoryServices:
+    """The process-wide memory services for ``settings`` and ``home`` (for steps whose Services carry none)."""
+    key = (settings, Path(home))
     with _default_lock:
-        if _default is None:
-            _default = MemoryServices()
-        return _default
+        found = _defaults.get(key)
+        if found is None:
+            found = _defaults[key] = MemoryServices(home=home, settings=settings)
+        return found

@@ -15,9 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import os
 import threading
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -93,19 +91,15 @@ def _stop() -> None:
                 _clients.clear()
 
 
-def valkey_url(environ: Mapping[str, str] | None = None) -> str:
-    """``STEPWISE_VALKEY_URL`` with the credentials from ``STEPWISE_VALKEY_SECRET`` when it names one, else
-    the embedded server's URL."""
-    env = os.environ if environ is None else environ
-    configured = env.get("STEPWISE_VALKEY_URL")
-    return authenticated(configured, env) if configured else embedded_url()
+def valkey_url(configured: str | None = None, secret: str | None = None) -> str:
+    """``configured`` (``STEPWISE_VALKEY_URL``) with the credentials from the secret ``secret``
+    (``STEPWISE_VALKEY_SECRET``) when it names one, else the embedded server's URL."""
+    return authenticated(configured, secret) if configured else embedded_url()
 
 
-def authenticated(url: str, environ: Mapping[str, str] | None = None) -> str:
-    """``url`` with ``username:password@`` from the Secrets Manager secret ``$STEPWISE_VALKEY_SECRET``; a URL
-    that already has credentials, or no secret configured, leaves ``url`` as it is."""
-    env = os.environ if environ is None else environ
-    secret_id = env.get(SECRET_ENV)
+def authenticated(url: str, secret_id: str | None = None) -> str:
+    """``url`` with ``username:password@`` from the Secrets Manager secret ``secret_id`` (``STEPWISE_VALKEY_SECRET``);
+    a URL that already has credentials, or no secret configured, leaves ``url`` as it is."""
     parts = urlsplit(url)
     if not secret_id or parts.username or parts.password or url == _embedded_url_if_started():
         return url
@@ -156,7 +150,7 @@ def redacted(url: str) -> str:
     return urlunsplit((parts.scheme, f"{parts.username}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-def _verify(found: Any, url: str, env: Mapping[str, str]) -> None:
+def _verify(found: Any, url: str, secret_id: str | None) -> None:
     """One PING, so a credentials problem surfaces here with a message saying what to fix. An unreachable
     server is not an error yet: the first real command reports it (and callers' retries apply)."""
     import redis
@@ -172,7 +166,7 @@ def _verify(found: Any, url: str, env: Mapping[str, str]) -> None:
                 "output), or put user:password@ in STEPWISE_VALKEY_URL"
             ) from None
         user = urlsplit(url).username or "default"
-        source = f"secret {env[SECRET_ENV]!r} ({SECRET_ENV})" if env.get(SECRET_ENV) else "STEPWISE_VALKEY_URL"
+        source = f"secret {secret_id!r} ({SECRET_ENV})" if secret_id else "STEPWISE_VALKEY_URL"
         raise ValkeyAuthError(
             f"Valkey at {where} rejected user {user!r} (invalid username-password pair or user disabled): "
             f"check the credentials in {source} match the cache's user group"
@@ -183,22 +177,21 @@ def _verify(found: Any, url: str, env: Mapping[str, str]) -> None:
         return
 
 
-def client(url: str | None = None, environ: Mapping[str, str] | None = None) -> Any:
-    """A shared redis-py client (thread-safe connection pool) for ``url`` or the default server, with the
-    deployed credentials applied (``authenticated``)."""
+def client(url: str | None = None, *, secret: str | None = None) -> Any:
+    """A shared redis-py client (thread-safe connection pool) for ``url`` or the embedded server, with the
+    deployed credentials of the Secrets Manager secret ``secret`` applied (``authenticated``)."""
     from stepwise.extras import needs
 
     with needs("llm", "Valkey caches, budgets and memory"):
         import redis
 
-    env = os.environ if environ is None else environ
-    url = authenticated(url, env) if url else valkey_url(env)
+    url = valkey_url(url, secret)
     with _lock:
         found = _clients.get(url)
     if found is not None:
         return found
     made = redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
-    _verify(made, url, env)
+    _verify(made, url, secret)
     with _lock:
         return _clients.setdefault(url, made)
 

@@ -28,10 +28,12 @@ from stepwise.memory.extract import MODEL_EXTRACT_PROMPT, Candidate, ExtractionE
 from stepwise.memory.procedural import few_shot, tool_sequence
 from stepwise.memory.records import MemoryHit, MemoryQuery
 from stepwise.memory.service import default_memory
+from stepwise.memory.settings import MemorySettings
 from stepwise.memory.stm import fit_window
 from stepwise.memory.tokens import counter_for
 from stepwise.runtime.context import NodeContext
 from stepwise.runtime.ports import MemoryPort
+from stepwise.settings import Settings
 
 log = logging.getLogger("stepwise.memory")
 MEMORY_SECTION_VERSION = 1
@@ -39,9 +41,11 @@ _CACHE = "_memory_turn"
 
 
 def services_of(ctx: NodeContext) -> MemoryPort:
-    """The run's memory (``Services.memory``), else the process-wide default built from the environment."""
-    found = ctx.services.memory if ctx.services is not None else None
-    return found if found is not None else default_memory()
+    """The run's memory (``Services.memory``), else the process-wide default for the run's memory settings."""
+    services = ctx.services
+    if services is None:
+        return default_memory(MemorySettings(), Settings().home)
+    return services.memory if services.memory is not None else default_memory(services.memory_settings, services.settings.home)
 
 
 def namespaces(ctx: NodeContext, state: dict[str, Any], cfg: MemoryConfig, templates: list[str] | None = None) -> list[str]:

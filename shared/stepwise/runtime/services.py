@@ -8,9 +8,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
+from stepwise.memory.settings import MemorySettings
 from stepwise.settings import Settings
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
+from stepwise.tools.settings import ToolSettings
 
 if TYPE_CHECKING:
     from stepwise.runtime.ports import MemoryPort, ModelGateway, ToolGrants, ToolRuntime
@@ -49,13 +51,17 @@ class Services:
     tool_registry: ToolRuntime | None = None
     #: How tool retries wait (asyncio.sleep); tests inject a recorder so they never really sleep.
     tool_sleep: Callable[[float], Awaitable[None]] | None = None
-    #: Memory services (stepwise.memory.service.MemoryServices); None: the process-wide default from the environment.
+    #: Memory services (stepwise.memory.service.MemoryServices); None: the process-wide default for ``memory_settings``.
     memory: MemoryPort | None = None
     #: Tool permissions (RBAC + capability tokens, ``stepwise.tools.permissions``); default: tokens with an
     #: ephemeral key and no roles. ``Stepwise.embedded`` and the AWS client set the persistent ones.
     permissions: ToolGrants | None = None
     #: Engine settings (local concurrency, run lease); by default read from the environment once, here.
     settings: Settings = field(default_factory=Settings.from_env)
+    #: The tool layer's settings (HTTP allow-list, MCP servers, RBAC, budgets, sandbox); read once, here.
+    tool_settings: ToolSettings = field(default_factory=ToolSettings.from_env)
+    #: The memory layer's settings (backends, Valkey, embedder); read once, here.
+    memory_settings: MemorySettings = field(default_factory=MemorySettings.from_env)
     #: Starts a continuation execution (set by the executor: a new local execution, or a new Step Functions one).
     handover: Handover | None = None
     #: Events one execution may append before it hands over (default: ``settings.continue_after_events``).
@@ -99,7 +105,7 @@ class Services:
             from stepwise.tools.registry import ToolRegistry
 
             with needs("llm", "tool calls (MCP)"):
-                self.tool_registry = ToolRegistry.from_env()
+                self.tool_registry = ToolRegistry.from_settings(self.tool_settings)
         return self.tool_registry
 
     def tool_executor(self, timeouts: dict[str, float]) -> ActionExecutor:

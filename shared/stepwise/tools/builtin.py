@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import operator
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -121,10 +120,6 @@ def allowed(url: str, allowlist: list[str]) -> bool:
         if entry in (host, with_port):
             return True
     return False
-
-
-def default_allowlist() -> list[str]:
-    return [h for h in os.environ.get("STEPWISE_HTTP_ALLOWLIST", "").split(",") if h.strip()]
 
 
 async def http_fetch(url: str, allowlist: list[str], timeout: float = 10.0) -> dict[str, Any]:

@@ -43,9 +43,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepwise.tools.executor import CAPABILITY_META
+
+if TYPE_CHECKING:
+    from stepwise.tools.settings import ToolSettings
 
 META_KEY = CAPABILITY_META  # where the token travels in MCP `_meta`
 
@@ -185,16 +188,14 @@ class ValkeySpent:
         return bool(first)
 
 
-def spent_from_env(environ: dict[str, str] | None = None) -> SpentTokens:
-    """Valkey when ``STEPWISE_VALKEY_URL`` is set, else this process's memory (warned about on Lambda, where
-    one function runs in many containers)."""
-    env = os.environ if environ is None else environ
-    url = env.get("STEPWISE_VALKEY_URL")
-    if url:
+def spent_tokens(settings: ToolSettings) -> SpentTokens:
+    """Valkey when ``settings.valkey_url`` (``STEPWISE_VALKEY_URL``) is set, else this process's memory (warned
+    about on Lambda, where one function runs in many containers)."""
+    if settings.valkey_url:
         from stepwise.memory.valkey import client
 
-        return ValkeySpent(client(url))
-    if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+        return ValkeySpent(client(settings.valkey_url, secret=settings.valkey_secret))
+    if settings.on_lambda:
         log.warning(
             "capability tokens: no STEPWISE_VALKEY_URL, so spent tokens are remembered per container only; "
             "set it (the stack does) to refuse a replay in every container"
@@ -230,13 +231,6 @@ class Capabilities:
                 raise ValueError("a capability key must have at least 256 bits (32 bytes)")
             self._cached = key
         return self._cached
-
-    @classmethod
-    def from_env(cls, home: str | Path | None = None) -> Capabilities:
-        secret = os.environ.get("STEPWISE_CAPABILITY_SECRET")
-        if secret:
-            return cls(lambda: secrets_manager_key(secret), spent=spent_from_env())
-        return cls(lambda: local_key(home or os.environ.get("STEPWISE_HOME", ".stepwise")), spent=spent_from_env())
 
     def mint(self, binding: Binding, *, ttl: float | None = None) -> str:
         now = self.clock()

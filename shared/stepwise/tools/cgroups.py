@@ -98,10 +98,8 @@ def _v2_parent() -> Path | None:
     return parent
 
 
-def detect() -> Hierarchy | None:
-    """The hierarchy sandboxes can use here, or None (then rlimits only). Probes by creating the root."""
-    if os.environ.get("STEPWISE_SANDBOX_CGROUPS", "").strip().lower() in ("off", "0", "false", "no"):
-        return None
+def detect(root: str = ROOT_NAME) -> Hierarchy | None:
+    """The hierarchy sandboxes can use here, or None (then rlimits only). Probes by creating a cgroup beside ``root``."""
     candidates: list[Hierarchy] = []
     v1 = _v1_cpu()
     if v1 is not None:
@@ -109,7 +107,6 @@ def detect() -> Hierarchy | None:
     v2 = _v2_parent()
     if v2 is not None:
         candidates.append(Hierarchy(2, v2))
-    root = os.environ.get("STEPWISE_SANDBOX_CGROUP", ROOT_NAME)
     for h in candidates:
         probe = h.base / f"{root}-probe-{os.getpid()}"
         try:  # the probe: can we make a cgroup and read its quota back? (removed again: no trace)
@@ -127,17 +124,17 @@ def detect() -> Hierarchy | None:
 _detected: dict[str, Hierarchy | None] = {}
 
 
-def cached_hierarchy() -> Hierarchy | None:
-    """``detect()`` once per process (and per ``STEPWISE_SANDBOX_CGROUPS`` value)."""
-    switch = os.environ.get("STEPWISE_SANDBOX_CGROUPS", "")
-    if switch not in _detected:
-        _detected[switch] = detect()
-    return _detected[switch]
+def cached_hierarchy(root: str = ROOT_NAME) -> Hierarchy | None:
+    """``detect(root)`` once per process and root (the ``STEPWISE_SANDBOX_CGROUPS=off`` switch is ``Sandbox.cgroups``)."""
+    if root not in _detected:
+        _detected[root] = detect(root)
+    return _detected[root]
 
 
-def backend() -> str:
-    """``cgroup-v1``, ``cgroup-v2`` or ``rlimits`` (the fallback): what bounds a sandbox's CPU share here."""
-    h = cached_hierarchy()
+def backend(enabled: bool = True, root: str = ROOT_NAME) -> str:
+    """``cgroup-v1``, ``cgroup-v2`` or ``rlimits`` (the fallback, and where ``enabled`` is False): what bounds a
+    sandbox's CPU share here."""
+    h = cached_hierarchy(root) if enabled else None
     return f"cgroup-v{h.version}" if h is not None else "rlimits"
 
 

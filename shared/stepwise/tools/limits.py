@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -32,16 +31,9 @@ class ToolLimitError(StepwiseError, RuntimeError):
     """A tool call went over its budget (wall time, CPU time or output size)."""
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True)
 class ToolBudget:
-    """Wall time, CPU time and output size one tool call may use."""
+    """Wall time, CPU time and output size one tool call may use (``ToolSettings.budget()``: from ``STEPWISE_TOOL_*``)."""
 
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
@@ -49,16 +41,6 @@ class ToolBudget:
     #: How long the child may take to start before the wall clock starts (the forkserver's first start, and
     #: the parent's ``__main__`` module, which a multiprocessing child imports again): not the tool's time.
     start_seconds: float = 120.0
-
-    @classmethod
-    def from_env(cls) -> ToolBudget:
-        d = cls()
-        return cls(
-            wall_seconds=_env_float("STEPWISE_TOOL_WALL_SECONDS", d.wall_seconds),
-            cpu_seconds=max(1, int(_env_float("STEPWISE_TOOL_CPU_SECONDS", d.cpu_seconds))),
-            max_output_bytes=int(_env_float("STEPWISE_TOOL_MAX_OUTPUT_BYTES", d.max_output_bytes)),
-            start_seconds=_env_float("STEPWISE_TOOL_START_SECONDS", d.start_seconds),
-        )
 
 
 _context_lock = threading.Lock()
@@ -115,7 +97,7 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
     """Call the built-in ``name`` (or a ``module:function`` path) with ``kwargs`` in a child process within ``budget``; return its result.
 
     Raises ToolLimitError over budget; the tool's own ValueError/TypeError/... come back as themselves."""
-    budget = budget or ToolBudget.from_env()
+    budget = budget or ToolBudget()
     ctx = _mp()
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, name, kwargs, budget.cpu_seconds), daemon=True)
@@ -163,7 +145,7 @@ async def arun_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | N
 
 async def within_wall(coro: Awaitable[T], name: str, budget: ToolBudget | None = None) -> T:
     """Await an I/O-bound tool's coroutine for at most the wall budget."""
-    budget = budget or ToolBudget.from_env()
+    budget = budget or ToolBudget()
     try:
         return await asyncio.wait_for(coro, budget.wall_seconds)
     except TimeoutError:

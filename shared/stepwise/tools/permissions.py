@@ -12,14 +12,14 @@ Three checks, in this order, every one journalled when it refuses (``tool_denied
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from stepwise.tools.capability import META_KEY, Binding, Capabilities, CapabilityError, spent_from_env
+from stepwise.tools.capability import META_KEY, Binding, Capabilities, CapabilityError, spent_tokens
 from stepwise.tools.executor import ToolDenied, ToolInvocation
 from stepwise.tools.roles import Role, RoleStore, decide
+from stepwise.tools.settings import ToolSettings
 
 
 class PermissionManager:
@@ -32,26 +32,28 @@ class PermissionManager:
 
     # -- construction per backend -----------------------------------------------------------------
     @classmethod
-    def embedded(cls, home: str | Path) -> PermissionManager:
-        """Roles in ``<home>/api.db`` (the API's store), key generated into ``<home>/capability.key``."""
+    def embedded(cls, home: str | Path, settings: ToolSettings | None = None) -> PermissionManager:
+        """Roles in ``<home>/api.db`` (the API's store), key generated into ``<home>/capability.key``; RBAC mode
+        and the spent-token store from ``settings`` (default ``ToolSettings()``)."""
         from stepwise.api.store.sqlite import SqliteApiStore
         from stepwise.tools.capability import local_key
 
+        settings = settings or ToolSettings()
         home = Path(home)
-        caps = Capabilities(lambda: local_key(home), spent=spent_from_env())
-        return cls(RoleStore(lambda: SqliteApiStore(home / "api.db")), caps, strict=_strict())
+        caps = Capabilities(lambda: local_key(home), spent=spent_tokens(settings))
+        return cls(RoleStore(lambda: SqliteApiStore(home / "api.db")), caps, strict=settings.rbac_strict)
 
     @classmethod
-    def aws(cls, api_table: str | None = None, secret_id: str | None = None) -> PermissionManager:
-        """Roles in the API's DynamoDB table; the key from Secrets Manager (an ephemeral key when none is set:
-        tokens are then verifiable only inside this process, never by a remote server)."""
+    def aws(cls, settings: ToolSettings) -> PermissionManager:
+        """Roles in the API's DynamoDB table (``settings.api_table``); the key from the Secrets Manager secret
+        ``settings.capability_secret`` (an ephemeral key when none is set: tokens are then verifiable only inside
+        this process, never by a remote server)."""
         from stepwise.api.store.dynamodb import DynamoApiStore
         from stepwise.tools.capability import secrets_manager_key
 
-        table = api_table or os.environ.get("STEPWISE_API_TABLE", "stepwise-api")
-        secret = secret_id or os.environ.get("STEPWISE_CAPABILITY_SECRET")
-        caps = Capabilities(lambda: secrets_manager_key(secret), spent=spent_from_env()) if secret else None
-        return cls(RoleStore(lambda: DynamoApiStore(table)), caps, strict=_strict())
+        table, secret = settings.api_table, settings.capability_secret
+        caps = Capabilities(lambda: secrets_manager_key(secret), spent=spent_tokens(settings)) if secret else None
+        return cls(RoleStore(lambda: DynamoApiStore(table)), caps, strict=settings.rbac_strict)
 
     # -- RBAC ---------------------------------------------------------------------------------------
     def roles_of(self, tenant: str) -> list[Role]:
@@ -98,7 +100,3 @@ class PermissionManager:
 
 def _binding(inv: ToolInvocation) -> Binding:
     return Binding(tenant=inv.tenant, run=inv.run_id, node=inv.node, step=inv.idempotency_key, tool=inv.name, arguments=inv.arguments)
-
-
-def _strict() -> bool:
-    return os.environ.get("STEPWISE_RBAC", "").strip().lower() == "strict"

