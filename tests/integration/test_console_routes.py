@@ -4,6 +4,7 @@ the static pages (public, confined to their folder), and the spend each run reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -14,16 +15,18 @@ from typing import Any
 import pytest
 
 from stepwise.api.console import percentile, static_response
+from stepwise.api.settings import ApiSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "statemachines" / "examples" / "human_approval.yaml"
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Any]:
+@contextlib.contextmanager
+def serving(home: Path, settings: ApiSettings | None = None) -> Iterator[Any]:
+    """A local server on ``home`` with ``settings`` (default: none from the environment), and a caller."""
     from stepwise.api.keys import create_key
     from stepwise.api.server import make_server
 
-    server = make_server("127.0.0.1", 0, tmp_path / "home").start()
+    server = make_server("127.0.0.1", 0, home, settings=settings or ApiSettings()).start()
     keys = {t: create_key(server.api.store, t)[1] for t in ("default", "other")}
 
     def call(method: str, path: str, body: Any = None, tenant: str = "default") -> Any:
@@ -40,6 +43,12 @@ def live(tmp_path: Path) -> Iterator[Any]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Any]:
+    with serving(tmp_path / "home") as call:
+        yield call
 
 
 def test_runs_list_filters_and_isolates_tenants(live: Any) -> None:
@@ -78,13 +87,17 @@ def test_runs_list_filters_and_isolates_tenants(live: Any) -> None:
     assert len(live("GET", "/runs?tenant=default")["runs"]) == 2  # naming yourself is fine
 
 
-def test_operators_list_any_tenants_runs(live: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    live("POST", "/agents", {"yaml": EXAMPLE.read_text()}, tenant="other")
-    theirs = live("POST", "/agents/human-approval/execute", {"input": {"amount": 3}}, tenant="other")
-    monkeypatch.setenv("STEPWISE_ADMIN_TENANTS", "default")
-    listed = live("GET", "/runs?tenant=other")
-    assert [(r["run_id"], r["tenant"]) for r in listed["runs"]] == [(theirs["run_id"], "other")]
-    assert live("GET", "/runs")["runs"] == []  # without `tenant`, an operator still sees its own
+def test_operators_list_any_tenants_runs(tmp_path: Path) -> None:
+    operators = ApiSettings.from_env({"STEPWISE_ADMIN_TENANTS": "default, ops"})  # as `serve` reads it at start-up
+    with serving(tmp_path / "home", operators) as live:
+        live("POST", "/agents", {"yaml": EXAMPLE.read_text()}, tenant="other")
+        theirs = live("POST", "/agents/human-approval/execute", {"input": {"amount": 3}}, tenant="other")
+        listed = live("GET", "/runs?tenant=other")
+        assert [(r["run_id"], r["tenant"]) for r in listed["runs"]] == [(theirs["run_id"], "other")]
+        assert live("GET", "/runs")["runs"] == []  # without `tenant`, an operator still sees its own
+        with pytest.raises(urllib.error.HTTPError) as forbidden:  # "other" is no operator: it cannot name "default"
+            live("GET", "/runs?tenant=default", tenant="other")
+        assert forbidden.value.code == 403
 
 
 def test_thread_timeline_spans_runs_and_forks(live: Any) -> None:

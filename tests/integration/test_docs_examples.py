@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [
     ("docs/llm.md", "## Testing against real SDKs offline", "succeeded Paris gpt-4o-mini"),
     ("docs/architecture.md", "## Settings: read once, passed in", "16 60.0"),
+    ("docs/architecture.md", "### Every layer's settings", "('api.example.com',) 5.0"),
 ]
 
 

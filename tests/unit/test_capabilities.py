@@ -260,11 +260,12 @@ GRAPH = {
 }
 
 
-def test_api_registration_checks_roles_and_only_operators_manage_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_registration_checks_roles_and_only_operators_manage_them() -> None:
     from tests.unit.test_api_routes import make
 
-    monkeypatch.setenv("STEPWISE_ADMIN_TENANTS", "globex")
-    h = make()
+    from stepwise.api.settings import ApiSettings
+
+    h = make(ApiSettings(backend="memory", admin_tenants=frozenset({"globex"})))
     assert h("POST", "/agents", {"graph": GRAPH}).status == 201  # no roles yet: unrestricted
     assert h("PUT", "/tenants/acme/roles/calc", {"name": "calc", "tools": ["*"]}).status == 403  # acme cannot grant itself
     reply = h("PUT", "/tenants/acme/roles/calc", {"name": "calc", "tools": ["calculator"]}, tenant="globex")

@@ -71,10 +71,11 @@ def test_yaml_limits(text: str, message: str | None) -> None:
             check_yaml(text)
 
 
-def test_node_count_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEPWISE_MAX_NODES", "3")
+def test_node_count_is_bounded() -> None:
     nodes = "\n".join(f"    n{i}: {{fn: '{FN}'}}" for i in range(4))
     with pytest.raises(GraphError, match="4 nodes; at most 3"):
+        load_text(f"name: g\ngraph:\n  nodes:\n{nodes}\n  entry: n0\n", limits=Limits.from_env({"STEPWISE_MAX_NODES": "3"}))
+    with pytest.raises(GraphError, match="unreachable"):  # within the default limit: past the count, to validation
         load_text(f"name: g\ngraph:\n  nodes:\n{nodes}\n  entry: n0\n")
 
 

@@ -40,7 +40,7 @@ def test_a_tenant_cannot_take_a_cli_fork_and_can_continue_its_own_thread() -> No
     ("fn", "reason"),
     [
         ("stepwise.tools.server:main", "entry point"),
-        ("stepwise.tools.builtin:os", "not a plain function"),
+        ("stepwise.tools.builtin:operator", "not a plain function"),
         ("stepwise.tools.builtin:ToolSpec", "not a plain function"),  # a class, re-exported
         ("stepwise.tools.builtin:http_fetch", "not a plain function"),  # a coroutine function
         ("stepwise.tools.builtin:current_time", None),
@@ -58,7 +58,7 @@ def test_the_api_refuses_a_cli_main_as_a_node() -> None:
     reply = h("POST", "/agents", {"graph": graph})
     assert reply.status == 422 and error_code(reply) == "invalid_graph"
     assert "entry point" in reply.body["error"]["message"]
-    graph["graph"]["nodes"]["a"]["fn"] = "stepwise.tools.builtin:os"
+    graph["graph"]["nodes"]["a"]["fn"] = "stepwise.tools.builtin:operator"
     assert h("POST", "/agents", {"graph": graph}).status == 422
 
 

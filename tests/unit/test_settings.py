@@ -11,29 +11,32 @@ import pytest
 from pydantic import ValidationError
 
 from stepwise import Stepwise
+from stepwise.api.settings import ApiSettings
 from stepwise.client import default_home
 from stepwise.executors.local import LocalExecutor
+from stepwise.llm.settings import LLMSettings
+from stepwise.memory.settings import MemorySettings
 from stepwise.settings import Settings
+from stepwise.tools.settings import ToolSettings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shared" / "stepwise"
 
 #: Modules that may read the environment, and why. Adding one is a decision: say why it is an edge.
 ENV_EDGES = {
-    "settings.py": "the engine's settings (STEPWISE_<FIELD>)",
-    "llm/settings.py": "the LLM layer's settings class",
-    "llm/secrets.py": "provider API keys (the env is one of the key sources)",
-    "llm/gateway.py": "provider credentials probed per call from an injectable environ",
-    "api/settings.py": "the API server's settings class",
-    "api/server.py": "the ASGI server's settings at start-up",
-    "api/roles.py": "admin tenants of the roles API",
-    "api/keys.py": "the keys CLI: the usage plan a new key is enrolled in (STEPWISE_USAGE_PLAN_ID)",
-    "awsclients.py": "endpoint overrides for boto3 clients (injectable environ)",
-    "cli.py": "the CLI edge (debug, memory worker)",
-    "cli_remote.py": "the remote CLI's profile, URL and credentials",
-    "graph/limits.py": "parser limits read when the limits object is built",
-    "memory/settings.py": "the memory layer's settings class (MemorySettings)",
+    # settings classes: each reads its variables once, where a process starts, and is passed in from there
+    "settings.py": "the engine's settings (Settings: STEPWISE_<FIELD>)",
     "tools/settings.py": "the tool layer's settings class (ToolSettings)",
-    "tools/registry.py": "hands this process's environment on to stdio MCP servers (not configuration: what the MCP SDK does without env)",
+    "memory/settings.py": "the memory layer's settings class (MemorySettings)",
+    "llm/settings.py": "the LLM layer's settings class (LLMSettings, with its credentials snapshot)",
+    "api/settings.py": "the API's settings classes (ApiSettings, ServeLimits)",
+    "graph/limits.py": "the admission limits' settings class (Limits.from_env), read once per process (process_limits)",
+    # process edges: the CLIs read what only a CLI has (flags' env fallbacks, profiles)
+    "cli.py": "the CLI edge (STEPWISE_DEBUG, STEPWISE_MEMORY_WORKER)",
+    "cli_remote.py": "the remote CLI's profile, URL and credentials",
+    # an injectable environ for boto3's endpoint and region overrides (AWS_ENDPOINT_URL_*), used by every adapter
+    "awsclients.py": "endpoint overrides for boto3 clients (injectable environ)",
+    # handing the environment on, not configuration
+    "tools/registry.py": "hands this process's environment on to stdio MCP servers (what the MCP SDK does without env)",
     "tools/sandbox_escapes.py": "a probe run inside the sandbox (it must not see the host's environment)",
 }
 
@@ -65,6 +68,53 @@ def test_without_settings_the_environment_is_read_at_construction(monkeypatch: p
     assert isinstance(client.executor, LocalExecutor) and client.executor.max_concurrency == 7
     monkeypatch.setenv("STEPWISE_LOCAL_CONCURRENCY", "9")  # read once: a built client does not change
     assert client.executor.max_concurrency == 7
+
+
+def test_tool_settings_come_from_their_variables_and_are_validated() -> None:
+    env = {
+        "STEPWISE_HTTP_ALLOWLIST": "api.example.com, *.example.org,",
+        "STEPWISE_RBAC": "Strict",
+        "STEPWISE_TOOL_WALL_SECONDS": "2.5",
+        "STEPWISE_SANDBOX_CGROUPS": "off",
+        "STEPWISE_SANDBOX_TOTAL_CPUS": "none",
+        "AWS_LAMBDA_FUNCTION_NAME": "step",
+    }
+    tools = ToolSettings.from_env(env)
+    assert tools.http_allowlist == ("api.example.com", "*.example.org") and tools.rbac_strict and tools.on_lambda
+    assert tools.budget().wall_seconds == 2.5 and not tools.sandbox_cgroups and tools.sandbox_limits().total_cpus is None
+    assert ToolSettings.from_env({}) == ToolSettings()  # no variables: the defaults
+    with pytest.raises(ValidationError, match="tool_cpu_seconds"):
+        ToolSettings.from_env({"STEPWISE_TOOL_CPU_SECONDS": "0"})
+
+
+def test_memory_settings_come_from_their_variables_and_are_validated() -> None:
+    memory = MemorySettings.from_env({"STEPWISE_MEMORY_BACKEND": "opensearch", "STEPWISE_EMBED_THREADS": "4", "AWS_REGION": "eu-west-1"})
+    assert (memory.memory_backend, memory.embed_threads, memory.aws_region) == ("opensearch", 4, "eu-west-1")
+    with pytest.raises(ValidationError, match="embed_threads"):
+        MemorySettings.from_env({"STEPWISE_EMBED_THREADS": "0"})
+
+
+def test_the_client_reads_every_layers_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPWISE_HTTP_ALLOWLIST", "a.example")
+    monkeypatch.setenv("STEPWISE_MEMORY_EMBEDDER", "hashing")
+    client = Stepwise.in_memory()
+    monkeypatch.setenv("STEPWISE_HTTP_ALLOWLIST", "b.example")  # later changes do not reach a built client
+    assert client.services.tool_settings.http_allowlist == ("a.example",)
+    assert client.services.memory_settings.memory_embedder == "hashing"
+    given = Stepwise.in_memory(tool_settings=ToolSettings(http_allowlist=("c.example",)))
+    assert given.services.tool_settings.http_allowlist == ("c.example",)  # explicit settings win
+
+
+def test_llm_credentials_are_read_once_and_never_printed() -> None:
+    env = {"OPENAI_API_KEY": "sk-secret-value", "MY_KEY": "sk-other", "UNRELATED": "x", "STEPWISE_LLM_CONFIG": ""}
+    settings = LLMSettings.from_env(env)
+    assert settings.credentials == {"OPENAI_API_KEY": "sk-secret-value"}
+    assert "sk-secret-value" not in repr(settings) and "sk-secret-value" not in settings.model_dump_json()
+
+
+def test_api_settings_carry_operators_and_the_usage_plan() -> None:
+    api = ApiSettings.from_env({"STEPWISE_ADMIN_TENANTS": "ops, root,", "STEPWISE_USAGE_PLAN_ID": "plan-1"})
+    assert api.admin_tenants == {"ops", "root"} and api.usage_plan_id == "plan-1"
 
 
 def _reads_environment(tree: ast.AST) -> bool:

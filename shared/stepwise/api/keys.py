@@ -16,7 +16,6 @@ The plaintext key is printed once at creation and never stored; only its salted 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,11 +49,14 @@ HomeOpt = Annotated[Path | None, typer.Option(help="state directory of the embed
 TenantOpt = Annotated[str, typer.Option(help="tenant the key belongs to")]
 
 
-def _store(home: Path | None) -> ApiStore:
+def _settings(home: Path | None) -> ApiSettings:
+    """The API settings of this CLI process (read from the environment here, at the edge), ``--home`` applied."""
     settings = ApiSettings.from_env()
-    if home is not None:
-        settings = settings.model_copy(update={"home": home})
-    return build_store(settings)
+    return settings.model_copy(update={"home": home}) if home is not None else settings
+
+
+def _store(home: Path | None) -> ApiStore:
+    return build_store(_settings(home))
 
 
 def _iso(ts: float | None) -> str | None:
@@ -65,11 +67,12 @@ def _iso(ts: float | None) -> str | None:
 def create(tenant: TenantOpt, name: Annotated[str, typer.Option(help="a label, e.g. who uses it")] = "", home: HomeOpt = None) -> None:
     """Create a key and print it (once)."""
     try:
-        record, plaintext = create_key(_store(home), tenant, name)
+        settings = _settings(home)
+        record, plaintext = create_key(build_store(settings), tenant, name)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    plan_id = os.environ.get("STEPWISE_USAGE_PLAN_ID")
+    plan_id = settings.usage_plan_id
     if plan_id:
         from stepwise.api.authorizer import enroll
 

@@ -5,7 +5,6 @@ itself tools. See docs/security.md.
 No ``from __future__ import annotations``: Powertools reads the route signatures at runtime.
 """
 
-import os
 from functools import partial
 from typing import Annotated
 
@@ -31,11 +30,6 @@ class Deleted(BaseModel):
     deleted: bool
 
 
-def admin_tenants() -> set[str]:
-    """Operator tenants: ``STEPWISE_ADMIN_TENANTS``, comma-separated (read per request, so it can change live)."""
-    return {t.strip() for t in os.environ.get("STEPWISE_ADMIN_TENANTS", "").split(",") if t.strip()}
-
-
 def router(api: StepwiseApi) -> Router:
     """Every tenant reads its own tool roles; operators manage any tenant's."""
     router = Router()
@@ -43,7 +37,7 @@ def router(api: StepwiseApi) -> Router:
     roles = RoleStore(api.store)
 
     def operator() -> None:
-        if tenant() not in admin_tenants():
+        if tenant() not in api.settings.admin_tenants:
             raise ApiError(403, "forbidden", "managing roles needs an operator key (a tenant listed in STEPWISE_ADMIN_TENANTS)")
 
     @router.get("/roles", summary="Your tenant's tool roles", tags=["roles"], responses=_errors())

@@ -33,13 +33,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from stepwise.api.app import StepwiseApi, create_app
-from stepwise.api.settings import ApiSettings
+from stepwise.api.settings import ApiSettings, ServeLimits
 from stepwise.config import Settings, build_client
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -49,43 +48,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """The server's resource bounds (``STEPWISE_SERVE_*`` in the environment override them)."""
-
-    workers: int = 16  # threads running the synchronous handler
-    max_queue: int = 1024  # requests waiting for a worker before the server answers 503
-    backlog: int = 2048  # the listen queue (the kernel caps it at net.core.somaxconn)
-    max_connections: int = 10_000  # beyond this uvicorn answers 503 (keep below `ulimit -n`)
-    header_timeout: float = 10.0  # seconds to send the request line and headers
-    body_timeout: float = 30.0  # seconds to send the body
-    keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
-    max_header_bytes: int = 64 * 1024
-    scheduler: bool = True  # run the agents' schedule triggers in-process (STEPWISE_SERVE_SCHEDULER=0: off)
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServeLimits:
-        import os
-
-        env = environ if environ is not None else dict(os.environ)
-        values: dict[str, Any] = {}
-        for name, field_type in (
-            ("workers", int),
-            ("max_queue", int),
-            ("backlog", int),
-            ("max_connections", int),
-            ("header_timeout", float),
-            ("body_timeout", float),
-            ("keep_alive", float),
-            ("max_header_bytes", int),
-            ("scheduler", lambda raw: raw.strip().lower() not in ("0", "false", "no", "off")),
-        ):
-            raw = env.get(f"STEPWISE_SERVE_{name.upper()}")
-            if raw:
-                values[name] = field_type(raw)
-        return cls(**values)
 
 
 def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
@@ -294,12 +256,14 @@ def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
     return StrictH11Protocol
 
 
-def local_api(home: Path, streams: Any = None) -> StepwiseApi:
-    """The API on embedded defaults in ``home``: SQLite + files for the engine, api.db for keys and agents."""
-    settings = Settings(backend="embedded", home=home)
-    api_settings = ApiSettings.from_env().model_copy(update={"backend": "embedded", "home": home})
+def local_api(home: Path, streams: Any = None, settings: ApiSettings | None = None) -> StepwiseApi:
+    """The API on embedded defaults in ``home``: SQLite + files for the engine, api.db for keys and agents.
+
+    ``settings``: the API's (default: read from the environment, here, as the server starts)."""
+    api_settings = (settings or ApiSettings.from_env()).model_copy(update={"backend": "embedded", "home": home})
+    engine = Settings(backend="embedded", home=home)
     observer = streams.observe if streams is not None else None
-    return create_app(lambda: build_client(settings, observer=observer), settings=api_settings)
+    return create_app(lambda: build_client(engine, observer=observer), settings=api_settings)
 
 
 class LocalServer:
@@ -308,14 +272,23 @@ class LocalServer:
     ``serve_forever()`` blocks; ``start()`` serves on a background thread; ``shutdown()`` stops either.
     """
 
-    def __init__(self, host: str, port: int, home: str | Path, api: StepwiseApi | None = None, limits: ServeLimits | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        home: str | Path,
+        api: StepwiseApi | None = None,
+        limits: ServeLimits | None = None,
+        settings: ApiSettings | None = None,
+    ) -> None:
+        """``limits``/``settings`` not given: read from the environment once, here (the server's start)."""
         import uvicorn
 
         from stepwise.api.stream import RunStreams
 
         self.limits = limits or ServeLimits.from_env()
         self.streams = RunStreams()
-        self.api = api or local_api(Path(home), self.streams)
+        self.api = api or local_api(Path(home), self.streams, settings)
         if api is not None:
             self.streams.attach(api)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -377,9 +350,16 @@ class LocalServer:
         self.socket.close()
 
 
-def make_server(host: str, port: int, home: str | Path, api: StepwiseApi | None = None, limits: ServeLimits | None = None) -> LocalServer:
+def make_server(
+    host: str,
+    port: int,
+    home: str | Path,
+    api: StepwiseApi | None = None,
+    limits: ServeLimits | None = None,
+    settings: ApiSettings | None = None,
+) -> LocalServer:
     """A bound, not yet serving, server (port 0 picks a free port: read ``server.server_address``)."""
-    return LocalServer(host, port, home, api, limits)
+    return LocalServer(host, port, home, api, limits, settings)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, home: str | Path = ".stepwise") -> None:

@@ -9,13 +9,18 @@ STEPWISE_JWT_ISSUER, _AUDIENCE, _JWKS_URL, _ALGORITHMS, _TENANT_CLAIM, _ROLES_CL
                               accept JWT bearer tokens of this OIDC issuer (stepwise.api.oidc)
 STEPWISE_API_MAX_WAIT_SECONDS upper bound of ``wait_seconds`` (default 25: API Gateway's REST
                               integration times out at 29 s)
+STEPWISE_ADMIN_TENANTS        operator tenants (comma-separated): manage any tenant's roles, list its runs
+STEPWISE_USAGE_PLAN_ID        the API Gateway usage plan ``keys create`` enrolls a new key's tenant in (AWS)
+STEPWISE_VALKEY_URL, _SECRET  the rate limiter's Valkey and the secret with its credentials
+STEPWISE_SERVE_*              ``stepwise serve``'s resource bounds (``ServeLimits``)
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -47,6 +52,17 @@ class ApiSettings(BaseModel):
     jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
     jwt_tenant_claim: str = "tenant"
     jwt_roles_claim: str = "roles"
+    #: Operator tenants (``STEPWISE_ADMIN_TENANTS``, comma-separated): manage any tenant's roles, list any tenant's runs.
+    admin_tenants: frozenset[str] = frozenset()
+    #: The usage plan ``keys create`` enrolls a new key's tenant in (``STEPWISE_USAGE_PLAN_ID``, the stack's output).
+    usage_plan_id: str | None = None
+
+    @field_validator("admin_tenants", mode="before")
+    @classmethod
+    def _tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(t.strip() for t in value.split(",") if t.strip())
+        return value
 
     @field_validator("api_allowed_modules", "jwt_algorithms", mode="before")
     @classmethod
@@ -60,6 +76,41 @@ class ApiSettings(BaseModel):
         env = environ if environ is not None else dict(os.environ)
         values = {name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if f"STEPWISE_{name.upper()}" in env}
         return cls.model_validate(values)
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The local server's resource bounds (``STEPWISE_SERVE_*`` in the environment override them)."""
+
+    workers: int = 16  # threads running the synchronous handler
+    max_queue: int = 1024  # requests waiting for a worker before the server answers 503
+    backlog: int = 2048  # the listen queue (the kernel caps it at net.core.somaxconn)
+    max_connections: int = 10_000  # beyond this uvicorn answers 503 (keep below `ulimit -n`)
+    header_timeout: float = 10.0  # seconds to send the request line and headers
+    body_timeout: float = 30.0  # seconds to send the body
+    keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
+    max_header_bytes: int = 64 * 1024
+    scheduler: bool = True  # run the agents' schedule triggers in-process (STEPWISE_SERVE_SCHEDULER=0: off)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServeLimits:
+        env = environ if environ is not None else dict(os.environ)
+        values: dict[str, Any] = {}
+        for name, field_type in (
+            ("workers", int),
+            ("max_queue", int),
+            ("backlog", int),
+            ("max_connections", int),
+            ("header_timeout", float),
+            ("body_timeout", float),
+            ("keep_alive", float),
+            ("max_header_bytes", int),
+            ("scheduler", lambda raw: raw.strip().lower() not in ("0", "false", "no", "off")),
+        ):
+            raw = env.get(f"STEPWISE_SERVE_{name.upper()}")
+            if raw:
+                values[name] = field_type(raw)
+        return cls(**values)
 
 
 def build_store(settings: ApiSettings) -> ApiStore:

@@ -6,7 +6,8 @@ document is measured first from PyYAML's *event stream* (flat, no recursion, ali
 expanded size), and JSON bodies from a flat scan, before any parser builds objects. The same limits apply
 to the CLI (``stepwise validate``/``run``) and the API, through :func:`check_yaml` and :func:`check_json`.
 
-Every limit can be raised for one install through an environment variable (``STEPWISE_MAX_*``).
+Every limit can be raised for one install through an environment variable (``STEPWISE_MAX_*``), read once per
+process (``process_limits``); callers that hold their own ``Limits`` pass them in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +25,9 @@ import yaml
 from stepwise.errors import StepwiseError
 
 
-def _env(name: str, default: int) -> int:
+def _env(env: Mapping[str, str], name: str, default: int) -> int:
     try:
-        return int(os.environ.get(name, default))
+        return int(env.get(name, default))
     except ValueError:
         return default
 
@@ -41,16 +44,31 @@ class Limits:
     expression_depth: int = 32  # nesting of a condition expression's syntax tree
 
     @classmethod
-    def from_env(cls) -> Limits:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """The limits in ``environ`` (default: this process's environment); a value that is not a number keeps its default."""
+        env = os.environ if environ is None else environ
         d = cls()
         return cls(
-            values=_env("STEPWISE_MAX_VALUES", d.values),
-            depth=_env("STEPWISE_MAX_DEPTH", d.depth),
-            nodes=_env("STEPWISE_MAX_NODES", d.nodes),
-            int_digits=_env("STEPWISE_MAX_INT_DIGITS", d.int_digits),
-            expression_chars=_env("STEPWISE_MAX_EXPRESSION_CHARS", d.expression_chars),
-            expression_depth=_env("STEPWISE_MAX_EXPRESSION_DEPTH", d.expression_depth),
+            values=_env(env, "STEPWISE_MAX_VALUES", d.values),
+            depth=_env(env, "STEPWISE_MAX_DEPTH", d.depth),
+            nodes=_env(env, "STEPWISE_MAX_NODES", d.nodes),
+            int_digits=_env(env, "STEPWISE_MAX_INT_DIGITS", d.int_digits),
+            expression_chars=_env(env, "STEPWISE_MAX_EXPRESSION_CHARS", d.expression_chars),
+            expression_depth=_env(env, "STEPWISE_MAX_EXPRESSION_DEPTH", d.expression_depth),
         )
+
+
+_process: list[Limits] = []
+_process_lock = threading.Lock()
+
+
+def process_limits() -> Limits:
+    """This process's limits: ``Limits.from_env()``, read once (on first use) and kept. Conditions are parsed
+    inside pydantic validators and cached, so the graph layer cannot be handed limits per call."""
+    with _process_lock:
+        if not _process:
+            _process.append(Limits.from_env())
+        return _process[0]
 
 
 class LimitError(StepwiseError, ValueError):
@@ -64,7 +82,7 @@ def check_yaml(text: str, limits: Limits | None = None) -> None:
     """Measure a YAML (or JSON) document from its event stream; raise LimitError past any limit.
 
     Malformed YAML is left to the real parser, which reports it with a line number."""
-    lim = limits or Limits.from_env()
+    lim = limits or process_limits()
     sizes: dict[str, int] = {}  # anchor -> expanded size
     stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values so far)
     total = 0
@@ -115,7 +133,7 @@ _LONG_INT = re.compile(r"(?<![\w.])-?\d{%d,}")
 def check_json(text: str, limits: Limits | None = None) -> Any:
     """Parse a JSON body within the limits: nesting depth (a flat scan first, so ``json`` never recurses
     too deep), integer size, and text that SQLite and UTF-8 can store (no lone surrogates)."""
-    lim = limits or Limits.from_env()
+    lim = limits or process_limits()
     skeleton = _STRING.sub('""', text)
     depth = deepest = 0
     for match in _BRACKETS.finditer(skeleton):
@@ -136,7 +154,7 @@ def check_json(text: str, limits: Limits | None = None) -> Any:
 def check_value(value: Any, limits: Limits | None = None, what: str = "the input") -> None:
     """A parsed value is storable: no lone surrogates (UTF-8 cannot encode them), no oversized ints,
     within the depth limit. Iterative, so a deep value cannot overflow the stack here."""
-    lim = limits or Limits.from_env()
+    lim = limits or process_limits()
     stack: list[tuple[Any, int]] = [(value, 0)]
     seen = 0
     while stack:
@@ -171,7 +189,7 @@ def _check_text(text: str, what: str) -> None:
 
 def check_expression(expression: str, limits: Limits | None = None) -> None:
     """Bound a condition expression before ``ast.parse`` sees it (its parser recurses)."""
-    lim = limits or Limits.from_env()
+    lim = limits or process_limits()
     if len(expression) > lim.expression_chars:
         raise LimitError(f"the expression is {len(expression)} characters; at most {lim.expression_chars} are accepted")
     depth = deepest = 0
@@ -188,7 +206,7 @@ def check_expression(expression: str, limits: Limits | None = None) -> None:
 
 def count_nodes(spec: Any, limits: Limits | None = None) -> None:
     """Raise LimitError if a spec (with its inlined subgraphs) has more nodes than the limit."""
-    lim = limits or Limits.from_env()
+    lim = limits or process_limits()
     total, stack = 0, [spec]
     while stack:
         current = stack.pop()

@@ -11,9 +11,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from stepwise.graph import limits
+from stepwise.graph import limits as admission
 from stepwise.graph.errors import GraphError, Problem
 from stepwise.graph.keys import nearest_key_path, nearest_name
+from stepwise.graph.limits import Limits
 from stepwise.graph.scripts import load_script
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.validate import validate
@@ -21,17 +22,18 @@ from stepwise.graph.validate import validate
 _FLOW_SHORTHAND = re.compile(r"^\s*-\s*from:\s*([^,{}]+),\s*to:\s*([^{}]+)$")
 
 
-def load_file(path: str | Path, *, check_imports: bool = False) -> GraphSpec:
+def load_file(path: str | Path, *, check_imports: bool = False, limits: Limits | None = None) -> GraphSpec:
     path = Path(path)
     if not path.is_file():
         raise GraphError([Problem(f"no such file {str(path)!r}", "check the path")], str(path))
-    return load_text(path.read_text(encoding="utf-8"), source=str(path), check_imports=check_imports)
+    return load_text(path.read_text(encoding="utf-8"), source=str(path), check_imports=check_imports, limits=limits)
 
 
-def load_text(text: str, *, source: str | None = None, check_imports: bool = False) -> GraphSpec:
+def load_text(text: str, *, source: str | None = None, check_imports: bool = False, limits: Limits | None = None) -> GraphSpec:
+    """Parse and validate a graph document within ``limits`` (default: the process's, ``STEPWISE_MAX_*``)."""
     try:
-        limits.check_yaml(text)  # before safe_load: aliases, depth and integer size bounded (graph/limits.py)
-    except limits.LimitError as exc:
+        admission.check_yaml(text, limits)  # before safe_load: aliases, depth and integer size bounded (graph/limits.py)
+    except admission.LimitError as exc:
         raise GraphError([Problem(str(exc), "shrink the document, or raise the limit with its STEPWISE_MAX_* variable")], source) from None
     try:
         data = yaml.safe_load(text)
@@ -63,8 +65,8 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
     try:
         spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd(), origin=origin)
         try:
-            limits.count_nodes(spec)
-        except limits.LimitError as exc:
+            admission.count_nodes(spec, limits)
+        except admission.LimitError as exc:
             raise GraphError([Problem(str(exc), "split the graph into registered subgraphs")], source) from None
         validate(spec, check_imports=check_imports)
     except GraphError as exc:

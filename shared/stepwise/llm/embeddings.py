@@ -11,6 +11,7 @@ all-MiniLM-L6-v2 offline (the ``memory`` extra).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,14 @@ CACHE_DIM = 1024
 class OpenAIEmbedder:
     """Embeddings from the OpenAI API (``dim`` is known after the first call)."""
 
-    def __init__(self, model: str = "text-embedding-3-small", client: Any = None) -> None:
+    def __init__(self, model: str = "text-embedding-3-small", client: Any = None, credentials: Mapping[str, str] | None = None) -> None:
+        """``client``: an OpenAI client; else one keyed from ``credentials`` (``LLMSettings.credentials``)."""
         if client is None:
             import openai
 
             from stepwise.llm.secrets import api_key
 
-            client = openai.OpenAI(api_key=api_key("OPENAI_API_KEY"), max_retries=2)
+            client = openai.OpenAI(api_key=api_key("OPENAI_API_KEY", credentials or {}), max_retries=2)
         self.client, self.model, self.name = client, model, f"openai:{model}"
         self.dim = 0
 
@@ -43,7 +45,7 @@ class OpenAIEmbedder:
         return rows
 
 
-def make_embedder(spec: str = "hashing", *, threads: int = 1) -> Embedder:
+def make_embedder(spec: str = "hashing", *, threads: int = 1, credentials: Mapping[str, str] | None = None) -> Embedder:
     """The semantic cache's embedder: ``hashing``, ``minilm``, ``openai:MODEL`` or ``bedrock:MODEL_ID``."""
     if spec in ("", "hashing"):
         return HashingEmbedder(CACHE_DIM)
@@ -53,7 +55,7 @@ def make_embedder(spec: str = "hashing", *, threads: int = 1) -> Embedder:
         return MiniLMInt8Embedder(threads)
     provider, _, model = spec.partition(":")
     if provider == "openai":
-        return OpenAIEmbedder(model or "text-embedding-3-small")
+        return OpenAIEmbedder(model or "text-embedding-3-small", credentials=credentials)
     if provider == "bedrock":
         return TitanEmbedder(model or "amazon.titan-embed-text-v2:0", dimensions=None)
     raise ValueError(f"unknown embedder {spec!r}: use hashing, minilm, openai:MODEL or bedrock:MODEL_ID")

@@ -9,7 +9,6 @@ Valkey is only started when a cache or budget actually needs it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -73,7 +72,8 @@ class ModelHub:
         models: dict[str, ChatModel] | None = None,
     ) -> None:
         self.settings = settings or LLMSettings()
-        self.environ = environ
+        #: Where provider credentials are looked up: ``environ`` (tests), else the settings' snapshot.
+        self.environ: Mapping[str, str] = environ if environ is not None else self.settings.credentials
         self.prices = PriceTable.load(self.settings.prices_file)
         self.clock = clock or SystemClock()
         self.router = Router(
@@ -97,8 +97,8 @@ class ModelHub:
         if self._valkey is None:
             from stepwise.memory.valkey import client
 
-            env = os.environ if self.environ is None else self.environ
-            if not self.settings.valkey_url and not env.get("STEPWISE_VALKEY_URL") and env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            no_url = not self.settings.valkey_url and not self.environ.get("STEPWISE_VALKEY_URL")
+            if no_url and self.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
                 raise RuntimeError("no STEPWISE_VALKEY_URL on Lambda: point it at ElastiCache to share caches and budgets")
 
             self._valkey = client(self.settings.valkey_url, secret=self.settings.valkey_secret)
@@ -113,7 +113,7 @@ class ModelHub:
                 self.valkey(),
                 ttl_seconds=self.settings.cache_ttl_seconds,
                 threshold=self.settings.semantic_threshold,
-                embedder=make_embedder(self.settings.embedder, threads=self.settings.embed_threads),
+                embedder=make_embedder(self.settings.embedder, threads=self.settings.embed_threads, credentials=self.environ),
             )
         return self._cache
 
@@ -144,7 +144,7 @@ class ModelHub:
     def _build(self, target: Target) -> ChatModel:
         conf = self.settings.providers.get(target.provider)
         timeout = (conf.timeout_seconds if conf and conf.timeout_seconds else None) or self.settings.timeout_seconds
-        env = os.environ if self.environ is None else self.environ
+        env = self.environ
         if target.provider in ("openai", "local"):
             with needs("llm", "OpenAI-compatible models"):
                 from stepwise.llm.providers.openai import OpenAIChat
@@ -173,7 +173,7 @@ class ModelHub:
         """Configured tiers, else every priced model whose provider has credentials here."""
         if self.settings.tiers:
             return self.settings.tiers
-        env = os.environ if self.environ is None else self.environ
+        env = self.environ
         usable = {p for p, var in _KEY_ENV.items() if env.get(var) or env.get(f"STEPWISE_{var}_SECRET")}
         if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE") or env.get("AWS_LAMBDA_FUNCTION_NAME"):
             usable.add("bedrock")

@@ -4,7 +4,6 @@ printed or stored in events: errors name the variable or secret id, never the va
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 
@@ -18,12 +17,13 @@ class MissingCredentials(StepwiseError, RuntimeError):
     """No API key in the environment or Secrets Manager for a provider that needs one."""
 
 
-def api_key(env_var: str, environ: Mapping[str, str] | None = None, *, required: bool = True) -> str | None:
-    """``$ENV_VAR``, else the Secrets Manager secret named by ``$STEPWISE_<ENV_VAR>_SECRET``.
+def api_key(env_var: str, environ: Mapping[str, str], *, required: bool = True) -> str | None:
+    """``environ[ENV_VAR]``, else the Secrets Manager secret named by ``environ[STEPWISE_<ENV_VAR>_SECRET]``.
 
+    ``environ``: the credentials read at the process's start (``LLMSettings.credentials``) or a test's mapping.
     The secret may be the bare key or a JSON object with an ``api_key`` field.
     """
-    env = os.environ if environ is None else environ
+    env = environ
     value = env.get(env_var)
     if value:
         return value

@@ -10,6 +10,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The default key variables of the providers that need one.
+CREDENTIAL_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+#: Any of these makes Bedrock usable (``ModelHub.tiers``).
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_LAMBDA_FUNCTION_NAME")
+
 
 class ProviderSettings(BaseModel):
     """One provider's endpoint, timeout, region and key variable."""
@@ -46,6 +51,10 @@ class LLMSettings(BaseModel):
     #: Run every LLM node on this model, whatever the graph says (``STEPWISE_MODEL``): one switch to go live.
     model_override: str | None = None
     prices_file: str | None = None
+    #: The credential variables the providers read (``OPENAI_API_KEY``, a provider's ``api_key_env``, their
+    #: ``STEPWISE_<VAR>_SECRET``, the AWS ones that make Bedrock usable), copied from the environment by
+    #: ``from_env``. Never printed: out of ``repr`` and of every dump.
+    credentials: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMSettings:
@@ -86,4 +95,7 @@ class LLMSettings(BaseModel):
             data["cache"] = "off"  # on Lambda the cache needs ElastiCache (STEPWISE_VALKEY_URL); never an embedded server
         if env.get("STEPWISE_MODEL"):
             data["model_override"] = env["STEPWISE_MODEL"]
-        return cls.model_validate(data)
+        settings = cls.model_validate(data)
+        keys = {*CREDENTIAL_VARS, *(p.api_key_env for p in settings.providers.values() if p.api_key_env)}
+        names = {*AWS_VARS, "STEPWISE_LOCAL_API_KEY", *keys, *(f"STEPWISE_{k}_SECRET" for k in keys)}
+        return settings.model_copy(update={"credentials": {n: env[n] for n in sorted(names) if env.get(n)}})

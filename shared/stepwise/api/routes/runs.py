@@ -14,7 +14,6 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from stepwise.api import models as m
 from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors, resume_after
 from stepwise.api.auth import tenant_of
-from stepwise.api.roles import admin_tenants
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
 
@@ -23,7 +22,7 @@ MAX_RUNS_PAGE = 1000
 
 def runs_page(api: StepwiseApi, who: str, query: RunQuery) -> m.RunList:
     """``GET /runs``: the caller's runs, or (operators only) another tenant's, through ``list_runs``."""
-    if query.tenant != who and who not in admin_tenants():
+    if query.tenant != who and who not in api.settings.admin_tenants:
         raise ApiError(403, "forbidden", "listing another tenant's runs needs an operator key (a tenant in STEPWISE_ADMIN_TENANTS)")
     try:
         page = api.client.list_runs(query)
