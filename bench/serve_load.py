@@ -111,8 +111,8 @@ def _client(port: int, key: str, clients: int, requests: int, out: Any) -> None:
 def load(kind: str, processes: int, clients: int, requests: int, sse: int) -> dict[str, Any]:
     sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
     from stepwise.api.keys import create_key
-    from stepwise.api.store.sqlite import SqliteApiStore
     from stepwise.client import Stepwise
+    from stepwise.store.sqlite import SqliteApiStore
 
     ctx = multiprocessing.get_context("spawn")
     home = tempfile.mkdtemp(prefix=f"serve-{kind}-")

@@ -21,10 +21,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from stepwise.api.settings import ApiSettings, build_store
-from stepwise.api.store import ApiStore
 from stepwise.api.webhooks_aws import dispatch, run_webhook, send_jobs
 from stepwise.api.websocket import DynamoConnections, ManagementApi, fan_out
 from stepwise.awsclients import client
+from stepwise.store import ApiStore
 
 logger = Logger(service="stepwise-channels")
 _parts: tuple[DynamoConnections, ManagementApi, ApiStore, Any] | None = None

@@ -1,4 +1,4 @@
-"""Durable state: the DynamoDB tables the adapters document (stepwise.state.dynamodb, stepwise.api.store)
+"""Durable state: the DynamoDB tables the adapters document (stepwise.state.dynamodb, stepwise.store)
 and the S3 bucket for snapshots and offloaded payloads, plus the bucket that receives access logs."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class StateStorage(Construct):
             projection_type=ddb.ProjectionType.ALL,
         )
         self.registry = ddb.Table(self, "Registry", partition_key=ddb.Attribute(name="ref", type=S), **common)
-        # api: API keys (hashes only), the per-tenant agent catalog and thread owners (stepwise.api.store)
+        # api: API keys (hashes only), the per-tenant agent catalog and thread owners (stepwise.store)
         self.api = ddb.Table(
             self, "Api", partition_key=ddb.Attribute(name="pk", type=S), sort_key=ddb.Attribute(name="sk", type=S), **common
         )

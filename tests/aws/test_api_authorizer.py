@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from stepwise.api.authorizer import Unauthorized, authorize, enroll, usage_key
 from stepwise.api.keys import cli, create_key, revoke_key
 from stepwise.api.oidc import JwtAuthenticator, JwtSettings
-from stepwise.api.store.dynamodb import DynamoApiStore
+from stepwise.store.dynamodb import DynamoApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

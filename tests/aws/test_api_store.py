@@ -10,10 +10,10 @@ import pytest
 from moto import mock_aws
 
 from stepwise.api.auth import new_key
-from stepwise.api.store import ApiStore, StoreConflict
-from stepwise.api.store.dynamodb import DynamoApiStore
-from stepwise.api.store.memory import MemoryApiStore
-from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.store import ApiStore, StoreConflict
+from stepwise.store.dynamodb import DynamoApiStore
+from stepwise.store.memory import MemoryApiStore
+from stepwise.store.sqlite import SqliteApiStore
 
 
 @pytest.fixture(params=["memory", "sqlite", "dynamodb"])

@@ -18,11 +18,11 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.api.websocket import DynamoConnections, fan_out
 from stepwise.client import Stepwise
 from stepwise.state.dynamodb import DynamoEventStore
 from stepwise.state.events import encode
+from stepwise.store.memory import MemoryApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

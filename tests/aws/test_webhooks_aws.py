@@ -25,12 +25,12 @@ from moto import mock_aws
 from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.dynamodb import DynamoApiStore
 from stepwise.api.webhooks import verify
 from stepwise.api.webhooks_aws import CancelledWebhooks, WebhookJob, run_webhook, send_jobs
 from stepwise.client import Stepwise
 from stepwise.state.dynamodb import DynamoEventStore
 from stepwise.state.events import encode
+from stepwise.store.dynamodb import DynamoApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"

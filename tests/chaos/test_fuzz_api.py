@@ -17,7 +17,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from stepwise.api.keys import create_key  # noqa: E402
 from stepwise.api.server import make_server  # noqa: E402
-from stepwise.api.store.sqlite import SqliteApiStore  # noqa: E402
+from stepwise.store.sqlite import SqliteApiStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("STEPWISE_CHAOS") == "full"

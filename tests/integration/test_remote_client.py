@@ -12,8 +12,8 @@ import pytest
 from stepwise.api import models as m
 from stepwise.api.keys import create_key
 from stepwise.api.server import LocalServer, make_server
-from stepwise.api.store.sqlite import SqliteApiStore
 from stepwise.remote import AsyncClient, Client, RemoteError
+from stepwise.store.sqlite import SqliteApiStore
 
 GRAPH = """
 name: remote-demo

@@ -18,7 +18,7 @@ import pytest
 
 from stepwise.api.keys import create_key
 from stepwise.api.server import make_server
-from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.store.sqlite import SqliteApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "statemachines" / "examples"

@@ -18,7 +18,7 @@ import pytest
 
 from stepwise.api.keys import create_key
 from stepwise.api.server import LocalServer, ServeLimits, make_server
-from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.store.sqlite import SqliteApiStore
 
 GRAPH = {"name": "tiny", "graph": {"nodes": {"a": {"fn": "statemachines.examples.nodes:fetch"}}, "entry": "a"}}
 

@@ -14,7 +14,7 @@ from tests.support.moto_sfn import wait_for
 
 from stepwise.api.keys import create_key
 from stepwise.api.server import LocalServer, make_server
-from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.store.sqlite import SqliteApiStore
 
 GRAPH = """
 name: chatty

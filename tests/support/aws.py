@@ -99,7 +99,7 @@ def serialized_dynamodb_transactions() -> Iterator[None]:
 
 
 def create_api_table(table: str, *, dynamodb: Any) -> None:
-    """The API store's table, as documented in ``stepwise.api.store.dynamodb`` (pk S, sk S)."""
+    """The API store's table, as documented in ``stepwise.store.dynamodb`` (pk S, sk S)."""
     dynamodb.create_table(
         TableName=table,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],

@@ -20,10 +20,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "graph": frozenset(),
     "asl": frozenset({"graph"}),
     "state": frozenset({"graph"}),
-    "api.store": frozenset(),
+    "store": frozenset(),  # the API's record store (keys, agents, roles): a leaf that tools/ reads roles from
 }
 #: unit -> units it must not import (on top of TOP for everything below the top).
 FORBIDDEN: dict[str, frozenset[str]] = {
+    # the layers below the API never reach up into it (roles come from store/, not api/)
+    **{unit: frozenset({"api"}) for unit in ("tools", "memory", "runtime", "state", "llm")},
     "executors": frozenset({"api", "cli", "client", "config"}),
     "client": frozenset({"api", "cli", "config"}),
     "config": frozenset({"api", "cli"}),
@@ -45,8 +47,6 @@ def unit_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "__init__"
-    if parts[1] == "api" and len(parts) > 2 and parts[2] == "store":
-        return "api.store"  # the API's record store (keys, agents, roles): a leaf adapter that tools/ may use too
     return "cli" if parts[1].startswith("cli_") else parts[1]  # cli_memory.py etc. are the CLI's own modules
 
 

@@ -12,8 +12,8 @@ import pytest
 from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.client import Stepwise
+from stepwise.store.memory import MemoryApiStore
 
 GATE = threading.Event()
 STARTED = threading.Event()

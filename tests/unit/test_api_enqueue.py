@@ -12,8 +12,8 @@ from typing import Any
 from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.sqlite import SqliteApiStore
 from stepwise.client import Stepwise
+from stepwise.store.sqlite import SqliteApiStore
 
 
 def note(state: dict[str, Any]) -> dict[str, Any]:

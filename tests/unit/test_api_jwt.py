@@ -22,8 +22,8 @@ from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.oidc import JwksCache, JwtAuthenticator, JwtSettings
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.client import Stepwise
+from stepwise.store.memory import MemoryApiStore
 
 ISSUER = "https://issuer.example/pool"
 AUDIENCE = "stepwise-app"

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from stepwise.api.auth import ApiKeyAuthenticator, AuthError, hash_secret, new_key, parse_key, presented_key
 from stepwise.api.keys import cli, create_key, list_keys
-from stepwise.api.store.memory import MemoryApiStore
-from stepwise.api.store.sqlite import SqliteApiStore
+from stepwise.store.memory import MemoryApiStore
+from stepwise.store.sqlite import SqliteApiStore
 
 
 def test_key_format_and_salted_hash() -> None:

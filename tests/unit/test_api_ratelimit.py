@@ -16,9 +16,9 @@ from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.ratelimit import ValkeyRateLimiter, parse_limits, route_class
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.client import Stepwise
 from stepwise.memory import valkey
+from stepwise.store.memory import MemoryApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

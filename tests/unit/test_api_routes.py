@@ -14,10 +14,10 @@ from stepwise.api.auth import Principal
 from stepwise.api.hooks import RateLimited, RecordingSink
 from stepwise.api.keys import create_key, revoke_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.api.stream import event_frame
 from stepwise.api.websocket import frame as websocket_frame
 from stepwise.client import Stepwise
+from stepwise.store.memory import MemoryApiStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "statemachines" / "examples"

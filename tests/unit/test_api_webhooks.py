@@ -15,9 +15,9 @@ import pytest
 from stepwise.api.app import create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.api.webhooks import WebhookRejected, WebhookSender, resolve_public, sign, verify
 from stepwise.client import Stepwise
+from stepwise.store.memory import MemoryApiStore
 
 SECRET = "whsec_0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,6 @@ from mcp.server.mcpserver import Context, MCPServer
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from stepwise.api.store.memory import MemoryApiStore
 from stepwise.asl.interpreter import FakeClock
 from stepwise.client import Stepwise
 from stepwise.graph.loader import load_text
@@ -25,6 +24,7 @@ from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall
 from stepwise.llm.gateway import ModelHub
 from stepwise.llm.settings import LLMSettings
 from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
+from stepwise.store.memory import MemoryApiStore
 from stepwise.tools.capability import (
     META_KEY,
     Binding,

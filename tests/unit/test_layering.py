@@ -33,6 +33,13 @@ def copy(tmp_path: Path) -> Path:
         ("runtime/_planted.py", "import stepwise.client", "runtime/_planted.py:1: runtime may not import client"),
         ("api/_planted.py", "from stepwise.runtime.services import Services", "api/_planted.py:1: api may not import runtime"),
         ("errors.py", "from stepwise.graph import spec", "errors.py:"),
+        # nothing below the API reaches up into it: tools read roles from store/, not api/
+        ("tools/_planted.py", "from stepwise.api.models import RunList", "tools/_planted.py:1: tools may not import api"),
+        ("memory/_planted.py", "from stepwise.api import app", "memory/_planted.py:1: memory may not import api"),
+        ("llm/_planted.py", "import stepwise.api.settings", "llm/_planted.py:1: llm may not import api"),
+        ("runtime/_planted.py", "def f():\n    from stepwise.api.roles import router", "runtime/_planted.py:2: runtime may not import api"),
+        ("state/_planted.py", "from stepwise.api import models", "state/_planted.py:1: state/ may import only graph"),
+        ("store/_planted.py", "from stepwise.tools import roles", "store/_planted.py:1: store/ may import only nothing else"),
     ],
 )
 def test_a_planted_violation_is_reported_with_its_place(copy: Path, where: str, line: str, expected: str) -> None:

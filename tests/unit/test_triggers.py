@@ -15,11 +15,11 @@ from pydantic import ValidationError
 from stepwise.api.app import StepwiseApi, create_app
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.sqlite import SqliteApiStore
 from stepwise.api.triggers import TriggerError, TriggerScheduler, fire
 from stepwise.client import Stepwise
 from stepwise.graph.loader import load_text
 from stepwise.graph.triggers import RuleSpec, Schedule, ScheduleSpec, Trigger, aws_trigger_specs, matches
+from stepwise.store.sqlite import SqliteApiStore
 
 GRAPH_YAML = """
 name: ticketing

@@ -37,12 +37,12 @@ from stepwise.api import models as m
 from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal
 from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
 from stepwise.api.settings import ApiSettings, build_store
-from stepwise.api.store import AgentRecord, ApiStore, StoreConflict
 from stepwise.client import Stepwise
 from stepwise.errors import ConflictingRequestError, StepwiseError
 from stepwise.graph import limits
 from stepwise.graph.errors import GraphError
 from stepwise.state.ports import RunRecord, RunTransitionError
+from stepwise.store import AgentRecord, ApiStore, StoreConflict
 
 log = logging.getLogger("stepwise.api")
 

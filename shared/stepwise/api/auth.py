@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stepwise.api.store import ApiKeyRecord, ApiStore
 from stepwise.errors import StepwiseError
+from stepwise.store import ApiKeyRecord, ApiStore
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.api_gateway import BaseRouter

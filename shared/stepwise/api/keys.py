@@ -25,7 +25,7 @@ import typer
 
 from stepwise.api.auth import new_key
 from stepwise.api.settings import ApiSettings, build_store
-from stepwise.api.store import ApiKeyRecord, ApiStore
+from stepwise.store import ApiKeyRecord, ApiStore
 
 
 def create_key(store: ApiStore, tenant: str, name: str = "") -> tuple[ApiKeyRecord, str]:

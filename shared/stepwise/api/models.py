@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.api.store import AgentRecord, VersionRecord
 from stepwise.state.events import Event
 from stepwise.state.ports import RunRecord
+from stepwise.store import AgentRecord, VersionRecord
 
 AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 THREAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"

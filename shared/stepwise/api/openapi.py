@@ -13,7 +13,7 @@ from typing import Any
 
 from stepwise.api.app import create_app
 from stepwise.api.settings import ApiSettings
-from stepwise.api.store.memory import MemoryApiStore
+from stepwise.store.memory import MemoryApiStore
 
 
 def document() -> dict[str, Any]:

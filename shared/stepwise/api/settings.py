@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from stepwise.api.store import ApiStore
+from stepwise.store import ApiStore
 
 DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.examples.", "stepwise.tools.")
 
@@ -116,13 +116,13 @@ class ServeLimits:
 def build_store(settings: ApiSettings) -> ApiStore:
     """The API store matching the engine's backend: SQLite beside stepwise.db, memory, or DynamoDB."""
     if settings.backend == "embedded":
-        from stepwise.api.store.sqlite import SqliteApiStore
+        from stepwise.store.sqlite import SqliteApiStore
 
         return SqliteApiStore(settings.home / "api.db")
     if settings.backend == "memory":
-        from stepwise.api.store.memory import MemoryApiStore
+        from stepwise.store.memory import MemoryApiStore
 
         return MemoryApiStore()
-    from stepwise.api.store.dynamodb import DynamoApiStore
+    from stepwise.store.dynamodb import DynamoApiStore
 
     return DynamoApiStore(settings.api_table)

@@ -35,7 +35,7 @@ class PermissionManager:
     def embedded(cls, home: str | Path, settings: ToolSettings | None = None) -> PermissionManager:
         """Roles in ``<home>/api.db`` (the API's store), key generated into ``<home>/capability.key``; RBAC mode
         and the spent-token store from ``settings`` (default ``ToolSettings()``)."""
-        from stepwise.api.store.sqlite import SqliteApiStore
+        from stepwise.store.sqlite import SqliteApiStore
         from stepwise.tools.capability import local_key
 
         settings = settings or ToolSettings()
@@ -48,7 +48,7 @@ class PermissionManager:
         """Roles in the API's DynamoDB table (``settings.api_table``); the key from the Secrets Manager secret
         ``settings.capability_secret`` (an ephemeral key when none is set: tokens are then verifiable only inside
         this process, never by a remote server)."""
-        from stepwise.api.store.dynamodb import DynamoApiStore
+        from stepwise.store.dynamodb import DynamoApiStore
         from stepwise.tools.capability import secrets_manager_key
 
         table, secret = settings.api_table, settings.capability_secret

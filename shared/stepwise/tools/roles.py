@@ -120,7 +120,7 @@ class RoleStore:
 
     def put(self, tenant: str, role: Role) -> Role:
         """Create or replace (optimistically: a concurrent writer makes this retry)."""
-        from stepwise.api.store.base import CONFLICT_RETRIES, StoreConflict
+        from stepwise.store.base import CONFLICT_RETRIES, StoreConflict
 
         for _ in range(CONFLICT_RETRIES):
             found = self.store._get(f"tenant#{tenant}", f"role#{role.name}")

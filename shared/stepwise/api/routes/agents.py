@@ -15,9 +15,9 @@ from stepwise.api import models as m
 from stepwise.api import policy
 from stepwise.api.app import ApiError, StepwiseApi, _errors, _problem
 from stepwise.api.auth import tenant_of
-from stepwise.api.store import AgentRecord, StoreConflict
-from stepwise.api.store.base import VersionRecord
 from stepwise.graph.errors import GraphError
+from stepwise.store import AgentRecord, StoreConflict
+from stepwise.store.base import VersionRecord
 
 
 def router(api: StepwiseApi) -> Router:

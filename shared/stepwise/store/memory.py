@@ -6,7 +6,7 @@ import copy
 import threading
 from typing import Any
 
-from stepwise.api.store.base import ApiStore, StoreConflict
+from stepwise.store.base import ApiStore, StoreConflict
 
 
 class MemoryApiStore(ApiStore):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stepwise.api.store.base import ApiStore, StoreConflict
+from stepwise.store.base import ApiStore, StoreConflict
 
 
 class DynamoApiStore(ApiStore):

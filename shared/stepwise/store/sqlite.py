@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from stepwise.api.store.base import ApiStore, StoreConflict
+from stepwise.store.base import ApiStore, StoreConflict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_items (
