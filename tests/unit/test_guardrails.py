@@ -370,6 +370,7 @@ def test_memory_rail_drops_an_injected_memory() -> None:
 
     class Ctx:
         key = "r||agent|run|0"
+        guard_state = None  # NodeContext's typed field: made by the first check
 
         def __init__(self) -> None:
             self.spec = load_text(SUPPORT.replace("input: [", "memory: [{check: injection, action: block}]\n  input: ["))

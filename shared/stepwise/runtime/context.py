@@ -16,6 +16,7 @@ from stepwise.state.journal import Journal
 
 if TYPE_CHECKING:  # the LLM layer is imported by the nodes that call models, not by every run
     from stepwise.llm.base import ChatRequest, ChatResponse, ToolCall, ToolSpec
+    from stepwise.runtime.guard import GuardState
     from stepwise.runtime.ports import ModelGateway
     from stepwise.runtime.services import Services
     from stepwise.tools.executor import ToolOutcome
@@ -46,6 +47,11 @@ class NodeContext:
     #: Work that must follow the step's checkpoint (memory consolidation): the step runs these only once
     #: its node update is committed to the log, never for a step that failed or lost to a duplicate.
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: The step's guardrail state (``runtime/guard.py``), made on the first check.
+    guard_state: GuardState | None = field(default=None, repr=False)
+    #: What memory retrieved for this step (``runtime/memory.py``: STM offset, summary, prompt section, hits),
+    #: kept so a fused agent loop retrieves once per step, not once per model turn.
+    memory_turn: tuple[Any, ...] | None = field(default=None, repr=False)
     _journal: Journal | None = field(default=None, repr=False)
     _llm_calls: int = field(default=0, repr=False)
     _tenant: str | None = field(default=None, repr=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stepwise.guardrails.engine import REFUSAL, Decision, Guardrails, Verdict
@@ -17,7 +18,16 @@ if TYPE_CHECKING:
     from stepwise.runtime.context import NodeContext
     from stepwise.runtime.ports import GuardrailPort
 
-_KEY = "_stepwise_guardrails"
+
+@dataclass
+class GuardState:
+    """One step's guardrail state: its rails (None: none configured), the texts already checked, how many
+    decisions it journalled, and those that blocked or escalated (for the ``guardrail`` channel)."""
+
+    rails: GuardrailPort | None
+    seen: set[str] = field(default_factory=set)
+    journalled: int = 0
+    fired: list[Decision] = field(default_factory=list)
 
 
 class Blocked(Exception):
@@ -28,32 +38,33 @@ class Blocked(Exception):
         self.verdict = verdict
 
 
-def guard_of(ctx: NodeContext) -> GuardrailPort | None:
-    """The node's rails (graph rails merged with the node's), or None when it has none."""
-    if _KEY not in ctx.__dict__:
+def state_of(ctx: NodeContext) -> GuardState:
+    """The step's guardrail state, made on first use: the node's rails are the graph's merged with its own."""
+    if ctx.guard_state is None:
         graph_rails = ctx.spec.guardrails
         node_rails = ctx.node_spec.guardrails
         config = graph_rails.merged(node_rails) if graph_rails is not None else node_rails
-        ctx.__dict__[_KEY] = Guardrails(config) if config is not None else None
-        ctx.__dict__[_KEY + "_seen"] = set()
-        ctx.__dict__[_KEY + "_n"] = 0
-        ctx.__dict__[_KEY + "_fired"] = []
-    guard: GuardrailPort | None = ctx.__dict__[_KEY]
-    return guard
+        ctx.guard_state = GuardState(Guardrails(config) if config is not None else None)
+    return ctx.guard_state
+
+
+def guard_of(ctx: NodeContext) -> GuardrailPort | None:
+    """The node's rails (graph rails merged with the node's), or None when it has none."""
+    return state_of(ctx).rails
 
 
 def record(ctx: NodeContext, decisions: list[Decision]) -> None:
+    state = state_of(ctx)
     for d in decisions:
-        n = ctx.__dict__[_KEY + "_n"]
-        ctx.__dict__[_KEY + "_n"] = n + 1
-        ctx.journal.record(GUARDRAIL, f"{ctx.key}|guard|{n}", d.to_json())
+        ctx.journal.record(GUARDRAIL, f"{ctx.key}|guard|{state.journalled}", d.to_json())
+        state.journalled += 1
         if d.action in ("block", "escalate"):
-            ctx.__dict__[_KEY + "_fired"].append(d)
+            state.fired.append(d)
 
 
 def channel_update(ctx: NodeContext) -> dict[str, Any]:
     """``{"guardrail": {...}}`` when a rail blocked or escalated in this step (for routing to a human)."""
-    fired: list[Decision] = ctx.__dict__.get(_KEY + "_fired") or []
+    fired = ctx.guard_state.fired if ctx.guard_state is not None else []
     if not fired:
         return {}
     worst = next((d for d in fired if d.action == "escalate"), fired[-1])
@@ -63,7 +74,7 @@ def channel_update(ctx: NodeContext) -> dict[str, Any]:
 def _once(ctx: NodeContext, stage: str, text: str) -> bool:
     """True the first time this step checks this text at this stage (a fused loop rebuilds its prompt each turn)."""
     digest = hashlib.sha256(f"{stage}\0{text}".encode()).hexdigest()
-    seen: set[str] = ctx.__dict__[_KEY + "_seen"]
+    seen = state_of(ctx).seen
     if digest in seen:
         return False
     seen.add(digest)

@@ -37,7 +37,6 @@ from stepwise.settings import Settings
 
 log = logging.getLogger("stepwise.memory")
 MEMORY_SECTION_VERSION = 1
-_CACHE = "_memory_turn"
 
 
 def services_of(ctx: NodeContext) -> MemoryPort:
@@ -87,9 +86,9 @@ def prepare(
     cfg = ctx.node_spec.memory
     if cfg is None:
         return history, system
-    cached = ctx.__dict__.get(_CACHE)
+    cached = ctx.memory_turn
     if cached is None:
-        cached = ctx.__dict__[_CACHE] = _retrieve(state, ctx, cfg, history)
+        cached = ctx.memory_turn = _retrieve(state, ctx, cfg, history)
     offset, summary, section = cached[:3]
     if cfg.stm_budget is not None:
         own = len([m for m in state.get("messages") or [] if isinstance(m, dict)])
