@@ -411,6 +411,7 @@ class HandoverError(TaskError):
     Catch for ``Stepwise.Continue`` ends this execution at its ``Continued`` state."""
 
     error_name = "Stepwise.Continue"
+    control_flow = True  # the local interpreter formats no stack trace for it
 
 
 def _maybe_hand_over(services: Services, req: StepInput) -> None:
@@ -631,6 +632,8 @@ def _redrive_point(cursor: Cursor, failed: Event | None) -> dict[str, Any] | Non
 class RouteJump(TaskError):
     """Not a failure: the node routed to a target other than its Task's ``Next``. The compiled Catch for
     ``error_name`` goes there; the message is the next cursor, which the target's step reads back."""
+
+    control_flow = True  # the local interpreter formats no stack trace for it
 
     def __init__(self, error_name: str, cursor: dict[str, Any]) -> None:
         super().__init__(json.dumps(cursor, separators=(",", ":")))
