@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -204,7 +205,7 @@ class Interpreter:
             name = state["Next"]
 
     async def _run_state(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any], where: _Path) -> Any:
-        attempts: Counter[int] = Counter()
+        attempts: dict[int, int] = {}  # retrier index -> retries so far (a plain dict: most states never retry)
         if state["Type"] == "Task" and state["Resource"].endswith(".waitForTaskToken"):
             digest = hashlib.sha256(f"{where.name}|{name}|{where.visits[name]}".encode()).hexdigest()[:32]
             ctx = {**ctx, "Task": {"Token": f"{ctx['Execution']['Name']}.{digest}"}}
@@ -237,14 +238,15 @@ class Interpreter:
                 if index is None:
                     raise
                 retrier = state["Retry"][index]
-                if attempts[index] >= int(retrier.get("MaxAttempts", 3)):
+                tried = attempts.get(index, 0)
+                if tried >= int(retrier.get("MaxAttempts", 3)):
                     raise
-                wait = delay(retrier, attempts[index], self.rng)
+                wait = delay(retrier, tried, self.rng)
                 if self.park_after is not None and wait >= self.park_after and exc.error in self.park_errors:
                     self.parked = self.parked or Parked(name, exc.error, wait)
                     raise self.parked from None
                 await self._sleep(wait, where)
-                attempts[index] += 1
+                attempts[index] = tried + 1
                 ctx = {**ctx, "State": {**ctx["State"], "RetryCount": sum(attempts.values())}}
 
     def _input(self, state: dict[str, Any], data: Any, ctx: dict[str, Any]) -> Any:
@@ -278,7 +280,7 @@ class Interpreter:
             function_name, payload = resource, params
         else:
             raise StatesError("States.Runtime", f"state {name!r}: unsupported resource {resource!r}")
-        short = function_name.split(":function:")[-1].split(":")[0]
+        short = _function_short_name(function_name)
         fn = self.functions.get(short)
         afn = self.async_functions.get(short)
         if fn is None and afn is None:
@@ -448,6 +450,12 @@ def _test(rule: dict[str, Any], data: Any) -> bool:
         if op + "Path" in rule:
             return fn(value, paths.get(data, rule[op + "Path"]))
     raise StatesError("States.Runtime", f"unsupported Choice rule {json.dumps(rule)}")
+
+
+@lru_cache(maxsize=1024)
+def _function_short_name(function_name: str) -> str:
+    """``stepwise-step`` of ``arn:aws:lambda:…:function:stepwise-step[:alias]`` (or of a bare name)."""
+    return function_name.split(":function:")[-1].split(":")[0]
 
 
 _Build = Callable[[Any, dict[str, Any]], Any]

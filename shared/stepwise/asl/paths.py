@@ -68,6 +68,8 @@ def put(data: Any, path: str | None, value: Any) -> Any:
     """ASL ResultPath: ``None`` discards the result, ``$`` replaces the input, deeper paths insert."""
     if path is None:
         return data
+    if path == "$":  # the default ResultPath: the result replaces the input
+        return value
     parts = steps(path)
     if not parts:
         return value
