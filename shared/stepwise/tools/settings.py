@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _OFF = ("off", "0", "false", "no")
 _UNCAPPED = ("none", "max", "unlimited")
-#: field -> its variable, for the fields named ``STEPWISE_<FIELD>`` with no prefix of their own.
+#: Fields read from ``STEPWISE_<FIELD>`` (the ``tool_*``/``sandbox_*`` ones are found by their prefix).
 _PLAIN = ("http_allowlist", "mcp_config", "rbac", "api_table", "capability_secret", "valkey_url", "valkey_secret", "bwrap")
 
 
