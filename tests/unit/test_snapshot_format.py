@@ -179,3 +179,29 @@ def test_a_cold_read_at_the_head_needs_no_graph_and_a_tail_does(tmp_path: Path, 
     monkeypatch.setattr(again.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
     seq, state = again.state(result.thread_id)
     assert seq == head + 1 and state["log"] == [*result.state["log"], {"i": 99}] and looked_up == [spec.ref]
+
+
+def _records(path: Path) -> int:
+    data, offset, count = path.read_bytes(), 8, 0
+    while offset < len(data):
+        length, _ = struct.unpack_from("<IQ", data, offset)
+        offset, count = offset + 12 + length, count + 1
+    return count
+
+
+def test_settling_a_long_chain_rewrites_it_as_one_record(tmp_path: Path) -> None:
+    snaps = FileSnapshotStore(tmp_path, settle_chain=3)
+    items: list[int] = []
+    for seq in range(10, 40, 10):  # a whole record, then two deltas
+        items = [*items, *range(seq - 10, seq)]
+        snaps.put("t", seq, {"log": items}, LOG)
+    path = snaps._path("t")
+    assert _records(path) == 3
+    items = [*items, 30, 31]
+    snaps.settle("t", 32, {"log": items}, LOG)  # the third delta would reach the limit: one record instead
+    assert _records(path) == 1 and FileSnapshotStore(tmp_path).latest("t") == (32, {"log": items})
+
+    reader = FileSnapshotStore(tmp_path, settle_chain=3)  # another process picks up the file and the count
+    assert reader.latest("t") == (32, {"log": items})
+    reader.settle("t", 33, {"log": [*items, 32]}, LOG)  # a short chain: settling appends a delta as usual
+    assert _records(path) == 2 and FileSnapshotStore(tmp_path).latest("t") == (33, {"log": [*items, 32]})

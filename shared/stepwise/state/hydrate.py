@@ -157,7 +157,7 @@ class Hydrator:
             due = seq - last >= max(self.snapshot_every, last // 2)
         if due:
             appends = _appends(reducers) if reducers is not None else frozenset()
-            self.snapshots.put(thread_id, seq, state, appends)
+            (self.snapshots.settle if idle else self.snapshots.put)(thread_id, seq, state, appends)
             self._last_snapshot[thread_id] = seq
 
     def forget(self, thread_id: str) -> None:

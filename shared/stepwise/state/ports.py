@@ -126,6 +126,11 @@ class SnapshotStore(ABC):
     @abstractmethod
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None: ...
 
+    def settle(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
+        """``put`` for a thread whose run just stopped: its next reader is a cold one. A store may spend more
+        here to make that read cheaper (the file store folds a long chain of deltas into one record)."""
+        self.put(thread_id, seq, state, appends)
+
     def size_bytes(self) -> int:
         return 0
 
