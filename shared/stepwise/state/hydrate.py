@@ -63,9 +63,13 @@ class Hydrator:
         if tail:
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail), owned)
         if cached is not None and not tail and head <= seq:
+            if idle:
+                self.events.settle()
             return seq, state  # nothing new since the cached state: it stays as it is
         seq = max(seq, head)
         self.remember(thread_id, frames, seq, state, reducers, idle=idle)
+        if idle:
+            self.events.settle()  # the store's upkeep (a WAL checkpoint) after the run, not inside its steps
         return seq, state
 
     def _state_at(self, thread_id: str, reducers: Mapping[str, str], frames: Frames, at: int) -> tuple[int, dict[str, Any]]:

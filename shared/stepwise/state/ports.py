@@ -33,6 +33,11 @@ class DuplicateKeyError(StepwiseError, RuntimeError):
 class EventStore(ABC):
     """Append-only, per-thread event log with optimistic concurrency on the sequence number."""
 
+    def settle(self) -> None:
+        """A run on this store just stopped (finished, failed or waits): a store may do upkeep now that it
+        kept out of the run's steps (SQLite checkpoints its WAL). Nothing by default."""
+        return None
+
     def append(self, thread_id: str, expected_seq: int, events: Sequence[Event]) -> list[Event]:
         """Append after ``expected_seq``; raise StateConflictError if the head moved, DuplicateKeyError on a reused key."""
         self._insert(thread_id, expected_seq, self._numbered(events, expected_seq))

@@ -112,13 +112,17 @@ class _Lease:
 
 
 class _Checkpointer:
-    """Passive WAL checkpoints on a daemon thread, started after ``every`` writes and gone after ``idle_s``
-    without work (its connection closed). SQLite releases the GIL while it copies pages, so the checkpoint
-    runs beside the steps rather than inside one of them. If the thread cannot keep up (or a fork left
-    it behind), a writer checkpoints inline after ``10 × every`` writes, so the WAL stays bounded."""
+    """Passive WAL checkpoints, kept out of a running loop's steps.
 
-    def __init__(self, db: SqliteDatabase, every: int = 256, idle_s: float = 5.0) -> None:
-        self.db, self.every, self.idle_s = db, every, idle_s
+    When a run stops (``settle``: it finished, failed or waits) and ``every`` writes or more have gone to
+    the WAL since the last checkpoint, the stopping thread checkpoints inline, after the run's last step.
+    During a long run a daemon thread checkpoints once ``run_bound`` writes have piled up (a WAL of a few
+    tens of MB), and a writer checkpoints inline after ``10 × run_bound`` if that thread cannot keep up (or
+    a fork left it behind), so the WAL stays bounded. A checkpoint beside a step slowed that step: the
+    WAL's read locks and the hand-back of the GIL to the checkpointing thread stalled it 1–5 ms (W7)."""
+
+    def __init__(self, db: SqliteDatabase, every: int = 256, run_bound: int = 8192, idle_s: float = 5.0) -> None:
+        self.db, self.every, self.run_bound, self.idle_s = db, every, run_bound, idle_s
         self._writes = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,9 +131,9 @@ class _Checkpointer:
 
     def wrote(self) -> None:
         self._writes += 1  # approximate under races; only a cadence
-        if self._writes < self.every:
+        if self._writes < self.run_bound:
             return
-        if self._writes >= 10 * self.every:
+        if self._writes >= 10 * self.run_bound:
             self._writes = 0
             self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
             return
@@ -139,6 +143,13 @@ class _Checkpointer:
                 self._thread = threading.Thread(target=self._loop, name="stepwise-wal-checkpoint", daemon=True)
                 self._thread.start()
         self._wake.set()
+
+    def settle(self) -> None:
+        if self._writes < self.every:
+            return
+        self._writes = 0
+        with contextlib.suppress(sqlite3.Error):  # busy: the next stop (or the run bound) catches up
+            self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _loop(self) -> None:
         conn = sqlite3.connect(self.db.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -165,8 +176,12 @@ class SqliteDatabase:
         self._checkpoints = _Checkpointer(self)
 
     def wrote(self) -> None:
-        """A write transaction committed: WAL checkpoints run on a thread of their own, every so many writes."""
+        """A write transaction committed: counted towards the next WAL checkpoint."""
         self._checkpoints.wrote()
+
+    def settle(self) -> None:
+        """A run stopped: checkpoint the WAL now if it has grown (see ``_Checkpointer``)."""
+        self._checkpoints.settle()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection. When a thread ends, its connection goes back to a pool for the next
@@ -201,6 +216,9 @@ class SqliteEventStore(EventStore):
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+
+    def settle(self) -> None:
+        self.db.settle()
 
     def head(self, thread_id: str) -> int:
         row = self.db.connection().execute("SELECT max(seq) FROM events WHERE thread_id=?", (thread_id,)).fetchone()
