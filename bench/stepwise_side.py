@@ -107,12 +107,22 @@ def _close(client: Stepwise) -> None:
         db.connection().close()
 
 
+MIDRUN = "stepwise-midrun"
+MIDRUN_LABEL = "Stepwise, mid-run (no end-of-run snapshot)"
+
+
+def _no_settle(thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
+    """No snapshot when the run stops: the file keeps the last cadence snapshot, up to 31 events behind."""
+
+
 class React:
     """One W1 run, set up before the clock starts; ``run`` is what gets timed."""
 
-    def __init__(self, mode: str, turns: int, workdir: Path) -> None:
+    def __init__(self, mode: str, turns: int, workdir: Path, *, settle: bool = True) -> None:
         self.mode, self.turns = mode, turns
         self.client, self.home = _client(mode, workdir)
+        if not settle:  # W3's mid-run reader: the store as it is during the run (or after a crash before its end)
+            self.client.services.snapshots.settle = _no_settle  # type: ignore[method-assign]
         self.spec = react_spec()
         self.client.register(self.spec)
         self.input = workload.react_input(turns)

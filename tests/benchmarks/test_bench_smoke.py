@@ -78,7 +78,7 @@ def test_new_workloads_report_numbers_and_load(results: dict[str, Any]) -> None:
     """W3 sweep, W5 (every system × variant, with its zero-latency overhead), W6, W7 and start-up."""
     for row in results["w3_sweep"]:
         assert _number(row["wall_ms"]) and len(row["load"]) == 2
-    assert {r["system"] for r in results["w3_sweep"]} == {"stepwise", "langgraph-add"}
+    assert {r["system"] for r in results["w3_sweep"]} == {"stepwise", "stepwise-midrun", "langgraph-add"}
     assert {(r["system"], r["variant"]) for r in results["w5"]} == {(s, v) for s in FANOUT_SYSTEMS for v in ("sync", "async")}
     for row in results["w5"]:
         assert "na" not in row, row.get("na")
