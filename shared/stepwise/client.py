@@ -328,7 +328,8 @@ class Stepwise:
                 return result
             run = self.services.runs.get(run_id)
             assert run is not None
-        assert run.waiting is not None
+        if run.status != "waiting" or run.waiting is None:  # e.g. another answer won, and the run went on (or ended)
+            raise ConflictingRequestError(f"run {run_id!r} is {run.status}, not waiting for an answer; read the run again")
         check_answer(self.services.graph(run.graph_ref), run_id, run.waiting["node"], input)
         current = run.interrupt_id or run.waiting.get("interrupt_id")
         if interrupt_id is not None and current is not None and interrupt_id != current:
