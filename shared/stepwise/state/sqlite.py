@@ -116,12 +116,13 @@ class _Checkpointer:
 
     When a run stops (``settle``: it finished, failed or waits) and ``every`` writes or more have gone to
     the WAL since the last checkpoint, the stopping thread checkpoints inline, after the run's last step.
-    During a long run a daemon thread checkpoints once ``run_bound`` writes have piled up (a WAL of a few
-    tens of MB), and a writer checkpoints inline after ``10 × run_bound`` if that thread cannot keep up (or
-    a fork left it behind), so the WAL stays bounded. A checkpoint beside a step slowed that step: the
-    WAL's read locks and the hand-back of the GIL to the checkpointing thread stalled it 1–5 ms (W7)."""
+    During a long run a daemon thread checkpoints once ``run_bound`` writes have piled up (a ReAct step
+    writes ~4 pages: ~64 MB of WAL), and a writer checkpoints inline after ``2 × run_bound`` if that
+    thread cannot keep up (or a fork left it behind), so the WAL stays bounded. A checkpoint beside a step
+    slowed that step: the WAL's read locks and the hand-back of the GIL to the checkpointing thread
+    stalled it 1–5 ms of wall (W7), so a long loop now sees one every ``run_bound`` writes, not every 256."""
 
-    def __init__(self, db: SqliteDatabase, every: int = 256, run_bound: int = 8192, idle_s: float = 5.0) -> None:
+    def __init__(self, db: SqliteDatabase, every: int = 256, run_bound: int = 4096, idle_s: float = 5.0) -> None:
         self.db, self.every, self.run_bound, self.idle_s = db, every, run_bound, idle_s
         self._writes = 0
         self._wake = threading.Event()
@@ -133,7 +134,7 @@ class _Checkpointer:
         self._writes += 1  # approximate under races; only a cadence
         if self._writes < self.run_bound:
             return
-        if self._writes >= 10 * self.run_bound:
+        if self._writes >= 2 * self.run_bound:
             self._writes = 0
             self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
             return
