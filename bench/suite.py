@@ -369,17 +369,29 @@ class Runner:
                     with clock(collect=False) as sample:
                         runners[system].run_one()
                     per_run[system].append(sample)
+            counted = {s: (runners[s].statements.count, runners[s].statements.commits) for s in systems}
+            # The same runs back to back, in blocks (S L, then L S): alternating every run, as above, makes each run
+            # start with caches the other system's run filled; a service running one agent's runs does not.
+            warm = max(2, n // 5) // 2
+            back_to_back: dict[str, list[Sample]] = {s: [] for s in systems}
+            for half in range(2):
+                for system in _alternating(systems, half):
+                    for _ in range(warm):
+                        with clock(collect=False) as sample:
+                            runners[system].run_one()
+                        back_to_back[system].append(sample)
             l1 = load()
+            total = n + 2 * warm
             for system in systems:
                 r = runners[system]
-                statements, commits = r.statements.count, r.statements.commits
+                statements, commits = counted[system]
                 r.close()
                 with clock() as listed:
                     count = r.list_runs()
                 with clock() as read:
                     messages = r.read_all()
-                if count != n or messages != 3 * n:
-                    raise RuntimeError(f"W6 {system}: listed {count} runs and read {messages} messages, expected {n} and {3 * n}")
+                if count != total or messages != 3 * total:
+                    raise RuntimeError(f"W6 {system}: listed {count} runs and read {messages} messages, expected {total} and {3 * total}")
                 walls = [x.wall_s * 1000 for x in per_run[system]]
                 rows.append(
                     {
@@ -388,11 +400,14 @@ class Runner:
                         **summary(per_run[system]),
                         "wall_ms_p90": round(percentile(walls, 90), 4),
                         "wall_ms_p99": round(percentile(walls, 99), 4),
+                        "back_to_back_runs": 2 * warm,
+                        "back_to_back_wall_ms": summary(back_to_back[system])["wall_ms"],
+                        "back_to_back_cpu_ms": summary(back_to_back[system])["cpu_ms"],
                         "statements_per_run": round(statements / n, 2),
                         "commits_per_run": round(commits / n, 2),
                         "list_ms": round(listed.wall_s * 1000, 3),
                         "read_all_ms": round(read.wall_s * 1000, 3),
-                        "read_per_run_ms": round(read.wall_s * 1000 / n, 4),
+                        "read_per_run_ms": round(read.wall_s * 1000 / total, 4),
                         "load": [l0, l1],
                     }
                 )
@@ -755,7 +770,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "id": "W6",
                 "target": "3-node run ≤ 1 ms (engine overhead; the nodes do ~µs of work)",
                 "measured": f"{w6['wall_ms']:.3f} ms p50 ({w6['cpu_ms']:.3f} ms CPU), p90 {w6['wall_ms_p90']:.3f} ms; "
-                f"{w6['statements_per_run']:.1f} SQL statements and {w6['commits_per_run']:.1f} write transactions per run",
+                f"{w6['statements_per_run']:.1f} SQL statements and {w6['commits_per_run']:.1f} write transactions per run"
+                + (f"; back to back {w6['back_to_back_wall_ms']:.3f} ms p50 (not judged)" if "back_to_back_wall_ms" in w6 else ""),
                 "met": w6["wall_ms"] <= 1.0,
             }
         )
