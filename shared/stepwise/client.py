@@ -369,7 +369,11 @@ class Stepwise:
         while self.services.runs.status(run.run_id) == "running" and time.monotonic() < deadline:
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
-        return self.services.runs.get(run.run_id) or run
+        settled = self.services.runs.get(run.run_id) or run
+        if settled.status == "waiting" and settled.interrupt_id != last[-1].data.get("interrupt_id"):
+            # the interrupt this call saw was answered by someone else meanwhile; the run asks something new
+            raise ConflictingRequestError(f"run {run.run_id!r} went on past the question this answer saw; read the run again")
+        return settled
 
     #: A run parked on rate limits this many times fails (with the 429) rather than parking again.
     MAX_PARKS = 5

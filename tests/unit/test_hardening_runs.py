@@ -244,6 +244,42 @@ def test_an_answer_sent_between_the_interrupt_event_and_the_waiting_write_is_tak
     assert results and results[0].status == "waiting"
 
 
+def test_an_answer_that_saw_an_earlier_question_is_not_given_to_the_next_one(tmp_path: Path) -> None:
+    """An answer arriving while another answer ("revise") is being applied reads ``running`` with the old
+    interrupt last in the log; when the run then waits at a new question, that answer is refused (409),
+    never applied to a question it did not see. The winner is held just after its compare-and-set until
+    the second answer has read the run as ``running``."""
+    client = Stepwise.embedded(tmp_path / "home")
+    first = _waiting(client)
+    runs, second_read = client.services.runs, threading.Event()
+    write, read_status = runs.update, runs.status
+    main = threading.current_thread()
+
+    def held(run_id: str, **fields: Any) -> Any:
+        out = write(run_id, **fields)
+        if fields.get("status") == "running" and threading.current_thread() is not main:
+            assert second_read.wait(30), "the second answer never read the run"
+        return out
+
+    def status(run_id: str) -> Any:
+        found = read_status(run_id)
+        if threading.current_thread() is main and found == "running":
+            second_read.set()
+        return found
+
+    runs.update, runs.status = held, status  # type: ignore[method-assign]
+    winner: list[Any] = []
+    revising = threading.Thread(target=lambda: winner.append(client.resume(first.run_id, {"decision": "revise"})))
+    revising.start()
+    _wait(lambda: read_status(first.run_id) == "running", "the winning answer's compare-and-set")
+    with pytest.raises(ConflictingRequestError, match="went on past the question"):
+        client.resume(first.run_id, {"decision": "yes"})
+    revising.join(30)
+    assert winner and winner[0].status == "waiting" and winner[0].waiting["interrupt_id"] != first.waiting["interrupt_id"]
+    answers = [e.data for e in client.history(first.thread_id) if e.node == "approve" and e.type == "node_update"]
+    assert len(answers) == 1  # only the winner's
+
+
 def _wait(condition: Any, what: str) -> Any:
     deadline = time.monotonic() + 30
     while not (value := condition()):
