@@ -15,7 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
 from stepwise.api.app import create_app
-from stepwise.api.aws_triggers import Both, TriggerDeployer, TriggerTargets
+from stepwise.api.aws_triggers import Both, TriggerDeployer, TriggerTargets, live_ref
 from stepwise.api.webhooks_aws import CancelledWebhooks
 from stepwise.config import Settings, build_client
 
@@ -43,7 +43,7 @@ def _events() -> Any:
             bus_name=env["STEPWISE_EVENT_BUS"],
             prefix=env.get("STEPWISE_NAME_PREFIX", "stepwise"),
         )
-        sinks.append(TriggerDeployer(targets, lambda ref: app.client.graph(ref)))
+        sinks.append(TriggerDeployer(targets, lambda ref: app.client.graph(ref), lambda tenant, agent: live_ref(app.store)(tenant, agent)))
     if env.get("STEPWISE_WEBHOOK_QUEUE_URL"):
         sinks.append(CancelledWebhooks(_LazyStore(), env["STEPWISE_WEBHOOK_QUEUE_URL"]))
     return Both(*sinks)

@@ -118,8 +118,12 @@ class Triggers(Construct):
         )
         api.add_environment("STEPWISE_TRIGGER_FUNCTION_ARN", trigger.function_arn)
         api.add_environment("STEPWISE_SCHEDULER_ROLE_ARN", self.scheduler_role.role_arn)
-        api.add_to_role_policy(iam.PolicyStatement(actions=["events:PutRule", "events:PutTargets"], resources=[rules]))
-        api.add_to_role_policy(iam.PolicyStatement(actions=["scheduler:CreateSchedule", "scheduler:UpdateSchedule"], resources=[schedules]))
+        rule_actions = ["events:PutRule", "events:PutTargets", "events:ListTargetsByRule", "events:RemoveTargets", "events:DeleteRule"]
+        api.add_to_role_policy(iam.PolicyStatement(actions=rule_actions, resources=[rules]))
+        schedule_actions = ["scheduler:CreateSchedule", "scheduler:UpdateSchedule", "scheduler:GetSchedule", "scheduler:DeleteSchedule"]
+        api.add_to_role_policy(iam.PolicyStatement(actions=schedule_actions, resources=[schedules]))
+        # listing names a prefix, not an ARN: these take no resource-level permission; what is deleted is still limited above
+        api.add_to_role_policy(iam.PolicyStatement(actions=["events:ListRules", "scheduler:ListSchedules"], resources=["*"]))
         api.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iam:PassRole"],
@@ -132,6 +136,12 @@ class Triggers(Construct):
             principal=iam.ServicePrincipal("events.amazonaws.com"),
             source_arn=rules,
             source_account=stack.account,
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-IAM5[Resource::*]",
+            "events:ListRules and scheduler:ListSchedules take no resource ARN; they read names only (to find a dropped "
+            "trigger's rule or schedule), and the deletes are limited to the rules and schedules named above",
         )
         bus_id = stack.get_logical_id(bus.node.default_child)  # type: ignore[arg-type]
         for arn, what in ((rules, "rules"), (schedules, "schedules")):

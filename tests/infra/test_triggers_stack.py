@@ -150,6 +150,12 @@ def test_the_api_may_deploy_triggers_of_agents_registered_later_and_nothing_wide
 
     assert ":rule/" in resource_of("events:PutRule") and "/stepwise-dev-*" in resource_of("events:PutRule")
     assert ":schedule/default/stepwise-dev-*" in resource_of("scheduler:CreateSchedule")
+    # a trigger a later version drops is deleted, and only within the same names; listing takes no ARN
+    for action in ("events:RemoveTargets", "events:DeleteRule", "events:ListTargetsByRule"):
+        assert resource_of(action) == resource_of("events:PutRule")
+    for action in ("scheduler:DeleteSchedule", "scheduler:GetSchedule"):
+        assert resource_of(action) == resource_of("scheduler:CreateSchedule")
+    assert resource_of("events:ListRules") == resource_of("scheduler:ListSchedules") == '"*"'
     [passrole] = [s for s in statements if s["Action"] == "iam:PassRole" and role_id in json.dumps(s["Resource"])]
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
     trigger_arn = {"Fn::GetAtt": [_trigger_fn(synth), "Arn"]}

@@ -243,3 +243,22 @@ def test_the_in_process_scheduler_fires_each_tick_once_across_two_schedulers(tmp
     runs = [finished(api, f.run_id) for f in fired]
     assert [r.input["event"]["id"] for r in runs] == ["every5@2026-12-01T10:05:00Z", "every5@2026-12-01T10:10:00Z"]
     assert all(r.status == "succeeded" for r in runs)
+
+
+def test_locally_the_live_version_decides_which_triggers_fire(tmp_path: Path) -> None:
+    """serve keeps no per-trigger entry to clean up: the scheduler and the local bus read the live version."""
+    api, store = make_api(tmp_path)
+    _, key = create_key(store, "acme")
+    call(api, key, "POST", "/agents", {"yaml": GRAPH_YAML})
+    scheduler = TriggerScheduler(api)
+    window = (datetime(2026, 12, 1, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, 10, 11, tzinfo=UTC))
+    assert [t.trigger for t, _ in scheduler.due(*window)] == ["every5", "every5"]
+    without_schedule = GRAPH_YAML.replace("  - name: every5\n    schedule: rate(5 minutes)\n", "")
+    assert call(api, key, "POST", "/agents/ticketing/versions", {"yaml": without_schedule})[0] == 201
+    assert scheduler.due(*window) == []
+    event = {"source": "helpdesk", "detail_type": "ticket.created", "detail": {"priority": "urgent"}}
+    status, body = call(api, key, "POST", "/events", {"entries": [{**event, "id": "evt-v2"}]})
+    assert status == 200 and [r["trigger"] for r in body["results"][0]["runs"]] == ["urgent"]  # the kept trigger fires
+    assert finished(api, body["results"][0]["runs"][0]["run_id"]).status == "succeeded"
+    assert call(api, key, "PUT", "/agents/ticketing/aliases/live", {"version": 1})[0] == 200
+    assert len(scheduler.due(*window)) == 2  # moving live back brings the schedule back

@@ -343,6 +343,11 @@ def resource_name(prefix: str, tenant: str, agent: str, trigger: str) -> str:
     return f"{head}-{digest}"
 
 
+def resource_prefix(prefix: str, agent: str) -> str:
+    """The name prefix every rule/schedule of ``agent`` starts with (other agents may share it: check the target)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{prefix}-{agent}-")[: 64 - 11]
+
+
 def aws_trigger_specs(
     triggers: list[Trigger], *, tenant: str, agent: str, prefix: str = "stepwise", alias: str = "live"
 ) -> list[RuleSpec | ScheduleSpec]:

@@ -74,9 +74,11 @@ def router(api: StepwiseApi) -> Router:
     def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
         api.agent(tenant(), agent_id)
         try:
-            return m.Agent.of(api.store.set_alias(tenant(), agent_id, alias, body.version))
+            record = api.store.set_alias(tenant(), agent_id, alias, body.version)
         except ValueError as exc:
             raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
+        api.events.publish("agent.alias_moved", tenant(), {"agent": agent_id, "alias": alias, "version": body.version})
+        return m.Agent.of(record)
 
     # -- the agent's webhook: every run of the agent reports to it (a run's own webhook wins) ----------
     @router.put("/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=_errors())
