@@ -127,16 +127,33 @@ def test_functions_share_one_layer_run_python_312_with_tracing_in_the_vpc(synth:
         assert props["VpcConfig"]["SubnetIds"] and props["VpcConfig"]["SecurityGroupIds"]
 
 
+#: The core settings (stepwise.settings.Settings) the stack must set on every function in the VPC, and why: their
+#: defaults are local placeholders that are wrong on AWS. The other fields keep their defaults there on purpose
+#: (home, snapshot_every, local_concurrency, run_lease_seconds, park_after_seconds: the local engine's;
+#: continue_after_events: the step's continuation threshold, the same on AWS), so a new local setting does not
+#: break this test. A new setting AWS needs set goes here.
+AWS_SETTINGS = {
+    "backend": "must be `aws`; the default is the embedded engine",
+    "events_table": "the stack's table names; the defaults are unprefixed local names",
+    "runs_table": "the stack's table names; the defaults are unprefixed local names",
+    "registry_table": "the stack's table names; the defaults are unprefixed local names",
+    "bucket": "the stack's state bucket; the default is a local name",
+    "step_function_arn": "the step Lambda compiled state machines invoke; the default names account 000000000000",
+    "state_machine_role_arn": "the role registered state machines run as; the default names account 000000000000",
+    "name_prefix": "names the state machines and aliases the registry creates per stage",
+}
+
+
 def test_function_environment_matches_settings(synth: Synth) -> None:
-    # settings whose defaults are right on AWS (the local engine's concurrency, the run lease) need not be set
-    # park: local engine only; continue_after_events: its default (3000) is the continuation threshold the step uses on AWS too
-    defaulted = ("home", "snapshot_every", "local_concurrency", "run_lease_seconds", "park_after_seconds", "continue_after_events")
-    expected = {f"STEPWISE_{name.upper()}" for name in Settings.model_fields if name not in defaulted}
+    missing = set(AWS_SETTINGS) - set(Settings.model_fields)
+    assert not missing, f"AWS_SETTINGS names settings that no longer exist: {missing}; update the list"
+    expected = {f"STEPWISE_{name.upper()}": name for name in AWS_SETTINGS}
     for fn in synth.resources("AWS::Lambda::Function").values():
         if fn["Properties"]["FunctionName"] in OUTSIDE_VPC:
             continue  # their own small environments: tests/infra/test_sandbox_stack.py, test_channels_stack.py, test_auth_stack.py
         env = fn["Properties"]["Environment"]["Variables"]
-        assert expected <= set(env), expected - set(env)
+        assert set(expected) <= set(env), set(expected) - set(env)
+        assert all(env[var] != Settings.model_fields[name].default for var, name in expected.items())
         assert env["STEPWISE_BACKEND"] == "aws" and env["STEPWISE_NAME_PREFIX"] == "stepwise-dev"
         assert env["STEPWISE_STEP_FUNCTION_ARN"] == "arn:aws:lambda:eu-west-1:123456789012:function:stepwise-dev-step"
         assert env["STEPWISE_API_TABLE"] == {"Ref": ref_of(synth, "AWS::DynamoDB::Table", "StorageApi")}
@@ -165,8 +182,9 @@ def _actions(statement: dict[str, Any]) -> list[str]:
 
 
 def test_iam_is_least_privilege(synth: Synth) -> None:
+    # actions without resource-level permissions; events:ListRules/scheduler:ListSchedules find dropped triggers (api)
     wildcard_ok = re.compile(
-        r"^(xray:|states:SendTask|dynamodb:ListStreams$|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))"
+        r"^(xray:|states:SendTask|dynamodb:ListStreams$|events:ListRules$|scheduler:ListSchedules$|logs:(CreateLogDelivery|GetLogDelivery|UpdateLogDelivery|DeleteLogDelivery|ListLogDeliveries|PutResourcePolicy|DescribeResourcePolicies|DescribeLogGroups))"
     )
     for policy in synth.resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
