@@ -255,23 +255,28 @@ class Stepwise:
         return record
 
     def next_queued(self, thread_id: str) -> RunRecord | None:
-        """The thread's oldest queued run if nothing is in flight on it (running or waiting), else None."""
-        runs = self.services.runs.list(thread_id=thread_id, limit=1000)
-        if any(r.status in ACTIVE for r in runs):
-            return None
-        queued = sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created_at, r.run_id))
-        return queued[0] if queued else None
+        """The thread's oldest queued run if nothing is in flight on it (running or waiting), else None
+        (a look only: ``start_queued`` claims atomically)."""
+        runs = self.services.runs.thread_runs(thread_id, ("running", "waiting", "queued"))
+        queued = [r for r in runs if r.status == "queued"]
+        return queued[0] if queued and len(queued) == len(runs) else None
 
-    def start_queued(self, run_id: str) -> RunRecord:
-        """Start a queued run: compare-and-set ``queued`` → ``running`` (of two drainers exactly one wins; the
-        other gets RunTransitionError), then its ``run_started`` event at the thread's head, as ``start`` does."""
-        run = self.services.runs.update(run_id, expect=("queued",), status="running", **self._lease())
-        started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
-        self.services.events.append_at_head(run.thread_id, [started])
-        cursor = Cursor(thread_id=run.thread_id, run_id=run_id, graph=run.graph_ref, seq=started.seq).model_dump(exclude_none=True)
-        cursor["base"] = started.seq
-        run = self.services.runs.update(run_id, start_cursor=cursor)
-        self.services.notify(kind="run_started", run_id=run_id, thread_id=run.thread_id, graph=run.graph_ref)
+    def start_queued(self, thread_id: str) -> RunRecord | None:
+        """Start the thread's oldest queued run if nothing is in flight on it: the rivals check, the
+        compare-and-set ``queued`` → ``running`` and its ``run_started`` at the head are one atomic step
+        (``RunStore.claim_queued``), so a run begun meanwhile on the thread either comes first (nothing is
+        started) or finds this one running. None: nothing to start."""
+
+        def cursor(run: RunRecord, seq: int) -> dict[str, Any]:
+            at = Cursor(thread_id=thread_id, run_id=run.run_id, graph=run.graph_ref, seq=seq).model_dump(exclude_none=True)
+            return {**at, "base": seq}
+
+        if self.next_queued(thread_id) is None:  # a read first: most run ends find no queue, and take no lock
+            return None
+        run = self.services.runs.claim_queued(self.services.events, thread_id, cursor, **self._lease())
+        if run is None:
+            return None
+        self.services.notify(kind="run_started", run_id=run.run_id, thread_id=thread_id, graph=run.graph_ref)
         return run
 
     def drain_queue(self, thread_id: str) -> list[str]:
@@ -279,18 +284,14 @@ class Stepwise:
         each executes (locally until it ends or waits; on AWS its execution starts) before the next is taken.
         Returns the run ids started. Called when a run ends (the API's run-end path and serve's scheduler)."""
         started: list[str] = []
-        while (nxt := self.next_queued(thread_id)) is not None:
-            try:
-                run = self.start_queued(nxt.run_id)
-            except RunTransitionError:  # another drainer took it: it is that one's to run
-                return started
+        while (run := self.start_queued(thread_id)) is not None:
             started.append(run.run_id)
             self.executor.start(run, self._asl(run.graph_ref))
         return started
 
     def queued_threads(self, limit: int = 1000) -> list[str]:
         """Threads with a queued run (for a drainer that sweeps, e.g. serve's scheduler after a restart)."""
-        return sorted({r.thread_id for r in self.services.runs.list(limit=limit) if r.status == "queued"})
+        return self.services.runs.queued_threads(limit)
 
     def execute(self, run_id: str) -> RunResult:
         """Execute a run recorded by ``start`` (locally: until it ends or waits; on AWS: start the execution)."""

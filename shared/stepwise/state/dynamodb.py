@@ -42,15 +42,17 @@ Table key schemas — the CDK stack creates exactly these (names come from ``Set
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import time
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
+from stepwise.state.events import Event
 from stepwise.state.ports import (
     DuplicateKeyError,
     EventStore,
@@ -408,6 +410,92 @@ class DynamoRunStore(RunStore):
         # every run, newest first: a Scan, for the CLI and admin tools (tenant listings get their own index)
         items = _pages(self.db.scan, TableName=self.table, FilterExpression="attribute_exists(thread_id)")
         return sorted((_decode_run(i) for i in items), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def thread_runs(self, thread_id: str, statuses: Collection[str]) -> builtins.list[RunRecord]:
+        """A ``Query`` of the thread index with the statuses as a ``FilterExpression``, every page."""
+        values = {":t": _s(thread_id)} | {f":s{i}": _s(status) for i, status in enumerate(statuses)}
+        items = _pages(
+            self.db.query,
+            TableName=self.table,
+            IndexName=self.INDEX,
+            KeyConditionExpression="thread_id = :t",
+            FilterExpression=f"#st IN ({', '.join(v for v in values if v != ':t')})",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues=values,
+        )
+        return sorted((_decode_run(i) for i in items), key=lambda r: (r.created_at, r.run_id))
+
+    def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
+        """A ``Scan`` filtered on the server to queued runs (the table has no status index: the sweep reads
+        every item's key once a schedule tick, not every run into this process)."""
+        items = _pages(
+            self.db.scan,
+            TableName=self.table,
+            FilterExpression="#st = :q",
+            ExpressionAttributeNames={"#st": "status", "#th": "thread_id"},
+            ExpressionAttributeValues={":q": _s("queued")},
+            ProjectionExpression="#th",
+        )
+        return sorted({i["thread_id"]["S"] for i in items})[:limit]
+
+    def _claim(
+        self,
+        events: EventStore,
+        run: RunRecord,
+        head: int,
+        started: Event,
+        cursor: Callable[[RunRecord, int], dict[str, Any]],
+        fields: dict[str, Any],
+    ) -> RunRecord:
+        """One ``TransactWriteItems``: the run's compare-and-set (``queued`` -> ``running``, the lease and the
+        start cursor) and its ``run_started`` at exactly head + 1 (head there, head + 1 not). Cancelled as a
+        whole when either condition fails: StateConflictError (the thread moved) or RunTransitionError."""
+        if not isinstance(events, DynamoEventStore):
+            return super()._claim(events, run, head, started, cursor, fields)
+        rows = EventStore._numbered([started], head)
+        values = {**fields, "status": "running", "start_cursor": cursor(run, started.seq), "updated_at": time.time()}
+        checked = RunRecord.model_validate({**run.model_dump(), **values})
+        names, attrs, sets = {"#st": "status"}, {":q": _s("queued")}, []
+        for i, name in enumerate(sorted(values)):
+            value = getattr(checked, name)
+            if value is None:
+                continue
+            names[f"#f{i}"], attrs[f":v{i}"] = name, _encode_field(name, value)
+            sets.append(f"#f{i} = :v{i}")
+        actions: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"run_id": _s(run.run_id)},
+                    "UpdateExpression": "SET " + ", ".join(sets),
+                    "ConditionExpression": "#st = :q",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": attrs,
+                }
+            }
+        ]
+        if head > 0:
+            actions.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": events.table,
+                        "Key": {"thread_id": _s(run.thread_id), "seq": _n(head)},
+                        "ConditionExpression": "attribute_exists(#s)",
+                        "ExpressionAttributeNames": {"#s": "seq"},
+                    }
+                }
+            )
+        actions += [events._put(item) for item in events._items(run.thread_id, rows)]
+        try:
+            self.db.transact_write_items(TransactItems=actions)
+        except Exception as exc:
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code", "None") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise RunTransitionError(run.run_id, "not queued", ("queued",)) from None
+            raise StateConflictError(run.thread_id, head) from None
+        return checked
 
     def query(self, q: RunQuery) -> RunPage:
         """A ``Query`` of the ``tenant-created_at`` index (newest first, the time range in the key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import contextlib
 import json
 import time
@@ -18,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.errors import ConflictingRequestError, StateConflictError, StepwiseError, ThreadBusyError
-from stepwise.state.events import Event, decode, encode
+from stepwise.state.events import RUN_STARTED, Event, decode, encode
 
 Row = tuple[int, str, str, str | None, str, str | None, float, str]  # seq, type, run, node, scope, key, ts, data
 
@@ -301,15 +302,26 @@ class RunStore(ABC):
         ThreadBusyError — its ``started`` event at the thread's head, and ``start_cursor = cursor(started.seq)``.
 
         This default makes separate writes: the record first, then the rivals check, so of two runs started on
-        one thread at once exactly the later one steps back (its record marked failed). Adapters whose run
-        records and events share a database do it all in one transaction."""
+        one thread at once exactly the later one steps back (its record marked failed); ``run_started`` goes at
+        the head the check saw, so a queued run claimed in between (``claim_queued``) makes it look again.
+        Adapters whose run records and events share a database do it all in one transaction."""
         self.put(record)
-        try:
-            live_rivals(self.list(thread_id=record.thread_id, limit=100), record)
-        except ThreadBusyError as exc:
-            self.update(record.run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)})
-            raise
-        events.append_at_head(record.thread_id, [started])
+        for _ in range(50):
+            head = events.head(record.thread_id)
+            try:
+                live_rivals(self.thread_runs(record.thread_id, ("running",)), record)
+            except ThreadBusyError as exc:
+                self.update(
+                    record.run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)}
+                )
+                raise
+            try:  # at exactly the head the check saw: a queued run claimed meanwhile (claim_queued) moved it
+                events.append(record.thread_id, head, [started])
+                break
+            except StateConflictError:
+                continue
+        else:
+            events.append_at_head(record.thread_id, [started])
         return self.update(record.run_id, start_cursor=cursor(started.seq))
 
     def end(self, events: EventStore, thread_id: str, final: Event, *, expect: Collection[str], **fields: Any) -> None:
@@ -335,6 +347,62 @@ class RunStore(ABC):
 
         cost, tokens = events.spend(thread_id, final.run_id, start)
         self.transition(final.run_id, expect=expect, **fields, cost_usd=round(cost, 9), tokens=tokens)
+
+    def thread_runs(self, thread_id: str, statuses: Collection[str]) -> builtins.list[RunRecord]:
+        """Every run on the thread in one of ``statuses``, oldest first (ties by run_id), with no page limit.
+        This default filters ``list``; adapters read the thread's index with the filter in the query."""
+        runs = (r for r in self.list(thread_id=thread_id, limit=1 << 62) if r.status in statuses)
+        return sorted(runs, key=lambda r: (r.created_at, r.run_id))
+
+    def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
+        """Threads (of every tenant) with a queued run, for a drainer that sweeps. This default filters every
+        run in Python, which only the in-memory store may use: adapters read an index of queued runs."""
+        return sorted({r.thread_id for r in self.list(limit=1 << 62) if r.status == "queued"})[:limit]
+
+    def claim_queued(
+        self, events: EventStore, thread_id: str, cursor: Callable[[RunRecord, int], dict[str, Any]], **fields: Any
+    ) -> RunRecord | None:
+        """Double texting ``enqueue``'s drain step: if nothing is in flight on the thread (no run running or
+        waiting), start its oldest queued run — ``queued`` -> ``running`` with ``fields`` (the lease), its
+        ``run_started`` event at the head and ``start_cursor = cursor(run, seq)`` — and return it; else None.
+
+        The rivals check and the claim must be one atomic step, or a run begun in between (``reject``,
+        ``interrupt``) runs beside the drained one. This default makes it optimistic on the event log: it reads
+        the head, checks, then writes ``run_started`` at exactly head + 1 together with the compare-and-set
+        (``_claim``); a rival's ``begin`` writes its own ``run_started`` the same way, so of the two one
+        finds the head moved, looks again and sees the other running. SQLite does it in one transaction."""
+        for _ in range(50):
+            head = events.head(thread_id)
+            runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
+            queued = [r for r in runs if r.status == "queued"]
+            if not queued or len(queued) != len(runs):
+                return None
+            run = queued[0]
+            started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
+            try:
+                return self._claim(events, run, head, started, cursor, fields)
+            except (StateConflictError, RunTransitionError):  # the thread moved or another drainer won: look again
+                continue
+        return None
+
+    def _claim(
+        self,
+        events: EventStore,
+        run: RunRecord,
+        head: int,
+        started: Event,
+        cursor: Callable[[RunRecord, int], dict[str, Any]],
+        fields: dict[str, Any],
+    ) -> RunRecord:
+        """Claim ``run`` if the thread's head is still ``head``. This default is two writes (for the in-memory
+        store): the compare-and-set, then the event at head + 1; if the head moved, the claim is undone."""
+        self.update(run.run_id, expect=("queued",), status="running", **fields)
+        try:
+            events.append(run.thread_id, head, [started])
+        except StateConflictError:
+            self.update(run.run_id, expect=("running",), status="queued", **dict.fromkeys(fields))
+            raise
+        return self.update(run.run_id, start_cursor=cursor(run, started.seq))
 
     # Task tokens: the local engine's stand-in for Step Functions' SendTaskSuccess.
     @abstractmethod

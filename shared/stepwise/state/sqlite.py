@@ -7,6 +7,7 @@ append the same seq.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from stepwise.errors import StateConflictError
-from stepwise.state.events import Event
+from stepwise.state.events import RUN_STARTED, Event
 from stepwise.state.ports import (
     DuplicateKeyError,
     EventStore,
@@ -47,6 +48,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(thread_id, key) WHERE key
 CREATE INDEX IF NOT EXISTS events_llm ON events(thread_id, run_id) WHERE type = 'llm_call';
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs(thread_id, created_at);
+CREATE INDEX IF NOT EXISTS runs_queued ON runs(thread_id, created_at) WHERE json_extract(body, '$.status') = 'queued';
 CREATE INDEX IF NOT EXISTS runs_tenant ON runs(json_extract(body, '$.tenant'), created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_tenant_status ON runs(json_extract(body, '$.tenant'), json_extract(body, '$.status'), created_at, run_id);
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, output TEXT NOT NULL);
@@ -473,6 +475,55 @@ class SqliteRunStore(RunStore):
             conn.execute("COMMIT")
             self.db.wrote()
         return record
+
+    def thread_runs(self, thread_id: str, statuses: Collection[str]) -> builtins.list[RunRecord]:
+        marks = ",".join("?" * len(statuses))
+        rows = (
+            self.db.connection()
+            .execute(
+                f"SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status') IN ({marks}) ORDER BY created_at, run_id",
+                (thread_id, *statuses),
+            )
+            .fetchall()
+        )
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
+        """From the partial index of queued runs (only queued rows are in it)."""
+        sql = "SELECT DISTINCT thread_id FROM runs WHERE json_extract(body, '$.status') = 'queued' ORDER BY thread_id LIMIT ?"
+        return [r[0] for r in self.db.connection().execute(sql, (limit,)).fetchall()]
+
+    def claim_queued(
+        self, events: EventStore, thread_id: str, cursor: Callable[[RunRecord, int], dict[str, Any]], **fields: Any
+    ) -> RunRecord | None:
+        """One ``BEGIN IMMEDIATE`` transaction: the rivals check, the compare-and-set of the oldest queued run
+        and its ``run_started`` at the head. ``begin`` takes the same lock, so a run begun on the thread
+        either comes first (and nothing is claimed) or finds the claimed run running (ThreadBusyError)."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db):
+            return super().claim_queued(events, thread_id, cursor, **fields)
+        with self.db.write_lock:
+            conn = self.db.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
+                queued = [r for r in runs if r.status == "queued"]
+                if not queued or len(queued) != len(runs):
+                    conn.execute("ROLLBACK")
+                    return None
+                run = queued[0]
+                started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
+                row = EventStore._numbered([started], 0)[0]
+                started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
+                claimed = RunRecord.model_validate(
+                    {**run.model_dump(), **fields, "status": "running", "start_cursor": cursor(run, started.seq), "updated_at": time.time()}
+                )
+                conn.execute("UPDATE runs SET body=? WHERE run_id=?", (claimed.model_dump_json(), run.run_id))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self.db.wrote()
+        return claimed
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         sql, args = "SELECT body FROM runs", tuple[str, ...]()
