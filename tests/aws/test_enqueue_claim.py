@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.aws.test_state_contract import Stores, aws_env, stores  # noqa: F401  (fixtures)
+from tests.aws import test_state_contract as contract
+from tests.aws.test_state_contract import Stores
 
 from stepwise.client import Stepwise
 from stepwise.errors import ThreadBusyError
@@ -28,6 +29,7 @@ from stepwise.state.leases import process_owner
 from stepwise.state.ports import RunRecord, RunStore
 from stepwise.state.sqlite import SqliteDatabase
 
+aws_env, stores = contract.aws_env, contract.stores  # the state contract's fixtures: memory, SQLite, moto DynamoDB
 THREAD = "thread-q"
 
 
@@ -168,7 +170,8 @@ def test_queued_runs_older_than_the_newest_thousand_are_found(stores: Stores) ->
     queue(stores.runs, "t-held", 1, at=11.0)
     for i in range(1001):
         for thread in ("t-old", "t-held"):
-            stores.runs.put(RunRecord(run_id=f"done-{thread}-{i}", thread_id=thread, graph_ref="g@1", status="succeeded", created_at=100.0 + i))
+            done = RunRecord(run_id=f"done-{thread}-{i}", thread_id=thread, graph_ref="g@1", status="succeeded", created_at=100.0 + i)
+            stores.runs.put(done)
 
     assert stores.runs.queued_threads() == ["t-held", "t-old"]
     assert stores.runs.claim_queued(stores.events, "t-held", cursor, **lease()) is None  # the waiting run holds it
