@@ -7,7 +7,13 @@ execution, then a redrive from its start or its failed node). The compare-and-se
 invocations safe: a run another recoverer took meanwhile is counted as ``skipped``. One run that cannot be
 recovered is logged and counted as ``failed``; the others are still tried.
 
-Metrics (EMF, namespace ``Stepwise``): ``stale_runs``, ``recovered_runs``, ``skipped_runs``, ``failed_recoveries``.
+The same pass sweeps double texting ``enqueue`` queues: a thread whose queued runs were not started when its
+run ended (the step's drain failed, e.g. throttled) gets its oldest queued run started
+(``Stepwise.queued_threads`` from the store, ``Stepwise.drain_queue``: the rivals check and the claim are one
+conditional write, so a sweep beside a step's drain or an API request starts it once).
+
+Metrics (EMF, namespace ``Stepwise``): ``stale_runs``, ``recovered_runs``, ``skipped_runs``, ``failed_recoveries``,
+``queued_threads``, ``drained_runs``, ``failed_drains``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,23 @@ def client() -> Stepwise:
     return _client
 
 
+def sweep_queues(stepwise: Stepwise) -> dict[str, int]:
+    """Start the oldest queued run of every thread with nothing in flight; one thread failing is logged."""
+    counts = {"queued_threads": 0, "drained": 0, "drain_failed": 0}
+    for thread_id in stepwise.queued_threads():
+        counts["queued_threads"] += 1
+        try:
+            started = stepwise.drain_queue(thread_id)
+        except Exception:
+            counts["drain_failed"] += 1
+            logger.exception("queued run not started", extra={"thread_id": thread_id})
+            continue
+        counts["drained"] += len(started)
+        for run_id in started:
+            logger.info("queued run started", extra={"run_id": run_id, "thread_id": thread_id})
+    return counts
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
@@ -66,6 +89,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         ("recovered_runs", counts["recovered"]),
         ("skipped_runs", counts["skipped"]),
         ("failed_recoveries", counts["failed"]),
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    drained = sweep_queues(stepwise)
+    counts |= drained
+    for name, value in (
+        ("queued_threads", drained["queued_threads"]),
+        ("drained_runs", drained["drained"]),
+        ("failed_drains", drained["drain_failed"]),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("recovery pass", extra=counts)

@@ -27,6 +27,10 @@ from stepwise.state.events import NODE_UPDATE
 CONTEXT = LambdaContext(function_name="test-recover", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test-recover")
 
 
+NO_QUEUE = {"queued_threads": 0, "drained": 0, "drain_failed": 0}
+NO_QUEUE_METRICS = {"queued_threads": 0, "drained_runs": 0, "failed_drains": 0}
+
+
 def emf_metrics(output: str) -> dict[str, float]:
     """The metric values of the EMF lines Powertools printed."""
     values: dict[str, float] = {}
@@ -67,9 +71,9 @@ def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_runni
     broken["on"] = False
     capsys.readouterr()
     answer = recover.handler({}, CONTEXT)
-    assert answer == {"stale": 1, "recovered": 1, "skipped": 0, "failed": 0}
+    assert answer == {"stale": 1, "recovered": 1, "skipped": 0, "failed": 0} | NO_QUEUE
     metrics = emf_metrics(capsys.readouterr().out)
-    assert metrics == {"stale_runs": 1, "recovered_runs": 1, "skipped_runs": 0, "failed_recoveries": 0}
+    assert metrics == {"stale_runs": 1, "recovered_runs": 1, "skipped_runs": 0, "failed_recoveries": 0} | NO_QUEUE_METRICS
 
     done = cloud.wait_run(run.run_id, "succeeded", "failed")
     assert done.status == "succeeded", done.error
@@ -78,7 +82,37 @@ def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_runni
     assert failed[-1].data["error"] == "Stepwise.ExecutionFailed" and arn in failed[-1].data["cause"]
 
     # the next scheduled pass finds nothing to do
-    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0}
+    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
+
+
+def test_the_recover_function_starts_a_queue_left_behind_one_run_at_a_time(cloud: Cloud, capsys: pytest.CaptureFixture[str]) -> None:
+    """Double texting ``enqueue`` when the step's drain never ran (e.g. throttled): two queued runs on an idle
+    thread. The scheduled pass starts the oldest; the second starts only after the first ended (by the first's
+    end step, or a later pass), never beside it."""
+    client = cloud.client
+    spec = load_text(CHAIN)
+    client.register(spec)
+    first = client.enqueue(spec, {}, thread_id="t-swept")
+    second = client.enqueue(spec, {}, thread_id="t-swept")
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    assert cloud.client.services.runs.queued_threads() == ["t-swept"]
+
+    capsys.readouterr()
+    answer = recover.handler({}, CONTEXT)
+    assert answer == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0, "queued_threads": 1, "drained": 1, "drain_failed": 0}
+    assert emf_metrics(capsys.readouterr().out)["drained_runs"] == 1
+    started = client.get_run(first.run_id)
+    assert started is not None and started.status in ("running", "succeeded") and started.execution_arn
+
+    assert cloud.wait_run(second.run_id, "succeeded", "failed").status == "succeeded"
+    ends = [(e.type, e.run_id) for e in client.history("t-swept") if e.type in ("run_started", "run_finished")]
+    assert ends == [
+        ("run_started", first.run_id),
+        ("run_finished", first.run_id),
+        ("run_started", second.run_id),
+        ("run_finished", second.run_id),
+    ]
+    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
 
 
 def test_the_recover_function_refuses_a_bad_limit_naming_it() -> None:
