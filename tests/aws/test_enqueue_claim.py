@@ -141,6 +141,21 @@ def test_a_rival_begun_inside_the_claim_waits_and_then_finds_the_thread_busy(sto
     assert len(starts) == 1  # exactly one of the two began
 
 
+def test_two_drainers_in_the_same_gap_start_the_queued_run_once(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rival is a second drainer (serve's run end and its scheduler; the step Lambda and the sweeper)."""
+    (first, second) = queue(stores.runs, THREAD, 2)
+    out = hold_the_gap(stores, monkeypatch, lambda: stores.runs.claim_queued(stores.events, THREAD, cursor, **lease()))
+
+    mine = stores.runs.claim_queued(stores.events, THREAD, cursor, **lease())
+    out["thread"].join(60)
+
+    claimed = [r for r in (mine, out["rival"]) if r is not None]
+    assert [r.run_id for r in claimed] == [first.run_id]
+    assert in_flight(stores.runs, THREAD) == [first.run_id]
+    assert stores.runs.get(second.run_id).status == "queued"  # type: ignore[union-attr]
+    assert [e.run_id for e in stores.events.read(THREAD) if e.type == RUN_STARTED] == [first.run_id]
+
+
 def test_a_claim_after_a_rival_began_claims_nothing(stores: Stores) -> None:
     queue(stores.runs, THREAD, 1)
     assert isinstance(begin_rival(stores), RunRecord)

@@ -42,6 +42,7 @@ _WRITES: list[tuple[type, str]] = [  # every write transaction the embedded stor
     (SqliteRunStore, "put"),
     (SqliteRunStore, "_set"),  # run-record updates and transitions (one statement each)
     (SqliteRunStore, "end"),  # a run's final status, spend and final event (one transaction)
+    (SqliteRunStore, "claim_queued"),  # double texting enqueue: rivals check + queued -> running + run_started (one transaction)
     (SqliteRunStore, "complete_token"),
 ]
 
