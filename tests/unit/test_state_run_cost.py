@@ -64,10 +64,12 @@ def test_a_three_node_run_costs_a_bounded_number_of_statements(tmp_path: Path) -
     result = client.run(spec, {"topic": "x"})
     client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
     assert result.status == "succeeded" and len(result.state["messages"]) == 3
-    # start: BEGIN, rivals, event (numbered at the head), record, COMMIT; per node: status, tail, insert; finish:
-    # BEGIN, record (compare-and-set, spend summed in), run_finished, COMMIT; result: record, tail. The executor
-    # knows the head from the start. Was 43 statements and 8 transactions, then 22 and 6.
-    assert len(counter.statements) <= 20, "\n".join(counter.statements)
+    # start: BEGIN, rivals, event (numbered at the head), record, COMMIT; per node: tail with the run's status
+    # (the cancel check), insert; finish: BEGIN, record (compare-and-set, spend summed in), run_finished, COMMIT;
+    # result: record, tail. The executor knows the head from the start. Was 43 statements and 8 transactions,
+    # then 22 and 6, then 20 and 5.
+    assert len(counter.statements) <= 17, "\n".join(counter.statements)
+    assert not any(s.startswith("SELECT json_extract(body, '$.status')") for s in counter.statements)
     assert counter.transactions == 5  # start, three node updates, the end (run_finished with the final status)
     assert not any(s.startswith("SELECT body FROM runs WHERE run_id") for s in counter.statements[:-2])
     assert not any(s.startswith("SELECT max(seq)") for s in counter.statements)
@@ -202,3 +204,37 @@ def test_batches_beyond_one_statement_keep_the_append_contract(tmp_path: Path) -
     with pytest.raises(DuplicateKeyError):
         events.append_at_head("t", batch(1200, "k"))
     assert events.head("t") == 2705 and [e.data["update"]["i"] for e in events.read("t", after=1504, upto=1507)] == [1499, 0, 1]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "generic"])
+def test_a_steps_tail_read_carries_its_runs_status(tmp_path: Path, backend: str) -> None:
+    """``RunStore.tail_and_status``: the SQLite single SELECT answers what ``read_visible`` plus ``status`` answer
+    (memory stores: the generic two reads), for the main flow, a branch's scopes, an empty tail, and a cancel."""
+    events: EventStore
+    runs: RunStore
+    if backend == "sqlite":
+        _, events, runs = _stores(tmp_path)
+    else:
+        events, runs = MemoryEventStore(), MemoryRunStore()
+    runs.put(RunRecord(run_id="r1", thread_id="T", graph_ref="g@1"))
+    events.append(
+        "T",
+        0,
+        [
+            Event(type=RUN_STARTED, run_id="r1"),
+            Event(type=NODE_UPDATE, run_id="r1", node="a", data={"update": {"m": 1}}),
+            Event(type=NODE_UPDATE, run_id="r1", node="b", scope="p/0", data={"update": {"m": 2}}),
+            Event(type=NODE_UPDATE, run_id="r1", node="c", scope="p/1", data={"update": {"m": 3}}),
+        ],
+    )
+    for after, scopes in ((0, {""}), (1, {""}), (1, {"", "p/0"}), (2, {"p/1"}), (4, {""}), (4, {"p/0"})):
+        tail, head, status = runs.tail_and_status(events, "T", after, scopes, "r1")
+        want_tail, want_head = events.read_visible("T", after, scopes)
+        assert ([e.seq for e in tail], [e.node for e in tail]) == ([e.seq for e in want_tail], [e.node for e in want_tail])
+        assert (head, status) == (want_head, "running"), (after, scopes)
+    assert [e.data for e in runs.tail_and_status(events, "T", 2, {"p/0"}, "r1")[0]] == [{"update": {"m": 2}}]
+    assert runs.tail_and_status(events, "T", 4, {"p/0"}, "r1")[1] == 4
+    runs.transition("r1", expect=("running",), status="cancelled")
+    assert runs.tail_and_status(events, "T", 4, {""}, "r1")[2] == "cancelled"
+    assert runs.tail_and_status(events, "T", 0, {""}, "nope")[2] is None
+    assert runs.tail_and_status(events, "other", 0, {""}, "r1") == ([], 0, "cancelled")

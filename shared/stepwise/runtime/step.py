@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -232,10 +232,7 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
     node_spec = spec.graph.nodes[local]
     if node_spec.kind == "human" and req.token is not None:
         return _interrupt(services, req, scope, key, frames)
-    if resume_input is None:
-        _check_not_cancelled(services, cursor.run_id)
-
-    seq, state = services.hydrator.state(cursor.thread_id, reducer_names, frames)
+    seq, state = _hydrate(services, cursor, reducer_names, frames, check=resume_input is None)
     visits = dict(cursor.visits)
     visits[req.node] = visits.get(req.node, 0) + 1
     limit = spec.graph.max_iterations
@@ -265,6 +262,26 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
     if services.observer is not None:
         services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
     return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter())
+
+
+def _hydrate(
+    services: Services, cursor: Cursor, reducer_names: dict[str, str], frames: folding.Frames, *, check: bool
+) -> tuple[int, dict[str, Any]]:
+    """The step's state; ``check``: the cancel check too, read with the state's tail (one statement where
+    the store can): a cancelled run starts no further node."""
+    if not check:
+        return services.hydrator.state(cursor.thread_id, reducer_names, frames)
+    status: list[RunStatus | None] = []
+
+    def read(after: int, scopes: Collection[str]) -> tuple[list[Event], int]:
+        tail, head, found = services.runs.tail_and_status(services.events, cursor.thread_id, after, scopes, cursor.run_id)
+        status.append(found)
+        return tail, head
+
+    seq, state = services.hydrator.state(cursor.thread_id, reducer_names, frames, read=read)
+    if (status[0] if status else services.runs.status(cursor.run_id)) == "cancelled":
+        raise RunCancelledError(f"run {cursor.run_id!r} was cancelled; no further node runs")
+    return seq, state
 
 
 def _failed(services: Services, p: _Pending, exc: Exception) -> NoReturn:
@@ -438,11 +455,6 @@ class RunCancelledError(RuntimeError):
     """The run was cancelled: no further node starts (a node already running finishes its own write)."""
 
     error_name = "Stepwise.RunCancelled"
-
-
-def _check_not_cancelled(services: Services, run_id: str) -> None:
-    if services.runs.status(run_id) == "cancelled":
-        raise RunCancelledError(f"run {run_id!r} was cancelled; no further node runs")
 
 
 def interrupt_id(token: str) -> str:

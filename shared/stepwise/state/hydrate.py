@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -45,10 +45,18 @@ class Hydrator:
         return thread_id, tuple((str(s), int(b)) for s, b in frames)
 
     def state(
-        self, thread_id: str, reducers: Mapping[str, str], frames: Frames = (), at: int | None = None, *, idle: bool = False
+        self,
+        thread_id: str,
+        reducers: Mapping[str, str],
+        frames: Frames = (),
+        at: int | None = None,
+        *,
+        idle: bool = False,
+        read: Callable[[int, Collection[str]], tuple[list[Event], int]] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """The state visible to ``frames`` at seq ``at`` (default: the head), and that seq. ``idle``: the
-        thread's run just stopped (see ``remember``)."""
+        thread's run just stopped (see ``remember``). ``read(after, scopes)``: reads the tail in place of
+        ``events.read_visible`` (a step reads its run's status in the same statement)."""
         if at is not None:
             return self._state_at(thread_id, reducers, frames, at)
         cached = self._cached(self._key(thread_id, frames))
@@ -59,7 +67,7 @@ class Hydrator:
             seq, state = self._state_at(thread_id, reducers, (), int(frames[0][1]))
         else:
             seq, state, owned = self._cold(thread_id)
-        tail, head = self.events.read_visible(thread_id, seq, visible_scopes(frames))
+        tail, head = read(seq, visible_scopes(frames)) if read else self.events.read_visible(thread_id, seq, visible_scopes(frames))
         if tail:
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail), owned)
         if cached is not None and not tail and head <= seq:

@@ -245,6 +245,9 @@ def is_stale(run: RunRecord, now: float | None = None) -> bool:
     return until < (now if now is not None else time.time())
 
 
+TailAndStatus = tuple[list[Event], int, RunStatus | None]  # a step's tail, the thread's head, its run's status
+
+
 class RunStore(ABC):
     """Run records. Every status change goes through ``update(..., expect=...)``, a compare-and-set:
     adapters make the check and the write one atomic operation (a transaction, a condition expression)."""
@@ -296,6 +299,13 @@ class RunStore(ABC):
         """The run's status alone (None: no such run); adapters may read it without the whole record."""
         run = self.get(run_id)
         return run.status if run is not None else None
+
+    def tail_and_status(self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str) -> TailAndStatus:
+        """``events.read_visible(thread_id, after, scopes)`` and ``status(run_id)``: a step's read of its
+        state's tail and its cancel check. Adapters whose run records and events share a database read both
+        in one statement; this default makes two reads."""
+        tail, head = events.read_visible(thread_id, after, scopes)
+        return tail, head, self.status(run_id)
 
     def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
         """Record a new run: its record (``running``), then — unless another live run is running on its thread,

@@ -34,6 +34,7 @@ from stepwise.state.ports import (
     RunStatus,
     RunStore,
     RunTransitionError,
+    TailAndStatus,
     check_expected,
     live_rivals,
     page_cursor,
@@ -447,6 +448,36 @@ class SqliteRunStore(RunStore):
             self.db.wrote()
         if added:
             final.seq = int(added[0][0])
+
+    def tail_and_status(self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str) -> TailAndStatus:
+        """One SELECT: the tail after ``after`` (a branch's scopes filtered in SQL), the thread's head and the
+        run's status; the LEFT JOIN from one row answers even when the tail is empty."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db):
+            return super().tail_and_status(events, thread_id, after, scopes, run_id)
+        main = scopes == {""}  # the main flow: its tail rarely holds other scopes, filtered in Python
+        marks = "" if main else f" AND e.scope IN ({','.join('?' * len(scopes))})"
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT e.seq, e.type, e.run_id, e.node, e.scope, e.key, e.ts, e.data, "
+                "(SELECT json_extract(body, '$.status') FROM runs WHERE run_id = ?), "
+                f"{'NULL' if main else _HEAD} FROM (SELECT 1) LEFT JOIN events AS e "
+                f"ON e.thread_id = ? AND e.seq > ?{marks} ORDER BY e.seq",
+                (run_id, *(() if main else (thread_id,)), thread_id, after, *(() if main else scopes)),
+            )
+            .fetchall()
+        )
+        first = rows[0]
+        if first[0] is None:  # no tail
+            return [], after if main else max(int(first[9]), after), first[8]
+        decode = self._decode_row
+        if main:
+            return [decode(r) for r in rows if r[4] in scopes], rows[-1][0], first[8]
+        return [decode(r) for r in rows], max(int(first[9]), after), first[8]
+
+    @staticmethod
+    def _decode_row(row: tuple[Any, ...]) -> Event:
+        return EventStore._decode(row[:8])
 
     def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
         """One transaction: the rivals check, the run record and its ``run_started`` event, so a second run on a
