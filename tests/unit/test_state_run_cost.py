@@ -238,3 +238,26 @@ def test_a_steps_tail_read_carries_its_runs_status(tmp_path: Path, backend: str)
     assert runs.tail_and_status(events, "T", 4, {""}, "r1")[2] == "cancelled"
     assert runs.tail_and_status(events, "T", 0, {""}, "nope")[2] is None
     assert runs.tail_and_status(events, "other", 0, {""}, "r1") == ([], 0, "cancelled")
+
+
+def test_status_reads_come_from_the_status_index_also_on_an_older_database(tmp_path: Path) -> None:
+    """A run's status is read from ``runs_status`` (run_id, status) with INDEXED BY, so the record (and its
+    large ``input``) is not parsed. A database made before that index gains it when opened, and the index
+    follows every write of the record: the compare-and-set, a whole-record put, the end."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "s.db")
+    old.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL)")
+    record = RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", input={"status": "cancelled", "blob": "x" * 100_000})
+    old.execute("INSERT INTO runs VALUES (?,?,?,?)", ("r1", "T", 1.0, record.model_dump_json()))
+    old.commit()
+    old.close()
+    db, events, runs = _stores(tmp_path)
+    indexes = {r[0] for r in db.connection().execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs'")}
+    assert "runs_status" in indexes
+    assert runs.status("r1") == "running" and runs.tail_and_status(events, "T", 0, {""}, "r1") == ([], 0, "running")
+    runs.transition("r1", expect=("running",), status="waiting")
+    assert runs.status("r1") == "waiting"
+    runs.put(record.model_copy(update={"status": "failed"}))
+    assert runs.status("r1") == "failed" and runs.tail_and_status(events, "T", 0, {""}, "r1")[2] == "failed"
+    assert runs.status("nope") is None
