@@ -16,7 +16,7 @@ from stepwise.runtime.step import reducers_of, reducers_of_canonical
 from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.memory import MemoryEventStore, MemoryRunStore
 from stepwise.state.ports import DuplicateKeyError, EventStore, RunRecord, RunStore, RunTransitionError
-from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRunStore
+from stepwise.state.sqlite import _CANCELLED, SqliteDatabase, SqliteEventStore, SqliteRunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE = {
@@ -208,7 +208,7 @@ def test_batches_beyond_one_statement_keep_the_append_contract(tmp_path: Path) -
 
 @pytest.mark.parametrize("backend", ["sqlite", "generic"])
 def test_a_steps_tail_read_carries_its_runs_status(tmp_path: Path, backend: str) -> None:
-    """``RunStore.tail_and_status``: the SQLite single SELECT answers what ``read_visible`` plus ``status`` answer
+    """``RunStore.tail_and_cancelled``: the SQLite single SELECT answers what ``read_visible`` plus ``status`` answer
     (memory stores: the generic two reads), for the main flow, a branch's scopes, an empty tail, and a cancel."""
     events: EventStore
     runs: RunStore
@@ -228,36 +228,40 @@ def test_a_steps_tail_read_carries_its_runs_status(tmp_path: Path, backend: str)
         ],
     )
     for after, scopes in ((0, {""}), (1, {""}), (1, {"", "p/0"}), (2, {"p/1"}), (4, {""}), (4, {"p/0"})):
-        tail, head, status = runs.tail_and_status(events, "T", after, scopes, "r1")
+        tail, head, status = runs.tail_and_cancelled(events, "T", after, scopes, "r1")
         want_tail, want_head = events.read_visible("T", after, scopes)
         assert ([e.seq for e in tail], [e.node for e in tail]) == ([e.seq for e in want_tail], [e.node for e in want_tail])
-        assert (head, status) == (want_head, "running"), (after, scopes)
-    assert [e.data for e in runs.tail_and_status(events, "T", 2, {"p/0"}, "r1")[0]] == [{"update": {"m": 2}}]
-    assert runs.tail_and_status(events, "T", 4, {"p/0"}, "r1")[1] == 4
+        assert (head, status) == (want_head, False), (after, scopes)
+    assert [e.data for e in runs.tail_and_cancelled(events, "T", 2, {"p/0"}, "r1")[0]] == [{"update": {"m": 2}}]
+    assert runs.tail_and_cancelled(events, "T", 4, {"p/0"}, "r1")[1] == 4
     runs.transition("r1", expect=("running",), status="cancelled")
-    assert runs.tail_and_status(events, "T", 4, {""}, "r1")[2] == "cancelled"
-    assert runs.tail_and_status(events, "T", 0, {""}, "nope")[2] is None
-    assert runs.tail_and_status(events, "other", 0, {""}, "r1") == ([], 0, "cancelled")
+    assert runs.tail_and_cancelled(events, "T", 4, {""}, "r1")[2] is True
+    assert runs.tail_and_cancelled(events, "T", 1, {"p/0"}, "r1")[2] is True
+    assert runs.tail_and_cancelled(events, "T", 0, {""}, "nope")[2] is False
+    assert runs.tail_and_cancelled(events, "other", 0, {""}, "r1") == ([], 0, True)
 
 
-def test_status_reads_come_from_the_status_index_also_on_an_older_database(tmp_path: Path) -> None:
-    """A run's status is read from ``runs_status`` (run_id, status) with INDEXED BY, so the record (and its
-    large ``input``) is not parsed. A database made before that index gains it when opened, and the index
-    follows every write of the record: the compare-and-set, a whole-record put, the end."""
+def test_the_cancel_check_reads_the_partial_index_also_on_an_older_database(tmp_path: Path) -> None:
+    """A step's cancel check asks the partial index ``runs_cancelled`` (only cancelled runs are in it, so the
+    record and its large ``input`` are not parsed). A database made before that index gains it when opened,
+    and every write of the record keeps it right: the compare-and-set, a whole-record put."""
     import sqlite3
 
     old = sqlite3.connect(tmp_path / "s.db")
     old.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, created_at REAL NOT NULL, body TEXT NOT NULL)")
     record = RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", input={"status": "cancelled", "blob": "x" * 100_000})
     old.execute("INSERT INTO runs VALUES (?,?,?,?)", ("r1", "T", 1.0, record.model_dump_json()))
+    old.execute(
+        "INSERT INTO runs VALUES (?,?,?,?)",
+        ("r2", "T", 1.0, record.model_copy(update={"run_id": "r2", "status": "cancelled"}).model_dump_json()),
+    )
     old.commit()
     old.close()
     db, events, runs = _stores(tmp_path)
-    indexes = {r[0] for r in db.connection().execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='runs'")}
-    assert "runs_status" in indexes
-    assert runs.status("r1") == "running" and runs.tail_and_status(events, "T", 0, {""}, "r1") == ([], 0, "running")
-    runs.transition("r1", expect=("running",), status="waiting")
-    assert runs.status("r1") == "waiting"
+    plan = db.connection().execute("EXPLAIN QUERY PLAN SELECT " + _CANCELLED, ("r1",)).fetchall()
+    assert any("runs_cancelled" in str(step) for step in plan), plan
+    assert [runs.tail_and_cancelled(events, "T", 0, {""}, r)[2] for r in ("r1", "r2")] == [False, True]
+    runs.transition("r1", expect=("running",), status="cancelled")
+    assert runs.tail_and_cancelled(events, "T", 0, {""}, "r1") == ([], 0, True)
     runs.put(record.model_copy(update={"status": "failed"}))
-    assert runs.status("r1") == "failed" and runs.tail_and_status(events, "T", 0, {""}, "r1")[2] == "failed"
-    assert runs.status("nope") is None
+    assert runs.tail_and_cancelled(events, "T", 0, {""}, "r1")[2] is False and runs.status("r1") == "failed"

@@ -271,15 +271,15 @@ def _hydrate(
     the store can): a cancelled run starts no further node."""
     if not check:
         return services.hydrator.state(cursor.thread_id, reducer_names, frames)
-    status: list[RunStatus | None] = []
+    cancelled: list[bool] = []
 
     def read(after: int, scopes: Collection[str]) -> tuple[list[Event], int]:
-        tail, head, found = services.runs.tail_and_status(services.events, cursor.thread_id, after, scopes, cursor.run_id)
-        status.append(found)
+        tail, head, found = services.runs.tail_and_cancelled(services.events, cursor.thread_id, after, scopes, cursor.run_id)
+        cancelled.append(found)
         return tail, head
 
     seq, state = services.hydrator.state(cursor.thread_id, reducer_names, frames, read=read)
-    if (status[0] if status else services.runs.status(cursor.run_id)) == "cancelled":
+    if cancelled[0] if cancelled else services.runs.status(cursor.run_id) == "cancelled":
         raise RunCancelledError(f"run {cursor.run_id!r} was cancelled; no further node runs")
     return seq, state
 

@@ -245,7 +245,7 @@ def is_stale(run: RunRecord, now: float | None = None) -> bool:
     return until < (now if now is not None else time.time())
 
 
-TailAndStatus = tuple[list[Event], int, RunStatus | None]  # a step's tail, the thread's head, its run's status
+TailCheck = tuple[list[Event], int, bool]  # a step's tail, the thread's head, whether its run is cancelled
 
 
 class RunStore(ABC):
@@ -300,12 +300,12 @@ class RunStore(ABC):
         run = self.get(run_id)
         return run.status if run is not None else None
 
-    def tail_and_status(self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str) -> TailAndStatus:
-        """``events.read_visible(thread_id, after, scopes)`` and ``status(run_id)``: a step's read of its
-        state's tail and its cancel check. Adapters whose run records and events share a database read both
+    def tail_and_cancelled(self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str) -> TailCheck:
+        """``events.read_visible(thread_id, after, scopes)`` and whether the run is cancelled: a step's read of
+        its state's tail and its cancel check. Adapters whose run records and events share a database read both
         in one statement; this default makes two reads."""
         tail, head = events.read_visible(thread_id, after, scopes)
-        return tail, head, self.status(run_id)
+        return tail, head, self.status(run_id) == "cancelled"
 
     def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
         """Record a new run: its record (``running``), then — unless another live run is running on its thread,
