@@ -214,3 +214,32 @@ def test_the_engine_drain_never_runs_a_queued_run_beside_a_run_begun_in_its_gap(
     assert drained == []
     assert sw.services.runs.get(queued.run_id).status == "queued"  # type: ignore[union-attr]
     assert [e.run_id for e in sw.services.events.read(THREAD) if e.type == RUN_STARTED] == [rival.run_id]
+
+
+def lagging_index(runs: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB's thread index is eventually consistent: from now on it answers as it did at this moment."""
+    then = runs.thread_runs(THREAD, ("running", "waiting", "queued"))
+
+    def as_then(thread_id: str, statuses: Collection[str]) -> list[RunRecord]:
+        return [r for r in then if r.status in statuses]
+
+    monkeypatch.setattr(runs, "thread_runs", as_then)
+
+
+def test_dynamodb_a_lagging_thread_index_hides_no_rival_from_the_claim(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = contract.dynamo_stores()
+    (first,) = queue(s.runs, THREAD, 1)
+    lagging_index(s.runs, monkeypatch)  # it shows the queued run only
+    assert isinstance(begin_rival(s), RunRecord)
+    assert s.runs.claim_queued(s.events, THREAD, cursor, **lease()) is None  # the log's latest run_started is the rival's
+    assert s.runs.get(first.run_id).status == "queued"  # type: ignore[union-attr]
+
+
+def test_dynamodb_a_lagging_thread_index_hides_no_claimed_run_from_a_start(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = contract.dynamo_stores()
+    (first,) = queue(s.runs, THREAD, 1)
+    lagging_index(s.runs, monkeypatch)  # it still shows the run as queued after the claim
+    claimed = s.runs.claim_queued(s.events, THREAD, cursor, **lease())
+    assert claimed is not None and claimed.run_id == first.run_id
+    assert isinstance(begin_rival(s), ThreadBusyError)
+    assert [e.run_id for e in s.events.read(THREAD) if e.type == RUN_STARTED] == [first.run_id]

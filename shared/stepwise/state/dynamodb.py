@@ -52,7 +52,7 @@ from typing import Any
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
-from stepwise.state.events import Event
+from stepwise.state.events import RUN_STARTED, Event
 from stepwise.state.ports import (
     DuplicateKeyError,
     EventStore,
@@ -239,6 +239,26 @@ class DynamoEventStore(EventStore):
             ExpressionAttributeValues={":t": _s(thread_id), ":lo": _n(after + 1), ":hi": _n(hi)},
         )
         return [self._row(item) for item in items]
+
+    def last_started(self, thread_id: str, upto: int) -> str | None:
+        """The run id of the thread's latest ``run_started`` at or below ``upto``: a consistent ``Query`` of
+        the log backwards (the runs table's thread index is only eventually consistent)."""
+        if upto <= 0:
+            return None
+        items = _pages(
+            self.db.query,
+            TableName=self.table,
+            KeyConditionExpression="thread_id = :t AND #s BETWEEN :lo AND :hi",
+            FilterExpression="#ty = :rs",
+            ExpressionAttributeNames={"#s": "seq", "#ty": "type", "#r": "run_id"},
+            ExpressionAttributeValues={":t": _s(thread_id), ":lo": _n(1), ":hi": _n(upto), ":rs": _s(RUN_STARTED)},
+            ProjectionExpression="#r",
+            ScanIndexForward=False,
+            ConsistentRead=True,
+        )
+        for item in items:
+            return str(item["run_id"]["S"])
+        return None
 
     def _select_key(self, thread_id: str, key: str) -> Row | None:
         guard = self.db.get_item(
@@ -437,6 +457,15 @@ class DynamoRunStore(RunStore):
             ProjectionExpression="#th",
         )
         return sorted({i["thread_id"]["S"] for i in items})[:limit]
+
+    def recent_rivals(self, events: EventStore, thread_id: str, head: int) -> builtins.list[RunRecord]:
+        """The run of the thread's latest ``run_started`` (read from the log and the table consistently),
+        because the ``thread_id-created_at`` index may not show a run begun or claimed a moment ago."""
+        if not isinstance(events, DynamoEventStore):
+            return []
+        run_id = events.last_started(thread_id, head)
+        run = self.get(run_id) if run_id is not None else None
+        return [run] if run is not None else []
 
     def _claim(
         self,

@@ -319,7 +319,8 @@ class RunStore(ABC):
         for _ in range(50):
             head = events.head(record.thread_id)
             try:
-                live_rivals(self.thread_runs(record.thread_id, ("running",)), record)
+                rivals = self.thread_runs(record.thread_id, ("running",)) + self.recent_rivals(events, record.thread_id, head)
+                live_rivals(rivals, record)
             except ThreadBusyError as exc:
                 self.update(
                     record.run_id, status="failed", finished_at=time.time(), error={"error": "Stepwise.ThreadBusy", "cause": str(exc)}
@@ -369,6 +370,11 @@ class RunStore(ABC):
         run in Python, which only the in-memory store may use: adapters read an index of queued runs."""
         return sorted({r.thread_id for r in self.list(limit=1 << 62) if r.status == "queued"})[:limit]
 
+    def recent_rivals(self, events: EventStore, thread_id: str, head: int) -> builtins.list[RunRecord]:
+        """Runs on the thread that ``thread_runs`` may not show yet (begun or claimed a moment ago, on a store
+        whose thread index lags its table): checked with them by ``begin`` and ``claim_queued``. None here."""
+        return []
+
     def claim_queued(
         self, events: EventStore, thread_id: str, cursor: Callable[[RunRecord, int], dict[str, Any]], **fields: Any
     ) -> RunRecord | None:
@@ -385,7 +391,8 @@ class RunStore(ABC):
             head = events.head(thread_id)
             runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
             queued = [r for r in runs if r.status == "queued"]
-            if not queued or len(queued) != len(runs):
+            recent = [r for r in self.recent_rivals(events, thread_id, head) if r.status in ACTIVE]
+            if not queued or len(queued) != len(runs) or recent:
                 return None
             run = queued[0]
             started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
