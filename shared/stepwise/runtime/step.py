@@ -82,8 +82,10 @@ def _per_spec(kind: str, spec: GraphSpec, build: Callable[[GraphSpec], T]) -> T:
     key = (kind, id(spec))
     hit = _PER_SPEC.get(key)  # a dict read is atomic: the hit path takes no lock (two per step)
     if hit is not None and hit[0] is spec:
-        with contextlib.suppress(KeyError):  # evicted meanwhile by another thread: the value is still good
+        try:  # noqa: SIM105 - eight times a run: contextlib.suppress costs 0.54 µs a hit here, try 0.22 µs
             _PER_SPEC.move_to_end(key)
+        except KeyError:  # evicted meanwhile by another thread: the value is still good
+            pass
         return hit[1]  # type: ignore[no-any-return]
     value = build(spec)
     with _PER_SPEC_LOCK:
