@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -39,12 +40,27 @@ def test_every_escape_attempt_is_blocked(tmp_path: Path) -> None:
     assert "MemoryError" in how["memory bomb"] and "Network is unreachable" in how["open a TCP socket to the internet"]
 
 
+class _RecordingSandbox(Sandbox):
+    """Remembers the scratch directories it made (other test workers make theirs in the same temp dir)."""
+
+    made: ClassVar[list[Path]] = []
+
+    def prepare(self) -> tuple[Path, int | None]:
+        scratch, uid = super().prepare()
+        self.made.append(scratch)
+        return scratch, uid
+
+
 def test_scratch_is_private_writable_and_removed() -> None:
-    before = set(Path(tempfile.gettempdir()).glob("stepwise-sandbox-*"))
-    result = Sandbox(FAST).run_python("import os\nopen('out.txt','w').write('hi')\nprint(os.getcwd(), os.listdir('.'), os.getuid())")
+    result = _RecordingSandbox(FAST).run_python(
+        "import os\nopen('out.txt','w').write('hi')\nprint(os.getcwd(), os.listdir('.'), os.getuid())"
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "/scratch ['main.py', 'out.txt'] 65534"
-    assert set(Path(tempfile.gettempdir()).glob("stepwise-sandbox-*")) == before
+    assert len(_RecordingSandbox.made) == 1
+    scratch = _RecordingSandbox.made.pop()
+    assert scratch.parent == Path(tempfile.gettempdir()) and scratch.name.startswith("stepwise-sandbox-")
+    assert not scratch.exists()
 
 
 def test_network_only_when_granted() -> None:
