@@ -9,6 +9,7 @@ and say why; the rlimits fallback test runs everywhere."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import threading
@@ -83,6 +84,22 @@ def test_a_tenants_calls_share_the_tenant_quota(root: str) -> None:
     assert stat(acme)["nr_throttled"] > 0  # ... the tenant's cgroup, which holds both, was throttled
     assert other.stdout == "42\n" and stat(globex)["nr_throttled"] == 0  # another tenant is not held by acme's cap
     assert HIERARCHY.read_quota(acme) == 0.1 and HIERARCHY.read_quota(globex) == 1.0
+
+
+@needs_cgroups
+def test_a_probe_in_flight_does_not_turn_cgroups_off(root: str) -> None:
+    """Two first sandbox calls at once both probed with one name (pid only): the loser's mkdir failed and
+    ``None`` was cached, so every later call of the process ran on rlimits alone (a CI failure). Probes are
+    now unique and detection runs once, under a lock."""
+    assert HIERARCHY is not None
+    busy = HIERARCHY.base / f"{root}-probe-{os.getpid()}"  # the name another thread's probe had
+    busy.mkdir()
+    try:
+        assert cgroups.detect(root) == HIERARCHY
+        assert cgroups.cached_hierarchy(root) == HIERARCHY
+    finally:
+        busy.rmdir()
+        cgroups._detected.pop(root, None)
 
 
 @needs_cgroups

@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ def detect(root: str = ROOT_NAME) -> Hierarchy | None:
     if v2 is not None:
         candidates.append(Hierarchy(2, v2))
     for h in candidates:
-        probe = h.base / f"{root}-probe-{os.getpid()}"
+        probe = h.base / f"{root}-probe-{os.getpid()}-{secrets.token_hex(4)}"
         try:  # the probe: can we make a cgroup and read its quota back? (removed again: no trace)
             probe.mkdir()
             h.read_quota(probe)
@@ -122,13 +123,18 @@ def detect(root: str = ROOT_NAME) -> Hierarchy | None:
 
 
 _detected: dict[str, Hierarchy | None] = {}
+_detecting = threading.Lock()
 
 
 def cached_hierarchy(root: str = ROOT_NAME) -> Hierarchy | None:
-    """``detect(root)`` once per process and root (the ``STEPWISE_SANDBOX_CGROUPS=off`` switch is ``Sandbox.cgroups``)."""
-    if root not in _detected:
-        _detected[root] = detect(root)
-    return _detected[root]
+    """``detect(root)`` once per process and root (the ``STEPWISE_SANDBOX_CGROUPS=off`` switch is ``Sandbox.cgroups``).
+
+    Under a lock: two first calls at once must not both probe (the loser's failed probe cached ``None`` and
+    turned cgroups off for the whole process)."""
+    with _detecting:
+        if root not in _detected:
+            _detected[root] = detect(root)
+        return _detected[root]
 
 
 def backend(enabled: bool = True, root: str = ROOT_NAME) -> str:
