@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,23 @@ class SqliteDatabase:
         """A run stopped: checkpoint the WAL now if it has grown (see ``_Checkpointer``)."""
         self._checkpoints.settle()
 
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE … COMMIT`` under this process's write lock, rolled back on any exception;
+        counted towards the next checkpoint only if it changed something."""
+        with self.write_lock:
+            conn = self.connection()
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            if conn.total_changes != before:
+                self.wrote()
+
     def connection(self) -> sqlite3.Connection:
         """This thread's connection. When a thread ends, its connection goes back to a pool for the next
         thread, so short-lived branch threads do not each pay for opening the database."""
@@ -267,26 +284,18 @@ class SqliteEventStore(EventStore):
     def _write_many(self, thread_id: str, expected_seq: int | None, rows: list[Row]) -> int:
         """A batch too large for one statement's parameters: read the head and insert in one IMMEDIATE
         transaction (rows numbered after the head when ``expected_seq`` is None). Returns the head it read."""
-        with self.db.write_lock:
-            conn = self.db.connection()
-            conn.execute("BEGIN IMMEDIATE")
+        with self.db.immediate() as conn:
+            head = int(conn.execute(f"SELECT {_HEAD}", (thread_id,)).fetchone()[0])
+            if expected_seq is not None and head != expected_seq:
+                raise StateConflictError(thread_id, expected_seq)
+            offset = 0 if expected_seq is not None else head
             try:
-                head = int(conn.execute(f"SELECT {_HEAD}", (thread_id,)).fetchone()[0])
-                if expected_seq is not None and head != expected_seq:
-                    raise StateConflictError(thread_id, expected_seq)
-                offset = 0 if expected_seq is not None else head
                 conn.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES {_ROW}", [(row[0] + offset, *row[1:], thread_id) for row in rows])
             except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
                 if "events.thread_id, events.key" in str(exc):
                     raise DuplicateKeyError(str(exc)) from None
                 raise StateConflictError(thread_id, -1) from None
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self.db.wrote()
-            return head
+        return head
 
     def _run(self, thread_id: str, sql: str, args: Sequence[Any], *, returning: bool = False) -> int:
         """Execute one write statement under the in-process lock (this process's writers queue on a mutex
@@ -435,21 +444,13 @@ class SqliteRunStore(RunStore):
         spend_args = [thread_id, final.run_id] * 2
         update, update_args = _update_sql(final.run_id, expect, None, fields, computed, spend_args)
         row = EventStore._numbered([final], 0)[0]
-        with self.db.write_lock:
-            conn = self.db.connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if conn.execute(update, update_args).rowcount != 1:
-                    found = conn.execute("SELECT json_extract(body, '$.status') FROM runs WHERE run_id=?", (final.run_id,)).fetchone()
-                    if found is None:
-                        raise KeyError(final.run_id)
-                    raise RunTransitionError(final.run_id, found[0], expect)
-                added = conn.execute(_AT_HEAD_UNLESS_KEYED, (*row[1:], thread_id, thread_id)).fetchall()
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self.db.wrote()
+        with self.db.immediate() as conn:
+            if conn.execute(update, update_args).rowcount != 1:
+                found = conn.execute("SELECT json_extract(body, '$.status') FROM runs WHERE run_id=?", (final.run_id,)).fetchone()
+                if found is None:
+                    raise KeyError(final.run_id)
+                raise RunTransitionError(final.run_id, found[0], expect)
+            added = conn.execute(_AT_HEAD_UNLESS_KEYED, (*row[1:], thread_id, thread_id)).fetchall()
         if added:
             final.seq = int(added[0][0])
 
@@ -491,26 +492,18 @@ class SqliteRunStore(RunStore):
         if not (isinstance(events, SqliteEventStore) and events.db is self.db):
             return super().begin(record, events, started, cursor)
         thread_id = record.thread_id
-        with self.db.write_lock:
-            conn = self.db.connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                running = conn.execute(
-                    "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
-                ).fetchall()
-                live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
-                row = EventStore._numbered([started], 0)[0]
-                started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
-                record.start_cursor = cursor(started.seq)
-                conn.execute(
-                    "INSERT INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
-                    (record.run_id, thread_id, record.created_at, record.model_dump_json()),
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self.db.wrote()
+        with self.db.immediate() as conn:
+            running = conn.execute(
+                "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
+            ).fetchall()
+            live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
+            row = EventStore._numbered([started], 0)[0]
+            started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
+            record.start_cursor = cursor(started.seq)
+            conn.execute(
+                "INSERT INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
+                (record.run_id, thread_id, record.created_at, record.model_dump_json()),
+            )
         return record
 
     def thread_runs(self, thread_id: str, statuses: Collection[str]) -> builtins.list[RunRecord]:
@@ -538,28 +531,19 @@ class SqliteRunStore(RunStore):
         either comes first (and nothing is claimed) or finds the claimed run running (ThreadBusyError)."""
         if not (isinstance(events, SqliteEventStore) and events.db is self.db):
             return super().claim_queued(events, thread_id, cursor, **fields)
-        with self.db.write_lock:
-            conn = self.db.connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
-                queued = [r for r in runs if r.status == "queued"]
-                if not queued or len(queued) != len(runs):
-                    conn.execute("ROLLBACK")
-                    return None
-                run = queued[0]
-                started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
-                row = EventStore._numbered([started], 0)[0]
-                started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
-                claimed = RunRecord.model_validate(
-                    {**run.model_dump(), **fields, "status": "running", "start_cursor": cursor(run, started.seq), "updated_at": time.time()}
-                )
-                conn.execute("UPDATE runs SET body=? WHERE run_id=?", (claimed.model_dump_json(), run.run_id))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            self.db.wrote()
+        with self.db.immediate() as conn:
+            runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
+            queued = [r for r in runs if r.status == "queued"]
+            if not queued or len(queued) != len(runs):
+                return None  # nothing queued, or a rival in flight: the read-only transaction ends unchanged
+            run = queued[0]
+            started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
+            row = EventStore._numbered([started], 0)[0]
+            started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
+            claimed = RunRecord.model_validate(
+                {**run.model_dump(), **fields, "status": "running", "start_cursor": cursor(run, started.seq), "updated_at": time.time()}
+            )
+            conn.execute("UPDATE runs SET body=? WHERE run_id=?", (claimed.model_dump_json(), run.run_id))
         return claimed
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
