@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import statemachines.examples.nodes as example_nodes
 from tests.aws.test_state_contract import Stores, aws_env, run, stores  # noqa: F401 - the adapter fixtures
+from tests.support.moto_sfn import wait_for
 from tests.unit.test_api_routes import EXAMPLES, error_code, make
 
 from stepwise.client import ConflictingRequestError, StaleAnswerError, Stepwise, ThreadBusyError
@@ -234,8 +235,8 @@ def test_an_answer_sent_between_the_interrupt_event_and_the_waiting_write_is_tak
     results: list[Any] = []
     runner = threading.Thread(target=lambda: results.append(client.run(load_file(HUMAN), {"amount": 3})))
     runner.start()
-    thread_id = _wait(lambda: next(iter(client.services.events.threads()), None), "the run's thread")
-    _wait(lambda: any(e.type == "interrupt" for e in client.history(thread_id)), "the interrupt event")
+    thread_id = wait_for(lambda: next(iter(client.services.events.threads()), None), "the run's thread")
+    wait_for(lambda: any(e.type == "interrupt" for e in client.history(thread_id)), "the interrupt event")
     run_id = client.history(thread_id)[0].run_id
     assert client.services.runs.get(run_id).status == "running"  # type: ignore[union-attr]
     done = client.resume(run_id, {"decision": "yes"})
@@ -271,21 +272,13 @@ def test_an_answer_that_saw_an_earlier_question_is_not_given_to_the_next_one(tmp
     winner: list[Any] = []
     revising = threading.Thread(target=lambda: winner.append(client.resume(first.run_id, {"decision": "revise"})))
     revising.start()
-    _wait(lambda: read_status(first.run_id) == "running", "the winning answer's compare-and-set")
+    wait_for(lambda: read_status(first.run_id) == "running", "the winning answer's compare-and-set")
     with pytest.raises(ConflictingRequestError, match="went on past the question"):
         client.resume(first.run_id, {"decision": "yes"})
     revising.join(30)
     assert winner and winner[0].status == "waiting" and winner[0].waiting["interrupt_id"] != first.waiting["interrupt_id"]
     answers = [e.data for e in client.history(first.thread_id) if e.node == "approve" and e.type == "node_update"]
     assert len(answers) == 1  # only the winner's
-
-
-def _wait(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + 30
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-    return value
 
 
 def test_a_live_run_is_not_stale_and_a_dead_one_is() -> None:
