@@ -291,8 +291,11 @@ class ShortRuns:
         saver.setup()
         self.graph = short_graph(saver)
         self.statements = Statements()
-        self.conn.set_trace_callback(self.statements)
         self.threads: list[str] = []
+
+    def counting(self, on: bool) -> None:
+        """Count statements or not (off while timed, as for Stepwise)."""
+        self.conn.set_trace_callback(self.statements if on else None)
 
     def run_one(self) -> None:
         thread = f"thread-{uuid.uuid4().hex[:12]}"
