@@ -136,7 +136,7 @@ class Stepwise:
         tool_settings = tool_settings or ToolSettings.from_env()
         memory_settings = memory_settings or MemorySettings.from_env()
         home = Path(home) if home is not None else settings.home
-        db = SqliteDatabase(home / "stepwise.db")
+        db = SqliteDatabase(home / "stepwise.db", wal_limit_bytes=settings.sqlite_wal_limit_mb * 2**20)
         services = Services(
             events=SqliteEventStore(db),
             snapshots=FileSnapshotStore(home / "snapshots"),

@@ -35,6 +35,10 @@ class Settings(BaseModel):
     #: 3,000 keeps a Step Functions execution far below its 25,000 history events: a top-level step costs
     #: about 5 history events and appends at least one (``STEPWISE_CONTINUE_AFTER_EVENTS``).
     continue_after_events: int = Field(default=3000, ge=0)
+    #: Embedded store: the WAL a run that never waits on I/O may grow before it is checkpointed mid-run, in MiB
+    #: (a checkpoint's fsync stalls the run's writes for a few ms; runs that wait on LLMs checkpoint during the
+    #: wait, stopped runs after their last step) (``STEPWISE_SQLITE_WAL_LIMIT_MB``).
+    sqlite_wal_limit_mb: int = Field(default=256, ge=16)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

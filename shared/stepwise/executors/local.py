@@ -42,7 +42,7 @@ class LocalExecutor:
     def handover(self, run_id: str, cursor: dict[str, Any], number: int) -> None:
         """The step ended this execution at a node boundary: record where the continuation starts (a replay
         after a crash or a human's answer starts there too) and run it when this execution returns."""
-        self.services.runs.update(run_id, start_cursor=cursor)
+        self.services.runs.transition(run_id, start_cursor=cursor)
         with self._lock:
             self._handed[run_id] = cursor
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.errors import MaxIterationsError, NodeError, RateLimitedError, StateConflictError, TaskError
+from stepwise.extras import LLM_KINDS
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
@@ -261,6 +262,8 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
         resume_input=resume_input,
         services=services,
     )
+    if node_spec.kind in LLM_KINDS:
+        services.events.quiet()  # its model call's wait hides the store's upkeep (a WAL checkpoint)
     if services.observer is not None:
         services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
     return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter())

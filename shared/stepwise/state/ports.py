@@ -39,6 +39,11 @@ class EventStore(ABC):
         kept out of the run's steps (SQLite checkpoints its WAL). Nothing by default."""
         return None
 
+    def quiet(self) -> None:
+        """A node is about to wait on I/O (an LLM call): a store may do upkeep meanwhile, off the steps'
+        path (SQLite checkpoints its WAL on a thread). Nothing by default."""
+        return None
+
     def append(self, thread_id: str, expected_seq: int, events: Sequence[Event]) -> list[Event]:
         """Append after ``expected_seq``; raise StateConflictError if the head moved, DuplicateKeyError on a reused key."""
         self._insert(thread_id, expected_seq, self._numbered(events, expected_seq))

@@ -119,18 +119,26 @@ class _Lease:
 
 
 class _Checkpointer:
-    """Passive WAL checkpoints, kept out of a running loop's steps.
+    """Passive WAL checkpoints, kept off a running loop's steps.
 
-    When a run stops (``settle``: it finished, failed or waits) and ``every`` writes or more have gone to
-    the WAL since the last checkpoint, the stopping thread checkpoints inline, after the run's last step.
-    During a long run a daemon thread checkpoints once ``run_bound`` writes have piled up (a ReAct step
-    writes ~4 pages: ~64 MB of WAL), and a writer checkpoints inline after ``2 × run_bound`` if that
-    thread cannot keep up (or a fork left it behind), so the WAL stays bounded. A checkpoint beside a step
-    slowed that step: the WAL's read locks and the hand-back of the GIL to the checkpointing thread
-    stalled it 1–5 ms of wall (W7), so a long loop now sees one every ``run_bound`` writes, not every 256."""
+    A checkpoint copies the WAL back into the database and fsyncs both files. On this kind of disk an fsync
+    stalls every writer of the machine while it lasts (W7: 5–8 ms for a few MB, against a 0.13 ms step;
+    a separate checkpointing process stalls it the same), so none runs beside a step if it can be helped:
 
-    def __init__(self, db: SqliteDatabase, every: int = 256, run_bound: int = 4096, idle_s: float = 5.0) -> None:
-        self.db, self.every, self.run_bound, self.idle_s = db, every, run_bound, idle_s
+    - a run stopped (``settle``: finished, failed or waits) with ``every`` writes or more since the last
+      checkpoint: inline, after its last step;
+    - a node is about to wait on an LLM or a tool (``quiet``) with ``every`` writes piled up: on a background
+      thread, while that wait hides it;
+    - a loop that never waits (function nodes only) checkpoints on the thread once its WAL passes
+      ``limit_bytes`` (checked every ``every`` writes), and inline at twice that if the thread cannot keep up
+      (or a fork left it behind), so the WAL stays bounded.
+
+    ``journal_size_limit`` (the connection's pragma) truncates the WAL file to ``truncate_bytes`` after a
+    checkpoint, so its size past that is the WAL's content and a size check needs no SQL."""
+
+    def __init__(self, db: SqliteDatabase, limit_bytes: int, every: int = 256, idle_s: float = 5.0) -> None:
+        self.db, self.limit_bytes, self.every, self.idle_s = db, limit_bytes, every, idle_s
+        self.wal = db.path.with_name(db.path.name + "-wal")
         self._writes = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,12 +147,30 @@ class _Checkpointer:
 
     def wrote(self) -> None:
         self._writes += 1  # approximate under races; only a cadence
-        if self._writes < self.run_bound:
+        if self._writes % self.every:
             return
-        if self._writes >= 2 * self.run_bound:
+        try:
+            size = self.wal.stat().st_size
+        except OSError:
+            return
+        if size >= 2 * self.limit_bytes:
             self._writes = 0
             self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        elif size >= self.limit_bytes:
+            self._background()
+
+    def quiet(self) -> None:
+        if self._writes >= self.every:
+            self._background()
+
+    def settle(self) -> None:
+        if self._writes < self.every:
             return
+        self._writes = 0
+        with contextlib.suppress(sqlite3.Error):  # busy: the next stop (or the bound) catches up
+            self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _background(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
                 self._pid = os.getpid()
@@ -152,15 +178,8 @@ class _Checkpointer:
                 self._thread.start()
         self._wake.set()
 
-    def settle(self) -> None:
-        if self._writes < self.every:
-            return
-        self._writes = 0
-        with contextlib.suppress(sqlite3.Error):  # busy: the next stop (or the run bound) catches up
-            self.db.connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
     def _loop(self) -> None:
-        conn = sqlite3.connect(self.db.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn = self.db.connect()
         try:
             while self._wake.wait(self.idle_s):
                 self._wake.clear()
@@ -174,14 +193,17 @@ class _Checkpointer:
 class SqliteDatabase:
     """A WAL-mode database file shared by the adapters below, with one connection per OS thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    #: The WAL file is cut back to this after a checkpoint (``journal_size_limit``).
+    WAL_TRUNCATE_BYTES = 16 * 2**20
+
+    def __init__(self, path: str | Path, *, wal_limit_bytes: int = 256 * 2**20) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._idle: list[sqlite3.Connection] = []  # list.append/pop are atomic under the GIL
         self.write_lock = threading.Lock()
         self.connection().executescript(_SCHEMA)
-        self._checkpoints = _Checkpointer(self)
+        self._checkpoints = _Checkpointer(self, max(wal_limit_bytes, self.WAL_TRUNCATE_BYTES))
 
     def wrote(self) -> None:
         """A write transaction committed: counted towards the next WAL checkpoint."""
@@ -190,6 +212,10 @@ class SqliteDatabase:
     def settle(self) -> None:
         """A run stopped: checkpoint the WAL now if it has grown (see ``_Checkpointer``)."""
         self._checkpoints.settle()
+
+    def quiet(self) -> None:
+        """A node is about to wait on I/O: checkpoint the WAL meanwhile, on a thread, if it has grown."""
+        self._checkpoints.quiet()
 
     @contextlib.contextmanager
     def immediate(self) -> Iterator[sqlite3.Connection]:
@@ -216,17 +242,19 @@ class SqliteDatabase:
             try:
                 conn = self._idle.pop()
             except IndexError:
-                conn = self._connect()
+                conn = self.connect()
             lease = _Lease(conn)
             weakref.finalize(lease, self._idle.append, conn)
             self._local.lease = lease
         return lease.conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
+        """A new connection with this database's settings (``connection()`` pools them per thread)."""
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA journal_size_limit={self.WAL_TRUNCATE_BYTES}")
         # No checkpoint inside a commit: copying the WAL back into the database (a few MB every ~1,000 pages)
         # would stall whichever step's commit crossed the threshold. _Checkpointer does it off that path.
         conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -244,6 +272,9 @@ class SqliteEventStore(EventStore):
 
     def settle(self) -> None:
         self.db.settle()
+
+    def quiet(self) -> None:
+        self.db.quiet()
 
     def head(self, thread_id: str) -> int:
         row = self.db.connection().execute("SELECT max(seq) FROM events WHERE thread_id=?", (thread_id,)).fetchone()
