@@ -9,11 +9,12 @@ from typing import Any
 
 import ormsgpack
 import pytest
+import xxhash
 
 from stepwise.client import Stepwise
 from stepwise.graph.loader import parse_dict
 from stepwise.state import reducers
-from stepwise.state.events import NODE_UPDATE, Event
+from stepwise.state.events import NODE_UPDATE, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.memory import MemoryEventStore, MemorySnapshotStore
@@ -90,8 +91,8 @@ def test_a_cold_fold_in_place_equals_the_full_replay_and_leaves_the_events_alone
     _log(store, Hydrator(store, FileSnapshotStore(tmp_path), incremental_every=10), 25, names)  # snapshot at 20, tail of 5
     snaps = FileSnapshotStore(tmp_path)
     decoded: list[Any] = []
-    real_latest = snaps.latest
-    snaps.latest = lambda *a: decoded.append(real_latest(*a)) or decoded[-1]  # type: ignore[method-assign]
+    real_latest = snaps.latest_written
+    snaps.latest_written = lambda *a: decoded.append(real_latest(*a)) or decoded[-1]  # type: ignore[method-assign]
     seq, state = Hydrator(store, snaps).state("t", names)
     assert (seq, state) == (25, {"log": list(range(25)), "last": 24})
     assert state["log"] is decoded[0][1]["log"]  # the decoded list was extended, not copied once per tail event
@@ -159,26 +160,71 @@ def test_a_stopped_run_leaves_its_thread_snapshotted_at_the_head(tmp_path: Path)
     assert short.status == "succeeded" and client.services.snapshots.latest(short.thread_id) is None
 
 
-def test_a_cold_read_at_the_head_needs_no_graph_and_a_tail_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cold_read_needs_the_graph_only_for_a_tail_that_starts_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     writer = Stepwise.embedded(home)
     spec = _loop_spec()
     writer.register(spec)
     result = writer.run(spec, {"turns": 40})
 
-    reader = Stepwise.embedded(home)
+    def reader() -> Stepwise:
+        client = Stepwise.embedded(home)
+        real = client.services.reducers
+        monkeypatch.setattr(client.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
+        return client
+
     looked_up: list[str] = []
-    real = reader.services.reducers
-    monkeypatch.setattr(reader.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
-    seq, state = reader.state(result.thread_id)
+    seq, state = reader().state(result.thread_id)
     assert state == result.state and looked_up == []  # the snapshot is at the head: nothing to fold
 
+    # The same run wrote on after the snapshot (a reader mid-run, or after a crash): the tail is folded with the
+    # reducer names the snapshot recorded ("log" appends; folded as the default replace it would be [{"i": 99}]).
     head = writer.services.events.head(result.thread_id)
-    writer.services.events.append(result.thread_id, head, [upd({"log": [{"i": 99}]})])  # someone wrote after it
-    again = Stepwise.embedded(home)
-    monkeypatch.setattr(again.services, "reducers", lambda ref: looked_up.append(ref) or real(ref))
-    seq, state = again.state(result.thread_id)
-    assert seq == head + 1 and state["log"] == [*result.state["log"], {"i": 99}] and looked_up == [spec.ref]
+    writer.services.events.append(result.thread_id, head, [upd({"log": [{"i": 99}]})])
+    seq, state = reader().state(result.thread_id)
+    assert seq == head + 1 and state["log"] == [*result.state["log"], {"i": 99}] and looked_up == []
+
+    # A tail that starts another run may belong to another graph: its reducers are looked up.
+    started = Event(type=RUN_STARTED, run_id="r2", node=None, scope="", key=None, data={"update": {"log": [{"i": 100}]}})
+    writer.services.events.append(result.thread_id, head + 1, [started])
+    seq, state = reader().state(result.thread_id)
+    assert state["log"] == [*result.state["log"], {"i": 99}, {"i": 100}] and looked_up == [spec.ref]
+
+
+def test_snapshot_records_carry_the_reducer_names_they_were_written_with(tmp_path: Path) -> None:
+    snaps = FileSnapshotStore(tmp_path)
+    names = {"log": "append", "n": "replace"}
+    snaps.put("t", 10, {"log": [1], "n": 1}, LOG, reducers=names)
+    snaps.put("t", 20, {"log": [1, 2], "n": 2}, LOG, reducers=dict(names))  # unchanged: not written again
+    records = _record_bodies(snaps._path("t"))
+    assert records[0]["reducers"] == names and "reducers" not in records[1]
+    snaps.put("t", 30, {"log": [1, 2, 3], "n": 3}, LOG, reducers={"log": "append", "n": "add"})
+    assert _record_bodies(snaps._path("t"))[2]["reducers"] == {"log": "append", "n": "add"}
+    assert FileSnapshotStore(tmp_path).latest_written("t") == (30, {"log": [1, 2, 3], "n": 3}, {"log": "append", "n": "add"})
+    # a file that names none (format 1, or written without them) gives None: the reader looks the graph up
+    (tmp_path / "old").mkdir()
+    old = FileSnapshotStore(tmp_path / "old")
+    old._path("t").write_bytes(format_1_file([{"seq": 5, "set": {"log": [1]}}]))
+    assert old.latest_written("t") == (5, {"log": [1]}, None)
+    # names that are not a str → str map are ignored, not trusted
+    (tmp_path / "odd").mkdir()
+    odd = FileSnapshotStore(tmp_path / "odd")
+    odd._path("t").write_bytes(b"SWSNAP2\n" + _frame({"seq": 5, "set": {"log": [1]}, "reducers": {"log": 3}}))
+    assert odd.latest_written("t") == (5, {"log": [1]}, None)
+
+
+def _frame(record: dict[str, Any]) -> bytes:
+    body = ormsgpack.packb(record)
+    return struct.pack("<IQ", len(body), xxhash.xxh3_64_intdigest(body)) + body
+
+
+def _record_bodies(path: Path) -> list[dict[str, Any]]:
+    data, offset, out = path.read_bytes(), 8, []
+    while offset < len(data):
+        length, _ = struct.unpack_from("<IQ", data, offset)
+        out.append(ormsgpack.unpackb(data[offset + 12 : offset + 12 + length]))
+        offset += 12 + length
+    return out
 
 
 def _records(path: Path) -> int:

@@ -12,9 +12,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from stepwise.state.events import Event
+from stepwise.state.events import FORKED, ROLLED_BACK, RUN_STARTED, Event
 from stepwise.state.fold import Frames, fold, visible_scopes
 from stepwise.state.ports import EventStore, SnapshotStore
+from stepwise.state.reducers import LazyReducers
 
 CacheKey = tuple[str, tuple[tuple[str, int], ...]]
 
@@ -61,14 +62,17 @@ class Hydrator:
             return self._state_at(thread_id, reducers, frames, at)
         cached = self._cached(self._key(thread_id, frames))
         owned: dict[str, list[Any]] | None = None
+        written: Mapping[str, str] | None = None
         if cached is not None:
             seq, state = cached
         elif frames:
             seq, state = self._state_at(thread_id, reducers, (), int(frames[0][1]))
         else:
-            seq, state, owned = self._cold(thread_id)
+            seq, state, owned, written = self._cold(thread_id)
         tail, head = read(seq, visible_scopes(frames)) if read else self.events.read_visible(thread_id, seq, visible_scopes(frames))
         if tail:
+            if written is not None and isinstance(reducers, LazyReducers) and not any(e.type in _NEW_GRAPH for e in tail):
+                reducers = written  # the tail continues the run that wrote the snapshot: fold it with that graph's reducers
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail), owned)
         if cached is not None and not tail and head <= seq:
             if idle:
@@ -99,18 +103,20 @@ class Hydrator:
         with self._lock:
             return self._cache.get(key)
 
-    def _cold(self, thread_id: str) -> tuple[int, dict[str, Any], dict[str, list[Any]] | None]:
-        """The latest snapshot, and what of it the tail fold may update in place: a state decoded for this
-        read alone (or the empty state) belongs to it, so appending the tail extends its lists instead of
-        copying them once per event (at N=1000 that copy was a fifth of a cold read)."""
-        snap = self.snapshots.latest(thread_id, None)
+    def _cold(self, thread_id: str) -> tuple[int, dict[str, Any], dict[str, list[Any]] | None, Mapping[str, str] | None]:
+        """The latest snapshot, what of it the tail fold may update in place, and the reducer names it was
+        written with. A state decoded for this read alone (or the empty state) belongs to it, so appending
+        the tail extends its lists instead of copying them once per event (at N=1000 that copy was a fifth
+        of a cold read). The names let a reader mid-run fold its tail without looking up the thread's graph
+        (its run record, then the registered spec: two statements and a decode)."""
+        snap = self.snapshots.latest_written(thread_id)
         if snap is None:
-            return 0, {}, {}
-        self._last_snapshot.setdefault(thread_id, snap[0])
-        seq, state = snap
+            return 0, {}, {}, None
+        seq, state, written = snap
+        self._last_snapshot.setdefault(thread_id, seq)
         if not self.snapshots.fresh_reads:
-            return seq, state, None
-        return seq, state, {c: v for c, v in state.items() if type(v) is list}
+            return seq, state, None, written
+        return seq, state, {c: v for c, v in state.items() if type(v) is list}, written
 
     def _from_snapshot(self, thread_id: str, at_most: int | None) -> tuple[int, dict[str, Any]]:
         snap = self.snapshots.latest(thread_id, at_most)
@@ -169,13 +175,16 @@ class Hydrator:
             due = seq - last >= max(self.snapshot_every, last // 2)
         if due:
             appends = _appends(reducers) if reducers is not None else frozenset()
-            (self.snapshots.settle if idle else self.snapshots.put)(thread_id, seq, state, appends)
+            (self.snapshots.settle if idle else self.snapshots.put)(thread_id, seq, state, appends, reducers=reducers)
             self._last_snapshot[thread_id] = seq
 
     def forget(self, thread_id: str) -> None:
         with self._lock:
             for key in [k for k in self._cache if k[0] == thread_id]:
                 del self._cache[key]
+
+
+_NEW_GRAPH = frozenset({RUN_STARTED, FORKED, ROLLED_BACK})  # a tail with one of these may belong to another graph
 
 
 @lru_cache(maxsize=256)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from stepwise.errors import StateConflictError
@@ -67,7 +67,15 @@ class MemorySnapshotStore(SnapshotStore):
 
     incremental = True  # a put keeps a reference: O(1)
 
-    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
+    def put(
+        self,
+        thread_id: str,
+        seq: int,
+        state: dict[str, Any],
+        appends: frozenset[str] = frozenset(),
+        *,
+        reducers: Mapping[str, str] | None = None,
+    ) -> None:
         self._snaps[thread_id] = (seq, state)  # states are never mutated in place, so no copy is needed
 
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -132,15 +132,39 @@ class SnapshotStore(ABC):
     fresh_reads: bool = False
 
     @abstractmethod
-    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None: ...
+    def put(
+        self,
+        thread_id: str,
+        seq: int,
+        state: dict[str, Any],
+        appends: frozenset[str] = frozenset(),
+        *,
+        reducers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store ``state`` at ``seq``. ``reducers``: the reducer names of the graph that wrote it (channel →
+        name), which a store may keep beside the state so a cold reader folds its tail without the graph."""
 
     @abstractmethod
     def latest(self, thread_id: str, at_most: int | None = None) -> tuple[int, dict[str, Any]] | None: ...
 
-    def settle(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
+    def latest_written(self, thread_id: str) -> tuple[int, dict[str, Any], Mapping[str, str] | None] | None:
+        """``latest`` and the reducer names the snapshot was written with (None when the store does not keep
+        them): what a cold reader folds the tail with when that tail starts no new run."""
+        snap = self.latest(thread_id)
+        return None if snap is None else (snap[0], snap[1], None)
+
+    def settle(
+        self,
+        thread_id: str,
+        seq: int,
+        state: dict[str, Any],
+        appends: frozenset[str] = frozenset(),
+        *,
+        reducers: Mapping[str, str] | None = None,
+    ) -> None:
         """``put`` for a thread whose run just stopped: its next reader is a cold one. A store may spend more
         here to make that read cheaper (the file store folds a long chain of deltas into one record)."""
-        self.put(thread_id, seq, state, appends)
+        self.put(thread_id, seq, state, appends, reducers=reducers)
 
     def size_bytes(self) -> int:
         return 0

@@ -20,6 +20,7 @@ import json
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from stepwise import awsclients
@@ -46,7 +47,15 @@ class S3SnapshotStore(SnapshotStore):
     def _key(self, thread_id: str) -> str:
         return f"{self.prefix}{_thread_key(thread_id)}.json.z"
 
-    def put(self, thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset()) -> None:
+    def put(
+        self,
+        thread_id: str,
+        seq: int,
+        state: dict[str, Any],
+        appends: frozenset[str] = frozenset(),
+        *,
+        reducers: Mapping[str, str] | None = None,
+    ) -> None:
         body = json.dumps({"thread_id": thread_id, "seq": seq, "state": state}, separators=(",", ":"), default=str)
         self.s3.put_object(
             Bucket=self.bucket,
