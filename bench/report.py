@@ -340,6 +340,22 @@ def w7_section(results: dict[str, Any]) -> list[str]:
         *(
             [
                 [
+                    "steps over 5× the median (wall), with what ran in them",
+                    ", ".join(f"#{o['index']} {o['ms']:.2f} ms ({o['in_it'] or 'nothing else recorded'})" for o in w7["over_5x"]) or "none",
+                ],
+                [
+                    "garbage-collector passes in the loop",
+                    f"gen-0 {w7['gc_passes']['gen0']}, gen-1 {w7['gc_passes']['gen1']}, gen-2 {w7['gc_passes']['gen2']}; "
+                    f"gen ≥ 1 took {', '.join(f'{ms:.2f}' for ms in w7['gc_gen1_ms']) or '—'} ms",
+                ],
+                ["hand-overs to a continuation execution (steps)", ", ".join(f"#{i}" for i in w7["handover_steps"]) or "none"],
+            ]
+            if "over_5x" in w7
+            else []
+        ),
+        *(
+            [
+                [
                     "step median / p99 / max, CPU (this thread)",
                     f"{w7['cpu_step_ms_median']:.3f} / {w7['cpu_step_ms_p99']:.3f} / {w7['cpu_step_ms_max']:.2f} ms",
                 ],

@@ -9,7 +9,9 @@ LangGraph's ``compile()``; everything ``client.run`` does after that is timed.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import gc
 import os
 import time
 import uuid
@@ -333,12 +335,27 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     """W7: one durable ReAct run of 2·turns+1 steps; the time of every step (between two consecutive
     ``node_finished`` notifications: hydrate, node, append, snapshot, routing) as wall time and as this
     thread's CPU time (so a step that waited for a core, preempted by other processes, can be told from one
-    that worked longer), and the process's RSS. A short run first warms up imports and caches."""
+    that worked longer), and the process's RSS. A short run first warms up imports and caches.
+
+    What else ran inside the loop is recorded with its time, so a slow step can be attributed: the garbage
+    collector's passes (``gc.callbacks``: generation, duration) and hand-overs to a continuation execution."""
     marks: list[tuple[float, float]] = []
+    handovers: list[float] = []
+    collections: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+    started_gc = [0.0]
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("kind") == "node_finished":
+        kind = event.get("kind")
+        if kind == "node_finished":
             marks.append((time.perf_counter(), time.thread_time()))
+        elif kind == "continued":
+            handovers.append(time.perf_counter())
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started_gc[0] = time.perf_counter()
+        else:
+            collections.append((started_gc[0], time.perf_counter() - started_gc[0], int(info["generation"])))
 
     home = workdir / f"stepwise-{uuid.uuid4().hex[:8]}"
     client = Stepwise.embedded(home, observer=observe)
@@ -346,11 +363,14 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     client.register(spec)
     client.run(spec, workload.react_input(2))  # warm-up (its own thread): imports, caches, the first snapshot file
     marks.clear()
+    handovers.clear()
     rss_before, _ = _rss_kib()
+    gc.callbacks.append(on_gc)
     started, started_cpu = time.perf_counter(), time.thread_time()
     cpu0 = time.process_time()
     result = client.run(spec, workload.react_input(turns))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    gc.callbacks.remove(on_gc)
     rss_after, peak = _rss_kib()
     if result.status != "succeeded" or len(result.state["messages"]) != workload.react_steps(turns) + 1:
         raise RuntimeError(f"Stepwise W7 run ended {result.status}: {result.error}")
@@ -358,12 +378,16 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     previous = [(started, started_cpu), *marks[:-1]]
     steps = [b[0] - a[0] for a, b in zip(previous, marks, strict=True)]
     steps_cpu = [b[1] - a[1] for a, b in zip(previous, marks, strict=True)]
+    ends = [m[0] for m in marks]
     return {
         "steps": len(steps),
         "wall_s": wall,
         "cpu_s": cpu,
         "step_s": steps,
         "step_cpu_s": steps_cpu,
+        # the step each happened in: the first step that ended after it started
+        "gc": [{"step": bisect.bisect_left(ends, at), "generation": gen, "s": took} for at, took, gen in collections],
+        "handover_steps": [bisect.bisect_left(ends, at) for at in handovers],
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
         "rss_peak_kib": peak,

@@ -90,6 +90,7 @@ def test_new_workloads_report_numbers_and_load(results: dict[str, Any]) -> None:
         assert _number(row["every_run_wall_ms"]) and _number(row["every_run_cpu_ms"]) and _number(row["wall_ms"])
     w7 = results["w7"]
     assert w7["steps"] == workload.react_steps(SMOKE.long_turns) and _number(w7["max_over_median"]) and w7["rss_after_mib"] > 0
+    assert sum(w7["gc_passes"].values()) >= 0 and all(o["index"] < w7["steps"] for o in w7["over_5x"])
     assert _number(results["startup"]["import_ms"]["stepwise_run"])
     assert {t["id"] for t in results["targets"]} >= {"W1", "W3", "W4", "W5", "W6", "W7", "start-up", "AWS"}
 
@@ -131,3 +132,18 @@ def test_cli_report_mode_renders_saved_results(results: dict[str, Any], tmp_path
     assert main(["--report", str(saved)]) == 0
     assert (tmp_path / "docs" / "benchmarks.md").read_text().count("### W") == 8
     assert (tmp_path / "docs" / "img" / "benchmarks.png").stat().st_size > 1000
+
+
+def test_slow_w7_steps_are_attributed_to_what_ran_in_them() -> None:
+    from bench.suite import _w7_attribution, _w7_causes
+
+    collections = [
+        {"step": 3, "generation": 1, "s": 0.0006},
+        {"step": 5, "generation": 0, "s": 0.00002},  # a quick gen-0 pass explains nothing
+        {"step": 9, "generation": 0, "s": 0.0004},
+    ]
+    causes = _w7_causes([3, 5, 7, 9], collections, handovers=[7])
+    assert causes == {3: "gen-1 GC 0.60 ms", 5: "", 7: "hand-over", 9: "gen-0 GC 0.40 ms"}
+    over = [{"in_it": c} for c in causes.values()]
+    said = "; steps over 5× by what ran in them: 2 with a GC pass, 1 with nothing else recorded (waiting for a core, the OS), "
+    assert _w7_attribution({"over_5x": over}) == said + "1 with the hand-over"
