@@ -10,13 +10,13 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stepwise.asl.interpreter import Clock, ExecutionResult
-from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StepwiseError
+from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StateConflictError, StepwiseError
 from stepwise.errors import ThreadBusyError as ThreadBusyError  # raised by RunStore.begin; importable from here
 from stepwise.executors.base import Executor
 from stepwise.executors.local import LocalExecutor
@@ -198,7 +198,7 @@ class Stepwise:
         self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
     ) -> RunResult:
         run = self.start(spec, input, thread_id=thread_id, tenant=tenant)
-        return self._result(run.run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
     def start(
         self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str | None = None, tenant: str = "default"
@@ -211,19 +211,21 @@ class Stepwise:
         ref = self.register(spec)
         # the first run on a fork continues where it was taken (a new thread has no fork to look for)
         fork_point = self._fork_point(thread_id, ref) if thread_id else {}
-        # 48 random bits each, as uuid4().hex[:12] gave, without building two UUID objects per run
-        thread_id = thread_id or f"thread-{secrets.token_hex(6)}"
-        run_id = f"run-{secrets.token_hex(6)}"
-        record = RunRecord(run_id=run_id, thread_id=thread_id, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
-        started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
-
-        def cursor(seq: int) -> dict[str, Any]:
-            # a Cursor's dump (thread_id, run_id, graph, seq, frames, visits), written out: this process made every value
-            out = {"thread_id": thread_id, "run_id": run_id, "graph": ref, "seq": seq, "frames": [], "visits": {}}
-            out["base"] = seq  # where this execution began: the step counts its events from here (handover)
-            return out | fork_point
-
-        run = self.services.runs.begin(record, self.services.events, started, cursor)
+        new_thread = thread_id is None
+        for attempt in range(3):
+            # 48 random bits each, as uuid4().hex[:12] gave, without building two UUID objects per run
+            run_id = f"run-{secrets.token_hex(6)}"
+            thread = thread_id or f"thread-{secrets.token_hex(6)}"
+            record = RunRecord(run_id=run_id, thread_id=thread, graph_ref=ref, input=dict(input or {}), tenant=tenant, **self._lease())
+            started = Event(type=RUN_STARTED, run_id=run_id, data={"update": dict(input or {}), "graph": ref})
+            cursor = self._cursor(thread, run_id, ref, fork_point)
+            try:
+                run = self.services.runs.begin(record, self.services.events, started, cursor, new_thread=new_thread)
+                break
+            except StateConflictError:  # the made-up thread id was taken (48 random bits): nothing written, pick another
+                if not new_thread or attempt == 2:
+                    raise
+        thread_id = run.thread_id
         if isinstance(self.executor, LocalExecutor):  # it runs here, next: tell it the head it starts from
             if len(self.services.begun) >= 1024:  # started here but executed elsewhere (the API's split): forget
                 self.services.begun.clear()
@@ -235,6 +237,16 @@ class Stepwise:
         if self.services.observer is not None:
             self.services.notify(kind="run_started", run_id=run_id, thread_id=thread_id, graph=ref)
         return run
+
+    @staticmethod
+    def _cursor(thread_id: str, run_id: str, ref: str, fork_point: dict[str, Any]) -> Callable[[int], dict[str, Any]]:
+        def cursor(seq: int) -> dict[str, Any]:
+            # a Cursor's dump (thread_id, run_id, graph, seq, frames, visits), written out: this process made every value
+            out = {"thread_id": thread_id, "run_id": run_id, "graph": ref, "seq": seq, "frames": [], "visits": {}}
+            out["base"] = seq  # where this execution began: the step counts its events from here (handover)
+            return out | fork_point
+
+        return cursor
 
     def enqueue(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str, tenant: str = "default") -> RunRecord:
         """Double texting ``enqueue``: record a run as ``queued`` on a thread that has a run in flight. The run
@@ -298,7 +310,7 @@ class Stepwise:
         run = self.services.runs.get(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
-        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
     def _lease(self) -> dict[str, Any]:
         """Owner and lease fields for a run this process executes (none when Step Functions does)."""
@@ -352,7 +364,7 @@ class Stepwise:
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
         out = resume_step(self.services, waiting, dict(input or {}))
-        return self._result(run_id, self.executor.send_token(run, token, out))
+        return self._result(run, self.executor.send_token(run, token, out))
 
     #: How long a resume waits for a run whose interrupt is logged to record that it waits.
     SETTLE_SECONDS = 2.0
@@ -390,17 +402,17 @@ class Stepwise:
         if run.status != "waiting" or waiting.get("kind") != "retry":
             raise ConflictingRequestError(f"run {run_id!r} is {run.status}, not parked on a rate limit")
         if not force and float(waiting.get("retry_at", 0)) > time.time():
-            return self._result(run_id, None)
+            return self._result(run, None)
         if int(waiting.get("parks", 0)) >= self.MAX_PARKS:
             error = {"error": waiting.get("error", "Stepwise.RateLimited"), "cause": f"still rate-limited after {self.MAX_PARKS} parks"}
             with contextlib.suppress(RunTransitionError):
                 self.services.runs.update(run_id, expect=("waiting",), status="failed", waiting=None, finished_at=time.time(), error=error)
-            return self._result(run_id, None)
+            return self._result(run, None)
         try:
             run = self.services.runs.update(run_id, expect=("waiting",), status="running", **self._lease())
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
-        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
     def parked_due(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
         """Runs parked on a rate limit whose ``retry_at`` has come."""
@@ -434,7 +446,7 @@ class Stepwise:
             )
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
-        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
     def _redrive_cursor(self, run: RunRecord) -> dict[str, Any]:
         """A new execution (``<run>--r<n>``) that starts at the failed state with the cursor that entered it,
@@ -474,12 +486,12 @@ class Stepwise:
                 self.services.runs.update(
                     run_id, expect=("running",), status="failed", finished_at=time.time(), error={"error": "Stepwise.DiedBeforeStart"}
                 )
-            return self._result(run_id, None)
+            return self._result(run, None)
         try:
             run = self.services.runs.update(run_id, expect=("running",), **(self._lease() or {"owner": None}))
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
-        return self._result(run_id, self.executor.start(run, self._asl(run.graph_ref)))
+        return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
     def stale_runs(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
         """Runs marked running whose owner stopped renewing the lease (its process died), and runs marked
@@ -527,8 +539,23 @@ class Stepwise:
             asl = self._asl_cache[ref] = found[1]  # versions are immutable, so caching by ref is safe
         return asl
 
-    def _result(self, run_id: str, result: ExecutionResult | None) -> RunResult:
-        run = self.services.runs.get(run_id)
+    def _result(self, of: RunRecord, result: ExecutionResult | None) -> RunResult:
+        """The run as it stopped: its record and its thread's state, read in one statement where the store can."""
+        run_id, thread_id = of.run_id, of.thread_id  # a run's thread and graph never change
+        found: list[RunRecord | None] = []
+
+        def read(after: int, scopes: Collection[str]) -> tuple[list[Event], int]:
+            tail, head, record = self.services.runs.tail_and_record(self.services.events, thread_id, after, scopes, run_id)
+            found.append(record)
+            return tail, head
+
+        broken: ReducerError | None = None
+        try:
+            reducers = LazyReducers(lambda: self.services.reducers(of.graph_ref))
+            _, state = self.services.hydrator.state(thread_id, reducers, idle=True, read=read)  # no index lag
+        except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
+            broken, state = exc, {}
+        run = found[0] if found and found[0] is not None else self.services.runs.get(run_id)
         assert run is not None
         if result is not None and result.status == "FAILED" and run.status == "running":  # failed outside any node
             with contextlib.suppress(RunTransitionError):  # a cancel that landed first stays
@@ -539,14 +566,11 @@ class Stepwise:
                     finished_at=time.time(),
                     error={"error": result.error, "cause": result.cause},
                 )
-        try:
-            _, state = self.services.hydrator.state(run.thread_id, self.services.reducers(run.graph_ref), idle=True)  # no index lag
-        except ReducerError as exc:  # the run cannot go on, and its state stops at the last foldable event
+        if broken is not None:
             with contextlib.suppress(RunTransitionError):
                 run = self.services.runs.update(
-                    run_id, expect=("running", "waiting"), status="failed", error={"error": "Stepwise.ReducerError", "cause": str(exc)}
+                    run_id, expect=("running", "waiting"), status="failed", error={"error": "Stepwise.ReducerError", "cause": str(broken)}
                 )
-            state = {}
         return RunResult(run_id, run.thread_id, run.status, state, run.error, run.waiting, result.transitions if result else 0)
 
     # -- threads ------------------------------------------------------------------------------

@@ -64,15 +64,71 @@ def test_a_three_node_run_costs_a_bounded_number_of_statements(tmp_path: Path) -
     result = client.run(spec, {"topic": "x"})
     client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
     assert result.status == "succeeded" and len(result.state["messages"]) == 3
-    # start: BEGIN, rivals, event (numbered at the head), record, COMMIT; per node: tail with the run's status
-    # (the cancel check), insert; finish: BEGIN, record (compare-and-set, spend summed in), run_finished, COMMIT;
-    # result: record, tail. The executor knows the head from the start. Was 43 statements and 8 transactions,
-    # then 22 and 6, then 20 and 5.
-    assert len(counter.statements) <= 17, "\n".join(counter.statements)
+    # start (a new thread: no rivals to look for): BEGIN, event at seq 1, record, COMMIT; per node: tail with the
+    # run's status (the cancel check), insert; finish: BEGIN, record (compare-and-set, spend summed in),
+    # run_finished, COMMIT; result: record and tail in one SELECT. The executor knows the head from the start.
+    # Was 43 statements and 8 transactions, then 22 and 6, then 20 and 5, then 17 and 5.
+    assert len(counter.statements) <= 15, "\n".join(counter.statements)
     assert not any(s.startswith("SELECT json_extract(body, '$.status')") for s in counter.statements)
     assert counter.transactions == 5  # start, three node updates, the end (run_finished with the final status)
-    assert not any(s.startswith("SELECT body FROM runs WHERE run_id") for s in counter.statements[:-2])
+    assert not any(s.startswith("SELECT body FROM runs") for s in counter.statements)
     assert not any(s.startswith("SELECT max(seq)") for s in counter.statements)
+    # a run on a thread the caller names still looks for rivals
+    counter = Counter()
+    client.services.events.db.connection().set_trace_callback(counter)  # type: ignore[attr-defined]
+    again = client.run(spec, {"topic": "y"}, thread_id=result.thread_id)
+    client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
+    assert again.status == "succeeded" and len(again.state["messages"]) == 6
+    assert any("json_extract(body, '$.status')='running'" in s for s in counter.statements)
+
+
+def test_a_made_up_thread_id_that_is_taken_is_refused_and_another_picked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new thread's run_started goes in at seq 1 with no rivals check: an id that exists already (48 random
+    bits can repeat) must not continue that thread. The store refuses it with nothing written; the client
+    picks another id."""
+    _, events, runs = _stores(tmp_path)
+
+    def begin(run_id: str) -> RunRecord:
+        record = RunRecord(run_id=run_id, thread_id="T", graph_ref="g@1")
+        return runs.begin(record, events, Event(type=RUN_STARTED, run_id=run_id), lambda seq: {"seq": seq}, new_thread=True)
+
+    assert begin("r1").start_cursor == {"seq": 1}
+    with pytest.raises(StateConflictError, match="thread id 'T' is taken"):
+        begin("r2")
+    assert runs.get("r2") is None and events.head("T") == 1
+
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = parse_dict(THREE)
+    first = client.run(spec, {"topic": "x"})
+    ids = iter(["r0", first.thread_id[len("thread-") :], "r1", "0123456789ab"])  # (run id, thread id): the taken one first
+    import stepwise.client as client_module
+
+    monkeypatch.setattr(client_module.secrets, "token_hex", lambda n: next(ids))
+    second = client.run(spec, {"topic": "y"})
+    assert second.status == "succeeded" and second.thread_id == "thread-0123456789ab"
+    assert client.state(first.thread_id)[1]["messages"] == first.state["messages"]  # the taken thread is untouched
+    assert len(second.state["messages"]) == 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "generic"])
+def test_the_result_read_gives_the_record_and_the_tail(tmp_path: Path, backend: str) -> None:
+    """``RunStore.tail_and_record``: one SELECT on SQLite, two reads elsewhere; the same answer, the record
+    first even when the tail is empty, None for an unknown run."""
+    events: EventStore
+    runs: RunStore
+    if backend == "sqlite":
+        _, events, runs = _stores(tmp_path)
+    else:
+        events, runs = MemoryEventStore(), MemoryRunStore()
+    runs.put(RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", status="succeeded"))
+    events.append("T", 0, [Event(type=RUN_STARTED, run_id="r1"), Event(type=NODE_UPDATE, run_id="r1", node="a", data={"update": {"x": 1}})])
+    events.append_at_head("T", [Event(type=NODE_UPDATE, run_id="r1", node="b", scope="p/0", data={"update": {"y": 2}})])
+    tail, head, record = runs.tail_and_record(events, "T", 1, {""}, "r1")
+    assert [(e.seq, e.node) for e in tail] == [(2, "a")] and head == 3  # the branch's row is not visible, but is the head
+    assert record is not None and record.status == "succeeded" and record.thread_id == "T"
+    assert runs.tail_and_record(events, "T", 3, {""}, "r1")[:2] == ([], 3)
+    assert runs.tail_and_record(events, "T", 0, {""}, "nope")[2] is None
+    assert [e.seq for e in runs.tail_and_record(events, "T", 0, {""}, "nope")[0]] == [1, 2]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "generic"])

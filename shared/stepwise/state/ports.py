@@ -336,9 +336,23 @@ class RunStore(ABC):
         tail, head = events.read_visible(thread_id, after, scopes)
         return tail, head, self.status(run_id) == "cancelled"
 
-    def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
+    def tail_and_record(
+        self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str
+    ) -> tuple[builtins.list[Event], int, RunRecord | None]:
+        """``events.read_visible(thread_id, after, scopes)`` and the run's record (None: no such run): what a run's
+        result needs once it stops. Adapters whose run records and events share a database read both in one
+        statement; this default makes two reads."""
+        tail, head = events.read_visible(thread_id, after, scopes)
+        return tail, head, self.get(run_id)
+
+    def begin(
+        self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]], *, new_thread: bool = False
+    ) -> RunRecord:
         """Record a new run: its record (``running``), then — unless another live run is running on its thread,
         ThreadBusyError — its ``started`` event at the thread's head, and ``start_cursor = cursor(started.seq)``.
+        ``new_thread``: the caller made the thread id up just now, so no run can be on it; an adapter may then
+        skip the rivals check and put ``started`` at seq 1, raising StateConflictError (nothing written) if
+        the id is taken after all, so the caller can pick another.
 
         This default makes separate writes: the record first, then the rivals check, so of two runs started on
         one thread at once exactly the later one steps back (its record marked failed); ``run_started`` goes at

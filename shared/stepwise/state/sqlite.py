@@ -513,23 +513,54 @@ class SqliteRunStore(RunStore):
             return [decode(r) for r in rows if r[4] in scopes], rows[-1][0], bool(first[8])
         return [decode(r) for r in rows], max(int(first[9]), after), bool(first[8])
 
+    def tail_and_record(
+        self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str
+    ) -> tuple[list[Event], int, RunRecord | None]:
+        """One SELECT: the run's record (first row, part 0) and the main flow's tail after ``after`` (part 1), each
+        arm read in its key's order and merged; a branch's read (other scopes) makes the generic two reads."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db) or scopes != {""}:
+            return super().tail_and_record(events, thread_id, after, scopes, run_id)
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, body FROM runs WHERE run_id = ? UNION ALL "
+                "SELECT 1, seq, type, run_id, node, scope, key, ts, data FROM events WHERE thread_id = ? AND seq > ? ORDER BY 1, 2",
+                (run_id, thread_id, after),
+            )
+            .fetchall()
+        )
+        record = RunRecord.model_validate_json(rows[0][8]) if rows and rows[0][0] == 0 else None
+        tail = rows[1:] if record is not None else rows
+        head = tail[-1][1] if tail else after
+        return [EventStore._decode(r[1:]) for r in tail if r[5] in scopes], head, record
+
     @staticmethod
     def _decode_row(row: tuple[Any, ...]) -> Event:
         return EventStore._decode(row[:8])
 
-    def begin(self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]]) -> RunRecord:
+    def begin(
+        self, record: RunRecord, events: EventStore, started: Event, cursor: Callable[[int], dict[str, Any]], *, new_thread: bool = False
+    ) -> RunRecord:
         """One transaction: the rivals check, the run record and its ``run_started`` event, so a second run on a
-        busy thread leaves nothing behind, and no reader ever sees a run without its start cursor."""
+        busy thread leaves nothing behind, and no reader ever sees a run without its start cursor. A new thread
+        (an id made up by the caller) has no rivals to look for: its event goes in at seq 1, and the primary
+        key refuses it if the id was taken after all (StateConflictError, nothing written)."""
         if not (isinstance(events, SqliteEventStore) and events.db is self.db):
-            return super().begin(record, events, started, cursor)
+            return super().begin(record, events, started, cursor, new_thread=new_thread)
         thread_id = record.thread_id
         with self.db.immediate() as conn:
-            running = conn.execute(
-                "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
-            ).fetchall()
-            live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
             row = EventStore._numbered([started], 0)[0]
-            started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
+            if new_thread:
+                try:
+                    conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES {_ROW}", (*row, thread_id))
+                except sqlite3.IntegrityError:
+                    raise StateConflictError(thread_id, 0, detail=f"thread id {thread_id!r} is taken; pick another") from None
+            else:
+                running = conn.execute(
+                    "SELECT body FROM runs WHERE thread_id=? AND json_extract(body, '$.status')='running'", (thread_id,)
+                ).fetchall()
+                live_rivals((RunRecord.model_validate_json(r[0]) for r in running), None)
+                started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
             record.start_cursor = cursor(started.seq)
             conn.execute(
                 "INSERT INTO runs (run_id, thread_id, created_at, body) VALUES (?,?,?,?)",
