@@ -5,7 +5,10 @@ the first holding a whole state, each later one only the items appended to list 
 record before it and the other channels whose value changed. Restoring reads the file once and folds
 the records (list extends and replacements, no reducers): one decode of about the state's size.
 Because a record costs O(delta), snapshots can be frequent (every few dozen events), which bounds the
-tail of events a cold reader must replay after the snapshot.
+tail of events a cold reader must replay after the snapshot. Each record also costs a reader a little
+beyond its bytes, so every ``merge_every``-th snapshot folds the deltas written since the last whole or
+merged record into one record, written over them: the chain stays about 1/``merge_every`` as long, and
+that write costs what those deltas held, never the whole state (no pause that grows with the run).
 
 Records are MessagePack (``ormsgpack``), uncompressed: decode speed over bytes (see docs/benchmarks.md,
 W2 and W3). Each record is framed by its length and a 64-bit XXH3 checksum (format 2; CRC32 in format 1,
@@ -55,8 +58,8 @@ def _pack(record: dict[str, Any]) -> bytes:
 
 
 @dataclass
-class _Known:
-    """What this process last wrote to (or read from) a thread's file: enough to write only the difference."""
+class _Point:
+    """The file as one of its records left it: enough to write only the difference from there."""
 
     seq: int
     size: int  # the file's size after that record: if it differs, someone else wrote, so start over
@@ -64,7 +67,15 @@ class _Known:
     values: dict[str, Any] = field(default_factory=dict)  # channel -> the value object written
     useful: int = 0  # bytes of whole-state and appended items: the file is compacted when it is much bigger
     deltas: int = 0  # records after the whole-state one: ``settle`` folds a long chain into one record
+
+
+@dataclass
+class _Known(_Point):
+    """What this process last wrote to (or read from) a thread's file, and where its recent deltas start."""
+
     reducers: dict[str, str] | None = None  # the reducer names the file last recorded
+    recent: int = 0  # delta records after ``merged``
+    merged: _Point | None = None  # the end of the last whole or merged record: recent deltas get folded into one there
 
 
 class FileSnapshotStore(SnapshotStore):
@@ -73,12 +84,13 @@ class FileSnapshotStore(SnapshotStore):
     incremental = True
     fresh_reads = True  # every read decodes the file anew
 
-    def __init__(self, directory: str | Path, *, compact_ratio: float = 2.0, settle_chain: int = 8) -> None:
+    def __init__(self, directory: str | Path, *, compact_ratio: float = 2.0, settle_chain: int = 8, merge_every: int = 8) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._dirname = str(self.dir)
         self.compact_ratio = compact_ratio
         self.settle_chain = settle_chain
+        self.merge_every = merge_every
         self._known: dict[str, _Known] = {}
         self._lock = threading.Lock()
 
@@ -105,19 +117,60 @@ class FileSnapshotStore(SnapshotStore):
             path = self._path(thread_id)
             known = self._known.get(thread_id)
             if known is not None and seq > known.seq and self._size(path) == known.size:
-                record = self._delta(known, seq, state, appends)
-                if names is not None and names != known.reducers:
-                    record["reducers"] = known.reducers = names
                 if known.size <= self.compact_ratio * known.useful + 65536:
-                    blob = _pack(record)
-                    with open(path, "ab") as f:
-                        f.write(blob)
-                    rewritten = len(_pack(record["set"])) if "set" in record else 0  # bytes that supersede older ones
-                    known.seq, known.size, known.useful = seq, known.size + len(blob), known.useful + len(blob) - rewritten
-                    known.deltas += 1
-                    self._track(known, state)
+                    if known.merged is not None and known.recent + 1 >= self.merge_every:
+                        self._merge(path, known, known.merged, seq, state, appends, names)
+                    else:
+                        self._append(path, known, seq, state, appends, names)
                     return
             self._write_whole(thread_id, path, seq, state, names)
+
+    def _append(
+        self, path: Path, known: _Known, seq: int, state: dict[str, Any], appends: frozenset[str], names: dict[str, str] | None
+    ) -> None:
+        record = self._delta(known, seq, state, appends)
+        if names is not None and names != known.reducers:
+            record["reducers"] = known.reducers = names
+        blob = _pack(record)
+        with open(path, "ab") as f:
+            f.write(blob)
+        self._wrote(known, known, seq, state, record, len(blob))
+        known.recent += 1
+
+    def _merge(
+        self,
+        path: Path,
+        known: _Known,
+        base: _Point,
+        seq: int,
+        state: dict[str, Any],
+        appends: frozenset[str],
+        names: dict[str, str] | None,
+    ) -> None:
+        """Fold the recent deltas and this one into one record, written over them: a cold reader then decodes
+        about one record per ``merge_every`` snapshots instead of one per snapshot (each record costs a reader
+        a few microseconds beyond its bytes), and the write costs what those deltas held, not the whole state.
+        The record names the seq it extends, the end of the last whole or merged record: torn mid-write (a
+        crash), it fails its checksum and the chain ends there; the event log fills in the rest."""
+        record = self._delta(base, seq, state, appends)
+        known.reducers = names if names is not None else known.reducers
+        if known.reducers is not None:
+            record["reducers"] = known.reducers
+        blob = _pack(record)
+        with open(path, "r+b") as f:
+            f.seek(base.size)
+            f.write(blob)
+            f.truncate()
+        self._wrote(known, base, seq, state, record, len(blob))
+        known.recent = 0
+        known.merged = _Point(known.seq, known.size, known.lists, known.values, known.useful, known.deltas)
+
+    def _wrote(self, known: _Known, base: _Point, seq: int, state: dict[str, Any], record: dict[str, Any], size: int) -> None:
+        """``known`` after a delta record of ``size`` bytes was written at the end of ``base``."""
+        rewritten = len(_pack(record["set"])) if "set" in record else 0  # bytes that supersede older ones
+        known.seq, known.size, known.useful = seq, base.size + size, base.useful + size - rewritten
+        known.deltas = base.deltas + 1
+        self._track(known, state)
 
     def settle(
         self,
@@ -140,7 +193,7 @@ class FileSnapshotStore(SnapshotStore):
         self.put(thread_id, seq, state, appends, reducers=reducers)
 
     @staticmethod
-    def _delta(known: _Known, seq: int, state: dict[str, Any], append_channels: frozenset[str]) -> dict[str, Any]:
+    def _delta(known: _Point, seq: int, state: dict[str, Any], append_channels: frozenset[str]) -> dict[str, Any]:
         appends: dict[str, list[Any]] = {}
         sets: dict[str, Any] = {}
         for channel, value in state.items():
@@ -176,9 +229,10 @@ class FileSnapshotStore(SnapshotStore):
         known = _Known(seq=seq, size=len(blob), useful=len(blob), reducers=reducers)
         self._track(known, state)
         self._known[thread_id] = known
+        known.merged = _Point(seq, known.size, known.lists, known.values, known.useful)
 
     @staticmethod
-    def _track(known: _Known, state: dict[str, Any]) -> None:
+    def _track(known: _Point, state: dict[str, Any]) -> None:
         known.lists = {c: (len(v), v[-1] if v else None) for c, v in state.items() if isinstance(v, list)}
         known.values = {c: v for c, v in state.items() if not isinstance(v, list)}
 
@@ -231,7 +285,8 @@ class FileSnapshotStore(SnapshotStore):
             if seq >= 0 and record.get("base") != seq:
                 break  # another writer's record: not a delta of the state folded so far
             state = self._apply(state, record, whole=seq < 0)
-            reducers = _names(record.get("reducers"), reducers)
+            if "reducers" in record:
+                reducers = _names(record["reducers"], reducers)
             seq = record["seq"]
             offset += frame.size + length
             end, records = offset, records + 1
@@ -242,6 +297,7 @@ class FileSnapshotStore(SnapshotStore):
                 known = _Known(seq=seq, size=len(data), useful=len(data), deltas=records - 1, reducers=reducers)
                 self._track(known, state)
                 self._known[thread_id] = known
+                known.merged = _Point(seq, known.size, known.lists, known.values, known.useful, known.deltas)
         return seq, state, reducers
 
     @staticmethod

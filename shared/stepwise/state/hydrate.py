@@ -29,7 +29,7 @@ class Hydrator:
         snapshots: SnapshotStore,
         *,
         snapshot_every: int = 200,
-        incremental_every: int = 32,
+        incremental_every: int = 16,
         cache_size: int = 512,
     ) -> None:
         self.events = events
