@@ -114,7 +114,7 @@ MIDRUN_LABEL = "Stepwise, mid-run (no end-of-run snapshot)"
 
 
 def _no_settle(thread_id: str, seq: int, state: dict[str, Any], appends: frozenset[str] = frozenset(), **_: Any) -> None:
-    """No snapshot when the run stops: the file keeps the last cadence snapshot, up to 31 events behind."""
+    """No snapshot when the run stops: the file keeps the last cadence snapshot, up to CADENCE - 1 events behind."""
 
 
 class React:

@@ -21,6 +21,7 @@ from bench import langgraph_side as lg
 from bench import stepwise_side as sw
 from bench import workload
 from bench.measure import Sample, clock, growth_exponent, load, machine, median, percentile, summary, versions
+from stepwise.state.hydrate import CADENCE
 
 SYSTEMS = ("stepwise", "langgraph", "langgraph-add")
 FANOUT_SYSTEMS = ("stepwise", "langgraph")
@@ -274,8 +275,8 @@ class Runner:
     def restore_sweep(self, n: int) -> list[dict[str, Any]]:
         """One durable run of N turns per system (untimed), then fresh readers timed in alternation. Stepwise is
         read twice: as the run left it (snapshotted when it stopped: what a resume or a state read finds), and as
-        a reader in the middle of the run finds it (the end-of-run snapshot not taken: a tail of up to 31 events
-        to replay, as after a crash)."""
+        a reader in the middle of the run finds it (the end-of-run snapshot not taken: a tail of up to CADENCE - 1
+        events to replay, as after a crash)."""
         systems = tuple(s for s in ("stepwise", sw.MIDRUN, W3_PEER) if s.removesuffix("-midrun") in self.config.systems)
         handles: dict[str, dict[str, Any]] = {}
         dirs = []
@@ -551,6 +552,7 @@ class Runner:
                 "modes": {"stepwise": sw.MODES, "langgraph": lg.MODES},
                 "message_bytes": workload.MESSAGE_BYTES,
                 "w3_peer": W3_PEER,
+                "snapshot_cadence": CADENCE,
             },
             "w1": [],
             "w2": [],
@@ -652,17 +654,19 @@ def _sweep_median(values: list[float]) -> float:
     return round(median(values), 2) if values else float("nan")
 
 
-def _midrun_summary(sweep: list[dict[str, Any]], peer_at: dict[int, dict[str, Any]]) -> str:
-    """W3's second Stepwise reader (no end-of-run snapshot, a tail to replay): stated beside the judged one."""
-    mid = [r for r in sweep if r["system"] == sw.MIDRUN]
-    if not mid:
-        return ""
-    worst = max(mid, key=lambda r: r["wall_ms"])
-    slower = [r["n"] for r in mid if r["n"] in peer_at and r["wall_ms"] >= peer_at[r["n"]]["wall_ms"]]
-    return (
-        f"; mid-run reader (tail ≤ 31 events): median {_sweep_median([r['wall_ms'] for r in mid]):.2f} ms, worst "
-        f"{worst['wall_ms']:.2f} ms at N={worst['n']}" + (f", slower than LangGraph at N={slower}" if slower else ", ahead at every N")
+def _w3_reader(rows: list[dict[str, Any]], peer_at: dict[int, dict[str, Any]]) -> tuple[str, bool]:
+    """One Stepwise W3 reader over the sweep: its summary, and whether it is ≤ 2 ms and ahead of LangGraph at every N."""
+    worst = max(rows, key=lambda r: r["wall_ms"])
+    slower = [r["n"] for r in rows if r["n"] in peer_at and r["wall_ms"] >= peer_at[r["n"]]["wall_ms"]]
+    over = [r["n"] for r in rows if r["wall_ms"] > 2]
+    ratios = [peer_at[r["n"]]["wall_ms"] / r["wall_ms"] for r in rows if r["n"] in peer_at]
+    text = (
+        f"p50 median {_sweep_median([r['wall_ms'] for r in rows]):.2f} ms over {len(rows)} N, worst {worst['wall_ms']:.2f} ms at "
+        f"N={worst['n']}; LangGraph ÷ it: median {_sweep_median(ratios):.2f}×, min {min(ratios, default=float('nan')):.2f}×"
+        + (f"; slower than LangGraph at N={slower}" if slower else "; ahead at every N")
+        + (f"; over 2 ms at N={over}" if over else "")
     )
+    return text, not slower and not over
 
 
 def _w6_target(w6: dict[str, Any]) -> dict[str, Any]:
@@ -738,22 +742,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     sweep = results.get("w3_sweep") or []
     mine = [r for r in sweep if r["system"] == "stepwise"]
     if mine:
-        worst = max(mine, key=lambda r: r["wall_ms"])
         peer_at = {r["n"]: r for r in sweep if r["system"] == results["meta"].get("w3_peer", W3_PEER)}
-        slower = [r["n"] for r in mine if r["n"] in peer_at and r["wall_ms"] >= peer_at[r["n"]]["wall_ms"]]
-        peer3 = LABELS.get(results["meta"].get("w3_peer", ""), "LangGraph")
-        ratios3 = [peer_at[r["n"]]["wall_ms"] / r["wall_ms"] for r in mine if r["n"] in peer_at]
+        stopped, stopped_ok = _w3_reader(mine, peer_at)
+        mid = [r for r in sweep if r["system"] == sw.MIDRUN]
+        midrun, midrun_ok = _w3_reader(mid, peer_at) if mid else ("not measured", False)
+        cadence = results["meta"].get("snapshot_cadence", 32)
         out.append(
             {
                 "id": "W3",
-                "target": "cold restore (fresh reader, current state) ≤ 2 ms p50 and faster than LangGraph's at every N",
-                "measured": f"Stepwise p50 {_sweep_median([r['wall_ms'] for r in mine]):.2f} ms median over {len(mine)} N, worst "
-                f"{worst['wall_ms']:.2f} ms at N={worst['n']}; {peer3} ÷ Stepwise: "
-                f"median {_sweep_median(ratios3):.2f}×, min {min(ratios3, default=float('nan')):.2f}×"
-                + (f"; slower than LangGraph at N={slower}" if slower else "")
-                + _midrun_summary(sweep, peer_at),
-                "worst_ms": worst["wall_ms"],
-                "met": worst["wall_ms"] <= 2 and not slower,
+                "target": "cold restore (fresh reader, current state) ≤ 2 ms p50 and faster than LangGraph's at every N, for a "
+                f"stopped run's thread and for a reader mid-run (the last cadence snapshot, every {cadence} events, and its tail)",
+                "measured": f"stopped run: {stopped}. Mid-run: {midrun}",
+                "worst_ms": max(r["wall_ms"] for r in mine),
+                "worst_midrun_ms": max((r["wall_ms"] for r in mid), default=float("nan")),
+                "met": stopped_ok and midrun_ok,
             }
         )
     w3 = _pick(results["w3"], system="stepwise")

@@ -78,8 +78,8 @@ def test_an_unknown_file_is_ignored_and_the_log_replayed(tmp_path: Path) -> None
     assert Hydrator(store, snaps).state("t", {"log": "append"}) == (5, {"log": [0, 1, 2, 3, 4]})
 
 
-def _log(store: MemoryEventStore, hydrator: Hydrator, n: int, names: dict[str, str]) -> None:
-    for i in range(n):
+def _log(store: MemoryEventStore, hydrator: Hydrator, n: int, names: dict[str, str], start: int = 0) -> None:
+    for i in range(start, n):
         seq, state = hydrator.state("t", names)
         store.append("t", seq, [upd({"log": [i], "last": i})])
         hydrator.remember("t", (), seq + 1, reducers.apply(state, {"log": [i], "last": i}, names), names)
@@ -251,3 +251,45 @@ def test_settling_a_long_chain_rewrites_it_as_one_record(tmp_path: Path) -> None
     assert reader.latest("t") == (32, {"log": items})
     reader.settle("t", 33, {"log": [*items, 32]}, LOG)  # a short chain: settling appends a delta as usual
     assert _records(path) == 2 and FileSnapshotStore(tmp_path).latest("t") == (33, {"log": [*items, 32]})
+
+
+def test_every_merge_every_th_snapshot_folds_the_recent_deltas_into_one_record(tmp_path: Path) -> None:
+    snaps = FileSnapshotStore(tmp_path, merge_every=4)
+    items: list[int] = []
+    counts = []
+    for seq in range(1, 11):  # a whole record, then deltas; the 4th delta after a merge point merges
+        items = [*items, seq]
+        snaps.put("t", seq, {"log": items, "n": seq}, LOG)
+        counts.append(_records(snaps._path("t")))
+    assert counts == [1, 2, 3, 4, 2, 3, 4, 5, 3, 4]
+    bodies = _record_bodies(snaps._path("t"))
+    assert [(b["seq"], b.get("base")) for b in bodies] == [(1, None), (5, 1), (9, 5), (10, 9)]
+    assert bodies[1]["append"] == {"log": [2, 3, 4, 5]} and bodies[1]["set"] == {"n": 5}  # the union, each item once
+    assert FileSnapshotStore(tmp_path).latest("t") == (10, {"log": items, "n": 10})
+
+    reader = FileSnapshotStore(tmp_path, merge_every=4)  # another process: merges from where it found the file
+    assert reader.latest("t") == (10, {"log": items, "n": 10})
+    for seq in range(11, 15):
+        items = [*items, seq]
+        reader.put("t", seq, {"log": items, "n": seq}, LOG)
+    assert [b["seq"] for b in _record_bodies(snaps._path("t"))] == [1, 5, 9, 10, 14]
+    assert FileSnapshotStore(tmp_path).latest("t") == (14, {"log": items, "n": 14})
+
+
+def test_a_merge_torn_mid_write_ends_the_chain_at_the_last_whole_or_merged_record(tmp_path: Path) -> None:
+    """A crash while a merged record is written over the deltas it replaces: the reader keeps what the file
+    held up to the merge point, and the event log (the truth) gives the rest."""
+    names = {"log": "append"}
+    store = MemoryEventStore()
+    writer = Hydrator(store, FileSnapshotStore(tmp_path, merge_every=3), incremental_every=2)
+    _log(store, writer, 7, names)  # snapshots at 2 (whole), 4, 6 (deltas); the next one merges
+    path = FileSnapshotStore(tmp_path)._path("t")
+    before = path.read_bytes()
+    _log(store, writer, 9, names, start=7)  # the snapshot at 8 is the merge of 4, 6 and 8, written from seq 2's end
+    after = path.read_bytes()
+    assert [b["seq"] for b in _record_bodies(path)] == [2, 8]
+    merge_at = 8 + 12 + struct.unpack_from("<I", after, 8)[0]
+    for cut in (merge_at + 5, merge_at + 20, len(after) - 3):
+        path.write_bytes(after[:cut] + before[cut:])  # the new record's first bytes over the old deltas
+        assert FileSnapshotStore(tmp_path).latest("t") == (2, {"log": [0, 1], "last": 1})
+        assert Hydrator(store, FileSnapshotStore(tmp_path)).state("t", names) == (9, {"log": list(range(9)), "last": 8})

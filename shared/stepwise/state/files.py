@@ -116,13 +116,13 @@ class FileSnapshotStore(SnapshotStore):
         with self._lock:
             path = self._path(thread_id)
             known = self._known.get(thread_id)
-            if known is not None and seq > known.seq and self._size(path) == known.size:
-                if known.size <= self.compact_ratio * known.useful + 65536:
-                    if known.merged is not None and known.recent + 1 >= self.merge_every:
-                        self._merge(path, known, known.merged, seq, state, appends, names)
-                    else:
-                        self._append(path, known, seq, state, appends, names)
-                    return
+            appendable = known is not None and seq > known.seq and self._size(path) == known.size
+            if known is not None and appendable and known.size <= self.compact_ratio * known.useful + 65536:
+                if known.merged is not None and known.recent + 1 >= self.merge_every:
+                    self._merge(path, known, known.merged, seq, state, appends, names)
+                else:
+                    self._append(path, known, seq, state, appends, names)
+                return
             self._write_whole(thread_id, path, seq, state, names)
 
     def _append(

@@ -18,6 +18,7 @@ from stepwise.state.ports import EventStore, SnapshotStore
 from stepwise.state.reducers import LazyReducers
 
 CacheKey = tuple[str, tuple[tuple[str, int], ...]]
+CADENCE = 16  # an incremental store snapshots a thread every this many events: a cold reader mid-run replays fewer
 
 
 class Hydrator:
@@ -29,7 +30,7 @@ class Hydrator:
         snapshots: SnapshotStore,
         *,
         snapshot_every: int = 200,
-        incremental_every: int = 16,
+        incremental_every: int = CADENCE,
         cache_size: int = 512,
     ) -> None:
         self.events = events
