@@ -118,7 +118,9 @@ def test_a_snapshot_appends_only_the_new_items(tmp_path: Path):
     whole = len(FileSnapshotStore._pack_for_test("t", 100, {"log": items, "n": 100}))
     assert path.stat().st_size < 1.2 * whole  # ten records that add up to one state, not ten whole states
     assert snaps.latest("t") == (100, {"log": items, "n": 100})
-    assert FileSnapshotStore(tmp_path).latest("t", at_most=55) == (50, {"log": items[:50], "n": 50})  # an earlier record
+    # an earlier record: 20..80 were folded into the merged record at 90 (every 8th), so the one before 55 is 10
+    assert FileSnapshotStore(tmp_path).latest("t", at_most=55) == (10, {"log": items[:10], "n": 10})
+    assert FileSnapshotStore(tmp_path).latest("t", at_most=95) == (90, {"log": items[:90], "n": 90})
     assert snaps.latest("t", at_most=5) is None
 
 
