@@ -703,6 +703,10 @@ class Stepwise:
         run = self.get_run(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        cancelling = self.services.cancelling
+        cancelling[run_id] = None  # before the write: from now on its steps here read the cancel check (Services.heads)
+        while len(cancelling) > 4096:
+            del cancelling[next(iter(cancelling))]
         if run.status != "queued":  # a queued run has no execution yet
             self.executor.stop(run, cause=cause)
         return self.services.runs.update(

@@ -321,3 +321,69 @@ def test_the_cancel_check_reads_the_partial_index_also_on_an_older_database(tmp_
     assert runs.tail_and_cancelled(events, "T", 0, {""}, "r1") == ([], 0, True)
     runs.put(record.model_copy(update={"status": "failed"}))
     assert runs.tail_and_cancelled(events, "T", 0, {""}, "r1")[2] is False and runs.status("r1") == "failed"
+
+
+def seen(state: dict[str, Any]) -> dict[str, Any]:
+    """A node that says how many messages it saw: which state each node ran on shows in the result."""
+    return {"messages": [f"saw {len(state.get('messages', []))}"]}
+
+
+SEEN = {
+    "name": "seen",
+    "state": {"messages": "append"},
+    "graph": {
+        "nodes": {n: {"kind": "function", "fn": "tests.unit.test_state_run_cost:seen", "writes": ["messages"]} for n in ("a", "b", "c")},
+        "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
+        "entry": "a",
+    },
+}
+
+
+def test_the_next_node_reads_nothing_yet_sees_a_write_made_in_between(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a node's append (made here, the run not cancelled as it committed) the next node of the run skips
+    its read: one tail read per 3-node run. A writer that appends in between makes that node's conditional
+    append fail; the node runs again on the fresh state, so the write is never lost or overtaken."""
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = parse_dict(SEEN)
+    client.run(spec, {})
+    counter = Counter()
+    client.services.events.db.connection().set_trace_callback(counter)  # type: ignore[attr-defined]
+    result = client.run(spec, {})
+    client.services.events.db.connection().set_trace_callback(None)  # type: ignore[attr-defined]
+    assert result.state["messages"] == ["saw 0", "saw 1", "saw 2"]
+    assert sum(s.startswith("SELECT e.seq") for s in counter.statements) == 1, "\n".join(counter.statements)
+
+    real = client.services.runs.append_and_cancelled
+    written: list[list[Event]] = []
+
+    def then_someone_writes(events: EventStore, thread_id: str, expected: int, new: Any, run_id: str) -> tuple[list[Event], bool | None]:
+        out = real(events, thread_id, expected, new, run_id)
+        if not written:  # right after node a's append: another writer's update on the thread
+            written.append(events.append_at_head(thread_id, [Event(type=NODE_UPDATE, run_id="other", data={"update": {"messages": ["x"]}})]))
+        return out
+
+    monkeypatch.setattr(client.services.runs, "append_and_cancelled", then_someone_writes)
+    result = client.run(spec, {})
+    assert result.status == "succeeded"
+    assert result.state["messages"] == ["saw 0", "x", "saw 2", "saw 3"]  # b ran again on the state with "x" in it
+    assert [e.node for e in client.history(result.thread_id) if e.type == NODE_UPDATE] == ["a", None, "b", "c"]
+
+
+def test_a_cancel_made_here_right_after_a_node_commits_stops_the_next_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel that lands between a node's append and the next node's start: that node must not run, as
+    with a read before it (the cancel marks the run in ``Services.cancelling`` before it writes)."""
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = parse_dict(SEEN)
+    real = client.services.runs.append_and_cancelled
+    cancelled: list[RunRecord] = []
+
+    def then_cancel(events: EventStore, thread_id: str, expected: int, new: Any, run_id: str) -> tuple[list[Event], bool | None]:
+        out = real(events, thread_id, expected, new, run_id)
+        if not cancelled:
+            cancelled.append(client.cancel(run_id))
+        return out
+
+    monkeypatch.setattr(client.services.runs, "append_and_cancelled", then_cancel)
+    result = client.run(spec, {})
+    assert cancelled[0].status == "cancelled"
+    assert result.status == "cancelled" and result.state["messages"] == ["saw 0"]  # b and c never ran

@@ -69,6 +69,14 @@ class Services:
     #: run id -> the thread's head right after this process began the run (its ``run_started`` seq), for the local
     #: executor that runs it next: it then knows no task has completed without reading the head. Bounded.
     begun: dict[str, int] = field(default_factory=dict)
+    #: thread id -> (seq, run id) of this process's last main-flow node append on the thread, when the run was not
+    #: cancelled as it committed (``RunStore.append_and_cancelled``). The very next step on the thread pops it, and
+    #: if that step is the run's next main-flow node and the state it has cached is at that seq, it skips its read
+    #: (tail and cancel check). Any other next step (a branch, a join, the end, a wait) just drops it. Bounded.
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: run ids this process is cancelling or has cancelled (an ordered set, oldest dropped past 4,096): a step of one
+    #: of them never skips its read, so a cancel made here stops the next node exactly as a cancel check would.
+    cancelling: dict[str, None] = field(default_factory=dict)
     _graphs: dict[str, GraphSpec] = field(default_factory=dict)
     _reducers: dict[str, dict[str, str]] = field(default_factory=dict)
 

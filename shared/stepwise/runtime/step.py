@@ -198,6 +198,7 @@ async def astep(services: Services, payload: dict[str, Any], *, fresh: bool = Fa
 def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, Any] | None, fresh: bool) -> _Pending | dict[str, Any]:
     """Everything before the node runs; a dict is the step's whole output (finish, fail, join, a replay)."""
     req = StepInput.model_validate(payload)
+    known = services.heads.pop(req.cursor.thread_id, None)  # whatever this step is, the hint is for it alone
     if req.mode == "finish":
         return _finish(services, req)
     if req.mode == "fail":
@@ -235,7 +236,9 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
     node_spec = spec.graph.nodes[local]
     if node_spec.kind == "human" and req.token is not None:
         return _interrupt(services, req, scope, key, frames)
-    seq, state = _hydrate(services, cursor, reducer_names, frames, check=resume_input is None)
+    skip = known is not None and known[1] == cursor.run_id and not frames and req.mode == "run" and cursor.run_id not in services.cancelling
+    after = known[0] if skip and known is not None else None
+    seq, state = _hydrate(services, cursor, reducer_names, frames, check=resume_input is None, known=after)
     visits = dict(cursor.visits)
     visits[req.node] = visits.get(req.node, 0) + 1
     limit = spec.graph.max_iterations
@@ -270,15 +273,21 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
 
 
 def _hydrate(
-    services: Services, cursor: Cursor, reducer_names: dict[str, str], frames: folding.Frames, *, check: bool
+    services: Services, cursor: Cursor, reducer_names: dict[str, str], frames: folding.Frames, *, check: bool, known: int | None = None
 ) -> tuple[int, dict[str, Any]]:
     """The step's state; ``check``: the cancel check too, read with the state's tail (one statement where
-    the store can): a cancelled run starts no further node."""
+    the store can): a cancelled run starts no further node. ``known``: the seq of the previous node's append,
+    made by this process with the run not cancelled as it committed (``Services.heads``): if the cached state
+    is at that seq, nothing is read (a writer that appended meanwhile makes this step's conditional append
+    fail, and the step is retried with a fresh read)."""
     if not check:
         return services.hydrator.state(cursor.thread_id, reducer_names, frames)
     cancelled: list[bool] = []
 
     def read(after: int, scopes: Collection[str]) -> tuple[list[Event], int]:
+        if after == known:
+            cancelled.append(False)
+            return [], after
         tail, head, found = services.runs.tail_and_cancelled(services.events, cursor.thread_id, after, scopes, cursor.run_id)
         cancelled.append(found)
         return tail, head
@@ -320,10 +329,14 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
         key=p.key,
         data={"update": update, "next": changes, "ms": elapsed_ms},
     )
-    recorded = _append(services, cursor.thread_id, p.seq, [*ctx.records, node_event], p.frames)
+    recorded, cancelled = _append(services, cursor.thread_id, p.seq, [*ctx.records, node_event], p.frames)
     new_seq = recorded.seq
     if recorded is node_event:
         services.hydrator.remember(cursor.thread_id, p.frames, new_seq, new_state, p.reducer_names)
+        if cancelled is False:  # the next node of this run may skip its read (see Services.heads)
+            if len(services.heads) >= 4096:
+                services.heads.clear()
+            services.heads[cursor.thread_id] = (new_seq, cursor.run_id)
         _after_commit(services, ctx)
     if services.observer is not None:
         services.notify(
@@ -350,8 +363,9 @@ def _after_commit(services: Services, ctx: NodeContext) -> None:
             services.notify(kind="after_commit_failed", run_id=ctx.run_id, node=ctx.node, error=f"{type(exc).__name__}: {exc}")
 
 
-def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any]) -> Event:
-    """Append the step's events; return its node event as stored (a duplicate's, if it lost on the key).
+def _append(services: Services, thread_id: str, seq: int, events: list[Event], frames: list[Any]) -> tuple[Event, bool | None]:
+    """Append the step's events; return its node event as stored (a duplicate's, if it lost on the key), and
+    for a main-flow append, whether the run was cancelled as it committed (None: not known).
 
     A branch (Parallel/Map) only sees its ancestors up to its fork, which are suspended, and its own
     scope, whose steps run one at a time (a duplicate of the same task loses on the key): it appends at
@@ -360,12 +374,13 @@ def _append(services: Services, thread_id: str, seq: int, events: list[Event], f
     """
     try:
         if frames:
-            return services.events.append_at_head(thread_id, events)[-1]
+            return services.events.append_at_head(thread_id, events)[-1], None
         view = folding.levels(frames)
         expected = seq
         for _ in range(APPEND_ATTEMPTS):
             try:
-                return services.events.append(thread_id, expected, events)[-1]
+                appended, cancelled = services.runs.append_and_cancelled(services.events, thread_id, expected, events, events[-1].run_id)
+                return appended[-1], cancelled
             except StateConflictError:
                 head = services.events.head(thread_id)
                 newer = services.events.read(thread_id, after=expected, upto=head)
@@ -377,7 +392,7 @@ def _append(services: Services, thread_id: str, seq: int, events: list[Event], f
     except DuplicateKeyError:
         done = services.events.by_key(thread_id, str(events[-1].key))
         assert done is not None
-        return done
+        return done, None
     raise StateConflictError(thread_id, detail=f"thread {thread_id!r}: too many concurrent writers; the step will be retried")
 
 

@@ -336,6 +336,14 @@ class RunStore(ABC):
         tail, head = events.read_visible(thread_id, after, scopes)
         return tail, head, self.status(run_id) == "cancelled"
 
+    def append_and_cancelled(
+        self, events: EventStore, thread_id: str, expected_seq: int, new: Sequence[Event], run_id: str
+    ) -> tuple[builtins.list[Event], bool | None]:
+        """``events.append(thread_id, expected_seq, new)``, and whether the run was cancelled as that append
+        committed, where the store reads it in the same statement (None: not read). A step that got False may
+        let the run's next step skip its read (``Services.heads``). This default reads nothing more."""
+        return events.append(thread_id, expected_seq, new), None
+
     def tail_and_record(
         self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str
     ) -> tuple[builtins.list[Event], int, RunRecord | None]:

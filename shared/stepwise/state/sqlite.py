@@ -513,6 +513,30 @@ class SqliteRunStore(RunStore):
             return [decode(r) for r in rows if r[4] in scopes], rows[-1][0], bool(first[8])
         return [decode(r) for r in rows], max(int(first[9]), after), bool(first[8])
 
+    def append_and_cancelled(
+        self, events: EventStore, thread_id: str, expected_seq: int, new: Sequence[Event], run_id: str
+    ) -> tuple[builtins.list[Event], bool | None]:
+        """The event store's conditional INSERT (``SqliteEventStore._insert``), returning each row's seq and the
+        run's cancel flag, read from ``runs_cancelled`` inside the same statement (so as of that commit)."""
+        if not (isinstance(events, SqliteEventStore) and events.db is self.db) or len(new) > _ONE_STATEMENT_ROWS:
+            return super().append_and_cancelled(events, thread_id, expected_seq, new, run_id)
+        rows = EventStore._numbered(new, expected_seq)
+        values = ",".join([_ROW] * len(rows))
+        args = [a for row in rows for a in (*row, thread_id)]
+        sql = f"INSERT INTO events ({_COLUMNS}) SELECT * FROM (VALUES {values}) WHERE {_HEAD} = ? RETURNING {_CANCELLED}"
+        with self.db.write_lock:
+            try:
+                returned = self.db.connection().execute(sql, (*args, thread_id, expected_seq, run_id)).fetchall()
+            except sqlite3.IntegrityError as exc:
+                if "events.thread_id, events.key" in str(exc):
+                    raise DuplicateKeyError(str(exc)) from None
+                raise StateConflictError(thread_id, -1) from None
+            if returned:
+                self.db.wrote()
+        if len(returned) != len(rows):
+            raise StateConflictError(thread_id, expected_seq)
+        return list(new), any(bool(r[0]) for r in returned)
+
     def tail_and_record(
         self, events: EventStore, thread_id: str, after: int, scopes: Collection[str], run_id: str
     ) -> tuple[list[Event], int, RunRecord | None]:
