@@ -359,7 +359,8 @@ def test_the_next_node_reads_nothing_yet_sees_a_write_made_in_between(tmp_path: 
     def then_someone_writes(events: EventStore, thread_id: str, expected: int, new: Any, run_id: str) -> tuple[list[Event], bool | None]:
         out = real(events, thread_id, expected, new, run_id)
         if not written:  # right after node a's append: another writer's update on the thread
-            written.append(events.append_at_head(thread_id, [Event(type=NODE_UPDATE, run_id="other", data={"update": {"messages": ["x"]}})]))
+            other = Event(type=NODE_UPDATE, run_id="other", data={"update": {"messages": ["x"]}})
+            written.append(events.append_at_head(thread_id, [other]))
         return out
 
     monkeypatch.setattr(client.services.runs, "append_and_cancelled", then_someone_writes)
