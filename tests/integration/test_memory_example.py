@@ -93,6 +93,15 @@ def test_consolidation_runs_only_after_the_checkpoint_is_committed(tmp_path: Pat
         return real_append(thread_id, expected, batch)
 
     monkeypatch.setattr(events, "append", broken_checkpoint)
+    runs, real_checked = client.services.runs, client.services.runs.append_and_cancelled
+
+    def broken_checked(store, thread_id, expected, batch, run_id):  # type: ignore[no-untyped-def]
+        # a step's append on SQLite: the same INSERT, returning the cancel flag (RunStore.append_and_cancelled)
+        if any(e.type == NODE_UPDATE and e.node == "assistant" for e in batch):
+            raise OSError("checkpoint store unavailable (injected)")
+        return real_checked(store, thread_id, expected, batch, run_id)
+
+    monkeypatch.setattr(runs, "append_and_cancelled", broken_checked)
     question = {"user_id": "dana", "messages": [{"role": "user", "content": "I prefer window seats on long flights."}]}
     try:
         failed = client.run(load_file(EXAMPLE), question)
@@ -108,6 +117,13 @@ def test_consolidation_runs_only_after_the_checkpoint_is_committed(tmp_path: Pat
         return real_append(thread_id, expected, batch)
 
     monkeypatch.setattr(events, "append", counting_checkpoint)
+
+    def counting_checked(store, thread_id, expected, batch, run_id):  # type: ignore[no-untyped-def]
+        if any(e.type == NODE_UPDATE and e.node == "assistant" for e in batch):
+            at_commit.append(len(ltm.list("default", namespace, include_history=True)))
+        return real_checked(store, thread_id, expected, batch, run_id)
+
+    monkeypatch.setattr(runs, "append_and_cancelled", counting_checked)
     assert "Booking it." in ask(client, "dana", "I prefer window seats on long flights.")
     assert at_commit and set(at_commit) == {0}  # every checkpoint attempt saw long-term memory still empty
     stored = ltm.list("default", namespace)

@@ -328,14 +328,17 @@ class SqliteEventStore(EventStore):
                 raise StateConflictError(thread_id, -1) from None
         return head
 
-    def _run(self, thread_id: str, sql: str, args: Sequence[Any], *, returning: bool = False) -> int:
+    def _run(self, thread_id: str, sql: str, args: Sequence[Any], *, returning: bool = False, into: list[Any] | None = None) -> int:
         """Execute one write statement under the in-process lock (this process's writers queue on a mutex
         instead of SQLite's sleeping busy handler); map constraint failures to the port's errors. Returns the
-        rows written, or with ``returning`` the least returned value (the statement ends, and commits, here)."""
+        rows written, or with ``returning`` the least returned value, or with ``into`` the number of rows
+        returned, which go into that list (the statement ends, and commits, here)."""
         with self.db.write_lock:
             try:
                 cursor = self.db.connection().execute(sql, args)
-                written = min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
+                if into is not None:
+                    into.extend(cursor.fetchall())
+                written = len(into) if into is not None else min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
                 self.db.wrote()
                 return written
             except sqlite3.IntegrityError as exc:
@@ -524,16 +527,8 @@ class SqliteRunStore(RunStore):
         values = ",".join([_ROW] * len(rows))
         args = [a for row in rows for a in (*row, thread_id)]
         sql = f"INSERT INTO events ({_COLUMNS}) SELECT * FROM (VALUES {values}) WHERE {_HEAD} = ? RETURNING {_CANCELLED}"
-        with self.db.write_lock:
-            try:
-                returned = self.db.connection().execute(sql, (*args, thread_id, expected_seq, run_id)).fetchall()
-            except sqlite3.IntegrityError as exc:
-                if "events.thread_id, events.key" in str(exc):
-                    raise DuplicateKeyError(str(exc)) from None
-                raise StateConflictError(thread_id, -1) from None
-            if returned:
-                self.db.wrote()
-        if len(returned) != len(rows):
+        returned: list[tuple[int]] = []
+        if events._run(thread_id, sql, (*args, thread_id, expected_seq, run_id), into=returned) != len(rows):
             raise StateConflictError(thread_id, expected_seq)
         return list(new), any(bool(r[0]) for r in returned)
 
