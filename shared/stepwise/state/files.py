@@ -74,6 +74,7 @@ class _Known(_Point):
     """What this process last wrote to (or read from) a thread's file, and where its recent deltas start."""
 
     reducers: dict[str, str] | None = None  # the reducer names the file last recorded
+    path: str = ""  # the thread's file (its name hashes the thread id: computed once per thread)
     recent: int = 0  # delta records after ``merged``
     merged: _Point | None = None  # the end of the last whole or merged record: recent deltas get folded into one there
 
@@ -114,8 +115,8 @@ class FileSnapshotStore(SnapshotStore):
         recorded whenever they differ from the file's last ones: a cold reader folds its tail with them."""
         names = None if reducers is None else dict(reducers)
         with self._lock:
-            path = self._path(thread_id)
             known = self._known.get(thread_id)
+            path = known.path if known is not None and known.path else self._file(thread_id)
             appendable = known is not None and seq > known.seq and self._size(path) == known.size
             if known is not None and appendable and known.size <= self.compact_ratio * known.useful + 65536:
                 if known.merged is not None and known.recent + 1 >= self.merge_every:
@@ -126,20 +127,25 @@ class FileSnapshotStore(SnapshotStore):
             self._write_whole(thread_id, path, seq, state, names)
 
     def _append(
-        self, path: Path, known: _Known, seq: int, state: dict[str, Any], appends: frozenset[str], names: dict[str, str] | None
+        self, path: str, known: _Known, seq: int, state: dict[str, Any], appends: frozenset[str], names: dict[str, str] | None
     ) -> None:
         record = self._delta(known, seq, state, appends)
         if names is not None and names != known.reducers:
             record["reducers"] = known.reducers = names
         blob = _pack(record)
-        with open(path, "ab") as f:
-            f.write(blob)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # no buffered file object: this runs inside a loop's step
+        try:
+            rest = memoryview(blob)
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
         self._wrote(known, known, seq, state, record, len(blob))
         known.recent += 1
 
     def _merge(
         self,
-        path: Path,
+        path: str,
         known: _Known,
         base: _Point,
         seq: int,
@@ -188,7 +194,7 @@ class FileSnapshotStore(SnapshotStore):
             known = self._known.get(thread_id)
             if known is not None and seq > known.seq and known.deltas + 1 >= self.settle_chain:
                 names = dict(reducers) if reducers is not None else known.reducers
-                self._write_whole(thread_id, self._path(thread_id), seq, state, names)
+                self._write_whole(thread_id, known.path or self._file(thread_id), seq, state, names)
                 return
         self.put(thread_id, seq, state, appends, reducers=reducers)
 
@@ -218,15 +224,16 @@ class FileSnapshotStore(SnapshotStore):
             record["del"] = gone
         return record
 
-    def _write_whole(self, thread_id: str, path: Path, seq: int, state: dict[str, Any], reducers: dict[str, str] | None) -> None:
+    def _write_whole(self, thread_id: str, path: str, seq: int, state: dict[str, Any], reducers: dict[str, str] | None) -> None:
         record: dict[str, Any] = {"seq": seq, "set": state}
         if reducers is not None:
             record["reducers"] = reducers
         blob = _MAGIC + _pack(record)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        tmp.write_bytes(blob)
+        tmp = f"{path.removesuffix('.snap')}.tmp{os.getpid()}.{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(blob)
         os.replace(tmp, path)
-        known = _Known(seq=seq, size=len(blob), useful=len(blob), reducers=reducers)
+        known = _Known(seq=seq, size=len(blob), useful=len(blob), reducers=reducers, path=path)
         self._track(known, state)
         self._known[thread_id] = known
         known.merged = _Point(seq, known.size, known.lists, known.values, known.useful)
@@ -237,9 +244,9 @@ class FileSnapshotStore(SnapshotStore):
         known.values = {c: v for c, v in state.items() if not isinstance(v, list)}
 
     @staticmethod
-    def _size(path: Path) -> int:
+    def _size(path: str) -> int:
         try:
-            return path.stat().st_size
+            return os.stat(path).st_size
         except FileNotFoundError:
             return -1
 
@@ -252,8 +259,9 @@ class FileSnapshotStore(SnapshotStore):
         return self._read(thread_id, None)
 
     def _read(self, thread_id: str, at_most: int | None) -> tuple[int, dict[str, Any], dict[str, str] | None] | None:
+        path = self._file(thread_id)
         try:
-            with open(self._file(thread_id), "rb") as f:
+            with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None
@@ -294,7 +302,7 @@ class FileSnapshotStore(SnapshotStore):
             return None
         if at_most is None and end == len(data) and frame is _FRAME:
             with self._lock:  # this process now knows the file: its next snapshot of the thread can append
-                known = _Known(seq=seq, size=len(data), useful=len(data), deltas=records - 1, reducers=reducers)
+                known = _Known(seq=seq, size=len(data), useful=len(data), deltas=records - 1, reducers=reducers, path=path)
                 self._track(known, state)
                 self._known[thread_id] = known
                 known.merged = _Point(seq, known.size, known.lists, known.values, known.useful, known.deltas)
