@@ -53,6 +53,9 @@ class _TornWrite:
     def __exit__(self, *exc: object) -> None:
         self.f.close()
 
+    def truncate(self, size: int) -> int:
+        return self.f.truncate(size)
+
     def seek(self, offset: int) -> int:
         return self.f.seek(offset)
 

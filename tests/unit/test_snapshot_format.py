@@ -289,7 +289,7 @@ def test_a_merge_torn_mid_write_ends_the_chain_at_the_last_whole_or_merged_recor
     after = path.read_bytes()
     assert [b["seq"] for b in _record_bodies(path)] == [2, 8]
     merge_at = 8 + 12 + struct.unpack_from("<I", after, 8)[0]
-    for cut in (merge_at + 5, merge_at + 20, len(after) - 3):
-        path.write_bytes(after[:cut] + before[cut:])  # the new record's first bytes over the old deltas
+    for torn in (after[:merge_at], *(after[:cut] + before[cut:] for cut in (merge_at + 5, merge_at + 20, len(after) - 3))):
+        path.write_bytes(torn)  # the deltas cut off and nothing written yet, or the new record's first bytes only
         assert FileSnapshotStore(tmp_path).latest("t") == (2, {"log": [0, 1], "last": 1})
         assert Hydrator(store, FileSnapshotStore(tmp_path)).state("t", names) == (9, {"log": list(range(9)), "last": 8})
