@@ -53,7 +53,7 @@ class _TornWrite:
     def __exit__(self, *exc: object) -> None:
         self.f.close()
 
-    def truncate(self, size: int) -> int:
+    def truncate(self, size: int | None = None) -> int:
         return self.f.truncate(size)
 
     def seek(self, offset: int) -> int:
