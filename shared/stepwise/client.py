@@ -34,7 +34,7 @@ from stepwise.state.events import FORKED, INTERRUPT, JOIN, NODE_UPDATE, ROLLED_B
 from stepwise.state.files import FileSnapshotStore
 from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import ACTIVE, FINISHED, RunPage, RunQuery, RunRecord, RunTransitionError
+from stepwise.state.ports import ACTIVE, FINISHED, IN_LINE, RunPage, RunQuery, RunRecord, RunTransitionError, next_in_line
 from stepwise.state.reducers import LazyReducers, ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 from stepwise.tools.settings import ToolSettings
@@ -269,9 +269,7 @@ class Stepwise:
     def next_queued(self, thread_id: str) -> RunRecord | None:
         """The thread's oldest queued run if nothing is in flight on it (running or waiting), else None
         (a look only: ``start_queued`` claims atomically)."""
-        runs = self.services.runs.thread_runs(thread_id, ("running", "waiting", "queued"))
-        queued = [r for r in runs if r.status == "queued"]
-        return queued[0] if queued and len(queued) == len(runs) else None
+        return next_in_line(self.services.runs.thread_runs(thread_id, IN_LINE))
 
     def start_queued(self, thread_id: str) -> RunRecord | None:
         """Start the thread's oldest queued run if nothing is in flight on it: the rivals check, the

@@ -68,6 +68,10 @@ class _Point:
     useful: int = 0  # bytes of whole-state and appended items: the file is compacted when it is much bigger
     deltas: int = 0  # records after the whole-state one: ``settle`` folds a long chain into one record
 
+    def mark(self) -> _Point:
+        """Where the file ends now (its lists and values shared, not copied): a base later records extend."""
+        return _Point(self.seq, self.size, self.lists, self.values, self.useful, self.deltas)
+
 
 @dataclass
 class _Known(_Point):
@@ -172,7 +176,7 @@ class FileSnapshotStore(SnapshotStore):
             f.truncate()
         self._wrote(known, base, seq, state, record, len(blob))
         known.recent = 0
-        known.merged = _Point(known.seq, known.size, known.lists, known.values, known.useful, known.deltas)
+        known.merged = known.mark()
 
     def _wrote(self, known: _Known, base: _Point, seq: int, state: dict[str, Any], record: dict[str, Any], size: int) -> None:
         """``known`` after a delta record of ``size`` bytes was written at the end of ``base``."""
@@ -239,7 +243,7 @@ class FileSnapshotStore(SnapshotStore):
         known = _Known(seq=seq, size=len(blob), useful=len(blob), reducers=reducers, path=path)
         self._track(known, state)
         self._known[thread_id] = known
-        known.merged = _Point(seq, known.size, known.lists, known.values, known.useful)
+        known.merged = known.mark()
 
     @staticmethod
     def _track(known: _Point, state: dict[str, Any]) -> None:
@@ -308,7 +312,7 @@ class FileSnapshotStore(SnapshotStore):
                 known = _Known(seq=seq, size=len(data), useful=len(data), deltas=records - 1, reducers=reducers, path=path)
                 self._track(known, state)
                 self._known[thread_id] = known
-                known.merged = _Point(seq, known.size, known.lists, known.values, known.useful, known.deltas)
+                known.merged = known.mark()
         return seq, state, reducers
 
     @staticmethod

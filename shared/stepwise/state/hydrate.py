@@ -75,12 +75,9 @@ class Hydrator:
             if written is not None and isinstance(reducers, LazyReducers) and not any(e.type in _NEW_GRAPH for e in tail):
                 reducers = written  # the tail continues the run that wrote the snapshot: fold it with that graph's reducers
             state = fold(state, tail, reducers, frames, self._lookup(thread_id, tail), owned)
-        if cached is not None and not tail and head <= seq:
-            if idle:
-                self.events.settle()
-            return seq, state  # nothing new since the cached state: it stays as it is
-        seq = max(seq, head)
-        self.remember(thread_id, frames, seq, state, reducers, idle=idle)
+        if cached is None or tail or head > seq:  # else nothing is new since the cached state: it stays as it is
+            seq = max(seq, head)
+            self.remember(thread_id, frames, seq, state, reducers, idle=idle)
         if idle:
             self.events.settle()  # the store's upkeep (a WAL checkpoint) after the run, not inside its steps
         return seq, state

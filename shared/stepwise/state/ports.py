@@ -252,7 +252,20 @@ class RunPage(BaseModel):
 
 LEASE_SECONDS = 30.0  # a running run's owner renews its lease every third of this; past it, the run is stale
 ACTIVE: tuple[RunStatus, ...] = ("running", "waiting")
+#: A thread's runs that decide what starts next: those in flight (ACTIVE) and those queued behind them.
+IN_LINE: tuple[RunStatus, ...] = (*ACTIVE, "queued")
 FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+def next_in_line(runs: Sequence[RunRecord]) -> RunRecord | None:
+    """Of a thread's ``IN_LINE`` runs, oldest first: the oldest queued one if none is in flight, else None."""
+    queued = [r for r in runs if r.status == "queued"]
+    return queued[0] if queued and len(queued) == len(runs) else None
+
+
+def queued_start(run: RunRecord) -> Event:
+    """The ``run_started`` event of a queued run being started: its input and graph, as ``Stepwise.start`` writes."""
+    return Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
 
 
 class RunTransitionError(ConflictingRequestError):
@@ -440,15 +453,11 @@ class RunStore(ABC):
         finds the head moved, looks again and sees the other running. SQLite does it in one transaction."""
         for _ in range(50):
             head = events.head(thread_id)
-            runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
-            queued = [r for r in runs if r.status == "queued"]
-            recent = [r for r in self.recent_rivals(events, thread_id, head) if r.status in ACTIVE]
-            if not queued or len(queued) != len(runs) or recent:
+            run = next_in_line(self.thread_runs(thread_id, IN_LINE))
+            if run is None or any(r.status in ACTIVE for r in self.recent_rivals(events, thread_id, head)):
                 return None
-            run = queued[0]
-            started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
             try:
-                return self._claim(events, run, head, started, cursor, fields)
+                return self._claim(events, run, head, queued_start(run), cursor, fields)
             except (StateConflictError, RunTransitionError):  # the thread moved or another drainer won: look again
                 continue
         return None

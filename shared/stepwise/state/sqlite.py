@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from stepwise.errors import StateConflictError
-from stepwise.state.events import RUN_STARTED, Event
+from stepwise.state.events import Event
 from stepwise.state.ports import (
+    IN_LINE,
     DuplicateKeyError,
     EventStore,
     Registry,
@@ -36,7 +37,9 @@ from stepwise.state.ports import (
     RunTransitionError,
     check_expected,
     live_rivals,
+    next_in_line,
     page_cursor,
+    queued_start,
 )
 
 _SCHEMA = """
@@ -133,8 +136,9 @@ class _Checkpointer:
       ``limit_bytes`` (checked every ``every`` writes), and inline at twice that if the thread cannot keep up
       (or a fork left it behind), so the WAL stays bounded.
 
-    ``journal_size_limit`` (the connection's pragma) truncates the WAL file to ``truncate_bytes`` after a
-    checkpoint, so its size past that is the WAL's content and a size check needs no SQL."""
+    ``journal_size_limit`` (each connection's pragma) cuts the WAL file back to ``SqliteDatabase.WAL_TRUNCATE_BYTES``
+    after a checkpoint, and ``limit_bytes`` is never below that: a file past the limit holds that much WAL, so
+    the size check needs no SQL."""
 
     def __init__(self, db: SqliteDatabase, limit_bytes: int, every: int = 256, idle_s: float = 5.0) -> None:
         self.db, self.limit_bytes, self.every, self.idle_s = db, limit_bytes, every, idle_s
@@ -338,7 +342,11 @@ class SqliteEventStore(EventStore):
                 cursor = self.db.connection().execute(sql, args)
                 if into is not None:
                     into.extend(cursor.fetchall())
-                written = len(into) if into is not None else min(r[0] for r in cursor.fetchall()) if returning else cursor.rowcount
+                    written = len(into)
+                elif returning:
+                    written = min(r[0] for r in cursor.fetchall())
+                else:
+                    written = cursor.rowcount
                 self.db.wrote()
                 return written
             except sqlite3.IntegrityError as exc:
@@ -613,12 +621,10 @@ class SqliteRunStore(RunStore):
         if not (isinstance(events, SqliteEventStore) and events.db is self.db):
             return super().claim_queued(events, thread_id, cursor, **fields)
         with self.db.immediate() as conn:
-            runs = self.thread_runs(thread_id, ("running", "waiting", "queued"))
-            queued = [r for r in runs if r.status == "queued"]
-            if not queued or len(queued) != len(runs):
+            run = next_in_line(self.thread_runs(thread_id, IN_LINE))
+            if run is None:
                 return None  # nothing queued, or a rival in flight: the read-only transaction ends unchanged
-            run = queued[0]
-            started = Event(type=RUN_STARTED, run_id=run.run_id, data={"update": dict(run.input or {}), "graph": run.graph_ref})
+            started = queued_start(run)
             row = EventStore._numbered([started], 0)[0]
             started.seq = int(conn.execute(_AT_HEAD, (*row[1:], thread_id, thread_id)).fetchall()[0][0])
             claimed = RunRecord.model_validate(
