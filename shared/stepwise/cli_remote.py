@@ -160,10 +160,10 @@ def _call(target: Target, action: Callable[[Client], None]) -> None:
     from stepwise.remote import RemoteError
 
     try:
-        with needs("llm", "commands with --url (the remote client)"):
+        with needs("remote", "commands with --url (the remote client)"):
             import httpx
     except MissingExtra as exc:  # the base install: one line naming the extra, not a ModuleNotFoundError
-        fail(escape(str(exc)))  # `[llm]` is text, not rich markup
+        fail(escape(str(exc)))  # `[remote]` is text, not rich markup
         return
 
     with target.client() as sw:

