@@ -20,6 +20,7 @@ from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.extras import MissingExtra, check_graph
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
+from stepwise.graph.limits import Limits
 from stepwise.graph.loader import load_file
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.topology import locate
@@ -422,6 +423,8 @@ def serve(
     from stepwise.api.server import serve as serve_api
 
     home = home or default_home()
+    with _user_errors():  # a bad STEPWISE_MAX_* refuses to start in one line (each request would fail on it later)
+        Limits.from_env()
     if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
         from stepwise.extras import MissingExtra, needs
 

@@ -6,8 +6,9 @@ document is measured first from PyYAML's *event stream* (flat, no recursion, ali
 expanded size), and JSON bodies from a flat scan, before any parser builds objects. The same limits apply
 to the CLI (``stepwise validate``/``run``) and the API, through :func:`check_yaml` and :func:`check_json`.
 
-Every limit can be raised for one install through an environment variable (``STEPWISE_MAX_*``), read once per
-process (``process_limits``); callers that hold their own ``Limits`` pass them in.
+Every limit can be changed for one install through an environment variable (``STEPWISE_MAX_*``), read once per
+process (``process_limits``) and validated (a bad value raises ``LimitSettingError``, it is not skipped);
+callers that hold their own ``Limits`` pass them in.
 """
 
 from __future__ import annotations
@@ -17,45 +18,58 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stepwise.errors import StepwiseError
 
 
-def _env(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(env.get(name, default))
-    except ValueError:
-        return default
+class LimitSettingError(StepwiseError, ValueError):
+    """A ``STEPWISE_MAX_*`` variable holds a value the limit cannot take; the message names it and what is accepted."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Size limits for graph documents and expressions, checked before parsing them."""
+class Limits(BaseModel):
+    """Size limits for graph documents and expressions, checked before parsing them.
 
-    values: int = 100_000  # values after alias expansion (a JSON dump's size, in values)
-    depth: int = 64  # nesting of mappings/sequences
-    nodes: int = 5_000  # graph nodes (across inlined subgraphs)
-    int_digits: int = 64  # digits of an integer literal
-    expression_chars: int = 2_000  # characters of a condition expression
-    expression_depth: int = 32  # nesting of a condition expression's syntax tree
+    Each is a whole number from 1 to a ceiling: past it the parsers these limits protect fail on their own
+    (CPython refuses to convert integers of more than 4,300 digits and to parse more than 200 nested
+    parentheses; PyYAML, ``json`` and pydantic recurse once per nesting level), or the limit no longer
+    bounds anything."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    values: int = Field(default=100_000, gt=0, le=100_000_000)  # values after alias expansion (a JSON dump's size)
+    depth: int = Field(default=64, gt=0, le=256)  # nesting of mappings/sequences
+    nodes: int = Field(default=5_000, gt=0, le=1_000_000)  # graph nodes (across inlined subgraphs)
+    int_digits: int = Field(default=64, gt=0, le=4_300)  # digits of an integer literal
+    expression_chars: int = Field(default=2_000, gt=0, le=1_000_000)  # characters of a condition expression
+    expression_depth: int = Field(default=32, gt=0, le=200)  # nesting of a condition expression's syntax tree
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        """The limits in ``environ`` (default: this process's environment); a value that is not a number keeps its default."""
+        """The limits in ``environ`` (default: this process's environment), each variable validated.
+
+        A value that is not a whole number in range raises ``LimitSettingError`` naming the variable, its
+        value and what is accepted: a typo must not leave a limit other than the one the operator meant."""
         env = os.environ if environ is None else environ
-        d = cls()
-        return cls(
-            values=_env(env, "STEPWISE_MAX_VALUES", d.values),
-            depth=_env(env, "STEPWISE_MAX_DEPTH", d.depth),
-            nodes=_env(env, "STEPWISE_MAX_NODES", d.nodes),
-            int_digits=_env(env, "STEPWISE_MAX_INT_DIGITS", d.int_digits),
-            expression_chars=_env(env, "STEPWISE_MAX_EXPRESSION_CHARS", d.expression_chars),
-            expression_depth=_env(env, "STEPWISE_MAX_EXPRESSION_DEPTH", d.expression_depth),
-        )
+        given = {field: env[var] for field, var in ENV.items() if var in env}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            bad = sorted({str(e["loc"][0]) for e in exc.errors()}, key=list(ENV).index)
+            raise LimitSettingError("; ".join(_refusal(field, given[field]) for field in bad)) from None
+
+
+#: Each limit's environment variable.
+ENV: dict[str, str] = {field: f"STEPWISE_MAX_{field.upper()}" for field in Limits.model_fields}
+
+
+def _refusal(field: str, value: str) -> str:
+    info = Limits.model_fields[field]
+    ceiling = next(m.le for m in info.metadata if getattr(m, "le", None) is not None)
+    return f"{ENV[field]}={value!r} is not a whole number from 1 to {ceiling:,} (default {info.default:,}): fix it or unset it"
 
 
 _process: list[Limits] = []
