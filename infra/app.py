@@ -20,7 +20,7 @@ for path in (ROOT, ROOT / "shared"):  # `infra`, `layers`, `statemachines` and `
 from stepwise.extras import MissingExtra, needs  # noqa: E402
 
 try:
-    with needs("infra", "cdk synth and deploy"):
+    with needs("infra", "cdk synth and cdk deploy"):
         import aws_cdk as cdk
         from cdk_nag import AwsSolutionsChecks
 except MissingExtra as exc:  # one line instead of a traceback; cdk prints it and exits non-zero

@@ -429,11 +429,11 @@ def serve(
         from stepwise.extras import MissingExtra, needs
 
         try:
-            with needs("memory", "the memory worker"):
+            with needs("memory", "the memory worker (serve --memory-worker)"):  # names 'memory' even for numpy (ALSO_IN)
                 from stepwise.memory.service import MemoryServices
                 from stepwise.memory.worker import ConsolidationWorker
-        except MissingExtra as exc:  # EXTRAS maps numpy to 'llm' (its smallest extra); the worker needs 'memory'
-            _fail(str(MissingExtra("memory", "consolidation passes (--memory-worker)", exc.module)))
+        except MissingExtra as exc:
+            _fail(str(exc))
             return
         client = Stepwise.embedded(home)  # reads the settings (engine, tools, memory) from the environment, once
         memory = MemoryServices(home=home, settings=client.services.memory_settings)

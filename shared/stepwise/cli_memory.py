@@ -35,10 +35,10 @@ def _memory(home: Path | None) -> MemoryServices:
 
     mem = MemoryServices(home=home or default_home(), settings=MemorySettings.from_env())  # a CLI command: a process edge
     try:
-        with needs("memory", "the memory commands"):
+        with needs("memory", "the memory commands (stepwise memory)"):  # names 'memory' even for numpy (extras.ALSO_IN)
             mem.ltm  # noqa: B018 -- opens the store now, so a missing module is one line naming the extra
-    except MissingExtra as exc:  # EXTRAS maps numpy to 'llm' (its smallest extra); these commands need 'memory'
-        err.print(f"[red]error:[/red] {escape(str(MissingExtra('memory', 'the memory commands', exc.module)))}", highlight=False)
+    except MissingExtra as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     return mem
 

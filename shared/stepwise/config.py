@@ -28,7 +28,7 @@ def build_client(settings: Settings | None = None, *, observer: Observer | None 
     # AWS: adapters beside their ports; imported lazily so the embedded default needs no boto3.
     from stepwise.extras import needs
 
-    with needs("aws", "AWS backends (STEPWISE_BACKEND=aws)"):
+    with needs("aws", "the AWS backend (STEPWISE_BACKEND=aws)"):
         from stepwise.executors.stepfunctions import StepFunctionsExecutor
         from stepwise.state.dynamodb import DynamoEventStore, DynamoRegistry, DynamoRunStore
         from stepwise.state.s3 import S3SnapshotStore

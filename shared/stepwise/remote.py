@@ -67,7 +67,7 @@ class _SseParser:
 def _httpx() -> Any:
     from stepwise.extras import needs
 
-    with needs("remote", "stepwise.remote clients"):  # MissingExtra (an ImportError) naming the 'remote' extra
+    with needs("remote", "the Python client (stepwise.remote)"):  # MissingExtra (an ImportError) naming the 'remote' extra
         import httpx
     return httpx
 

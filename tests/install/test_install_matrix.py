@@ -88,7 +88,8 @@ def test_base_refuses_an_llm_graph_in_one_line(base_bin: Path, tmp_path: Path) -
     proc = run(base_bin, "stepwise", "run", "multi_agent.yaml", "--home", str(tmp_path / "home"), cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'"
+        "error: using agent, planner and synthesizer nodes requires the 'llm' extra"
+        " (module 'numpy' is not installed): pip install 'stepwise[llm]'"
     ]
 
 
@@ -209,7 +210,7 @@ def test_base_remote_commands_name_the_extra_they_need(base_bin: Path, tmp_path:
     proc = run(base_bin, "stepwise", "runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: commands with --url (the remote client) need the 'remote' extra (module 'httpx' is not installed): "
+        "error: using commands with --url (the remote client) requires the 'remote' extra (module 'httpx' is not installed): "
         "pip install 'stepwise[remote]'"
     ]
 

@@ -90,12 +90,81 @@ def test_the_base_install_has_no_optional_dependency() -> None:
 def test_needs_names_the_extra_and_keeps_unrelated_errors() -> None:
     with pytest.raises(MissingExtra) as caught, needs("llm", "agent nodes"):
         raise ModuleNotFoundError("No module named 'usearch'", name="usearch")
-    assert str(caught.value) == "agent nodes need the 'memory' extra (module 'usearch' is not installed): pip install 'stepwise[memory]'"
+    assert (
+        str(caught.value)
+        == "using agent nodes requires the 'memory' extra (module 'usearch' is not installed): pip install 'stepwise[memory]'"
+    )
     assert isinstance(caught.value, ImportError) and "\n" not in str(caught.value)
     with pytest.raises(ModuleNotFoundError, match="mypkg") as other, needs("llm", "agent nodes"):
         raise ModuleNotFoundError("No module named 'mypkg'", name="mypkg")
     assert not isinstance(other.value, MissingExtra)
     assert require("numpy", "vectors").__name__ == "numpy"
+
+
+#: Every feature the code names when an extra is missing, read aloud once as "using <feature> requires the X
+#: extra": a new one must be added here (and read) or this test fails.
+FEATURES = {
+    "agent, planner and synthesizer nodes",
+    "nodes with tools (MCP)",
+    "tools over MCP",
+    "OpenAI-compatible models",
+    "Anthropic models",
+    "Bedrock models",
+    "model API keys kept in Secrets Manager",
+    "the AWS backend (STEPWISE_BACKEND=aws)",
+    "JWT sign-in (STEPWISE_JWT_ISSUER)",
+    "rate limits (STEPWISE_RATE_LIMITS)",
+    "the embedded Valkey server (caches, budgets, memory)",
+    "ElastiCache credentials in Secrets Manager",
+    "Valkey caches, budgets and memory",
+    "the memory commands (stepwise memory)",
+    "the memory worker (serve --memory-worker)",
+    "commands with --url (the remote client)",
+    "the Python client (stepwise.remote)",
+    "NeMo Guardrails checks ({check: nemo})",
+    "cdk synth and cdk deploy",
+}
+
+
+def _features_in_the_code() -> set[str]:
+    """The ``feature`` argument of every ``needs``/``require``/``MissingExtra`` call (a literal or a module constant)."""
+    import ast
+
+    import stepwise.extras as extras
+
+    found: set[str] = set()
+    for path in [*(ROOT / "shared" / "stepwise").rglob("*.py"), ROOT / "infra" / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name | ast.Attribute):
+                continue
+            name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+            if name in ("needs", "require", "MissingExtra") and len(node.args) >= 2:
+                arg = node.args[1]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.add(arg.value)
+                elif isinstance(arg, ast.Name) and isinstance(getattr(extras, arg.id, None), str):
+                    found.add(getattr(extras, arg.id))
+                elif isinstance(arg, ast.Name) and arg.id == "feature" and path.name == "extras.py":
+                    continue  # needs/require passing their caller's feature on
+                else:
+                    found.add(f"<not a literal at {path.name}:{node.lineno}>")
+    return found
+
+
+def test_every_missing_extra_message_is_one_sentence_we_have_read() -> None:
+    assert _features_in_the_code() == FEATURES
+    for feature in FEATURES:
+        assert not feature.lower().startswith(("using ", "use ")) and not feature.endswith(("need", "needs"))
+
+
+def test_missing_extra_sentences_agree_whether_the_feature_is_one_thing_or_many() -> None:
+    one = MissingExtra("aws", "the AWS backend (STEPWISE_BACKEND=aws)", "boto3")
+    many = MissingExtra("llm", "Anthropic models", "anthropic")
+    assert str(one) == (
+        "using the AWS backend (STEPWISE_BACKEND=aws) requires the 'aws' extra"
+        " (module 'boto3' is not installed): pip install 'stepwise[aws]'"
+    )
+    assert str(many) == "using Anthropic models requires the 'llm' extra (module 'anthropic' is not installed): pip install 'stepwise[llm]'"
 
 
 @pytest.mark.parametrize("example", ["sequential", "conditional", "parallel", "subgraph", "human_approval"])
@@ -132,7 +201,8 @@ def test_cli_names_the_missing_extra_in_one_line(tmp_path: Path) -> None:
     proc = run_blocked(code)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: agent, planner and synthesizer nodes need the 'llm' extra (module 'numpy' is not installed): pip install 'stepwise[llm]'"
+        "error: using agent, planner and synthesizer nodes requires the 'llm' extra"
+        " (module 'numpy' is not installed): pip install 'stepwise[llm]'"
     )
     assert not list(tmp_path.iterdir())  # refused before the run started: nothing written
 
@@ -157,7 +227,7 @@ def test_remote_commands_name_the_extra_when_httpx_is_missing(tmp_path: Path) ->
     proc = _cli_blocked(["runs", "--url", "http://127.0.0.1:9", "--api-key", "swk_x"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: commands with --url (the remote client) need the 'remote' extra (module 'httpx' is not installed): "
+        "error: using commands with --url (the remote client) requires the 'remote' extra (module 'httpx' is not installed): "
         "pip install 'stepwise[remote]'"
     )
 
@@ -201,7 +271,8 @@ def test_memory_commands_name_the_memory_extra(tmp_path: Path) -> None:
     proc = _cli_blocked(["memory", "list", "--home", str(tmp_path / "home")], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: the memory commands need the 'memory' extra (module 'numpy' is not installed): pip install 'stepwise[memory]'"
+        "error: using the memory commands (stepwise memory) requires the 'memory' extra"
+        " (module 'numpy' is not installed): pip install 'stepwise[memory]'"
     )
 
 
@@ -209,7 +280,7 @@ def test_the_memory_worker_names_the_memory_extra_before_serving(tmp_path: Path)
     proc = _cli_blocked(["serve", "--port", "9", "--home", str(tmp_path / "home"), "--memory-worker"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: consolidation passes (--memory-worker) need the 'memory' extra (module 'numpy' is not installed): "
+        "error: using the memory worker (serve --memory-worker) requires the 'memory' extra (module 'numpy' is not installed): "
         "pip install 'stepwise[memory]'"
     )
 
@@ -222,7 +293,8 @@ def test_serve_with_a_jwt_issuer_names_the_extra_pyjwt_comes_with(tmp_path: Path
     proc = run_blocked(code, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: JWT sign-in (STEPWISE_JWT_ISSUER) need the 'llm' extra (module 'jwt' is not installed): pip install 'stepwise[llm]'"
+        "error: using JWT sign-in (STEPWISE_JWT_ISSUER) requires the 'llm' extra"
+        " (module 'jwt' is not installed): pip install 'stepwise[llm]'"
     )
 
 
@@ -234,7 +306,8 @@ def test_the_aws_backend_names_its_extra(tmp_path: Path) -> None:
     proc = run_blocked(code, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: the AWS backend (STEPWISE_BACKEND=aws) need the 'aws' extra (module 'boto3' is not installed): pip install 'stepwise[aws]'"
+        "error: using the AWS backend (STEPWISE_BACKEND=aws) requires the 'aws' extra"
+        " (module 'boto3' is not installed): pip install 'stepwise[aws]'"
     )
 
 
@@ -246,7 +319,8 @@ def test_serve_with_rate_limits_names_the_extra_instead_of_failing_open(tmp_path
     proc = run_blocked(code, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: rate limits (STEPWISE_RATE_LIMITS) need the 'llm' extra (module 'redis' is not installed): pip install 'stepwise[llm]'"
+        "error: using rate limits (STEPWISE_RATE_LIMITS) requires the 'llm' extra"
+        " (module 'redis' is not installed): pip install 'stepwise[llm]'"
     )
 
 
@@ -260,7 +334,8 @@ def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path)
     proc = _cli_blocked(["run", str(graph), "--home", str(tmp_path / "home")], cwd=tmp_path, block=blocked)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (
-        "error: nemo rails need the 'nemo' extra (module 'nemoguardrails' is not installed): pip install 'stepwise[nemo]'"
+        "error: using NeMo Guardrails checks ({check: nemo}) requires the 'nemo' extra"
+        " (module 'nemoguardrails' is not installed): pip install 'stepwise[nemo]'"
     )
     assert not (tmp_path / "home").exists()  # refused before the run started
 

@@ -14,7 +14,7 @@ JWKS requests. Every rejection is an ``AuthError`` (401), never a 5xx.
 Settings (environment, prefix ``STEPWISE_``): ``JWT_ISSUER``, ``JWT_AUDIENCE``, ``JWT_JWKS_URL``
 (default ``<issuer>/.well-known/jwks.json``, which is Cognito's), ``JWT_ALGORITHMS`` (default
 ``RS256,ES256``), ``JWT_TENANT_CLAIM`` (default ``tenant``), ``JWT_ROLES_CLAIM`` (default ``roles``).
-Needs ``pyjwt[crypto]`` (the ``aws`` extra).
+Needs ``pyjwt[crypto]`` (the ``llm`` extra).
 """
 
 from __future__ import annotations

@@ -40,9 +40,9 @@ def _loop() -> asyncio.AbstractEventLoop:
 
 
 def _rails(config_path: str) -> Any:
-    from stepwise.extras import needs
+    from stepwise.extras import NEMO_RAILS, needs
 
-    with needs("nemo", "nemo rails"):
+    with needs("nemo", NEMO_RAILS):
         from nemoguardrails import LLMRails, RailsConfig
     path = Path(config_path).expanduser().resolve()
     if not path.is_dir():
@@ -61,9 +61,9 @@ def forget() -> None:
 
 
 def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> _Hit | None:
-    from stepwise.extras import needs
+    from stepwise.extras import NEMO_RAILS, needs
 
-    with needs("nemo", "nemo rails"):  # without the extra: one line naming it, not a ModuleNotFoundError
+    with needs("nemo", NEMO_RAILS):  # without the extra: one line naming it, not a ModuleNotFoundError
         from nemoguardrails.rails.llm.options import RailStatus, RailType
 
     from stepwise.guardrails.checks import Finding

@@ -41,7 +41,7 @@ def _from_secrets_manager(secret_id: str) -> str:
             return _cache[secret_id]
     from stepwise.extras import needs
 
-    with needs("aws", "API keys in Secrets Manager"):  # lazy: only deployments that keep keys there need boto3
+    with needs("aws", "model API keys kept in Secrets Manager"):  # lazy: only deployments that keep keys there need boto3
         from stepwise import awsclients
 
     raw = str(awsclients.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])

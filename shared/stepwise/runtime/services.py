@@ -112,7 +112,7 @@ class Services:
             from stepwise.extras import needs
             from stepwise.tools.registry import ToolRegistry
 
-            with needs("llm", "tool calls (MCP)"):
+            with needs("llm", "tools over MCP"):
                 self.tool_registry = ToolRegistry.from_settings(self.tool_settings)
         return self.tool_registry
 
