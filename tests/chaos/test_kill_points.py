@@ -13,104 +13,37 @@ import json
 import os
 import random
 import signal
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.chaos.counts import COUNTS
+from tests.chaos.killed import ANSWER, INPUT, run_phase, writes
 
 from stepwise.client import Stepwise
 from stepwise.graph.loader import load_file
-from stepwise.state.sqlite import SqliteEventStore, SqliteRunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p for p in (ROOT / "statemachines" / "examples").glob("*.yaml"))
-INPUT = {"question": "How should our payment client retry failed calls?", "amount": 3, "type": "A", "user_id": "dana"}
-ANSWER = {"decision": "yes"}
 FULL = os.environ.get("STEPWISE_CHAOS") == "full"
 CHILD_SECONDS = 60.0  # generous: a phase takes well under a second to a few seconds
 SAMPLES = {"react": 0, "human_approval": 99}  # kill points per example and phase in the default run (else 2):
 # every point of human_approval (the probe's stuck run was a kill before its 6th write); react only in the full
-# sweep (each forked child starts its own tool sandbox process: minutes on a loaded machine)
-
-_WRITES: list[tuple[type, str]] = [  # every write transaction the embedded store makes goes through one of these
-    (SqliteEventStore, "_run"),  # event appends (one statement each)
-    (SqliteRunStore, "begin"),  # run record + run_started event (one transaction)
-    (SqliteRunStore, "put"),
-    (SqliteRunStore, "_set"),  # run-record updates and transitions (one statement each)
-    (SqliteRunStore, "end"),  # a run's final status, spend and final event (one transaction)
-    (SqliteRunStore, "claim_queued"),  # double texting enqueue: rivals check + queued -> running + run_started (one transaction)
-    (SqliteRunStore, "complete_token"),
-]
-
-
-class Killed(BaseException):
-    """Raised in place of a write when counting (never caught by the engine's ``except Exception``)."""
-
-
-@contextmanager
-def writes(on_write: Callable[[int], None]) -> Iterator[list[int]]:
-    """Call ``on_write(n)`` before the nth store write (n from 1)."""
-    count = [0]
-    saved = [(cls, name, getattr(cls, name)) for cls, name in _WRITES]
-
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            count[0] += 1
-            on_write(count[0])
-            return original(*args, **kwargs)
-
-        return wrapper
-
-    for cls, name, original in saved:
-        setattr(cls, name, wrap(original))
-    try:
-        yield count
-    finally:
-        for cls, name, original in saved:
-            setattr(cls, name, original)
-
-
-def _phase(home: Path, example: Path, phase: str) -> str | None:
-    """Run one phase in this process: ``run`` the example, or ``resume`` its waiting run."""
-    client = Stepwise.embedded(home)
-    if phase == "run":
-        return client.run(load_file(example), dict(INPUT)).run_id
-    waiting = [r for r in client.runs() if r.status == "waiting"]
-    client.resume(waiting[0].run_id, dict(ANSWER))
-    return None
+# sweep (each child is a fresh interpreter that starts its own tool sandbox process)
 
 
 def _in_child(home: Path, example: Path, phase: str, kill_at: int) -> int:
-    """Fork; the child runs the phase and SIGKILLs itself right before write ``kill_at``. Exit status back."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 0
-        try:
-
-            def die(n: int) -> None:
-                if n == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            with writes(die):
-                _phase(home, example, phase)
-        except BaseException:  # noqa: BLE001 - a failure of the phase is reported as exit 1
-            code = 1
-        os._exit(code)
-    deadline = time.monotonic() + CHILD_SECONDS
-    while True:  # a child that hangs (a fork of a process with helper threads can) is killed: still a kill point
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
-            COUNTS["kill points where the child hung (killed by the harness)"] += 1
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
+    """The phase in a fresh interpreter (tests/chaos/killed.py) that SIGKILLs itself right before write
+    ``kill_at``; its exit status."""
+    child = subprocess.Popen([sys.executable, "-m", "tests.chaos.killed", str(home), str(example), phase, str(kill_at)], cwd=ROOT)
+    try:
+        return child.wait(timeout=CHILD_SECONDS)
+    except subprocess.TimeoutExpired:  # a child that hangs is killed: still a kill point, and counted
+        child.kill()
+        COUNTS["kill points where the child hung (killed by the harness)"] += 1
+        return child.wait()
 
 
 def _finish(home: Path, example: Path) -> dict[str, Any]:
@@ -146,12 +79,12 @@ def _reference(tmp: Path, example: Path) -> tuple[dict[str, Any], dict[str, int]
     home = tmp / "reference"
     counts: dict[str, int] = {}
     with writes(lambda n: None) as count:
-        _phase(home, example, "run")
+        run_phase(home, example, "run")
     counts["run"] = count[0]
     client = Stepwise.embedded(home)
     if any(r.status == "waiting" for r in client.runs()):
         with writes(lambda n: None) as count:
-            _phase(home, example, "resume")
+            run_phase(home, example, "resume")
         counts["resume"] = count[0]
     return _finish(home, example), counts
 
@@ -169,13 +102,14 @@ def test_a_kill_at_any_store_write_is_recovered(example: Path, tmp_path: Path) -
     if not FULL and SAMPLES.get(example.stem) == 0:
         pytest.skip("in the full sweep only: make chaos")
     expected, counts = _reference(tmp_path, example)
-    failures = []
+    failures, killed = [], 0
     for phase, total in counts.items():
         for point in _points(total, example.stem, phase):
             home = tmp_path / f"{phase}-{point}"
             if phase == "resume":  # bring the run to its human node first, uninterrupted
-                _phase(home, example, "run")
+                run_phase(home, example, "run")
             code = _in_child(home, example, phase, point)
+            killed += code == -signal.SIGKILL
             COUNTS["kill points tried"] += 1
             assert code in (-signal.SIGKILL, 0, 1), code
             outcome = _finish(home, example)
@@ -184,24 +118,26 @@ def test_a_kill_at_any_store_write_is_recovered(example: Path, tmp_path: Path) -
             else:
                 failures.append((phase, point, code, outcome["status"], outcome["dupes"]))
     assert not failures, f"{example.stem}: not recovered at (phase, write, exit, status, dupes): {failures}"
+    assert killed, "no child died at its kill point: is tests/chaos/killed.py broken? (every one exited)"
 
 
 @pytest.mark.timeout(3600 if FULL else 600)
 def test_a_kill_around_a_continuation_handover_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every store write of human_approval with a continuation execution after every event: a kill right before
     any of them (also the handover's start-cursor write) is recovered, as in the sweep above."""
-    monkeypatch.setenv("STEPWISE_CONTINUE_AFTER_EVENTS", "1")  # forked children inherit it
+    monkeypatch.setenv("STEPWISE_CONTINUE_AFTER_EVENTS", "1")  # the children inherit it
     example = ROOT / "statemachines" / "examples" / "human_approval.yaml"
     expected, counts = _reference(tmp_path, example)
     [reference] = Stepwise.embedded(tmp_path / "reference").runs()
     assert reference.start_cursor.get("continuation", 0) >= 1  # the uninterrupted run did hand over
-    failures = []
+    failures, killed = [], 0
     for phase, total in counts.items():
         for point in range(1, total + 1):
             home = tmp_path / f"{phase}-{point}"
             if phase == "resume":
-                _phase(home, example, "run")
+                run_phase(home, example, "run")
             code = _in_child(home, example, phase, point)
+            killed += code == -signal.SIGKILL
             COUNTS["kill points tried"] += 1
             COUNTS["kill points tried with continuations"] += 1
             assert code in (-signal.SIGKILL, 0, 1), code
@@ -212,3 +148,4 @@ def test_a_kill_around_a_continuation_handover_is_recovered(tmp_path: Path, monk
             else:
                 failures.append((phase, point, code, outcome["status"], outcome["dupes"]))
     assert not failures, f"not recovered at (phase, write, exit, status, dupes): {failures}"
+    assert killed, "no child died at its kill point: is tests/chaos/killed.py broken? (every one exited)"
