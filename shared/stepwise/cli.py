@@ -15,7 +15,7 @@ import typer
 from stepwise import __version__, cli_remote
 from stepwise._console import Console, Table, _Console, escape
 from stepwise.cli_remote import Target, with_remote
-from stepwise.client import RunResult, Stepwise, default_home
+from stepwise.client import Multitask, RunResult, Stepwise, default_home
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.extras import MissingExtra, check_graph
 from stepwise.graph.answers import example
@@ -24,6 +24,7 @@ from stepwise.graph.limits import Limits
 from stepwise.graph.loader import load_file
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.topology import locate
+from stepwise.state.ports import IN_LINE, RunRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
 
@@ -227,8 +228,11 @@ def run(
     output: OutputOpt = "text",
     home: HomeOpt = None,
     multitask: Annotated[
-        str | None,
-        typer.Option(help="With --url: double texting when the thread has a run in flight (reject, enqueue, interrupt, rollback)"),
+        Multitask | None,
+        typer.Option(
+            help="Double texting, when --thread has a run in flight: reject (refuse, also a waiting run), enqueue (run after "
+            "it), interrupt (cancel it, go on from its state), rollback (cancel it, discard its writes)",
+        ),
     ] = None,
     remote: Target | None = None,
 ) -> None:
@@ -236,16 +240,50 @@ def run(
     if remote is not None:
         cli_remote.run(remote, file, input, thread, multitask)
         return
-    if multitask is not None:
-        _fail("--multitask applies to runs on an API (give --url); locally a busy thread is refused")
     spec = _load(file)
     state = _parse_input(input)
     with _user_errors():
         check_graph(spec)  # a missing extra fails here, in one line, before the run starts
     client = _client(home, progress=output != "json")
     with _user_errors():
+        if multitask == "enqueue" and thread is not None:
+            queued = client.enqueue_if_busy(spec, state, thread_id=thread)
+            if queued is not None:
+                _report_queued(client, queued, output)
+                return
+        elif multitask is not None and thread is not None:
+            client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
         result = client.run(spec, state, thread_id=thread)
-    _report(result, output, _answer_example(client, result))
+    try:
+        _report(result, output, _answer_example(client, result))
+    finally:
+        _drain(client, result.thread_id)
+
+
+def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
+    """A run recorded behind the runs in flight on its thread; it runs when they end (``_drain``)."""
+    ahead = [r.run_id for r in client.services.runs.thread_runs(queued.thread_id, IN_LINE) if r.run_id != queued.run_id]
+    if output == "json":
+        data = {"run_id": queued.run_id, "thread_id": queued.thread_id, "status": "queued", "behind": ahead}
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        out.print(f"[yellow]queued[/yellow]  run {queued.run_id}  thread {queued.thread_id}", highlight=False)
+        out.print(
+            f"behind {', '.join(ahead)}: it runs when they end (`stepwise resume`/`cancel` of the run in flight starts it)",
+            highlight=False,
+            markup=False,
+        )
+    _drain(client, queued.thread_id)  # the run before it may have ended between the look and the put
+
+
+def _drain(client: Stepwise, thread_id: str) -> None:
+    """The CLI's run-end path, as serve's: once nothing is in flight on the thread, run its queued runs (double
+    texting ``enqueue``), oldest first, one at a time; each shows its progress and one line with its outcome."""
+    with _user_errors():
+        for run_id in client.drain_queue(thread_id):
+            run = client.get_run(run_id)
+            status = run.status if run is not None else "unknown"
+            err.print(f"[bold]queued run[/bold] {run_id} on {thread_id}: {status}", highlight=False)
 
 
 @app.command()
@@ -268,7 +306,10 @@ def resume(
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
-    _report(result, output, _answer_example(client, result))
+    try:
+        _report(result, output, _answer_example(client, result))
+    finally:
+        _drain(client, result.thread_id)
 
 
 @app.command()
@@ -277,7 +318,10 @@ def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> No
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.redrive(run_id)
-    _report(result, output)
+    try:
+        _report(result, output)
+    finally:
+        _drain(client, result.thread_id)
 
 
 @app.command()
@@ -354,12 +398,14 @@ def cancel(run_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote
     if remote is not None:
         cli_remote.cancel(remote, run_id)
         return
+    client = _client(home, output != "json")
     with _user_errors():
-        record = _client(home, False).cancel(run_id)
+        record = client.cancel(run_id)
     if output == "json":
         sys.stdout.write(record.model_dump_json(exclude={"start_cursor"}) + "\n")
     else:
         out.print(f"run {record.run_id} {record.status}")
+    _drain(client, record.thread_id)
 
 
 @app.command()

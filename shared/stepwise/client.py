@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from stepwise.asl.interpreter import Clock, ExecutionResult
 from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StateConflictError, StepwiseError
@@ -63,6 +63,11 @@ class RunResult:
         if self.waiting:
             out["waiting"] = {"node": self.waiting.get("node"), "prompt": self.waiting.get("prompt")}
         return out
+
+
+#: Double texting: what a new run does on a thread with runs in flight (``Stepwise.make_room``).
+Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
+MULTITASK: tuple[str, ...] = get_args(Multitask)
 
 
 def _admit(value: Any, what: str, lim: limits.Limits | None = None) -> None:
@@ -265,6 +270,61 @@ class Stepwise:
         )
         self.services.runs.put(record)
         return record
+
+    def enqueue_if_busy(
+        self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str, tenant: str = "default"
+    ) -> RunRecord | None:
+        """Double texting ``enqueue``: if the thread has a run running, waiting or queued, record this one as
+        ``queued`` behind them and return it; None: the thread is free, start the run now. The caller drains
+        the thread right after (``drain_queue``): a run that ended between this look and the put has no
+        run-end left to start the queue."""
+        if not self.services.runs.thread_runs(thread_id, IN_LINE):
+            return None
+        return self.enqueue(spec, input, thread_id=thread_id, tenant=tenant)
+
+    def make_room(
+        self,
+        thread_id: str,
+        policy: str,
+        *,
+        cause: str,
+        settle: Callable[[str], None] | None = None,
+        report: Callable[[str, RunRecord], None] | None = None,
+    ) -> None:
+        """Double texting, before a new run starts on a thread (the API's ``multitask`` and ``stepwise run
+        --multitask``). ``reject``: ThreadBusyError if a run waits on the thread (a running one is refused by
+        ``start``'s own check, which also lets a dead process's run be taken over); ``interrupt``: cancel the
+        runs in flight (compare-and-set; each stops before its next node) so the new run starts from the state
+        they reached; ``rollback``: cancel them and discard their writes, so it starts from the state before
+        them; ``enqueue`` is ``enqueue_if_busy`` instead. ``settle(run_id)`` waits for this process's
+        execution of a cancelled run (its node's write lands before the rollback marker); ``report(kind, run)``
+        hears each ``cancelled`` / ``rolled_back``."""
+        if policy not in MULTITASK:
+            raise StepwiseError(f"unknown multitask {policy!r}; use one of: {', '.join(MULTITASK)}")
+        in_flight = self.services.runs.thread_runs(thread_id, ACTIVE)
+        if policy == "reject":
+            for other in in_flight:
+                if other.status == "waiting":
+                    node = (other.waiting or {}).get("node", "a human node")
+                    raise ThreadBusyError(
+                        f"thread {thread_id!r} is busy: run {other.run_id} waits at {node!r} on it; answer it "
+                        f"(`stepwise resume {other.run_id} --input ...`), cancel it, or pick another multitask "
+                        "(enqueue: run after it; interrupt: cancel it; rollback: cancel it and discard its writes)"
+                    )
+            return
+        if policy not in ("interrupt", "rollback"):
+            return
+        for other in in_flight:
+            with contextlib.suppress(RunTransitionError):  # it finished meanwhile: nothing to interrupt
+                self.cancel(other.run_id, cause=f"{policy} by a new {cause}")
+                if report is not None:
+                    report("cancelled", other)
+            if settle is not None:
+                settle(other.run_id)
+            if policy == "rollback":
+                self.rollback(other.run_id, cause=f"rolled back by a new {cause}")
+                if report is not None:
+                    report("rolled_back", other)
 
     def next_queued(self, thread_id: str) -> RunRecord | None:
         """The thread's oldest queued run if nothing is in flight on it (running or waiting), else None

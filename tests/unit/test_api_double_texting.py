@@ -97,7 +97,7 @@ def test_interrupt_cancels_the_run_in_flight_and_runs_from_the_state_it_reached(
 
 def test_enqueue_answers_queued_at_once_and_runs_after_the_run_in_flight(api: Any) -> None:
     first = in_flight(api)
-    status, second = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "enqueue", "wait_seconds": 10})
+    status, second = api("POST", "/agents/texting/execute", {"thread_id": "t1", "multitask": "enqueue"})
     assert status == 202 and second["status"] == "queued"  # recorded, not waited for: the first run is still blocked
     assert api("GET", f"/runs/{first['run_id']}")[1]["status"] == "running"
     GATE.set()  # the first run ends; its run-end path starts the queued one

@@ -87,7 +87,7 @@ def test_enqueued_inputs_survive_a_restart_and_run_in_order_after_the_run_in_fli
     assert status == 200 and first["status"] == "waiting"
     queued = []
     for text in ("second", "third"):
-        body = {"thread_id": "t1", "input": {"note": text, "ask": "no"}, "multitask": "enqueue", "wait_seconds": 5}
+        body = {"thread_id": "t1", "input": {"note": text, "ask": "no"}, "multitask": "enqueue"}
         status, run = acme("POST", "/agents/queueing/execute", body)
         assert status == 202 and run["status"] == "queued", run  # answered at once, not after a wait
         queued.append(run["run_id"])

@@ -49,6 +49,8 @@ log = logging.getLogger("stepwise.api")
 PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/openapi.json")})
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 POLL_SECONDS = 0.5
+#: A run the API answers 202 for: it has not finished, failed or stopped at a human node yet.
+UNSETTLED = ("running", "queued")
 MAX_EVENTS_PAGE = 1000
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
@@ -389,32 +391,24 @@ class StepwiseApi:
             self.sleep(POLL_SECONDS)
 
     def make_room(self, thread_id: str, policy: str, cause: str) -> None:
-        """Double texting: apply the thread's policy to the runs in flight on it before a new run starts.
-        ``reject`` leaves them (the engine refuses a busy thread with 409 thread_busy); ``interrupt`` cancels
-        them (compare-and-set; a Step Functions execution is stopped) so each stops before its next node and
-        the new run starts from the state they reached; ``rollback`` cancels them and discards their writes
-        (the new run starts from the state before them); ``enqueue`` is ``enqueue_behind`` (the run is recorded
-        as queued instead). All of it through the engine client's methods."""
-        if policy in ("interrupt", "rollback"):
-            for other in self.client.runs(thread_id=thread_id, limit=100):
-                if other.status not in ("running", "waiting"):
-                    continue
-                with contextlib.suppress(RunTransitionError):  # it finished meanwhile: nothing to interrupt
-                    self.client.cancel(other.run_id, cause=f"{policy} by a new {cause}")
-                    self.events.publish("run.cancelled", other.tenant, {"run_id": other.run_id, "thread_id": thread_id, "by": policy})
-                self.settle(other.run_id)
-                if policy == "rollback":
-                    self.client.rollback(other.run_id, cause=f"rolled back by a new {cause}")
-                    self.events.publish("run.rolled_back", other.tenant, {"run_id": other.run_id, "thread_id": thread_id})
+        """Double texting: apply the thread's policy to the runs in flight on it before a new run starts
+        (``Stepwise.make_room``: ``reject`` refuses a waiting run, the engine a running one, 409 thread_busy;
+        ``interrupt`` cancels them; ``rollback`` cancels them and discards their writes). This process's
+        execution of a cancelled run is settled before its rollback; each step is published as an event."""
+
+        def report(kind: str, run: RunRecord) -> None:
+            extra = {"by": policy} if kind == "cancelled" else {}
+            self.events.publish(f"run.{kind}", run.tenant, {"run_id": run.run_id, "thread_id": thread_id, **extra})
+
+        self.client.make_room(thread_id, policy, cause=cause, settle=self.settle, report=report)
 
     def enqueue_behind(self, spec: Any, input: dict[str, Any], thread_id: str, tenant: str) -> RunRecord | None:
         """Double texting ``enqueue``: if the thread has a run in flight (running or waiting) or queued, record
         this one as ``queued`` in the run store (durable, tenant-scoped) and return it; None: the thread is
         free, start the run now. A drain right after covers a run that ended between the check and the put."""
-        if not any(r.status in ("queued", "running", "waiting") for r in self.client.runs(thread_id=thread_id, limit=1000)):
-            return None
-        record = self.client.enqueue(spec, input, thread_id=thread_id, tenant=tenant)
-        self.drain(thread_id)
+        record = self.client.enqueue_if_busy(spec, input, thread_id=thread_id, tenant=tenant)
+        if record is not None:
+            self.drain(thread_id)
         return record
 
     def drain(self, thread_id: str) -> None:
@@ -441,11 +435,12 @@ class StepwiseApi:
                 future.result(timeout=self.settings.api_max_wait_seconds)
 
     def wait(self, run_id: str, seconds: float) -> RunRecord:
-        """Poll the run store until the run leaves ``running`` or the (capped) wait is over."""
+        """Poll the run store until the run leaves ``running`` (a queued run: is started by the drain, then
+        leaves ``running``) or the (capped) wait is over."""
         run = self.client.get_run(run_id)
         assert run is not None
         deadline = self.clock() + min(seconds, self.settings.api_max_wait_seconds)
-        while run.status == "running" and self.clock() < deadline:
+        while run.status in UNSETTLED and self.clock() < deadline:
             self.sleep(min(POLL_SECONDS, max(0.0, deadline - self.clock())))
             run = self.client.get_run(run_id) or run
         return run

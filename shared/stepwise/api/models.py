@@ -68,7 +68,9 @@ class ExecuteAgent(_Body):
     version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
     alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
-    wait_seconds: float = Field(0, ge=0, le=900, description="wait up to this long for the run to leave `running` (capped by the server)")
+    wait_seconds: float = Field(
+        0, ge=0, le=900, description="wait up to this long for the run to leave `running` or `queued` (capped by the server)"
+    )
     webhook: Webhook | None = Field(
         None,
         description="POST a signed event to this URL when the run ends or waits (docs/api.md#webhooks); "
@@ -76,8 +78,10 @@ class ExecuteAgent(_Body):
     )
     multitask: Literal["reject", "enqueue", "interrupt", "rollback"] = Field(
         "reject",
-        description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy), "
-        "`enqueue` (record the run as `queued` and answer 202 at once; it starts when the runs before it end, in order), "
+        description="double texting: what to do when the thread already has a run in flight — `reject` (409 thread_busy "
+        "if a run is running or, when `reject` is given by name, waiting on it; left out, a run may start beside a waiting one), "
+        "`enqueue` (record the run as `queued`; it starts when the runs before it end, in order; `wait_seconds` waits for it "
+        "to be started and leave `running`, else 202 with `status: queued`), "
         "`interrupt` (cancel it — it stops before its "
         "next node — and run from the state it reached; a waiting run is cancelled too), `rollback` (cancel it and "
         "discard its writes: the new run starts from the state before it)",

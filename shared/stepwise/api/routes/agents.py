@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api import policy
-from stepwise.api.app import ApiError, StepwiseApi, _errors, _problem
+from stepwise.api.app import UNSETTLED, ApiError, StepwiseApi, _errors, _problem
 from stepwise.api.auth import tenant_of
 from stepwise.graph.errors import GraphError
 from stepwise.store import AgentRecord, StoreConflict
@@ -135,26 +135,26 @@ def execute_router(api: StepwiseApi) -> Router:
             except ValueError as exc:
                 raise ApiError(422, "webhook_rejected", str(exc), [{"field": "body.webhook.url", "type": "not_allowed"}]) from None
         if body.multitask == "enqueue" and (queued := api.enqueue_behind(spec, body.input, thread_id, who)) is not None:
-            api.events.publish("run.queued", who, {"run_id": queued.run_id, "thread_id": thread_id, "agent": agent_id})
-            hook = body.webhook or api.agent_webhook(who, agent_id)
-            if hook is not None:
-                api.watch(queued.run_id, hook)
-            return Response(status_code=202, content_type="application/json", body=api.run_view(queued))
-        api.make_room(thread_id, body.multitask, f"run on the thread by {router.context['principal'].subject}")
-        if body.background:
-            run_id = api.start_background(spec, body.input, thread_id, who)
+            # queued behind the runs in flight: the drain starts it when they end; wait_seconds waits for that too
+            run_id = queued.run_id
+            api.events.publish("run.queued", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id})
         else:
-            run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
-        api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
+            if "multitask" in body.model_fields_set:  # `reject` by name refuses a waiting run too; unnamed, the engine's check
+                api.make_room(thread_id, body.multitask, f"run on the thread by {router.context['principal'].subject}")
+            if body.background:
+                run_id = api.start_background(spec, body.input, thread_id, who)
+            else:
+                run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
+            api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
         hook = body.webhook or api.agent_webhook(who, agent_id)
         if hook is not None:
             api.watch(run_id, hook)
         run = api.wait(run_id, body.wait_seconds)
         api.drain(thread_id)
-        if run.status != "running":
+        if run.status not in UNSETTLED:
             api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
         view = api.run_view(run)
-        return Response(status_code=202 if run.status == "running" else 200, content_type="application/json", body=view)
+        return Response(status_code=202 if run.status in UNSETTLED else 200, content_type="application/json", body=view)
 
     return router
 
