@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from stepwise import __version__, cli_remote
 from stepwise._console import Console, Table, _Console, escape
 from stepwise.cli_remote import Target, with_remote
 from stepwise.client import Multitask, RunResult, Stepwise, default_home
-from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
+from stepwise.errors import AnswerError, ConflictingRequestError, SettingError, StepwiseError
 from stepwise.extras import MissingExtra, check_graph
 from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
@@ -100,12 +101,43 @@ def _parse_input(text: str | None) -> dict[str, Any]:
 
 
 def _client(home: Path | None, progress: bool) -> Stepwise:
+    """The embedded client; a bad setting is one line naming the variable (SettingError), and only errors of the
+    state directory itself (a file system or SQLite error) say so. Anything else is a bug: main() reports it."""
     observer = _progress if progress else None
-    try:
-        return Stepwise.embedded(home or default_home(), observer=observer)
-    except Exception as exc:
-        _fail(f"cannot open the state directory {home or default_home()}: {exc}")
-        raise
+    with _user_errors():
+        where = home or default_home()
+        try:
+            return Stepwise.embedded(where, observer=observer)
+        except (OSError, sqlite3.Error) as exc:
+            _fail(f"cannot open the state directory {where}: {exc}")
+    raise AssertionError("unreachable")
+
+
+def _check_settings() -> None:
+    """Read every settings class ``serve`` uses before it starts: a bad variable refuses to start, in one line
+    naming each (after the start the recover thread, the scheduler and every request would fail on it)."""
+    from stepwise.api.settings import ApiSettings, ServeLimits
+    from stepwise.llm.settings import LLMSettings
+    from stepwise.memory.settings import MemorySettings
+    from stepwise.settings import Settings
+    from stepwise.tools.settings import ToolSettings
+
+    problems: list[str] = []
+    for read in (
+        Settings.from_env,
+        ApiSettings.from_env,
+        ServeLimits.from_env,
+        ToolSettings.from_env,
+        MemorySettings.from_env,
+        LLMSettings.from_env,
+        Limits.from_env,
+    ):
+        try:
+            read()
+        except SettingError as exc:  # a variable several classes read (STEPWISE_BACKEND, _EMBED_THREADS) is named once
+            problems += [p for p in exc.problems if p not in problems]
+    if problems:
+        _fail("; ".join(problems))
 
 
 _streaming: dict[str, bool] = {"open": False}
@@ -470,9 +502,8 @@ def serve(
 
     from stepwise.api.server import serve as serve_api
 
+    _check_settings()  # a bad STEPWISE_* setting refuses to start in one line
     home = home or default_home()
-    with _user_errors():  # a bad STEPWISE_MAX_* refuses to start in one line (each request would fail on it later)
-        Limits.from_env()
     if memory_worker or os.environ.get("STEPWISE_MEMORY_WORKER") == "1":
         from stepwise.extras import MissingExtra, needs
 
@@ -553,7 +584,7 @@ def main() -> None:
         DEBUG["on"] = True
     try:
         app(args=args, prog_name="stepwise")
-    except MissingExtra as exc:  # raised outside a command's own error handling: the same one line, exit 2
+    except (MissingExtra, SettingError) as exc:  # raised outside a command's own error handling: one line, exit 2
         if DEBUG["on"]:
             raise
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)

@@ -17,6 +17,7 @@ __all__ = [
     "NodeError",
     "RateLimitedError",
     "RunBusyError",
+    "SettingError",
     "StaleAnswerError",
     "StateConflictError",
     "StepwiseError",
@@ -30,6 +31,15 @@ class StepwiseError(Exception):
     """A user-facing error: the message says what went wrong and what to do."""
 
     fix: str | None = None  # what to do about it, when known: shown apart from the message (CLI, run errors)
+
+
+class SettingError(StepwiseError, ValueError):
+    """An environment variable holds a value its setting cannot take; the message names each such variable, the
+    value given (``'***'`` for secrets) and what is accepted, in one line (``stepwise.settings.validated``)."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)  # one sentence per bad variable
+        super().__init__("; ".join(problems))
 
 
 class AnswerError(StepwiseError):

@@ -63,6 +63,9 @@ ALSO_IN: dict[str, frozenset[str]] = {
 #: The feature named when NeMo Guardrails is missing (graph check and the rail itself).
 NEMO_RAILS = "NeMo Guardrails checks ({check: nemo})"
 
+#: The feature named when the offline MiniLM embedder cannot run (memory's ``minilm-int8``, the LLM cache's ``minilm``).
+MINILM = "the MiniLM embedder (minilm-int8)"
+
 #: What a graph's node kinds import when they run (checked before a local run starts).
 LLM_KINDS = frozenset({"agent", "planner", "synthesizer"})
 LLM_MODULES = ("numpy", "openai", "anthropic", "httpx")

