@@ -115,7 +115,7 @@ def test_continuation_is_off_at_zero_and_the_setting_is_validated(monkeypatch: p
     monkeypatch.setenv("STEPWISE_CONTINUE_AFTER_EVENTS", "7")
     assert Stepwise.in_memory().services.continue_after == 7
     monkeypatch.setenv("STEPWISE_CONTINUE_AFTER_EVENTS", "-1")
-    with pytest.raises(ValueError, match="continue_after_events"):
+    with pytest.raises(ValueError, match=r"STEPWISE_CONTINUE_AFTER_EVENTS='-1' is not a whole number ≥ 0"):
         Stepwise.in_memory()
 
 
