@@ -48,14 +48,18 @@ def refusals(model: type[BaseModel], exc: ValidationError, values: Mapping[str, 
             continue
         name = names.get(field, field)
         info = model.model_fields.get(field)
-        if info is None:  # an unknown key (a config file's; the environment's unknown variables are not read)
+        reason = str(error["ctx"]["error"]) if error["type"] == "value_error" and "ctx" in error else None
+        if not loc:  # a rule across fields (a model validator): its own sentence names the variables
+            parts[field] = reason or error["msg"]
+        elif info is None:  # an unknown key (a config file's; the environment's unknown variables are not read)
             parts[field] = f"{name} is not a setting: remove it (known: {', '.join(model.model_fields)})"
         elif len(loc) > 1:  # inside a mapping/list value: pydantic's own words for the part that is wrong
             inner = ".".join(str(p) for p in loc[1:])
             parts[field] = f"{name}: {inner}={_shown(field, name, error.get('input'))} is wrong ({error['msg']}): fix it or remove it"
         else:
             value = values.get(field, error.get("input"))
-            parts[field] = f"{name}={_shown(field, name, value)} is not {accepted(info)} (default {_default(info)}): fix it or unset it"
+            said = accepted(info, reason)
+            parts[field] = f"{name}={_shown(field, name, value)} is not {said} (default {_default(info)}): fix it or unset it"
     return list(parts.values())
 
 
@@ -68,11 +72,14 @@ def _shown(field: str, name: str, value: object) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "...'"
 
 
-def accepted(info: FieldInfo) -> str:
-    """What a settings field accepts, in words: ``a whole number from 1 to 256``, ``one of 'a', 'b'``."""
+def accepted(info: FieldInfo, reason: str | None = None) -> str:
+    """What a settings field accepts, in words: ``a whole number from 1 to 256``, ``one of 'a', 'b'``; ``reason``:
+    a field validator's own sentence (its ``ValueError``), said after ``accepted``."""
     extra = info.json_schema_extra
     if isinstance(extra, dict) and isinstance(extra.get("accepted"), str):
         return str(extra["accepted"])
+    if reason:
+        return f"valid: {reason}"
     kind = info.annotation
     if get_origin(kind) in (Union, types.UnionType):
         kind = next((a for a in get_args(kind) if a is not type(None)), kind)

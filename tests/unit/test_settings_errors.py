@@ -96,6 +96,46 @@ def test_each_settings_class_names_the_bad_variable(read: Reader, env: dict[str,
     assert isinstance(caught.value, StepwiseError) and isinstance(caught.value, ValueError)
 
 
+SHAPE = 'JSON like {"default": {"execute": [1, 5], "read": 20}} (tenant -> class -> rate or [rate, burst])'
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"STEPWISE_RATE_LIMITS": "{bad"},
+            "STEPWISE_RATE_LIMITS='{bad' is not valid: not JSON (Expecting property name enclosed in double quotes at column 2); "
+            f"give {SHAPE} (default none): fix it or unset it",
+        ),
+        (
+            {"STEPWISE_RATE_LIMITS": '{"default": {"read": 0}}'},
+            """STEPWISE_RATE_LIMITS='{"default": {"read": 0}}' is not valid: rate limit default/read: rate must be > 0 and burst >= 1, """
+            f"got 0; give {SHAPE} (default none): fix it or unset it",
+        ),
+        (
+            {"STEPWISE_RATE_LIMITS": "[1]"},
+            f"STEPWISE_RATE_LIMITS='[1]' is not valid: give {SHAPE} (default none): fix it or unset it",
+        ),
+        (
+            {"STEPWISE_JWT_ALGORITHMS": "HS256"},
+            "STEPWISE_JWT_ALGORITHMS='HS256' is not valid: JWT algorithms must be asymmetric, comma-separated "
+            "(ES256, ES384, ES512, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512) (default 'RS256,ES256'): fix it or unset it",
+        ),
+        (
+            {"STEPWISE_JWT_ISSUER": "https://issuer.example"},
+            "STEPWISE_JWT_ISSUER is set: set STEPWISE_JWT_AUDIENCE too (the app client id in Cognito)",
+        ),
+    ],
+)
+def test_api_settings_that_used_to_fail_on_each_request_are_refused_when_read(env: dict[str, str], message: str) -> None:
+    """Rate limits and JWT settings were checked when the app was built (serve: a traceback line with the --debug hint)."""
+    with pytest.raises(SettingError) as caught:
+        ApiSettings.from_env(env)
+    assert str(caught.value) == message
+    good = ApiSettings.from_env({"STEPWISE_RATE_LIMITS": '{"*": {"read": [1, 2]}}', "STEPWISE_JWT_ALGORITHMS": "ES256, RS256"})
+    assert good.jwt_algorithms == ("ES256", "RS256") and good.rate_limits == '{"*": {"read": [1, 2]}}'
+
+
 def test_good_values_are_read_and_every_bad_one_is_named_at_once() -> None:
     limits = ServeLimits.from_env({"STEPWISE_SERVE_WORKERS": "4", "STEPWISE_SERVE_SCHEDULER": "0", "STEPWISE_SERVE_BACKLOG": ""})
     assert (limits.workers, limits.scheduler, limits.backlog) == (4, False, 2048)  # empty: the default

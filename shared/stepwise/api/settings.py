@@ -17,12 +17,13 @@ STEPWISE_SERVE_*              ``stepwise serve``'s resource bounds (``ServeLimit
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stepwise.settings import read_env
 from stepwise.store import ApiStore
@@ -71,6 +72,40 @@ class ApiSettings(BaseModel):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: str | None) -> str | None:
+        """Parsed once here, so a typo refuses to start instead of failing every request."""
+        if value:
+            from stepwise.api.ratelimit import parse_limits
+
+            shape = 'JSON like {"default": {"execute": [1, 5], "read": 20}} (tenant -> class -> rate or [rate, burst])'
+            try:
+                parse_limits(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc.msg} at column {exc.colno}); give {shape}") from None
+            except (TypeError, AttributeError, IndexError, KeyError):
+                raise ValueError(f"give {shape}") from None
+            except ValueError as exc:  # a rate ≤ 0 or a burst < 1, or a rate that is not a number
+                raise ValueError(f"{exc}; give {shape}") from None
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from stepwise.api.oidc import ASYMMETRIC
+
+        bad = [a for a in value if a not in ASYMMETRIC]
+        if bad or not value:
+            raise ValueError(f"JWT algorithms must be asymmetric, comma-separated ({', '.join(sorted(ASYMMETRIC))})")
+        return value
+
+    @model_validator(mode="after")
+    def _audience(self) -> ApiSettings:
+        if self.jwt_issuer and not self.jwt_audience:
+            raise ValueError("STEPWISE_JWT_ISSUER is set: set STEPWISE_JWT_AUDIENCE too (the app client id in Cognito)")
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
