@@ -77,6 +77,17 @@ Reader = Callable[[dict[str, str]], object]
             "STEPWISE_EMBED_THREADS='two' is not a whole number ≥ 1 (default 1): fix it or unset it",
         ),
         (
+            MemorySettings.from_env,
+            {"STEPWISE_MEMORY_BACKEND": "opensarch"},
+            "STEPWISE_MEMORY_BACKEND='opensarch' is not one of 'embedded', 'opensearch' (default 'embedded'): fix it or unset it",
+        ),
+        (
+            MemorySettings.from_env,
+            {"STEPWISE_MEMORY_EMBEDDER": "minilm"},
+            "STEPWISE_MEMORY_EMBEDDER='minilm' is not auto, minilm-int8, hashing, hashing-DIM, hashing-v2-DIM or "
+            "bedrock:MODEL[#DIM] (default 'auto'): fix it or unset it",
+        ),
+        (
             LLMSettings.from_env,
             {"STEPWISE_LLM_CACHE": "maybe"},
             "STEPWISE_LLM_CACHE='maybe' is not one of 'off', 'exact', 'semantic' (default 'exact'): fix it or unset it",
@@ -251,3 +262,10 @@ def test_serve_refuses_to_start_naming_every_bad_setting(tmp_path: Path) -> None
         "STEPWISE_EMBED_THREADS='0' is not a whole number ≥ 1 (default 1): fix it or unset it"
     )
     assert "listening" not in proc.stdout and "s3cret" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "embedder", ["auto", "minilm-int8", "hashing", "hashing-256", "hashing-v2-512", "bedrock:amazon.titan-embed-text-v2:0#512", "bedrock:"]
+)
+def test_every_embedder_make_embedder_takes_is_a_valid_setting(embedder: str) -> None:
+    assert MemorySettings.from_env({"STEPWISE_MEMORY_EMBEDDER": embedder}).memory_embedder == embedder

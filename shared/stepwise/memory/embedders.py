@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stepwise.extras import MINILM, MissingExtra, needs
+from stepwise.memory.settings import EMBEDDERS
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
@@ -229,6 +230,6 @@ def make_embedder(spec: str | None = None, *, threads: int = 1) -> Embedder:
         elif spec == "hashing" or spec.startswith("hashing-"):
             made = HashingEmbedder(int(spec.rsplit("-", 1)[1]) if "-" in spec else 512)  # hashing-512 or hashing-v2-512
         else:
-            raise ValueError(f"unknown memory embedder {spec!r}: use auto, minilm-int8, hashing[-DIM] or bedrock:MODEL[#DIM]")
+            raise ValueError(f"unknown memory embedder {spec!r}: use {EMBEDDERS}")
         _shared[spec] = made
         return made

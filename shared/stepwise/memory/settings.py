@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.settings import validated
+
+#: What ``make_embedder`` accepts: checked when the settings are read, so a typo fails in one line naming the
+#: variable, not when the memory store first opens.
+EMBEDDERS = "auto, minilm-int8, hashing, hashing-DIM, hashing-v2-DIM or bedrock:MODEL[#DIM]"
+EMBEDDER = r"^(auto|minilm-int8|hashing|hashing(-v2)?-[1-9][0-9]{0,4}|bedrock:[A-Za-z0-9._:-]*(#[1-9][0-9]{0,4})?)$"
 
 
 class MemorySettings(BaseModel):
@@ -26,14 +32,14 @@ class MemorySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    memory_backend: str = "embedded"
+    memory_backend: Literal["embedded", "opensearch"] = "embedded"
     opensearch_endpoint: str | None = None
     opensearch_url: str | None = None
     opensearch_index: str = "stepwise-memory"
     aws_region: str | None = None
     valkey_url: str | None = None
     valkey_secret: str | None = None
-    memory_embedder: str = "auto"
+    memory_embedder: str = Field(default="auto", pattern=EMBEDDER, json_schema_extra={"accepted": EMBEDDERS})
     embed_threads: int = Field(default=1, ge=1)
 
     @classmethod
