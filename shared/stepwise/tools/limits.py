@@ -4,8 +4,9 @@ Why outside: a tool that burns CPU in pure Python holds the GIL, so a timeout in
 ``asyncio.wait_for`` around it) never gets to fire — the probe's ``(((9**99)**99)**99)**99`` ran for
 ten minutes. So a CPU-bound built-in runs in a child process (from a ``forkserver``, which is safe in a
 threaded server and makes each call a cheap fork of a warm process) with ``RLIMIT_CPU`` set, and the
-parent waits at most the wall budget, then kills it. I/O-bound async tools (``http_fetch``) get the wall
-budget as a cancellation, which works because they yield to the loop.
+parent waits at most the wall budget, then kills it. The child never imports the caller's ``__main__``
+(:class:`_MainFreeProcess`), so a plain script needs no ``if __name__ == "__main__":`` guard. I/O-bound
+async tools (``http_fetch``) get the wall budget as a cancellation, which works because they yield to the loop.
 
 This module is the seam the sandbox (stepwise/tools, the safety work) can replace: it exposes
 :func:`run_bounded` for a named built-in and :class:`ToolBudget` for the numbers.
@@ -14,11 +15,15 @@ This module is the seam the sandbox (stepwise/tools, the safety work) can replac
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import multiprocessing
+import os
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from multiprocessing import context as mp_context
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -38,8 +43,8 @@ class ToolBudget:
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
     max_output_bytes: int = 200_000
-    #: How long the child may take to start before the wall clock starts (the forkserver's first start, and
-    #: the parent's ``__main__`` module, which a multiprocessing child imports again): not the tool's time.
+    #: How long the child may take to start before the wall clock starts (the forkserver's first start, which
+    #: imports the built-ins, can take seconds on a loaded machine): not the tool's time.
     start_seconds: float = 120.0
 
 
@@ -57,6 +62,50 @@ def _mp() -> Any:
             ctx.set_forkserver_preload(["stepwise.tools.builtin", "stepwise.tools.limits"])
             _context = ctx
     return _context
+
+
+#: The keys of ``multiprocessing.spawn.get_preparation_data`` that make a child import the parent's main module.
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+
+class _MainFreePopen(popen_forkserver.Popen):
+    """A forkserver launch whose child does not import the parent's ``__main__`` module.
+
+    Why: CPython's ``spawn.get_preparation_data`` always names the main module (by path or by module name),
+    and ``spawn.prepare`` in every forkserver child imports it again as ``__mp_main__``: a plain script without
+    ``if __name__ == "__main__":`` would run its top level once more per tool call, or die while starting.
+    Our children never need it (the target is :func:`_child`, tools are built-ins or ``module:function``
+    paths). No public switch exists, so ``_launch`` is CPython's own (identical in 3.11, 3.12 and 3.13,
+    ``Lib/multiprocessing/popen_forkserver.py``) with one change: the main-module keys are dropped from the
+    preparation data. Only processes of :class:`_MainFreeProcess` use it: nothing global is patched, and the
+    caller's own ``multiprocessing`` use is unchanged."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        for key in _MAIN_KEYS:  # the one change from CPython
+            prep_data.pop(key, None)
+        buf = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            mp_context.set_spawning_popen(None)
+
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # set in Popen.__init__, not in typeshed
+        _parent_w = os.dup(w)  # the child watches this copy of the data pipe's write end as its parent sentinel
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]  # not in typeshed
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _MainFreeProcess(mp_context.ForkServerProcess):
+    """A forkserver process started by :class:`_MainFreePopen` (its child skips the parent's ``__main__``)."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _MainFreePopen(process_obj)
 
 
 def _child(conn: Connection, name: str, kwargs: dict[str, Any], cpu_seconds: int) -> None:  # pragma: no cover - runs in the child
@@ -100,11 +149,11 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
     budget = budget or ToolBudget()
     ctx = _mp()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, name, kwargs, budget.cpu_seconds), daemon=True)
+    proc = _MainFreeProcess(target=_child, args=(child, name, kwargs, budget.cpu_seconds), daemon=True)
     proc.start()
     child.close()
     try:
-        _started(parent, name, budget)
+        _started(parent, name, budget, proc)
         if not parent.poll(budget.wall_seconds):
             raise ToolLimitError(f"tool {name!r} ran over its wall budget of {budget.wall_seconds:g}s and was stopped")
         try:
@@ -124,17 +173,19 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
     return json.loads(payload)
 
 
-def _started(parent: Connection, name: str, budget: ToolBudget) -> None:
-    """Wait for the child's "ready": under load, starting the forkserver and re-importing the parent's main
-    module can take seconds, which must not count against the tool's wall budget."""
+def _started(parent: Connection, name: str, budget: ToolBudget, proc: Any) -> None:
+    """Wait for the child's "ready": under load, starting the forkserver (which imports the built-ins) can take
+    seconds, which must not count against the tool's wall budget."""
     if not parent.poll(budget.start_seconds):
         raise ToolLimitError(f"the child process for tool {name!r} did not start within {budget.start_seconds:g}s")
     try:
         parent.recv()
     except EOFError:
+        proc.join(5)
         raise ToolLimitError(
-            f"the child process for tool {name!r} exited while starting; if this is a script, put its top-level code "
-            'under `if __name__ == "__main__":` (every tool child imports the main module again)'
+            f"the child process for tool {name!r} exited while starting (exit code {proc.exitcode}); check this "
+            "process's stderr for the child's traceback, and its limits: memory (ulimit -v) and processes (ulimit -u); "
+            "a negative code is the signal that killed it (e.g. -9: the OOM killer)"
         ) from None
 
 
