@@ -2,10 +2,11 @@
 
 A run whose execution ended (failed while recording its failure, timed out, stopped by hand) while its record
 still says running or waiting is stuck: nothing else will ever end it. Each invocation lists such runs
-(``Stepwise.stale_runs``) and recovers each (``Stepwise.recover``: a compare-and-set to failed naming the
-execution, then a redrive from its start or its failed node). The compare-and-set makes overlapping
-invocations safe: a run another recoverer took meanwhile is counted as ``skipped``. One run that cannot be
-recovered is logged and counted as ``failed``; the others are still tried.
+(``Stepwise.stale_runs``: every run in flight, read from the runs table's sparse index of active runs) and
+recovers each (``Stepwise.recover``: a compare-and-set to failed naming the execution, then a redrive from its
+start or its failed node). The compare-and-set makes overlapping invocations safe: a run another recoverer
+took meanwhile is counted as ``skipped``. One run that cannot be recovered is logged and counted as
+``failed``; the others are still tried.
 
 The same pass sweeps double texting ``enqueue`` queues: a thread whose queued runs were not started when its
 run ended (the step's drain failed, e.g. throttled) gets its oldest queued run started
@@ -37,7 +38,7 @@ class Pass(BaseModel):
     """The invocation: EventBridge's scheduled event (its fields ignored) or a manual ``{"limit": n}``."""
 
     model_config = ConfigDict(extra="ignore")
-    limit: int = Field(1000, ge=1, le=100_000, description="how many of the newest runs to check")
+    limit: int = Field(1000, ge=1, le=100_000, description="at most this many stale runs recovered in one pass, the oldest first")
 
 
 def client() -> Stepwise:

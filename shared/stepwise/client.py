@@ -551,10 +551,19 @@ class Stepwise:
             raise ConflictingRequestError(str(exc)) from None
         return self._result(run, self.executor.start(run, self._asl(run.graph_ref)))
 
-    def stale_runs(self, *, now: float | None = None, limit: int = 1000) -> list[RunRecord]:
+    def stale_runs(self, *, now: float | None = None, limit: int | None = None) -> list[RunRecord]:
         """Runs marked running whose owner stopped renewing the lease (its process died), and runs marked
-        running or waiting whose Step Functions execution ended without recording the run's end."""
-        return [r for r in self.services.runs.list(limit=limit) if is_dead(r, now) or self._execution_ended(r) is not None]
+        running or waiting whose Step Functions execution ended without recording the run's end.
+
+        Reads EVERY run in flight, oldest first (``RunStore.in_flight``: an index of active runs, however many
+        finished runs the store holds); ``limit`` stops after that many stale runs (the oldest), None: all."""
+        found: list[RunRecord] = []
+        for run in self.services.runs.in_flight(ACTIVE):
+            if limit is not None and len(found) >= limit:
+                break
+            if is_dead(run, now) or self._execution_ended(run) is not None:
+                found.append(run)
+        return found
 
     def _execution_ended(self, run: RunRecord) -> str | None:
         """The status of the run's ended execution, for an active run executed elsewhere (Step Functions):

@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -254,7 +254,17 @@ LEASE_SECONDS = 30.0  # a running run's owner renews its lease every third of th
 ACTIVE: tuple[RunStatus, ...] = ("running", "waiting")
 #: A thread's runs that decide what starts next: those in flight (ACTIVE) and those queued behind them.
 IN_LINE: tuple[RunStatus, ...] = (*ACTIVE, "queued")
+QUEUED: tuple[RunStatus, ...] = ("queued",)
 FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+def in_line(statuses: Collection[str]) -> tuple[RunStatus, ...]:
+    """``statuses`` checked for ``RunStore.in_flight`` (only those indexes hold: running, waiting, queued), in
+    ``IN_LINE`` order; a ValueError names any other."""
+    unknown = set(statuses) - set(IN_LINE)
+    if unknown or not statuses:
+        raise ValueError(f"in_flight reads runs that are {', '.join(IN_LINE)}; got {sorted(statuses)}")
+    return tuple(s for s in IN_LINE if s in statuses)
 
 
 def next_in_line(runs: Sequence[RunRecord]) -> RunRecord | None:
@@ -430,9 +440,19 @@ class RunStore(ABC):
         return sorted(runs, key=lambda r: (r.created_at, r.run_id))
 
     def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
-        """Threads (of every tenant) with a queued run, for a drainer that sweeps. This default filters every
-        run in Python, which only the in-memory store may use: adapters read an index of queued runs."""
-        return sorted({r.thread_id for r in self.list(limit=1 << 62) if r.status == "queued"})[:limit]
+        """Threads (of every tenant) with a queued run, for a drainer that sweeps. This default reads
+        ``in_flight(("queued",))``; adapters may read an index of queued runs directly."""
+        return sorted({r.thread_id for r in self.in_flight(QUEUED)})[:limit]
+
+    def in_flight(self, statuses: Collection[RunStatus] = ACTIVE) -> Iterator[RunRecord]:
+        """EVERY run (of every tenant) whose status is one of ``statuses`` (a subset of ``IN_LINE``: running,
+        waiting, queued), oldest first (by created_at, then run_id): what recovery and the queued sweep read.
+        Never truncated: adapters page through an index that holds only such runs (SQLite a partial index,
+        DynamoDB a sparse GSI), so the cost follows the runs in flight, not the table. This default filters
+        every run in Python, which only the in-memory store may use."""
+        wanted = in_line(statuses)
+        runs = (r for r in self.list(limit=1 << 62) if r.status in wanted)
+        yield from sorted(runs, key=lambda r: (r.created_at, r.run_id))
 
     def recent_rivals(self, events: EventStore, thread_id: str, head: int) -> builtins.list[RunRecord]:
         """Runs on the thread that ``thread_runs`` may not show yet (begun or claimed a moment ago, on a store

@@ -24,6 +24,7 @@ import orjson
 from stepwise.errors import StateConflictError
 from stepwise.state.events import Event
 from stepwise.state.ports import (
+    ACTIVE,
     IN_LINE,
     DuplicateKeyError,
     EventStore,
@@ -36,6 +37,7 @@ from stepwise.state.ports import (
     RunStore,
     RunTransitionError,
     check_expected,
+    in_line,
     live_rivals,
     next_in_line,
     page_cursor,
@@ -55,6 +57,8 @@ CREATE INDEX IF NOT EXISTS runs_queued ON runs(thread_id, created_at) WHERE json
 CREATE INDEX IF NOT EXISTS runs_tenant ON runs(json_extract(body, '$.tenant'), created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_tenant_status ON runs(json_extract(body, '$.tenant'), json_extract(body, '$.status'), created_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_cancelled ON runs(run_id) WHERE json_extract(body, '$.status') = 'cancelled';
+CREATE INDEX IF NOT EXISTS runs_in_flight ON runs(created_at, run_id)
+    WHERE json_extract(body, '$.status') IN ('running', 'waiting', 'queued');
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, output TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS registry (
     ref TEXT PRIMARY KEY, name TEXT NOT NULL, spec TEXT NOT NULL, asl TEXT NOT NULL, created_at REAL);
@@ -66,6 +70,14 @@ CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, ref TEXT NOT NULL);
 # is written, by any writer, and it holds only cancelled runs), so a step's check does not parse the record, whose
 # ``input`` may be large (a 100 KB input: ~120 µs -> ~4 µs a check); other writes add no index entry.
 _CANCELLED = "EXISTS (SELECT 1 FROM runs INDEXED BY runs_cancelled WHERE run_id = ? AND json_extract(body, '$.status') = 'cancelled')"
+# Runs in flight (running, waiting, queued), oldest first, a page at a time: a range of the partial index runs_in_flight,
+# which holds only such runs (its condition is repeated word for word, so SQLite can prove it and INDEXED BY holds).
+_IN_FLIGHT = (
+    "SELECT created_at, run_id, body FROM runs INDEXED BY runs_in_flight "
+    "WHERE json_extract(body, '$.status') IN ('running', 'waiting', 'queued') AND json_extract(body, '$.status') IN ({marks}) "
+    "AND (created_at, run_id) > (?, ?) ORDER BY created_at, run_id LIMIT ?"
+)
+_IN_FLIGHT_PAGE = 500
 _COLUMNS = "seq, type, run_id, node, scope, key, ts, data, thread_id"
 _ROW = "(?,?,?,?,?,?,?,?,?)"
 _HEAD = "(SELECT coalesce(max(seq), 0) FROM events WHERE thread_id = ?)"
@@ -611,6 +623,20 @@ class SqliteRunStore(RunStore):
         """From the partial index of queued runs (only queued rows are in it)."""
         sql = "SELECT DISTINCT thread_id FROM runs WHERE json_extract(body, '$.status') = 'queued' ORDER BY thread_id LIMIT ?"
         return [r[0] for r in self.db.connection().execute(sql, (limit,)).fetchall()]
+
+    def in_flight(self, statuses: Collection[RunStatus] = ACTIVE) -> Iterator[RunRecord]:
+        """Pages of ``_IN_FLIGHT_PAGE`` runs read from the partial index ``runs_in_flight``, oldest first, each
+        after the last one's (created_at, run_id): never a scan of finished runs, never truncated."""
+        wanted = in_line(statuses)
+        sql = _IN_FLIGHT.format(marks=",".join("?" * len(wanted)))
+        after: tuple[float, str] = (float("-inf"), "")
+        while True:
+            rows = self.db.connection().execute(sql, (*wanted, *after, _IN_FLIGHT_PAGE)).fetchall()
+            for row in rows:
+                yield RunRecord.model_validate_json(row[2])
+            if len(rows) < _IN_FLIGHT_PAGE:
+                return
+            after = (rows[-1][0], rows[-1][1])
 
     def claim_queued(
         self, events: EventStore, thread_id: str, cursor: Callable[[RunRecord, int], dict[str, Any]], **fields: Any
