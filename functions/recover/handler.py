@@ -35,10 +35,12 @@ _client: Stepwise | None = None
 
 
 class Pass(BaseModel):
-    """The invocation: EventBridge's scheduled event (its fields ignored) or a manual ``{"limit": n}``."""
+    """The invocation: EventBridge's scheduled event (its fields ignored) or a manual ``{"limit": n}`` /
+    ``{"backfill": true}``."""
 
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(1000, ge=1, le=100_000, description="at most this many stale runs recovered in one pass, the oldest first")
+    backfill: bool = Field(False, description="first index the runs in flight from before the sparse index existed (once, after upgrading)")
 
 
 def client() -> Stepwise:
@@ -71,6 +73,9 @@ def sweep_queues(stepwise: Stepwise) -> dict[str, int]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     request = Pass.model_validate(event or {})
     stepwise = client()
+    backfilled = stepwise.backfill_in_flight_index() if request.backfill else None
+    if backfilled is not None:
+        logger.info("in-flight index backfilled", extra={"runs": backfilled})
     stale = stepwise.stale_runs(limit=request.limit)
     counts = {"stale": len(stale), "recovered": 0, "skipped": 0, "failed": 0}
     for run in stale:
@@ -100,5 +105,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         ("failed_drains", drained["drain_failed"]),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    if backfilled is not None:
+        counts["backfilled"] = backfilled
     logger.info("recovery pass", extra=counts)
     return counts

@@ -20,6 +20,7 @@ from infra.stacks.network import Network
 from infra.stacks.storage import StateStorage
 from stepwise.asl.compiler import compile_graph
 from stepwise.graph.loader import load_file
+from stepwise.state.dynamodb import RUNS_INDEXES
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -212,12 +213,15 @@ class Compute(Construct):
         )
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:Scan"],
-                resources=[
-                    storage.runs.table_arn,
-                    f"{storage.runs.table_arn}/index/thread_id-created_at",
-                    f"{storage.runs.table_arn}/index/tenant-created_at",
+                actions=[
+                    "dynamodb:GetItem",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:Query",
+                    "dynamodb:Scan",
                 ],
+                resources=[storage.runs.table_arn, *(f"{storage.runs.table_arn}/index/{index.name}" for index in RUNS_INDEXES)],
             )
         )
         fn.add_to_role_policy(iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem"], resources=[storage.registry.table_arn]))

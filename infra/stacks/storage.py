@@ -10,6 +10,7 @@ from constructs import Construct
 
 from infra.stacks.config import StackConfig
 from infra.stacks.nag import acknowledge
+from stepwise.state.dynamodb import RUNS_INDEXES
 
 S = ddb.AttributeType.STRING
 N = ddb.AttributeType.NUMBER
@@ -61,18 +62,18 @@ class StateStorage(Construct):
             time_to_live_attribute="expires_at",
             **common,
         )
-        self.runs.add_global_secondary_index(
-            index_name="thread_id-created_at",
-            partition_key=ddb.Attribute(name="thread_id", type=S),
-            sort_key=ddb.Attribute(name="created_at", type=N),
-            projection_type=ddb.ProjectionType.ALL,
-        )
-        self.runs.add_global_secondary_index(  # GET /runs: one tenant's runs newest first, never a Scan
-            index_name="tenant-created_at",
-            partition_key=ddb.Attribute(name="tenant", type=S),
-            sort_key=ddb.Attribute(name="created_at", type=N),
-            projection_type=ddb.ProjectionType.ALL,
-        )
+        # the indexes the run store queries, from its one definition (the moto tables use it too): a thread's runs,
+        # a tenant's runs newest first (GET /runs), and the sparse keys-only index of runs in flight (recovery and
+        # the queued sweep; an item is in it only while it has `active`, see stepwise.state.dynamodb)
+        types = {"S": S, "N": N}
+        projections = {"ALL": ddb.ProjectionType.ALL, "KEYS_ONLY": ddb.ProjectionType.KEYS_ONLY}
+        for index in RUNS_INDEXES:
+            self.runs.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=ddb.Attribute(name=index.partition, type=types[index.partition_type]),
+                sort_key=ddb.Attribute(name=index.sort, type=types[index.sort_type]),
+                projection_type=projections[index.projection],
+            )
         self.registry = ddb.Table(self, "Registry", partition_key=ddb.Attribute(name="ref", type=S), **common)
         # api: API keys (hashes only), the per-tenant agent catalog and thread owners (stepwise.store)
         self.api = ddb.Table(

@@ -565,6 +565,12 @@ class Stepwise:
                 found.append(run)
         return found
 
+    def backfill_in_flight_index(self) -> int:
+        """Once after upgrading a DynamoDB deployment: index the runs that were in flight before the runs
+        table's sparse ``active-created_at`` index existed, so ``stale_runs`` and the queued sweep see them
+        (the recover function does it when invoked with ``{"backfill": true}``). Returns how many; 0 elsewhere."""
+        return self.services.runs.backfill_in_flight_index()
+
     def _execution_ended(self, run: RunRecord) -> str | None:
         """The status of the run's ended execution, for an active run executed elsewhere (Step Functions):
         FAILED, TIMED_OUT or ABORTED (or SUCCEEDED) while the record still says running or waiting."""

@@ -55,6 +55,8 @@ def test_the_recover_role_may_describe_and_start_executions_and_use_the_run_stat
     step = _statements(synth, "ComputeStepServiceRole")
     state = [s for s in statements if any(a.startswith(("dynamodb:", "s3:")) for a in _actions(s))]
     assert state and all(s in step for s in state)
+    runs = [s for s in statements if "dynamodb:BatchGetItem" in _actions(s)]  # in_flight: the sparse index, then the records
+    assert runs and "/index/active-created_at" in json.dumps(runs) and "dynamodb:Query" in _actions(runs[0])
     assert {a.split(":")[0] for a in actions} <= {"dynamodb", "s3", "states", "iam", "xray"}
     api_table = ref_of(synth, "AWS::DynamoDB::Table", "StorageApi")
     assert api_table not in json.dumps(statements)

@@ -77,12 +77,16 @@ def test_dynamodb_tables_match_the_adapters(synth: Synth) -> None:
     assert events["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
     assert events["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     _, runs = only(tables, KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}])
-    index, by_tenant = runs["Properties"]["GlobalSecondaryIndexes"]
+    index, by_tenant, active = runs["Properties"]["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "thread_id-created_at"
     assert index["KeySchema"] == [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}]
     assert by_tenant["IndexName"] == "tenant-created_at"  # GET /runs queries it (DynamoRunStore.query)
     assert by_tenant["KeySchema"] == [{"AttributeName": "tenant", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}]
     assert {"AttributeName": "created_at", "AttributeType": "N"} in runs["Properties"]["AttributeDefinitions"]
+    assert active["IndexName"] == "active-created_at"  # sparse: recovery and the queued sweep (DynamoRunStore.in_flight)
+    assert active["KeySchema"] == [{"AttributeName": "active", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}]
+    assert active["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert {"AttributeName": "active", "AttributeType": "S"} in runs["Properties"]["AttributeDefinitions"]
     only(tables, KeySchema=[{"AttributeName": "ref", "KeyType": "HASH"}])
     only(tables, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
 

@@ -23,10 +23,12 @@ from tests.unit.test_hardening_continuation import CHAIN
 
 from stepwise.graph.loader import load_text
 from stepwise.state.events import NODE_UPDATE
+from stepwise.state.ports import RunRecord
 
 CONTEXT = LambdaContext(function_name="test-recover", invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:test-recover")
 
 
+NEWER = 1_005
 NO_QUEUE = {"queued_threads": 0, "drained": 0, "drain_failed": 0}
 NO_QUEUE_METRICS = {"queued_threads": 0, "drained_runs": 0, "failed_drains": 0}
 
@@ -44,9 +46,9 @@ def emf_metrics(output: str) -> dict[str, float]:
     return values
 
 
-def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_running_record(
-    cloud: Cloud, capsys: pytest.CaptureFixture[str]
-) -> None:
+def stuck_run(cloud: Cloud) -> tuple[RunRecord, str, dict[str, bool]]:
+    """A run whose execution FAILED while the step could not record its end (``broken`` on): its record still
+    says running, and nothing will ever end it. Returns the record, the execution's ARN and ``broken``."""
     counted.CALLS.clear()
     step_name = cloud.settings.step_function_arn.rsplit(":", 1)[1]
     step_lambda = cloud.router.handlers[step_name]
@@ -63,10 +65,19 @@ def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_runni
     client.register(spec)
     run = client.start(spec, {})
     client.execute(run.run_id)
-    arn = client.get_run(run.run_id).execution_arn  # type: ignore[union-attr]
+    record = client.get_run(run.run_id)
+    assert record is not None and record.execution_arn
+    arn = record.execution_arn
     wait_for(lambda: cloud.sfn.describe_execution(executionArn=arn)["status"] == "FAILED", "the execution to fail")
     assert client.get_run(run.run_id).status == "running"  # type: ignore[union-attr]  # stuck: nothing will end it
+    return record, arn, broken
 
+
+def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_running_record(
+    cloud: Cloud, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, arn, broken = stuck_run(cloud)
+    client = cloud.client
     recover = load_module(ROOT / "functions" / "recover" / "handler.py")
     broken["on"] = False
     capsys.readouterr()
@@ -83,6 +94,50 @@ def test_the_recover_function_recovers_a_run_whose_execution_failed_with_a_runni
 
     # the next scheduled pass finds nothing to do
     assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
+
+
+def test_a_stuck_run_older_than_1005_finished_runs_is_recovered(cloud: Cloud) -> None:
+    """Before, ``stale_runs`` read the newest 1,000 runs (a Scan, sorted, truncated): this run was never seen.
+    Now the pass reads the sparse ``active-created_at`` index, which holds only runs in flight."""
+    run, _, broken = stuck_run(cloud)
+    broken["on"] = False
+    runs = cloud.client.services.runs
+    for i in range(NEWER):
+        runs.put(
+            RunRecord(
+                run_id=f"done-{i:05d}",
+                thread_id=f"t-done-{i}",
+                graph_ref=run.graph_ref,
+                created_at=run.created_at + 1 + i,
+                updated_at=run.created_at + 1 + i,
+                status="succeeded",
+            )
+        )
+    assert all(r.created_at > run.created_at for r in runs.list(limit=1000))  # the old window
+
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    assert recover.handler({}, CONTEXT) == {"stale": 1, "recovered": 1, "skipped": 0, "failed": 0} | NO_QUEUE
+    assert cloud.wait_run(run.run_id, "succeeded", "failed").status == "succeeded"
+    assert counted_nodes(cloud, run.thread_id) == {"a": 1, "b": 1, "c": 1}
+    assert list(runs.in_flight()) == []
+    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
+
+
+def test_a_stuck_run_from_before_the_index_is_recovered_after_the_backfill_invocation(cloud: Cloud) -> None:
+    """Upgrading: a run in flight written by a version without the ``active`` attribute is not in the index,
+    so the scheduled pass cannot see it (docs/reliability.md says so) until the recover function is invoked
+    once with ``{"backfill": true}``."""
+    run, _, broken = stuck_run(cloud)
+    broken["on"] = False
+    cloud.dynamodb.update_item(TableName=cloud.settings.runs_table, Key={"run_id": {"S": run.run_id}}, UpdateExpression="REMOVE active")
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    nothing = {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
+    assert recover.handler({}, CONTEXT) == nothing
+
+    answer = recover.handler({"backfill": True}, CONTEXT)
+    assert answer == {"stale": 1, "recovered": 1, "skipped": 0, "failed": 0} | NO_QUEUE | {"backfilled": 1}
+    assert cloud.wait_run(run.run_id, "succeeded", "failed").status == "succeeded"
+    assert recover.handler({"backfill": True}, CONTEXT) == nothing | {"backfilled": 0}
 
 
 def test_the_recover_function_starts_a_queue_left_behind_one_run_at_a_time(cloud: Cloud, capsys: pytest.CaptureFixture[str]) -> None:

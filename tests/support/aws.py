@@ -1,4 +1,5 @@
-"""Create the AWS state resources in moto from the key schemas documented in ``stepwise.state.dynamodb``.
+"""Create the AWS state resources in moto from the key schemas documented in ``stepwise.state.dynamodb`` (the runs
+table's indexes from its ``RUNS_INDEXES``, as the CDK stack).
 
 The CDK stack creates the same tables; if a schema drifts from the adapters, the contract tests and the
 cloud-in-a-box test fail here first.
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepwise.config import Settings
+from stepwise.state.dynamodb import RUNS_INDEXES
 
 TEST_REGION = "us-east-1"
 TEST_ACCOUNT = "123456789012"  # moto's default account
@@ -40,26 +42,19 @@ def create_state_resources(settings: Settings, *, dynamodb: Any, s3: Any) -> Non
         AttributeDefinitions=[{"AttributeName": "thread_id", "AttributeType": "S"}, {"AttributeName": "seq", "AttributeType": "N"}],
         **on_demand,
     )
+    index_attributes = {(i.partition, i.partition_type) for i in RUNS_INDEXES} | {(i.sort, i.sort_type) for i in RUNS_INDEXES}
     dynamodb.create_table(
         TableName=settings.runs_table,
         KeySchema=[{"AttributeName": "run_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[
-            {"AttributeName": "run_id", "AttributeType": "S"},
-            {"AttributeName": "thread_id", "AttributeType": "S"},
-            {"AttributeName": "created_at", "AttributeType": "N"},
-            {"AttributeName": "tenant", "AttributeType": "S"},
-        ],
+        AttributeDefinitions=[{"AttributeName": "run_id", "AttributeType": "S"}]
+        + [{"AttributeName": name, "AttributeType": kind} for name, kind in sorted(index_attributes)],
         GlobalSecondaryIndexes=[
             {
-                "IndexName": "thread_id-created_at",
-                "KeySchema": [{"AttributeName": "thread_id", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-            {
-                "IndexName": "tenant-created_at",
-                "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            },
+                "IndexName": index.name,
+                "KeySchema": [{"AttributeName": index.partition, "KeyType": "HASH"}, {"AttributeName": index.sort, "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": index.projection},
+            }
+            for index in RUNS_INDEXES
         ],
         **on_demand,
     )

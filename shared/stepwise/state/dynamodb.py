@@ -20,10 +20,20 @@ Table key schemas — the CDK stack creates exactly these (names come from ``Set
     condition (→ ``DuplicateKeyError``). All reads are strongly consistent ``Query``/``GetItem`` calls.
 
 ``runs`` table (``STEPWISE_RUNS_TABLE``, default ``stepwise-runs``)
-    partition key ``run_id`` (S); global secondary index ``thread_id-created_at`` with partition key
-    ``thread_id`` (S) and sort key ``created_at`` (N), projection ALL; global secondary index
-    ``tenant-created_at`` with partition key ``tenant`` (S) and sort key ``created_at`` (N), projection
-    ALL: a tenant's runs list (``query``) reads only that tenant's runs in the time range, newest first.
+    partition key ``run_id`` (S); global secondary indexes (``RUNS_INDEXES``, which the CDK stack and the
+    moto test tables are built from):
+
+    - ``thread_id-created_at``: partition key ``thread_id`` (S), sort key ``created_at`` (N), projection ALL.
+    - ``tenant-created_at``: partition key ``tenant`` (S), sort key ``created_at`` (N), projection ALL: a
+      tenant's runs list (``query``) reads only that tenant's runs in the time range, newest first.
+    - ``active-created_at``, sparse: partition key ``active`` (S), sort key ``created_at`` (N), projection
+      KEYS_ONLY. ``active = "<status>#<shard>"`` (shard = sha256(run_id) mod ``ACTIVE_SHARDS``, 4) exists only
+      while the run is running, waiting or queued: ``put``, ``update`` with a ``status`` and the queued claim
+      set it, or REMOVE it, in the same conditional write as the status, so it cannot drift. ``in_flight``
+      (recovery, the queued sweep) queries the 4 partitions of each status it wants, every page, and reads
+      the records by consistent ``BatchGetItem``: the cost follows the runs in flight, never the table.
+      Keys only, so the step's heartbeats and step counters do not rewrite the index. Runs written before
+      the index existed lack ``active`` until ``backfill_in_flight_index`` (docs/reliability.md).
 
     - Run items: one attribute per ``RunRecord`` field; ``input``, ``start_cursor``, ``error`` and
       ``waiting`` (which holds the task token) are JSON strings. ``update`` is an ``UpdateItem`` of just
@@ -44,16 +54,22 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import heapq
+import itertools
 import json
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
 from stepwise.state.events import RUN_STARTED, Event
 from stepwise.state.ports import (
+    ACTIVE,
+    IN_LINE,
+    QUEUED,
     DuplicateKeyError,
     EventStore,
     Registry,
@@ -61,9 +77,11 @@ from stepwise.state.ports import (
     RunPage,
     RunQuery,
     RunRecord,
+    RunStatus,
     RunStore,
     RunTransitionError,
     check_expected,
+    in_line,
     page_cursor,
 )
 from stepwise.state.s3 import S3Blobs
@@ -74,6 +92,39 @@ OFFLOAD_BYTES = 100_000
 TRANSACTION_BUDGET = 3_500_000
 MAX_ACTIONS = 100
 _FAR = 10**30  # an upper bound for seq in range queries
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    """A global secondary index: the one definition the adapters query, the CDK stack
+    (infra/stacks/storage.py) deploys and the moto tables (tests/support/aws.py) create."""
+
+    name: str
+    partition: str
+    sort: str
+    partition_type: Literal["S", "N"] = "S"
+    sort_type: Literal["S", "N"] = "N"
+    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
+
+
+#: Sparse: only runs in flight carry ``active`` (see the module docstring and ``active_key``).
+ACTIVE_INDEX = TableIndex("active-created_at", "active", "created_at", projection="KEYS_ONLY")
+RUNS_INDEXES = (
+    TableIndex("thread_id-created_at", "thread_id", "created_at"),
+    TableIndex("tenant-created_at", "tenant", "created_at"),
+    ACTIVE_INDEX,
+)
+#: ``active`` values per status: a run's shard is fixed by its id, so no write reads first. Four partitions per
+#: status spread the index's writes (each run writes it at start, at each wait/resume and at its end).
+ACTIVE_SHARDS = 4
+
+
+def active_key(run_id: str, status: str) -> str | None:
+    """The run's ``active`` attribute for ``status``: ``"<status>#<shard>"`` while the run is in flight
+    (running, waiting, queued), None (the attribute removed) once it is not."""
+    if status not in IN_LINE:
+        return None
+    return f"{status}#{int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % ACTIVE_SHARDS}"
 
 
 def _code(exc: Exception) -> str:
@@ -344,8 +395,10 @@ def _run_filters(q: RunQuery) -> tuple[dict[str, str], dict[str, Any], list[str]
 class DynamoRunStore(RunStore):
     """Run records in DynamoDB, with thread and tenant indexes."""
 
-    INDEX = "thread_id-created_at"
-    TENANT_INDEX = "tenant-created_at"
+    INDEX = RUNS_INDEXES[0].name
+    TENANT_INDEX = RUNS_INDEXES[1].name
+    #: BatchGetItem reads at most 100 keys a call.
+    BATCH_GET = 100
 
     def __init__(self, table_name: str, *, client: Any = None) -> None:
         self.table = table_name
@@ -353,6 +406,9 @@ class DynamoRunStore(RunStore):
 
     def put(self, run: RunRecord) -> None:
         item = {name: _encode_field(name, value) for name, value in run.model_dump(mode="json").items() if value is not None}
+        active = active_key(run.run_id, run.status)
+        if active is not None:
+            item[ACTIVE_INDEX.partition] = _s(active)
         self.db.put_item(TableName=self.table, Item=item)
 
     def get(self, run_id: str) -> RunRecord | None:
@@ -377,6 +433,14 @@ class DynamoRunStore(RunStore):
             else:
                 sets.append(f"#f{i} = :v{i}")
                 attrs[f":v{i}"] = _encode_field(name, value)
+        if "status" in fields:  # the sparse index follows the status in this same conditional write
+            names["#act"] = ACTIVE_INDEX.partition
+            active = active_key(run_id, checked.status)
+            if active is None:
+                removes.append("#act")
+            else:
+                sets.append("#act = :act")
+                attrs[":act"] = _s(active)
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         names["#id"] = "run_id"
         condition = "attribute_exists(#id)"
@@ -446,17 +510,92 @@ class DynamoRunStore(RunStore):
         return sorted((_decode_run(i) for i in items), key=lambda r: (r.created_at, r.run_id))
 
     def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
-        """A ``Scan`` filtered on the server to queued runs (the table has no status index: the sweep reads
-        every item's key once a schedule tick, not every run into this process)."""
+        """The threads of ``in_flight(("queued",))``: the ``queued#*`` partitions of the sparse index, not a Scan."""
+        return sorted({r.thread_id for r in self.in_flight(QUEUED)})[:limit]
+
+    def in_flight(self, statuses: Collection[RunStatus] = ACTIVE) -> Iterator[RunRecord]:
+        """A ``Query`` of each ``<status>#<shard>`` partition of the sparse ``active-created_at`` index (keys only,
+        every page, oldest first), merged by created_at (ties by run_id), then the records by consistent
+        ``BatchGetItem``, 100 at a time: a record that left the statuses since the index saw it is dropped."""
+        wanted = in_line(statuses)
+        streams = [self._active_keys(f"{status}#{shard}") for status in wanted for shard in range(ACTIVE_SHARDS)]
+        batch: builtins.list[str] = []
+        for _, ties in itertools.groupby(heapq.merge(*streams, key=lambda k: k[0]), key=lambda k: k[0]):
+            for run_id in sorted({run_id for _, run_id in ties}):  # one run seen under two statuses (index lag): once
+                batch.append(run_id)
+                if len(batch) == self.BATCH_GET:
+                    yield from self._consistent(batch, wanted)
+                    batch = []
+        yield from self._consistent(batch, wanted)
+
+    def _active_keys(self, partition: str) -> Iterator[tuple[float, str]]:
+        items = _pages(
+            self.db.query,
+            TableName=self.table,
+            IndexName=ACTIVE_INDEX.name,
+            KeyConditionExpression="#a = :a",
+            ExpressionAttributeNames={"#a": ACTIVE_INDEX.partition},
+            ExpressionAttributeValues={":a": _s(partition)},
+            ScanIndexForward=True,
+        )
+        for item in items:
+            yield float(item["created_at"]["N"]), item["run_id"]["S"]
+
+    def _consistent(self, run_ids: builtins.list[str], wanted: Collection[str]) -> Iterator[RunRecord]:
+        """The records of ``run_ids`` (in that order) whose status is still one of ``wanted``, read consistently;
+        unprocessed keys (throttling) are asked again with a growing pause."""
+        found: dict[str, RunRecord] = {}
+        request: dict[str, Any] = {self.table: {"Keys": [{"run_id": _s(r)} for r in run_ids], "ConsistentRead": True}} if run_ids else {}
+        for attempt in itertools.count():
+            if not request:
+                break
+            if attempt:
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+            out = self.db.batch_get_item(RequestItems=request)
+            for item in out.get("Responses", {}).get(self.table, []):
+                if "thread_id" in item:
+                    record = _decode_run(item)
+                    found[record.run_id] = record
+            request = out.get("UnprocessedKeys") or {}
+        for run_id in run_ids:
+            run = found.get(run_id)
+            if run is not None and run.status in wanted:
+                yield run
+
+    def backfill_in_flight_index(self) -> int:
+        """Give ``active`` to the runs in flight that lack it (written before the index existed), so recovery
+        and the queued sweep see them: a ``Scan`` filtered to such runs, then per run a conditional
+        ``UpdateItem`` (only while its status is still the one read, and it still lacks the attribute: a
+        concurrent status change sets or removes it itself). Returns how many runs it marked. Run once after
+        upgrading (docs/reliability.md); a second run finds none."""
+        names = {"#st": "status", "#a": ACTIVE_INDEX.partition, "#id": "run_id"}
+        statuses = {f":s{i}": _s(status) for i, status in enumerate(IN_LINE)}
         items = _pages(
             self.db.scan,
             TableName=self.table,
-            FilterExpression="#st = :q",
-            ExpressionAttributeNames={"#st": "status", "#th": "thread_id"},
-            ExpressionAttributeValues={":q": _s("queued")},
-            ProjectionExpression="#th",
+            FilterExpression=f"#st IN ({', '.join(statuses)}) AND attribute_not_exists(#a) AND attribute_exists(thread_id)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=statuses,
+            ProjectionExpression="#id, #st",
         )
-        return sorted({i["thread_id"]["S"] for i in items})[:limit]
+        marked = 0
+        for item in list(items):
+            run_id, status = item["run_id"]["S"], item["status"]["S"]
+            try:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key={"run_id": _s(run_id)},
+                    UpdateExpression="SET #a = :a",
+                    ConditionExpression="#st = :seen AND attribute_not_exists(#a)",
+                    ExpressionAttributeNames={"#st": "status", "#a": ACTIVE_INDEX.partition},
+                    ExpressionAttributeValues={":a": _s(str(active_key(run_id, status))), ":seen": _s(status)},
+                )
+            except Exception as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue  # its status changed meanwhile, and that write set (or removed) the attribute
+            marked += 1
+        return marked
 
     def recent_rivals(self, events: EventStore, thread_id: str, head: int) -> builtins.list[RunRecord]:
         """The run of the thread's latest ``run_started`` (read from the log and the table consistently),
@@ -484,7 +623,8 @@ class DynamoRunStore(RunStore):
         rows = EventStore._numbered([started], head)
         values = {**fields, "status": "running", "start_cursor": cursor(run, started.seq), "updated_at": time.time()}
         checked = RunRecord.model_validate({**run.model_dump(), **values})
-        names, attrs, sets = {"#st": "status"}, {":q": _s("queued")}, []
+        names, attrs, sets = {"#st": "status", "#act": ACTIVE_INDEX.partition}, {":q": _s("queued")}, ["#act = :act"]
+        attrs[":act"] = _s(str(active_key(run.run_id, "running")))
         for i, name in enumerate(sorted(values)):
             value = getattr(checked, name)
             if value is None:

@@ -454,6 +454,12 @@ class RunStore(ABC):
         runs = (r for r in self.list(limit=1 << 62) if r.status in wanted)
         yield from sorted(runs, key=lambda r: (r.created_at, r.run_id))
 
+    def backfill_in_flight_index(self) -> int:
+        """Put the runs in flight that ``in_flight``'s index does not hold yet (written before it existed) into
+        it; returns how many. Here and on SQLite (whose partial index covers existing rows when created) there
+        are none; DynamoDB marks runs that lack the sparse index's attribute."""
+        return 0
+
     def recent_rivals(self, events: EventStore, thread_id: str, head: int) -> builtins.list[RunRecord]:
         """Runs on the thread that ``thread_runs`` may not show yet (begun or claimed a moment ago, on a store
         whose thread index lags its table): checked with them by ``begin`` and ``claim_queued``. None here."""
