@@ -20,7 +20,7 @@ from infra.stacks.network import Network
 from infra.stacks.storage import StateStorage
 from stepwise.asl.compiler import compile_graph
 from stepwise.graph.loader import load_file
-from stepwise.state.dynamodb import RUNS_INDEXES
+from stepwise.state.dynamodb_schema import RUNS_INDEXES
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = lambda_.Runtime.PYTHON_3_12

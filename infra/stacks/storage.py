@@ -10,7 +10,7 @@ from constructs import Construct
 
 from infra.stacks.config import StackConfig
 from infra.stacks.nag import acknowledge
-from stepwise.state.dynamodb import RUNS_INDEXES
+from stepwise.state.dynamodb_schema import RUNS_INDEXES
 
 S = ddb.AttributeType.STRING
 N = ddb.AttributeType.NUMBER

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from tests.aws.test_state_contract import Stores, aws_env, dynamo_stores, run  # noqa: F401 - the adapter fixtures
 
-from stepwise.state.dynamodb import ACTIVE_INDEX, ACTIVE_SHARDS, DynamoRunStore, active_key
+from stepwise.state.dynamodb import DynamoRunStore
+from stepwise.state.dynamodb_schema import ACTIVE_INDEX, ACTIVE_SHARDS, active_key
 from stepwise.state.events import RUN_FINISHED, Event
 from stepwise.state.ports import RunTransitionError
 

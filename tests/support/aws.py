@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stepwise.config import Settings
-from stepwise.state.dynamodb import RUNS_INDEXES
+from stepwise.state.dynamodb_schema import RUNS_INDEXES
 
 TEST_REGION = "us-east-1"
 TEST_ACCOUNT = "123456789012"  # moto's default account

@@ -20,7 +20,7 @@ Table key schemas — the CDK stack creates exactly these (names come from ``Set
     condition (→ ``DuplicateKeyError``). All reads are strongly consistent ``Query``/``GetItem`` calls.
 
 ``runs`` table (``STEPWISE_RUNS_TABLE``, default ``stepwise-runs``)
-    partition key ``run_id`` (S); global secondary indexes (``RUNS_INDEXES``, which the CDK stack and the
+    partition key ``run_id`` (S); global secondary indexes (``RUNS_INDEXES`` in ``dynamodb_schema``, which the CDK stack and the
     moto test tables are built from):
 
     - ``thread_id-created_at``: partition key ``thread_id`` (S), sort key ``created_at`` (N), projection ALL.
@@ -60,11 +60,11 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from stepwise import awsclients
 from stepwise.errors import StateConflictError
+from stepwise.state.dynamodb_schema import ACTIVE_INDEX, ACTIVE_SHARDS, RUNS_INDEXES, active_key
 from stepwise.state.events import RUN_STARTED, Event
 from stepwise.state.ports import (
     ACTIVE,
@@ -92,39 +92,6 @@ OFFLOAD_BYTES = 100_000
 TRANSACTION_BUDGET = 3_500_000
 MAX_ACTIONS = 100
 _FAR = 10**30  # an upper bound for seq in range queries
-
-
-@dataclass(frozen=True)
-class TableIndex:
-    """A global secondary index: the one definition the adapters query, the CDK stack
-    (infra/stacks/storage.py) deploys and the moto tables (tests/support/aws.py) create."""
-
-    name: str
-    partition: str
-    sort: str
-    partition_type: Literal["S", "N"] = "S"
-    sort_type: Literal["S", "N"] = "N"
-    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
-
-
-#: Sparse: only runs in flight carry ``active`` (see the module docstring and ``active_key``).
-ACTIVE_INDEX = TableIndex("active-created_at", "active", "created_at", projection="KEYS_ONLY")
-RUNS_INDEXES = (
-    TableIndex("thread_id-created_at", "thread_id", "created_at"),
-    TableIndex("tenant-created_at", "tenant", "created_at"),
-    ACTIVE_INDEX,
-)
-#: ``active`` values per status: a run's shard is fixed by its id, so no write reads first. Four partitions per
-#: status spread the index's writes (each run writes it at start, at each wait/resume and at its end).
-ACTIVE_SHARDS = 4
-
-
-def active_key(run_id: str, status: str) -> str | None:
-    """The run's ``active`` attribute for ``status``: ``"<status>#<shard>"`` while the run is in flight
-    (running, waiting, queued), None (the attribute removed) once it is not."""
-    if status not in IN_LINE:
-        return None
-    return f"{status}#{int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % ACTIVE_SHARDS}"
 
 
 def _code(exc: Exception) -> str:
