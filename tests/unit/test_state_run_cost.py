@@ -55,6 +55,14 @@ def _stores(tmp_path: Path) -> tuple[SqliteDatabase, SqliteEventStore, SqliteRun
     return db, SqliteEventStore(db), SqliteRunStore(db)
 
 
+def _backend(tmp_path: Path, backend: str) -> tuple[EventStore, RunStore]:
+    """The stores a parametrized test compares: SQLite's single statements, or the memory stores' generic path."""
+    if backend == "sqlite":
+        _, events, runs = _stores(tmp_path)
+        return events, runs
+    return MemoryEventStore(), MemoryRunStore()
+
+
 def test_a_three_node_run_costs_a_bounded_number_of_statements(tmp_path: Path) -> None:
     client = Stepwise.embedded(tmp_path / "home")
     spec = parse_dict(THREE)
@@ -116,12 +124,7 @@ def test_a_made_up_thread_id_that_is_taken_is_refused_and_another_picked(tmp_pat
 def test_the_result_read_gives_the_record_and_the_tail(tmp_path: Path, backend: str) -> None:
     """``RunStore.tail_and_record``: one SELECT on SQLite, two reads elsewhere; the same answer, the record
     first even when the tail is empty, None for an unknown run."""
-    events: EventStore
-    runs: RunStore
-    if backend == "sqlite":
-        _, events, runs = _stores(tmp_path)
-    else:
-        events, runs = MemoryEventStore(), MemoryRunStore()
+    events, runs = _backend(tmp_path, backend)
     runs.put(RunRecord(run_id="r1", thread_id="T", graph_ref="g@1", status="succeeded"))
     events.append("T", 0, [Event(type=RUN_STARTED, run_id="r1"), Event(type=NODE_UPDATE, run_id="r1", node="a", data={"update": {"x": 1}})])
     events.append_at_head("T", [Event(type=NODE_UPDATE, run_id="r1", node="b", scope="p/0", data={"update": {"y": 2}})])
@@ -138,12 +141,7 @@ def test_a_run_ends_with_its_event_spend_and_status_or_not_at_all(tmp_path: Path
     """``RunStore.end``: the SQLite transaction and the generic sequence (memory stores) leave the same log and
     record: the final event once, the spend of this run's LLM calls only; a run not in the expected status
     (cancelled, or a replay's already succeeded) gets no event and keeps its record."""
-    events: EventStore
-    runs: RunStore
-    if backend == "sqlite":
-        _, events, runs = _stores(tmp_path)
-    else:
-        events, runs = MemoryEventStore(), MemoryRunStore()
+    events, runs = _backend(tmp_path, backend)
     for run_id in ("r1", "r2"):
         runs.put(RunRecord(run_id=run_id, thread_id="T", graph_ref="g@1", start_cursor={"seq": 1}))
     events.append(
@@ -268,12 +266,7 @@ def test_batches_beyond_one_statement_keep_the_append_contract(tmp_path: Path) -
 def test_a_steps_tail_read_carries_its_runs_status(tmp_path: Path, backend: str) -> None:
     """``RunStore.tail_and_cancelled``: the SQLite single SELECT answers what ``read_visible`` plus ``status`` answer
     (memory stores: the generic two reads), for the main flow, a branch's scopes, an empty tail, and a cancel."""
-    events: EventStore
-    runs: RunStore
-    if backend == "sqlite":
-        _, events, runs = _stores(tmp_path)
-    else:
-        events, runs = MemoryEventStore(), MemoryRunStore()
+    events, runs = _backend(tmp_path, backend)
     runs.put(RunRecord(run_id="r1", thread_id="T", graph_ref="g@1"))
     events.append(
         "T",
