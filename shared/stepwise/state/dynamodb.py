@@ -69,7 +69,6 @@ from stepwise.state.events import RUN_STARTED, Event
 from stepwise.state.ports import (
     ACTIVE,
     IN_LINE,
-    QUEUED,
     DuplicateKeyError,
     EventStore,
     Registry,
@@ -475,10 +474,6 @@ class DynamoRunStore(RunStore):
             ExpressionAttributeValues=values,
         )
         return sorted((_decode_run(i) for i in items), key=lambda r: (r.created_at, r.run_id))
-
-    def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
-        """The threads of ``in_flight(("queued",))``: the ``queued#*`` partitions of the sparse index, not a Scan."""
-        return sorted({r.thread_id for r in self.in_flight(QUEUED)})[:limit]
 
     def in_flight(self, statuses: Collection[RunStatus] = ACTIVE) -> Iterator[RunRecord]:
         """A ``Query`` of each ``<status>#<shard>`` partition of the sparse ``active-created_at`` index (keys only,

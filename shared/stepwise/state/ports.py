@@ -441,7 +441,8 @@ class RunStore(ABC):
 
     def queued_threads(self, limit: int = 1000) -> builtins.list[str]:
         """Threads (of every tenant) with a queued run, for a drainer that sweeps. This default reads
-        ``in_flight(("queued",))``; adapters may read an index of queued runs directly."""
+        ``in_flight(("queued",))`` (on DynamoDB, the ``queued#*`` partitions of the sparse index, not a Scan);
+        adapters may read an index of queued runs directly."""
         return sorted({r.thread_id for r in self.in_flight(QUEUED)})[:limit]
 
     def in_flight(self, statuses: Collection[RunStatus] = ACTIVE) -> Iterator[RunRecord]:
