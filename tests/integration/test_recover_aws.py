@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Metrics
 from pydantic import ValidationError
 from tests.integration.test_cloud_in_a_box import ROOT, Cloud, load_module
 from tests.integration.test_cloud_in_a_box import cloud as cloud
@@ -31,6 +32,14 @@ CONTEXT = LambdaContext(function_name="test-recover", invoked_function_arn="arn:
 NEWER = 1_005
 NO_QUEUE = {"queued_threads": 0, "drained": 0, "drain_failed": 0}
 NO_QUEUE_METRICS = {"queued_threads": 0, "drained_runs": 0, "failed_drains": 0}
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_metrics() -> None:
+    """Powertools' ``Metrics`` instances share one metric set per process: metrics another test's handler added
+    and never flushed (the API handler's, in the same xdist worker) would be printed by the recover function's
+    flush. In Lambda each function has a process of its own, so only the tests need this."""
+    Metrics().clear_metrics()
 
 
 def emf_metrics(output: str) -> dict[str, float]:
