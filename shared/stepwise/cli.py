@@ -286,10 +286,7 @@ def run(
         elif multitask is not None and thread is not None:
             client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
         result = client.run(spec, state, thread_id=thread)
-    try:
-        _report(result, output, _answer_example(client, result))
-    finally:
-        _drain(client, result.thread_id)
+    _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
@@ -308,6 +305,15 @@ def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
             markup=False,
         )
     _drain(client, queued.thread_id)  # the run before it may have ended between the look and the put
+
+
+def _report_and_drain(client: Stepwise, result: RunResult, output: str, answer: str = "{...}") -> None:
+    """A command that ended a run (run, resume, redrive) reports it, then starts the thread's queued runs, even
+    when the report exits non-zero for a failed run."""
+    try:
+        _report(result, output, answer)
+    finally:
+        _drain(client, result.thread_id)
 
 
 def _drain(client: Stepwise, thread_id: str) -> None:
@@ -340,10 +346,7 @@ def resume(
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
-    try:
-        _report(result, output, _answer_example(client, result))
-    finally:
-        _drain(client, result.thread_id)
+    _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 @app.command()
@@ -352,10 +355,7 @@ def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> No
     client = _client(home, progress=output != "json")
     with _user_errors():
         result = client.redrive(run_id)
-    try:
-        _report(result, output)
-    finally:
-        _drain(client, result.thread_id)
+    _report_and_drain(client, result, output)
 
 
 @app.command()
