@@ -332,6 +332,9 @@ def w6_section(results: dict[str, Any]) -> list[str]:
     ]
 
 
+_PREEMPTED = "steps in which the OS preempted the thread (an involuntary context switch)"
+
+
 def w7_section(results: dict[str, Any]) -> list[str]:
     w7 = results.get("w7")
     if not w7:
@@ -360,6 +363,7 @@ def w7_section(results: dict[str, Any]) -> list[str]:
             if "over_5x" in w7
             else []
         ),
+        *([[_PREEMPTED, w7["steps_preempted"]]] if "steps_preempted" in w7 else []),
         *(
             [
                 [

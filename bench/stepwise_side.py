@@ -13,6 +13,7 @@ import bisect
 import functools
 import gc
 import os
+import resource
 import time
 import uuid
 from pathlib import Path
@@ -317,6 +318,12 @@ class ShortRuns:
 
 
 # -- W7: one long loop ---------------------------------------------------------------------------------
+def _mark() -> tuple[float, float, int, int]:
+    """Now: wall clock, this thread's CPU time, its page faults (minor and major) and involuntary context switches."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return time.perf_counter(), time.thread_time(), usage.ru_minflt + usage.ru_majflt, usage.ru_nivcsw
+
+
 def _rss_kib() -> tuple[int, int]:
     """(current RSS, peak RSS) of this process in KiB, from /proc."""
     now = peak = 0
@@ -338,8 +345,9 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     that worked longer), and the process's RSS. A short run first warms up imports and caches.
 
     What else ran inside the loop is recorded with its time, so a slow step can be attributed: the garbage
-    collector's passes (``gc.callbacks``: generation, duration) and hand-overs to a continuation execution."""
-    marks: list[tuple[float, float]] = []
+    collector's passes (``gc.callbacks``: generation, duration), hand-overs to a continuation execution, and
+    this thread's page faults and involuntary context switches in each step (``getrusage``, ~1 µs)."""
+    marks: list[tuple[float, float, int, int]] = []  # wall, thread CPU, page faults, involuntary switches
     handovers: list[float] = []
     collections: list[tuple[float, float, int]] = []  # (start, seconds, generation)
     started_gc = [0.0]
@@ -347,7 +355,7 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     def observe(event: dict[str, Any]) -> None:
         kind = event.get("kind")
         if kind == "node_finished":
-            marks.append((time.perf_counter(), time.thread_time()))
+            marks.append(_mark())
         elif kind == "continued":
             handovers.append(time.perf_counter())
 
@@ -366,25 +374,25 @@ def long_loop(turns: int, workdir: Path) -> dict[str, Any]:
     handovers.clear()
     rss_before, _ = _rss_kib()
     gc.callbacks.append(on_gc)
-    started, started_cpu = time.perf_counter(), time.thread_time()
+    start = _mark()
     cpu0 = time.process_time()
     result = client.run(spec, workload.react_input(turns))
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - start[0], time.process_time() - cpu0
     gc.callbacks.remove(on_gc)
     rss_after, peak = _rss_kib()
     if result.status != "succeeded" or len(result.state["messages"]) != workload.react_steps(turns) + 1:
         raise RuntimeError(f"Stepwise W7 run ended {result.status}: {result.error}")
     _close(client)
-    previous = [(started, started_cpu), *marks[:-1]]
-    steps = [b[0] - a[0] for a, b in zip(previous, marks, strict=True)]
-    steps_cpu = [b[1] - a[1] for a, b in zip(previous, marks, strict=True)]
+    between = list(zip([start, *marks[:-1]], marks, strict=True))
     ends = [m[0] for m in marks]
     return {
-        "steps": len(steps),
+        "steps": len(marks),
         "wall_s": wall,
         "cpu_s": cpu,
-        "step_s": steps,
-        "step_cpu_s": steps_cpu,
+        "step_s": [b[0] - a[0] for a, b in between],
+        "step_cpu_s": [b[1] - a[1] for a, b in between],
+        "step_faults": [b[2] - a[2] for a, b in between],
+        "step_preempted": [b[3] - a[3] for a, b in between],
         # the step each happened in: the first step that ended after it started
         "gc": [{"step": bisect.bisect_left(ends, at), "generation": gen, "s": took} for at, took, gen in collections],
         "handover_steps": [bisect.bisect_left(ends, at) for at in handovers],

@@ -469,7 +469,9 @@ class Runner:
         steps_cpu = [s * 1000 for s in raw.pop("step_cpu_s")]
         med, med_cpu = median(steps), median(steps_cpu)
         slow = [i for i, x in enumerate(steps) if x > 5 * med]
-        causes = _w7_causes(slow, raw.get("gc", []), raw.get("handover_steps", []))
+        faults, preempted = raw.pop("step_faults"), raw.pop("step_preempted")
+        off_cpu = [w - c for w, c in zip(steps, steps_cpu, strict=True)]
+        causes = _w7_causes(slow, raw.get("gc", []), raw.get("handover_steps", []), faults, preempted, off_cpu)
         tenth = max(1, len(steps) // 10)
         worst = sorted(range(len(steps)), key=steps.__getitem__)[-5:]
         worst_cpu = sorted(range(len(steps_cpu)), key=steps_cpu.__getitem__)[-5:]
@@ -498,6 +500,7 @@ class Runner:
             "gc_passes": {f"gen{g}": sum(1 for c in raw.get("gc", []) if c["generation"] == g) for g in (0, 1, 2)},
             "gc_gen1_ms": [round(c["s"] * 1000, 3) for c in raw.get("gc", []) if c["generation"] >= 1],
             "handover_steps": raw.get("handover_steps", []),
+            "steps_preempted": sum(1 for n in preempted if n),
             "cpu_steps_over_5x_median": sum(1 for x in steps_cpu if x > 5 * med_cpu),
             "rss_before_mib": round(raw["rss_before_kib"] / 1024, 1),
             "rss_after_mib": round(raw["rss_after_kib"] / 1024, 1),
@@ -878,9 +881,18 @@ def run_suite(
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _w7_causes(slow: list[int], collections: list[dict[str, Any]], handovers: list[int]) -> dict[int, str]:
+def _w7_causes(
+    slow: list[int],
+    collections: list[dict[str, Any]],
+    handovers: list[int],
+    faults: list[int],
+    preempted: list[int],
+    off_cpu_ms: list[float],
+) -> dict[int, str]:
     """What else ran inside each slow W7 step: a garbage-collector pass (generation ≥ 1, or a gen-0 pass over
-    0.1 ms) or a hand-over to a continuation execution; "" when neither (waiting for a core, the OS)."""
+    0.1 ms), a hand-over to a continuation execution, the OS preempting the thread (an involuntary context
+    switch), page faults, and wall time not spent on this thread's CPU (over 0.1 ms: with no switch, the
+    virtual CPU itself stalled); "" when none of them."""
     out: dict[int, str] = {}
     for i in slow:
         found = [
@@ -888,8 +900,25 @@ def _w7_causes(slow: list[int], collections: list[dict[str, Any]], handovers: li
         ]
         if i in handovers:
             found.append("hand-over")
+        if preempted[i]:
+            found.append(f"preempted ×{preempted[i]}")
+        if faults[i]:
+            found.append(f"{faults[i]} page fault{'s' * (faults[i] > 1)}")
+        if off_cpu_ms[i] > 0.1:
+            found.append(f"off-CPU {off_cpu_ms[i]:.2f} ms")
         out[i] = ", ".join(found)
     return out
+
+
+# what a slow step is counted under: the first of these that ran in it
+_W7_KINDS = (
+    ("GC", "a GC pass"),
+    ("hand-over", "the hand-over"),
+    ("preempted", "the OS preempting the thread"),
+    ("fault", "page faults"),
+    ("off-CPU", "time off this thread's CPU with no switch (the virtual CPU stalled)"),
+)
+_W7_NOTHING = "nothing else recorded (on CPU throughout, no GC pass, hand-over, page fault or preemption: unattributed)"
 
 
 def _w7_attribution(w7: dict[str, Any]) -> str:
@@ -898,8 +927,6 @@ def _w7_attribution(w7: dict[str, Any]) -> str:
         return ""
     groups: dict[str, int] = {}
     for o in w7["over_5x"]:
-        kind = (
-            "a GC pass" if "GC" in o["in_it"] else "the hand-over" if o["in_it"] else "nothing else recorded (waiting for a core, the OS)"
-        )
+        kind = next((label for key, label in _W7_KINDS if key in o["in_it"]), _W7_NOTHING)
         groups[kind] = groups.get(kind, 0) + 1
     return "; steps over 5× by what ran in them: " + ", ".join(f"{n} with {k}" for k, n in groups.items())

@@ -93,6 +93,7 @@ def test_new_workloads_report_numbers_and_load(results: dict[str, Any]) -> None:
     w7 = results["w7"]
     assert w7["steps"] == workload.react_steps(SMOKE.long_turns) and _number(w7["max_over_median"]) and w7["rss_after_mib"] > 0
     assert sum(w7["gc_passes"].values()) >= 0 and all(o["index"] < w7["steps"] for o in w7["over_5x"])
+    assert 0 <= w7["steps_preempted"] <= w7["steps"]
     assert _number(results["startup"]["import_ms"]["stepwise_run"])
     assert {t["id"] for t in results["targets"]} >= {"W1", "W3", "W4", "W5", "W6", "W7", "start-up", "AWS"}
 
@@ -122,6 +123,7 @@ def test_docs_render_from_results_and_keep_hand_written_text(results: dict[str, 
     for section in ("### W1", "### W2", "### W3", "### W4", "### W5", "### W6", "### W7", "### Start-up", "AWS cost model"):
         assert section in text
     assert "](img/benchmarks.png)" in text
+    assert f"(an involuntary context switch) | {results['w7']['steps_preempted']} |" in text
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -144,8 +146,26 @@ def test_slow_w7_steps_are_attributed_to_what_ran_in_them() -> None:
         {"step": 5, "generation": 0, "s": 0.00002},  # a quick gen-0 pass explains nothing
         {"step": 9, "generation": 0, "s": 0.0004},
     ]
-    causes = _w7_causes([3, 5, 7, 9], collections, handovers=[7])
-    assert causes == {3: "gen-1 GC 0.60 ms", 5: "", 7: "hand-over", 9: "gen-0 GC 0.40 ms"}
-    over = [{"in_it": c} for c in causes.values()]
-    said = "; steps over 5× by what ran in them: 2 with a GC pass, 1 with nothing else recorded (waiting for a core, the OS), "
-    assert _w7_attribution({"over_5x": over}) == said + "1 with the hand-over"
+    faults = [0] * 12
+    preempted = [0] * 12
+    faults[3] = faults[11] = 11
+    faults[10] = 1
+    preempted[10] = 2
+    off_cpu = [0.0] * 12
+    off_cpu[10], off_cpu[5], off_cpu[2] = 0.9, 0.05, 1.2  # 0.05 ms: within the clocks' noise, not named
+    causes = _w7_causes([2, 3, 5, 7, 9, 10, 11], collections, [7], faults, preempted, off_cpu)
+    assert causes == {
+        2: "off-CPU 1.20 ms",
+        3: "gen-1 GC 0.60 ms, 11 page faults",
+        5: "",
+        7: "hand-over",
+        9: "gen-0 GC 0.40 ms",
+        10: "preempted ×2, 1 page fault, off-CPU 0.90 ms",
+        11: "11 page faults",
+    }
+    said = _w7_attribution({"over_5x": [{"in_it": c} for c in causes.values()]})
+    assert said == (
+        "; steps over 5× by what ran in them: 1 with time off this thread's CPU with no switch (the virtual CPU stalled), "
+        "2 with a GC pass, 1 with nothing else recorded (on CPU throughout, no GC pass, hand-over, page fault or "
+        "preemption: unattributed), 1 with the hand-over, 1 with the OS preempting the thread, 1 with page faults"
+    )
