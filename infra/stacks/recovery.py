@@ -1,5 +1,7 @@
-"""Scheduled recovery of stale Step Functions runs: the ``recover`` Lambda (functions/recover/handler.py) on an
-EventBridge rate rule (``stepwise:recoverEvery`` minutes, default 5; ``false`` deploys neither).
+"""Recovery of stale Step Functions runs: the ``recover`` Lambda (functions/recover/handler.py) on two EventBridge
+rules — Step Functions' status-change event of an agent execution that ended FAILED, TIMED_OUT or ABORTED (that
+run, within seconds), and a rate rule (``stepwise:recoverEvery`` minutes, default 5: every run in flight, the
+backstop for a lost event; ``false`` deploys neither rule nor the function).
 
 A run whose execution ended (failed while recording its failure, timed out, stopped by hand) while its record
 still says running or waiting is found by ``Stepwise.stale_runs`` and recovered by ``Stepwise.recover``: a
@@ -27,9 +29,12 @@ from infra.stacks.nag import acknowledge
 from infra.stacks.network import Network
 from infra.stacks.storage import StateStorage
 
+#: What Step Functions calls an execution that ended without finishing (``ENDED`` in functions/recover/handler.py).
+ENDED_STATUSES = ("ABORTED", "FAILED", "TIMED_OUT")
+
 
 class ScheduledRecovery(Construct):
-    """The ``recover`` function and the rate rule that invokes it."""
+    """The ``recover`` function and the two rules that invoke it: an agent execution's end, and a rate."""
 
     def __init__(
         self,
@@ -70,4 +75,19 @@ class ScheduledRecovery(Construct):
             schedule=events.Schedule.rate(Duration.minutes(minutes)),
             description=f"Recover stale Step Functions runs every {minutes} min (functions/recover, Stepwise.recover_stale)",
             targets=[targets.LambdaFunction(self.function, retry_attempts=0)],  # the next pass retries; passes are idempotent
+        )
+        machines = stack.format_arn(
+            service="states", resource="stateMachine", resource_name=f"{config.name_prefix}-", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        self.on_ended = events.Rule(
+            self,
+            "ExecutionEnded",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={"status": list(ENDED_STATUSES), "stateMachineArn": [{"prefix": machines}]},
+            ),
+            description="Recover the run of an agent execution that ended FAILED, TIMED_OUT or ABORTED (functions/recover)",
+            # a retry is harmless (recovering a run twice skips the second) and the rate rule backs up the last one
+            targets=[targets.LambdaFunction(self.function, retry_attempts=2, max_event_age=Duration.hours(1))],
         )

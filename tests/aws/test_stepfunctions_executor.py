@@ -16,7 +16,7 @@ from stepwise import awsclients
 from stepwise.asl.compiler import compile_graph
 from stepwise.client import Stepwise
 from stepwise.errors import MaxIterationsError, NodeError, StateConflictError
-from stepwise.executors.stepfunctions import ALIAS, StepFunctionsExecutor, bind_step_arn, task_error
+from stepwise.executors.stepfunctions import ALIAS, StepFunctionsExecutor, bind_step_arn, run_of_execution, task_error
 from stepwise.graph.loader import load_file
 from stepwise.runtime.step import step
 from stepwise.state.events import NODE_UPDATE
@@ -147,3 +147,18 @@ def test_stop_aborts_a_waiting_execution(deployed: Deployed) -> None:
     assert execution["status"] == "ABORTED"
     nodes = [e.node for e in deployed.client.history(run.thread_id) if e.type == NODE_UPDATE]
     assert nodes == ["draft"]  # nothing ran after the stop
+
+
+@pytest.mark.parametrize(
+    ("name", "run_id"),
+    [
+        ("run-5d1c", "run-5d1c"),  # the run's first execution
+        ("run-5d1c--c3", "run-5d1c"),  # its third continuation (runtime.step's hand-over)
+        ("run-5d1c--r12", "run-5d1c"),  # its twelfth redrive (Stepwise.redrive, the recover function)
+        ("my--run", "my--run"),  # a run id with a double dash of its own
+        ("my--c", "my--c"),
+    ],
+)
+def test_an_execution_names_its_run(name: str, run_id: str) -> None:
+    """The recover function finds the run of an execution from the name in Step Functions' status-change event."""
+    assert run_of_execution(name) == run_id

@@ -29,15 +29,36 @@ def test_a_rate_rule_invokes_the_recover_function_every_5_minutes_by_default(syn
     fn = synth.raw["Resources"][fn_id]["Properties"]
     assert fn["FunctionName"] == "stepwise-dev-recover" and fn["Handler"] == "handler.handler"
     assert fn["VpcConfig"]["SubnetIds"] and fn["Environment"]["Variables"]["STEPWISE_BACKEND"] == "aws"
-    (rule,) = [
-        r["Properties"] for r in synth.resources("AWS::Events::Rule").values() if fn_id in json.dumps(r["Properties"].get("Targets"))
-    ]
+    (rule,) = [r for r in _rules_invoking(synth, fn_id) if "ScheduleExpression" in r]
     assert rule["ScheduleExpression"] == "rate(5 minutes)" and rule["State"] == "ENABLED"
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]} and target["RetryPolicy"]["MaximumRetryAttempts"] == 0
     rule_id = next(k for k, r in synth.resources("AWS::Events::Rule").items() if r["Properties"] is rule)
-    (permission,) = [p["Properties"] for p in synth.resources("AWS::Lambda::Permission").values() if fn_id in json.dumps(p)]
-    assert permission["Principal"] == "events.amazonaws.com" and permission["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
+    permissions = [p["Properties"] for p in synth.resources("AWS::Lambda::Permission").values() if fn_id in json.dumps(p)]
+    assert {p["Principal"] for p in permissions} == {"events.amazonaws.com"}
+    assert {"Fn::GetAtt": [rule_id, "Arn"]} in [p["SourceArn"] for p in permissions]
+
+
+def test_an_agent_execution_that_ended_without_finishing_invokes_the_recover_function(synth: Synth) -> None:
+    """Step Functions' status-change event of an execution of one of this stage's agent state machines that ended
+    FAILED, TIMED_OUT or ABORTED: the run is recovered within seconds, not at the next pass."""
+    fn_id = ref_of(synth, "AWS::Lambda::Function", "ComputeRecover")
+    (rule,) = [r for r in _rules_invoking(synth, fn_id) if "EventPattern" in r]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.states"] and pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]  # not SUCCEEDED: every hand-over ends one
+    (machines,) = pattern["detail"]["stateMachineArn"]
+    assert ":stateMachine:stepwise-dev-" in json.dumps(machines["prefix"])  # this stage's agents only
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+    rule_id = next(k for k, r in synth.resources("AWS::Events::Rule").items() if r["Properties"] is rule)
+    permissions = [p["Properties"] for p in synth.resources("AWS::Lambda::Permission").values() if fn_id in json.dumps(p)]
+    assert {"Fn::GetAtt": [rule_id, "Arn"]} in [p["SourceArn"] for p in permissions]
+
+
+def _rules_invoking(synth: Synth, fn_id: str) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in synth.resources("AWS::Events::Rule").values() if fn_id in json.dumps(r["Properties"].get("Targets"))]
 
 
 def test_the_recover_role_may_describe_and_start_executions_and_use_the_run_state_only(synth: Synth) -> None:

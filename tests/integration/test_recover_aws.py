@@ -179,6 +179,88 @@ def test_the_recover_function_starts_a_queue_left_behind_one_run_at_a_time(cloud
     assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
 
 
+def status_change(cloud: Cloud, arn: str, status: str) -> dict[str, Any]:
+    """Step Functions' event for the execution ``arn``, as EventBridge delivers it to the rule's target."""
+    described = cloud.sfn.describe_execution(executionArn=arn)
+    return {
+        "version": "0",
+        "id": "315c1398-40ff-a850-213b-158f73e60175",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": "123456789012",
+        "time": "2026-12-01T14:00:00Z",
+        "region": "us-east-1",
+        "resources": [arn],
+        "detail": {
+            "executionArn": arn,
+            "stateMachineArn": described["stateMachineArn"],
+            "name": described["name"],
+            "status": status,
+            "startDate": 1764597600000,
+            "stopDate": 1764597601000,
+            "input": "{}",
+            "output": None,
+        },
+    }
+
+
+def ended(**counts: int) -> dict[str, int]:
+    return {"ended": 1, "recovered": 0, "skipped": 0, "failed": 0, "unknown": 0} | counts
+
+
+def test_an_execution_that_ended_failed_recovers_its_run_from_its_event(cloud: Cloud, capsys: pytest.CaptureFixture[str]) -> None:
+    """The status-change rule's invocation: the one run, at once, without waiting for (or reading every run like)
+    the next scheduled pass. A second delivery of the same event (EventBridge delivers at least once) is skipped."""
+    run, arn, broken = stuck_run(cloud)
+    broken["on"] = False
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    event = status_change(cloud, arn, "FAILED")
+    capsys.readouterr()
+    assert recover.handler(event, CONTEXT) == ended(recovered=1)
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics == {"ended_executions": 1, "recovered_runs": 1, "skipped_runs": 0, "failed_recoveries": 0}
+
+    done = cloud.wait_run(run.run_id, "succeeded", "failed")
+    assert done.status == "succeeded", done.error
+    assert counted_nodes(cloud, run.thread_id) == {"a": 1, "b": 1, "c": 1}
+    failed = [e for e in cloud.client.run_events(run.run_id) if e.type == "run_failed"]
+    assert failed[-1].data["error"] == "Stepwise.ExecutionFailed" and arn in failed[-1].data["cause"]
+
+    assert recover.handler(event, CONTEXT) == ended(skipped=1)  # delivered again: the run ended meanwhile
+    assert counted_nodes(cloud, run.thread_id) == {"a": 1, "b": 1, "c": 1}
+    assert recover.handler({}, CONTEXT) == {"stale": 0, "recovered": 0, "skipped": 0, "failed": 0} | NO_QUEUE
+
+
+def test_execution_events_for_runs_that_need_nothing_change_nothing(cloud: Cloud) -> None:
+    """A run that recorded its own end, an execution of a run this store does not hold (another stage's, or a
+    continuation of a deleted run), a status the rule does not send, and an event that is not one."""
+    client = cloud.client
+    spec = load_text(CHAIN)
+    client.register(spec)
+    run = client.start(spec, {})
+    client.execute(run.run_id)
+    assert cloud.wait_run(run.run_id, "succeeded", "failed").status == "succeeded"
+    record = client.get_run(run.run_id)
+    assert record is not None and record.execution_arn
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+
+    assert recover.handler(status_change(cloud, record.execution_arn, "FAILED"), CONTEXT) == ended(skipped=1)
+    after = client.get_run(run.run_id)
+    assert after is not None and after.status == "succeeded" and after.updated_at == record.updated_at
+
+    stranger = status_change(cloud, record.execution_arn, "ABORTED")
+    stranger["detail"]["name"] = "run-0f3e9a--c2"
+    assert recover.handler(stranger, CONTEXT) == ended(unknown=1)
+
+    assert recover.handler(status_change(cloud, record.execution_arn, "SUCCEEDED"), CONTEXT) == ended(ended=0)
+    assert counted_nodes(cloud, run.thread_id) == {"a": 1, "b": 1, "c": 1}
+
+    broken = status_change(cloud, record.execution_arn, "FAILED")
+    del broken["detail"]["name"]
+    with pytest.raises(ValidationError, match=r"detail\.name"):
+        recover.handler(broken, CONTEXT)
+
+
 def test_the_recover_function_refuses_a_bad_limit_naming_it() -> None:
     recover = load_module(ROOT / "functions" / "recover" / "handler.py")
     with pytest.raises(ValidationError, match="limit"):

@@ -27,11 +27,19 @@ from stepwise.settings import Settings
 from stepwise.state.ports import RunRecord
 
 ALIAS = "live"
+#: Execution names: the run id, or ``<run>--c<n>`` for continuation n, ``<run>--r<n>`` for redrive n.
+_EXECUTION_NAME = re.compile(r"^(?P<run>.+?)(?:--[cr]\d+)?$")
 _ARN = re.compile(r"^arn:(?P<partition>[\w-]+):lambda:(?P<region>[\w-]+):(?P<account>\d{12}):function:(?P<name>[\w-]+)(:[\w$-]+)?$")
 
 
 def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def run_of_execution(name: str) -> str:
+    """The run id of the execution named ``name`` (a continuation's or a redrive's name ends ``--c<n>``/``--r<n>``)."""
+    found = _EXECUTION_NAME.match(name)
+    return found["run"] if found else name
 
 
 def bind_step_arn(asl: dict[str, Any], step_arn: str) -> dict[str, Any]:
