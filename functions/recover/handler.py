@@ -2,9 +2,9 @@
 
 Two rules invoke it. Step Functions' own event for an execution of an agent state machine that ended
 FAILED, TIMED_OUT or ABORTED recovers that one run within seconds (``Stepwise.recover``, which does nothing to
-a run that recorded its end or is executing again), for one ``DescribeExecution``. A scheduled pass is the
-backstop for an event that never arrived (EventBridge delivers at least once, but a target can run out of
-retries), and sweeps queues:
+a run that recorded its end or is executing again), for one ``DescribeExecution``. Step Functions sends those
+events best effort (and EventBridge may deliver one twice), so a scheduled pass is the backstop for an event
+that never arrived, and sweeps queues:
 
 A run whose execution ended (failed while recording its failure, timed out, stopped by hand) while its record
 still says running or waiting is stuck: nothing else will ever end it. Each invocation lists such runs
