@@ -98,6 +98,12 @@ def sweep_queues(stepwise: Stepwise) -> dict[str, int]:
     return counts
 
 
+def publish(**counts: int) -> None:
+    """Counts as EMF metrics, flushed when the invocation returns (``log_metrics``)."""
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
 def recover_one(stepwise: Stepwise, run_id: str, counts: dict[str, int]) -> None:
     """Recover one run, counted as recovered, skipped (another recoverer won the compare-and-set, it recorded its
     end, or it is executing again) or failed (logged; the caller goes on)."""
@@ -127,13 +133,12 @@ def execution_ended(stepwise: Stepwise, event: ExecutionEnded) -> dict[str, int]
         logger.info("execution of no known run", extra={"execution_arn": detail.executionArn})
     else:
         recover_one(stepwise, run_id, counts)
-    for name, key in (
-        ("ended_executions", "ended"),
-        ("recovered_runs", "recovered"),
-        ("skipped_runs", "skipped"),
-        ("failed_recoveries", "failed"),
-    ):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=counts[key])
+    publish(
+        ended_executions=counts["ended"],
+        recovered_runs=counts["recovered"],
+        skipped_runs=counts["skipped"],
+        failed_recoveries=counts["failed"],
+    )
     logger.info("execution ended", extra={"execution_arn": detail.executionArn, "status": detail.status, **counts})
     return counts
 
@@ -153,21 +158,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     counts = {"stale": len(stale), "recovered": 0, "skipped": 0, "failed": 0}
     for run in stale:
         recover_one(stepwise, run.run_id, counts)
-    for name, value in (
-        ("stale_runs", counts["stale"]),
-        ("recovered_runs", counts["recovered"]),
-        ("skipped_runs", counts["skipped"]),
-        ("failed_recoveries", counts["failed"]),
-    ):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    publish(
+        stale_runs=counts["stale"],
+        recovered_runs=counts["recovered"],
+        skipped_runs=counts["skipped"],
+        failed_recoveries=counts["failed"],
+    )
     drained = sweep_queues(stepwise)
     counts |= drained
-    for name, value in (
-        ("queued_threads", drained["queued_threads"]),
-        ("drained_runs", drained["drained"]),
-        ("failed_drains", drained["drain_failed"]),
-    ):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    publish(queued_threads=drained["queued_threads"], drained_runs=drained["drained"], failed_drains=drained["drain_failed"])
     if backfilled is not None:
         counts["backfilled"] = backfilled
     logger.info("recovery pass", extra=counts)
