@@ -186,7 +186,7 @@ def vault_server(key: bytes) -> Any:
     def whoami(ctx: Context) -> dict[str, Any]:
         meta = ctx.request_context.meta
         token = meta.get(META_KEY) if isinstance(meta, dict) else getattr(meta, META_KEY, None)
-        from stepwise.tools.server import IDEMPOTENCY_META
+        from stepwise.tools.ports import IDEMPOTENCY_META
 
         step = meta.get(IDEMPOTENCY_META) if isinstance(meta, dict) else getattr(meta, IDEMPOTENCY_META, None)
         claims = jwt.decode(token, key, algorithms=["HS256"], audience="stepwise-tool:vault/whoami")

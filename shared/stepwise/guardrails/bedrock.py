@@ -7,17 +7,13 @@ is used when the rail's action is ``redact``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stepwise.graph.guardrails import RailSpec
-
-if TYPE_CHECKING:
-    from stepwise.guardrails.engine import _Hit
+from stepwise.guardrails.checks import Finding, Hit
 
 
-def apply_guardrail(client: Any, rail: RailSpec, stage: str, text: str) -> _Hit | None:
-    from stepwise.guardrails.checks import Finding
-    from stepwise.guardrails.engine import _Hit
+def apply_guardrail(client: Any, rail: RailSpec, stage: str, text: str) -> Hit | None:
 
     if not rail.guardrail_id:
         raise ValueError("a bedrock rail needs guardrail_id (and guardrail_version, default DRAFT)")
@@ -35,7 +31,7 @@ def apply_guardrail(client: Any, rail: RailSpec, stage: str, text: str) -> _Hit 
         return None
     kinds = sorted(_policies(reply.get("assessments") or []))
     masked = "".join(o.get("text", "") for o in reply.get("outputs") or [])
-    hit = _Hit([Finding(f"bedrock:{k}", 0, len(text)) for k in kinds] or [Finding("bedrock", 0, len(text))], spans=bool(masked))
+    hit = Hit([Finding(f"bedrock:{k}", 0, len(text)) for k in kinds] or [Finding("bedrock", 0, len(text))], spans=bool(masked))
     hit.detail = masked  # the redaction Bedrock proposes
     return hit
 

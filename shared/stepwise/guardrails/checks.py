@@ -23,6 +23,17 @@ class Finding:
     score: float = 1.0
 
 
+@dataclass
+class Hit:
+    """What one rail found in a text: its findings, a score for scored rails, and whether the findings are
+    spans that can be redacted in place (a provider's verdict on the whole text is not)."""
+
+    findings: list[Finding]
+    score: float | None = None
+    detail: str = ""
+    spans: bool = True
+
+
 # -- PII ---------------------------------------------------------------------------------------------
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _PHONE = re.compile(

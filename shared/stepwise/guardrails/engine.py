@@ -18,7 +18,7 @@ from typing import Any
 
 from stepwise.graph.guardrails import GuardrailsConfig, RailSpec, Stage
 from stepwise.guardrails import checks
-from stepwise.guardrails.checks import Finding
+from stepwise.guardrails.checks import Finding, Hit
 
 REFUSAL = "I can't help with that request."
 
@@ -56,14 +56,6 @@ class Verdict:
     invalid: str | None = None
 
 
-@dataclass
-class _Hit:
-    findings: list[Finding]
-    score: float | None = None
-    detail: str = ""
-    spans: bool = True  # can the findings be redacted in place?
-
-
 class Guardrails:
     """Rails of one node (graph rails merged with the node's)."""
 
@@ -98,27 +90,25 @@ class Guardrails:
                 verdict.escalate = True
         return verdict
 
-    def _run(self, rail: RailSpec, stage: str, text: str) -> _Hit | None:
+    def _run(self, rail: RailSpec, stage: str, text: str) -> Hit | None:
         if rail.check == "pii":
             found = checks.find_pii(text, rail.kinds)
-            return _Hit(found) if found else None
+            return Hit(found) if found else None
         if rail.check == "injection":
             if rail.classifier:
                 score = float(_import(rail.classifier)(text))
-                return _Hit([], score, spans=False) if score >= rail.threshold else None
+                return Hit([], score, spans=False) if score >= rail.threshold else None
             score, found = checks.injection_score(text)
-            return _Hit(found, score) if score >= rail.threshold else None
+            return Hit(found, score) if score >= rail.threshold else None
         if rail.check == "deny":
             found = checks.find_denied(text, rail.words, rail.topics)
-            return _Hit(found) if found else None
+            return Hit(found) if found else None
         if rail.check == "max_length":
             limit = rail.max or 4000
-            return (
-                _Hit([Finding("max_length", limit, len(text))], detail=f"{len(text)} > {limit} characters") if len(text) > limit else None
-            )
+            return Hit([Finding("max_length", limit, len(text))], detail=f"{len(text)} > {limit} characters") if len(text) > limit else None
         if rail.check == "schema":
             problem = schema_problem(text, rail.schema_ or {})
-            return _Hit([], detail=problem, spans=False) if problem else None
+            return Hit([], detail=problem, spans=False) if problem else None
         if rail.check == "bedrock":
             from stepwise.guardrails.bedrock import apply_guardrail
 

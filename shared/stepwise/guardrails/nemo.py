@@ -17,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stepwise.graph.guardrails import RailSpec
-
-if TYPE_CHECKING:
-    from stepwise.guardrails.engine import _Hit
+from stepwise.guardrails.checks import Finding, Hit
 
 _LOCK = threading.Lock()
 _LOOP: asyncio.AbstractEventLoop | None = None
@@ -60,14 +58,11 @@ def forget() -> None:
         _RAILS.clear()
 
 
-def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> _Hit | None:
+def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> Hit | None:
     from stepwise.extras import NEMO_RAILS, needs
 
     with needs("nemo", NEMO_RAILS):  # without the extra: one line naming it, not a ModuleNotFoundError
         from nemoguardrails.rails.llm.options import RailStatus, RailType
-
-    from stepwise.guardrails.checks import Finding
-    from stepwise.guardrails.engine import _Hit
 
     if not rail.config_path:
         raise ValueError("a nemo rail needs config_path (a NeMo Guardrails config directory)")
@@ -83,7 +78,7 @@ def nemo_check(rail: RailSpec, text: str, stage: str = "input") -> _Hit | None:
     future = asyncio.run_coroutine_threadsafe(rails.check_async([{"role": role, "content": text}], rail_types=[kind]), _loop())
     result = future.result()
     if result.status == RailStatus.BLOCKED:
-        return _Hit([Finding(f"nemo:{result.rail or 'blocked'}", 0, len(text))], spans=False)
+        return Hit([Finding(f"nemo:{result.rail or 'blocked'}", 0, len(text))], spans=False)
     if result.status == RailStatus.MODIFIED:
-        return _Hit([Finding("nemo:modified", 0, len(text))], spans=True, detail=result.content)
+        return Hit([Finding("nemo:modified", 0, len(text))], spans=True, detail=result.content)
     return None

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stepwise.tools.executor import CAPABILITY_META
+from stepwise.tools.ports import CAPABILITY_META
 
 if TYPE_CHECKING:
     from stepwise.tools.settings import ToolSettings

@@ -20,11 +20,10 @@ from typing import Any, Protocol
 from stepwise.llm.base import ToolCall
 from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
 from stepwise.state.journal import Journal
-from stepwise.tools.ports import ToolRuntime
+from stepwise.tools.ports import CAPABILITY_META, ToolRuntime
 from stepwise.tools.registry import ToolError, UnknownTool
 
 Sleep = Callable[[float], Awaitable[None]]
-CAPABILITY_META = "stepwise/capability"  # the _meta key of the call's capability token (see capability.py)
 
 
 @dataclass

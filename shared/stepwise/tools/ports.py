@@ -11,6 +11,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Where a call's idempotency key travels in the MCP request's ``_meta`` (a server dedupes on it).
+IDEMPOTENCY_META = "stepwise/idempotency_key"
+#: Where a call's capability token travels in the MCP request's ``_meta`` (capability.py).
+CAPABILITY_META = "stepwise/capability"
+
 
 class ToolRuntime(Protocol):
     """The tools a node may call, by name: their schemas, and an async call run on the registry's loop."""

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stepwise.errors import StepwiseError
 from stepwise.llm.base import ToolSpec
+from stepwise.tools.ports import IDEMPOTENCY_META
 from stepwise.tools.settings import ToolSettings
 
 T = TypeVar("T")
@@ -309,8 +310,6 @@ class ToolRegistry:
     ) -> Any:
         """Call a tool; the idempotency key (and any capability token in ``meta``) travels in the request's
         ``_meta`` so servers can dedupe and verify."""
-        from stepwise.tools.server import IDEMPOTENCY_META
-
         server, tool = self.split(name)
         conn = await self.connection(server)
         result = await conn.client.call_tool(

@@ -16,9 +16,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from stepwise.tools import builtin, limits
+from stepwise.tools.ports import CAPABILITY_META, IDEMPOTENCY_META
 from stepwise.tools.settings import ToolSettings
-
-IDEMPOTENCY_META = "stepwise/idempotency_key"
 
 
 @contextmanager
@@ -99,10 +98,8 @@ def _tenant(ctx: Context) -> str | None:
     Read without verifying: in-process the executor verified the token before the call; a standalone server
     that does not verify tokens lets a caller choose its quota group, i.e. share (never exceed) a tenant's cap.
     """
-    from stepwise.tools.capability import META_KEY
-
     meta = ctx.request_context.meta
-    token = meta.get(META_KEY) if isinstance(meta, dict) else getattr(meta, META_KEY, None)
+    token = meta.get(CAPABILITY_META) if isinstance(meta, dict) else getattr(meta, CAPABILITY_META, None)
     if not isinstance(token, str):
         return None
     import jwt
