@@ -127,7 +127,7 @@ def test_without_cgroups_the_rlimits_bound_the_call() -> None:
 
 def test_cpu_shares_from_the_environment() -> None:
     env = {"STEPWISE_SANDBOX_CPUS": "0.5", "STEPWISE_SANDBOX_TENANT_CPUS": "none", "STEPWISE_SANDBOX_TOTAL_CPUS": "1.5"}
-    limits = ToolSettings.from_env(env).sandbox_limits()
+    limits = SandboxLimits.configured(ToolSettings.from_env(env))
     assert (limits.cpu_quota, limits.tenant_cpus, limits.total_cpus) == (0.5, None, 1.5)
     with pytest.raises(ValueError, match=r"^STEPWISE_SANDBOX_CPUS='half' is not a number of cores ≥ 0\.01 \(0\.5, 2\) or 'none'"):
         ToolSettings.from_env({"STEPWISE_SANDBOX_CPUS": "half"})

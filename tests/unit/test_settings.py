@@ -17,6 +17,7 @@ from stepwise.executors.local import LocalExecutor
 from stepwise.llm.settings import LLMSettings
 from stepwise.memory.settings import MemorySettings
 from stepwise.settings import Settings
+from stepwise.tools.sandbox import SandboxLimits
 from stepwise.tools.settings import ToolSettings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "shared" / "stepwise"
@@ -80,7 +81,7 @@ def test_tool_settings_come_from_their_variables_and_are_validated() -> None:
     }
     tools = ToolSettings.from_env(env)
     assert tools.http_allowlist == ("api.example.com", "*.example.org") and tools.rbac_strict and tools.on_lambda
-    assert tools.budget().wall_seconds == 2.5 and not tools.sandbox_cgroups and tools.sandbox_limits().total_cpus is None
+    assert tools.budget().wall_seconds == 2.5 and not tools.sandbox_cgroups and SandboxLimits.configured(tools).total_cpus is None
     assert ToolSettings.from_env({}) == ToolSettings()  # no variables: the defaults
     with pytest.raises(SettingError, match=r"^STEPWISE_TOOL_CPU_SECONDS='0' is not a whole number ≥ 1"):
         ToolSettings.from_env({"STEPWISE_TOOL_CPU_SECONDS": "0"})

@@ -234,9 +234,10 @@ class ToolRegistry:
         named after the server, where cgroups are available); its scratch directory and cgroup go when we close."""
         from mcp import StdioServerParameters
 
-        from stepwise.tools.sandbox import Sandbox
+        from stepwise.tools.sandbox import Sandbox, SandboxLimits
 
-        limits = replace(self.settings.sandbox_limits(), cpu_seconds=max(60, int(conf.timeout_seconds) * 10), wall_seconds=float("inf"))
+        cpu_seconds = max(60, int(conf.timeout_seconds) * 10)
+        limits = replace(SandboxLimits.configured(self.settings), cpu_seconds=cpu_seconds, wall_seconds=float("inf"))
         box = Sandbox.configured(
             self.settings,
             limits,

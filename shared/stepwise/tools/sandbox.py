@@ -54,8 +54,8 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """CPU, wall time, memory and output limits of one sandboxed call (``ToolSettings.sandbox_limits()``: with the
-    CPU shares of ``STEPWISE_SANDBOX_CPUS``/``_TENANT_CPUS``/``_TOTAL_CPUS``)."""
+    """CPU, wall time, memory and output limits of one sandboxed call (``SandboxLimits.configured(settings)``: with
+    the CPU shares of ``STEPWISE_SANDBOX_CPUS``/``_TENANT_CPUS``/``_TOTAL_CPUS``)."""
 
     cpu_seconds: int = 5
     wall_seconds: float = 10.0
@@ -68,6 +68,11 @@ class SandboxLimits:
     cpu_quota: float | None = 1.0
     tenant_cpus: float | None = 1.0
     total_cpus: float | None = None
+
+    @classmethod
+    def configured(cls, settings: ToolSettings) -> SandboxLimits:
+        """The default limits of a sandboxed call, with the CPU shares ``settings`` give."""
+        return cls(cpu_quota=settings.sandbox_cpus, tenant_cpus=settings.sandbox_tenant_cpus, total_cpus=settings.sandbox_total_cpus)
 
 
 @dataclass
@@ -140,7 +145,7 @@ class Sandbox:
     def configured(cls, settings: ToolSettings, limits: SandboxLimits | None = None, **kwargs: Any) -> Sandbox:
         """A sandbox as ``settings`` configure it (binaries, cgroups), with ``limits`` (default: the settings' CPU shares)."""
         return cls(
-            limits if limits is not None else settings.sandbox_limits(),
+            limits if limits is not None else SandboxLimits.configured(settings),
             cgroup_root=settings.sandbox_cgroup or cgroups.ROOT_NAME,
             cgroups=settings.sandbox_cgroups,
             bwrap=settings.bwrap,

@@ -29,7 +29,6 @@ from stepwise.settings import validated
 
 if TYPE_CHECKING:
     from stepwise.tools.limits import ToolBudget
-    from stepwise.tools.sandbox import SandboxLimits
 
 _OFF = ("off", "0", "false", "no")
 _UNCAPPED = ("none", "max", "unlimited")
@@ -121,9 +120,3 @@ class ToolSettings(BaseModel):
             max_output_bytes=self.tool_max_output_bytes,
             start_seconds=self.tool_start_seconds,
         )
-
-    def sandbox_limits(self) -> SandboxLimits:
-        """The default limits of a sandboxed call, with these CPU shares."""
-        from stepwise.tools.sandbox import SandboxLimits
-
-        return SandboxLimits(cpu_quota=self.sandbox_cpus, tenant_cpus=self.sandbox_tenant_cpus, total_cpus=self.sandbox_total_cpus)
