@@ -4,10 +4,10 @@ Two rules invoke it. Step Functions' own event for an execution of an agent stat
 FAILED, TIMED_OUT or ABORTED recovers that one run within seconds (``Stepwise.recover``, which does nothing to
 a run that recorded its end or is executing again), for one ``DescribeExecution``. Step Functions sends those
 events best effort (and EventBridge may deliver one twice), so a scheduled pass is the backstop for an event
-that never arrived, and sweeps queues:
+that never arrived.
 
 A run whose execution ended (failed while recording its failure, timed out, stopped by hand) while its record
-still says running or waiting is stuck: nothing else will ever end it. Each invocation lists such runs
+still says running or waiting is stuck: nothing else will ever end it. Each pass lists such runs
 (``Stepwise.stale_runs``: every run in flight, read from the runs table's sparse index of active runs) and
 recovers each (``Stepwise.recover``: a compare-and-set to failed naming the execution, then a redrive from its
 start or its failed node). The compare-and-set makes overlapping invocations safe: a run another recoverer

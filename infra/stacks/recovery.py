@@ -33,7 +33,7 @@ from infra.stacks.storage import StateStorage
 ENDED_STATUSES = ("ABORTED", "FAILED", "TIMED_OUT")
 
 
-class ScheduledRecovery(Construct):
+class Recovery(Construct):
     """The ``recover`` function and the two rules that invoke it: an agent execution's end, and a rate."""
 
     def __init__(

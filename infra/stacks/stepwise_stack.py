@@ -17,7 +17,7 @@ from infra.stacks.data_services import MEMORY_EMBEDDING_MODEL, MEMORY_INDEX, Val
 from infra.stacks.integration import Integration
 from infra.stacks.memory import MemoryConsolidation
 from infra.stacks.network import Network
-from infra.stacks.recovery import ScheduledRecovery
+from infra.stacks.recovery import Recovery
 from infra.stacks.sandbox import ToolSandbox
 from infra.stacks.storage import LogBucket, StateStorage
 from infra.stacks.triggers import Triggers
@@ -83,9 +83,9 @@ class StepwiseStack(Stack):
                 vectors=self.vectors, environment=environment,
             )  # fmt: skip
             self.valkey.secret.grant_read(self.memory.function)
-        self.recovery: ScheduledRecovery | None = None
+        self.recovery: Recovery | None = None
         if config.recover_minutes is not None:  # stale Step Functions runs (execution ended, record still active)
-            self.recovery = ScheduledRecovery(
+            self.recovery = Recovery(
                 self, "Recovery", config=config, network=self.network, storage=self.storage, compute=self.compute,
                 environment=environment, minutes=config.recover_minutes,
             )  # fmt: skip
