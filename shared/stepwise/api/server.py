@@ -15,7 +15,9 @@ What the adapter adds around the handler:
 - slow clients: a connection has ``header_timeout`` seconds to send its request line and headers,
   a request ``body_timeout`` seconds to send its body (408), idle keep-alive ends after 5 s;
 - strict framing: h11 rejects bad framing with 400; bodies above the API's limit get 413 before
-  they are read (and chunked bodies are cut off at the limit);
+  they are read (and chunked bodies are cut off at the limit). The connection then closes lingering: the
+  response is sent and ended, and what the client is still sending is read and dropped for up to
+  ``LINGER_SECONDS``, so the client gets its 413 rather than a reset;
 - ``GET /health`` is answered on the event loop, so liveness holds while every worker is busy;
 - ``GET /runs/{id}/stream`` is a live server-sent event stream (``stepwise.api.stream``).
 
@@ -34,7 +36,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from stepwise.api.app import StepwiseApi, create_app
@@ -213,16 +215,58 @@ class AsgiAdapter:
                 return
 
 
+#: How long a connection closed while its client is still sending (a body refused unread: 413) keeps reading.
+LINGER_SECONDS = 2.0
+
+
+class _LingeringTransport:
+    """A connection's transport whose ``close()``, while the client is still sending a request body, lingers.
+
+    Closing a socket with unread input makes the kernel answer with a reset, and a client still sending
+    (a chunked body past the limit, refused with 413 before it was read) then loses the response: 5% of
+    the clients sending a body just past the limit, all of those sending four times it. Lingering, the
+    response is flushed and ended (``write_eof``: a FIN), then what keeps arriving is dropped until the
+    client closes or ``LINGER_SECONDS`` pass, as Apache and nginx do. Everything else is the transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, still_sending: Callable[[], bool]) -> None:
+        self._transport = transport
+        self._still_sending = still_sending
+        self._timer: asyncio.TimerHandle | None = None
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        if not self.lingering and not self._transport.is_closing() and self._still_sending() and self._transport.can_write_eof():
+            self.lingering = True
+            self._transport.write_eof()
+            self._transport.resume_reading()
+            self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._transport.close)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+
 def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol plus a deadline for the request line and headers (uvicorn has none: a
-    client that connects and sends nothing, or a header a byte a minute, would hold its socket forever)."""
+    client that connects and sends nothing, or a header a byte a minute, would hold its socket forever),
+    and a lingering close while the client is still sending (``_LingeringTransport``)."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class StrictH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _linger: _LingeringTransport | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            self._linger = _LingeringTransport(transport, lambda: self.conn.their_state is h11.SEND_BODY)
+            super().connection_made(cast(asyncio.Transport, self._linger))
             self._arm()
 
         def _between_requests(self) -> bool:
@@ -238,6 +282,8 @@ def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
                 self._header_timer = None
 
         def data_received(self, data: bytes) -> None:
+            if self._linger is not None and self._linger.lingering:
+                return  # the rest of a refused body: dropped
             super().data_received(data)
             if self._between_requests():
                 self._arm()  # a partial request line/headers: start (or keep) the clock
