@@ -291,9 +291,7 @@ def run(
 
 def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
     """A run recorded behind the runs in flight on its thread; it runs when they end (``_drain``)."""
-    ahead = [
-        r.run_id for r in reversed(client.runs(thread_id=queued.thread_id, limit=1000)) if r.status in IN_LINE and r.run_id != queued.run_id
-    ]
+    ahead = [r.run_id for r in client.services.runs.thread_runs(queued.thread_id, IN_LINE) if r.run_id != queued.run_id]
     if output == "json":
         data = {"run_id": queued.run_id, "thread_id": queued.thread_id, "status": "queued", "behind": ahead}
         sys.stdout.write(json.dumps(data) + "\n")
