@@ -90,33 +90,33 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "runs_listing.json"))
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="runs-listing-"))
-    store = SqliteRunStore(SqliteDatabase(home / "stepwise.db"))
-    fill(store, args.runs, args.tenants)
-    tenant = f"tenant-{min(3, args.tenants - 1)}"
-    first = RunQuery(tenant=tenant, limit=100, cursor=None)
-    cases: dict[str, RunQuery] = {
-        "newest 100 of one tenant": first,
-        "its failed runs": first.model_copy(update={"status": "failed"}),
-        "failed, one agent, cost >= $0.10": first.model_copy(update={"status": "failed", "agent": "triage", "min_cost": 0.1}),
-        "second page (cursor)": first.model_copy(update={"cursor": store.query(first).next_cursor}),
-    }
-    results: list[dict[str, Any]] = []
-    for name, q in cases.items():
-        old_ms, old_ids = timed(lambda q=q: before(store, q), args.repeat)  # type: ignore[misc]
-        new_ms, new_ids = timed(lambda q=q: after(store, q), args.repeat)  # type: ignore[misc]
-        if old_ids != new_ids:
-            raise SystemExit(f"{name}: the indexed query returned other runs than the full read")
-        results.append(
-            {
-                "case": name,
-                "rows": len(new_ids),
-                "before_ms": round(old_ms, 2),
-                "after_ms": round(new_ms, 3),
-                "ratio": round(old_ms / new_ms, 1),
-            }
-        )
-        print(f"{name:36s} {len(new_ids):4d} rows  before {old_ms:9.1f} ms  after {new_ms:7.2f} ms  {old_ms / new_ms:8.1f}x")
+    with tempfile.TemporaryDirectory(prefix="runs-listing-") as home:  # the store is scratch: removed afterwards
+        store = SqliteRunStore(SqliteDatabase(Path(home) / "stepwise.db"))
+        fill(store, args.runs, args.tenants)
+        tenant = f"tenant-{min(3, args.tenants - 1)}"
+        first = RunQuery(tenant=tenant, limit=100, cursor=None)
+        cases: dict[str, RunQuery] = {
+            "newest 100 of one tenant": first,
+            "its failed runs": first.model_copy(update={"status": "failed"}),
+            "failed, one agent, cost >= $0.10": first.model_copy(update={"status": "failed", "agent": "triage", "min_cost": 0.1}),
+            "second page (cursor)": first.model_copy(update={"cursor": store.query(first).next_cursor}),
+        }
+        results: list[dict[str, Any]] = []
+        for name, q in cases.items():
+            old_ms, old_ids = timed(lambda q=q: before(store, q), args.repeat)  # type: ignore[misc]
+            new_ms, new_ids = timed(lambda q=q: after(store, q), args.repeat)  # type: ignore[misc]
+            if old_ids != new_ids:
+                raise SystemExit(f"{name}: the indexed query returned other runs than the full read")
+            results.append(
+                {
+                    "case": name,
+                    "rows": len(new_ids),
+                    "before_ms": round(old_ms, 2),
+                    "after_ms": round(new_ms, 3),
+                    "ratio": round(old_ms / new_ms, 1),
+                }
+            )
+            print(f"{name:36s} {len(new_ids):4d} rows  before {old_ms:9.1f} ms  after {new_ms:7.2f} ms  {old_ms / new_ms:8.1f}x")
     load = os.getloadavg()
     doc = {
         "command": f"python -m bench.runs_listing --runs {args.runs} --tenants {args.tenants} --repeat {args.repeat}",

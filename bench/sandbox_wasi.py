@@ -55,22 +55,22 @@ def main() -> None:
 
     n = int(sys.argv[sys.argv.index("-n") + 1]) if "-n" in sys.argv else 20
     load_before = os.getloadavg()
-    cache = tempfile.mkdtemp(prefix="stepwise-wasi-cache-")
-    cold = ms(lambda: _wasi(cache))  # compiles python.wasm into the cache
-    cache_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
-    warm = _warm_start(cache)
-    box = Sandbox(SandboxLimits(), tenant="bench")
-    ways = {
-        "in_process": lambda: exec(compile(CODE, "<bench>", "exec"), {"print": lambda *_: None}),
-        "bubblewrap": lambda: box.run_python(CODE),
-        "wasi_cpython": lambda: _wasi(cache),
-    }
-    samples: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(n):  # alternate, so machine load falls on every way alike
-        for name, fn in ways.items():
-            samples[name].append(ms(fn))
-    per_call = {k: {"p50_ms": round(pct(v, 0.5), 3), "p99_ms": round(pct(v, 0.99), 3), "n": len(v)} for k, v in samples.items()}
-    bw = Sandbox(SandboxLimits(), tenant="bench").run_python("print(1)")  # the first bubblewrap call of a process
+    with tempfile.TemporaryDirectory(prefix="stepwise-wasi-cache-") as cache:  # the compiled python.wasm: removed afterwards
+        cold = ms(lambda: _wasi(cache))  # compiles python.wasm into the cache
+        cache_mb = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 1e6
+        warm = _warm_start(cache)
+        box = Sandbox(SandboxLimits(), tenant="bench")
+        ways = {
+            "in_process": lambda: exec(compile(CODE, "<bench>", "exec"), {"print": lambda *_: None}),
+            "bubblewrap": lambda: box.run_python(CODE),
+            "wasi_cpython": lambda: _wasi(cache),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in ways}
+        for _ in range(n):  # alternate, so machine load falls on every way alike
+            for name, fn in ways.items():
+                samples[name].append(ms(fn))
+        per_call = {k: {"p50_ms": round(pct(v, 0.5), 3), "p99_ms": round(pct(v, 0.99), 3), "n": len(v)} for k, v in samples.items()}
+        bw = Sandbox(SandboxLimits(), tenant="bench").run_python("print(1)")  # the first bubblewrap call of a process
     results = {
         "command": "make bench-wasi  (= .venv-wasi/bin/python -m bench.sandbox_wasi" + (f" -n {n}" if n != 20 else "") + ")",
         "machine": {"cpus": os.cpu_count(), "load_avg_before": load_before, "load_avg_after": os.getloadavg(), "nice": os.nice(0)},

@@ -18,6 +18,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,7 @@ def load(kind: str, processes: int, clients: int, requests: int, sse: int) -> di
     finally:
         server.terminate()
         server.join(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)  # the store is scratch
 
 
 def fan_out(port: int, key: str, n: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ print({MARKER!r})
 from stepwise import Stepwise
 from stepwise.graph.loader import load_file
 
-client = Stepwise.embedded(tempfile.mkdtemp())
+client = Stepwise.embedded(tempfile.mkdtemp(dir='.'))  # inside the test's tmp_path (the cwd)
 graph = load_file({str(REPO / "statemachines/examples/react.yaml")!r})  # scripted model calls calculator 17 * 23
 result = client.run(graph, {{"messages": [{{"role": "user", "content": "17 * 23?"}}]}})
 print("status", result.status)
