@@ -177,3 +177,28 @@ def test_a_branch_failure_is_redriven_at_its_parallel_block_without_rerunning_th
     assert "split" not in started and "right" in started and "join" in started
     assert CALLS["split"] == 1 and CALLS["left"] == 1  # left completed before: replayed, not re-run
     assert node_updates(client, done.thread_id) == {"split": 1, "left": 1, "right": 1, "join": 1}
+
+
+def test_a_continuation_started_at_the_head_skips_the_completed_task_lookups_a_replay_still_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every task key names its input seq, so a continuation execution that starts at the thread's head has
+    no completed task to find: it runs fresh, like a new run (no lookup a step). A replay of the run, whose
+    tasks are all written past its start cursor, still finds each one and runs none again."""
+    lookups: list[str] = []
+    client = Stepwise.in_memory()
+    client.services.continue_after = 4
+    by_key = client.services.events.by_key
+    monkeypatch.setattr(client.services.events, "by_key", lambda thread, key: lookups.append(key) or by_key(thread, key))
+    result = client.run(load_text(LOOP), {})
+    assert result.status == "succeeded", result.error
+    assert result.state["trail"] == ["tick"] * 12 + ["done"]
+    assert lookups == []  # three executions or more, none of them looked a task up
+    run = client.get_run(result.run_id)
+    assert run is not None and run.start_cursor["execution"] != result.run_id  # the run ended in a continuation
+
+    client.services.runs.update(result.run_id, status="running", owner="elsewhere:1:x", lease_until=1.0)  # its process died
+    replayed = client.resume(result.run_id)
+    assert replayed.status == "succeeded" and replayed.state["trail"] == result.state["trail"]
+    assert lookups  # the replay looked its tasks up…
+    assert CALLS == {"tick": 12, "done": 1}  # …and found them: no node ran twice

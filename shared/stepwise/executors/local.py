@@ -52,10 +52,9 @@ class LocalExecutor:
     def start(self, run: RunRecord, asl: dict[str, Any]) -> ExecutionResult:
         """Run (or replay) the execution from the run's start cursor, then each continuation it hands over to."""
         cursor = run.start_cursor
-        # nothing after run_started yet: no task can have completed, so the step skips the completed-task lookup
-        # (a run this process has just begun knows its head: only the run's own steps may append after it)
+        # a run this process has just begun knows its head: only the run's own steps may append after it
         begun = self.services.begun.pop(run.run_id, None)
-        fresh = "start_at" not in cursor and (begun if begun is not None else self.services.events.head(run.thread_id)) == cursor["seq"]
+        fresh = self._fresh(run, cursor, begun)
         transitions = 0
         with Heartbeat.track(self.services.runs, run.run_id, self.services.settings.run_lease_seconds):
             while True:
@@ -69,7 +68,15 @@ class LocalExecutor:
                 if handed is None or result.status != "SUCCEEDED" or interpreter.parked is not None:
                     result.transitions = transitions
                     return result
-                cursor, fresh = handed, False
+                cursor = handed
+                fresh = self._fresh(run, cursor)
+
+    def _fresh(self, run: RunRecord, cursor: dict[str, Any], head: int | None = None) -> bool:
+        """Nothing after the cursor yet, so no task of this execution can have completed: every task key names
+        its input seq, and any task's write lands after it. The step then skips the completed-task lookup
+        (one statement a step). True of a new run, and of a continuation execution this process starts at
+        the head; a replay, or a continuation another writer appended past, looks its tasks up."""
+        return bool((head if head is not None else self.services.events.head(run.thread_id)) == cursor["seq"])
 
     def _interpreter(self, fresh: bool) -> Interpreter:
         return Interpreter(
