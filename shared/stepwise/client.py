@@ -25,16 +25,27 @@ from stepwise.graph.answers import answer_problems, example
 from stepwise.graph.spec import END, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
 from stepwise.memory.settings import MemorySettings
+from stepwise.runtime.graph_cache import reducers_of
 from stepwise.runtime.services import Observer, Services
-from stepwise.runtime.step import Cursor, reducers_of, resume_step
+from stepwise.runtime.step import Cursor, resume_step
 from stepwise.settings import Settings
 from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
 from stepwise.state.events import FORKED, INTERRUPT, JOIN, NODE_UPDATE, ROLLED_BACK, RUN_FAILED, RUN_STARTED, Event
 from stepwise.state.files import FileSnapshotStore
-from stepwise.state.leases import is_dead, process_owner
 from stepwise.state.memory import MemoryEventStore, MemoryRegistry, MemoryRunStore, MemorySnapshotStore
-from stepwise.state.ports import ACTIVE, FINISHED, IN_LINE, RunPage, RunQuery, RunRecord, RunTransitionError, next_in_line
+from stepwise.state.ports import (
+    ACTIVE,
+    FINISHED,
+    IN_LINE,
+    RunPage,
+    RunQuery,
+    RunRecord,
+    RunTransitionError,
+    is_dead,
+    next_in_line,
+    process_owner,
+)
 from stepwise.state.reducers import LazyReducers, ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
 from stepwise.tools.settings import ToolSettings

@@ -25,8 +25,7 @@ from stepwise.client import Stepwise
 from stepwise.errors import ThreadBusyError
 from stepwise.graph.spec import GraphSpec
 from stepwise.state.events import RUN_STARTED, Event
-from stepwise.state.leases import process_owner
-from stepwise.state.ports import RunRecord, RunStore
+from stepwise.state.ports import RunRecord, RunStore, process_owner
 from stepwise.state.sqlite import SqliteDatabase
 
 aws_env, stores = contract.aws_env, contract.stores  # the state contract's fixtures: memory, SQLite, moto DynamoDB

@@ -10,12 +10,13 @@ import pytest
 
 from stepwise.client import Stepwise
 from stepwise.graph.loader import load_text
+from stepwise.runtime import graph_cache
 from stepwise.runtime import step as step_module
 
 
 def test_topology_and_reducers_are_built_once_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"topology": 0, "reducers": 0}
-    real_topology, real_reducers = step_module.topology, step_module._reducers_of
+    real_topology, real_reducers = step_module.topology, graph_cache._reducers_of
 
     def counting_topology(spec: Any) -> Any:
         calls["topology"] += 1
@@ -26,7 +27,7 @@ def test_topology_and_reducers_are_built_once_per_version(monkeypatch: pytest.Mo
         return real_reducers(spec)
 
     monkeypatch.setattr(step_module, "topology", counting_topology)
-    monkeypatch.setattr(step_module, "_reducers_of", counting_reducers)
+    monkeypatch.setattr(graph_cache, "_reducers_of", counting_reducers)
     names = [f"n{i}" for i in range(200)]
     nodes = "\n".join(f"    {n}: {{fn: 'statemachines.examples.nodes:fetch'}}" for n in names)
     edges = "\n".join(f"    - {{from: {a}, to: {b}}}" for a, b in itertools.pairwise(names))

@@ -12,7 +12,7 @@ import pytest
 from stepwise.client import Stepwise, ThreadBusyError
 from stepwise.errors import StateConflictError
 from stepwise.graph.loader import load_file, parse_dict
-from stepwise.runtime.step import reducers_of, reducers_of_canonical
+from stepwise.runtime.graph_cache import reducers_of, reducers_of_canonical
 from stepwise.state.events import LLM_CALL, NODE_UPDATE, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.memory import MemoryEventStore, MemoryRunStore
 from stepwise.state.ports import DuplicateKeyError, EventStore, RunRecord, RunStore, RunTransitionError

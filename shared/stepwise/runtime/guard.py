@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stepwise.guardrails.engine import REFUSAL, Decision, Guardrails, Verdict
 from stepwise.state.events import GUARDRAIL
 
 if TYPE_CHECKING:
-    from stepwise.runtime.context import NodeContext
+    from stepwise.graph.spec import GraphSpec, NodeSpec
     from stepwise.runtime.ports import GuardrailPort
+    from stepwise.state.journal import Journal
 
 
 @dataclass
@@ -30,6 +31,20 @@ class GuardState:
     fired: list[Decision] = field(default_factory=list)
 
 
+class GuardedContext(Protocol):
+    """What the guardrails use of a node's context (``runtime/context.py``'s ``NodeContext`` is the one that
+    runs): the step's key and journal, the graph and node specs whose rails apply, and the guard state kept
+    on it. A Protocol, so the context may call in here without this module importing it back."""
+
+    key: str
+    spec: GraphSpec
+    node_spec: NodeSpec
+    guard_state: GuardState | None
+
+    @property
+    def journal(self) -> Journal: ...
+
+
 class Blocked(Exception):
     """Input was blocked: the agent answers with the refusal instead of calling the model."""
 
@@ -38,7 +53,7 @@ class Blocked(Exception):
         self.verdict = verdict
 
 
-def state_of(ctx: NodeContext) -> GuardState:
+def state_of(ctx: GuardedContext) -> GuardState:
     """The step's guardrail state, made on first use: the node's rails are the graph's merged with its own."""
     if ctx.guard_state is None:
         graph_rails = ctx.spec.guardrails
@@ -48,12 +63,12 @@ def state_of(ctx: NodeContext) -> GuardState:
     return ctx.guard_state
 
 
-def guard_of(ctx: NodeContext) -> GuardrailPort | None:
+def guard_of(ctx: GuardedContext) -> GuardrailPort | None:
     """The node's rails (graph rails merged with the node's), or None when it has none."""
     return state_of(ctx).rails
 
 
-def record(ctx: NodeContext, decisions: list[Decision]) -> None:
+def record(ctx: GuardedContext, decisions: list[Decision]) -> None:
     state = state_of(ctx)
     for d in decisions:
         ctx.journal.record(GUARDRAIL, f"{ctx.key}|guard|{state.journalled}", d.to_json())
@@ -62,7 +77,7 @@ def record(ctx: NodeContext, decisions: list[Decision]) -> None:
             state.fired.append(d)
 
 
-def channel_update(ctx: NodeContext) -> dict[str, Any]:
+def channel_update(ctx: GuardedContext) -> dict[str, Any]:
     """``{"guardrail": {...}}`` when a rail blocked or escalated in this step (for routing to a human)."""
     fired = ctx.guard_state.fired if ctx.guard_state is not None else []
     if not fired:
@@ -71,7 +86,7 @@ def channel_update(ctx: NodeContext) -> dict[str, Any]:
     return {"guardrail": {"action": worst.action, "rule": worst.rule, "stage": worst.stage, "kinds": worst.kinds}}
 
 
-def _once(ctx: NodeContext, stage: str, text: str) -> bool:
+def _once(ctx: GuardedContext, stage: str, text: str) -> bool:
     """True the first time this step checks this text at this stage (a fused loop rebuilds its prompt each turn)."""
     digest = hashlib.sha256(f"{stage}\0{text}".encode()).hexdigest()
     seen = state_of(ctx).seen
@@ -82,7 +97,7 @@ def _once(ctx: NodeContext, stage: str, text: str) -> bool:
 
 
 # -- input and memory -------------------------------------------------------------------------------------
-def guard_input(ctx: NodeContext, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def guard_input(ctx: GuardedContext, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check user messages before the model sees them; redactions apply to the request, blocks raise."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("input"):
@@ -101,7 +116,7 @@ def guard_input(ctx: NodeContext, history: list[dict[str, Any]]) -> list[dict[st
     return out
 
 
-def guard_memory(ctx: NodeContext, section: str) -> str:
+def guard_memory(ctx: GuardedContext, section: str) -> str:
     """Check retrieved memory (the section added to the system prompt); a block drops it."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("memory") or not section:
@@ -113,7 +128,9 @@ def guard_memory(ctx: NodeContext, section: str) -> str:
 
 
 # -- tools ------------------------------------------------------------------------------------------------
-def run_guarded(ctx: NodeContext, calls: list[Any], execute: Callable[[list[Any], Callable[[Any], None] | None], list[Any]]) -> list[Any]:
+def run_guarded(
+    ctx: GuardedContext, calls: list[Any], execute: Callable[[list[Any], Callable[[Any], None] | None], list[Any]]
+) -> list[Any]:
     """Check each call's arguments (blocked calls never run), run the rest, check their results.
 
     ``execute(calls, screen)`` runs the calls and hands each fresh outcome to ``screen`` before journalling
@@ -150,7 +167,7 @@ def run_guarded(ctx: NodeContext, calls: list[Any], execute: Callable[[list[Any]
     return [out[i] for i in range(len(calls))]
 
 
-def screen_result(ctx: NodeContext, guard: GuardrailPort, outcome: Any) -> None:
+def screen_result(ctx: GuardedContext, guard: GuardrailPort, outcome: Any) -> None:
     """The ``tool_results`` rails on one outcome, in place: its result (or its error text, which may echo
     what the tool read) is redacted, or withheld on a block."""
     if outcome.ok:
@@ -188,7 +205,7 @@ def screen_logged_response(ctx: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- output -----------------------------------------------------------------------------------------------
-def guard_output(ctx: NodeContext, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
+def guard_output(ctx: GuardedContext, text: str, repair: Callable[[str], str] | None = None) -> Verdict:
     """Check the final answer; a failing ``schema`` rail gets one repair (``repair(problem) -> new text``)."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("output"):
@@ -202,7 +219,7 @@ def guard_output(ctx: NodeContext, text: str, repair: Callable[[str], str] | Non
     return verdict
 
 
-def stream_hook(ctx: NodeContext, emit: Callable[[str], None]) -> tuple[Callable[[str], None], Callable[[], None]]:
+def stream_hook(ctx: GuardedContext, emit: Callable[[str], None]) -> tuple[Callable[[str], None], Callable[[], None]]:
     """(on_text, finish) for a streamed model call: deltas pass through the output rails in windows."""
     guard = guard_of(ctx)
     if guard is None or not guard.has("output"):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
 from stepwise.memory.settings import MemorySettings
+from stepwise.runtime.graph_cache import reducers_of, reducers_of_canonical
 from stepwise.settings import Settings
 from stepwise.state.hydrate import Hydrator
 from stepwise.state.ports import EventStore, Registry, RunStore, SnapshotStore
@@ -135,8 +136,6 @@ class Services:
         """The reducers of graph version ``ref`` (and its inlined subgraphs). A graph built here already knows
         them; otherwise they are read from the registered spec's JSON without validating a GraphSpec (versions
         are immutable, so they are cached by ref). Callers must not mutate the mapping."""
-        from stepwise.runtime.step import reducers_of, reducers_of_canonical
-
         spec = self._graphs.get(ref)
         if spec is not None:
             return reducers_of(spec)

@@ -1,55 +1,20 @@
-"""Run leases: which process owns a running run, and the heartbeat that keeps its lease fresh.
+"""Run leases: the heartbeat that keeps the leases of this process's running runs fresh.
 
-A running run's owner renews ``lease_until`` every third of the lease; a run whose lease ran out, or
-whose owner was a process on this host that is gone, is dead and may be taken over.
+A running run's owner (``process_owner``) renews ``lease_until`` every third of the lease; a run whose
+lease ran out, or whose owner was a process on this host that is gone, is dead (``is_dead``, beside
+``is_stale`` in ``ports.py``) and may be taken over.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
-from stepwise.state.ports import LEASE_SECONDS, RunRecord, RunStore, is_stale
-
-_owner: tuple[int, str] | None = None
-
-
-def process_owner() -> str:
-    """host:pid:nonce of this process (recomputed after a fork)."""
-    global _owner
-    if _owner is None or _owner[0] != os.getpid():
-        _owner = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
-    return _owner[1]
-
-
-def owner_gone(run: RunRecord) -> bool:
-    """The run's owner was a process on this host that no longer exists: dead now, no need to wait
-    for its lease to run out."""
-    if run.status != "running" or not run.owner:
-        return False
-    host, _, rest = run.owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or run.owner == process_owner():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def is_dead(run: RunRecord, now: float | None = None) -> bool:
-    """Stale (lease ran out) or owned by a process of this host that is gone."""
-    return is_stale(run, now) or owner_gone(run)
+from stepwise.state.ports import LEASE_SECONDS, RunStore, process_owner
 
 
 class Heartbeat:

@@ -11,7 +11,10 @@ import binascii
 import builtins
 import contextlib
 import json
+import os
+import socket
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -297,6 +300,42 @@ def is_stale(run: RunRecord, now: float | None = None) -> bool:
     return until < (now if now is not None else time.time())
 
 
+# Who owns a running run, and whether it is dead: beside ``is_stale`` because ``live_rivals`` below asks too
+# (``leases.Heartbeat`` renews the owner's leases).
+_owner: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """host:pid:nonce of this process (recomputed after a fork)."""
+    global _owner
+    if _owner is None or _owner[0] != os.getpid():
+        _owner = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    return _owner[1]
+
+
+def owner_gone(run: RunRecord) -> bool:
+    """The run's owner was a process on this host that no longer exists: dead now, no need to wait
+    for its lease to run out."""
+    if run.status != "running" or not run.owner:
+        return False
+    host, _, rest = run.owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or run.owner == process_owner():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def is_dead(run: RunRecord, now: float | None = None) -> bool:
+    """Stale (lease ran out) or owned by a process of this host that is gone."""
+    return is_stale(run, now) or owner_gone(run)
+
+
 TailCheck = tuple[list[Event], int, bool]  # a step's tail, the thread's head, whether its run is cancelled
 
 
@@ -519,8 +558,6 @@ class RunStore(ABC):
 def live_rivals(others: Iterable[RunRecord], mine: RunRecord | None) -> None:
     """Raise ThreadBusyError if one of ``others`` (runs on ``mine``'s thread) is running with a live owner and,
     once ``mine`` is recorded, started before it."""
-    from stepwise.state.leases import is_dead
-
     for other in others:
         if other.status != "running" or is_dead(other) or (mine is not None and other.run_id == mine.run_id):
             continue
