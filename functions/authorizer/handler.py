@@ -12,9 +12,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stepwise.api.app import default_authenticators
 from stepwise.api.auth import Authenticator
 from stepwise.api.authorizer import Unauthorized, authorize
+from stepwise.api.facade import default_authenticators
 from stepwise.api.settings import ApiSettings, build_store
 
 logger = Logger(service="stepwise-authorizer")

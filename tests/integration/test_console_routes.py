@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from stepwise.api.console import percentile, static_response
+from stepwise.api.console import static_response
+from stepwise.api.routes.console import percentile
 from stepwise.api.settings import ApiSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "statemachines" / "examples" / "human_approval.yaml"

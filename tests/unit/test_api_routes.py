@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from stepwise.api.app import StepwiseApi, create_app
+from stepwise.api.app import create_app
 from stepwise.api.auth import Principal
+from stepwise.api.facade import StepwiseApi
 from stepwise.api.hooks import RateLimited, RecordingSink
 from stepwise.api.keys import create_key, revoke_key
 from stepwise.api.settings import ApiSettings

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stepwise.api.app import StepwiseApi, create_app
+from stepwise.api.app import create_app
+from stepwise.api.facade import StepwiseApi
 from stepwise.api.keys import create_key
 from stepwise.api.settings import ApiSettings
 from stepwise.api.triggers import TriggerError, TriggerScheduler, fire

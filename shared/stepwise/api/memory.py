@@ -15,8 +15,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.api.app import ApiError, StepwiseApi, _errors
 from stepwise.api.auth import tenant_of
+from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.facade import StepwiseApi
 from stepwise.memory.records import MemoryError_, MemoryHit, MemoryQuery, MemoryRecord, Strategy
 
 if TYPE_CHECKING:  # numpy comes with the memory extra; serve must answer without it
@@ -95,7 +96,7 @@ def router(api: StepwiseApi) -> Router:
                 raise ApiError(404, "not_found", text) from None
             raise ApiError(422, "validation_error", text) from None
 
-    @router.get("/memories", summary="List your memories", tags=["memory"], responses=_errors(422))
+    @router.get("/memories", summary="List your memories", tags=["memory"], responses=documented_errors(422))
     def list_memories(
         namespace: Annotated[str | None, Query()] = None,
         strategy: Annotated[Strategy | None, Query()] = None,
@@ -110,7 +111,7 @@ def router(api: StepwiseApi) -> Router:
         )
         return MemoryList(tenant=tenant(), memories=found)
 
-    @router.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=_errors(422))
+    @router.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=documented_errors(422))
     def add_memory(body: Annotated[NewMemory, Body()]) -> MemoryRecord:
         return guarded(
             lambda: ltm().remember(
@@ -119,7 +120,7 @@ def router(api: StepwiseApi) -> Router:
             )
         )  # fmt: skip
 
-    @router.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=_errors(422))
+    @router.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=documented_errors(422))
     def search_memories(body: Annotated[MemorySearch, Body()]) -> MemoryHits:
         query = guarded(
             lambda: MemoryQuery(
@@ -129,21 +130,31 @@ def router(api: StepwiseApi) -> Router:
         )  # fmt: skip
         return MemoryHits(tenant=tenant(), hits=guarded(lambda: ltm().search(tenant(), query)))
 
-    @router.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=_errors(404))
+    @router.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=documented_errors(404))
     def get_memory(memory_id: str) -> MemoryRecord:
         return guarded(lambda: ltm().get(tenant(), memory_id))
 
-    @router.get("/memories/<memory_id>/history", summary="Every version of a memory, oldest first", tags=["memory"], responses=_errors(404))
+    @router.get(
+        "/memories/<memory_id>/history",
+        summary="Every version of a memory, oldest first",
+        tags=["memory"],
+        responses=documented_errors(404),
+    )
     def memory_history(memory_id: str) -> MemoryList:
         return MemoryList(tenant=tenant(), memories=guarded(lambda: ltm().history(tenant(), memory_id)))
 
     @router.patch(
-        "/memories/<memory_id>", summary="Correct a memory (a new version supersedes it)", tags=["memory"], responses=_errors(404, 422)
+        "/memories/<memory_id>",
+        summary="Correct a memory (a new version supersedes it)",
+        tags=["memory"],
+        responses=documented_errors(404, 422),
     )
     def edit_memory(memory_id: str, body: Annotated[MemoryEdit, Body()]) -> MemoryRecord:
         return guarded(lambda: ltm().edit(tenant(), memory_id, body.text, metadata=body.metadata))
 
-    @router.delete("/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=_errors(404))
+    @router.delete(
+        "/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=documented_errors(404)
+    )
     def forget_memory(memory_id: str) -> Forgotten:
         return Forgotten(forgotten=guarded(lambda: ltm().forget(tenant(), memory_id)))
 

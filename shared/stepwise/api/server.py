@@ -34,22 +34,19 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from stepwise.api.app import StepwiseApi, create_app
+from stepwise.api.app import create_app
+from stepwise.api.asgi import Receive, Scope, Send, send_response
+from stepwise.api.facade import StepwiseApi
 from stepwise.api.settings import ApiSettings, ServeLimits
 from stepwise.config import Settings, build_client
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 log = logging.getLogger("stepwise.serve")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
@@ -84,13 +81,6 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes, cli
 
 def _error(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-async def send_response(send: Send, status: int, headers: dict[str, str], payload: bytes) -> None:
-    raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items() if k.lower() not in ("content-length",)]
-    raw.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
 
 
 class BodyError(Exception):

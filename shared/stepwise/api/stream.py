@@ -27,24 +27,23 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from stepwise.api.asgi import Receive, Send, send_response
+from stepwise.api.errors import ApiError, proxy_error
 from stepwise.api.models import public_event
 from stepwise.state.events import Event
 
 if TYPE_CHECKING:
-    from stepwise.api.app import StepwiseApi
+    from stepwise.api.facade import StepwiseApi
+    from stepwise.state.ports import RunRecord
 
 STREAM_PATH = re.compile(r"^/runs/([A-Za-z0-9_.:-]{1,128})/stream$")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 #: Observer kinds that are not in the log: forwarded as they come.
 EPHEMERAL = frozenset({"node_started", "llm_delta", "tool_started", "guardrail"})
 QUEUE_SIZE = 1024
-
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 def sse(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:
@@ -60,6 +59,31 @@ def sse(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:
 
 def event_frame(e: Event) -> bytes:
     return sse(public_event(e), event=e.type, id=e.seq)
+
+
+def resume_after(last_event_id: str | None, after: str | None) -> int:
+    """The seq a stream resumes after: ``Last-Event-ID`` (what an EventSource sends on reconnect) or ``?after=``."""
+    raw = last_event_id if last_event_id not in (None, "") else after
+    if raw in (None, ""):
+        return 0
+    assert raw is not None
+    if not raw.strip().isdigit() or len(raw.strip()) > 18:
+        raise ApiError(422, "validation_error", "Last-Event-ID / after must be an event seq (a non-negative integer)")
+    return int(raw.strip())
+
+
+def preflight(api: StepwiseApi, event: dict[str, Any], run_id: str) -> tuple[RunRecord, int] | dict[str, Any]:
+    """Admit a stream request like any route: the run and the seq to resume after, or the error response."""
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    admitted = api.admit("GET", str(event.get("path")), headers, event)
+    if isinstance(admitted, dict):
+        return admitted
+    try:
+        run = api.run_of(admitted[0].tenant, run_id)
+        after = resume_after(headers.get("last-event-id"), (event.get("queryStringParameters") or {}).get("after"))
+    except ApiError as exc:
+        return proxy_error(exc.status, exc.code, exc.message)
+    return run, after
 
 
 def backlog(api: StepwiseApi, run_id: str, thread_id: str, after: int) -> tuple[list[Event], str]:
@@ -144,8 +168,6 @@ class RunStreams:
 
     async def serve(self, adapter: Any, event: dict[str, Any], headers: dict[str, str], send: Send, receive: Receive) -> None:
         """Authenticate like any route, then stream until the run ends or the client goes away."""
-        from stepwise.api.server import send_response
-
         api: StepwiseApi = adapter.api
         match = STREAM_PATH.match(event["path"])
         assert match is not None
@@ -153,7 +175,7 @@ class RunStreams:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-        checked = await loop.run_in_executor(self._readers, api.stream_preflight, event, run_id)
+        checked = await loop.run_in_executor(self._readers, preflight, api, event, run_id)
         if isinstance(checked, dict):  # an error response (401, 404, 429, 422)
             await send_response(send, int(checked["statusCode"]), checked.get("headers") or {}, str(checked.get("body") or "").encode())
             return

@@ -28,7 +28,7 @@ from stepwise.graph.spec import GraphSpec
 from stepwise.graph.triggers import Schedule, Trigger, TriggerInvocation, TriggerTarget, matches, named
 
 if TYPE_CHECKING:
-    from stepwise.api.app import StepwiseApi
+    from stepwise.api.facade import StepwiseApi
 
 log = logging.getLogger("stepwise.triggers")
 INDEX_PK = "triggers"

@@ -22,6 +22,9 @@ a custom domain works as it is.
 
 Connections and subscriptions live in the API table (pk/sk): ``ws#conn#<id>`` / ``meta`` (tenant, runs)
 and ``ws#run#<run id>`` / ``conn#<id>`` (endpoint); ``MemoryConnections`` serves tests and local use.
+
+``handle`` takes the API (``stepwise.api.facade.StepwiseApi``, which calls it for WebSocket events) as a
+``WebSocketHost``: the three things it needs of it, so this module does not import the facade back.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ import json
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stepwise.api.auth import AuthError
+from stepwise.api.auth import AuthError, Principal
 from stepwise.api.models import public_event
 
 if TYPE_CHECKING:
-    from stepwise.api.app import StepwiseApi
+    from stepwise.client import Stepwise
 
 
 class Connections(Protocol):
@@ -146,6 +149,16 @@ class DynamoConnections:
         self.db.delete_item(TableName=self.table, Key=key)
 
 
+class WebSocketHost(Protocol):
+    """What ``handle`` needs of the API: its connections, its authenticators and the engine client."""
+
+    @property
+    def ws_connections(self) -> Connections: ...
+    @property
+    def client(self) -> Stepwise: ...
+    def authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None: ...
+
+
 def is_websocket(event: dict[str, Any]) -> bool:
     context = event.get("requestContext") or {}
     return "connectionId" in context and "eventType" in context
@@ -170,7 +183,7 @@ def _reply(body: dict[str, Any], status: int = 200) -> dict[str, Any]:
     return {"statusCode": status, "body": json.dumps(body, default=str)}
 
 
-def handle(api: StepwiseApi, event: dict[str, Any]) -> dict[str, Any]:
+def handle(api: WebSocketHost, event: dict[str, Any]) -> dict[str, Any]:
     context = event["requestContext"]
     kind, connection_id = context["eventType"], str(context["connectionId"])
     connections: Connections = api.ws_connections

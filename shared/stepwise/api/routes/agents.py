@@ -13,8 +13,10 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api import policy
-from stepwise.api.app import UNSETTLED, ApiError, StepwiseApi, _errors, _problem
 from stepwise.api.auth import tenant_of
+from stepwise.api.errors import ApiError, documented_errors, problem_details
+from stepwise.api.facade import UNSETTLED, StepwiseApi
+from stepwise.api.triggers import register_triggers
 from stepwise.graph.errors import GraphError
 from stepwise.store import AgentRecord, StoreConflict
 from stepwise.store.base import VersionRecord
@@ -28,10 +30,14 @@ def router(api: StepwiseApi) -> Router:
 
     # -- agents ---------------------------------------------------------------------------------
     @router.post(
-        "/agents", status_code=201, summary="Register an agent (its graph as YAML text or JSON)", tags=["agents"], responses=_errors(409)
+        "/agents",
+        status_code=201,
+        summary="Register an agent (its graph as YAML text or JSON)",
+        tags=["agents"],
+        responses=documented_errors(409),
     )
     def register_agent(body: Annotated[m.RegisterAgent, Body()]) -> m.VersionResult:
-        name, ref = api.register_version(tenant(), body.id, body)
+        name, ref = register_version(api, tenant(), body.id, body)
         try:
             record = api.store.create_agent(tenant(), name, ref, description=body.description)
         except StoreConflict:
@@ -39,7 +45,7 @@ def router(api: StepwiseApi) -> Router:
         api.events.publish("agent.registered", tenant(), {"agent": name, "version": 1, "ref": ref})
         return m.VersionResult(agent=name, version=1, ref=ref, created=True, aliases=record.aliases)
 
-    @router.get("/agents", summary="List your agents", tags=["agents"], responses=_errors())
+    @router.get("/agents", summary="List your agents", tags=["agents"], responses=documented_errors())
     def list_agents() -> m.AgentList:
         agents = api.store.list_agents(tenant())
         return m.AgentList(
@@ -51,7 +57,7 @@ def router(api: StepwiseApi) -> Router:
             ]
         )
 
-    @router.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=_errors())
+    @router.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=documented_errors())
     def get_agent(agent_id: str) -> m.Agent:
         return m.Agent.of(api.agent(tenant(), agent_id))
 
@@ -59,18 +65,18 @@ def router(api: StepwiseApi) -> Router:
         "/agents/<agent_id>/versions",
         summary="Add an immutable version (moves `live` unless promote=false)",
         tags=["agents"],
-        responses=_errors(),
+        responses=documented_errors(),
     )
     def add_version(agent_id: str, body: Annotated[m.AddVersion, Body()]) -> Response[m.VersionResult]:
         api.agent(tenant(), agent_id)
-        _, ref = api.register_version(tenant(), agent_id, body)
+        _, ref = register_version(api, tenant(), agent_id, body)
         record, version, created = api.store.add_version(tenant(), agent_id, ref, description=body.description, promote=body.promote)
         if created:
             api.events.publish("agent.version_added", tenant(), {"agent": agent_id, "version": version.version, "ref": ref})
         result = m.VersionResult(agent=agent_id, version=version.version, ref=ref, created=created, aliases=record.aliases)
         return Response(status_code=201 if created else 200, content_type="application/json", body=result)
 
-    @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=_errors())
+    @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=documented_errors())
     def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
         api.agent(tenant(), agent_id)
         try:
@@ -81,7 +87,9 @@ def router(api: StepwiseApi) -> Router:
         return m.Agent.of(record)
 
     # -- the agent's webhook: every run of the agent reports to it (a run's own webhook wins) ----------
-    @router.put("/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=_errors())
+    @router.put(
+        "/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=documented_errors()
+    )
     def set_webhook(agent_id: str, body: Annotated[m.Webhook, Body()]) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
         try:
@@ -91,13 +99,15 @@ def router(api: StepwiseApi) -> Router:
         api.store.set_webhook(tenant(), agent_id, body.model_dump())
         return m.WebhookInfo(agent=agent_id, url=body.url, events=body.events, configured=True)
 
-    @router.get("/agents/<agent_id>/webhook", summary="The agent's webhook (never its secret)", tags=["agents"], responses=_errors())
+    @router.get(
+        "/agents/<agent_id>/webhook", summary="The agent's webhook (never its secret)", tags=["agents"], responses=documented_errors()
+    )
     def get_webhook(agent_id: str) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
         hook = api.agent_webhook(tenant(), agent_id)
         return m.WebhookInfo(agent=agent_id, url=hook.url, events=hook.events, configured=True) if hook else m.WebhookInfo(agent=agent_id)
 
-    @router.delete("/agents/<agent_id>/webhook", summary="Remove the agent's webhook", tags=["agents"], responses=_errors())
+    @router.delete("/agents/<agent_id>/webhook", summary="Remove the agent's webhook", tags=["agents"], responses=documented_errors())
     def delete_webhook(agent_id: str) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
         api.store.set_webhook(tenant(), agent_id, None)
@@ -116,7 +126,7 @@ def execute_router(api: StepwiseApi) -> Router:
         "/agents/<agent_id>/execute",
         summary="Start a run; optionally wait for it to finish or pause",
         tags=["runs"],
-        responses=_errors(409),
+        responses=documented_errors(409),
     )
     def execute(agent_id: str, body: Annotated[m.ExecuteAgent, Body()]) -> Response[m.Run]:
         who = tenant()
@@ -126,7 +136,7 @@ def execute_router(api: StepwiseApi) -> Router:
         try:  # the allow-list may have shrunk since registration
             policy.check(spec, api.settings.api_allowed_modules)
         except GraphError as exc:
-            raise ApiError(403, "policy_violation", str(exc), [_problem(p) for p in exc.problems]) from None
+            raise ApiError(403, "policy_violation", str(exc), [problem_details(p) for p in exc.problems]) from None
         thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
         api.claim_thread(who, thread_id)
         if body.webhook is not None:
@@ -157,6 +167,34 @@ def execute_router(api: StepwiseApi) -> Router:
         return Response(status_code=202 if run.status in UNSETTLED else 200, content_type="application/json", body=view)
 
     return router
+
+
+def register_version(api: StepwiseApi, tenant: str, agent_id: str | None, source: m.GraphSource) -> tuple[str, str]:
+    """Load the graph under the policy, register it with the engine; return (agent id, ref)."""
+    if (source.yaml is None) == (source.graph is None):
+        kind = "missing" if source.yaml is None else "exclusive"
+        details = [{"field": f"body.{name}", "type": kind} for name in ("yaml", "graph")]
+        raise ApiError(422, "validation_error", "send exactly one of `yaml` (YAML text) or `graph` (a JSON object)", details)
+    try:
+        spec = policy.load_graph(yaml_text=source.yaml, graph=source.graph, allowed_modules=api.settings.api_allowed_modules)
+    except GraphError as exc:
+        raise ApiError(422, "invalid_graph", str(exc), [problem_details(p) for p in exc.problems]) from None
+    if agent_id is not None and spec.name != agent_id:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"the graph's name is {spec.name!r} but the agent is {agent_id!r}; make them equal",
+            [{"field": "body.graph.name", "type": "mismatch"}],
+        )
+    from stepwise.tools.permissions import PermissionManager
+    from stepwise.tools.roles import RoleStore
+
+    denied = PermissionManager(RoleStore(api.store)).check_graph(spec, tenant)
+    if denied:
+        raise ApiError(403, "tools_not_permitted", "; ".join(denied), [{"field": "body.graph", "type": "role"}])
+    ref = api.client.register(spec)
+    register_triggers(api, tenant, spec.name, spec)
+    return spec.name, ref
 
 
 def _chosen_version(record: AgentRecord, version: int | None, alias: str | None) -> VersionRecord:

@@ -9,8 +9,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 
 from stepwise.api import models as m
-from stepwise.api.app import ApiError, StepwiseApi, _errors
 from stepwise.api.auth import Principal
+from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.facade import StepwiseApi
 from stepwise.api.triggers import TriggerError, put_events
 
 
@@ -22,7 +23,7 @@ def router(api: StepwiseApi) -> Router:
         "/events",
         summary="Put events on your bus: agents whose `triggers:` pattern matches start runs (once per event id)",
         tags=["triggers"],
-        responses=_errors(),
+        responses=documented_errors(),
     )
     def post_events(body: Annotated[m.PutEvents, Body()]) -> m.PutEventsResult:
         principal: Principal = router.context["principal"]

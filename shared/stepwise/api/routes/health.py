@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 import stepwise
 from stepwise.api import models as m
-from stepwise.api.app import StepwiseApi
+from stepwise.api.facade import StepwiseApi
 
 
 def router(api: StepwiseApi) -> Router:

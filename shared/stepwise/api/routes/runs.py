@@ -12,8 +12,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 
 from stepwise.api import models as m
-from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors, resume_after
 from stepwise.api.auth import tenant_of
+from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
 
@@ -39,7 +40,10 @@ def list_router(api: StepwiseApi) -> Router:
     tenant = partial(tenant_of, router)
 
     @router.get(
-        "/runs", summary="Your runs, newest first: filter by status, agent, time and cost; paged", tags=["runs"], responses=_errors(403)
+        "/runs",
+        summary="Your runs, newest first: filter by status, agent, time and cost; paged",
+        tags=["runs"],
+        responses=documented_errors(403),
     )
     def list_runs(
         status: Annotated[RunStatus | None, Query()] = None,
@@ -77,11 +81,13 @@ def router(api: StepwiseApi) -> Router:
     tenant = partial(tenant_of, router)
 
     # -- runs -----------------------------------------------------------------------------------
-    @router.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=_errors())
+    @router.get(
+        "/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=documented_errors()
+    )
     def get_run(run_id: str) -> m.Run:
         return api.run_view(api.run_of(tenant(), run_id))
 
-    @router.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=_errors())
+    @router.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=documented_errors())
     def run_events(
         run_id: str,
         after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
@@ -98,7 +104,7 @@ def router(api: StepwiseApi) -> Router:
         summary="A run's events as server-sent events (live under `stepwise serve`; resumable with Last-Event-ID)",
         tags=["runs"],
         responses={
-            **_errors(),
+            **documented_errors(),
             200: {
                 "description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`",
                 "content": {"text/event-stream": {}},
@@ -112,7 +118,7 @@ def router(api: StepwiseApi) -> Router:
         """Through API Gateway (no response streaming) this answers the events so far and, if the run
         has ended, the closing `end` event; reconnect with Last-Event-ID to continue. `stepwise serve`
         keeps the connection open and streams live (stepwise.api.stream)."""
-        from stepwise.api.stream import TERMINAL, backlog, event_frame, sse
+        from stepwise.api.stream import TERMINAL, backlog, event_frame, resume_after, sse
 
         run = api.run_of(tenant(), run_id)
         start = resume_after(router.current_event.headers.get("last-event-id"), after)
@@ -124,7 +130,9 @@ def router(api: StepwiseApi) -> Router:
             status_code=200, content_type="text/event-stream; charset=utf-8", body=body.decode(), headers={"Cache-Control": "no-cache"}
         )
 
-    @router.post("/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=_errors(409))
+    @router.post(
+        "/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=documented_errors(409)
+    )
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
         run = api.run_of(tenant(), run_id)
         if run.status not in ("waiting", "running"):
@@ -145,7 +153,7 @@ def router(api: StepwiseApi) -> Router:
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
         return api.run_view(run)
 
-    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=_errors(409))
+    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=documented_errors(409))
     def cancel(run_id: str) -> m.Run:
         run = api.run_of(tenant(), run_id)
         if run.status in ("succeeded", "failed", "cancelled"):
@@ -171,7 +179,7 @@ def redrive_router(api: StepwiseApi) -> Router:
         "/runs/<run_id>/redrive",
         summary="Re-run a failed run from its failed node (nodes that completed are not run again)",
         tags=["runs"],
-        responses=_errors(409),
+        responses=documented_errors(409),
     )
     def redrive(run_id: str, body: Annotated[m.RedriveRun, Body()]) -> m.Run:
         run = api.run_of(tenant(), run_id)

@@ -11,8 +11,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 
 from stepwise.api import models as m
-from stepwise.api.app import MAX_EVENTS_PAGE, ApiError, StepwiseApi, _errors
 from stepwise.api.auth import tenant_of
+from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.state.events import FORKED
 
 
@@ -27,7 +28,7 @@ def router(api: StepwiseApi) -> Router:
         "/threads/<thread_id>/events",
         summary="A thread's timeline: every run's events by seq (a fork starts with its `forked` marker), and its runs",
         tags=["threads"],
-        responses=_errors(),
+        responses=documented_errors(),
     )
     def thread_events(
         thread_id: str,
@@ -54,7 +55,10 @@ def router(api: StepwiseApi) -> Router:
         )
 
     @router.get(
-        "/threads/<thread_id>/state", summary="A thread's state, now or at a past seq (time travel)", tags=["threads"], responses=_errors()
+        "/threads/<thread_id>/state",
+        summary="A thread's state, now or at a past seq (time travel)",
+        tags=["threads"],
+        responses=documented_errors(),
     )
     def thread_state(
         thread_id: str, at: Annotated[int | None, Query(ge=0, description="sequence number; default: the head")] = None
@@ -75,7 +79,7 @@ def router(api: StepwiseApi) -> Router:
         status_code=201,
         summary="Fork a thread at a seq into a new thread",
         tags=["threads"],
-        responses=_errors(),
+        responses=documented_errors(),
     )
     def fork(thread_id: str, body: Annotated[m.ForkThread, Body()]) -> m.Forked:
         who = tenant()
