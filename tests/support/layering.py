@@ -7,6 +7,7 @@ a lazy import is still a dependency.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,37 +51,59 @@ def unit_of(module: str) -> str:
     return "cli" if parts[1].startswith("cli_") else parts[1]  # cli_memory.py etc. are the CLI's own modules
 
 
+def _module_name(package: Path, path: Path) -> tuple[str, bool]:
+    """``.../stepwise/graph/spec.py`` -> (``stepwise.graph.spec``, False); a package's ``__init__`` -> (its name, True)."""
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    is_init = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_init else parts), is_init
+
+
+def _statements(package: Path) -> Iterator[tuple[str, Path, int, str, list[str]]]:
+    """Every import statement of the package: (importing module, its file, line, the module named, the names
+    taken from it — empty for ``import x``)."""
+    for path in sorted(package.rglob("*.py")):
+        module, is_init = _module_name(package, path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield module, path, node.lineno, alias.name, []
+            elif isinstance(node, ast.ImportFrom):
+                stem = node.module or ""
+                if node.level:  # relative: resolve against this module's package
+                    base = module.split(".") if is_init else module.split(".")[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    stem = ".".join([*base, node.module] if node.module else base)
+                yield module, path, node.lineno, stem, [alias.name for alias in node.names]
+
+
 def imports(package: Path) -> list[Import]:
     """Every cross-unit import inside ``package`` (the ``stepwise`` directory)."""
     found: list[Import] = []
-    for path in sorted(package.rglob("*.py")):
-        rel = path.relative_to(package.parent).with_suffix("")
-        parts = list(rel.parts)
-        is_init = parts[-1] == "__init__"
-        if is_init:
-            parts = parts[:-1]
-        module = ".".join(parts)
+    for module, path, line, stem, names in _statements(package):
         source = unit_of(module)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: resolve against this module's package
-                    base = parts if is_init else parts[:-1]
-                    base = base[: len(base) - node.level + 1]
-                    stem = ".".join([*base, node.module] if node.module else base)
-                else:
-                    stem = node.module or ""
-                # `from stepwise import awsclients` imports the submodule
-                targets = [f"{stem}.{alias.name}" for alias in node.names] if stem == "stepwise" else [stem]
-            for target in targets:
-                if target == "stepwise" or not target.startswith("stepwise."):
-                    continue
-                unit = unit_of(target)
-                if unit != source:
-                    found.append(Import(source, unit, f"{path.relative_to(package.parent)}:{node.lineno}"))
+        # `from stepwise import awsclients` imports the submodule
+        targets = [f"{stem}.{name}" for name in names] if stem == "stepwise" and names else [stem]
+        for target in targets:
+            if target == "stepwise" or not target.startswith("stepwise."):
+                continue
+            unit = unit_of(target)
+            if unit != source:
+                found.append(Import(source, unit, f"{path.relative_to(package.parent)}:{line}"))
     return found
+
+
+def module_cycles(package: Path) -> list[list[str]]:
+    """Groups of modules of one unit that import each other, directly or through others: within a unit the
+    modules must import one way too (``from pkg import name`` is an edge to module ``pkg.name`` when there
+    is one, else to ``pkg`` itself, its ``__init__``)."""
+    known = {_module_name(package, path)[0] for path in package.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for module, _, _, stem, names in _statements(package):
+        targets = {f"{stem}.{n}" if f"{stem}.{n}" in known else stem for n in names} if names else {stem}
+        for target in targets & known:
+            if target != module and unit_of(target) == unit_of(module) != "__init__":
+                edges.setdefault(module, set()).add(target)
+    return cycles(edges)
 
 
 def violations(package: Path) -> list[str]:

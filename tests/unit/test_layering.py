@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.support.layering import cycles, violations
+from tests.support.layering import cycles, module_cycles, violations
 
 import stepwise
 
@@ -54,6 +54,19 @@ def test_a_planted_cycle_between_units_is_reported(copy: Path) -> None:
     """llm may import tools and tools may import llm, but not both: that is a cycle."""
     (copy / "llm" / "_planted.py").write_text("from stepwise.tools import registry\n")
     assert "import cycle between llm <-> tools" in violations(copy)
+
+
+def test_no_modules_of_one_unit_import_each_other_in_a_circle() -> None:
+    """Inside a unit (api/, runtime/, state/ …) the modules import one way too: a module that imports one
+    that imports it back (lazily or for a type included) can be neither read nor changed on its own."""
+    assert module_cycles(PACKAGE) == []
+
+
+def test_a_planted_circle_between_two_modules_of_a_unit_is_reported(copy: Path) -> None:
+    (copy / "runtime" / "_planted.py").write_text("def f():\n    from stepwise.runtime.step import step\n")
+    step = copy / "runtime" / "step.py"
+    step.write_text(step.read_text() + "\n\ndef _g() -> None:\n    from stepwise.runtime import _planted  # noqa: F401\n")
+    assert module_cycles(copy) == [["stepwise.runtime._planted", "stepwise.runtime.step"]]
 
 
 def test_cycles_finds_each_strongly_connected_group() -> None:
