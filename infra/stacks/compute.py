@@ -62,12 +62,15 @@ def agent_code(config: StackConfig) -> lambda_.Code | None:
     publishes a new layer version. None without ``stepwise:code``."""
     if not config.code_dirs:
         return None
+    import atexit
     import shutil
     import tempfile
 
     from infra.stacks.config import code_packages, resolve_code_dir
 
     staged = Path(tempfile.mkdtemp(prefix="stepwise-agent-code-")) / "python"
+    # CDK copies the asset into cdk.out when the app synthesizes, after this returns: remove it at exit
+    atexit.register(shutil.rmtree, staged.parent, ignore_errors=True)
     staged.mkdir()
     for directory in config.code_dirs:
         source = resolve_code_dir(directory)
