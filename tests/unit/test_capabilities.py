@@ -26,7 +26,6 @@ from stepwise.llm.settings import LLMSettings
 from stepwise.state.events import TOOL_CALL, TOOL_DENIED, TOOL_GRANTED
 from stepwise.store.memory import MemoryApiStore
 from stepwise.tools.capability import (
-    META_KEY,
     Binding,
     Capabilities,
     CapabilityError,
@@ -37,6 +36,7 @@ from stepwise.tools.capability import (
 )
 from stepwise.tools.executor import ToolInvocation
 from stepwise.tools.permissions import PermissionManager
+from stepwise.tools.ports import CAPABILITY_META
 from stepwise.tools.roles import ArgConstraint, Role, RoleStore, decide
 
 KEY = bytes(range(32))
@@ -185,7 +185,7 @@ def vault_server(key: bytes) -> Any:
     @server.tool()
     def whoami(ctx: Context) -> dict[str, Any]:
         meta = ctx.request_context.meta
-        token = meta.get(META_KEY) if isinstance(meta, dict) else getattr(meta, META_KEY, None)
+        token = meta.get(CAPABILITY_META) if isinstance(meta, dict) else getattr(meta, CAPABILITY_META, None)
         from stepwise.tools.ports import IDEMPOTENCY_META
 
         step = meta.get(IDEMPOTENCY_META) if isinstance(meta, dict) else getattr(meta, IDEMPOTENCY_META, None)
@@ -232,11 +232,13 @@ def test_executor_refuses_a_call_without_a_valid_token() -> None:
     with pytest.raises(PermissionError) as err:
         manager.check(inv)
     assert getattr(err.value, "rule", None) == "capability_missing"
-    inv.meta[META_KEY] = manager.grant(inv)
+    inv.meta[CAPABILITY_META] = manager.grant(inv)
     manager.check(inv)
     with pytest.raises(PermissionError, match="replay"):
         manager.check(inv)
-    other = ToolInvocation("calculator", {"expression": "2"}, "c", "k|tool|c", "agent", "r1", "acme", meta={META_KEY: manager.grant(inv)})
+    other = ToolInvocation(
+        "calculator", {"expression": "2"}, "c", "k|tool|c", "agent", "r1", "acme", meta={CAPABILITY_META: manager.grant(inv)}
+    )
     with pytest.raises(PermissionError, match="differs in: args"):
         manager.check(other)
 

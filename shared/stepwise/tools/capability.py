@@ -45,12 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stepwise.tools.ports import CAPABILITY_META
-
 if TYPE_CHECKING:
     from stepwise.tools.settings import ToolSettings
-
-META_KEY = CAPABILITY_META  # where the token travels in MCP `_meta`
 
 ISSUER = "stepwise"
 ALGORITHM = "HS256"

@@ -16,8 +16,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from stepwise.tools.capability import META_KEY, Binding, Capabilities, CapabilityError, spent_tokens
+from stepwise.tools.capability import Binding, Capabilities, CapabilityError, spent_tokens
 from stepwise.tools.executor import ToolDenied, ToolInvocation
+from stepwise.tools.ports import CAPABILITY_META
 from stepwise.tools.roles import Role, RoleStore, decide
 from stepwise.tools.settings import ToolSettings
 
@@ -92,7 +93,7 @@ class PermissionManager:
         """The executor's side: the token must be present, genuine, unexpired, unspent and bound to this call;
         the roles are read again (a role revoked since the grant takes effect now)."""
         try:
-            self.capabilities.verify(inv.meta.get(META_KEY), _binding(inv))
+            self.capabilities.verify(inv.meta.get(CAPABILITY_META), _binding(inv))
         except CapabilityError as exc:
             raise ToolDenied(str(exc), exc.rule) from None
         self.authorize(inv.tenant, inv.name, inv.arguments)
