@@ -141,19 +141,17 @@ class StepwiseApi:
             return page
         event = yaml_body(event, headers)
         resolver = self.resolver
+        limit_headers: Mapping[str, str] | None = None
         if (method, path) not in PUBLIC_ROUTES:
             admitted = self.admit(method, path, headers, event)
             if isinstance(admitted, dict):
                 return admitted
             principal, limit_headers = admitted
             resolver.append_context(principal=principal)
-            if limit_headers:
-                response = resolver.resolve(event, context)
-                response["statusCode"] = int(response["statusCode"])
-                response["headers"] = {**(response.get("headers") or {}), **limit_headers}
-                return response
         response = resolver.resolve(event, context)
         response["statusCode"] = int(response["statusCode"])
+        if limit_headers:
+            response["headers"] = {**(response.get("headers") or {}), **limit_headers}
         return response
 
     def admit(
