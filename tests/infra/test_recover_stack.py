@@ -13,6 +13,7 @@ from infra.stacks.compute import START_ACTIONS
 from infra.stacks.config import StackConfig
 from tests.infra.conftest import Synth
 from tests.infra.test_stack import _actions, _statements, ref_of
+from tests.integration.test_cloud_in_a_box import ROOT, load_module
 
 
 class Context:
@@ -47,6 +48,8 @@ def test_an_agent_execution_that_ended_without_finishing_invokes_the_recover_fun
     pattern = rule["EventPattern"]
     assert pattern["source"] == ["aws.states"] and pattern["detail-type"] == ["Step Functions Execution Status Change"]
     assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]  # not SUCCEEDED: every hand-over ends one
+    recover = load_module(ROOT / "functions" / "recover" / "handler.py")
+    assert set(pattern["detail"]["status"]) == recover.ENDED  # the function acts on exactly what the rule sends
     (machines,) = pattern["detail"]["stateMachineArn"]
     assert ":stateMachine:stepwise-dev-" in json.dumps(machines["prefix"])  # this stage's agents only
     (target,) = rule["Targets"]
