@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(text)
     print(f"wrote {out} ({results['meta']['duration_s']} s)")
     machine = results["meta"]["machine"]
-    print(f"  machine: {machine['cpu']}, {machine['cores']} cores; load {machine['loadavg_start']} → {machine['loadavg_end']}")
+    print(
+        f"  machine: {machine['cpu']}, {machine['cores']} cores; load {machine['loadavg_start']} → {machine['loadavg_end']}; "
+        f"speed {machine.get('speed_ms_start')} → {machine.get('speed_ms_end')} ms (a fixed task, lower is faster)"
+    )
     for target in results["targets"]:
         print(f"  {target['id']}: {'met   ' if target['met'] else 'MISSED'} {target['measured']}")
     if args.write_docs:

@@ -91,7 +91,7 @@ def table(before: dict[str, Any], after: dict[str, Any]) -> str:
         start, end = m.get("loadavg_start") or [0], m.get("loadavg_end") or [0]
         lines.append(
             f"\n{name}: commit {m.get('git_commit')}, {m['cpu']}, {m['cores']} cores, load {start[0]:.1f} → {end[0]:.1f}, "
-            f"{r['meta'].get('duration_s', '?')} s"
+            f"speed {m.get('speed_ms_start', '–')} → {m.get('speed_ms_end', '–')} ms, {r['meta'].get('duration_s', '?')} s"
         )
     return "\n".join(lines)
 

@@ -53,6 +53,13 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     return ["### Targets (ratios from this run)", "", *_table(["", "target", "measured", ""], rows)]
 
 
+def _speed(m: dict[str, Any]) -> str:
+    """``bench.measure.speed`` at the start and end of the run (runs recorded before it existed have none)."""
+    if m.get("speed_ms_start") is None:
+        return "not recorded"
+    return f"start {m['speed_ms_start']}, end {m.get('speed_ms_end', '?')}"
+
+
 def machine_section(results: dict[str, Any]) -> list[str]:
     meta = results["meta"]
     m, v = meta["machine"], meta["versions"]
@@ -61,6 +68,7 @@ def machine_section(results: dict[str, Any]) -> list[str]:
         ["CPU", f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['memory_gib']} GiB"],
         ["OS / Python / SQLite", f"{m['os']} / {m['implementation']} {m['python']} / {m['sqlite']}"],
         ["load average (1/5/15 min)", f"start {_load(m.get('loadavg_start'))}, end {_load(m.get('loadavg_end'))}"],
+        ["speed: a fixed task, ms (lower is faster)", _speed(m)],
         ["versions", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
         ["plan", ", ".join(f"{k}={val}" for k, val in meta["config"].items() if k not in ("systems", "notes"))],
     ]

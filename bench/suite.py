@@ -20,7 +20,7 @@ from typing import Any
 from bench import langgraph_side as lg
 from bench import stepwise_side as sw
 from bench import workload
-from bench.measure import Sample, clock, growth_exponent, load, machine, median, percentile, summary, versions
+from bench.measure import Sample, clock, growth_exponent, load, machine, median, percentile, speed, summary, versions
 from stepwise.state.hydrate import CADENCE
 
 SYSTEMS = ("stepwise", "langgraph", "langgraph-add")
@@ -608,6 +608,7 @@ class Runner:
         results["targets"] = targets(results)
         results["meta"]["duration_s"] = round(time.time() - started, 1)
         results["meta"]["machine"]["loadavg_end"] = list(__import__("os").getloadavg())
+        results["meta"]["machine"]["speed_ms_end"] = speed()
         return results
 
     def save(self, results: dict[str, Any]) -> None:

@@ -103,6 +103,8 @@ def test_targets_machine_versions_and_cost_model(results: dict[str, Any]) -> Non
     assert all(isinstance(t["met"], bool) and t["measured"] for t in results["targets"])
     meta = results["meta"]
     assert meta["machine"]["cores"] and meta["machine"]["python"] and meta["machine"]["sqlite"]
+    # the machine's speed at both ends of the run, beside its load: a slow moment shows in every row
+    assert meta["machine"]["speed_ms_start"] > 0 and meta["machine"]["speed_ms_end"] > 0
     assert meta["versions"]["langgraph"] and meta["versions"]["langgraph-checkpoint-sqlite"] and meta["versions"]["stepwise"]
     examples = {r["example"]: r for r in results["costs"]["examples"]}
     assert {"react", "parallel", "human_approval", "sequential"} <= set(examples)
@@ -124,6 +126,8 @@ def test_docs_render_from_results_and_keep_hand_written_text(results: dict[str, 
         assert section in text
     assert "](img/benchmarks.png)" in text
     assert f"(an involuntary context switch) | {results['w7']['steps_preempted']} |" in text
+    m = results["meta"]["machine"]
+    assert f"| speed: a fixed task, ms (lower is faster) | start {m['speed_ms_start']}, end {m['speed_ms_end']} |" in text
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
