@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import platform
@@ -143,18 +142,26 @@ def _git_commit() -> str | None:
         return None
 
 
+_SPEED_TASK = """
+import json, statistics, time
+rows = [{"id": i, "role": "tool", "content": f"result {i}", "tags": ["a", "b"]} for i in range(20_000)]
+times = []
+for _ in range(6):
+    t0 = time.perf_counter()
+    json.loads(json.dumps([dict(r, seq=n) for n, r in enumerate(rows)]))
+    times.append((time.perf_counter() - t0) * 1000)
+print(statistics.median(times[1:]))
+"""
+
+
 def speed() -> float:
-    """Milliseconds for a fixed pure-Python task (20,000 small dicts built, encoded and decoded as JSON), the
-    median of 5 after one warm-up: the machine's speed at that moment, which the load average does not show
-    (on a shared VM the same code, both systems alike, ran 1.4× slower one evening at the same load). A rough
-    gauge: here it moves by 2× within a minute."""
-    rows = [{"id": i, "role": "tool", "content": f"result {i}", "tags": ["a", "b"]} for i in range(20_000)]
-    times = []
-    for _ in range(6):
-        t0 = time.perf_counter()
-        json.loads(json.dumps([dict(r, seq=n) for n, r in enumerate(rows)]))
-        times.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(times[1:]), 1)
+    """Milliseconds for a fixed pure-Python task (20,000 small dicts built, encoded and decoded as JSON; the
+    median of 5 after one warm-up) in a fresh interpreter, so the bench's own heap never weighs on it: the
+    machine's speed at that moment, which the load average does not show (on a shared VM the same code, both
+    systems alike, ran 1.4x slower one evening at the same load). A rough gauge: here it moves by 2x within
+    a minute."""
+    out = subprocess.run([sys.executable, "-c", _SPEED_TASK], capture_output=True, text=True, check=True, timeout=120)
+    return round(float(out.stdout), 1)
 
 
 def machine(workdir: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from bench.measure import median
 
 ROOT = Path(__file__).resolve().parents[1]
-GRAPH = ROOT / "bench" / "graphs" / "short.yaml"
+GRAPH = ROOT / "bench" / "graphs" / "startup.yaml"  # its nodes import nothing heavy: see bench/startup_nodes.py
 HEAVY = (
     "pydantic",
     "typer",

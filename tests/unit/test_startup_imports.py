@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-GRAPH = ROOT / "bench" / "graphs" / "short.yaml"
+GRAPH = ROOT / "bench" / "graphs" / "startup.yaml"  # its nodes import nothing heavy: see bench/startup_nodes.py
 NOT_NEEDED = (
     "rich",  # only text output and tables use it (this run prints JSON)
     "asyncio",  # only Parallel/Map branches and async def nodes need an event loop
@@ -55,3 +55,5 @@ def test_a_function_only_run_imports_no_heavy_modules(tmp_path: Path) -> None:
     loaded = sorted(m for m in modules if any(m == name or m.startswith(name + ".") for name in NOT_NEEDED) and m not in SETTINGS_ONLY)
     assert loaded == [], f"a function-only `stepwise run` imported {loaded}"
     assert "stepwise.runtime.step" in modules and "stepwise.state.sqlite" in modules  # it did run the engine
+    # the bench times this run's imports: the graph's own module must not bring the benchmark's fixtures
+    assert "bench.startup_nodes" in modules and "bench.workload" not in modules
