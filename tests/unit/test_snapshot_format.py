@@ -276,6 +276,21 @@ def test_every_merge_every_th_snapshot_folds_the_recent_deltas_into_one_record(t
     assert FileSnapshotStore(tmp_path).latest("t") == (14, {"log": items, "n": 14})
 
 
+def test_deltas_holding_merge_bytes_merge_before_the_merge_every_th(tmp_path: Path) -> None:
+    """Big deltas merge sooner, so a merged record stays small (packing it allocates no fresh pages)."""
+    snaps = FileSnapshotStore(tmp_path, merge_every=100, merge_bytes=2000)
+    items: list[str] = []
+    counts = []
+    for seq in range(1, 8):  # a whole record, then deltas of ~1 KB each
+        items = [*items, f"{seq}" * 1000]
+        snaps.put("t", seq, {"log": items}, LOG)
+        counts.append(_records(snaps._path("t")))
+    assert counts == [1, 2, 3, 2, 3, 4, 3]  # the delta after ~2 KB of deltas merges them with itself
+    bodies = _record_bodies(snaps._path("t"))
+    assert [(b["seq"], b.get("base")) for b in bodies] == [(1, None), (4, 1), (7, 4)]
+    assert FileSnapshotStore(tmp_path).latest("t") == (7, {"log": items})
+
+
 def test_a_merge_torn_mid_write_ends_the_chain_at_the_last_whole_or_merged_record(tmp_path: Path) -> None:
     """A crash while a merged record is written over the deltas it replaces: the reader keeps what the file
     held up to the merge point, and the event log (the truth) gives the rest."""

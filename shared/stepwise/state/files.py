@@ -8,7 +8,11 @@ Because a record costs O(delta), snapshots can be frequent (every few dozen even
 tail of events a cold reader must replay after the snapshot. Each record also costs a reader a little
 beyond its bytes, so every ``merge_every``-th snapshot folds the deltas written since the last whole or
 merged record into one record, written over them: the chain stays about 1/``merge_every`` as long, and
-that write costs what those deltas held, never the whole state (no pause that grows with the run).
+that write costs what those deltas held, never the whole state (no pause that grows with the run). A
+merge also comes sooner, once the deltas since the merge point hold ``merge_bytes``: a merged record then
+stays under 64 KB, where packing it does not grow ormsgpack's output buffer past the allocator's mmap
+threshold. Past it, every merge of a long loop took 10-12 fresh-page faults (~0.35 ms a merge on the bench
+VM; ~0.22 ms and no faults under the cap).
 
 Records are MessagePack (``ormsgpack``), uncompressed: decode speed over bytes (see docs/benchmarks.md,
 W2 and W3). Each record is framed by its length and a 64-bit XXH3 checksum (format 2; CRC32 in format 1,
@@ -89,13 +93,22 @@ class FileSnapshotStore(SnapshotStore):
     incremental = True
     fresh_reads = True  # every read decodes the file anew
 
-    def __init__(self, directory: str | Path, *, compact_ratio: float = 2.0, settle_chain: int = 8, merge_every: int = 8) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        compact_ratio: float = 2.0,
+        settle_chain: int = 8,
+        merge_every: int = 8,
+        merge_bytes: int = 48 * 1024,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._dirname = str(self.dir)
         self.compact_ratio = compact_ratio
         self.settle_chain = settle_chain
         self.merge_every = merge_every
+        self.merge_bytes = merge_bytes
         self._known: dict[str, _Known] = {}
         self._lock = threading.Lock()
 
@@ -123,8 +136,9 @@ class FileSnapshotStore(SnapshotStore):
             path = known.path if known is not None and known.path else self._file(thread_id)
             appendable = known is not None and seq > known.seq and self._size(path) == known.size
             if known is not None and appendable and known.size <= self.compact_ratio * known.useful + 65536:
-                if known.merged is not None and known.recent + 1 >= self.merge_every:
-                    self._merge(path, known, known.merged, seq, state, appends, names)
+                merged = known.merged
+                if merged is not None and (known.recent + 1 >= self.merge_every or known.size - merged.size >= self.merge_bytes):
+                    self._merge(path, known, merged, seq, state, appends, names)
                 else:
                     self._append(path, known, seq, state, appends, names)
                 return
