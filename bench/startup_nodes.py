@@ -1,7 +1,7 @@
 """The start-up graph's nodes (``bench/graphs/startup.yaml``): three small functions, as in a user's graph.
 
 Nothing is built at import. The other workloads' nodes (``bench.nodes``) import ``bench.workload``, whose
-message pool takes 35-80 ms to generate on the bench machine; start-up measures what ``stepwise run`` itself
+message pool took 68-83 ms to generate on the bench machine; start-up measures what ``stepwise run`` itself
 imports, so it must not be charged with a fixture of the benchmark's.
 """
 
