@@ -10,9 +10,9 @@ beyond its bytes, so every ``merge_every``-th snapshot folds the deltas written 
 merged record into one record, written over them: the chain stays about 1/``merge_every`` as long, and
 that write costs what those deltas held, never the whole state (no pause that grows with the run). A
 merge also comes sooner, once the deltas since the merge point hold ``merge_bytes``: a merged record then
-stays under 64 KB, where packing it does not grow ormsgpack's output buffer past the allocator's mmap
-threshold. Past it, every merge of a long loop took 10-12 fresh-page faults (~0.35 ms a merge on the bench
-VM; ~0.22 ms and no faults under the cap).
+holds about that plus one delta (under 64 KB when a loop's steps are small), where packing it does not
+grow ormsgpack's output buffer past the allocator's mmap threshold. Past it, every merge of a long loop
+took 10-12 fresh-page faults (~0.35 ms a merge on the bench VM; ~0.22 ms and no faults under the cap).
 
 Records are MessagePack (``ormsgpack``), uncompressed: decode speed over bytes (see docs/benchmarks.md,
 W2 and W3). Each record is framed by its length and a 64-bit XXH3 checksum (format 2; CRC32 in format 1,
