@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import multiprocessing
 import os
 import re
 import subprocess
@@ -105,9 +106,42 @@ def test_the_callers_own_multiprocessing_still_imports_its_main(tmp_path: Path) 
     assert proc.stdout.splitlines() == ["tool 7", "own 81"]
 
 
+OWN_FORKSERVER = """
+import os
+from multiprocessing import forkserver
+
+from stepwise.tools.limits import run_bounded
+
+print("tool", run_bounded("calculator", {"expression": "3 + 4"}))
+server = forkserver._forkserver  # the process-wide one: the caller's, so not started and its preload list unchanged
+print("process-wide fork server", server._forkserver_pid, server._preload_modules)
+pid = os.fork()
+if pid == 0:  # forked after a bounded call, like a pre-fork server's worker: its parent's fork server is not its child
+    code = 1
+    try:
+        print("forked child tool", run_bounded("calculator", {"expression": "6 * 7"}), flush=True)
+        code = 0
+    except BaseException as exc:
+        print("forked child failed:", type(exc).__name__, exc, flush=True)
+    os._exit(code)
+print("forked child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_bounded_calls_leave_the_process_wide_fork_server_alone_and_work_after_a_fork(tmp_path: Path) -> None:
+    (tmp_path / "own_fs.py").write_text(OWN_FORKSERVER)
+    proc = _python(["own_fs.py"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "tool 7",
+        "process-wide fork server None ['__main__']",
+        "forked child tool 42",
+        "forked child exit 0",
+    ], proc.stdout
+
+
 def test_a_child_that_dies_while_starting_says_what_to_check() -> None:
-    ctx = limits._mp()
-    parent, child = ctx.Pipe(duplex=False)
+    parent, child = multiprocessing.Pipe(duplex=False)
     proc = limits._MainFreeProcess(target=os._exit, args=(7,), daemon=True)  # exits at once, never says "ready"
     proc.start()
     child.close()  # the only write end: the child was not given it

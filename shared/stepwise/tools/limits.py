@@ -19,7 +19,6 @@ import io
 import json
 import multiprocessing
 import os
-import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
@@ -48,20 +47,26 @@ class ToolBudget:
     start_seconds: float = 120.0
 
 
-_context_lock = threading.Lock()
-_context: Any = None
+def _new_forkserver() -> forkserver.ForkServer:
+    """A fork server of our own, with the built-ins preloaded (it starts on the first bounded call). Not the
+    process-wide one: its preload list and its process belong to the caller's own ``multiprocessing`` use."""
+    server = forkserver.ForkServer()
+    # the child unpickles _child from this module: preloading it too leaves the child nothing to import
+    server.set_forkserver_preload(["stepwise.tools.builtin", "stepwise.tools.limits"])
+    return server
 
 
-def _mp() -> Any:
-    """The forkserver context, started once per process with the built-ins preloaded."""
-    global _context
-    with _context_lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            # the child unpickles _child from this module: preloading it too leaves the child nothing to import
-            ctx.set_forkserver_preload(["stepwise.tools.builtin", "stepwise.tools.limits"])
-            _context = ctx
-    return _context
+_forkserver = _new_forkserver()
+
+
+def _forget_forkserver() -> None:
+    """In a forked child: the parent's fork server is not this process's child, so it cannot be checked on
+    (``waitpid`` fails) or relied on; start a fresh one when this process first needs it."""
+    global _forkserver
+    _forkserver = _new_forkserver()
+
+
+os.register_at_fork(after_in_child=_forget_forkserver)
 
 
 #: The keys of ``multiprocessing.spawn.get_preparation_data`` that make a child import the parent's main module.
@@ -76,9 +81,9 @@ class _MainFreePopen(popen_forkserver.Popen):
     ``if __name__ == "__main__":`` would run its top level once more per tool call, or die while starting.
     Our children never need it (the target is :func:`_child`, tools are built-ins or ``module:function``
     paths). No public switch exists, so ``_launch`` is CPython's own (identical in 3.11, 3.12 and 3.13,
-    ``Lib/multiprocessing/popen_forkserver.py``) with one change: the main-module keys are dropped from the
-    preparation data. Only processes of :class:`_MainFreeProcess` use it: nothing global is patched, and the
-    caller's own ``multiprocessing`` use is unchanged."""
+    ``Lib/multiprocessing/popen_forkserver.py``) with two changes: the main-module keys are dropped from the
+    preparation data, and the child comes from our own fork server. Only processes of :class:`_MainFreeProcess`
+    use it: nothing global is patched or started, and the caller's own ``multiprocessing`` use is unchanged."""
 
     def _launch(self, process_obj: Any) -> None:
         prep_data = spawn.get_preparation_data(process_obj._name)
@@ -92,7 +97,7 @@ class _MainFreePopen(popen_forkserver.Popen):
         finally:
             mp_context.set_spawning_popen(None)
 
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # set in Popen.__init__, not in typeshed
+        self.sentinel, w = _forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]  # set in Popen.__init__, not in typeshed
         _parent_w = os.dup(w)  # the child watches this copy of the data pipe's write end as its parent sentinel
         self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]  # not in typeshed
         with open(w, "wb", closefd=True) as f:
@@ -147,8 +152,7 @@ def run_bounded(name: str, kwargs: dict[str, Any], budget: ToolBudget | None = N
 
     Raises ToolLimitError over budget; the tool's own ValueError/TypeError/... come back as themselves."""
     budget = budget or ToolBudget()
-    ctx = _mp()
-    parent, child = ctx.Pipe(duplex=False)
+    parent, child = multiprocessing.Pipe(duplex=False)
     proc = _MainFreeProcess(target=_child, args=(child, name, kwargs, budget.cpu_seconds), daemon=True)
     proc.start()
     child.close()
