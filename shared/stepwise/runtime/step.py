@@ -471,6 +471,7 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
             interrupt_id=waiting["interrupt_id"],
             owner=None,
             lease_until=None,
+            steps=sum(cursor.visits.values()),  # the nodes that ran before this one waits
             **run_spend(services, cursor.run_id, cursor.thread_id),
         )
         services.notify(kind="waiting", run_id=cursor.run_id, node=req.node, prompt=waiting["prompt"])
@@ -578,6 +579,7 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
             finished_at=time.time(),
             error=error,
             waiting=None,
+            steps=sum(cursor.visits.values()),  # the nodes that completed before the failure
         )
     except RunTransitionError as exc:
         with contextlib.suppress(DuplicateKeyError):  # the failure is logged whatever the record says (a replay's already is)

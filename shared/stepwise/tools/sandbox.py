@@ -369,9 +369,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.kill()
 
 
-def available() -> bool:
+def available(explicit: str | None = None) -> bool:
     try:
-        bwrap_path()
+        bwrap_path(explicit)
     except SandboxUnavailable:
         return False
     return True
