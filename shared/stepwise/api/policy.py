@@ -6,10 +6,11 @@ selection, so the API enforces, at registration and again at execution:
 
 1. Import paths (``fn`` of function nodes, custom reducers ``pkg.mod:fn``) must be
    ``module.path:function`` with a module under one of the allowed prefixes
-   (``STEPWISE_API_ALLOWED_MODULES``, default ``statemachines.`` — the project's own graphs — and
-   ``stepwise.tools.``); the function name may not start with ``_``. The path must resolve to a plain
-   Python function *defined in* that module (``obj.__module__`` is the module): not a re-exported module
-   (``stepwise.tools.builtin:os``), a class, a builtin, a generator, a coroutine function (``async def``
+   (``STEPWISE_API_ALLOWED_MODULES``, default ``statemachines.`` (the project's own graphs),
+   ``stepwise.examples.`` and ``stepwise.tools.``, see ``api/settings.py``); the function name may not
+   start with ``_``. The path must resolve to a plain Python function *defined in* that module
+   (``obj.__module__`` is the module): not a re-exported module (``stepwise.tools.builtin:os``),
+   a class, a builtin, a generator, a coroutine function (``async def``
    node functions are accepted outside the ``stepwise`` package), or a CLI entry point
    (``main`` or anything in a ``__main__``/``cli`` module), and it must accept the call the step makes
    (``(state)`` or ``(state, ctx)``; reducers ``(current, update)``). Deploy your node code inside an
