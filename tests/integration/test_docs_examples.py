@@ -17,6 +17,7 @@ EXAMPLES = [
     ("docs/llm.md", "## Testing against real SDKs offline", "succeeded Paris gpt-4o-mini"),
     ("docs/architecture.md", "## Settings: read once, passed in", "16 60.0"),
     ("docs/architecture.md", "### Every layer's settings", "('api.example.com',) 5.0"),
+    ("docs/reliability.md", "## Redrive a failed run", "succeeded ['fetch', 'publish'] ['fetch', 'publish', 'publish']"),
     ("docs/architecture.md", "### A bad value", "\"STEPWISE_LOCAL_CONCURRENCY='0' is not a whole number ≥ 1 (default 256): fix it"),
 ]
 
