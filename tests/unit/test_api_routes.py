@@ -261,7 +261,8 @@ def test_versions_are_immutable_numbered_and_move_live(h: Harness) -> None:
     assert h("POST", "/agents/sequential/execute", {"version": 9}).body["error"]["code"] == "version_not_found"
     assert h("POST", "/agents/sequential/execute", {"alias": "nope"}).body["error"]["code"] == "alias_not_found"
     bad = h("PUT", "/agents/sequential/aliases/canary", {"version": 7})
-    assert bad.status == 422 and bad.body["error"]["details"][0]["field"] == "body.version"
+    assert bad.status == 404 and bad.body["error"]["code"] == "version_not_found"  # as execute answers an unknown version
+    assert bad.body["error"]["details"][0]["field"] == "body.version"
 
 
 def test_a_new_version_must_keep_the_agent_name(h: Harness) -> None:

@@ -81,8 +81,8 @@ def router(api: StepwiseApi) -> Router:
         api.agent(tenant(), agent_id)
         try:
             record = api.store.set_alias(tenant(), agent_id, alias, body.version)
-        except ValueError as exc:
-            raise ApiError(422, "validation_error", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
+        except ValueError as exc:  # the same answer as executing a version that does not exist
+            raise ApiError(404, "version_not_found", str(exc), [{"field": "body.version", "type": "unknown_version"}]) from None
         api.events.publish("agent.alias_moved", tenant(), {"agent": agent_id, "alias": alias, "version": body.version})
         return m.Agent.of(record)
 
