@@ -677,3 +677,20 @@ def test_client_cancel_and_run_events_are_what_the_api_uses() -> None:
     assert events and all(e.run_id == result.run_id for e in events)
     cancelled = client.cancel(result.run_id, cause="test")
     assert cancelled.status == "cancelled" and client.get_run(result.run_id).status == "cancelled"
+
+
+def test_a_body_that_is_not_json_is_named_as_the_body_with_what_to_send(h: Harness) -> None:
+    """Two content types at once (JSON and YAML) reached the JSON parser, whose position was the field
+    (``body.0: JSON decode error``); now the body is named, with where it broke and what to send instead. A
+    body of a type the API does not take was a 500; now it is a 415 naming the types it takes."""
+    yaml_text = (EXAMPLES / "sequential.yaml").read_text()
+    reply = h("POST", "/agents", yaml_text, headers={"content-type": "application/json, application/yaml"})
+    assert reply.status == 422 and error_code(reply) == "validation_error"
+    [detail] = reply.body["error"]["details"]
+    assert detail["field"] == "body" and detail["type"] == "json_invalid"
+    assert "not valid JSON" in detail["message"] and "at character 0" in detail["message"]
+    assert "content-type: application/json" in reply.body["error"]["message"]
+    plain = h("POST", "/agents", yaml_text, headers={"content-type": "text/plain"})
+    assert plain.status == 415 and error_code(plain) == "unsupported_media_type"
+    assert "'text/plain'" in plain.body["error"]["message"] and "application/yaml" in plain.body["error"]["message"]
+    assert h("POST", "/agents", yaml_text, headers={"content-type": "application/yaml"}).status == 201

@@ -29,7 +29,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 
 from stepwise.api.auth import Authenticator
 from stepwise.api.errors import ApiError, error_response
@@ -56,6 +56,18 @@ class ThreadSafeResolver(APIGatewayRestResolver):
         return super().resolve(event, context)
 
 
+def _detail(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One validation error as ``{field, type, message}``. A body that is not JSON is named as the body, not by
+    the parser's position (``body.1``), with what to send instead."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid" and loc[:1] == ("body",):
+        at = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        why = (error.get("ctx") or {}).get("error") or error.get("msg", "")
+        message = f"the body is not valid JSON ({why}{at}): send a JSON object with content-type: application/json"
+        return {"field": "body", "type": "json_invalid", "message": message}
+    return {"field": ".".join(str(p) for p in loc), "type": error.get("type"), "message": error.get("msg", "")}
+
+
 def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
     """One resolver: error handlers here, routes from ``api/routes/`` (one router per resource)."""
     app = ThreadSafeResolver(enable_validation=True)
@@ -67,11 +79,18 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[str]:
-        details = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "type": e.get("type"), "message": e.get("msg", "")} for e in exc.errors()
-        ]
+        details = [_detail(e) for e in exc.errors()]
         summary = "; ".join(f"{d['field']}: {d['message'] or d['type']}" for d in details)
         return error_response(422, "validation_error", summary or "invalid request", details)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported(exc: RequestUnsupportedContentType) -> Response[str]:  # it was a 500
+        sent = app.current_event.headers.get("content-type") or "none"
+        message = (
+            f"content-type {sent!r} is not accepted: send JSON with content-type: application/json "
+            "(registering a graph also takes its YAML with content-type: application/yaml)"
+        )
+        return error_response(415, "unsupported_media_type", message)
 
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[str]:
