@@ -56,7 +56,7 @@ class StackConfig:
     bundle: bool = True
     vector_store: bool = True
     nat_gateways: int = 1
-    allowed_modules: str = "statemachines.,stepwise.tools."
+    allowed_modules: str = "statemachines.,stepwise.examples.,stepwise.tools."  # as `stepwise serve` (a test keeps them equal)
     triggers: tuple[tuple[str, str], ...] = ()
     code_dirs: tuple[str, ...] = ()
     cognito: bool = False

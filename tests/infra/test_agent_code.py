@@ -56,3 +56,11 @@ def test_a_code_dir_without_packages_is_refused_clearly(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="holds no Python package"):
         StackConfig.from_context(Node())
+
+
+def test_the_stacks_default_module_allow_list_is_the_servers() -> None:
+    """A graph copied out with `stepwise examples copy` names `stepwise.examples.nodes`: the deployed API takes it
+    as `stepwise serve` does (the stack's default left `stepwise.examples.` out)."""
+    from stepwise.api.settings import DEFAULT_ALLOWED_MODULES
+
+    assert tuple(StackConfig.allowed_modules.split(",")) == DEFAULT_ALLOWED_MODULES
