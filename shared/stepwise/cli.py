@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -34,7 +34,8 @@ out: Any = _Console(soft_wrap=True)
 err: Any = _Console(stderr=True, soft_wrap=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
+Output = Literal["text", "json"]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 
 
 DEBUG = {"on": os.environ.get("STEPWISE_DEBUG", "") not in ("", "0")}

@@ -1,0 +1,48 @@
+"""CLI behaviour a new user's walkthrough asked for: progress lines that say where a fan-out goes, `--output`
+limited to text/json, Ctrl-C naming the run to resume, no library frames in `-o json` errors, `--thread` saying
+when it starts a thread, `history RUN_ID`, `serve` on a busy port, `examples copy` next to identical files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "statemachines" / "examples"
+
+
+def cli(*args: str, cwd: Path = ROOT, home: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]), **(env or {})}
+    if home is not None:
+        full["STEPWISE_HOME"] = str(home)
+    cmd = [sys.executable, "-m", "stepwise.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+
+
+# -- 6: --output is text or json ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", str(EXAMPLES / "conditional.yaml")],
+        ["resume", "run-x"],
+        ["redrive", "run-x"],
+        ["runs"],
+        ["history", "thread-x"],
+        ["cancel", "run-x"],
+        ["memory", "list"],
+        ["memory", "search", "tea"],
+        ["memory", "history", "mem-x"],
+        ["memory", "remember", "tea", "-n", "default/x"],
+        ["memory", "edit", "mem-x", "tea"],
+        ["roles", "list", "acme"],
+    ],
+)
+def test_output_is_text_or_json_and_nothing_else(tmp_path: Path, args: list[str]) -> None:
+    proc = cli(*args, "--output", "xml", home=tmp_path, env={"COLUMNS": "300"})  # the error box on one line
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "'xml' is not one of 'text', 'json'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything ran (nothing in the state directory)
