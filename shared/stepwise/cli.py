@@ -476,16 +476,19 @@ def examples_copy(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files")] = False,
 ) -> None:
     """Copy an example graph (and any graph it runs as a subgraph) into a directory."""
-    from stepwise.catalog import copy_example
+    from stepwise.catalog import copy_example, find
 
     try:
+        main_file = to / find(name).path.name
         written = copy_example(name, to, overwrite=force)
     except (KeyError, FileExistsError) as exc:
         _fail(str(exc.args[0]))
         return
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
-    out.print(f"run it with: stepwise run {written[0]}", highlight=False)
+        out.print(f"wrote {path}", highlight=False, markup=False)
+    if main_file not in written:
+        out.print(f"{main_file} is already there, with the same content", highlight=False, markup=False)
+    out.print(f"run it with: stepwise run {main_file}", highlight=False, markup=False)
 
 
 @app.command()

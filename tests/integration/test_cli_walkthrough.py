@@ -46,3 +46,20 @@ def test_output_is_text_or_json_and_nothing_else(tmp_path: Path, args: list[str]
     assert proc.returncode == 2 and proc.stdout == ""
     assert "'xml' is not one of 'text', 'json'" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # refused before anything ran (nothing in the state directory)
+
+
+def test_examples_copy_skips_identical_files_and_refuses_different_ones(tmp_path: Path) -> None:
+    first = cli("examples", "copy", "sequential", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    shared = tmp_path / "sequential.yaml"
+    before = shared.stat().st_mtime_ns
+    second = cli("examples", "copy", "subgraph", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "subgraph.yaml").exists() and "wrote subgraph.yaml" in second.stdout
+    assert "wrote sequential.yaml" not in second.stdout and shared.stat().st_mtime_ns == before  # identical: left as it is
+    shared.write_text(shared.read_text() + "# mine\n")
+    refused = cli("examples", "copy", "subgraph", cwd=tmp_path)
+    assert refused.returncode == 2 and "sequential.yaml already exists with other content; pass --force" in refused.stderr
+    assert shared.read_text().endswith("# mine\n")
+    forced = cli("examples", "copy", "subgraph", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and not shared.read_text().endswith("# mine\n")
