@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -522,7 +523,14 @@ def serve(
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
     with _user_errors():  # e.g. STEPWISE_JWT_ISSUER without the extra PyJWT comes with: one line naming it
-        serve_api(host=host, port=port, home=home)
+        try:
+            serve_api(host=host, port=port, home=home)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"port {port} on {host} is in use (another `stepwise serve`?); pass --port with a free port")
+            if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+                _fail(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port")
+            raise
 
 
 def _add_memory_commands() -> None:

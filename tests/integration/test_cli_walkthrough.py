@@ -5,6 +5,7 @@ when it starts a thread, `history RUN_ID`, `serve` on a busy port, `examples cop
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,16 @@ def test_output_is_text_or_json_and_nothing_else(tmp_path: Path, args: list[str]
     assert proc.returncode == 2 and proc.stdout == ""
     assert "'xml' is not one of 'text', 'json'" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # refused before anything ran (nothing in the state directory)
+
+
+def test_serve_on_a_busy_port_says_so_and_names_the_flag(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = cli("serve", "--port", str(port), "--home", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: port {port} on 127.0.0.1 is in use (another `stepwise serve`?); pass --port with a free port"
 
 
 def test_examples_copy_skips_identical_files_and_refuses_different_ones(tmp_path: Path) -> None:
