@@ -189,7 +189,7 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
     if output == "json":
         data = result.to_json()
         if data.get("error") and not DEBUG["on"]:
-            data["error"] = {k: v for k, v in data["error"].items() if k != "traceback"}
+            data["error"] = _without_library_frames(data["error"])
         sys.stdout.write(json.dumps(data, default=str) + "\n")
     else:
         colour = {"succeeded": "green", "waiting": "yellow", "failed": "red"}.get(result.status, "white")
@@ -206,6 +206,37 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
             _explain(result.error)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+_LIBRARY = str(Path(__file__).resolve().parent)
+
+
+def _without_library_frames(error: dict[str, Any]) -> dict[str, Any]:
+    """A failed run's error as ``-o json`` shows it without ``--debug``: no traceback, and the ``cause`` (the
+    task's error as Step Functions records it) without the frames inside the stepwise package. The frames of
+    the user's code stay (``where`` names the innermost one)."""
+    shown = {k: v for k, v in error.items() if k != "traceback"}
+    cause = shown.get("cause")
+    try:
+        parsed = json.loads(cause) if isinstance(cause, str) else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("stackTrace"), list):
+        frames = [f for f in parsed["stackTrace"] if not (isinstance(f, str) and _library_frame(f))]
+        parsed["stackTrace"] = frames
+        shown["cause"] = json.dumps(parsed)
+    return shown
+
+
+def _library_frame(frame: str) -> bool:
+    """``  File "…/stepwise/runtime/step.py", line 127, in step …``: a frame of this package."""
+    if not frame.lstrip().startswith('File "'):
+        return False
+    path = frame.split('"', 2)[1]
+    try:
+        return str(Path(path).resolve()).startswith(_LIBRARY + os.sep)
+    except (OSError, ValueError):
+        return False
 
 
 def _explain(error: dict[str, Any]) -> None:

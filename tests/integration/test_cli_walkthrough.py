@@ -4,6 +4,7 @@ when it starts a thread, `history RUN_ID`, `serve` on a busy port, `examples cop
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -47,6 +48,32 @@ def test_output_is_text_or_json_and_nothing_else(tmp_path: Path, args: list[str]
     assert proc.returncode == 2 and proc.stdout == ""
     assert "'xml' is not one of 'text', 'json'" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # refused before anything ran (nothing in the state directory)
+
+
+# -- 11: -o json shows the user's frame, not the library's ---------------------------------------------------
+BOOM = """
+def ok(state):
+    return {"x": 1}
+
+def boom(state):
+    raise ValueError("the config key is missing")
+"""
+
+
+def test_json_error_keeps_the_users_frame_and_drops_the_librarys_unless_debug(tmp_path: Path) -> None:
+    (tmp_path / "mine.py").write_text(BOOM)
+    (tmp_path / "g.yaml").write_text("name: g\nmodule: mine\nnodes: [ok, boom]\n")
+    proc = cli("run", "g.yaml", "-o", "json", cwd=tmp_path, home=tmp_path / "h")
+    assert proc.returncode == 1
+    error = json.loads(proc.stdout)["error"]
+    assert error["where"] == f"{tmp_path / 'mine.py'}:6 in boom"
+    cause = json.loads(error["cause"])
+    assert cause["errorMessage"] == "node 'boom' failed: ValueError: the config key is missing"
+    assert "stepwise/runtime" not in proc.stdout and all('File "' not in frame for frame in cause["stackTrace"])
+    debug = cli("run", "g.yaml", "-o", "json", "--debug", cwd=tmp_path, home=tmp_path / "h")
+    shown = json.loads(debug.stdout)["error"]
+    assert any("stepwise/runtime/step.py" in frame for frame in json.loads(shown["cause"])["stackTrace"])
+    assert "traceback" in shown
 
 
 def test_serve_on_a_busy_port_says_so_and_names_the_flag(tmp_path: Path) -> None:
