@@ -423,12 +423,24 @@ def runs(
 @app.command()
 @with_remote()
 def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote: Target | None = None) -> None:
-    """Every event of a thread, in order (with --url: JSON lines from that API; a run id works too)."""
+    """Every event of a thread, in order (a run id shows that run's events; with --url: JSON lines from that API)."""
     if remote is not None:
         cli_remote.history(remote, thread_id)
         return
+    client = _client(home, False)
     with _user_errors():
-        events = _client(home, False).history(thread_id)
+        run = client.get_run(thread_id) if client.head(thread_id) == 0 else None
+        if run is not None:  # a run id, as with --url: that run's events, and the thread it is on
+            events = client.run_events(thread_id)
+            if output != "json":
+                err.print(
+                    f"run {run.run_id} is on thread {run.thread_id}; these are its events "
+                    f"(every run on the thread: stepwise history {run.thread_id})",
+                    highlight=False,
+                    markup=False,
+                )
+        else:
+            events = client.history(thread_id)
     if output == "json":
         sys.stdout.write(json.dumps([e.to_json() for e in events], default=str) + "\n")
         return

@@ -76,6 +76,20 @@ def test_json_error_keeps_the_users_frame_and_drops_the_librarys_unless_debug(tm
     assert "traceback" in shown
 
 
+# -- 14: history RUN_ID, serve on a busy port, examples copy beside identical files ------------------------------
+def test_history_of_a_run_id_shows_that_run_and_names_its_thread(tmp_path: Path) -> None:
+    graph = str(EXAMPLES / "conditional.yaml")
+    one = json.loads(cli("run", graph, "--thread", "thread-t", "-o", "json", home=tmp_path).stdout)
+    two = json.loads(cli("run", graph, "--thread", "thread-t", "-o", "json", home=tmp_path).stdout)
+    events = json.loads(cli("history", two["run_id"], "-o", "json", home=tmp_path).stdout)
+    assert events and {e["run_id"] for e in events} == {two["run_id"]}
+    text = cli("history", one["run_id"], home=tmp_path)
+    assert text.returncode == 0 and one["run_id"] in text.stdout and two["run_id"] not in text.stdout
+    assert f"run {one['run_id']} is on thread thread-t" in text.stderr and "stepwise history thread-t" in text.stderr
+    unknown = cli("history", "run-nope", home=tmp_path)
+    assert unknown.returncode == 2 and "no thread 'run-nope'" in unknown.stderr
+
+
 def test_serve_on_a_busy_port_says_so_and_names_the_flag(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
