@@ -289,7 +289,9 @@ def graph(file: Path) -> None:
 def run(
     file: Path,
     input: Annotated[str | None, typer.Option("--input", "-i", help="Initial state as a JSON object, or @file.json")] = None,
-    thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="Run on this thread: continue it from its state, or start a new thread with this id")
+    ] = None,
     output: OutputOpt = "text",
     home: HomeOpt = None,
     multitask: Annotated[
@@ -310,6 +312,8 @@ def run(
     with _user_errors():
         check_graph(spec)  # a missing extra fails here, in one line, before the run starts
     client = _client(home, progress=output != "json")
+    if thread is not None and output != "json" and client.head(thread) == 0:  # a typo would start from nothing
+        err.print(f"no thread {thread!r} yet: starting a new thread with that id", highlight=False, markup=False)
     with _user_errors():
         if multitask == "enqueue" and thread is not None:
             queued = client.enqueue_if_busy(spec, state, thread_id=thread)

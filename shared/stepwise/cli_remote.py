@@ -257,7 +257,9 @@ InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="A JSON obje
 def run_command(
     file: Path,
     input: InputOpt = None,
-    thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="Run on this thread: continue it from its state, or start a new thread with this id")
+    ] = None,
     remote: Target | None = None,
 ) -> None:
     """Register the graph (or add a version), run it, stream its progress, print the run."""

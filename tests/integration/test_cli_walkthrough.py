@@ -76,6 +76,21 @@ def test_json_error_keeps_the_users_frame_and_drops_the_librarys_unless_debug(tm
     assert "traceback" in shown
 
 
+# -- 7: --thread with an id no thread has ----------------------------------------------------------------
+def test_thread_flag_says_when_it_starts_a_new_thread(tmp_path: Path) -> None:
+    graph = str(EXAMPLES / "conditional.yaml")
+    first = cli("run", graph, "--thread", "thread-typo", home=tmp_path)
+    assert first.returncode == 0
+    assert first.stderr.splitlines()[0] == "no thread 'thread-typo' yet: starting a new thread with that id"
+    second = cli("run", graph, "--thread", "thread-typo", home=tmp_path)
+    assert second.returncode == 0 and "new thread" not in second.stderr
+    quiet = cli("run", graph, "--thread", "thread-other", "-o", "json", home=tmp_path)
+    assert quiet.stderr == "" and json.loads(quiet.stdout)["thread_id"] == "thread-other"
+    helped = cli("run", "--help", env={"COLUMNS": "300"})
+    assert "continue it from its state, or start a new thread with this id" in helped.stdout
+    assert "Continue an existing thread" not in helped.stdout
+
+
 # -- 14: history RUN_ID, serve on a busy port, examples copy beside identical files ------------------------------
 def test_history_of_a_run_id_shows_that_run_and_names_its_thread(tmp_path: Path) -> None:
     graph = str(EXAMPLES / "conditional.yaml")
