@@ -24,8 +24,8 @@ from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.limits import Limits
 from stepwise.graph.loader import load_file
-from stepwise.graph.spec import GraphSpec
-from stepwise.graph.topology import locate
+from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.topology import locate, topology
 from stepwise.state.ports import IN_LINE, RunRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
@@ -109,7 +109,10 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
     with _user_errors():
         where = home or default_home()
         try:
-            return Stepwise.embedded(where, observer=observer)
+            client = Stepwise.embedded(where, observer=observer)
+            if progress:
+                _progress_client["client"] = client
+            return client
         except (OSError, sqlite3.Error) as exc:
             _fail(f"cannot open the state directory {where}: {exc}")
     raise AssertionError("unreachable")
@@ -143,6 +146,46 @@ def _check_settings() -> None:
 
 
 _streaming: dict[str, bool] = {"open": False}
+#: run id -> its graph, for the progress lines: a node that fans out says where to (the engine's route is the
+#: Task's own, which is ``__end__`` for a fan-out or a planner's Map; the compiled Parallel or Map comes after it)
+_graphs: dict[str, GraphSpec] = {}
+_progress_client: dict[str, Stepwise] = {}
+
+
+def _know_graph(client: Stepwise, run_id: str) -> None:
+    """Remember the graph of ``run_id`` for its progress lines (before it runs, on the command's thread)."""
+    try:
+        run = client.get_run(run_id)
+        if run is not None:
+            _graphs[run_id] = client.graph(run.graph_ref)
+    except Exception:  # noqa: BLE001 - progress lines only; without the graph they show the engine's route
+        pass
+
+
+def _where_next(event: dict[str, Any]) -> str:
+    """Where the run goes after a node, as the progress line shows it: the fan-out's branches, a planner's
+    workers then the node after its Map, the next node; nothing when only a branch, a Map worker or an
+    inlined subgraph ends there (the run goes on); ``__end__`` only when the run itself ends."""
+    node, route = str(event.get("node")), event.get("route")
+    spec = _graphs.get(str(event.get("run_id")))
+    if spec is not None:
+        try:
+            owner, local = locate(spec, node)
+        except LookupError:
+            owner = None
+        if owner is not None:
+            topo = topology(owner)
+            if topo.fanout.get(local):
+                return ", ".join(topo.fanout[local])
+            if topo.workers.get(local):
+                workers = " or ".join(dict.fromkeys(topo.workers[local].values()))
+                then = f", then {route}" if route and route != END else ""
+                return f"{workers} per subtask{then}"
+    if not route:
+        return ""
+    if route == END and (event.get("scope") or "/" in node):  # a branch, a worker or a subgraph ends, not the run
+        return ""
+    return str(route)
 
 
 def _progress(event: dict[str, Any]) -> None:
@@ -160,10 +203,13 @@ def _progress(event: dict[str, Any]) -> None:
     e = {k: escape(str(v)) for k, v in event.items()}  # values are text, never rich markup
     where = f" [dim]({e['scope']})[/dim]" if event.get("scope") else ""
     if kind == "run_started":
+        if "client" in _progress_client:
+            _know_graph(_progress_client["client"], str(event["run_id"]))
         err.print(f"[bold]run[/bold] {e['run_id']} on {e['thread_id']} ({e['graph']})", highlight=False)
     elif kind == "node_finished":
         keys = escape(", ".join(sorted(event.get("update") or {})) or "-")
-        route = f" → {e['route']}" if event.get("route") and not (event.get("scope") and event["route"] == "__end__") else ""
+        goes = _where_next(event)
+        route = f" → {escape(goes)}" if goes else ""
         err.print(
             f"  [green]✓[/green] {e['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
             highlight=False,
@@ -379,6 +425,7 @@ def resume(
         return
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
+    _know_graph(client, run_id)
     with _user_errors():
         result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
     _report_and_drain(client, result, output, _answer_example(client, result))
@@ -388,6 +435,7 @@ def resume(
 def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> None:
     """Re-run a failed run from its failed node (completed nodes are not run again)."""
     client = _client(home, progress=output != "json")
+    _know_graph(client, run_id)
     with _user_errors():
         result = client.redrive(run_id)
     _report_and_drain(client, result, output)

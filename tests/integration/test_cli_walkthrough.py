@@ -25,6 +25,34 @@ def cli(*args: str, cwd: Path = ROOT, home: Path | None = None, env: dict[str, s
     return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
 
 
+def _line(stderr: str, node: str) -> str:
+    found = [line for line in stderr.splitlines() if line.startswith(f"  ✓ {node} ")]
+    assert len(found) == 1, stderr
+    return found[0]
+
+
+# -- 5: the progress line of a node that fans out ---------------------------------------------------------
+def test_a_fan_out_shows_its_branches_and_end_only_where_the_run_ends(tmp_path: Path) -> None:
+    proc = cli("run", str(EXAMPLES / "parallel.yaml"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _line(proc.stderr, "split").endswith("→ search_web, search_docs, search_code")
+    assert [line.split()[1] for line in proc.stderr.splitlines() if line.endswith("→ __end__")] == ["merge_results"]
+
+
+def test_a_planner_shows_its_workers_then_the_node_after_them(tmp_path: Path) -> None:
+    proc = cli("run", str(EXAMPLES / "hierarchical.yaml"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _line(proc.stderr, "plan").endswith("→ researcher or coder per subtask, then combine")
+    assert [line.split()[1] for line in proc.stderr.splitlines() if "__end__" in line] == ["combine"]
+
+
+def test_the_end_of_an_inlined_subgraph_is_not_the_end_of_the_run(tmp_path: Path) -> None:
+    proc = cli("run", str(EXAMPLES / "subgraph.yaml"), home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "→" not in _line(proc.stderr, "prepare/summarize")
+    assert _line(proc.stderr, "prepare").endswith("→ route") and _line(proc.stderr, "route").endswith("→ __end__")
+
+
 # -- 6: --output is text or json ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args",
