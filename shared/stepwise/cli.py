@@ -105,13 +105,18 @@ def _parse_input(text: str | None) -> dict[str, Any]:
 def _client(home: Path | None, progress: bool) -> Stepwise:
     """The embedded client; a bad setting is one line naming the variable (SettingError), and only errors of the
     state directory itself (a file system or SQLite error) say so. Anything else is a bug: main() reports it."""
-    observer = _progress if progress else None
+
+    def observe(event: dict[str, Any]) -> None:
+        if event["kind"] == "run_started":  # the run a Ctrl-C would leave running (also with -o json)
+            _running["run_id"] = str(event["run_id"])
+        if progress:
+            _progress(event)
+
     with _user_errors():
         where = home or default_home()
         try:
-            client = Stepwise.embedded(where, observer=observer)
-            if progress:
-                _progress_client["client"] = client
+            client = Stepwise.embedded(where, observer=observe)
+            _progress_client["client"] = client
             return client
         except (OSError, sqlite3.Error) as exc:
             _fail(f"cannot open the state directory {where}: {exc}")
@@ -150,6 +155,39 @@ _streaming: dict[str, bool] = {"open": False}
 #: Task's own, which is ``__end__`` for a fan-out or a planner's Map; the compiled Parallel or Map comes after it)
 _graphs: dict[str, GraphSpec] = {}
 _progress_client: dict[str, Stepwise] = {}
+_running: dict[str, str] = {}  # "run_id": the run this command started or continued last
+
+
+@contextmanager
+def _interruptible(client: Stepwise, run_id: str | None = None) -> Iterator[None]:
+    """Ctrl-C while a run goes on: exit 130 (as before) with one line on stderr naming the run, which stays
+    ``running`` in the store, and how to continue it (``stepwise resume`` goes on from its last node)."""
+    if run_id is not None:
+        _running["run_id"] = run_id
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _streaming["open"]:
+            err.file.write("\n")
+            _streaming["open"] = False
+        run_id = _running.get("run_id")
+        status = None
+        if run_id is not None:
+            try:
+                found = client.get_run(run_id)
+                status = found.status if found is not None else None
+            except Exception:  # noqa: BLE001 - the store mid-interrupt: say what we know
+                status = "running"
+        if run_id is not None and status == "running":
+            err.print(
+                f"interrupted: run {run_id} is left running; continue it with `stepwise resume {run_id}` "
+                f"(or stop it with `stepwise cancel {run_id}`)",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            err.print("interrupted", highlight=False, markup=False)
+        raise typer.Exit(130) from None
 
 
 def _know_graph(client: Stepwise, run_id: str) -> None:
@@ -360,16 +398,17 @@ def run(
     client = _client(home, progress=output != "json")
     if thread is not None and output != "json" and client.head(thread) == 0:  # a typo would start from nothing
         err.print(f"no thread {thread!r} yet: starting a new thread with that id", highlight=False, markup=False)
-    with _user_errors():
-        if multitask == "enqueue" and thread is not None:
-            queued = client.enqueue_if_busy(spec, state, thread_id=thread)
-            if queued is not None:
-                _report_queued(client, queued, output)
-                return
-        elif multitask is not None and thread is not None:
-            client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
-        result = client.run(spec, state, thread_id=thread)
-    _report_and_drain(client, result, output, _answer_example(client, result))
+    with _interruptible(client):
+        with _user_errors():
+            if multitask == "enqueue" and thread is not None:
+                queued = client.enqueue_if_busy(spec, state, thread_id=thread)
+                if queued is not None:
+                    _report_queued(client, queued, output)
+                    return
+            elif multitask is not None and thread is not None:
+                client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
+            result = client.run(spec, state, thread_id=thread)
+        _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
@@ -426,9 +465,10 @@ def resume(
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
     _know_graph(client, run_id)
-    with _user_errors():
-        result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
-    _report_and_drain(client, result, output, _answer_example(client, result))
+    with _interruptible(client, run_id):
+        with _user_errors():
+            result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
+        _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 @app.command()
@@ -436,9 +476,10 @@ def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> No
     """Re-run a failed run from its failed node (completed nodes are not run again)."""
     client = _client(home, progress=output != "json")
     _know_graph(client, run_id)
-    with _user_errors():
-        result = client.redrive(run_id)
-    _report_and_drain(client, result, output)
+    with _interruptible(client, run_id):
+        with _user_errors():
+            result = client.redrive(run_id)
+        _report_and_drain(client, result, output)
 
 
 @app.command()
@@ -534,7 +575,8 @@ def cancel(run_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote
         sys.stdout.write(record.model_dump_json(exclude={"start_cursor"}) + "\n")
     else:
         out.print(f"run {record.run_id} {record.status}")
-    _drain(client, record.thread_id)
+    with _interruptible(client):  # the thread's queued runs start now
+        _drain(client, record.thread_id)
 
 
 @app.command()

@@ -78,6 +78,60 @@ def test_output_is_text_or_json_and_nothing_else(tmp_path: Path, args: list[str]
     assert list(tmp_path.iterdir()) == []  # refused before anything ran (nothing in the state directory)
 
 
+# -- 8: Ctrl-C names the run and how to continue it --------------------------------------------------------
+INTERRUPTED = """
+import os, signal
+from pathlib import Path
+
+def first(state):
+    return {"log": ["first"]}
+
+def second(state):
+    marker = Path("interrupted-once")
+    if not marker.exists():
+        marker.write_text("x")
+        os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C while `second` runs, after `first` was appended
+    return {"log": ["second"]}
+
+def third(state):
+    return {"log": ["third"]}
+"""
+INTERRUPTED_GRAPH = """
+name: interrupted
+module: mine
+state: {log: append}
+graph:
+  nodes: {first: {}, second: {}, a: {fn: "mine:third"}, b: {fn: "mine:third"}, third: {}}
+  edges:
+    - {from: first, to: second}
+  parallel_nodes:
+    - {from: second, to: [a, b]}
+    - {from: [a, b], to: third}
+  entry: first
+"""
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_ctrl_c_names_the_run_left_running_and_resume_continues_it(tmp_path: Path, output: str) -> None:
+    (tmp_path / "mine.py").write_text(INTERRUPTED)
+    (tmp_path / "g.yaml").write_text(INTERRUPTED_GRAPH)
+    home = tmp_path / "h"
+    proc = cli("run", "g.yaml", "-o", output, cwd=tmp_path, home=home)
+    assert proc.returncode == 130 and proc.stdout == ""
+    run = json.loads(cli("runs", "-o", "json", cwd=tmp_path, home=home).stdout)[0]
+    assert run["status"] == "running"
+    rid = run["run_id"]
+    expected = f"interrupted: run {rid} is left running; continue it with `stepwise resume {rid}` (or stop it with `stepwise cancel {rid}`)"
+    assert proc.stderr.splitlines()[-1] == expected and "Traceback" not in proc.stderr
+    done = cli("resume", rid, cwd=tmp_path, home=home)
+    assert done.returncode == 0 and "succeeded" in done.stdout, done.stderr
+    assert _line(done.stderr, "second").endswith("→ a, b")  # the graph is known to a resumed run's progress too
+    state = json.loads(cli("state", run["thread_id"], cwd=tmp_path, home=home).stdout)["state"]
+    assert state["log"] == ["first", "second", "third", "third", "third"]  # `first` ran once
+    again = cli("resume", rid, cwd=tmp_path, home=home)
+    assert again.returncode == 3 and "already succeeded" in again.stderr
+
+
 # -- 11: -o json shows the user's frame, not the library's ---------------------------------------------------
 BOOM = """
 def ok(state):
