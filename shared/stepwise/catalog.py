@@ -68,14 +68,17 @@ def find(name: str) -> Example:
 
 
 def copy_example(name: str, dest: Path, *, overwrite: bool = False) -> list[Path]:
-    """Copy an example (and the graphs it runs as subgraphs) into ``dest``; return the files written."""
+    """Copy an example (and the graphs it runs as subgraphs) into ``dest``; return the files written. A file
+    already there with the same content (a subgraph another example copied) is left as it is; one with other
+    content is refused unless ``overwrite``."""
     example = find(name)
     sources = [example.path, *(example.path.parent / s for s in example.subgraphs)]
-    targets = [dest / src.name for src in sources]
-    clash = [t for t in targets if t.exists()]
+    pairs = [(src, dest / src.name) for src in sources]
+    pairs = [(src, dst) for src, dst in pairs if not (dst.is_file() and dst.read_bytes() == src.read_bytes())]
+    clash = [dst for _, dst in pairs if dst.exists()]
     if clash and not overwrite:
-        raise FileExistsError(f"{clash[0]} already exists; pass --force to overwrite it")
+        raise FileExistsError(f"{clash[0]} already exists with other content; pass --force to overwrite it")
     dest.mkdir(parents=True, exist_ok=True)
-    for src, dst in zip(sources, targets, strict=True):
+    for src, dst in pairs:
         shutil.copyfile(src, dst)
-    return targets
+    return [dst for _, dst in pairs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -23,8 +24,8 @@ from stepwise.graph.answers import example
 from stepwise.graph.errors import GraphError
 from stepwise.graph.limits import Limits
 from stepwise.graph.loader import load_file
-from stepwise.graph.spec import GraphSpec
-from stepwise.graph.topology import locate
+from stepwise.graph.spec import END, GraphSpec
+from stepwise.graph.topology import locate, topology
 from stepwise.state.ports import IN_LINE, RunRecord
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
@@ -34,7 +35,8 @@ out: Any = _Console(soft_wrap=True)
 err: Any = _Console(stderr=True, soft_wrap=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
+Output = Literal["text", "json"]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 
 
 DEBUG = {"on": os.environ.get("STEPWISE_DEBUG", "") not in ("", "0")}
@@ -103,11 +105,19 @@ def _parse_input(text: str | None) -> dict[str, Any]:
 def _client(home: Path | None, progress: bool) -> Stepwise:
     """The embedded client; a bad setting is one line naming the variable (SettingError), and only errors of the
     state directory itself (a file system or SQLite error) say so. Anything else is a bug: main() reports it."""
-    observer = _progress if progress else None
+
+    def observe(event: dict[str, Any]) -> None:
+        if event["kind"] == "run_started":  # the run a Ctrl-C would leave running (also with -o json)
+            _running["run_id"] = str(event["run_id"])
+        if progress:
+            _progress(event)
+
     with _user_errors():
         where = home or default_home()
         try:
-            return Stepwise.embedded(where, observer=observer)
+            client = Stepwise.embedded(where, observer=observe)
+            _progress_client["client"] = client
+            return client
         except (OSError, sqlite3.Error) as exc:
             _fail(f"cannot open the state directory {where}: {exc}")
     raise AssertionError("unreachable")
@@ -141,6 +151,79 @@ def _check_settings() -> None:
 
 
 _streaming: dict[str, bool] = {"open": False}
+#: run id -> its graph, for the progress lines: a node that fans out says where to (the engine's route is the
+#: Task's own, which is ``__end__`` for a fan-out or a planner's Map; the compiled Parallel or Map comes after it)
+_graphs: dict[str, GraphSpec] = {}
+_progress_client: dict[str, Stepwise] = {}
+_running: dict[str, str] = {}  # "run_id": the run this command started or continued last
+
+
+@contextmanager
+def _interruptible(client: Stepwise, run_id: str | None = None) -> Iterator[None]:
+    """Ctrl-C while a run goes on: exit 130 (as before) with one line on stderr naming the run, which stays
+    ``running`` in the store, and how to continue it (``stepwise resume`` goes on from its last node)."""
+    if run_id is not None:
+        _running["run_id"] = run_id
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _streaming["open"]:
+            err.file.write("\n")
+            _streaming["open"] = False
+        run_id = _running.get("run_id")
+        status = None
+        if run_id is not None:
+            try:
+                found = client.get_run(run_id)
+                status = found.status if found is not None else None
+            except Exception:  # noqa: BLE001 - the store mid-interrupt: say what we know
+                status = "running"
+        if run_id is not None and status == "running":
+            err.print(
+                f"interrupted: run {run_id} is left running; continue it with `stepwise resume {run_id}` "
+                f"(or stop it with `stepwise cancel {run_id}`)",
+                highlight=False,
+                markup=False,
+            )
+        else:
+            err.print("interrupted", highlight=False, markup=False)
+        raise typer.Exit(130) from None
+
+
+def _know_graph(client: Stepwise, run_id: str) -> None:
+    """Remember the graph of ``run_id`` for its progress lines (before it runs, on the command's thread)."""
+    try:
+        run = client.get_run(run_id)
+        if run is not None:
+            _graphs[run_id] = client.graph(run.graph_ref)
+    except Exception:  # noqa: BLE001 - progress lines only; without the graph they show the engine's route
+        pass
+
+
+def _where_next(event: dict[str, Any]) -> str:
+    """Where the run goes after a node, as the progress line shows it: the fan-out's branches, a planner's
+    workers then the node after its Map, the next node; nothing when only a branch, a Map worker or an
+    inlined subgraph ends there (the run goes on); ``__end__`` only when the run itself ends."""
+    node, route = str(event.get("node")), event.get("route")
+    spec = _graphs.get(str(event.get("run_id")))
+    if spec is not None:
+        try:
+            owner, local = locate(spec, node)
+        except LookupError:
+            owner = None
+        if owner is not None:
+            topo = topology(owner)
+            if topo.fanout.get(local):
+                return ", ".join(topo.fanout[local])
+            if topo.workers.get(local):
+                workers = " or ".join(dict.fromkeys(topo.workers[local].values()))
+                then = f", then {route}" if route and route != END else ""
+                return f"{workers} per subtask{then}"
+    if not route:
+        return ""
+    if route == END and (event.get("scope") or "/" in node):  # a branch, a worker or a subgraph ends, not the run
+        return ""
+    return str(route)
 
 
 def _progress(event: dict[str, Any]) -> None:
@@ -158,10 +241,13 @@ def _progress(event: dict[str, Any]) -> None:
     e = {k: escape(str(v)) for k, v in event.items()}  # values are text, never rich markup
     where = f" [dim]({e['scope']})[/dim]" if event.get("scope") else ""
     if kind == "run_started":
+        if "client" in _progress_client:
+            _know_graph(_progress_client["client"], str(event["run_id"]))
         err.print(f"[bold]run[/bold] {e['run_id']} on {e['thread_id']} ({e['graph']})", highlight=False)
     elif kind == "node_finished":
         keys = escape(", ".join(sorted(event.get("update") or {})) or "-")
-        route = f" → {e['route']}" if event.get("route") and not (event.get("scope") and event["route"] == "__end__") else ""
+        goes = _where_next(event)
+        route = f" → {escape(goes)}" if goes else ""
         err.print(
             f"  [green]✓[/green] {e['node']}{where} [dim]{event['ms']:.1f} ms, wrote {keys}, seq {event['seq']}[/dim]{route}",
             highlight=False,
@@ -187,7 +273,7 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
     if output == "json":
         data = result.to_json()
         if data.get("error") and not DEBUG["on"]:
-            data["error"] = {k: v for k, v in data["error"].items() if k != "traceback"}
+            data["error"] = _without_library_frames(data["error"])
         sys.stdout.write(json.dumps(data, default=str) + "\n")
     else:
         colour = {"succeeded": "green", "waiting": "yellow", "failed": "red"}.get(result.status, "white")
@@ -204,6 +290,37 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
             _explain(result.error)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+_LIBRARY = str(Path(__file__).resolve().parent)
+
+
+def _without_library_frames(error: dict[str, Any]) -> dict[str, Any]:
+    """A failed run's error as ``-o json`` shows it without ``--debug``: no traceback, and the ``cause`` (the
+    task's error as Step Functions records it) without the frames inside the stepwise package. The frames of
+    the user's code stay (``where`` names the innermost one)."""
+    shown = {k: v for k, v in error.items() if k != "traceback"}
+    cause = shown.get("cause")
+    try:
+        parsed = json.loads(cause) if isinstance(cause, str) else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("stackTrace"), list):
+        frames = [f for f in parsed["stackTrace"] if not (isinstance(f, str) and _library_frame(f))]
+        parsed["stackTrace"] = frames
+        shown["cause"] = json.dumps(parsed)
+    return shown
+
+
+def _library_frame(frame: str) -> bool:
+    """``  File "…/stepwise/runtime/step.py", line 127, in step …``: a frame of this package."""
+    if not frame.lstrip().startswith('File "'):
+        return False
+    path = frame.split('"', 2)[1]
+    try:
+        return str(Path(path).resolve()).startswith(_LIBRARY + os.sep)
+    except (OSError, ValueError):
+        return False
 
 
 def _explain(error: dict[str, Any]) -> None:
@@ -256,7 +373,9 @@ def graph(file: Path) -> None:
 def run(
     file: Path,
     input: Annotated[str | None, typer.Option("--input", "-i", help="Initial state as a JSON object, or @file.json")] = None,
-    thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="Run on this thread: continue it from its state, or start a new thread with this id")
+    ] = None,
     output: OutputOpt = "text",
     home: HomeOpt = None,
     multitask: Annotated[
@@ -277,16 +396,19 @@ def run(
     with _user_errors():
         check_graph(spec)  # a missing extra fails here, in one line, before the run starts
     client = _client(home, progress=output != "json")
-    with _user_errors():
-        if multitask == "enqueue" and thread is not None:
-            queued = client.enqueue_if_busy(spec, state, thread_id=thread)
-            if queued is not None:
-                _report_queued(client, queued, output)
-                return
-        elif multitask is not None and thread is not None:
-            client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
-        result = client.run(spec, state, thread_id=thread)
-    _report_and_drain(client, result, output, _answer_example(client, result))
+    if thread is not None and output != "json" and client.head(thread) == 0:  # a typo would start from nothing
+        err.print(f"no thread {thread!r} yet: starting a new thread with that id", highlight=False, markup=False)
+    with _interruptible(client):
+        with _user_errors():
+            if multitask == "enqueue" and thread is not None:
+                queued = client.enqueue_if_busy(spec, state, thread_id=thread)
+                if queued is not None:
+                    _report_queued(client, queued, output)
+                    return
+            elif multitask is not None and thread is not None:
+                client.make_room(thread, multitask, cause="run on the thread by `stepwise run`")
+            result = client.run(spec, state, thread_id=thread)
+        _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 def _report_queued(client: Stepwise, queued: RunRecord, output: str) -> None:
@@ -342,18 +464,22 @@ def resume(
         return
     update = _parse_input(input)
     client = _client(home, progress=output != "json")
-    with _user_errors():
-        result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
-    _report_and_drain(client, result, output, _answer_example(client, result))
+    _know_graph(client, run_id)
+    with _interruptible(client, run_id):
+        with _user_errors():
+            result = client.resume(run_id, update if input is not None else None, interrupt_id=interrupt)
+        _report_and_drain(client, result, output, _answer_example(client, result))
 
 
 @app.command()
 def redrive(run_id: str, output: OutputOpt = "text", home: HomeOpt = None) -> None:
     """Re-run a failed run from its failed node (completed nodes are not run again)."""
     client = _client(home, progress=output != "json")
-    with _user_errors():
-        result = client.redrive(run_id)
-    _report_and_drain(client, result, output)
+    _know_graph(client, run_id)
+    with _interruptible(client, run_id):
+        with _user_errors():
+            result = client.redrive(run_id)
+        _report_and_drain(client, result, output)
 
 
 @app.command()
@@ -390,12 +516,24 @@ def runs(
 @app.command()
 @with_remote()
 def history(thread_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote: Target | None = None) -> None:
-    """Every event of a thread, in order (with --url: JSON lines from that API; a run id works too)."""
+    """Every event of a thread, in order (a run id shows that run's events; with --url: JSON lines from that API)."""
     if remote is not None:
         cli_remote.history(remote, thread_id)
         return
+    client = _client(home, False)
     with _user_errors():
-        events = _client(home, False).history(thread_id)
+        run = client.get_run(thread_id) if client.head(thread_id) == 0 else None
+        if run is not None:  # a run id, as with --url: that run's events, and the thread it is on
+            events = client.run_events(thread_id)
+            if output != "json":
+                err.print(
+                    f"run {run.run_id} is on thread {run.thread_id}; these are its events "
+                    f"(every run on the thread: stepwise history {run.thread_id})",
+                    highlight=False,
+                    markup=False,
+                )
+        else:
+            events = client.history(thread_id)
     if output == "json":
         sys.stdout.write(json.dumps([e.to_json() for e in events], default=str) + "\n")
         return
@@ -437,7 +575,8 @@ def cancel(run_id: str, output: OutputOpt = "text", home: HomeOpt = None, remote
         sys.stdout.write(record.model_dump_json(exclude={"start_cursor"}) + "\n")
     else:
         out.print(f"run {record.run_id} {record.status}")
-    _drain(client, record.thread_id)
+    with _interruptible(client):  # the thread's queued runs start now
+        _drain(client, record.thread_id)
 
 
 @app.command()
@@ -475,16 +614,19 @@ def examples_copy(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files")] = False,
 ) -> None:
     """Copy an example graph (and any graph it runs as a subgraph) into a directory."""
-    from stepwise.catalog import copy_example
+    from stepwise.catalog import copy_example, find
 
     try:
+        main_file = to / find(name).path.name
         written = copy_example(name, to, overwrite=force)
     except (KeyError, FileExistsError) as exc:
         _fail(str(exc.args[0]))
         return
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
-    out.print(f"run it with: stepwise run {written[0]}", highlight=False)
+        out.print(f"wrote {path}", highlight=False, markup=False)
+    if main_file not in written:
+        out.print(f"{main_file} is already there, with the same content", highlight=False, markup=False)
+    out.print(f"run it with: stepwise run {main_file}", highlight=False, markup=False)
 
 
 @app.command()
@@ -518,7 +660,14 @@ def serve(
     # runs whose process died (a crash, a kill) are continued from the log, beside the server starting up
     threading.Thread(target=lambda: Stepwise.embedded(home).recover_stale(), name="stepwise-recover", daemon=True).start()
     with _user_errors():  # e.g. STEPWISE_JWT_ISSUER without the extra PyJWT comes with: one line naming it
-        serve_api(host=host, port=port, home=home)
+        try:
+            serve_api(host=host, port=port, home=home)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"port {port} on {host} is in use (another `stepwise serve`?); pass --port with a free port")
+            if exc.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+                _fail(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --host or --port")
+            raise
 
 
 def _add_memory_commands() -> None:

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -24,7 +24,8 @@ err: Any = _Console(stderr=True, soft_wrap=True)
 
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose memories to use")]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text or json")]
+Output = Literal["text", "json"]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 
 
 def _memory(home: Path | None) -> MemoryServices:

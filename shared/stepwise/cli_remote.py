@@ -154,6 +154,14 @@ def _follow(sw: Client, run_id: str) -> None:
             return
 
 
+def _credentials_hint(target: Target) -> str:
+    """What the CLI sent on a 401, and where it reads the key from."""
+    where = "pass --api-key or set STEPWISE_API_KEY (a JWT: --token or STEPWISE_TOKEN; or a --profile that holds one)"
+    if target.api_key is None and target.token is None:
+        return f"the CLI sent no key: {where}"
+    return "the key sent was refused: the CLI reads --api-key, then the --profile's, then STEPWISE_API_KEY (a JWT: --token, STEPWISE_TOKEN)"
+
+
 def _call(target: Target, action: Callable[[Client], None]) -> None:
     """Open a client, run ``action``, and turn an API error into a one-line message (exit 2)."""
     from stepwise.extras import MissingExtra, needs
@@ -170,7 +178,9 @@ def _call(target: Target, action: Callable[[Client], None]) -> None:
         try:
             action(sw)
         except RemoteError as exc:
-            fail(str(exc))
+            if exc.status == 401:
+                fail(escape(f"{exc}; {_credentials_hint(target)}"))
+            fail(escape(str(exc)))
         except httpx.TransportError as exc:
             fail(f"cannot reach {target.url} ({type(exc).__name__}: {exc}); check --url and that the server runs")
 
@@ -247,7 +257,9 @@ InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="A JSON obje
 def run_command(
     file: Path,
     input: InputOpt = None,
-    thread: Annotated[str | None, typer.Option(help="Continue an existing thread")] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="Run on this thread: continue it from its state, or start a new thread with this id")
+    ] = None,
     remote: Target | None = None,
 ) -> None:
     """Register the graph (or add a version), run it, stream its progress, print the run."""

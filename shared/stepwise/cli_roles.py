@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 import yaml
@@ -20,6 +20,7 @@ roles_app = typer.Typer(no_args_is_help=True, help="Tool roles per tenant (RBAC)
 out: Any = _Console(soft_wrap=True)
 err: Any = _Console(stderr=True, soft_wrap=True)
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State directory (default .stepwise, or $STEPWISE_HOME)")]
+OutputOpt = Annotated[Literal["text", "json"], typer.Option("--output", "-o", help="text or json")]
 
 
 def _store(home: Path | None) -> RoleStore:
@@ -33,7 +34,11 @@ def _store(home: Path | None) -> RoleStore:
 
 
 @roles_app.command("list")
-def list_roles(tenant: str, home: HomeOpt = None, output: Annotated[str, typer.Option("--output", "-o")] = "text") -> None:
+def list_roles(
+    tenant: str,
+    home: HomeOpt = None,
+    output: OutputOpt = "text",
+) -> None:
     """Show a tenant's roles."""
     roles = _store(home).list(tenant)
     if output == "json":

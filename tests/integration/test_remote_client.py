@@ -112,6 +112,29 @@ def test_cli_remote_runs_resumes_and_reads_against_serve(served: tuple[LocalServ
     assert "401" in cli("status", run["run_id"]).stderr
 
 
+def test_a_401_names_where_the_cli_reads_the_key(served: tuple[LocalServer, str], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    srv, _ = served
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("STEPWISE_API_KEY", "STEPWISE_TOKEN", "STEPWISE_PROFILE")}
+    env |= {"STEPWISE_URL": srv.url, "PYTHONPATH": os.pathsep.join([str(root / "shared"), str(root)]), "COLUMNS": "300"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "stepwise.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    missing = cli("runs")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "401 unauthorized" in missing.stderr and "the CLI sent no key: pass --api-key or set STEPWISE_API_KEY" in missing.stderr
+    env["STEPWISE_KEY"] = "swk_acme_0000000000000000_unread"  # the wrong variable: still no key sent
+    assert "the CLI sent no key" in cli("remote", "agents").stderr
+    wrong = cli("runs", "--api-key", "swk_acme_0000000000000000_wrong")
+    assert wrong.returncode == 2 and "401 unauthorized" in wrong.stderr
+    assert "the key sent was refused: the CLI reads --api-key, then the --profile's, then STEPWISE_API_KEY" in wrong.stderr
+
+
 def test_runs_are_listed_newest_first_in_pages_and_per_tenant(served: tuple[LocalServer, str], tmp_path: Path) -> None:
     srv, key = served
     _, other = create_key(SqliteApiStore(tmp_path / ".stepwise" / "api.db"), "globex")

@@ -450,8 +450,11 @@ def test_the_package_ships_the_repository_examples() -> None:
 def test_a_copied_example_runs_anywhere(tmp_path: Path) -> None:
     written = copy_example("subgraph", tmp_path / "mine")
     assert [p.name for p in written] == ["subgraph.yaml", "sequential.yaml"]
-    with pytest.raises(FileExistsError, match="--force"):
+    assert copy_example("subgraph", tmp_path / "mine") == []  # the same files are there: nothing to write
+    (tmp_path / "mine" / "sequential.yaml").write_text("name: edited\n")
+    with pytest.raises(FileExistsError, match=r"sequential\.yaml already exists with other content; pass --force"):
         copy_example("subgraph", tmp_path / "mine")
+    assert copy_example("subgraph", tmp_path / "mine", overwrite=True) == [tmp_path / "mine" / "sequential.yaml"]
     spec = load_file(written[0], check_imports=True)  # its functions live in the installed package
     result = Stepwise.in_memory().run(spec, {})
     assert result.status == "succeeded" and result.state["log"] == ["fetch", "clean", "summarize"]
