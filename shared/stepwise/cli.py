@@ -368,6 +368,13 @@ def graph(file: Path) -> None:
     sys.stdout.write(to_mermaid(_load(file)))
 
 
+def _python_tool_ready() -> bool:
+    """Whether a graph's ``python`` tool could run here (imported only for a graph that declares it)."""
+    from stepwise.tools.sandbox import configured_here
+
+    return configured_here()
+
+
 @app.command()
 @with_remote()
 def run(
@@ -394,7 +401,7 @@ def run(
     spec = _load(file)
     state = _parse_input(input)
     with _user_errors():
-        check_graph(spec)  # a missing extra fails here, in one line, before the run starts
+        check_graph(spec, sandbox_ready=_python_tool_ready)  # a missing extra fails here, in one line, before the run starts
     client = _client(home, progress=output != "json")
     if thread is not None and output != "json" and client.head(thread) == 0:  # a typo would start from nothing
         err.print(f"no thread {thread!r} yet: starting a new thread with that id", highlight=False, markup=False)

