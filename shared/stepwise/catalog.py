@@ -25,8 +25,9 @@ class Example:
     name: str
     path: Path
     summary: str
-    extras: tuple[str, ...]
+    extras: tuple[str, ...]  # what it needs to run
     subgraphs: tuple[str, ...]
+    better_with: tuple[str, ...] = ()  # what it runs better with (memory: the MiniLM embedder over the hashing one)
 
 
 def examples_dir() -> Path:
@@ -50,8 +51,8 @@ def _describe(path: Path) -> Example:
     kinds = {str((n or {}).get("kind", "function")) for n in nodes.values() if isinstance(n, dict)}
     subgraphs = tuple(sorted(str(n["graph"]) for n in nodes.values() if isinstance(n, dict) and n.get("kind") == "subgraph"))
     uses_memory = any(isinstance(n, dict) and n.get("memory") for n in nodes.values())
-    extras = ("llm",) * bool(kinds & LLM_KINDS) + ("memory",) * uses_memory
-    return Example(path.stem, path, _summary(text), extras, subgraphs)
+    extras = ("llm",) * bool(kinds & LLM_KINDS)  # memory runs on llm's Valkey and the hashing embedder without its extra
+    return Example(path.stem, path, _summary(text), extras, subgraphs, ("memory",) * uses_memory)
 
 
 def list_examples() -> list[Example]:

@@ -609,7 +609,9 @@ def examples(ctx: typer.Context) -> None:
 
     table = Table("example", "needs", "what it shows")
     for shipped in list_examples():
-        table.add_row(shipped.name, escape(", ".join(f"stepwise[{e}]" for e in shipped.extras) or "-"), escape(shipped.summary))
+        needs = ", ".join(f"stepwise[{e}]" for e in shipped.extras) or "-"
+        better = "".join(f" (better with stepwise[{e}])" for e in shipped.better_with)
+        table.add_row(shipped.name, escape(needs + better), escape(shipped.summary))
     out.print(table)
     out.print("copy one out with: stepwise examples copy NAME [--to DIR], then: stepwise run NAME.yaml", highlight=False)
 

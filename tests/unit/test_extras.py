@@ -443,7 +443,8 @@ def test_the_package_ships_the_repository_examples() -> None:
     names = {e.name for e in list_examples()}
     assert names == {p.stem for p in EXAMPLES.glob("*.yaml")}
     assert find("multi_agent").extras == ("llm",) and find("sequential").extras == ()
-    assert find("memory").extras == ("llm", "memory")
+    memory = find("memory")  # it runs on llm alone (the hashing embedder); the memory extra brings MiniLM
+    assert memory.extras == ("llm",) and memory.better_with == ("memory",)
     with pytest.raises(KeyError, match="the examples are: conditional"):
         find("nope")
 
