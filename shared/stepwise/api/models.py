@@ -219,7 +219,11 @@ class Run(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None = None
-    steps: int = 0
+    steps: int = Field(
+        0,
+        description="top-level nodes completed, counted when the run waits or ends (a parallel block counts as its "
+        "split and join; a subgraph's own nodes count too; a cancelled run keeps the count of its last wait)",
+    )
     error: dict[str, Any] | None = None
     waiting: Waiting | None = None
     state: dict[str, Any] | None = Field(None, description="the thread's current state")
@@ -363,7 +367,11 @@ class RunSummary(BaseModel):
     created_at: float
     finished_at: float | None = None
     duration_s: float | None = None
-    steps: int = 0
+    steps: int = Field(
+        0,
+        description="top-level nodes completed, counted when the run waits or ends (a parallel block counts as its "
+        "split and join; a subgraph's own nodes count too; a cancelled run keeps the count of its last wait)",
+    )
     cost_usd: float = Field(0.0, description="LLM spend, summed when the run waits or ends")
     tokens: int = 0
     waiting_node: str | None = None
