@@ -394,3 +394,29 @@ graph:
     assert answer_problems(spec, "ask", {}) == ["no answer was given (the answer is a JSON object that becomes the node's update)"]
     [problem] = answer_problems(spec, "ask", {"goo": True})
     assert "read state.go, state.level, but the answer sets none of them: unexpected key 'goo' (did you mean 'go'?)" in problem
+
+
+def test_a_subgraph_that_contains_itself_is_refused_naming_the_chain(tmp_path: Path):
+    """It recursed until Python's stack ran out (a bare RecursionError naming no file or node)."""
+    sub = "name: {name}\nstate: {{x: replace}}\ngraph:\n  nodes:\n    a: {{kind: subgraph, graph: {graph}}}\n  entry: a\n"
+    (tmp_path / "self.yaml").write_text(sub.format(name="selfy", graph="self.yaml"))
+    with pytest.raises(GraphError, match=r"subgraph 'self.yaml' contains itself \(self.yaml → self.yaml\)"):
+        load_file(tmp_path / "self.yaml")
+    (tmp_path / "m1.yaml").write_text(sub.format(name="m1", graph="m2.yaml"))
+    (tmp_path / "m2.yaml").write_text(sub.format(name="m2", graph="m1.yaml"))
+    with pytest.raises(GraphError, match=r"contains itself \(m1.yaml → m2.yaml → m1.yaml\)") as caught:
+        load_file(tmp_path / "m1.yaml")
+    assert "loop with edges inside one graph" in str(caught.value)
+    (tmp_path / "m2.yaml").write_text(sub.format(name="m2", graph="leaf.yaml"))  # a chain without a cycle loads
+    leaf = "name: leaf\nstate: {x: replace}\ngraph:\n  nodes:\n    b: {fn: 'stepwise.examples.nodes:fetch'}\n  entry: b\n"
+    (tmp_path / "leaf.yaml").write_text(leaf)
+    assert load_file(tmp_path / "m1.yaml").graph.nodes["a"].subgraph_spec is not None
+
+
+@pytest.mark.parametrize(("name", "message"), [("a/b", "contains '/'"), ("__end__", "is where a run ends")])
+def test_node_names_the_engine_reserves_are_refused(name: str, message: str):
+    """'/' names a subgraph's node in a run (a node 'a/b' loaded, then its run failed with KeyError 'a')."""
+    text = f"name: g\nstate: {{x: replace}}\ngraph:\n  nodes:\n    '{name}': {{fn: 'stepwise.examples.nodes:fetch'}}\n  entry: '{name}'\n"
+    with pytest.raises(GraphError, match=message) as caught:
+        load_text(text)
+    assert len(caught.value.problems) == 1  # the name, not also its consequences (unreachable, unknown entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from contextvars import ContextVar
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -319,6 +320,11 @@ def _problem_from_pydantic(err: Any) -> Problem:
     return Problem(f"{where}: {err['msg']}", "see docs/graph-language.md for the expected form", node=node, at=loc)
 
 
+#: The subgraph files being loaded, outermost first: a file that includes itself (directly or through others)
+#: is refused instead of recursing until Python's stack runs out.
+_SUBGRAPH_CHAIN: ContextVar[tuple[Path, ...]] = ContextVar("stepwise_subgraph_chain", default=())
+
+
 def _load_subgraphs(spec: GraphSpec, base_dir: Path) -> None:
     """Inline subgraph files and script files, so a registered version is self-contained and hashable."""
     for name, node in spec.graph.nodes.items():
@@ -338,4 +344,15 @@ def _load_subgraphs(spec: GraphSpec, base_dir: Path) -> None:
                 [Problem(f"subgraph file {node.graph!r} not found (looked in {path})", "give a path relative to this file", node=name)],
                 spec.source,
             )
-        node.subgraph_spec = load_file(path)
+        chain = _SUBGRAPH_CHAIN.get() or ((Path(spec.source).resolve(),) if spec.source else ())
+        if path in chain:
+            files = " → ".join(p.name for p in (*chain, path))
+            raise GraphError(
+                [Problem(f"subgraph {node.graph!r} contains itself ({files})", "loop with edges inside one graph instead", node=name)],
+                spec.source,
+            )
+        token = _SUBGRAPH_CHAIN.set((*chain, path))
+        try:
+            node.subgraph_spec = load_file(path)
+        finally:
+            _SUBGRAPH_CHAIN.reset(token)

@@ -39,7 +39,21 @@ def _unknown(target: str, names: set[str], what: str, source: str | None, at: tu
     yield Problem(f"{what} points to unknown node {target!r}", f"{hint} (nodes: {', '.join(sorted(names))})", node=source, at=at)
 
 
+def _reserved_names(spec: GraphSpec) -> Iterator[Problem]:
+    """Node names the engine gives a meaning of its own."""
+    for name in spec.graph.nodes:
+        if "/" in name:
+            yield Problem(
+                f"node name {name!r} contains '/', which separates a subgraph's nodes (prepare/fetch)",
+                f"rename it, e.g. {name.replace('/', '_')!r}",
+                at=("graph", "nodes", name),
+            )
+        elif is_end(name):
+            yield Problem(f"node name {name!r} is where a run ends, not a node", "rename the node", at=("graph", "nodes", name))
+
+
 def _references(spec: GraphSpec) -> Iterator[Problem]:
+    yield from _reserved_names(spec)
     body = spec.graph
     names = set(body.nodes)
     if body.entry is None:
