@@ -77,6 +77,8 @@ class RunResult:
 
 
 #: Double texting: what a new run does on a thread with runs in flight (``Stepwise.make_room``).
+#: A rolled-back run's ``error.error``: its writes are discarded (a ``rolled_back`` event restates the thread).
+ROLLED_BACK_ERROR = "Stepwise.RolledBack"
 Multitask = Literal["reject", "enqueue", "interrupt", "rollback"]
 MULTITASK: tuple[str, ...] = get_args(Multitask)
 
@@ -810,6 +812,8 @@ class Stepwise:
         run = self.get_run(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if (run.error or {}).get("error") == ROLLED_BACK_ERROR:
+            return run  # done once already: a second marker would also discard what later runs wrote
         if run.status in ACTIVE:
             with contextlib.suppress(RunTransitionError):  # it finished meanwhile: still roll its writes back
                 run = self.cancel(run_id, cause=cause)
@@ -824,7 +828,7 @@ class Stepwise:
             data={"run_id": run_id, "state": before, "from_seq": start_seq, "through_seq": head, "cause": cause},
         )
         self.services.events.append_at_head(run.thread_id, [marker])
-        return self.services.runs.update(run_id, error={"error": "Stepwise.RolledBack", "cause": cause, "from_seq": start_seq})
+        return self.services.runs.update(run_id, error={"error": ROLLED_BACK_ERROR, "cause": cause, "from_seq": start_seq})
 
     def runs(self, *, thread_id: str | None = None, limit: int = 50) -> list[RunRecord]:
         return self.services.runs.list(thread_id=thread_id, limit=limit)

@@ -353,3 +353,22 @@ def test_a_run_record_counts_its_steps_when_it_waits_fails_or_succeeds(tmp_path:
     failed = client.run(failing, {})
     record = client.get_run(failed.run_id)
     assert failed.status == "failed" and record is not None and record.steps == 1  # a ran; b failed; c never ran
+
+
+def test_rolling_back_a_run_twice_does_not_discard_what_later_runs_wrote(tmp_path: Path) -> None:
+    """A second rollback of the same run appended a second marker restating the thread as it was before that
+    run, which silently dropped the writes of every run since."""
+    client = Stepwise.embedded(tmp_path / "home")
+    seq = load_file(EXAMPLES / "sequential.yaml")
+    first = client.run(seq, {})
+    second = client.run(seq, {}, thread_id=first.thread_id)
+    rolled = client.rollback(second.run_id)
+    assert (rolled.error or {}).get("error") == "Stepwise.RolledBack"
+    kept = client.state(first.thread_id)[1]
+    third = client.run(seq, {}, thread_id=first.thread_id)
+    after_third = client.state(first.thread_id)[1]
+    assert after_third != kept  # the third run wrote
+    head = client.head(first.thread_id)
+    again = client.rollback(second.run_id)
+    assert again.error == rolled.error and client.head(first.thread_id) == head  # nothing appended
+    assert client.state(first.thread_id)[1] == after_third == third.state
