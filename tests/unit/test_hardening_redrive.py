@@ -47,3 +47,46 @@ def test_a_failed_run_is_redriven_from_its_failed_node(tmp_path: Any) -> None:
     assert events.count(("node_failed", "flaky")) == 1 and events.count(("node_update", "flaky")) == 1
     with pytest.raises(ConflictingRequestError, match="only a failed run"):
         client.redrive(failed.run_id)
+
+
+def split(state: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def steady(state: dict[str, Any]) -> dict[str, Any]:
+    return {"m": {"steady": 1}}
+
+
+def flaky_branch(state: dict[str, Any]) -> dict[str, Any]:
+    CALLS["flaky_branch"] = CALLS.get("flaky_branch", 0) + 1
+    if CALLS["flaky_branch"] == 1:
+        raise ConnectionError("down")
+    return {"m": {"flaky": 1}}
+
+
+def join(state: dict[str, Any]) -> dict[str, Any]:
+    return {"seen": sorted(state["m"])}
+
+
+FAN_OUT = f"""name: redrive-fan-out
+state: {{m: merge}}
+graph:
+  nodes:
+    split: {{fn: "{HERE}:split"}}
+    steady: {{fn: "{HERE}:steady"}}
+    flaky_branch: {{fn: "{HERE}:flaky_branch"}}
+    join: {{fn: "{HERE}:join"}}
+  edges: [{{from: split, to: [steady, flaky_branch]}}, {{from: [steady, flaky_branch], to: join}}]
+  entry: split
+"""
+
+
+def test_a_redriven_fan_out_does_not_report_the_failure_it_made_good(tmp_path: Any) -> None:
+    """The join read every branch event since the block began, the failed attempt's too: after a redrive that
+    succeeded, the state still had a ``failures`` channel naming the branch that had failed."""
+    client = Stepwise.embedded(tmp_path / "home")
+    failed = client.run(load_text(FAN_OUT), {})  # the branch's first call fails (the engine imports this module by name)
+    assert failed.status == "failed"
+    done = client.redrive(failed.run_id)
+    assert done.status == "succeeded" and done.state["seen"] == ["flaky", "steady"]
+    assert "failures" not in done.state

@@ -362,10 +362,12 @@ def _join(services: Services, cursor: Cursor, frames: list[Any], scope: str, blo
         raise error
     event = Event(type=JOIN, run_id=cursor.run_id, scope=scope, key=join_key, data={"block": block, "refs": refs})
     events = [event]
+    # a failure a redrive has since made good (the node's update came after it) is not one the join reports
+    updated = {(e.scope, e.node): e.seq for e in branch_events if e.type == NODE_UPDATE}
     failures = [
         {"branch": e.scope[len(prefix) :], "node": e.node, "error": e.data.get("error")}
         for e in branch_events
-        if e.type == NODE_FAILED and e.scope.startswith(prefix)
+        if e.type == NODE_FAILED and e.scope.startswith(prefix) and updated.get((e.scope, e.node), 0) < e.seq
     ]
     if failures:  # on_error: continue — the join (and whatever reads the state next) sees who failed and why
         update = {"failures": failures}
