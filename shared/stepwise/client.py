@@ -669,7 +669,7 @@ class Stepwise:
             head = self.services.events.head(thread_id)
             if head == 0:
                 raise StepwiseError(f"no thread {thread_id!r}; list threads with `stepwise runs`")
-            if not 0 <= at <= head:
+            if not 1 <= at <= head:
                 raise StepwiseError(f"thread {thread_id!r} has seqs 1..{head}; pick --at within that range")
         try:
             seq, state = self.services.hydrator.state(thread_id, LazyReducers(lambda: self._reducers(thread_id)), (), at=at)

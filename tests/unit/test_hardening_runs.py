@@ -15,6 +15,7 @@ from tests.support.moto_sfn import wait_for
 from tests.unit.test_api_routes import EXAMPLES, error_code, make
 
 from stepwise.client import ConflictingRequestError, StaleAnswerError, Stepwise, ThreadBusyError
+from stepwise.errors import StepwiseError
 from stepwise.graph.loader import load_file, load_text
 from stepwise.state.ports import RunTransitionError, is_stale
 
@@ -372,3 +373,17 @@ def test_rolling_back_a_run_twice_does_not_discard_what_later_runs_wrote(tmp_pat
     again = client.rollback(second.run_id)
     assert again.error == rolled.error and client.head(first.thread_id) == head  # nothing appended
     assert client.state(first.thread_id)[1] == after_third == third.state
+
+
+def test_clear_words_for_a_second_cancel_and_for_seq_zero(tmp_path: Path) -> None:
+    """A second cancel said "another request changed it first" (no other request had); ``state(at=0)`` and
+    ``fork(thread, 0)`` said the thread did not exist."""
+    client = Stepwise.embedded(tmp_path / "home")
+    waiting = client.run(load_file(HUMAN), {"amount": 3})
+    client.cancel(waiting.run_id)
+    with pytest.raises(RunTransitionError, match="is cancelled, not running or waiting or queued: it has already ended"):
+        client.cancel(waiting.run_id)
+    head = client.head(waiting.thread_id)
+    for call in (lambda: client.state(waiting.thread_id, at=0), lambda: client.fork(waiting.thread_id, 0)):
+        with pytest.raises(StepwiseError, match=rf"has seqs 1\.\.{head}; pick --at within that range"):
+            call()
