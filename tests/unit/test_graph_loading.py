@@ -420,3 +420,13 @@ def test_node_names_the_engine_reserves_are_refused(name: str, message: str):
     with pytest.raises(GraphError, match=message) as caught:
         load_text(text)
     assert len(caught.value.problems) == 1  # the name, not also its consequences (unreachable, unknown entry)
+
+
+def test_a_node_named_yes_is_explained_as_yaml_reading_a_boolean():
+    """The error was `node '1': graph.nodes.1.[key]: Input should be a valid string`."""
+    text = "name: g\nstate: {x: replace}\ngraph:\n  nodes:\n    ask: {fn: 'stepwise.examples.nodes:fetch'}\n"
+    text += "    yes: {fn: 'stepwise.examples.nodes:fetch'}\n  edges: [{from: ask, to: 'yes'}]\n  entry: ask\n"
+    with pytest.raises(GraphError, match=r"named yes, no, on, off, true or false, which YAML reads as a boolean") as caught:
+        load_text(text)
+    assert "quote the name wherever it appears ('yes')" in str(caught.value)
+    assert load_text(text.replace("    yes:", "    'yes':")).graph.nodes["yes"] is not None

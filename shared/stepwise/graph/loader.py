@@ -62,6 +62,17 @@ def load_text(text: str, *, source: str | None = None, check_imports: bool = Fal
     if not isinstance(data, dict):
         raise GraphError([Problem("the document is not a mapping", "start the file with `name:` and `graph:` keys")], source)
     _keep_enum_words(data, text)
+    if _boolean_node_names(data):
+        raise GraphError(
+            [
+                Problem(
+                    "a node is named yes, no, on, off, true or false, which YAML reads as a boolean",
+                    "quote the name wherever it appears ('yes'), or rename the node",
+                    at=("graph", "nodes"),
+                )
+            ],
+            source,
+        )
     origin: Origin = {}
     try:
         spec = parse_dict(data, source=source, base_dir=Path(source).parent if source else Path.cwd(), origin=origin)
@@ -106,6 +117,15 @@ def _line_index(text: str) -> dict[Key, int]:
 
 
 _BOOL_WORDS = re.compile(r"^(y|yes|n|no|on|off)$", re.IGNORECASE)
+
+
+def _boolean_node_names(data: dict[str, Any]) -> bool:
+    """Whether a node key, or the entry, came out of YAML as a boolean (pydantic then says only that
+    ``graph.nodes.1`` is not a valid string)."""
+    found = data.get("graph")
+    graph: dict[str, Any] = found if isinstance(found, dict) else data
+    nodes = graph.get("nodes")
+    return (isinstance(nodes, dict) and any(isinstance(k, bool) for k in nodes)) or isinstance(graph.get("entry"), bool)
 
 
 def _keep_enum_words(data: dict[str, Any], text: str) -> None:
