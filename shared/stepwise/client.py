@@ -225,6 +225,8 @@ class Stepwise:
         that. ``run`` is both; the API splits them to answer with the run id before a local run ends."""
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+        if thread_id is not None and not thread_id.strip():  # it started a new thread under a made-up id
+            raise StepwiseError("thread_id is empty: pass a thread's id (an existing one, or a new one to start it) or None")
         _admit(input, "the input", self._limits)
         ref = self.register(spec)
         # the first run on a fork continues where it was taken (a new thread has no fork to look for)
@@ -271,6 +273,8 @@ class Stepwise:
         record is the queue (durable in the run store, tenant-scoped); ``drain_queue`` starts it later."""
         if input is not None and not isinstance(input, dict):
             raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+        if thread_id is not None and not thread_id.strip():  # it started a new thread under a made-up id
+            raise StepwiseError("thread_id is empty: pass a thread's id (an existing one, or a new one to start it) or None")
         _admit(input, "the input", self._limits)
         ref = self.register(spec)
         record = RunRecord(

@@ -387,3 +387,12 @@ def test_clear_words_for_a_second_cancel_and_for_seq_zero(tmp_path: Path) -> Non
     for call in (lambda: client.state(waiting.thread_id, at=0), lambda: client.fork(waiting.thread_id, 0)):
         with pytest.raises(StepwiseError, match=rf"has seqs 1\.\.{head}; pick --at within that range"):
             call()
+
+
+def test_an_empty_thread_id_is_refused_not_replaced(tmp_path: Path) -> None:
+    """``thread_id=""`` ran on a new thread under a made-up id, so the caller's next run on "" found nothing."""
+    client = Stepwise.embedded(tmp_path / "home")
+    for empty in ("", "  "):
+        with pytest.raises(StepwiseError, match="thread_id is empty"):
+            client.run(load_file(HUMAN), {"amount": 3}, thread_id=empty)
+    assert client.runs() == []
