@@ -95,6 +95,21 @@ def test_concurrent_requests_keep_their_own_tenant(served: tuple[str, dict[str, 
     assert all(ids == [f"only-{tenant}"] for tenant, ids in results)
 
 
+def test_percent_encoded_path_segments_reach_the_routes_decoded(served: tuple[str, dict[str, str]]) -> None:
+    """The console asks for ``/threads/${encodeURIComponent(id)}/events``: a thread id with ':' was a 404, as was
+    ``/agents/human%2Dapproval``. An encoded '/' stays inside its segment (it never reaches another route)."""
+    base, keys = served
+    yaml_body = (EXAMPLES / "human_approval.yaml").read_bytes()
+    assert http(base, "POST", "/agents", raw=yaml_body, content_type="application/yaml", key=keys["acme"])[0] == 201
+    status, run = http(base, "POST", "/agents/human-approval/execute", {"input": {"amount": 3}, "thread_id": "chat:42"}, key=keys["acme"])
+    assert status == 200 and run["thread_id"] == "chat:42"
+    status, page = http(base, "GET", "/threads/chat%3A42/events", key=keys["acme"])
+    assert status == 200 and page["events"][0]["type"] == "run_started"
+    assert http(base, "GET", "/agents/human%2Dapproval", key=keys["acme"])[0] == 200
+    status, error = http(base, "GET", "/agents/human%2Fapproval", key=keys["acme"])
+    assert status == 404 and "human%2Fapproval" in error["error"]["message"]
+
+
 @pytest.mark.slow
 def test_stepwise_serve_cli_starts_prints_its_url_and_stops(tmp_path: Path) -> None:
     home = tmp_path / "home"

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from stepwise.api.app import create_app
 from stepwise.api.asgi import Receive, Scope, Send, send_response
@@ -49,9 +49,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 log = logging.getLogger("stepwise.serve")
 
 
+def _decoded_path(raw: str) -> str:
+    """The path with each segment percent-decoded, as API Gateway hands it to the Lambda (the console sends
+    ``/threads/chat%3A42/events``); an encoded ``/`` stays encoded, so it never splits a segment in two."""
+    return unquote(raw.replace("%2F", "%252F").replace("%2f", "%252f"))
+
+
 def to_event(method: str, target: str, headers: dict[str, str], body: bytes, client_ip: str) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event for one HTTP request."""
-    parts = urlsplit(target)
+    split = urlsplit(target)
+    parts = split._replace(path=_decoded_path(split.path))
     query = parse_qs(parts.query, keep_blank_values=True)
     try:
         text, is_b64 = body.decode("utf-8"), False
@@ -132,7 +139,7 @@ class AsgiAdapter:
             )
             return
         event = to_event(method, target, headers, body, client_ip)
-        if self.streams is not None and method == "GET" and self.streams.matches(urlsplit(target).path):
+        if self.streams is not None and method == "GET" and self.streams.matches(event["path"]):
             await self.streams.serve(self, event, headers, send, receive)
             return
         response: dict[str, Any] | None
