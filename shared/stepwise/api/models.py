@@ -12,6 +12,7 @@ from stepwise.store import AgentRecord, VersionRecord
 
 AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 THREAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+ALIAS = r"^[A-Za-z0-9_-]{1,40}$"  # an alias name, as set (PUT .../aliases/{alias}) and as executed
 
 
 class _Body(BaseModel):
@@ -66,7 +67,7 @@ class ExecuteAgent(_Body):
 
     input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
     version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
-    alias: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,40}$", description="run the version this alias points at")
+    alias: str | None = Field(None, pattern=ALIAS, description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(
         0, ge=0, le=900, description="wait up to this long for the run to leave `running` or `queued` (capped by the server)"

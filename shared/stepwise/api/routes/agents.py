@@ -3,6 +3,7 @@
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
 
+import re
 import uuid
 from functools import partial
 from typing import Annotated
@@ -78,6 +79,9 @@ def router(api: StepwiseApi) -> Router:
 
     @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=documented_errors())
     def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
+        if not re.fullmatch(m.ALIAS, alias):  # else a name execute refuses could be set, and never used
+            detail = [{"field": "path.alias", "type": "pattern"}]
+            raise ApiError(422, "validation_error", "an alias is 1-40 letters, digits, '_' or '-'", detail)
         api.agent(tenant(), agent_id)
         try:
             record = api.store.set_alias(tenant(), agent_id, alias, body.version)
