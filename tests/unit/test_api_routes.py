@@ -697,3 +697,15 @@ def test_a_body_that_is_not_json_is_named_as_the_body_with_what_to_send(h: Harne
     assert plain.status == 415 and error_code(plain) == "unsupported_media_type"
     assert "'text/plain'" in plain.body["error"]["message"] and "application/yaml" in plain.body["error"]["message"]
     assert h("POST", "/agents", yaml_text, headers={"content-type": "application/yaml"}).status == 201
+
+
+def test_fork_and_redrive_need_no_body(h: Harness) -> None:
+    """Both answered 422 `body: Field required` to a POST without a body, where cancel needs none and the docs
+    say a fork defaults to the head; a fork at seq 0 (before anything) is refused by the model."""
+    h.register("human_approval")
+    run = h("POST", "/agents/human-approval/execute", {"input": {"amount": 3}}).body
+    forked = h("POST", f"/threads/{run['thread_id']}/fork")
+    assert forked.status == 201 and forked.body["at"] == h.client.head(run["thread_id"])
+    assert h("POST", f"/threads/{run['thread_id']}/fork", {"at": 0}).status == 422
+    refused = h("POST", f"/runs/{run['run_id']}/redrive")
+    assert refused.status == 409 and error_code(refused) == "run_not_failed"  # judged on the run, not the body

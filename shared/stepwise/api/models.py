@@ -115,7 +115,7 @@ class RedriveRun(_Body):
 class ForkThread(_Body):
     """Fork a thread at a sequence number (default: its head)."""
 
-    at: int | None = Field(None, ge=0, strict=True, description="sequence number to fork at (default: the head)")
+    at: int | None = Field(None, ge=1, strict=True, description="sequence number to fork at (default: the head)")
 
 
 class SetAlias(_Body):

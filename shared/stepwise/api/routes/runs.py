@@ -181,7 +181,7 @@ def redrive_router(api: StepwiseApi) -> Router:
         tags=["runs"],
         responses=documented_errors(409),
     )
-    def redrive(run_id: str, body: Annotated[m.RedriveRun, Body()]) -> m.Run:
+    def redrive(run_id: str, body: Annotated[m.RedriveRun | None, Body()] = None) -> m.Run:
         run = api.run_of(tenant(), run_id)
         if run.status != "failed":
             raise ApiError(409, "run_not_failed", f"run {run_id!r} is {run.status}; only a failed run can be redriven")
@@ -190,7 +190,7 @@ def redrive_router(api: StepwiseApi) -> Router:
         except ConflictingRequestError as exc:
             raise ApiError(409, "run_not_failed", str(exc)) from None
         api.events.publish("run.redriven", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
-        run = api.wait(run_id, body.wait_seconds)
+        run = api.wait(run_id, body.wait_seconds if body is not None else 0)
         if run.status != "running":
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
         return api.run_view(run)

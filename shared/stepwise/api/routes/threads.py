@@ -61,14 +61,14 @@ def router(api: StepwiseApi) -> Router:
         responses=documented_errors(),
     )
     def thread_state(
-        thread_id: str, at: Annotated[int | None, Query(ge=0, description="sequence number; default: the head")] = None
+        thread_id: str, at: Annotated[int | None, Query(ge=1, description="sequence number; default: the head")] = None
     ) -> m.ThreadState:
         head = api.thread_of(tenant(), thread_id)
         if at is not None and at > head:
             raise ApiError(
                 422,
                 "validation_error",
-                f"query.at: thread {thread_id!r} has seqs 0..{head}",
+                f"query.at: thread {thread_id!r} has seqs 1..{head}",
                 [{"field": "query.at", "type": "out_of_range"}],
             )
         seq, state = api.client.state(thread_id, at=at)
@@ -81,13 +81,13 @@ def router(api: StepwiseApi) -> Router:
         tags=["threads"],
         responses=documented_errors(),
     )
-    def fork(thread_id: str, body: Annotated[m.ForkThread, Body()]) -> m.Forked:
+    def fork(thread_id: str, body: Annotated[m.ForkThread | None, Body()] = None) -> m.Forked:
         who = tenant()
         head = api.thread_of(who, thread_id)
-        at = head if body.at is None else body.at
+        at = head if body is None or body.at is None else body.at  # no body: at the head, as documented
         if at > head:
             raise ApiError(
-                422, "validation_error", f"body.at: thread {thread_id!r} has seqs 0..{head}", [{"field": "body.at", "type": "out_of_range"}]
+                422, "validation_error", f"body.at: thread {thread_id!r} has seqs 1..{head}", [{"field": "body.at", "type": "out_of_range"}]
             )
         new_thread = api.client.fork(thread_id, at)
         api.store.claim_thread(who, new_thread)
