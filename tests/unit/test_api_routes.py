@@ -260,6 +260,8 @@ def test_versions_are_immutable_numbered_and_move_live(h: Harness) -> None:
     assert run["version"] == 2 and run["graph_ref"] == v2.body["ref"]
     assert h("POST", "/agents/sequential/execute", {"version": 9}).body["error"]["code"] == "version_not_found"
     assert h("POST", "/agents/sequential/execute", {"alias": "nope"}).body["error"]["code"] == "alias_not_found"
+    both = h("POST", "/agents/sequential/execute", {"version": 1, "alias": "canary"})  # it ran 1, ignoring the alias
+    assert both.status == 422 and both.body["error"]["details"][0]["field"] == "body.alias"
     for name in ("a" * 41, "..%2F..%2Fx", "a b", "été"):  # execute refuses such a name: it could never be used
         refused = h("PUT", f"/agents/sequential/aliases/{name}", {"version": 1})
         assert refused.status == 422 and refused.body["error"]["details"][0]["field"] == "path.alias", name

@@ -203,6 +203,9 @@ def register_version(api: StepwiseApi, tenant: str, agent_id: str | None, source
 
 def _chosen_version(record: AgentRecord, version: int | None, alias: str | None) -> VersionRecord:
     """The version to execute: the one asked for, else the one ``alias`` (default ``live``) points at."""
+    if version is not None and alias is not None:  # it ran `version` and ignored `alias`
+        detail = [{"field": "body.alias", "type": "conflict"}]
+        raise ApiError(422, "validation_error", f"pass `version` or `alias`, not both (version {version}, alias {alias!r})", detail)
     if version is not None:
         chosen = record.version(version)
         if chosen is None:
