@@ -95,6 +95,25 @@ def test_json_limits() -> None:
     assert check_json('{"a": "[[[[", "b": -12, "c": "\\u00e9"}', Limits(depth=2)) == {"a": "[[[[", "b": -12, "c": "é"}
 
 
+@pytest.mark.parametrize("body", ['{"amount": NaN}', '{"amount": Infinity}', '{"amount": -Infinity}', '{"amount": 1e999}'])
+def test_numbers_json_cannot_carry_are_refused_not_stored_as_null(body: str) -> None:
+    """Python's parser takes NaN and Infinity; stored, they read back as null (and NaN passed a number schema)."""
+    with pytest.raises(LimitError, match=r"the body holds .*, which JSON cannot carry"):
+        check_json(body)
+    assert check_json('{"amount": 1.5e3}') == {"amount": 1500.0}
+
+
+def test_the_library_refuses_an_input_json_cannot_carry(tmp_path: Path) -> None:
+    """A set was stored as ``[1, 2]`` (and as ``'{1, 2}'`` from a node), NaN as null: what the run saw was not
+    what a reader of the thread got back."""
+    client = Stepwise.embedded(tmp_path / "home")
+    spec = load_text("name: g\nstate: {x: replace}\ngraph:\n  nodes:\n    a: {fn: 'stepwise.examples.nodes:fetch'}\n  entry: a\n")
+    for bad, kind in (({"s": {1, 2}}, "a set"), ({"x": float("nan")}, "nan"), ({"when": object()}, "a object")):
+        with pytest.raises(StepwiseError, match=f"the input holds {kind}"):
+            client.run(spec, bad)
+    assert client.run(spec, {"t": (1, 2), "n": None, "f": 0.5}).status == "succeeded"
+
+
 def _raw(
     h: Any,
     body: str | None,

@@ -14,6 +14,7 @@ callers that hold their own ``Limits`` pass them in.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -151,7 +152,7 @@ def check_json(text: str, limits: Limits | None = None) -> Any:
         value = json.loads(text)
     except ValueError as exc:
         raise LimitError(f"the body is not valid JSON: {exc}") from None
-    check_value(value, lim)
+    check_value(value, lim, what="the body")
     return value
 
 
@@ -182,6 +183,11 @@ def check_value(value: Any, limits: Limits | None = None, what: str = "the input
                 stack.append((sub, depth + 1))
         elif isinstance(item, list | tuple):
             stack.extend((sub, depth + 1) for sub in item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):  # stored, it read back as null
+                raise LimitError(f"{what} holds {item!r}, which JSON cannot carry; send a finite number, a string or null")
+        elif item is not None:  # a set, a date, an object: stored as its str() or a list, it read back different
+            raise LimitError(f"{what} holds a {type(item).__name__}, which JSON cannot carry; send lists, objects, text and numbers")
 
 
 def _check_text(text: str, what: str) -> None:
