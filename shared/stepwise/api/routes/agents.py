@@ -3,13 +3,12 @@
 No ``from __future__ import annotations``: Powertools reads the route functions' annotations at run time.
 """
 
-import re
 import uuid
 from functools import partial
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Router
 
 from stepwise.api import models as m
@@ -78,10 +77,11 @@ def router(api: StepwiseApi) -> Router:
         return Response(status_code=201 if created else 200, content_type="application/json", body=result)
 
     @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=documented_errors())
-    def set_alias(agent_id: str, alias: str, body: Annotated[m.SetAlias, Body()]) -> m.Agent:
-        if not re.fullmatch(m.ALIAS, alias):  # else a name execute refuses could be set, and never used
-            detail = [{"field": "path.alias", "type": "pattern"}]
-            raise ApiError(422, "validation_error", "an alias is 1-40 letters, digits, '_' or '-'", detail)
+    def set_alias(
+        agent_id: str,
+        alias: Annotated[str, Path(pattern=m.ALIAS, description="1-40 letters, digits, '_' or '-', as execute's `alias`")],
+        body: Annotated[m.SetAlias, Body()],
+    ) -> m.Agent:
         api.agent(tenant(), agent_id)
         try:
             record = api.store.set_alias(tenant(), agent_id, alias, body.version)
