@@ -91,6 +91,15 @@ def _admit(value: Any, what: str, lim: limits.Limits | None = None) -> None:
         raise StepwiseError(str(exc)) from None
 
 
+def _admit_new_run(input: Any, thread_id: str | None, lim: limits.Limits | None) -> None:
+    """What a new run (started or queued) is given: a storable JSON object, and a thread id that is not blank."""
+    if input is not None and not isinstance(input, dict):
+        raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
+    if thread_id is not None and not thread_id.strip():  # it started a new thread under a made-up id
+        raise StepwiseError("thread_id is empty: pass a thread's id (an existing one, or a new one to start it) or None")
+    _admit(input, "the input", lim)
+
+
 def default_home() -> Path:
     """``STEPWISE_HOME`` (default ``.stepwise``): where the embedded backend keeps its database and snapshots."""
     return Settings.from_env().home
@@ -223,11 +232,7 @@ class Stepwise:
     ) -> RunRecord:
         """Record a run (its ``run_started`` event and run record) without executing it: ``execute`` does
         that. ``run`` is both; the API splits them to answer with the run id before a local run ends."""
-        if input is not None and not isinstance(input, dict):
-            raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
-        if thread_id is not None and not thread_id.strip():  # it started a new thread under a made-up id
-            raise StepwiseError("thread_id is empty: pass a thread's id (an existing one, or a new one to start it) or None")
-        _admit(input, "the input", self._limits)
+        _admit_new_run(input, thread_id, self._limits)
         ref = self.register(spec)
         # the first run on a fork continues where it was taken (a new thread has no fork to look for)
         fork_point = self._fork_point(thread_id, ref) if thread_id else {}
@@ -271,11 +276,7 @@ class Stepwise:
     def enqueue(self, spec: GraphSpec, input: dict[str, Any] | None = None, *, thread_id: str, tenant: str = "default") -> RunRecord:
         """Double texting ``enqueue``: record a run as ``queued`` on a thread that has a run in flight. The run
         record is the queue (durable in the run store, tenant-scoped); ``drain_queue`` starts it later."""
-        if input is not None and not isinstance(input, dict):
-            raise StepwiseError(f"the input must be a JSON object (the initial state), got {type(input).__name__}")
-        if thread_id is not None and not thread_id.strip():  # it started a new thread under a made-up id
-            raise StepwiseError("thread_id is empty: pass a thread's id (an existing one, or a new one to start it) or None")
-        _admit(input, "the input", self._limits)
+        _admit_new_run(input, thread_id, self._limits)
         ref = self.register(spec)
         record = RunRecord(
             run_id=f"run-{uuid.uuid4().hex[:12]}",

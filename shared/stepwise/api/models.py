@@ -13,6 +13,10 @@ from stepwise.store import AgentRecord, VersionRecord
 AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 THREAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 ALIAS = r"^[A-Za-z0-9_-]{1,40}$"  # an alias name, as set (PUT .../aliases/{alias}) and as executed
+STEPS = (  # a run's `steps`, in its view and in a runs list
+    "top-level nodes completed, counted when the run waits or ends (a parallel block counts as its split and join; "
+    "a subgraph's own nodes count too; a cancelled run keeps the count of its last wait)"
+)
 
 
 class _Body(BaseModel):
@@ -220,11 +224,7 @@ class Run(BaseModel):
     created_at: float
     updated_at: float
     finished_at: float | None = None
-    steps: int = Field(
-        0,
-        description="top-level nodes completed, counted when the run waits or ends (a parallel block counts as its "
-        "split and join; a subgraph's own nodes count too; a cancelled run keeps the count of its last wait)",
-    )
+    steps: int = Field(0, description=STEPS)
     error: dict[str, Any] | None = None
     waiting: Waiting | None = None
     state: dict[str, Any] | None = Field(None, description="the thread's current state")
@@ -368,11 +368,7 @@ class RunSummary(BaseModel):
     created_at: float
     finished_at: float | None = None
     duration_s: float | None = None
-    steps: int = Field(
-        0,
-        description="top-level nodes completed, counted when the run waits or ends (a parallel block counts as its "
-        "split and join; a subgraph's own nodes count too; a cancelled run keeps the count of its last wait)",
-    )
+    steps: int = Field(0, description=STEPS)
     cost_usd: float = Field(0.0, description="LLM spend, summed when the run waits or ends")
     tokens: int = 0
     waiting_node: str | None = None
