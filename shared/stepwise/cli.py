@@ -109,6 +109,8 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
     def observe(event: dict[str, Any]) -> None:
         if event["kind"] == "run_started":  # the run a Ctrl-C would leave running (also with -o json)
             _running["run_id"] = str(event["run_id"])
+            if progress:  # its graph, for the progress lines of its fan-outs
+                _know_graph(client, _running["run_id"])
         if progress:
             _progress(event)
 
@@ -116,7 +118,6 @@ def _client(home: Path | None, progress: bool) -> Stepwise:
         where = home or default_home()
         try:
             client = Stepwise.embedded(where, observer=observe)
-            _progress_client["client"] = client
             return client
         except (OSError, sqlite3.Error) as exc:
             _fail(f"cannot open the state directory {where}: {exc}")
@@ -154,7 +155,6 @@ _streaming: dict[str, bool] = {"open": False}
 #: run id -> its graph, for the progress lines: a node that fans out says where to (the engine's route is the
 #: Task's own, which is ``__end__`` for a fan-out or a planner's Map; the compiled Parallel or Map comes after it)
 _graphs: dict[str, GraphSpec] = {}
-_progress_client: dict[str, Stepwise] = {}
 _running: dict[str, str] = {}  # "run_id": the run this command started or continued last
 
 
@@ -241,8 +241,6 @@ def _progress(event: dict[str, Any]) -> None:
     e = {k: escape(str(v)) for k, v in event.items()}  # values are text, never rich markup
     where = f" [dim]({e['scope']})[/dim]" if event.get("scope") else ""
     if kind == "run_started":
-        if "client" in _progress_client:
-            _know_graph(_progress_client["client"], str(event["run_id"]))
         err.print(f"[bold]run[/bold] {e['run_id']} on {e['thread_id']} ({e['graph']})", highlight=False)
     elif kind == "node_finished":
         keys = escape(", ".join(sorted(event.get("update") or {})) or "-")
