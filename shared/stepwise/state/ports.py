@@ -288,8 +288,7 @@ class RunTransitionError(ConflictingRequestError):
     error_name = "Stepwise.RunTransition"
 
     def __init__(self, run_id: str, status: str, expected: Collection[str]) -> None:
-        ended = status in ("succeeded", "failed", "cancelled")
-        why = "it has already ended" if ended else "another request changed it first"
+        why = "it has already ended" if status in FINISHED else "another request changed it first"
         super().__init__(f"run {run_id!r} is {status}, not {' or '.join(expected)}: {why}")
         self.run_id, self.status, self.expected = run_id, status, tuple(expected)
 
