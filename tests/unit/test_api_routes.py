@@ -711,3 +711,38 @@ def test_fork_and_redrive_need_no_body(h: Harness) -> None:
     assert h("POST", f"/threads/{run['thread_id']}/fork", {"at": 0}).status == 422
     refused = h("POST", f"/runs/{run['run_id']}/redrive")
     assert refused.status == 409 and error_code(refused) == "run_not_failed"  # judged on the run, not the body
+
+
+FAILING = """
+name: failing
+graph:
+  nodes:
+    explode: {kind: function, fn: "stepwise.examples.nodes:fail_on_purpose"}
+  entry: explode
+"""
+
+
+def test_a_failed_runs_error_reaches_api_clients_without_tracebacks(h: Harness) -> None:
+    """Tracebacks carry server paths and engine frames: the run record keeps them for operators, and every
+    way out of the API (run view, events, SSE, WebSocket, webhooks) shows the message, node and fix only."""
+    assert h("POST", "/agents", {"yaml": FAILING}).status == 201
+    run = h("POST", "/agents/failing/execute", {"input": {"ticket": "T-7"}}).body
+    assert run["status"] == "failed"
+    error = run["error"]
+    assert error["node"] == "explode" and "cannot process ticket 'T-7'" in error["message"]
+    assert "traceback" not in error and "Traceback" not in json.dumps(run)
+    assert "stackTrace" not in json.dumps(run) and "stepwise/runtime/" not in json.dumps(run)  # no engine frames
+    assert error["where"].endswith("nodes.py:90 in fail_on_purpose")  # the user's own code stays named
+    assert h("GET", f"/runs/{run['run_id']}").body["error"] == error
+
+    recorded = h.client.get_run(run["run_id"])  # the record keeps the traceback for `stepwise runs show --debug`
+    assert recorded is not None and "fail_on_purpose" in recorded.error["traceback"]
+    events = h("GET", f"/runs/{run['run_id']}/events").body["events"]
+    failures = [e for e in events if e["type"] in ("node_failed", "run_failed")]
+    assert [e["type"] for e in failures] == ["node_failed", "run_failed"]
+    assert all("traceback" not in e["data"] for e in failures) and "Traceback" not in json.dumps(events)
+    assert "cannot process ticket 'T-7'" in failures[0]["data"]["error"]
+    logged = [e for e in h.client.run_events(run["run_id"]) if e.type in ("node_failed", "run_failed")]
+    assert all("Traceback" in e.data["traceback"] for e in logged)
+    for e in logged:
+        assert "Traceback" not in event_frame(e).decode() and "Traceback" not in json.dumps(websocket_frame(e))

@@ -220,3 +220,20 @@ def test_an_agent_webhook_reports_every_run_of_the_agent_and_never_shows_its_sec
         }
     )
     assert out["statusCode"] == 422 and json.loads(out["body"])["error"]["code"] == "webhook_rejected"
+
+
+def test_a_run_failed_webhook_from_the_events_stream_carries_the_error_without_its_traceback() -> None:
+    """AWS: the stream dispatcher reads the run_failed event, whose data is the run's error; the webhook gets
+    that error as the API shows it (message, node, fix) — not the traceback or the Lambda cause's stack."""
+    from stepwise.api.models import Webhook
+    from stepwise.api.webhooks_aws import dispatch
+    from stepwise.state.events import encode
+
+    cause = {"errorType": "Runtime.ExitError", "errorMessage": "out of memory", "stackTrace": ['  File "/var/task/x.py", line 1']}
+    error = {"error": "Runtime.ExitError", "cause": json.dumps(cause), "node": "write", "message": "out of memory", "traceback": "Tb"}
+    image = {"type": {"S": "run_failed"}, "run_id": {"S": "run-1"}, "seq": {"N": "7"}, "data": {"S": encode(error)}}
+    hook = Webhook(url="https://example.com/hook", secret="s" * 32, events=["failed"])
+    [job] = dispatch([{"eventName": "INSERT", "dynamodb": {"NewImage": image}}], lambda run_id: (hook, {"run_id": run_id}))
+    sent = job.data["error"]
+    assert sent["node"] == "write" and sent["message"] == "out of memory" and sent["error"] == "Runtime.ExitError"
+    assert "traceback" not in sent and json.loads(sent["cause"]) == {"errorType": "Runtime.ExitError", "errorMessage": "out of memory"}

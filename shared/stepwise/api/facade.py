@@ -327,7 +327,7 @@ class StepwiseApi:
                     if run.waiting:
                         detail["waiting"] = {"node": run.waiting.get("node"), "prompt": run.waiting.get("prompt")}
                     if run.error:
-                        detail["error"] = run.error
+                        detail["error"] = m.public_error(run.error)
                     self.webhooks.deliver(hook.url, hook.secret, f"run.{run.status}", detail)
             if run.status in ("succeeded", "failed", "cancelled"):
                 return

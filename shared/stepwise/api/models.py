@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -247,7 +248,7 @@ class Run(BaseModel):
             updated_at=run.updated_at,
             finished_at=run.finished_at,
             steps=run.steps,
-            error=run.error,
+            error=public_error(run.error) if run.error else None,
             waiting=waiting,
             state=state,
         )
@@ -258,11 +259,27 @@ class Run(BaseModel):
 PRIVATE_EVENT_FIELDS = frozenset({"token", "payload"})
 
 
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """A failed node's or run's error as API clients see it: the message, node, ``where`` and ``fix``, without
+    the traceback and the ``cause``'s ``stackTrace`` (server paths and engine frames). Operators read those in
+    the run record (``stepwise runs show RUN --debug``) and the step's log."""
+    out = {k: v for k, v in error.items() if k != "traceback"}
+    cause = out.get("cause")
+    try:
+        parsed = json.loads(cause) if isinstance(cause, str) and cause.startswith("{") else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "stackTrace" in parsed:
+        out["cause"] = json.dumps({k: v for k, v in parsed.items() if k != "stackTrace"})
+    return out
+
+
 def public_event(e: Event) -> dict[str, Any]:
-    """An event as API clients see it (REST, SSE, WebSocket): the log record without engine-only secrets."""
+    """An event as API clients see it (REST, SSE, WebSocket): the log record without engine-only secrets
+    and without tracebacks (``public_error``)."""
     out = e.to_json()
     out.pop("key", None)
-    out["data"] = {k: v for k, v in e.data.items() if k not in PRIVATE_EVENT_FIELDS}
+    out["data"] = public_error({k: v for k, v in e.data.items() if k not in PRIVATE_EVENT_FIELDS})
     return out
 
 
