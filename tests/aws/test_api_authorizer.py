@@ -88,6 +88,7 @@ def test_api_keys_from_the_api_table_are_allowed_with_the_tenant_and_its_usage_p
         {"x-api-key": key[:-2] + "xx"},  # wrong secret
         {"x-api-key": "swk_acme_0123456789abcdef_guess"},  # unknown key id
         {"x-api-key": "not-a-key"},  # malformed
+        {"x-api-key": key, "Authorization": "Bearer swk_globex_0123456789abcdef_other"},  # two credentials
     ]
     for headers in refused:
         with pytest.raises(Unauthorized) as caught:

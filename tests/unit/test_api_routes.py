@@ -130,6 +130,15 @@ def test_bearer_header_is_accepted(h: Harness) -> None:
     assert reply.status == 200 and reply.body == {"agents": []}
 
 
+def test_two_different_credentials_are_refused_whichever_is_valid(h: Harness) -> None:
+    """x-api-key of one tenant with a Bearer of another must not pick one by the order authenticators run."""
+    both = {"authorization": f"Bearer {h.keys['globex']}"}
+    reply = h("GET", "/agents", headers=both)  # x-api-key: acme's key
+    assert reply.status == 401 and "two credentials" in reply.body["error"]["message"]
+    same = {"authorization": f"Bearer {h.keys['acme']}"}
+    assert h("GET", "/agents", headers=same).status == 200  # the same key twice is one credential
+
+
 def test_revoked_key_gets_401_and_other_keys_keep_working(h: Harness) -> None:
     assert h("GET", "/agents").status == 200
     revoke_key(h.store, "acme", h.key_ids["acme"])

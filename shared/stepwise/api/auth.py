@@ -84,6 +84,16 @@ def parse_key(key: str) -> tuple[str, str, str] | None:
     return tenant, key_id, secret
 
 
+def check_one_credential(headers: Mapping[str, str]) -> None:
+    """Refuse a request that carries two different credentials (``x-api-key`` and ``Authorization``): which
+    one a server honours would otherwise depend on the order its authenticators are tried in."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    key, auth = lowered.get("x-api-key", "").strip(), lowered.get("authorization", "").strip()
+    scheme, _, value = auth.partition(" ")
+    if key and auth and not (scheme.lower() == "bearer" and value.strip() == key):
+        raise AuthError("two credentials sent (x-api-key and Authorization): send one of them")
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     lowered = {k.lower(): v for k, v in headers.items()}
     if lowered.get("x-api-key"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stepwise.api.auth import TENANT_PATTERN, Authenticator, AuthError, Principal
+from stepwise.api.auth import TENANT_PATTERN, Authenticator, AuthError, Principal, check_one_credential
 
 USAGE_KEY_PREFIX = "stepwise-usage-plan-tenant-"
 
@@ -44,13 +44,14 @@ def usage_key(tenant: str) -> str:
 
 
 def _principal(authenticators: Sequence[Authenticator], headers: Mapping[str, str], event: Mapping[str, Any]) -> Principal:
-    for authenticator in authenticators:
-        try:
+    try:
+        check_one_credential(headers)
+        for authenticator in authenticators:
             principal = authenticator.authenticate(headers, event)
-        except AuthError:
-            raise Unauthorized() from None
-        if principal is not None:
-            return principal
+            if principal is not None:
+                return principal
+    except AuthError:
+        raise Unauthorized() from None
     raise Unauthorized()
 
 

@@ -31,7 +31,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 import stepwise
 from stepwise.api import console, websocket
 from stepwise.api import models as m
-from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal
+from stepwise.api.auth import ApiKeyAuthenticator, Authenticator, AuthError, Principal, check_one_credential
 from stepwise.api.bodies import admit_body, yaml_body
 from stepwise.api.errors import ApiError, proxy_error
 from stepwise.api.hooks import EventSink, NoEvents, NoLimit, RateLimited, RateLimiter
@@ -176,6 +176,7 @@ class StepwiseApi:
         return principal, limit_headers
 
     def authenticate(self, headers: dict[str, str], event: dict[str, Any]) -> Principal | None:
+        check_one_credential(headers)
         for authenticator in self.authenticators:
             principal = authenticator.authenticate(headers, event)
             if principal is not None:
