@@ -124,6 +124,11 @@ SHAPE = 'JSON like {"default": {"execute": [1, 5], "read": 20}} (tenant -> class
             f"got 0; give {SHAPE} (default none): fix it or unset it",
         ),
         (
+            {"STEPWISE_RATE_LIMITS": '{"*": {"exec": 5}}'},
+            """STEPWISE_RATE_LIMITS='{"*": {"exec": 5}}' is not valid: rate limit */exec: 'exec' is not a route class """
+            f"(one of execute, stream, write, read); give {SHAPE} (default none): fix it or unset it",
+        ),
+        (
             {"STEPWISE_RATE_LIMITS": "[1]"},
             f"STEPWISE_RATE_LIMITS='[1]' is not valid: give {SHAPE} (default none): fix it or unset it",
         ),

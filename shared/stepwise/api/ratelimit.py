@@ -68,12 +68,19 @@ def route_class(operation: str) -> str:
     return "write"
 
 
+ROUTE_CLASSES = ("execute", "stream", "write", "read")
+
+
 def parse_limits(raw: str | Mapping[str, Any] | None) -> Limits:
+    """Tenant -> route class -> (rate, burst). A class ``route_class`` never answers is refused: a typo
+    (``"exec"``) would otherwise leave the class it meant unlimited without a word."""
     data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
     limits: Limits = {}
     for tenant, classes in data.items():
         limits[str(tenant)] = {}
         for cls, value in dict(classes).items():
+            if cls not in ROUTE_CLASSES:
+                raise ValueError(f"rate limit {tenant}/{cls}: {cls!r} is not a route class (one of {', '.join(ROUTE_CLASSES)})")
             rate, burst = (float(value[0]), float(value[1])) if isinstance(value, list | tuple) else (float(value), float(value))
             if rate <= 0 or burst < 1:
                 raise ValueError(f"rate limit {tenant}/{cls}: rate must be > 0 and burst >= 1, got {value!r}")
