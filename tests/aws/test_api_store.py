@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from stepwise.api.auth import new_key
-from stepwise.store import ApiStore, StoreConflict
+from stepwise.store import ApiStore, StoreConflict, thread_name
 from stepwise.store.dynamodb import DynamoApiStore
 from stepwise.store.memory import MemoryApiStore
 from stepwise.store.sqlite import SqliteApiStore
@@ -119,3 +119,14 @@ def test_threads_have_one_owner(store: ApiStore) -> None:
     assert store.claim_thread("globex", "t1") == "acme"
     assert store.claim_thread("acme", "t1") == "acme"
     assert store.thread_owner("t1") == "acme"
+
+
+def test_a_tenant_gets_one_thread_of_its_own_behind_a_name_another_tenant_owns(store: ApiStore) -> None:
+    assert store.claim_thread("acme", "chat-1") == "acme"
+    assert store.thread_alias("globex", "chat-1", create=False) is None  # not made by a read
+    made = store.thread_alias("globex", "chat-1", create=True)
+    assert made is not None and made.startswith("chat-1~") and thread_name(made) == "chat-1"
+    assert store.thread_alias("globex", "chat-1", create=True) == made  # the same one every time
+    other = store.thread_alias("initech", "chat-1", create=True)
+    assert other is not None and other != made
+    assert store.thread_owner("chat-1") == "acme"  # the name itself stays acme's

@@ -569,13 +569,32 @@ def test_tenants_never_see_each_other(h: Harness) -> None:
         assert reply.status == 404, (method, path, reply.body)
         assert "globex" not in json.dumps(reply.body) and "acme" not in json.dumps(reply.body)
 
-    # globex may use the same agent name independently, but not acme's thread
+    # globex may use the same agent name independently, and the same thread name: it gets a thread of its own
     mine = h.register("human_approval", tenant="globex")
     assert mine["version"] == 1
-    hijack = h("POST", "/agents/human-approval/execute", {"thread_id": thread}, **other)
-    assert hijack.status == 404 and error_code(hijack) == "thread_not_found"
+    acme_state = h("GET", f"/threads/{thread}/state").body
+    taken = h("POST", "/agents/human-approval/execute", {"thread_id": thread, "input": {"amount": 7}}, **other)
+    unused = h("POST", "/agents/human-approval/execute", {"thread_id": "never-used", "input": {"amount": 7}}, **other)
+    assert taken.status == unused.status and taken.body["status"] == unused.body["status"] == "waiting"  # no tell
+    assert taken.body["thread_id"] == thread and taken.body["state"] == unused.body["state"]
+    assert taken.body["state"]["amount"] == 7 and acme_state["state"].get("amount") != 7
+    assert h("GET", f"/threads/{thread}/state").body == acme_state  # acme's thread untouched
     assert h("GET", f"/runs/{rid}").body["status"] == "waiting"  # acme's run untouched
     assert h.client.services.runs.get(rid).tenant == "acme"  # type: ignore[union-attr]
+    engine_thread = h.client.services.runs.get(taken.body["run_id"]).thread_id  # type: ignore[union-attr]
+    assert engine_thread != thread and engine_thread.startswith(thread + "~")
+
+    # under that name globex reads, resumes and forks its own thread, and sees only its own runs
+    assert h("GET", f"/threads/{thread}/state", **other).body["state"]["amount"] == 7
+    assert h("POST", f"/runs/{taken.body['run_id']}/resume", {"input": {"decision": "yes"}}, **other).body["thread_id"] == thread
+    timeline = h("GET", f"/threads/{thread}/events", **other).body
+    assert [r["run_id"] for r in timeline["runs"]] == [taken.body["run_id"]] and timeline["thread_id"] == thread
+    fork = h("POST", f"/threads/{thread}/fork", {"at": 1}, **other).body
+    assert (
+        fork["forked_from"] == thread
+        and h("GET", f"/threads/{fork['thread_id']}/events", **other).body["forked_from"]["forked_from"] == thread
+    )
+    assert [r["thread_id"] for r in h("GET", "/runs", **other).body["runs"]] == ["never-used", thread]
 
 
 def test_rate_limit_seam_answers_429_with_retry_after() -> None:

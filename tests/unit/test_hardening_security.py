@@ -13,24 +13,30 @@ from stepwise.client import Stepwise
 from stepwise.graph.loader import load_file
 
 
-def test_a_tenant_cannot_execute_on_a_thread_started_by_the_cli() -> None:
+def test_a_tenant_naming_a_cli_thread_gets_a_thread_of_its_own() -> None:
+    """The CLI's thread belongs to its runs' tenant; another tenant naming it gets a thread of its own."""
     client = Stepwise.in_memory()
     h = make(client=client)
     cli_run = client.run(load_file(EXAMPLES / "sequential.yaml"), {"secret": "s3cr3t"})  # tenant "default", no owner record
-    h.register("sequential", tenant="globex")
-    hijack = h("POST", "/agents/sequential/execute", {"thread_id": cli_run.thread_id}, tenant="globex")
-    assert hijack.status == 404 and error_code(hijack) == "thread_not_found"
     assert h("GET", f"/threads/{cli_run.thread_id}/state", tenant="globex").status == 404
-    assert [r.tenant for r in client.runs(thread_id=cli_run.thread_id)] == ["default"]  # nothing written
+    h.register("sequential", tenant="globex")
+    own = h("POST", "/agents/sequential/execute", {"thread_id": cli_run.thread_id}, tenant="globex")
+    assert own.status == 200 and own.body["thread_id"] == cli_run.thread_id and "secret" not in own.body["state"]
+    assert [r.tenant for r in client.runs(thread_id=cli_run.thread_id)] == ["default"]  # nothing written to the CLI's thread
+    assert client.state(cli_run.thread_id)[1]["secret"] == "s3cr3t"
+    assert "secret" not in h("GET", f"/threads/{cli_run.thread_id}/state", tenant="globex").body["state"]
 
 
-def test_a_tenant_cannot_take_a_cli_fork_and_can_continue_its_own_thread() -> None:
+def test_a_tenant_naming_a_cli_fork_gets_a_thread_of_its_own_and_continues_its_own() -> None:
     client = Stepwise.in_memory()
     h = make(client=client)
     cli_run = client.run(load_file(EXAMPLES / "sequential.yaml"), {})
     forked = client.fork(cli_run.thread_id, 1)  # events, no runs, no owner
+    head = client.head(forked)
     h.register("sequential")
-    assert h("POST", "/agents/sequential/execute", {"thread_id": forked}).status == 404
+    taken = h("POST", "/agents/sequential/execute", {"thread_id": forked})
+    assert taken.status == 200 and taken.body["thread_id"] == forked
+    assert client.head(forked) == head and client.runs(thread_id=forked) == []  # the fork itself untouched
     own = h("POST", "/agents/sequential/execute", {}).body
     again = h("POST", "/agents/sequential/execute", {"thread_id": own["thread_id"]})
     assert again.status == 200 and again.body["thread_id"] == own["thread_id"]

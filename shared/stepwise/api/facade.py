@@ -40,7 +40,7 @@ from stepwise.client import Stepwise
 from stepwise.errors import StepwiseError
 from stepwise.graph import limits
 from stepwise.state.ports import RunRecord
-from stepwise.store import AgentRecord, ApiStore
+from stepwise.store import AgentRecord, ApiStore, thread_name
 
 log = logging.getLogger("stepwise.api")
 
@@ -196,28 +196,41 @@ class StepwiseApi:
             raise ApiError(404, "run_not_found", f"no run {run_id!r}")
         return run
 
-    def thread_of(self, tenant: str, thread_id: str) -> int:
-        """The head seq of one of the tenant's threads, else a 404."""
-        owner = self.store.thread_owner(thread_id)
-        if owner is None:  # threads started outside the API (CLI): owned by the tenant of their runs
-            runs = self.client.runs(thread_id=thread_id, limit=1)
-            owner = runs[0].tenant if runs else None
-        head = self.client.head(thread_id) if owner == tenant else 0
-        if head == 0:
-            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
-        return head
+    def thread_of(self, tenant: str, name: str) -> tuple[str, int]:
+        """The engine thread behind one of the tenant's threads, and its head seq; else a 404."""
+        thread = name if self._owns(tenant, name, claim=False) else self.store.thread_alias(tenant, name, create=False)
+        head = self.client.head(thread) if thread else 0
+        if not thread or head == 0:
+            raise ApiError(404, "thread_not_found", f"no thread {name!r}")
+        return thread, head
 
-    def claim_thread(self, tenant: str, thread_id: str) -> None:
-        """Make ``tenant`` the owner of a new thread, or check it owns an existing one, else 404.
+    def claim_thread(self, tenant: str, name: str) -> str:
+        """The engine thread a run of ``tenant`` on its thread ``name`` goes to: ``name`` itself when the tenant
+        owns it or it is free (then the tenant owns it from now on); when another tenant owns the name, a thread
+        of the tenant's own behind it (``ApiStore.thread_alias``). Thread names are per tenant: the answer is the
+        same whether or not someone else uses a name, so a tenant can neither learn nor squat another's names."""
+        if self._owns(tenant, name, claim=True):
+            return name
+        thread = self.store.thread_alias(tenant, name, create=True)
+        assert thread is not None
+        self.store.claim_thread(tenant, thread)
+        return thread
+
+    def _owns(self, tenant: str, name: str, *, claim: bool) -> bool:
+        """Whether the tenant owns the engine thread ``name`` (with ``claim``: taking it when nobody does).
 
         A thread started outside the API (the CLI) has no owner record: it belongs to the tenant of its
         runs, and a thread with events but no runs (a CLI fork) belongs to nobody on the API."""
-        if self.store.thread_owner(thread_id) is None and self.client.head(thread_id) > 0:
-            runs = self.client.runs(thread_id=thread_id, limit=1000)
+        owner = self.store.thread_owner(name)
+        if owner is not None:
+            return owner == tenant
+        if self.client.head(name) > 0:
+            runs = self.client.runs(thread_id=name, limit=1000)
             if not runs or any(r.tenant != tenant for r in runs):
-                raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
-        if self.store.claim_thread(tenant, thread_id) != tenant:
-            raise ApiError(404, "thread_not_found", f"no thread {thread_id!r}")
+                return False
+        elif not claim:
+            return False
+        return not claim or self.store.claim_thread(tenant, name) == tenant
 
     def run_view(self, run: RunRecord, *, with_state: bool = True) -> m.Run:
         agent = self.store.get_agent(run.tenant, run.graph_ref.split("@", 1)[0])
@@ -299,7 +312,8 @@ class StepwiseApi:
             from stepwise.api.webhooks_aws import store_run_webhook
 
             run = self.client.get_run(run_id)
-            facts = {"run_id": run_id, **({"thread_id": run.thread_id, "agent": run.graph_ref.split("@", 1)[0]} if run else {})}
+            known = {"thread_id": thread_name(run.thread_id), "agent": run.graph_ref.split("@", 1)[0]} if run else {}
+            facts = {"run_id": run_id, **known}
             store_run_webhook(self.store, run_id, hook, facts)
             return
         with self._client_lock:
@@ -321,7 +335,7 @@ class StepwiseApi:
                 if run.status in hook.events:
                     detail: dict[str, Any] = {
                         "run_id": run.run_id,
-                        "thread_id": run.thread_id,
+                        "thread_id": thread_name(run.thread_id),
                         "status": run.status,
                         "agent": run.graph_ref.split("@", 1)[0],
                     }
@@ -342,7 +356,7 @@ class StepwiseApi:
 
         def report(kind: str, run: RunRecord) -> None:
             extra = {"by": policy} if kind == "cancelled" else {}
-            self.events.publish(f"run.{kind}", run.tenant, {"run_id": run.run_id, "thread_id": thread_id, **extra})
+            self.events.publish(f"run.{kind}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(thread_id), **extra})
 
         self.client.make_room(thread_id, policy, cause=cause, settle=self.settle, report=report)
 

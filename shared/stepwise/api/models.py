@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.state.events import Event
 from stepwise.state.ports import RunRecord
-from stepwise.store import AgentRecord, VersionRecord
+from stepwise.store import AgentRecord, VersionRecord, thread_name
 
 AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 THREAD_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -239,7 +239,7 @@ class Run(BaseModel):
         )
         return cls(
             run_id=run.run_id,
-            thread_id=run.thread_id,
+            thread_id=thread_name(run.thread_id),
             agent=run.graph_ref.split("@", 1)[0],
             version=version,
             graph_ref=run.graph_ref,
@@ -397,7 +397,7 @@ class RunSummary(BaseModel):
         error = run.error or None
         return cls(
             run_id=run.run_id,
-            thread_id=run.thread_id,
+            thread_id=thread_name(run.thread_id),
             agent=run.graph_ref.split("@", 1)[0],
             graph_ref=run.graph_ref,
             status=run.status,

@@ -89,8 +89,8 @@ def fire(api: StepwiseApi, invocation: TriggerInvocation | dict[str, Any]) -> Fi
         if started:
             return Fired(started[0].run_id, thread_id, duplicate=True)
         # claimed by a delivery that died before starting the run: this one finishes the job
-    api.claim_thread(target.tenant, thread_id)
-    run_id = api.start_background(spec, trigger.run_input(event), thread_id, target.tenant)
+    thread = api.claim_thread(target.tenant, thread_id)  # the name is the tenant's own (event_key holds the tenant)
+    run_id = api.start_background(spec, trigger.run_input(event), thread, target.tenant)
     hook = api.agent_webhook(target.tenant, target.agent)
     if hook is not None:
         api.watch(run_id, hook)

@@ -9,6 +9,8 @@ can never both claim a thread. The base class owns all of that; an adapter imple
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -67,6 +69,15 @@ class AgentRecord(BaseModel):
 
     def by_ref(self, ref: str) -> VersionRecord | None:
         return next((v for v in self.versions if v.ref == ref), None)
+
+
+#: Separates a thread's name from the suffix of a tenant's own thread behind a name another tenant owns.
+ALIAS_MARK = "~"
+
+
+def thread_name(thread_id: str) -> str:
+    """The name a tenant knows an engine thread by: its id, without an alias suffix (``ApiStore.thread_alias``)."""
+    return thread_id.split(ALIAS_MARK, 1)[0]
 
 
 def _tenant_pk(tenant: str) -> str:
@@ -203,6 +214,17 @@ class ApiStore(ABC):
     def thread_owner(self, thread_id: str) -> str | None:
         found = self._get(f"thread#{thread_id}", "owner")
         return str(found[1]["tenant"]) if found else None
+
+    def thread_alias(self, tenant: str, name: str, *, create: bool) -> str | None:
+        """The engine thread behind ``tenant``'s thread ``name`` where another tenant owns that name:
+        ``<name>~<random>``, made on first use when ``create`` (a name never holds ``~``), else None."""
+        pk, sk = f"thread#{name}", f"alias#{tenant}"
+        found = self._get(pk, sk)
+        if found is None and create:
+            with contextlib.suppress(StoreConflict):  # a concurrent first use made it: read theirs
+                self._put(pk, sk, {"thread": f"{name}{ALIAS_MARK}{secrets.token_hex(6)}", "created_at": time.time()}, None)
+            found = self._get(pk, sk)
+        return str(found[1]["thread"]) if found else None
 
     # -- one-time claims and small indexes (triggers) -------------------------------------------
     def claim_once(self, pk: str, sk: str, doc: dict[str, Any]) -> bool:

@@ -141,8 +141,8 @@ def execute_router(api: StepwiseApi) -> Router:
             policy.check(spec, api.settings.api_allowed_modules)
         except GraphError as exc:
             raise ApiError(403, "policy_violation", str(exc), [problem_details(p) for p in exc.problems]) from None
-        thread_id = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
-        api.claim_thread(who, thread_id)
+        name = body.thread_id or f"thread-{uuid.uuid4().hex[:12]}"
+        thread_id = api.claim_thread(who, name)  # the engine's thread (another tenant may use the same name)
         if body.webhook is not None:
             try:
                 api.webhooks.check(body.webhook.url)
@@ -151,7 +151,7 @@ def execute_router(api: StepwiseApi) -> Router:
         if body.multitask == "enqueue" and (queued := api.enqueue_behind(spec, body.input, thread_id, who)) is not None:
             # queued behind the runs in flight: the drain starts it when they end; wait_seconds waits for that too
             run_id = queued.run_id
-            api.events.publish("run.queued", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id})
+            api.events.publish("run.queued", who, {"run_id": run_id, "thread_id": name, "agent": agent_id})
         else:
             if "multitask" in body.model_fields_set:  # `reject` by name refuses a waiting run too; unnamed, the engine's check
                 api.make_room(thread_id, body.multitask, f"run on the thread by {router.context['principal'].subject}")
@@ -159,14 +159,14 @@ def execute_router(api: StepwiseApi) -> Router:
                 run_id = api.start_background(spec, body.input, thread_id, who)
             else:
                 run_id = api.client.run(spec, body.input, thread_id=thread_id, tenant=who).run_id
-            api.events.publish("run.started", who, {"run_id": run_id, "thread_id": thread_id, "agent": agent_id, "version": chosen.version})
+            api.events.publish("run.started", who, {"run_id": run_id, "thread_id": name, "agent": agent_id, "version": chosen.version})
         hook = body.webhook or api.agent_webhook(who, agent_id)
         if hook is not None:
             api.watch(run_id, hook)
         run = api.wait(run_id, body.wait_seconds)
         api.drain(thread_id)
         if run.status not in UNSETTLED:
-            api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": run.thread_id})
+            api.events.publish(f"run.{run.status}", who, {"run_id": run.run_id, "thread_id": name})
         view = api.run_view(run)
         return Response(status_code=202 if run.status in UNSETTLED else 200, content_type="application/json", body=view)
 

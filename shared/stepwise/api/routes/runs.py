@@ -17,6 +17,7 @@ from stepwise.api.errors import ApiError, documented_errors
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
+from stepwise.store import thread_name
 
 MAX_RUNS_PAGE = 1000
 
@@ -97,7 +98,8 @@ def router(api: StepwiseApi) -> Router:
         events = api.client.run_events(run_id, after=after)
         page = events[:limit]
         next_after = page[-1].seq if len(events) > limit else None
-        return m.EventsPage(run_id=run_id, thread_id=run.thread_id, events=[m.EventOut.of(e) for e in page], next_after=next_after)
+        events_out = [m.EventOut.of(e) for e in page]
+        return m.EventsPage(run_id=run_id, thread_id=thread_name(run.thread_id), events=events_out, next_after=next_after)
 
     @router.get(
         "/runs/<run_id>/stream",
@@ -146,11 +148,11 @@ def router(api: StepwiseApi) -> Router:
             raise ApiError(409, exc.code, str(exc)) from None
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
-        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
         run = api.wait(run_id, body.wait_seconds)
         api.drain(run.thread_id)
         if run.status != "running":
-            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
+            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id)})
         return api.run_view(run)
 
     @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=documented_errors(409))
@@ -162,7 +164,7 @@ def router(api: StepwiseApi) -> Router:
             run = api.client.cancel(run_id, cause=f"cancelled through the API by {router.context['principal'].subject}")
         except RunTransitionError as exc:
             raise ApiError(409, "run_finished", str(exc)) from None
-        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
         api.drain(run.thread_id)
         return api.run_view(run)
 
@@ -189,10 +191,10 @@ def redrive_router(api: StepwiseApi) -> Router:
             api.client.redrive(run_id)
         except ConflictingRequestError as exc:
             raise ApiError(409, "run_not_failed", str(exc)) from None
-        api.events.publish("run.redriven", run.tenant, {"run_id": run_id, "thread_id": run.thread_id})
+        api.events.publish("run.redriven", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
         run = api.wait(run_id, body.wait_seconds if body is not None else 0)
         if run.status != "running":
-            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": run.thread_id})
+            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id)})
         return api.run_view(run)
 
     return router

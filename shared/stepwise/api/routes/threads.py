@@ -15,6 +15,7 @@ from stepwise.api.auth import tenant_of
 from stepwise.api.errors import ApiError, documented_errors
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.state.events import FORKED
+from stepwise.store import thread_name
 
 
 def router(api: StepwiseApi) -> Router:
@@ -36,16 +37,16 @@ def router(api: StepwiseApi) -> Router:
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 500,
     ) -> m.ThreadEvents:
         who = tenant()
-        api.thread_of(who, thread_id)
-        events = api.client.thread_events(thread_id, after=after)
+        thread, _ = api.thread_of(who, thread_id)
+        events = api.client.thread_events(thread, after=after)
         page = events[:limit]
-        first = next(iter(events[:1] if after == 0 else api.client.thread_events(thread_id, upto=1)), None)  # a fork's marker is seq 1
+        first = next(iter(events[:1] if after == 0 else api.client.thread_events(thread, upto=1)), None)  # a fork's marker is seq 1
         forked = (
-            m.Forked(thread_id=thread_id, forked_from=str(first.data.get("from")), at=int(first.data.get("at") or 0))
+            m.Forked(thread_id=thread_id, forked_from=thread_name(str(first.data.get("from"))), at=int(first.data.get("at") or 0))
             if first is not None and first.type == FORKED
             else None
         )
-        runs = [r for r in api.client.runs(thread_id=thread_id, limit=100) if r.tenant == who]  # the thread index
+        runs = [r for r in api.client.runs(thread_id=thread, limit=100) if r.tenant == who]  # the thread index
         return m.ThreadEvents(
             thread_id=thread_id,
             events=[m.EventOut.of(e) for e in page],
@@ -63,7 +64,7 @@ def router(api: StepwiseApi) -> Router:
     def thread_state(
         thread_id: str, at: Annotated[int | None, Query(ge=1, description="sequence number; default: the head")] = None
     ) -> m.ThreadState:
-        head = api.thread_of(tenant(), thread_id)
+        thread, head = api.thread_of(tenant(), thread_id)
         if at is not None and at > head:
             raise ApiError(
                 422,
@@ -71,7 +72,7 @@ def router(api: StepwiseApi) -> Router:
                 f"query.at: thread {thread_id!r} has seqs 1..{head}",
                 [{"field": "query.at", "type": "out_of_range"}],
             )
-        seq, state = api.client.state(thread_id, at=at)
+        seq, state = api.client.state(thread, at=at)
         return m.ThreadState(thread_id=thread_id, seq=seq, head=head, state=state)
 
     @router.post(
@@ -83,13 +84,13 @@ def router(api: StepwiseApi) -> Router:
     )
     def fork(thread_id: str, body: Annotated[m.ForkThread | None, Body()] = None) -> m.Forked:
         who = tenant()
-        head = api.thread_of(who, thread_id)
+        thread, head = api.thread_of(who, thread_id)
         at = head if body is None or body.at is None else body.at  # no body: at the head, as documented
         if at > head:
             raise ApiError(
                 422, "validation_error", f"body.at: thread {thread_id!r} has seqs 1..{head}", [{"field": "body.at", "type": "out_of_range"}]
             )
-        new_thread = api.client.fork(thread_id, at)
+        new_thread = api.client.fork(thread, at)
         api.store.claim_thread(who, new_thread)
         api.events.publish("thread.forked", who, {"thread_id": new_thread, "from": thread_id, "at": at})
         return m.Forked(thread_id=new_thread, forked_from=thread_id, at=at)
