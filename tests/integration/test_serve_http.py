@@ -36,10 +36,13 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalServer, str]]:
         srv.server_close()
 
 
-def raw(srv: LocalServer, data: bytes, *, wait: float = 10.0) -> bytes:
-    """Send raw bytes on a fresh connection and read until the server closes it (or `wait` passes)."""
+def exchange(srv: LocalServer, *pieces: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
+    """Send `pieces` (each its own send) on a fresh connection and read until the server closes it (or `wait`
+    passes): what came back, and whether the server closed the connection."""
     with socket.create_connection(srv.server_address, timeout=wait) as sock:
-        sock.sendall(data)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            sock.sendall(piece)
         chunks = []
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -48,9 +51,23 @@ def raw(srv: LocalServer, data: bytes, *, wait: float = 10.0) -> bytes:
             except TimeoutError:
                 break
             if not chunk:
-                break
+                return b"".join(chunks), True
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), False
+
+
+def raw(srv: LocalServer, data: bytes, *, wait: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection and read until the server closes it (or `wait` passes)."""
+    return exchange(srv, data, wait=wait)[0]
+
+
+def error_of(answer: bytes) -> tuple[int, str, dict[str, str]]:
+    """The status, lower-cased headers and ``error.code`` of one raw JSON error answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+    assert headers.get("content-type") == "application/json", answer[:300]
+    return int(status_line.split()[1]), json.loads(body)["error"]["code"], headers
 
 
 def request(srv: LocalServer, method: str, path: str, body: object = None, key: str | None = None) -> tuple[int, dict[str, object]]:
@@ -119,13 +136,79 @@ def test_a_body_that_never_arrives_gets_408(server: tuple[LocalServer, str]) -> 
         b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
         b"Transfer-Encoding: gzip, chunked, identity\r\n",
         b"Content-Length: +5\r\n",
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",  # h11 keeps one of equal lengths
+        b"Content-Length: 5, 5\r\n",
     ],
 )
 def test_bad_framing_is_refused_with_400(server: tuple[LocalServer, str], headers: bytes) -> None:
     srv, _ = server
-    answer = raw(srv, b"POST /agents HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello0\r\n\r\n")
+    answer, closed = exchange(srv, b"POST /agents HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\nhello0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1 and closed
+    assert error_of(answer)[1] == "bad_request"
+
+
+@pytest.mark.parametrize("order", ["te-first", "cl-first"])
+def test_chunked_with_content_length_is_refused_even_when_the_chunks_are_valid(server: tuple[LocalServer, str], order: str) -> None:
+    """h11 framed such a request by its chunks and served it (200); a proxy framing it by Content-Length would
+    see another request boundary, so the server refuses it and closes, before the body reaches the API."""
+    srv, key = server
+    body = json.dumps({"graph": GRAPH}).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    framing = [b"Transfer-Encoding: chunked\r\n", f"Content-Length: {len(chunked)}\r\n".encode()]
+    if order == "cl-first":
+        framing.reverse()
+    head = f"POST /agents HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Type: application/json\r\n".encode()
+    answer, closed = exchange(srv, head + b"".join(framing) + b"\r\n" + chunked)
+    assert error_of(answer)[:2] == (400, "bad_request") and closed
     assert answer.count(b"HTTP/1.1 ") == 1
+    assert request(srv, "GET", "/agents", None, key) == (200, {"agents": []})  # nothing was registered
+
+
+def test_a_bad_request_pipelined_behind_a_good_one_is_refused(server: tuple[LocalServer, str]) -> None:
+    """The framing checks run on every request of a connection, not only its first."""
+    srv, _ = server
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = b"POST /agents HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}"
+    answer, closed = exchange(srv, good + bad)
+    first, _, second = answer.partition(b"HTTP/1.1 400 ")
+    assert first.startswith(b"HTTP/1.1 200 ") and b'"status":"ok"' in first
+    assert error_of(b"HTTP/1.1 400 " + second)[1] == "bad_request" and closed
+
+
+def test_a_malformed_request_line_gets_the_json_error(server: tuple[LocalServer, str]) -> None:
+    srv, _ = server
+    answer, closed = exchange(srv, b"GET /health HTTP/1.1 extra\r\nHost: x\r\n\r\n")
+    assert error_of(answer)[:2] == (400, "bad_request") and closed
+
+
+def test_header_blocks_over_the_limit_get_431_complete_or_arriving(server: tuple[LocalServer, str]) -> None:
+    """h11's max_incomplete_event_size bounds only a block still arriving: a 66-100 KB block read whole was served."""
+    srv, _ = server
+    limit = srv.limits.max_header_bytes
+
+    def health(pad: int) -> bytes:
+        return b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * pad + b"\r\n\r\n"
+
+    fits = health(limit - len(health(0)))
+    assert len(fits) == limit
+    assert raw(srv, fits + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").count(b"HTTP/1.1 200 ") == 2
+    for size in (limit + 1, 66 * 1024, 100 * 1024):
+        answer, closed = exchange(srv, health(size - len(health(0))))
+        status, code, _ = error_of(answer)
+        assert (status, code, closed) == (431, "headers_too_large", True), size
+    # a block that never ends, sent in 1 KB pieces: refused once it passes the limit
+    start = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: "
+    answer, closed = exchange(srv, start, *[b"p" * 1024 for _ in range(limit // 1024 + 1)])
+    assert error_of(answer)[:2] == (431, "headers_too_large") and closed
+
+
+def test_a_request_sent_a_few_bytes_at_a_time_is_served(server: tuple[LocalServer, str]) -> None:
+    """The header-block scan resumes where it stopped, so an end of headers split across packets is found."""
+    srv, _ = server
+    data = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer, closed = exchange(srv, *[data[i : i + 3] for i in range(0, len(data), 3)])
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"status":"ok"' in answer and closed
 
 
 def test_a_chunked_body_is_one_body_not_a_smuggled_second_request(server: tuple[LocalServer, str]) -> None:

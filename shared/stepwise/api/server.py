@@ -3,8 +3,8 @@
 Why uvicorn (h11) and not the standard library's ``ThreadingHTTPServer``: the stdlib server listened
 with a backlog of 5 (38-75 of 300 requests reset at 50 clients), spent one OS thread per connection
 (1,000 idle connections took /health down), trusted ``Content-Length: -1`` and executed a chunked
-body as a second request. uvicorn's h11 parser rejects malformed framing (negative or duplicate
-``Content-Length``, ``Transfer-Encoding`` with ``Content-Length``), idle connections cost a few KB on
+body as a second request. uvicorn's h11 parser rejects malformed framing (a negative or conflicting
+``Content-Length``; what it lets through, ``_StrictConnection`` refuses), idle connections cost a few KB on
 one event loop, and the listen backlog is ours to set. bench/serve_load.py measures it side by side
 with the old server. The adapter keeps the deployed code path: each request becomes the same API
 Gateway proxy event the Lambda handler receives, and the handler's proxy response goes back as HTTP.
@@ -14,10 +14,12 @@ What the adapter adds around the handler:
   thread pool of ``workers`` threads; at most ``max_queue`` requests wait for one, beyond that 503;
 - slow clients: a connection has ``header_timeout`` seconds to send its request line and headers,
   a request ``body_timeout`` seconds to send its body (408), idle keep-alive ends after 5 s;
-- strict framing: h11 rejects bad framing with 400; bodies above the API's limit get 413 before
-  they are read (and chunked bodies are cut off at the limit). The connection then closes lingering: the
-  response is sent and ended, and what the client is still sending is read and dropped for up to
-  ``LINGER_SECONDS``, so the client gets its 413 rather than a reset;
+- strict framing: h11 rejects bad framing with 400, and ``_StrictConnection`` what h11 lets through
+  (a repeated ``Content-Length``, even with one value; ``Transfer-Encoding`` beside ``Content-Length``;
+  a complete header block over ``max_header_bytes``: 431), each as the API's JSON error; bodies above
+  the API's limit get 413 before they are read (and chunked bodies are cut off at the limit). The
+  connection then closes lingering: the response is sent and ended, and what the client is still
+  sending is read and dropped for up to ``LINGER_SECONDS``, so the client gets its answer rather than a reset;
 - ``GET /health`` is answered on the event loop, so liveness holds while every worker is busy;
 - ``GET /runs/{id}/stream`` is a live server-sent event stream (``stepwise.api.stream``).
 
@@ -30,11 +32,13 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import socket
 import sys
 import threading
 import uuid
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -88,6 +92,35 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes, cli
 
 def _error(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+#: The end of a request's header block, as h11 finds it (a bare LF ends a line too).
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+def framing_problem(head: bytes) -> str | None:
+    """What is wrong with a complete header block's framing that h11 lets through, or None.
+
+    h11 keeps one of several equal ``Content-Length`` fields (``5`` twice, or ``5, 5``) and, given
+    ``Transfer-Encoding`` too, frames by the chunks: both legal for RFC 9112, yet a proxy in front that
+    framed the other way would see a different request boundary (request smuggling), so both are refused.
+    """
+    lengths = 0
+    chunked = False
+    for line in head.split(b"\n")[1:]:
+        if line[:1] in (b" ", b"\t") or b":" not in line:
+            continue  # a folded continuation (h11 joins it to the field before) or the closing blank line
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            lengths += max(1, len([v for v in value.split(b",") if v.strip()]))
+        elif name == b"transfer-encoding":
+            chunked = True
+    if lengths > 1:
+        return "repeated Content-Length: send it once"
+    if lengths and chunked:
+        return "Transfer-Encoding together with Content-Length: send one of them"
+    return None
 
 
 class BodyError(Exception):
@@ -250,21 +283,85 @@ class _LingeringTransport:
         return self.lingering or self._transport.is_closing()
 
 
-def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
+def _strict_connection(max_header_bytes: int) -> type[Any]:
+    """h11's server connection, stricter (``_StrictConnection``); built on first serve, like the protocol."""
+    import h11
+
+    class _StrictConnection(h11.Connection):
+        """h11's server connection that also refuses, before h11 parses a request's header block, what
+        ``framing_problem`` finds and a block over ``max_header_bytes`` even when it arrives complete (h11's
+        ``max_incomplete_event_size`` bounds only a block still arriving). Reads h11's receive buffer in
+        place: ``trailing_data`` would copy it on every packet of a slowly sent header."""
+
+        refused: h11.RemoteProtocolError | None = None
+        _scanned = 0  # how far the buffer is known to hold no end of the header block
+
+        def next_event(self) -> Any:
+            try:
+                if self.their_state is h11.IDLE:
+                    self._check_head()
+                return super().next_event()
+            except h11.RemoteProtocolError as exc:
+                self.refused = exc
+                raise
+
+        def _check_head(self) -> None:
+            data: bytearray = self._receive_buffer._data
+            end = _BLANK_LINE.search(data, max(0, self._scanned - 2), max_header_bytes)
+            if end is None:
+                self._scanned = len(data)
+                if len(data) >= max_header_bytes:
+                    self._refuse(431, f"the request line and headers are limited to {max_header_bytes} bytes")
+                return
+            self._scanned = 0  # h11 takes the block out of the buffer now; the next request starts afresh
+            problem = framing_problem(bytes(data[: end.end()]))
+            if problem is not None:
+                self._refuse(400, problem)
+
+        def _refuse(self, status: int, message: str) -> None:
+            self._process_error(self.their_role)  # as h11 does: their_state is ERROR
+            raise h11.RemoteProtocolError(message, error_status_hint=status)
+
+    return _StrictConnection
+
+
+def _strict_h11(header_timeout: float, max_header_bytes: int) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol plus a deadline for the request line and headers (uvicorn has none: a
     client that connects and sends nothing, or a header a byte a minute, would hold its socket forever),
-    and a lingering close while the client is still sending (``_LingeringTransport``)."""
+    the framing checks of ``_StrictConnection``, its refusals as the API's JSON error (uvicorn answers
+    ``400`` in plain text), and a lingering close while the client is still sending (``_LingeringTransport``)."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    strict_connection = _strict_connection(max_header_bytes)
 
     class StrictH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
         _linger: _LingeringTransport | None = None
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn = strict_connection(h11.SERVER, max_header_bytes)
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            self._linger = _LingeringTransport(transport, lambda: self.conn.their_state is h11.SEND_BODY)
+            # lingering also after a refused request line or headers: the client may still be sending them
+            self._linger = _LingeringTransport(transport, lambda: self.conn.their_state in (h11.SEND_BODY, h11.ERROR))
             super().connection_made(cast(asyncio.Transport, self._linger))
             self._arm()
+
+        def send_400_response(self, msg: str) -> None:
+            """h11 (or ``_StrictConnection``) refused the request: answer with the API's JSON error and close."""
+            exc: h11.RemoteProtocolError | None = getattr(self.conn, "refused", None)
+            status = 431 if exc is not None and exc.error_status_hint == 431 else 400
+            code = "headers_too_large" if status == 431 else "bad_request"
+            detail = str(exc)[:200] if exc is not None else msg
+            body = _error(code, f"malformed request: {detail}" if status == 400 else detail)
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+            response = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
+            self.transport.write(self.conn.send(response) or b"")
+            self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
+            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+            self.transport.close()
 
         def _between_requests(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
@@ -280,7 +377,7 @@ def _strict_h11(header_timeout: float) -> type[asyncio.Protocol]:
 
         def data_received(self, data: bytes) -> None:
             if self._linger is not None and self._linger.lingering:
-                return  # the rest of a refused body: dropped
+                return  # the rest of a refused request: dropped
             super().data_received(data)
             if self._between_requests():
                 self._arm()  # a partial request line/headers: start (or keep) the clock
@@ -344,7 +441,7 @@ class LocalServer:
         self.app = AsgiAdapter(self.api, self.limits, self.streams)
         config = uvicorn.Config(
             self.app,
-            http=_strict_h11(self.limits.header_timeout),
+            http=_strict_h11(self.limits.header_timeout, self.limits.max_header_bytes),
             ws="none",
             lifespan="on",
             backlog=self.limits.backlog,
