@@ -253,3 +253,28 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: tuple[Loca
             assert response.status == 200 and json.loads(response.read()) == {"agents": []}
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/health", "GET"),
+        ("PUT", "/agents", "GET, POST"),
+        ("GET", "/agents/tiny/execute", "POST"),
+        ("PATCH", "/runs/run-1", "GET"),
+        ("POST", "/agents/tiny/webhook", "DELETE, GET, PUT"),
+    ],
+)
+def test_a_known_path_under_another_method_gets_405_with_allow(server: tuple[LocalServer, str], method: str, path: str, allow: str) -> None:
+    """It answered 404, as for a path that does not exist."""
+    srv, key = server
+    answer = raw(srv, f"{method} {path} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    status, code, headers = error_of(answer)
+    assert (status, code, headers.get("allow")) == (405, "method_not_allowed", allow)
+
+
+def test_an_unknown_path_stays_404(server: tuple[LocalServer, str]) -> None:
+    srv, key = server
+    answer = raw(srv, f"DELETE /nowhere HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n".encode())
+    status, code, headers = error_of(answer)
+    assert (status, code, "allow" in headers) == (404, "not_found", False)

@@ -68,6 +68,14 @@ def _detail(error: Mapping[str, Any]) -> dict[str, Any]:
     return {"field": ".".join(str(p) for p in loc), "type": error.get("type"), "message": error.get("msg", "")}
 
 
+def served_methods(resolver: APIGatewayRestResolver, path: str) -> list[str]:
+    """The methods some route serves ``path`` with, sorted (the ``Allow`` of a 405). Powertools finds no route
+    for a known path under another method and, like an unknown path, raises ``NotFoundError``; its routes are
+    only on the resolver's private lists."""
+    routes = resolver._static_routes + resolver._dynamic_routes
+    return sorted({route.method for route in routes if route.rule.match(path)})
+
+
 def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
     """One resolver: error handlers here, routes from ``api/routes/`` (one router per resource)."""
     app = ThreadSafeResolver(enable_validation=True)
@@ -95,6 +103,10 @@ def build_resolver(api: StepwiseApi) -> APIGatewayRestResolver:
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[str]:
         event = app.current_event
+        allowed = served_methods(app, event.path)
+        if allowed and event.http_method not in allowed:  # a known path, another method: say which ones it serves
+            message = f"{event.http_method} is not served on {event.path}; it serves {', '.join(allowed)}"
+            return error_response(405, "method_not_allowed", message, headers={"Allow": ", ".join(allowed)})
         return error_response(404, "not_found", f"no route {event.http_method} {event.path}; see docs/api.md")
 
     @app.exception_handler(ConflictingRequestError)
