@@ -4,7 +4,8 @@
   it with ``error_response``;
 - ``proxy_error`` is the same body as a proxy response built without the resolver (auth, size and
   rate-limit refusals, which happen before routing);
-- ``documented_errors`` is the ``responses=`` table a route hands to Powertools for its OpenAPI entry;
+- ``documented`` is the ``responses=`` table a route hands to Powertools for its OpenAPI entry (its
+  success statuses and the errors it can answer);
 - ``problem_details`` turns a graph ``Problem`` into one entry of ``details``.
 
 This module imports nothing of the API but its models, so every route and the facade may import it.
@@ -12,6 +13,7 @@ This module imports nothing of the API but its models, so every route and the fa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -47,22 +49,37 @@ def proxy_error(status: int, code: str, message: str, headers: dict[str, str] | 
     }
 
 
-ERRORS: dict[int, Any] = {
-    code: {"description": text, "content": {"application/json": {"model": m.ErrorBody}}}
-    for code, text in (
-        (401, "missing, unknown or revoked API key"),
-        (404, "no such resource for this tenant"),
-        (422, "invalid body or parameter"),
-    )
+#: What every authenticated route can answer, and what a route that reads a body can answer besides.
+COMMON_ERRORS: dict[int, str] = {
+    401: "missing, unknown or revoked API key",
+    404: "no such resource for this tenant",
+    422: "invalid body or parameter",
+    429: "rate limited (a limiter plugged into the seam, or the usage plan on AWS); Retry-After says when to retry",
+}
+BODY_ERRORS: dict[int, str] = {
+    413: "the body is over STEPWISE_API_MAX_BODY_BYTES",
+    415: "the body is neither JSON (application/json) nor, to register a graph, YAML (application/yaml)",
 }
 
 
-def documented_errors(*extra: int) -> dict[int, Any]:
-    """A route's documented error answers: 401, 404 and 422, plus the ``extra`` statuses it can answer."""
-    out = dict(ERRORS)
-    for code in extra:
-        out[code] = {"description": HTTPStatus(code).phrase, "content": {"application/json": {"model": m.ErrorBody}}}
-    return out
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"model": m.ErrorBody}}}
+
+
+def documented(*errors: int, ok: int | Mapping[int, str] = 200, body: bool = False) -> dict[int, Any]:
+    """A route's documented answers (its ``responses=``): its success statuses, the common errors (and those
+    of a route that reads a body, ``body``), and the other ``errors`` it can answer.
+
+    Given ``responses=``, Powertools adds no success response of its own, so ``ok`` (a status, or statuses with
+    what each means) lists them; without ``content`` Powertools describes each with the schema of the route's
+    return annotation (``-> m.Run``, ``-> Response[m.Run]``)."""
+    successes = {ok: HTTPStatus(ok).phrase} if isinstance(ok, int) else dict(ok)
+    out: dict[int, Any] = {status: {"description": text} for status, text in successes.items()}
+    for status, text in {**COMMON_ERRORS, **(BODY_ERRORS if body else {})}.items():
+        out[status] = _error_response(text)
+    for status in errors:
+        out.setdefault(status, _error_response(HTTPStatus(status).phrase))
+    return dict(sorted(out.items()))
 
 
 def problem_details(p: Any) -> dict[str, Any]:

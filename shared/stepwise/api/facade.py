@@ -112,7 +112,10 @@ class StepwiseApi:
         doc = self.resolver.get_openapi_json_schema(
             title="Stepwise API",
             version=stepwise.__version__,
-            description="Register agent graphs, run them, resume human steps, read and fork threads. See docs/api.md.",
+            description=(
+                "Register agent graphs, run them, resume human steps, read and fork threads. Every error is an ErrorBody; "
+                "a path asked with a method it does not serve answers 405 method_not_allowed with an Allow header. See docs/api.md."
+            ),
             security_schemes={
                 "apiKey": APIKey.model_validate({"name": "x-api-key", "in": APIKeyIn.header}),
                 "bearer": HTTPBearer(bearerFormat="swk_<tenant>_<id>_<secret>, or a JWT of the configured OIDC issuer"),

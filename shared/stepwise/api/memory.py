@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.api.auth import tenant_of
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import StepwiseApi
 from stepwise.memory.records import MemoryError_, MemoryHit, MemoryQuery, MemoryRecord, Strategy
 
@@ -96,7 +96,7 @@ def router(api: StepwiseApi) -> Router:
                 raise ApiError(404, "not_found", text) from None
             raise ApiError(422, "validation_error", text) from None
 
-    @router.get("/memories", summary="List your memories", tags=["memory"], responses=documented_errors(422))
+    @router.get("/memories", summary="List your memories", tags=["memory"], responses=documented())
     def list_memories(
         namespace: Annotated[str | None, Query()] = None,
         strategy: Annotated[Strategy | None, Query()] = None,
@@ -111,7 +111,7 @@ def router(api: StepwiseApi) -> Router:
         )
         return MemoryList(tenant=tenant(), memories=found)
 
-    @router.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=documented_errors(422))
+    @router.post("/memories", status_code=201, summary="Store a memory", tags=["memory"], responses=documented(ok=201, body=True))
     def add_memory(body: Annotated[NewMemory, Body()]) -> MemoryRecord:
         return guarded(
             lambda: ltm().remember(
@@ -120,7 +120,7 @@ def router(api: StepwiseApi) -> Router:
             )
         )  # fmt: skip
 
-    @router.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=documented_errors(422))
+    @router.post("/memories/search", summary="Search your memories by meaning", tags=["memory"], responses=documented(body=True))
     def search_memories(body: Annotated[MemorySearch, Body()]) -> MemoryHits:
         query = guarded(
             lambda: MemoryQuery(
@@ -130,7 +130,7 @@ def router(api: StepwiseApi) -> Router:
         )  # fmt: skip
         return MemoryHits(tenant=tenant(), hits=guarded(lambda: ltm().search(tenant(), query)))
 
-    @router.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=documented_errors(404))
+    @router.get("/memories/<memory_id>", summary="One memory", tags=["memory"], responses=documented())
     def get_memory(memory_id: str) -> MemoryRecord:
         return guarded(lambda: ltm().get(tenant(), memory_id))
 
@@ -138,7 +138,7 @@ def router(api: StepwiseApi) -> Router:
         "/memories/<memory_id>/history",
         summary="Every version of a memory, oldest first",
         tags=["memory"],
-        responses=documented_errors(404),
+        responses=documented(),
     )
     def memory_history(memory_id: str) -> MemoryList:
         return MemoryList(tenant=tenant(), memories=guarded(lambda: ltm().history(tenant(), memory_id)))
@@ -147,14 +147,12 @@ def router(api: StepwiseApi) -> Router:
         "/memories/<memory_id>",
         summary="Correct a memory (a new version supersedes it)",
         tags=["memory"],
-        responses=documented_errors(404, 422),
+        responses=documented(body=True),
     )
     def edit_memory(memory_id: str, body: Annotated[MemoryEdit, Body()]) -> MemoryRecord:
         return guarded(lambda: ltm().edit(tenant(), memory_id, body.text, metadata=body.metadata))
 
-    @router.delete(
-        "/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=documented_errors(404)
-    )
+    @router.delete("/memories/<memory_id>", summary="Forget a memory and all its versions", tags=["memory"], responses=documented())
     def forget_memory(memory_id: str) -> Forgotten:
         return Forgotten(forgotten=guarded(lambda: ltm().forget(tenant(), memory_id)))
 

@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from pydantic import BaseModel
 
 from stepwise.api.auth import tenant_of
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import StepwiseApi
 from stepwise.tools.roles import Role, RoleStore
 
@@ -41,11 +41,11 @@ def router(api: StepwiseApi) -> Router:
         if tenant() not in api.settings.admin_tenants:
             raise ApiError(403, "forbidden", "managing roles needs an operator key (a tenant listed in STEPWISE_ADMIN_TENANTS)")
 
-    @router.get("/roles", summary="Your tenant's tool roles", tags=["roles"], responses=documented_errors())
+    @router.get("/roles", summary="Your tenant's tool roles", tags=["roles"], responses=documented())
     def my_roles() -> RoleList:
         return RoleList(tenant=tenant(), roles=roles.list(tenant()))
 
-    @router.get("/tenants/<tenant_id>/roles", summary="A tenant's tool roles (operators)", tags=["roles"], responses=documented_errors(403))
+    @router.get("/tenants/<tenant_id>/roles", summary="A tenant's tool roles (operators)", tags=["roles"], responses=documented(403))
     def tenant_roles(tenant_id: str) -> RoleList:
         operator()
         return RoleList(tenant=tenant_id, roles=roles.list(tenant_id))
@@ -54,7 +54,7 @@ def router(api: StepwiseApi) -> Router:
         "/tenants/<tenant_id>/roles/<role>",
         summary="Create or replace a tool role (operators)",
         tags=["roles"],
-        responses=documented_errors(403),
+        responses=documented(403, body=True),
     )
     def put_role(tenant_id: str, role: str, body: Annotated[Role, Body()]) -> Role:
         operator()
@@ -62,9 +62,7 @@ def router(api: StepwiseApi) -> Router:
             raise ApiError(422, "validation_error", f"the body's name is {body.name!r} but the path says {role!r}; make them equal")
         return roles.put(tenant_id, body)
 
-    @router.delete(
-        "/tenants/<tenant_id>/roles/<role>", summary="Delete a tool role (operators)", tags=["roles"], responses=documented_errors(403)
-    )
+    @router.delete("/tenants/<tenant_id>/roles/<role>", summary="Delete a tool role (operators)", tags=["roles"], responses=documented(403))
     def delete_role(tenant_id: str, role: str) -> Deleted:
         operator()
         if not roles.delete(tenant_id, role):

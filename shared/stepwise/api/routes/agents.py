@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 from stepwise.api import models as m
 from stepwise.api import policy
 from stepwise.api.auth import tenant_of
-from stepwise.api.errors import ApiError, documented_errors, problem_details
+from stepwise.api.errors import ApiError, documented, problem_details
 from stepwise.api.facade import UNSETTLED, StepwiseApi
 from stepwise.api.triggers import register_triggers
 from stepwise.graph.errors import GraphError
@@ -34,7 +34,7 @@ def router(api: StepwiseApi) -> Router:
         status_code=201,
         summary="Register an agent (its graph as YAML text or JSON)",
         tags=["agents"],
-        responses=documented_errors(409),
+        responses=documented(403, 409, ok={201: "registered: version 1, aliased `live`"}, body=True),
     )
     def register_agent(body: Annotated[m.RegisterAgent, Body()]) -> m.VersionResult:
         name, ref = register_version(api, tenant(), body.id, body)
@@ -45,7 +45,7 @@ def router(api: StepwiseApi) -> Router:
         api.events.publish("agent.registered", tenant(), {"agent": name, "version": 1, "ref": ref})
         return m.VersionResult(agent=name, version=1, ref=ref, created=True, aliases=record.aliases)
 
-    @router.get("/agents", summary="List your agents", tags=["agents"], responses=documented_errors())
+    @router.get("/agents", summary="List your agents", tags=["agents"], responses=documented())
     def list_agents() -> m.AgentList:
         agents = api.store.list_agents(tenant())
         return m.AgentList(
@@ -57,7 +57,7 @@ def router(api: StepwiseApi) -> Router:
             ]
         )
 
-    @router.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=documented_errors())
+    @router.get("/agents/<agent_id>", summary="An agent with its versions and aliases", tags=["agents"], responses=documented())
     def get_agent(agent_id: str) -> m.Agent:
         return m.Agent.of(api.agent(tenant(), agent_id))
 
@@ -65,7 +65,9 @@ def router(api: StepwiseApi) -> Router:
         "/agents/<agent_id>/versions",
         summary="Add an immutable version (moves `live` unless promote=false)",
         tags=["agents"],
-        responses=documented_errors(),
+        responses=documented(
+            403, ok={201: "a new version", 200: "the graph is already one of the agent's versions: that one (created: false)"}, body=True
+        ),
     )
     def add_version(agent_id: str, body: Annotated[m.AddVersion, Body()]) -> Response[m.VersionResult]:
         api.agent(tenant(), agent_id)
@@ -76,7 +78,9 @@ def router(api: StepwiseApi) -> Router:
         result = m.VersionResult(agent=agent_id, version=version.version, ref=ref, created=created, aliases=record.aliases)
         return Response(status_code=201 if created else 200, content_type="application/json", body=result)
 
-    @router.put("/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=documented_errors())
+    @router.put(
+        "/agents/<agent_id>/aliases/<alias>", summary="Point an alias at a version", tags=["agents"], responses=documented(body=True)
+    )
     def set_alias(
         agent_id: str,
         alias: Annotated[str, Path(pattern=m.ALIAS, description="1-40 letters, digits, '_' or '-', as execute's `alias`")],
@@ -92,7 +96,7 @@ def router(api: StepwiseApi) -> Router:
 
     # -- the agent's webhook: every run of the agent reports to it (a run's own webhook wins) ----------
     @router.put(
-        "/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=documented_errors()
+        "/agents/<agent_id>/webhook", summary="Set the agent's webhook (all its runs)", tags=["agents"], responses=documented(body=True)
     )
     def set_webhook(agent_id: str, body: Annotated[m.Webhook, Body()]) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
@@ -103,15 +107,13 @@ def router(api: StepwiseApi) -> Router:
         api.store.set_webhook(tenant(), agent_id, body.model_dump())
         return m.WebhookInfo(agent=agent_id, url=body.url, events=body.events, configured=True)
 
-    @router.get(
-        "/agents/<agent_id>/webhook", summary="The agent's webhook (never its secret)", tags=["agents"], responses=documented_errors()
-    )
+    @router.get("/agents/<agent_id>/webhook", summary="The agent's webhook (never its secret)", tags=["agents"], responses=documented())
     def get_webhook(agent_id: str) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
         hook = api.agent_webhook(tenant(), agent_id)
         return m.WebhookInfo(agent=agent_id, url=hook.url, events=hook.events, configured=True) if hook else m.WebhookInfo(agent=agent_id)
 
-    @router.delete("/agents/<agent_id>/webhook", summary="Remove the agent's webhook", tags=["agents"], responses=documented_errors())
+    @router.delete("/agents/<agent_id>/webhook", summary="Remove the agent's webhook", tags=["agents"], responses=documented())
     def delete_webhook(agent_id: str) -> m.WebhookInfo:
         api.agent(tenant(), agent_id)
         api.store.set_webhook(tenant(), agent_id, None)
@@ -130,7 +132,12 @@ def execute_router(api: StepwiseApi) -> Router:
         "/agents/<agent_id>/execute",
         summary="Start a run; optionally wait for it to finish or pause",
         tags=["runs"],
-        responses=documented_errors(409),
+        responses=documented(
+            403,
+            409,
+            ok={200: "the run has left `running`: succeeded, failed, cancelled or waiting", 202: "the run still runs: poll GET /runs/{id}"},
+            body=True,
+        ),
     )
     def execute(agent_id: str, body: Annotated[m.ExecuteAgent, Body()]) -> Response[m.Run]:
         who = tenant()

@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.auth import Principal
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import StepwiseApi
 from stepwise.errors import StepwiseError
 from stepwise.state.ports import RunQuery, RunRecord
@@ -66,7 +66,7 @@ def router(api: StepwiseApi) -> Router:
         "/agents/<agent_id>/versions/<version>/graph",
         summary="A version's compiled ASL and its graph spec (what the console draws)",
         tags=["agents"],
-        responses=documented_errors(),
+        responses=documented(),
     )
     def agent_graph(agent_id: str, version: int) -> m.AgentGraph:
         record = api.agent(tenant(), agent_id)
@@ -83,7 +83,7 @@ def router(api: StepwiseApi) -> Router:
         "/stats/agents",
         summary="Per agent: runs and spend per day, p50/p95 duration, status counts",
         tags=["runs"],
-        responses=documented_errors(),
+        responses=documented(),
     )
     def stats(
         days: Annotated[int, Query(ge=1, le=90)] = 14,

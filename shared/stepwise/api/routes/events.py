@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.auth import Principal
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import StepwiseApi
 from stepwise.api.triggers import TriggerError, put_events
 
@@ -23,7 +23,7 @@ def router(api: StepwiseApi) -> Router:
         "/events",
         summary="Put events on your bus: agents whose `triggers:` pattern matches start runs (once per event id)",
         tags=["triggers"],
-        responses=documented_errors(),
+        responses=documented(409, body=True),
     )
     def post_events(body: Annotated[m.PutEvents, Body()]) -> m.PutEventsResult:
         principal: Principal = router.context["principal"]

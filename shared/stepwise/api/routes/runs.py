@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.auth import tenant_of
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
@@ -44,7 +44,7 @@ def list_router(api: StepwiseApi) -> Router:
         "/runs",
         summary="Your runs, newest first: filter by status, agent, time and cost; paged",
         tags=["runs"],
-        responses=documented_errors(403),
+        responses=documented(403),
     )
     def list_runs(
         status: Annotated[RunStatus | None, Query()] = None,
@@ -82,13 +82,11 @@ def router(api: StepwiseApi) -> Router:
     tenant = partial(tenant_of, router)
 
     # -- runs -----------------------------------------------------------------------------------
-    @router.get(
-        "/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=documented_errors()
-    )
+    @router.get("/runs/<run_id>", summary="A run: status, what it waits for, and its thread's state", tags=["runs"], responses=documented())
     def get_run(run_id: str) -> m.Run:
         return api.run_view(api.run_of(tenant(), run_id))
 
-    @router.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=documented_errors())
+    @router.get("/runs/<run_id>/events", summary="A run's events, oldest first, paged by seq", tags=["runs"], responses=documented())
     def run_events(
         run_id: str,
         after: Annotated[int, Query(ge=0, description="return events with seq > after")] = 0,
@@ -106,7 +104,7 @@ def router(api: StepwiseApi) -> Router:
         summary="A run's events as server-sent events (live under `stepwise serve`; resumable with Last-Event-ID)",
         tags=["runs"],
         responses={
-            **documented_errors(),
+            **documented(),
             200: {
                 "description": "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`",
                 "content": {"text/event-stream": {}},
@@ -133,7 +131,10 @@ def router(api: StepwiseApi) -> Router:
         )
 
     @router.post(
-        "/runs/<run_id>/resume", summary="Answer a waiting human node and continue the run", tags=["runs"], responses=documented_errors(409)
+        "/runs/<run_id>/resume",
+        summary="Answer a waiting human node and continue the run",
+        tags=["runs"],
+        responses=documented(409, body=True),
     )
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
         run = api.run_of(tenant(), run_id)
@@ -155,7 +156,7 @@ def router(api: StepwiseApi) -> Router:
             api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id)})
         return api.run_view(run)
 
-    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=documented_errors(409))
+    @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=documented(409))
     def cancel(run_id: str) -> m.Run:
         run = api.run_of(tenant(), run_id)
         if run.status in ("succeeded", "failed", "cancelled"):
@@ -181,7 +182,7 @@ def redrive_router(api: StepwiseApi) -> Router:
         "/runs/<run_id>/redrive",
         summary="Re-run a failed run from its failed node (nodes that completed are not run again)",
         tags=["runs"],
-        responses=documented_errors(409),
+        responses=documented(409, body=True),
     )
     def redrive(run_id: str, body: Annotated[m.RedriveRun | None, Body()] = None) -> m.Run:
         run = api.run_of(tenant(), run_id)

@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter as Route
 
 from stepwise.api import models as m
 from stepwise.api.auth import tenant_of
-from stepwise.api.errors import ApiError, documented_errors
+from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.state.events import FORKED
 from stepwise.store import thread_name
@@ -29,7 +29,7 @@ def router(api: StepwiseApi) -> Router:
         "/threads/<thread_id>/events",
         summary="A thread's timeline: every run's events by seq (a fork starts with its `forked` marker), and its runs",
         tags=["threads"],
-        responses=documented_errors(),
+        responses=documented(),
     )
     def thread_events(
         thread_id: str,
@@ -59,7 +59,7 @@ def router(api: StepwiseApi) -> Router:
         "/threads/<thread_id>/state",
         summary="A thread's state, now or at a past seq (time travel)",
         tags=["threads"],
-        responses=documented_errors(),
+        responses=documented(),
     )
     def thread_state(
         thread_id: str, at: Annotated[int | None, Query(ge=1, description="sequence number; default: the head")] = None
@@ -80,7 +80,7 @@ def router(api: StepwiseApi) -> Router:
         status_code=201,
         summary="Fork a thread at a seq into a new thread",
         tags=["threads"],
-        responses=documented_errors(),
+        responses=documented(ok=201, body=True),
     )
     def fork(thread_id: str, body: Annotated[m.ForkThread | None, Body()] = None) -> m.Forked:
         who = tenant()
