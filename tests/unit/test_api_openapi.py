@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from stepwise.api.openapi import document, render
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "openapi.json"
 
 
 def test_committed_document_matches_the_code() -> None:
@@ -81,3 +83,13 @@ def test_created_accepted_and_forbidden_are_documented_where_the_routes_answer_t
     assert schemas("/memories", "post")["201"] == "MemoryRecord"
     assert schemas("/runs", "get")["403"] == "ErrorBody"
     assert schemas("/tenants/{tenant_id}/roles/{role}", "put")["403"] == "ErrorBody"
+
+
+def test_every_error_code_the_api_answers_is_in_the_docs_error_table() -> None:
+    """A code added in the source without a row in docs/api.md's table would reach clients undocumented."""
+    source = "\n".join(p.read_text() for p in (ROOT / "shared" / "stepwise" / "api").rglob("*.py"))
+    codes = set(re.findall(r'(?:ApiError|proxy_error|error_response)\(\s*\d{3},\s*"([a-z_]+)"', source))
+    codes |= set(re.findall(r'_error\(\s*"([a-z_]+)"', source))  # stepwise serve's own answers
+    table = (ROOT / "docs" / "api.md").read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
+    assert len(codes) > 20
+    assert sorted(c for c in codes if f"`{c}`" not in table) == []
