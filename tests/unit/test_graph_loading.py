@@ -430,3 +430,30 @@ def test_a_node_named_yes_is_explained_as_yaml_reading_a_boolean():
         load_text(text)
     assert "quote the name wherever it appears ('yes')" in str(caught.value)
     assert load_text(text.replace("    yes:", "    'yes':")).graph.nodes["yes"] is not None
+
+
+FANOUT = """
+name: p
+state: {found: merge}
+graph:
+  nodes:
+    split: {fn: "m:s"}
+    a: {fn: "m:a"}
+    b: {fn: "m:b"}
+    join: {fn: "m:j"}
+  parallel_nodes:
+    - {from: split, to: [a, b]}
+    - {from: [a, b], to: join}
+  entry: split
+"""
+
+
+def test_on_error_is_refused_where_nothing_fans_out():
+    load_text(FANOUT.replace('split: {fn: "m:s"}', 'split: {fn: "m:s", on_error: continue}'))  # the fan-out node: fine
+    message = _error(FANOUT.replace('a: {fn: "m:a"}', 'a: {fn: "m:a", on_error: continue}'))
+    assert "g.yaml:7: node 'a': `on_error: continue` applies only to a node that fans out" in message
+    assert "move it to 'split', the fan-out node this node is a branch of" in message
+    message = _error(
+        GOOD.replace('default: {kind: function, fn: "statemachines.examples.nodes:default"}', 'default: {fn: "m:d", on_error: continue}')
+    )
+    assert "node 'default'" in message and "this function node does neither" in message and "Fix: remove it" in message

@@ -122,6 +122,7 @@ def _nodes(spec: GraphSpec, check_imports: bool) -> Iterator[Problem]:
     for name, node in spec.graph.nodes.items():
         yield from _node(spec, name, node, check_imports)
     yield from _routing(spec)
+    yield from _on_error(spec)
     yield from _conditions(spec)
 
 
@@ -179,6 +180,24 @@ def _routing(spec: GraphSpec) -> Iterator[Problem]:
             )
         if name in topo.fanout and (outs or name in topo.conditions):
             yield Problem("a fan-out node cannot also have plain or conditional edges", "route after the join instead", node=name)
+
+
+def _on_error(spec: GraphSpec) -> Iterator[Problem]:
+    """``on_error: continue`` tolerates failing Parallel branches or Map items, so it means something only on a
+    node that starts them: a fan-out node or a planner. Anywhere else it was silently ignored."""
+    topo = topology(spec)
+    for name, node in spec.graph.nodes.items():
+        if node.on_error is None or node.kind == "planner" or name in topo.fanout:
+            continue
+        splits = [split for split, branches in topo.fanout.items() if name in branches]
+        move = f"move it to {splits[0]!r}, the fan-out node this node is a branch of, or remove it" if splits else "remove it"
+        yield Problem(
+            f"`on_error: {node.on_error}` applies only to a node that fans out (its parallel branches) or a planner "
+            f"(its subtasks); this {node.kind} node does neither, so a failure here would still fail the run",
+            f"{move} (docs/reliability.md#graceful-degradation-on_error-continue)",
+            node=name,
+            at=("graph", "nodes", name, "on_error"),
+        )
 
 
 def _conditions(spec: GraphSpec) -> Iterator[Problem]:
