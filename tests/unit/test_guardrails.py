@@ -13,6 +13,7 @@ from botocore.stub import Stubber
 
 from stepwise.asl.interpreter import FakeClock
 from stepwise.client import Stepwise
+from stepwise.graph.errors import GraphError
 from stepwise.graph.loader import load_text
 from stepwise.guardrails import REFUSAL, Guardrails, GuardrailsConfig
 from stepwise.guardrails.checks import find_pii, iban_valid, injection_score, luhn
@@ -251,6 +252,45 @@ def test_tool_arguments_and_results_are_guarded() -> None:
     assert tool_messages == ["error: blocked by guardrail tool_args.pii", '"[EMAIL]"']
     assert [c.data["tool"] for c in client.history(result.thread_id) if c.type == TOOL_CALL] == ["json_transform"]  # only b ran
     assert [(d["stage"], d["action"]) for d in decisions(client, result.thread_id)] == [("tool_args", "block"), ("tool_results", "redact")]
+
+
+def act_with_a_secret(state: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """A function node that runs a tool itself (like the graph-loop ``act`` node)."""
+    call = ToolCall(id="a", name="json_transform", arguments={"data": {"key": "AKIAIOSFODNN7EXAMPLE"}, "path": "$.key"})
+    return {"messages": [o.message() for o in ctx.run_tools([call], allowed=["json_transform"])]}
+
+
+FUNCTION_RAILS = f"""
+name: act
+state: {{messages: append}}
+graph:
+  nodes:
+    act:
+      fn: "{__name__}:act_with_a_secret"
+      guardrails:
+        tool_args: [{{check: pii, kinds: [secret], action: block}}]
+  entry: act
+"""
+
+
+def test_a_function_node_takes_tool_rails_and_refuses_model_rails() -> None:
+    """tool_args/tool_results screen the tools a function node runs; the model stages, which it never runs,
+    and any rail on a human node are refused at load instead of being accepted and ignored."""
+    client, result = run(FUNCTION_RAILS, Model(), "go")
+    assert result.status == "succeeded" and result.state["messages"][-1]["content"] == "error: blocked by guardrail tool_args.pii"
+    assert [c.data["tool"] for c in client.history(result.thread_id) if c.type == TOOL_CALL] == []
+    for stage in ("input", "memory", "output"):
+        text = FUNCTION_RAILS.replace("tool_args:", f"{stage}:")
+        with pytest.raises(GraphError, match=f"node 'act': guardrails {stage} on a function node never run") as info:
+            load_text(text, source="g.yaml")
+        assert "only agent, planner and synthesizer nodes make" in str(info.value) and "g.yaml:9:" in str(info.value)
+    with pytest.raises(GraphError, match="stream_window on a function node never run"):
+        load_text(FUNCTION_RAILS.replace("tool_args: [", "stream_window: 64\n        tool_args: ["))
+    human = SUPPORT.replace('approve?"}', 'approve?", guardrails: {input: []}}')
+    assert human != SUPPORT
+    with pytest.raises(GraphError, match="node 'review': `guardrails:` on a human node never run") as info:
+        load_text(human)
+    assert "agent, planner and synthesizer nodes" in str(info.value)
 
 
 def test_the_stored_log_keeps_tool_results_as_the_rails_left_them() -> None:

@@ -146,6 +146,8 @@ def _node(spec: GraphSpec, name: str, node: NodeSpec, check_imports: bool) -> It
             node=name,
             at=(*at, "memory"),
         )
+    if node.guardrails is not None and node.kind not in LLM_KINDS:
+        yield from _check_guardrails(name, node)
     if node.kind == "human":
         yield from _check_human_config(name, node.config)
     elif node.input is not None:
@@ -327,6 +329,40 @@ def _check_agent(spec: GraphSpec, name: str, node: NodeSpec) -> Iterator[Problem
             '`- {if: "state.messages[-1].tool_calls", then: act}` to `act: {kind: function, fn: "stepwise.tools.react:run_tool_calls"}`',
             node=name,
             at=(*at, "config", "loop"),
+        )
+
+
+#: Guardrail stages that screen a model call: only the LLM kinds make one.
+MODEL_STAGES = ("input", "memory", "output")
+
+
+def _check_guardrails(name: str, node: NodeSpec) -> Iterator[Problem]:
+    """Rails a node of this kind never runs were accepted and ignored, leaving the author believing they hold.
+    A function node's ``tool_args``/``tool_results`` rails do run: they screen the tools it calls through
+    ``ctx.run_tools`` (the graph-loop ``act`` node); the model stages and any rail on a human or subgraph
+    node (no model call, no tools) do not."""
+    rails = node.guardrails
+    assert rails is not None
+    at = ("graph", "nodes", name, "guardrails")
+    llm = "agent, planner and synthesizer nodes"
+    if node.kind != "function":
+        yield Problem(
+            f"`guardrails:` on a {node.kind} node never run: a {node.kind} node makes no model call and runs no tools",
+            f"move them to the {llm} they are meant for, or to the graph's top-level `guardrails:` (docs/security.md)",
+            node=name,
+            at=at,
+        )
+        return
+    unused = [stage for stage in MODEL_STAGES if getattr(rails, stage) is not None]
+    if "stream_window" in rails.model_fields_set:
+        unused.append("stream_window")
+    if unused:
+        yield Problem(
+            f"guardrails {', '.join(unused)} on a function node never run: they screen a model call, which only {llm} make",
+            "move them to an agent, planner or synthesizer node (or the graph's `guardrails:`); on a function node keep only "
+            "tool_args and tool_results, which screen the tools it runs through ctx.run_tools (docs/security.md)",
+            node=name,
+            at=(*at, unused[0]),
         )
 
 
