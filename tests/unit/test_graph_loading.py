@@ -457,3 +457,30 @@ def test_on_error_is_refused_where_nothing_fans_out():
         GOOD.replace('default: {kind: function, fn: "statemachines.examples.nodes:default"}', 'default: {fn: "m:d", on_error: continue}')
     )
     assert "node 'default'" in message and "this function node does neither" in message and "Fix: remove it" in message
+
+
+def concat(current: str | None, update: str) -> str:
+    return (current or "") + update
+
+
+def one_argument(update: str) -> str:
+    return update
+
+
+def test_custom_reducers_are_imported_with_the_functions(tmp_path: Path):
+    """``check_imports`` (``stepwise validate``/``run``) imports a custom reducer as it imports ``fn``: a bad
+    path is a load error naming the channel, not a run that fails when a node first writes the channel."""
+    path = tmp_path / "g.yaml"
+    path.write_text(GOOD.replace("trail: append", f"trail: '{__name__}:concat'"))
+    load_file(path, check_imports=True)
+    for reducer, message in [
+        ("no_such_module:concat", "reducer 'no_such_module:concat' of channel 'trail': cannot import 'no_such_module'"),
+        (f"{__name__}:concatenate", f"{__name__!r} has no function 'concatenate'. Fix: define `def concatenate(current, update)`"),
+        (f"{__name__}:one_argument", "cannot be called as one_argument(current, update)"),
+        (f"{__name__}:", "is not an import path"),
+    ]:
+        path.write_text(GOOD.replace("trail: append", f"trail: '{reducer}'"))
+        load_file(path)  # structure is fine
+        with pytest.raises(GraphError) as info:
+            load_file(path, check_imports=True)
+        assert f"{path}:3: reducer '{reducer}' of channel 'trail'" in str(info.value) and message in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ def _problems(spec: GraphSpec, check_imports: bool) -> list[Problem]:
     if not spec.graph.nodes:
         return [Problem("the graph has no nodes", "add at least one node under graph.nodes", at=("graph", "nodes"))]
     roots = list(_references(spec))
-    rest = [*_reducers(spec), *_nodes(spec, check_imports), *_parallel_writes(spec)]
+    rest = [*_reducers(spec, check_imports), *_nodes(spec, check_imports), *_parallel_writes(spec)]
     return [*roots, *rest] if roots else [*rest, *_flow(spec)]
 
 
@@ -106,7 +107,7 @@ def _references(spec: GraphSpec) -> Iterator[Problem]:
                     )
 
 
-def _reducers(spec: GraphSpec) -> Iterator[Problem]:
+def _reducers(spec: GraphSpec, check_imports: bool) -> Iterator[Problem]:
     for channel, reducer in spec.state.items():
         if reducer not in REDUCER_NAMES and ":" not in reducer:
             guess = nearest_name(reducer, REDUCER_NAMES)
@@ -116,6 +117,38 @@ def _reducers(spec: GraphSpec) -> Iterator[Problem]:
                 f"{hint}use one of {', '.join(sorted(REDUCER_NAMES))} or an import path 'pkg.module:function'",
                 at=("state", channel),
             )
+        elif reducer not in REDUCER_NAMES and check_imports:
+            yield from _check_reducer_import(channel, reducer)
+
+
+def _check_reducer_import(channel: str, path: str) -> Iterator[Problem]:
+    """A custom reducer is imported like a function node's ``fn`` (``check_imports``): a typo in its path
+    otherwise surfaced only when a node first wrote the channel, failing that run half-way."""
+    module, _, attr = path.partition(":")
+    at = ("state", channel)
+    what = f"reducer {path!r} of channel {channel!r}"
+    if not module or not attr:
+        yield Problem(f"{what} is not an import path", "write it as 'package.module:function'", at=at)
+        return
+    try:
+        obj = getattr(importlib.import_module(module), attr, None)
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported to the user
+        fix = "run from the project directory or add it to PYTHONPATH"
+        yield Problem(f"{what}: cannot import {module!r}: {type(exc).__name__}: {exc}", fix, at=at)
+        return
+    if not callable(obj):
+        yield Problem(f"{what}: {module!r} has no function {attr!r}", f"define `def {attr}(current, update)` in {module}", at=at)
+        return
+    try:
+        inspect.signature(obj).bind(None, None)
+    except TypeError:
+        yield Problem(
+            f"{what} cannot be called as {attr}(current, update)",
+            "a reducer takes the channel's current value and the node's update, and returns the new value",
+            at=at,
+        )
+    except ValueError:  # no signature to read (some builtins): the call itself will tell
+        return
 
 
 def _nodes(spec: GraphSpec, check_imports: bool) -> Iterator[Problem]:
