@@ -156,45 +156,78 @@ def check_json(text: str, limits: Limits | None = None) -> Any:
     return value
 
 
-def check_value(value: Any, limits: Limits | None = None, what: str = "the input") -> None:
+def check_value(value: Any, limits: Limits | None = None, what: str = "the input", *, where: str | None = None, verb: str = "send") -> None:
     """A parsed value is storable: no lone surrogates (UTF-8 cannot encode them), no oversized ints,
-    within the depth limit. Iterative, so a deep value cannot overflow the stack here."""
+    within the depth limit. Iterative, so a deep value cannot overflow the stack here.
+
+    ``where`` names the value's root (a node's channel): a problem then says where inside it it lies
+    (``tags[1].when``), so the author can find it; ``verb`` is what the advice asks for (send, return)."""
     lim = limits or process_limits()
-    stack: list[tuple[Any, int]] = [(value, 0)]
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 0, ())]
     seen = 0
     while stack:
-        item, depth = stack.pop()
+        item, depth, path = stack.pop()
         seen += 1
         if depth > lim.depth:
-            raise LimitError(f"{what} nests deeper than {lim.depth} levels; flatten it")
+            raise LimitError(f"{what} nests deeper than {lim.depth} levels{_at(where, path)}; flatten it")
         if seen > lim.values:
             raise LimitError(f"{what} holds more than {lim.values} values")
-        if isinstance(item, str):
-            _check_text(item, what)
-        elif isinstance(item, bool):
-            continue
-        elif isinstance(item, int):
-            if item.bit_length() > lim.int_digits * 3.33:
-                raise LimitError(f"{what} holds an integer with more than {lim.int_digits} digits; send it as a string")
-        elif isinstance(item, dict):
+        if isinstance(item, dict):
             for key, sub in item.items():
                 if isinstance(key, str):
-                    _check_text(key, what)
-                stack.append((sub, depth + 1))
+                    _check_text(key, what, where, path, verb)
+                stack.append((sub, depth + 1, (*path, key) if where is not None else path))
         elif isinstance(item, list | tuple):
-            stack.extend((sub, depth + 1) for sub in item)
-        elif isinstance(item, float):
-            if not math.isfinite(item):  # stored, it read back as null
-                raise LimitError(f"{what} holds {item!r}, which JSON cannot carry; send a finite number, a string or null")
-        elif item is not None:  # a set, a date, an object: stored as its str() or a list, it read back different
-            raise LimitError(f"{what} holds a {type(item).__name__}, which JSON cannot carry; send lists, objects, text and numbers")
+            stack.extend((sub, depth + 1, (*path, i) if where is not None else path) for i, sub in enumerate(item))
+        else:
+            _check_scalar(item, lim, what, where, path, verb)
 
 
-def _check_text(text: str, what: str) -> None:
+def _check_scalar(item: Any, lim: Limits, what: str, where: str | None, path: tuple[str | int, ...], verb: str) -> None:
+    if isinstance(item, str):
+        _check_text(item, what, where, path, verb)
+    elif isinstance(item, bool) or item is None:
+        return
+    elif isinstance(item, int):
+        if item.bit_length() > lim.int_digits * 3.33:
+            raise LimitError(f"{what} holds an integer with more than {lim.int_digits} digits{_at(where, path)}; {verb} it as a string")
+    elif isinstance(item, float):
+        if not math.isfinite(item):  # stored, it read back as null
+            raise LimitError(f"{what} holds {item!r}{_at(where, path)}, which JSON cannot carry; {verb} a finite number, a string or null")
+    else:  # a set, a date, an object: stored as its str() or a list, it read back different
+        kind = type(item).__name__
+        raise LimitError(f"{what} holds a {kind}{_at(where, path)}, which JSON cannot carry; {verb} {_INSTEAD.get(kind, _JSON_TYPES)}")
+
+
+_JSON_TYPES = "lists, objects, text and numbers"
+#: What to use instead of a value JSON cannot carry, for the common ones.
+_INSTEAD = {
+    "set": f"a list (sorted(...) for a stable order); JSON has {_JSON_TYPES}",
+    "frozenset": f"a list (sorted(...) for a stable order); JSON has {_JSON_TYPES}",
+    "datetime": f"an ISO 8601 string (.isoformat()); JSON has {_JSON_TYPES}",
+    "date": f"an ISO 8601 string (.isoformat()); JSON has {_JSON_TYPES}",
+    "bytes": f"text (decoded, or base64); JSON has {_JSON_TYPES}",
+    "Decimal": f"a number or a string; JSON has {_JSON_TYPES}",
+}
+
+
+def _at(where: str | None, path: tuple[str | int, ...]) -> str:
+    """`` at root.key[0]`` for a problem inside a value whose root is named (``root['a b']`` when a key is not
+    a plain name); nothing when it is not."""
+    if where is None:
+        return ""
+    out = where
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if part.isidentifier() else f"[{part!r}]"
+    return f" at {out}"
+
+
+def _check_text(text: str, what: str, where: str | None, path: tuple[str | int, ...], verb: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise LimitError(f"{what} holds a lone surrogate (like \\ud800), which is not text; send valid Unicode") from None
+        here = _at(where, path)
+        raise LimitError(f"{what} holds a lone surrogate (like \\ud800){here}, which is not text; {verb} valid Unicode") from None
 
 
 def check_expression(expression: str, limits: Limits | None = None) -> None:

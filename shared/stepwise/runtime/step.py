@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepwise.errors import MaxIterationsError, NodeError, RateLimitedError, StateConflictError, TaskError
 from stepwise.extras import LLM_KINDS
 from stepwise.graph.conditions import evaluate
+from stepwise.graph.limits import LimitError, Limits, check_value
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
 from stepwise.runtime.graph_cache import per_spec, reducers_of
@@ -258,6 +259,7 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
     """Fold the update, route, append (conditional write) and move the cursor on."""
     cursor = p.cursor
     try:
+        check_update(p.node, update)
         new_state = reducing.apply(p.state, update, p.reducer_names)
         route = route_after(p.spec, p.local, new_state)
     except Exception as exc:  # noqa: BLE001 - a reducer or condition error fails the node the same way
@@ -297,6 +299,28 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
             ms=elapsed_ms,
         )
     return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
+
+
+#: What a node's update is held to: what the log can store and read back (the ceilings of ``Limits``, past which
+#: JSON encoding itself fails), not the admission limits for a run's input, which a node's own data may exceed.
+STORABLE = Limits(values=100_000_000, depth=256, int_digits=4_300)
+
+
+def check_update(node: str, update: dict[str, Any]) -> None:
+    """Refuse an update that would not read back as written: the log stores JSON, so a set came back as its
+    str() and NaN as null. A NodeError, like a node's bad return type, naming the node, the channel path and
+    what to return instead."""
+    for channel, value in update.items():
+        if not isinstance(channel, str):  # JSON keys are text: 1 read back as "1", a tuple failed the append
+            error = NodeError(f"node {node!r} returned a {type(channel).__name__} key {channel!r}; channel names are text")
+            error.fix = f"return {{{str(channel)!r}: ...}}, a channel name as a string"
+            raise error
+        try:
+            check_value(value, STORABLE, what=f"the update of node {node!r}", where=channel, verb="return")
+        except LimitError as exc:
+            error = NodeError(str(exc))
+            error.fix = f"make node {node!r} return JSON values only (objects, lists, text, numbers, booleans, null)"
+            raise error from None
 
 
 def _after_commit(services: Services, ctx: NodeContext) -> None:
