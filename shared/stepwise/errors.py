@@ -15,6 +15,7 @@ __all__ = [
     "ConflictingRequestError",
     "MaxIterationsError",
     "NodeError",
+    "NodeTimeoutError",
     "RateLimitedError",
     "RunBusyError",
     "SettingError",
@@ -93,6 +94,13 @@ class RateLimitedError(NodeError):
     """A node failed on an LLM 429 after the provider router's retries: the run is parked and retried later."""
 
     error_name = "Stepwise.RateLimited"
+
+
+class NodeTimeoutError(TaskError):
+    """A node ran past its ``config.timeout_seconds``: the engine has stopped waiting for its Task
+    (``States.Timeout``, Step Functions' name), so the step drops the update it finished with late."""
+
+    error_name = "States.Timeout"
 
 
 class MaxIterationsError(TaskError):

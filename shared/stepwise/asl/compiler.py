@@ -30,6 +30,8 @@ from typing import Any
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import Topology, is_end, topology
 
+#: Node kinds whose ``config.timeout_seconds`` is their Task's ``TimeoutSeconds``.
+TIMED_KINDS = ("human", "function")
 DEFAULT_STEP_ARN = "arn:aws:lambda:us-east-1:000000000000:function:stepwise-step"
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 LAMBDA_WAIT = "arn:aws:states:::lambda:invoke.waitForTaskToken"
@@ -160,8 +162,8 @@ class _Compiler:
         }
         if not wait:
             state["OutputPath"] = "$.Payload"
-        if spec is not None and spec.kind == "human" and spec.config.get("timeout_seconds"):
-            state["TimeoutSeconds"] = int(spec.config["timeout_seconds"])
+        if spec is not None and spec.kind in TIMED_KINDS and spec.config.get("timeout_seconds") and payload.get("mode") != "join":
+            state["TimeoutSeconds"] = int(spec.config["timeout_seconds"])  # a human's wait; a function's run (States.Timeout)
         self.catch(state, region)
         if handover:
             state["Catch"].insert(0, {"ErrorEquals": [CONTINUE_ERROR], "ResultPath": "$.handover", "Next": CONTINUED_STATE})

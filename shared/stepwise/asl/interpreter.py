@@ -286,8 +286,11 @@ class Interpreter:
         if fn is None and afn is None:
             raise StatesError("Lambda.ResourceNotFoundException", f"Function not found: {function_name}")
         payload = _json_copy(payload)  # what crosses a Lambda boundary is JSON
+        timeout = state.get("TimeoutSeconds") if not wait else None
         try:
-            if where.live and afn is not None:
+            if timeout is not None:
+                result = await self._timed(name, fn, afn, payload, float(timeout), where)
+            elif where.live and afn is not None:
                 result = await afn(payload)
             elif where.live:  # a plain function in a branch: on a thread, so blocking calls overlap
                 import asyncio
@@ -301,6 +304,8 @@ class Interpreter:
                 result = run_sync(_awaited(afn(payload)))
             if type(result) is not dict and inspect.isawaitable(result):
                 result = await result if where.live else run_sync(_awaited(result))
+        except StatesError:  # the Task's own timeout
+            raise
         except Exception as exc:  # noqa: BLE001 - becomes an ASL error like a Lambda FunctionError
             error = asl_error_name(exc)
             # a route jump or a hand-over is control flow, not a failure: no stack to format (~1 ms in 3.11)
@@ -316,6 +321,27 @@ class Interpreter:
         if resource.startswith("arn:aws:states:::lambda:invoke"):
             return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": result}
         return result
+
+    async def _timed(self, name: str, fn: LambdaFn | None, afn: AsyncLambdaFn | None, payload: Any, seconds: float, where: _Path) -> Any:
+        """A Task with ``TimeoutSeconds``: fail with ``States.Timeout`` when it has not returned by then, as Step
+        Functions does. An async function is cancelled (an ``async def`` node stops at its next await); a blocking
+        call on a thread cannot be killed, so the Task only stops waiting for it and drops its result."""
+        import asyncio
+
+        async def call() -> Any:
+            if afn is not None:
+                return await afn(payload)
+            assert fn is not None
+            return await asyncio.get_running_loop().run_in_executor(self._threads(), fn, payload)
+
+        async def bounded() -> Any:
+            try:
+                return await asyncio.wait_for(call(), seconds)
+            except TimeoutError:
+                message = f"state {name!r} did not finish within its TimeoutSeconds ({seconds:g} s)"
+                raise StatesError("States.Timeout", json.dumps({"errorType": "States.Timeout", "errorMessage": message})) from None
+
+        return await bounded() if where.live else run_sync(bounded())
 
     # -- Parallel / Map -----------------------------------------------------------------------
     async def _fan(self, jobs: Sequence[Callable[[], Coroutine[Any, Any, Any]]], limit: int, where: _Path) -> list[Any]:

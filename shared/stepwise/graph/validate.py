@@ -183,6 +183,8 @@ def _node(spec: GraphSpec, name: str, node: NodeSpec, check_imports: bool) -> It
         yield from _check_guardrails(name, node)
     if node.kind == "human":
         yield from _check_human_config(name, node.config)
+    elif node.kind == "function" and "timeout_seconds" in node.config:
+        yield from _check_function_timeout(name, node.config["timeout_seconds"])
     elif node.input is not None:
         yield Problem(
             "`input:` declares the answer of a human node", "remove it, or make this node `kind: human`", node=name, at=(*at, "input")
@@ -396,6 +398,18 @@ def _check_guardrails(name: str, node: NodeSpec) -> Iterator[Problem]:
             "tool_args and tool_results, which screen the tools it runs through ctx.run_tools (docs/security.md)",
             node=name,
             at=(*at, unused[0]),
+        )
+
+
+def _check_function_timeout(name: str, value: Any) -> Iterator[Problem]:
+    """A function node's ``config.timeout_seconds`` is its Task's ``TimeoutSeconds``, which Step Functions takes
+    in whole seconds from 1: the local engine keeps to the same value, so both time out alike."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        yield Problem(
+            f"config.timeout_seconds of a function node is {value!r}; it must be a whole number of seconds, at least 1",
+            "write e.g. `timeout_seconds: 30` (the Task fails with States.Timeout after that long)",
+            node=name,
+            at=("graph", "nodes", name, "config", "timeout_seconds"),
         )
 
 

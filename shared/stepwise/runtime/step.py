@@ -22,7 +22,7 @@ from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.errors import MaxIterationsError, NodeError, RateLimitedError, StateConflictError, TaskError
+from stepwise.errors import MaxIterationsError, NodeError, NodeTimeoutError, RateLimitedError, StateConflictError, TaskError
 from stepwise.extras import LLM_KINDS
 from stepwise.graph.conditions import evaluate
 from stepwise.graph.limits import LimitError, Limits, check_value
@@ -113,6 +113,7 @@ class _Pending:
     reducer_names: dict[str, str]
     ctx: NodeContext
     started: float = 0.0
+    arrived: float = 0.0  # when the step began, for the node's timeout (the engine's clock started a little earlier)
 
 
 def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None, fresh: bool = False) -> dict[str, Any]:
@@ -145,6 +146,7 @@ async def astep(services: Services, payload: dict[str, Any], *, fresh: bool = Fa
 
 def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, Any] | None, fresh: bool) -> _Pending | dict[str, Any]:
     """Everything before the node runs; a dict is the step's whole output (finish, fail, join, a replay)."""
+    arrived = time.perf_counter()
     req = StepInput.model_validate(payload)
     known = services.heads.pop(req.cursor.thread_id, None)  # whatever this step is, the hint is for it alone
     if req.mode == "finish":
@@ -217,7 +219,7 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
         services.events.quiet()  # its model call's wait hides the store's upkeep (a WAL checkpoint)
     if services.observer is not None:
         services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
-    return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter())
+    return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter(), arrived)
 
 
 def _hydrate(
@@ -258,6 +260,7 @@ def _failed(services: Services, p: _Pending, exc: Exception) -> NoReturn:
 def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, Any]:
     """Fold the update, route, append (conditional write) and move the cursor on."""
     cursor = p.cursor
+    _overran(services, p)
     try:
         check_update(p.node, update)
         new_state = reducing.apply(p.state, update, p.reducer_names)
@@ -299,6 +302,19 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
             ms=elapsed_ms,
         )
     return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
+
+
+def _overran(services: Services, p: _Pending) -> None:
+    """A function node that finished past its ``config.timeout_seconds`` finished too late: the engine (Step
+    Functions, or the local interpreter) has failed its Task with ``States.Timeout`` and the run has moved on,
+    so its update is dropped, not appended after the run failed. On AWS the Lambda runs on after the Task
+    times out; locally a blocking function's thread does. The engine's clock started before the step's (the
+    invocation), so a node finishing just inside its time by the step's clock may already have been given up
+    on: the run's status (failed by then) settles those."""
+    node = p.ctx.node_spec
+    limit = node.config.get("timeout_seconds") if node.kind == "function" else None
+    if limit and (time.perf_counter() - p.arrived > float(limit) or services.runs.status(p.cursor.run_id) == "failed"):
+        raise NodeTimeoutError(f"node {p.node!r} ran past its config.timeout_seconds ({limit} s); its update is dropped")
 
 
 #: What a node's update is held to: what the log can store and read back (the ceilings of ``Limits``, past which
@@ -591,6 +607,9 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update({k: last.data[k] for k in ("where", "fix") if last.data.get(k)})
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
+    if raw.get("Error") == "States.Timeout" and not failed:
+        error["message"] = error.get("message") or "a Task did not finish within its TimeoutSeconds"
+        error["fix"] = "raise the node's config.timeout_seconds, or make it finish sooner"
     point = _redrive_point(cursor, failed[-1] if failed else None)
     if point is not None:
         error["redrive"] = point
