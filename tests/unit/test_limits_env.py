@@ -106,3 +106,44 @@ def test_serve_refuses_to_start_with_a_bad_limit(tmp_path: Path) -> None:
         "error: STEPWISE_MAX_NODES='0' is not a whole number from 1 to 1,000,000 (default 5,000): fix it or unset it"
     )
     assert "listening" not in proc.stdout
+
+
+def _walked(value: object, lim: Limits) -> str | None:
+    """What the full walk alone says of a value (None: storable)."""
+    from stepwise.graph.limits import _walk
+
+    try:
+        _walk(value, lim, "the value", None, "send")
+    except LimitError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"messages": [{"role": "user", "content": "héllo ✓", "tool_calls": [{"id": "1", "args": {"n": 2**62, "x": 1.5}}]}]},
+        {"deep": [[[["four levels"]]]]},  # exactly at the depth limit below
+        {"deep": [[[[["five levels"]]]]]},  # one past it
+        list(range(9)),  # at the value limit (10 with the list itself)
+        list(range(10)),  # one past it
+        {1: "an int key"},  # JSON keys are text: the full walk lets it through, as before
+        {"bad": "\ud800"},
+        {"nan": float("nan")},
+        {"set": {1, 2}},
+        {"big": 10**40},
+        ("a", True, None),
+    ],
+)
+def test_the_quick_walk_decides_as_the_full_walk_does(value: object) -> None:
+    """check_value clears plain values with a quick walk and leaves the rest to the full one: the verdict
+    (storable or not, and the message) must be the full walk's for every kind of value."""
+    from stepwise.graph.limits import check_value
+
+    lim = Limits(values=10, depth=4, int_digits=30)
+    try:
+        check_value(value, lim, "the value")
+        said = None
+    except LimitError as exc:
+        said = str(exc)
+    assert said == _walked(value, lim)

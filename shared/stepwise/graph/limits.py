@@ -161,8 +161,58 @@ def check_value(value: Any, limits: Limits | None = None, what: str = "the input
     within the depth limit. Iterative, so a deep value cannot overflow the stack here.
 
     ``where`` names the value's root (a node's channel): a problem then says where inside it it lies
-    (``tags[1].when``), so the author can find it; ``verb`` is what the advice asks for (send, return)."""
+    (``tags[1].when``), so the author can find it; ``verb`` is what the advice asks for (send, return).
+    A quick walk (``_plain_count``) clears the common case; paths are kept only when it finds something."""
     lim = limits or process_limits()
+    if 0 <= _plain_count(value, 0, lim) <= lim.values:
+        return
+    _walk(value, lim, what, where, verb)  # raises, saying what and where (or passes what the quick walk left to it)
+
+
+def _plain_count(value: Any, depth: int, lim: Limits) -> int:
+    """How many values ``value`` holds when every one is plainly storable, else -1. The quick walk for the
+    common case (every step's update goes through it): exact types only, no paths, nothing allocated; anything
+    unusual (a subclass, a non-text key, a problem) is left to ``_walk``, which says what is wrong and where."""
+    kind = type(value)
+    if kind is str:
+        return 1 if value.isascii() or _encodes(value) else -1
+    if kind is int:
+        return 1 if value.bit_length() <= lim.int_digits * 3.33 else -1
+    if kind is float:
+        return 1 if math.isfinite(value) else -1
+    if value is None or kind is bool:
+        return 1
+    if depth >= lim.depth:
+        return -1
+    total = 1
+    if kind is dict:
+        for key, sub in value.items():
+            if type(key) is not str or not (key.isascii() or _encodes(key)):
+                return -1
+            count = _plain_count(sub, depth + 1, lim)
+            if count < 0:
+                return -1
+            total += count
+        return total
+    if kind is list or kind is tuple:
+        for sub in value:
+            count = _plain_count(sub, depth + 1, lim)
+            if count < 0:
+                return -1
+            total += count
+        return total
+    return -1
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk(value: Any, lim: Limits, what: str, where: str | None, verb: str) -> None:
     stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 0, ())]
     seen = 0
     while stack:
