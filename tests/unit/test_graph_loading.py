@@ -459,6 +459,12 @@ def test_on_error_is_refused_where_nothing_fans_out():
     assert "node 'default'" in message and "this function node does neither" in message and "Fix: remove it" in message
 
 
+def test_tolerated_failure_percentage_is_refused_off_a_planner():
+    message = _error(FANOUT.replace('split: {fn: "m:s"}', 'split: {fn: "m:s", tolerated_failure_percentage: 25}'))
+    assert "node 'split': `tolerated_failure_percentage` applies only to a planner" in message
+    assert "this function node has no items" in message and "on_error: continue" in message
+
+
 def concat(current: str | None, update: str) -> str:
     return (current or "") + update
 

@@ -156,6 +156,7 @@ def _nodes(spec: GraphSpec, check_imports: bool) -> Iterator[Problem]:
         yield from _node(spec, name, node, check_imports)
     yield from _routing(spec)
     yield from _on_error(spec)
+    yield from _tolerance(spec)
     yield from _conditions(spec)
 
 
@@ -235,6 +236,20 @@ def _on_error(spec: GraphSpec) -> Iterator[Problem]:
             node=name,
             at=("graph", "nodes", name, "on_error"),
         )
+
+
+def _tolerance(spec: GraphSpec) -> Iterator[Problem]:
+    """``tolerated_failure_percentage`` is the Map's ``ToleratedFailurePercentage``: only a planner compiles to
+    a Map whose items may fail; elsewhere it was silently ignored."""
+    for name, node in spec.graph.nodes.items():
+        if node.tolerated_failure_percentage is not None and node.kind != "planner":
+            yield Problem(
+                f"`tolerated_failure_percentage` applies only to a planner (its subtasks run as a Map); "
+                f"this {node.kind} node has no items to tolerate failures of",
+                "remove it, or use `on_error: continue` on a fan-out node (docs/reliability.md#graceful-degradation-on_error-continue)",
+                node=name,
+                at=("graph", "nodes", name, "tolerated_failure_percentage"),
+            )
 
 
 def _conditions(spec: GraphSpec) -> Iterator[Problem]:
