@@ -16,7 +16,7 @@ import sysconfig
 import time
 import traceback
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -29,6 +29,7 @@ from stepwise.graph.limits import LimitError, Limits, check_value
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
 from stepwise.runtime.graph_cache import per_spec, reducers_of
+from stepwise.runtime.mutation import Shape, changed_in_place, shape
 from stepwise.runtime.nodes import NodeContext, Offload, run_node, run_node_async
 from stepwise.runtime.services import Services
 from stepwise.state import fold as folding
@@ -114,6 +115,7 @@ class _Pending:
     ctx: NodeContext
     started: float = 0.0
     arrived: float = 0.0  # when the step began, for the node's timeout (the engine's clock started a little earlier)
+    before: Shape = field(default_factory=lambda: ({}, []))  # the state's shape as the node got it (``runtime.mutation``)
 
 
 def step(services: Services, payload: dict[str, Any], *, resume_input: dict[str, Any] | None = None, fresh: bool = False) -> dict[str, Any]:
@@ -219,7 +221,8 @@ def _begin(services: Services, payload: dict[str, Any], resume_input: dict[str, 
         services.events.quiet()  # its model call's wait hides the store's upkeep (a WAL checkpoint)
     if services.observer is not None:
         services.notify(kind="node_started", run_id=cursor.run_id, node=req.node, scope=scope)
-    return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter(), arrived)
+    before = shape(state)
+    return _Pending(cursor, req.node, local, spec, frames, scope, key, seq, state, reducer_names, ctx, time.perf_counter(), arrived, before)
 
 
 def _hydrate(
@@ -250,6 +253,8 @@ def _hydrate(
 
 def _failed(services: Services, p: _Pending, exc: Exception) -> NoReturn:
     tb = traceback.format_exc()
+    if changed_in_place(p.state, p.before):  # the cache holds what the node did to it: the retry reads the log
+        services.hydrator.forget(p.cursor.thread_id)
     _record_failure(services, p.cursor, p.scope, p.node, exc, tb)
     services.notify(kind="node_failed", run_id=p.cursor.run_id, node=p.node, error=f"{type(exc).__name__}: {exc}")
     if getattr(exc, "error_name", None) == RateLimitedError.error_name:  # queue for later, not a failure
@@ -262,6 +267,7 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
     cursor = p.cursor
     _overran(services, p)
     try:
+        _unchanged(p)
         check_update(p.node, update)
         new_state = reducing.apply(p.state, update, p.reducer_names)
         route = route_after(p.spec, p.local, new_state)
@@ -302,6 +308,16 @@ def _end(services: Services, p: _Pending, update: dict[str, Any]) -> dict[str, A
             ms=elapsed_ms,
         )
     return next_cursor(cursor, p.node, p.frames, recorded.data["next"], new_seq)
+
+
+def _unchanged(p: _Pending) -> None:
+    """Refuse a node that changed its ``state`` in place: the change is in no update, so it is never logged, and
+    a resumed run would not have it (``runtime.mutation``). A NodeError, like a bad return value."""
+    change = changed_in_place(p.state, p.before)
+    if change is not None:
+        error = NodeError(f"node {p.node!r} changed the state it was given in place ({change}); such a change is not stored")
+        error.fix = f"leave `state` as it is and return the change from node {p.node!r}, e.g. {{'messages': [new_message]}}"
+        raise error
 
 
 def _overran(services: Services, p: _Pending) -> None:
