@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from stepwise.asl.interpreter import Clock, ExecutionResult
-from stepwise.errors import AnswerError, ConflictingRequestError, RunBusyError, StaleAnswerError, StateConflictError, StepwiseError
+from stepwise.errors import (
+    AnswerError,
+    ConflictingRequestError,
+    RunBusyError,
+    StaleAnswerError,
+    StateConflictError,
+    StepwiseError,
+    WaitTimedOutError,
+)
 from stepwise.errors import ThreadBusyError as ThreadBusyError  # raised by RunStore.begin; importable from here
 from stepwise.executors.base import Executor
 from stepwise.executors.local import LocalExecutor
@@ -41,6 +49,7 @@ from stepwise.state.ports import (
     RunPage,
     RunQuery,
     RunRecord,
+    RunStatus,
     RunTransitionError,
     is_dead,
     next_in_line,
@@ -48,6 +57,7 @@ from stepwise.state.ports import (
 )
 from stepwise.state.reducers import LazyReducers, ReducerError
 from stepwise.state.sqlite import SqliteDatabase, SqliteEventStore, SqliteRegistry, SqliteRunStore
+from stepwise.state.waits import TIMEOUT_ERROR, deadline_of, describe_deadline, is_overdue, timed_out, timeout_message
 from stepwise.tools.settings import ToolSettings
 
 if TYPE_CHECKING:
@@ -138,6 +148,8 @@ class Stepwise:
 
     def __init__(self, services: Services, *, executor: Executor | None = None, clock: Clock | None = None) -> None:
         self.services = services
+        if clock is not None:  # human waits' deadlines are recorded and checked on the same clock
+            services.clock = clock
         self.executor: Executor = executor or LocalExecutor(services, clock)
         self._asl_cache: dict[str, dict[str, Any]] = {}
         self._registered: dict[int, tuple[GraphSpec, str]] = {}
@@ -402,6 +414,8 @@ class Stepwise:
         run = self.services.runs.get(run_id)
         if run is None:
             raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        if timed_out(run):
+            raise self._timed_out_refusal(run)
         if run.status in FINISHED:
             raise ConflictingRequestError(f"run {run_id!r} already {run.status}; start a new run, or fork its thread with `stepwise fork`")
         if input is not None and not isinstance(input, dict):
@@ -419,6 +433,8 @@ class Stepwise:
             assert run is not None
         if run.status != "waiting" or run.waiting is None:  # e.g. another answer won, and the run went on (or ended)
             raise ConflictingRequestError(f"run {run_id!r} is {run.status}, not waiting for an answer; read the run again")
+        if is_overdue(run, self.services.clock.now()):  # too late: the run fails as timed out, not with this answer
+            raise self._timed_out_refusal(run, self.expire_wait(run_id).status)
         check_answer(self.services.graph(run.graph_ref), run_id, run.waiting["node"], input)
         current = run.interrupt_id or run.waiting.get("interrupt_id")
         if interrupt_id is not None and current is not None and interrupt_id != current:
@@ -441,6 +457,64 @@ class Stepwise:
             raise ConflictingRequestError(str(exc)) from None
         out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run, self.executor.send_token(run, token, out))
+
+    def _timed_out_refusal(self, run: RunRecord, status: str | None = None) -> WaitTimedOutError:
+        """Why an answer to a wait past its deadline is refused, and what to do instead."""
+        waiting, error = run.waiting or {}, run.error or {}
+        node = error.get("node") or waiting.get("node")
+        seconds = error.get("timeout_seconds") or waiting.get("timeout_seconds")
+        deadline = deadline_of(waiting)
+        when = f" (its deadline was {describe_deadline(deadline)})" if deadline is not None else ""
+        ends = "failed" if (status or run.status) == "failed" else "is failing (Step Functions ends it)"
+        return WaitTimedOutError(
+            f"run {run.run_id!r} {ends} with {TIMEOUT_ERROR}: human node {node!r} allowed {seconds} s for an answer{when} "
+            f"and none came in time; this answer was not applied. Start a new run, or `stepwise redrive {run.run_id}` to ask again"
+        )
+
+    def expire_wait(self, run_id: str, *, now: float | None = None) -> RunResult:
+        """End a run whose human wait is past its deadline (``config.timeout_seconds``) the way Step Functions
+        does: the wait's Task fails with ``States.Timeout`` and the graph's Catch fails the run. A compare-and-set
+        from ``waiting`` makes an answer (or a cancel, or another process's expiry) that lands first win. A run
+        not overdue is left as it is; on Step Functions the service times the Task out itself."""
+        run = self.services.runs.get(run_id)
+        if run is None:
+            raise StepwiseError(f"no run {run_id!r} here; list runs with `stepwise runs`")
+        moment = self.services.clock.now() if now is None else now
+        if not is_overdue(run, moment) or not isinstance(self.executor, LocalExecutor):
+            return self._result(run, None)
+        waiting = dict(run.waiting or {})
+        current = run.interrupt_id or waiting.get("interrupt_id")
+        try:
+            run = self.services.runs.update(
+                run_id,
+                expect=("waiting",),
+                expect_interrupt=current if run.interrupt_id else None,
+                status="running",
+                waiting=None,
+                interrupt_id=None,
+                **self._lease(),
+            )
+        except RunTransitionError:  # answered, cancelled or expired meanwhile: that stands
+            latest = self.services.runs.get(run_id)
+            assert latest is not None
+            return self._result(latest, None)
+        cause = timeout_message(waiting["node"], waiting["timeout_seconds"])
+        return self._result(run, self.executor.fail_token(run, waiting["token"], TIMEOUT_ERROR, cause))
+
+    def overdue_waits(self, *, now: float | None = None) -> list[RunRecord]:
+        """Runs waiting at a human node whose deadline has come (from the index of runs in flight)."""
+        moment = self.services.clock.now() if now is None else now
+        return [r for r in self.services.runs.in_flight(_WAITING) if is_overdue(r, moment)]
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a human wait in flight, for a scheduler to wake at."""
+        deadlines = [d for r in self.services.runs.in_flight(_WAITING) if (d := deadline_of(r.waiting)) is not None]
+        return min(deadlines, default=None)
+
+    def expire_overdue(self, *, now: float | None = None) -> list[RunResult]:
+        """Fail every run whose human wait is past its deadline (``expire_wait``). ``stepwise serve``'s scheduler
+        calls it on time; without a server the CLI calls it where runs are read or resumed."""
+        return [self.expire_wait(run.run_id, now=now) for run in self.overdue_waits(now=now)]
 
     #: How long a resume waits for a run whose interrupt is logged to record that it waits.
     SETTLE_SECONDS = 2.0
@@ -854,6 +928,9 @@ class Stepwise:
         if found is None:
             raise StepwiseError(f"graph version {ref} is not registered in this store")
         return found
+
+
+_WAITING: tuple[RunStatus, ...] = ("waiting",)
 
 
 def _payload(state: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ __all__ = [
     "StepwiseError",
     "TaskError",
     "ThreadBusyError",
+    "WaitTimedOutError",
     "asl_error_name",
 ]
 
@@ -70,6 +71,13 @@ class StaleAnswerError(ConflictingRequestError):
     """The answer names an interrupt the run no longer waits on."""
 
     code = "stale_interrupt"
+
+
+class WaitTimedOutError(ConflictingRequestError):
+    """The answer came after the human node's ``config.timeout_seconds``: the run failed with ``States.Timeout``
+    (as on Step Functions) and the answer was not applied."""
+
+    code = "wait_timed_out"
 
 
 class RunBusyError(ConflictingRequestError):

@@ -5,7 +5,9 @@ Task resources resolve through ``functions`` (Lambda name → Python callable). 
 then reports ``WAITING``. Running the same execution again (same name, same input) replays it:
 the step is idempotent, so completed tasks return their recorded output at once, and a token that
 has been completed in the meantime lets the execution continue. That is how a run survives a
-process exit. The clock is injectable so tests never sleep.
+process exit. A token completed with ``task_failure(error, cause)`` (the local SendTaskFailure: how the
+local engine applies a Task's ``TimeoutSeconds``, which it does not time itself) fails the Task with that
+error, for its Retry and Catch. The clock is injectable so tests never sleep.
 
 Concurrency: a sequential path runs synchronously, with no event loop (the interpreter's coroutines are
 driven by hand and never suspend). A Parallel or Map runs its branches as tasks on the calling thread's
@@ -39,7 +41,7 @@ from stepwise.asl.retry import delay, pick_catcher, pick_retrier
 from stepwise.clock import Clock, FakeClock, SystemClock
 from stepwise.errors import StepwiseError, asl_error_name
 
-__all__ = ["Clock", "ExecutionResult", "FakeClock", "Interpreter", "Parked", "StatesError", "Suspended"]
+__all__ = ["TASK_FAILURE", "Clock", "ExecutionResult", "FakeClock", "Interpreter", "Parked", "StatesError", "Suspended", "task_failure"]
 
 LambdaFn = Callable[[dict[str, Any]], Any]
 AsyncLambdaFn = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -48,6 +50,16 @@ T = TypeVar("T")
 
 class TokenStore(Protocol):
     def token_output(self, token: str) -> dict[str, Any] | None: ...
+
+
+#: The key of a token output that fails its Task instead of completing it (``task_failure``).
+TASK_FAILURE = "Stepwise.TaskFailure"
+
+
+def task_failure(error: str, cause: str) -> dict[str, Any]:
+    """A token output that fails the waiting Task with ``error`` (Step Functions' SendTaskFailure, or its
+    ``States.Timeout``), stored where an answer would be so a replay in any process sees it."""
+    return {TASK_FAILURE: {"Error": error, "Cause": cause}}
 
 
 class StatesError(StepwiseError):
@@ -317,6 +329,9 @@ class Interpreter:
             output = self.tokens.token_output(token) if self.tokens else None
             if output is None:
                 raise Suspended(token)
+            failure = output.get(TASK_FAILURE)
+            if isinstance(failure, dict):
+                raise StatesError(str(failure.get("Error")), str(failure.get("Cause") or ""))
             return output
         if resource.startswith("arn:aws:states:::lambda:invoke"):
             return {"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": result}

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from stepwise.asl.compiler import RATE_LIMITED_ERROR
-from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter, Parked
+from stepwise.asl.interpreter import Clock, ExecutionResult, Interpreter, Parked, task_failure
 from stepwise.executors.base import STEP_FUNCTION
 from stepwise.runtime.nodes import Offload
 from stepwise.runtime.services import Services
@@ -107,6 +107,15 @@ class LocalExecutor:
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
         self.services.runs.complete_token(token, output)
+        found = self.services.registry.get(run.graph_ref)
+        assert found is not None, run.graph_ref
+        return self.start(run, found[1])
+
+    def fail_token(self, run: RunRecord, token: str, error: str, cause: str) -> ExecutionResult:
+        """Fail a human node's task token (Step Functions' SendTaskFailure; ``States.Timeout`` when its wait's
+        deadline passed) and replay the run: the Task fails with ``error``, and its Retry and Catch take it
+        from there (by default to the fail step)."""
+        self.services.runs.complete_token(token, task_failure(error, cause))
         found = self.services.registry.get(run.graph_ref)
         assert found is not None, run.graph_ref
         return self.start(run, found[1])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from stepwise.clock import Clock, SystemClock
 from stepwise.graph.spec import GraphSpec
 from stepwise.memory.settings import MemorySettings
 from stepwise.runtime.graph_cache import reducers_of, reducers_of_canonical
@@ -63,6 +64,8 @@ class Services:
     tool_settings: ToolSettings = field(default_factory=ToolSettings.from_env)
     #: The memory layer's settings (backends, Valkey, embedder); read once, here.
     memory_settings: MemorySettings = field(default_factory=MemorySettings.from_env)
+    #: The engine's time where a deadline is recorded (a human wait's ``config.timeout_seconds``); tests inject a fake.
+    clock: Clock = field(default_factory=SystemClock)
     #: Starts a continuation execution (set by the executor: a new local execution, or a new Step Functions one).
     handover: Handover | None = None
     #: Events one execution may append before it hands over (default: ``settings.continue_after_events``).

@@ -36,6 +36,7 @@ from stepwise.state import fold as folding
 from stepwise.state import reducers as reducing
 from stepwise.state.events import INTERRUPT, JOIN, NODE_FAILED, NODE_UPDATE, RUN_FAILED, RUN_FINISHED, RUN_STARTED, Event
 from stepwise.state.ports import DuplicateKeyError, RunStatus, RunTransitionError
+from stepwise.state.waits import TIMEOUT_ERROR, timeout_error, wait_deadline
 
 APPEND_ATTEMPTS = 20
 
@@ -511,6 +512,8 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
             "token": req.token,
             "interrupt_id": interrupt_id(req.token),
             "payload": req.model_dump(exclude_none=True, exclude={"token"}) | {"frames_at": [list(f) for f in frames]},
+            # config.timeout_seconds: when the wait fails with States.Timeout (the Task's TimeoutSeconds on AWS)
+            **wait_deadline(spec.graph.nodes[local].config.get("timeout_seconds"), services.clock.now()),
         }
         event = Event(type=INTERRUPT, run_id=cursor.run_id, node=req.node, scope=scope, key=interrupt_key, data=waiting)
         services.events.append_at_head(cursor.thread_id, [event])
@@ -518,7 +521,9 @@ def _interrupt(services: Services, req: StepInput, scope: str, key: str, frames:
     else:
         waiting = dict(found.data)
         waiting.setdefault("interrupt_id", interrupt_id(req.token))
-        waiting["token"] = req.token  # a new execution (a redrive on Step Functions) waits with a token of its own
+        if found.data.get("token") != req.token:  # a new execution (a redrive) waits with a token, and a timer, of its own
+            waiting.update(wait_deadline(found.data.get("timeout_seconds"), services.clock.now()))
+        waiting["token"] = req.token
         expect = ("running",)  # re-wait only a run whose "waiting" write was lost
     with contextlib.suppress(RunTransitionError):  # cancelled (or already waiting): leave it so
         services.runs.update(
@@ -615,12 +620,16 @@ def _finish(services: Services, req: StepInput) -> dict[str, Any]:
 def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     cursor = req.cursor
     raw = (cursor.model_extra or {}).get("error") or {}
-    failed = [e for e in services.events.read(cursor.thread_id, after=cursor.seq) if e.type == NODE_FAILED and e.run_id == cursor.run_id]
+    after = services.events.read(cursor.thread_id, after=cursor.seq)
+    failed = [e for e in after if e.type == NODE_FAILED and e.run_id == cursor.run_id]
     error: dict[str, Any] = {"error": raw.get("Error"), "cause": raw.get("Cause")}
+    timeout = timeout_error(after, cursor.run_id) if raw.get("Error") == TIMEOUT_ERROR else None
     if failed:
         last = failed[-1]
         error.update(node=last.node, message=last.data.get("error"), traceback=last.data.get("traceback"))
         error.update({k: last.data[k] for k in ("where", "fix") if last.data.get(k)})
+    elif timeout is not None:  # a human wait's deadline passed (Step Functions' own Cause is empty)
+        error.update(timeout)
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
     if raw.get("Error") == "States.Timeout" and not failed:
@@ -635,11 +644,12 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
             services.events,
             cursor.thread_id,
             final,
-            expect=("running",),
+            expect=("running", "waiting"),  # waiting: a wait timed out, or a branch failed beside one (Step Functions)
             status="failed",
             finished_at=time.time(),
             error=error,
             waiting=None,
+            interrupt_id=None,
             steps=sum(cursor.visits.values()),  # the nodes that completed before the failure
         )
     except RunTransitionError as exc:
