@@ -27,6 +27,7 @@ from stepwise.graph.loader import load_file
 from stepwise.graph.spec import END, GraphSpec
 from stepwise.graph.topology import locate, topology
 from stepwise.state.ports import IN_LINE, RunRecord
+from stepwise.state.waits import deadline_of, describe_deadline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stepwise: agent graphs compiled to AWS Step Functions, run locally.")
 
@@ -279,6 +280,7 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
         if result.waiting:
             out.print(
                 f"waiting at {result.waiting['node']}: {result.waiting['prompt']}\n"
+                f"{_deadline_line(result.waiting)}"
                 f"continue with: stepwise resume {result.run_id} --input '{answer}'",
                 highlight=False,
                 markup=False,
@@ -288,6 +290,17 @@ def _report(result: RunResult, output: str, answer: str = "{...}") -> None:
             _explain(result.error)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+def _deadline_line(waiting: dict[str, Any]) -> str:
+    """When a human wait with ``config.timeout_seconds`` times out (empty for one without), and who enforces it."""
+    deadline = deadline_of(waiting)
+    if deadline is None:
+        return ""
+    return (
+        f"answer by {describe_deadline(deadline)} (config.timeout_seconds: {waiting.get('timeout_seconds')}); after that the run "
+        "fails with States.Timeout (on time under `stepwise serve`, else at the next `stepwise runs` or `stepwise resume`)\n"
+    )
 
 
 _LIBRARY = str(Path(__file__).resolve().parent)
@@ -503,6 +516,8 @@ def runs(
         cli_remote.runs(remote, thread, limit, cursor)
         return
     client = _client(home, False)
+    with _user_errors():
+        client.expire_overdue()  # no server keeps time here: waits past their deadline fail now (States.Timeout)
     records = client.stale_runs() if stale else client.runs(thread_id=thread, limit=limit)
     if output == "json":
         sys.stdout.write(json.dumps([r.model_dump(exclude={"start_cursor"}) for r in records], default=str) + "\n")

@@ -514,7 +514,11 @@ class Stepwise:
     def expire_overdue(self, *, now: float | None = None) -> list[RunResult]:
         """Fail every run whose human wait is past its deadline (``expire_wait``). ``stepwise serve``'s scheduler
         calls it on time; without a server the CLI calls it where runs are read or resumed."""
-        return [self.expire_wait(run.run_id, now=now) for run in self.overdue_waits(now=now)]
+        ended = []
+        for run in self.overdue_waits(now=now):
+            with contextlib.suppress(ConflictingRequestError):  # taken over meanwhile
+                ended.append(self.expire_wait(run.run_id, now=now))
+        return ended
 
     #: How long a resume waits for a run whose interrupt is logged to record that it waits.
     SETTLE_SECONDS = 2.0

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stepwise.state.events import Event
 from stepwise.state.ports import RunRecord
+from stepwise.state.waits import deadline_of
 from stepwise.store import AgentRecord, VersionRecord, thread_name
 
 AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
@@ -206,11 +207,16 @@ class VersionResult(BaseModel):
 
 
 class Waiting(BaseModel):
-    """What a paused run waits for: the human node, its prompt and interrupt id."""
+    """What a paused run waits for: the human node, its prompt and interrupt id, and until when."""
 
     node: str | None = None
     prompt: str | None = None
     interrupt_id: str | None = None
+    deadline: float | None = Field(
+        None,
+        description="epoch seconds: with no answer by then the run fails with States.Timeout (the node's config.timeout_seconds); "
+        "absent: it waits until answered",
+    )
 
 
 class Run(BaseModel):
@@ -233,7 +239,12 @@ class Run(BaseModel):
     @classmethod
     def of(cls, run: RunRecord, version: int | None, state: dict[str, Any] | None) -> Run:
         waiting = (  # never the token
-            Waiting(node=run.waiting.get("node"), prompt=run.waiting.get("prompt"), interrupt_id=run.waiting.get("interrupt_id"))
+            Waiting(
+                node=run.waiting.get("node"),
+                prompt=run.waiting.get("prompt"),
+                interrupt_id=run.waiting.get("interrupt_id"),
+                deadline=deadline_of(run.waiting),
+            )
             if run.waiting
             else None
         )

@@ -22,10 +22,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.triggers import Schedule, Trigger, TriggerInvocation, TriggerTarget, matches, named
+from stepwise.store import thread_name
 
 if TYPE_CHECKING:
     from stepwise.api.facade import StepwiseApi
@@ -201,6 +203,7 @@ class TriggerScheduler:
                 log.exception("schedule trigger %s of %s/%s failed", target.trigger, target.tenant, target.agent)
         self._last = until
         self.continue_parked()
+        self.expire_waits()
         for thread_id in self.api.client.queued_threads():  # queues left by a restart (or a missed run end)
             self.api.drain(thread_id)
         return fired
@@ -212,6 +215,32 @@ class TriggerScheduler:
         for run_id in due:
             self.api.run_in_background(self.api.client.continue_parked, run_id)
         return due
+
+    def expire_waits(self) -> list[str]:
+        """Fail the runs whose human wait passed its deadline (``config.timeout_seconds``) with ``States.Timeout``,
+        as Step Functions would: only a running server ends them on time (in the background; a compare-and-set
+        makes sure one process ends each, and an answer that lands first wins)."""
+        now = self.now().timestamp()
+        due = [r.run_id for r in self.api.client.overdue_waits(now=now)]
+        for run_id in due:
+            self.api.run_in_background(partial(self._expire, now=now), run_id)
+        return due
+
+    def _expire(self, run_id: str, now: float) -> None:
+        result = self.api.client.expire_wait(run_id, now=now)
+        run = self.api.client.get_run(run_id)
+        if result.status == "failed" and run is not None:
+            self.api.events.publish("run.failed", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
+
+    def next_wake(self) -> float:
+        """Seconds until the loop should tick again: the next minute boundary (cron's resolution), ``poll``, or
+        the next human wait's deadline, whichever is first (at least half a second: an expiry in flight)."""
+        now = self.now().timestamp()
+        wait = min(self.poll, 60.0 - now % 60.0 + 0.05)
+        deadline = self.api.client.next_deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.5, deadline - now))
+        return wait
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="stepwise-scheduler", daemon=True)
@@ -228,6 +257,9 @@ class TriggerScheduler:
                 self.tick()
             except Exception:
                 log.exception("scheduler tick failed")
-            # wake at the next minute boundary (cron's resolution) or after `poll`, whichever is first
-            wait = min(self.poll, 60.0 - time.time() % 60.0 + 0.05)
+            try:
+                wait = self.next_wake()
+            except Exception:
+                log.exception("scheduler could not read the next deadline")
+                wait = min(self.poll, 60.0 - time.time() % 60.0 + 0.05)
             self._stop.wait(wait)

@@ -17,6 +17,7 @@ from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
 from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
 from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
+from stepwise.state.waits import timed_out
 from stepwise.store import thread_name
 
 MAX_RUNS_PAGE = 1000
@@ -138,7 +139,7 @@ def router(api: StepwiseApi) -> Router:
     )
     def resume(run_id: str, body: Annotated[m.ResumeRun, Body()]) -> m.Run:
         run = api.run_of(tenant(), run_id)
-        if run.status not in ("waiting", "running"):
+        if run.status not in ("waiting", "running") and not timed_out(run):  # timed out: the client's 409 wait_timed_out
             raise ApiError(409, "run_not_waiting", f"run {run_id!r} is {run.status}; only a waiting run can be resumed")
         try:  # a running run is continued only if its process died (else 409 run_running)
             api.client.resume(run_id, body.input, interrupt_id=body.interrupt_id)
