@@ -229,3 +229,40 @@ def test_seed_parallel_form_in_a_loop_runs_the_same_on_moto(local: Stepwise, mot
     theirs = moto.finish(moto.client.run(spec, {}).run_id)
     assert mine.status == "succeeded" and mine.state["trail"] == SEED_PARALLEL_LOOP_TRAIL
     assert_same_run(local, mine, moto, theirs)
+
+
+TIMED_HUMAN = """
+name: timed-human
+graph:
+  nodes:
+    draft: {kind: function, fn: "stepwise.examples.nodes:draft"}
+    approve: {kind: human, prompt: "Approve?", config: {timeout_seconds: 1}}
+    publish: {kind: function, fn: "stepwise.examples.nodes:publish"}
+  edges:
+    - {from: draft, to: approve}
+    - {from: approve, to: publish}
+  entry: draft
+"""
+
+
+def test_an_unanswered_human_wait_times_out_the_same_on_moto(local: Stepwise, moto: MotoEngine) -> None:
+    """Step Functions fails the wait's Task with States.Timeout after its TimeoutSeconds (moto keeps that time
+    for real: one second here), and the Catch fails the run; locally the deadline passes on the fake clock."""
+    spec = load_text(TIMED_HUMAN)
+    mine = local.run(spec, {})
+    assert mine.status == "waiting" and mine.waiting is not None and mine.waiting["timeout_seconds"] == 1
+    assert isinstance(local.services.clock, FakeClock)
+    local.services.clock.t = mine.waiting["deadline"]
+    mine = local.expire_wait(mine.run_id)
+    theirs = moto.finish(moto.client.run(spec, {}).run_id)  # no answer is sent: moto's timer ends the wait
+
+    assert mine.status == theirs.status == "failed"
+    assert mine.error is not None and theirs.error is not None
+    for key in ("error", "node", "message", "cause", "timeout_seconds"):
+        assert theirs.error[key] == mine.error[key], key
+    assert theirs.error["error"] == "States.Timeout" and theirs.error["node"] == "approve"
+    assert theirs.error["message"] == "human node 'approve' waited 1 s with no answer (config.timeout_seconds: 1)"
+    for client, result in ((local, mine), (moto.client, theirs)):
+        run = client.get_run(result.run_id)
+        assert run is not None and run.waiting is None and run.interrupt_id is None  # not left "waiting"
+    assert_same_run(local, mine, moto, theirs)

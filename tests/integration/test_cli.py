@@ -202,6 +202,48 @@ def test_resume_refuses_a_missing_or_unexpected_answer(tmp_path: Path):
     assert done["status"] == "succeeded" and done["state"]["published"] is True
 
 
+TIMED = """
+name: timed
+graph:
+  nodes:
+    draft: {kind: function, fn: "stepwise.examples.nodes:draft"}
+    approve: {kind: human, prompt: "Approve?", input: {decision: {enum: ["yes", "no"]}}, config: {timeout_seconds: 60}}
+    publish: {kind: function, fn: "stepwise.examples.nodes:publish"}
+  edges:
+    - {from: draft, to: approve}
+    - {from: approve, to: publish}
+  entry: draft
+"""
+
+
+def test_a_wait_past_its_deadline_fails_at_runs_and_resume_without_a_server(tmp_path: Path):
+    """No server keeps time for the CLI: `stepwise resume` and `stepwise runs` apply the deadline when they look."""
+    from stepwise.asl.interpreter import FakeClock
+    from stepwise.client import Stepwise
+    from stepwise.graph.loader import load_text
+
+    graph = tmp_path / "timed.yaml"
+    graph.write_text(TIMED)
+    shown = cli("run", str(graph), home=tmp_path)
+    assert "answer by " in shown.stdout and "UTC (config.timeout_seconds: 60)" in shown.stdout, shown.stdout
+    current = next(w for w in shown.stdout.split() if w.startswith("run-"))
+    earlier = Stepwise.embedded(tmp_path, clock=FakeClock())  # runs that began waiting in 2023: long overdue
+    late, unread = (earlier.run(load_text(TIMED), {}).run_id for _ in range(2))
+
+    proc = cli("resume", late, "--input", '{"decision": "yes"}', home=tmp_path, check=False)
+    assert proc.returncode == 3, proc.stderr
+    assert f"run '{late}' failed with States.Timeout: human node 'approve' allowed 60 s" in proc.stderr
+    assert "this answer was not applied" in proc.stderr and f"stepwise redrive {late}" in proc.stderr
+
+    runs = {r["run_id"]: r for r in json.loads(cli("runs", "-o", "json", home=tmp_path).stdout)}
+    for run_id in (late, unread):
+        assert runs[run_id]["status"] == "failed" and runs[run_id]["error"]["error"] == "States.Timeout"
+        assert runs[run_id]["error"]["message"] == "human node 'approve' waited 60 s with no answer (config.timeout_seconds: 60)"
+    assert runs[current]["status"] == "waiting"  # its minute has not passed
+    done = json.loads(cli("resume", current, "--input", '{"decision": "yes"}', "-o", "json", home=tmp_path).stdout)
+    assert done["status"] == "succeeded"
+
+
 def test_validate_reports_file_line_and_one_root_cause(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
