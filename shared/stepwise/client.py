@@ -506,10 +506,12 @@ class Stepwise:
         moment = self.services.clock.now() if now is None else now
         return [r for r in self.services.runs.in_flight(_WAITING) if is_overdue(r, moment)]
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline of a human wait in flight, for a scheduler to wake at."""
-        deadlines = [d for r in self.services.runs.in_flight(_WAITING) if (d := deadline_of(r.waiting)) is not None]
-        return min(deadlines, default=None)
+    def next_deadline(self, *, after: float | None = None) -> float | None:
+        """The earliest deadline of a human wait in flight later than ``after`` (default: now), for a scheduler to
+        wake at; waits already overdue are ``overdue_waits``' (on Step Functions the service ends them)."""
+        moment = self.services.clock.now() if after is None else after
+        waits = (deadline_of(r.waiting) for r in self.services.runs.in_flight(_WAITING))
+        return min((d for d in waits if d is not None and d > moment), default=None)
 
     def expire_overdue(self, *, now: float | None = None) -> list[RunResult]:
         """Fail every run whose human wait is past its deadline (``expire_wait``). ``stepwise serve``'s scheduler

@@ -111,9 +111,8 @@ def test_expire_overdue_ends_only_waits_past_their_deadline(client: Stepwise, cl
     forever = client.run(untimed(), {})
     clock.t += 30
     assert [r.run_id for r in client.overdue_waits()] == [short.run_id]
-    assert client.next_deadline() == clock.t - 20  # the earliest, overdue or not: what serve's scheduler wakes at
+    assert client.next_deadline() == clock.t + 30  # the long wait's, still ahead: what serve's scheduler wakes at
     [ended] = client.expire_overdue()
-    assert client.next_deadline() == clock.t + 30  # then the long wait's
     assert ended.run_id == short.run_id and ended.status == "failed"
     assert ended.error is not None and ended.error["message"] == MESSAGE.replace("60", "10")
     for other in (long, forever):
@@ -184,6 +183,8 @@ def test_the_api_shows_the_deadline_and_refuses_a_late_answer_with_409(clock: Fa
     assert after["status"] == "failed" and after["error"]["error"] == "States.Timeout" and after["error"]["node"] == "approve"
     again = h("POST", f"/runs/{run['run_id']}/resume", {"input": {"decision": "yes"}})
     assert again.status == 409 and error_code(again) == "wait_timed_out"  # not run_not_waiting: the reason stays
+    kinds = [k for k, _, _ in h.sink.events]
+    assert kinds == ["agent.registered", "run.started", "run.waiting", "run.failed"]  # failed once, never resumed
 
 
 def test_the_serve_scheduler_fails_an_overdue_wait_at_its_deadline(clock: FakeClock) -> None:

@@ -234,10 +234,10 @@ class TriggerScheduler:
 
     def next_wake(self) -> float:
         """Seconds until the loop should tick again: the next minute boundary (cron's resolution), ``poll``, or
-        the next human wait's deadline, whichever is first (at least half a second: an expiry in flight)."""
+        the next human wait's deadline, whichever is first (at least half a second apart)."""
         now = self.now().timestamp()
         wait = min(self.poll, 60.0 - now % 60.0 + 0.05)
-        deadline = self.api.client.next_deadline()
+        deadline = self.api.client.next_deadline(after=now)
         if deadline is not None:
             wait = min(wait, max(0.5, deadline - now))
         return wait

@@ -15,8 +15,8 @@ from stepwise.api import models as m
 from stepwise.api.auth import tenant_of
 from stepwise.api.errors import ApiError, documented
 from stepwise.api.facade import MAX_EVENTS_PAGE, StepwiseApi
-from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError
-from stepwise.state.ports import RunQuery, RunStatus, RunTransitionError
+from stepwise.errors import AnswerError, ConflictingRequestError, StepwiseError, WaitTimedOutError
+from stepwise.state.ports import RunQuery, RunRecord, RunStatus, RunTransitionError
 from stepwise.state.waits import timed_out
 from stepwise.store import thread_name
 
@@ -74,6 +74,14 @@ def list_router(api: StepwiseApi) -> Router:
         return runs_page(api, who, query)
 
     return router
+
+
+def _timed_out_now(api: StepwiseApi, before: RunRecord) -> None:
+    """A late answer made the local engine fail its run with States.Timeout: say so, and let the thread's queue go on."""
+    after = api.client.get_run(before.run_id)
+    if before.status == "waiting" and after is not None and after.status == "failed":
+        api.events.publish("run.failed", before.tenant, {"run_id": before.run_id, "thread_id": thread_name(before.thread_id)})
+        api.drain(before.thread_id)
 
 
 def router(api: StepwiseApi) -> Router:
@@ -147,6 +155,8 @@ def router(api: StepwiseApi) -> Router:
             details = [{"field": "body.input", "type": "invalid_answer", "message": p} for p in exc.problems]
             raise ApiError(422, "invalid_answer", str(exc), details) from None
         except ConflictingRequestError as exc:
+            if isinstance(exc, WaitTimedOutError):
+                _timed_out_now(api, run)
             raise ApiError(409, exc.code, str(exc)) from None
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
