@@ -83,6 +83,9 @@ class RunResult:
             out["error"] = self.error
         if self.waiting:
             out["waiting"] = {"node": self.waiting.get("node"), "prompt": self.waiting.get("prompt")}
+            deadline = deadline_of(self.waiting)
+            if deadline is not None:  # config.timeout_seconds: unanswered by then, the run fails with States.Timeout
+                out["waiting"]["deadline"] = deadline
         return out
 
 

@@ -80,8 +80,10 @@ def test_a_wait_records_its_deadline_in_the_interrupt_and_the_run(client: Stepwi
     assert result.waiting["timeout_seconds"] == 60 and result.waiting["deadline"] == started + 60
     [interrupt] = [e for e in client.run_events(result.run_id) if e.type == INTERRUPT]
     assert interrupt.data["deadline"] == started + 60  # in the log too: any process reading it can tell
+    assert result.to_json()["waiting"]["deadline"] == started + 60  # what `stepwise run -o json` prints
     plain = client.run(untimed(), {})
     assert plain.waiting is not None and "deadline" not in plain.waiting  # no timeout: it waits until answered
+    assert "deadline" not in plain.to_json()["waiting"]
 
 
 def test_an_answer_before_the_deadline_continues_the_run(client: Stepwise, clock: FakeClock) -> None:
