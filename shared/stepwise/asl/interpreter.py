@@ -6,7 +6,7 @@ then reports ``WAITING``. Running the same execution again (same name, same inpu
 the step is idempotent, so completed tasks return their recorded output at once, and a token that
 has been completed in the meantime lets the execution continue. That is how a run survives a
 process exit. A token completed with ``task_failure(error, cause)`` (the local SendTaskFailure: how the
-local engine applies a Task's ``TimeoutSeconds``, which it does not time itself) fails the Task with that
+local engine applies a wait Task's ``TimeoutSeconds``: the execution has returned, so nothing here times it) fails the Task with that
 error, for its Retry and Catch. The clock is injectable so tests never sleep.
 
 Concurrency: a sequential path runs synchronously, with no event loop (the interpreter's coroutines are

@@ -632,7 +632,7 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update(timeout)
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
-    if raw.get("Error") == "States.Timeout" and not failed:
+    if raw.get("Error") == "States.Timeout" and not failed and timeout is None:  # a function node's run, not a wait
         error["message"] = error.get("message") or "a Task did not finish within its TimeoutSeconds"
         error["fix"] = "raise the node's config.timeout_seconds, or make it finish sooner"
     point = _redrive_point(cursor, failed[-1] if failed else None)
