@@ -490,3 +490,24 @@ def test_custom_reducers_are_imported_with_the_functions(tmp_path: Path):
         with pytest.raises(GraphError) as info:
             load_file(path, check_imports=True)
         assert f"{path}:3: reducer '{reducer}' of channel 'trail'" in str(info.value) and message in str(info.value)
+
+
+HUMAN = """
+name: h
+graph:
+  nodes:
+    ask: {kind: human, prompt: "ok?", config: {timeout_seconds: TIMEOUT}}
+  entry: ask
+"""
+
+
+@pytest.mark.parametrize("timeout", ["1.5", "0", "-3", "'an hour'", "true"])
+def test_a_human_nodes_timeout_is_whole_seconds_from_one_as_step_functions_takes_it(timeout: str) -> None:
+    """It compiles to the wait Task's TimeoutSeconds; 1.5 was accepted and silently cut to 1 on both engines."""
+    message = _error(HUMAN.replace("TIMEOUT", timeout))
+    assert "node 'ask': config.timeout_seconds of a human node is" in message and "a whole number of seconds, at least 1" in message
+    assert "timeout_seconds: 3600" in message
+
+
+def test_a_human_nodes_whole_second_timeout_loads() -> None:
+    assert load_text(HUMAN.replace("TIMEOUT", "3600")).graph.nodes["ask"].config["timeout_seconds"] == 3600

@@ -185,7 +185,7 @@ def _node(spec: GraphSpec, name: str, node: NodeSpec, check_imports: bool) -> It
     if node.kind == "human":
         yield from _check_human_config(name, node.config)
     elif node.kind == "function" and "timeout_seconds" in node.config:
-        yield from _check_function_timeout(name, node.config["timeout_seconds"])
+        yield from _check_timeout(name, node.kind, node.config["timeout_seconds"])
     elif node.input is not None:
         yield Problem(
             "`input:` declares the answer of a human node", "remove it, or make this node `kind: human`", node=name, at=(*at, "input")
@@ -416,13 +416,13 @@ def _check_guardrails(name: str, node: NodeSpec) -> Iterator[Problem]:
         )
 
 
-def _check_function_timeout(name: str, value: Any) -> Iterator[Problem]:
-    """A function node's ``config.timeout_seconds`` is its Task's ``TimeoutSeconds``, which Step Functions takes
-    in whole seconds from 1: the local engine keeps to the same value, so both time out alike."""
+def _check_timeout(name: str, kind: str, value: Any) -> Iterator[Problem]:
+    """A function or human node's ``config.timeout_seconds`` is its Task's ``TimeoutSeconds``, which Step Functions
+    takes in whole seconds from 1: the local engine keeps to the same value, so both time out alike."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         yield Problem(
-            f"config.timeout_seconds of a function node is {value!r}; it must be a whole number of seconds, at least 1",
-            "write e.g. `timeout_seconds: 30` (the Task fails with States.Timeout after that long)",
+            f"config.timeout_seconds of a {kind} node is {value!r}; it must be a whole number of seconds, at least 1",
+            f"write e.g. `timeout_seconds: {3600 if kind == 'human' else 30}` (the Task fails with States.Timeout after that long)",
             node=name,
             at=("graph", "nodes", name, "config", "timeout_seconds"),
         )
@@ -438,5 +438,5 @@ def _check_human_config(name: str, config: dict[str, Any]) -> Iterator[Problem]:
             yield Problem(
                 f"unknown config key `{key}` for a human node", f"{hint} one of: {', '.join(HUMAN_CONFIG_KEYS)}", node=name, at=at
             )
-        elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            yield Problem(f"config.{key} must be a positive number of seconds", f"write e.g. `{key}: 3600`", node=name, at=at)
+        else:  # timeout_seconds, the only key
+            yield from _check_timeout(name, "human", value)
