@@ -222,6 +222,26 @@ def test_bad_register_bodies_are_422_naming_the_field(h: Harness, body: dict[str
     assert field in [d["field"] for d in reply.body["error"]["details"]]
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"wait_seconds": "5"}, "body.wait_seconds"),  # a numeric string is not a number
+        ({"background": "yes"}, "body.background"),  # nor a word a boolean
+        ({"background": 1}, "body.background"),
+        ({"version": "1"}, "body.version"),
+        ({"version": 1.0}, "body.version"),
+        ({"webhook": {"url": "https://example.com/h", "secret": "s" * 32, "events": "failed"}}, "body.webhook.events"),
+    ],
+)
+def test_execute_bodies_take_json_types_as_documented_and_no_others(h: Harness, body: dict[str, Any], field: str) -> None:
+    """Every body is strict alike: "5" for a number was taken (and "yes" for true) while "1" for a version was not."""
+    h.register("sequential")
+    reply = h("POST", "/agents/sequential/execute", body)
+    assert reply.status == 422 and error_code(reply) == "validation_error"
+    assert field in [d["field"] for d in reply.body["error"]["details"]]
+    assert h("POST", "/agents/sequential/execute", {"wait_seconds": 5, "background": False, "version": 1}).status == 200
+
+
 def test_missing_body_is_422(h: Harness) -> None:
     reply = h("POST", "/agents", None)
     assert reply.status == 422 and reply.body["error"]["details"][0]["field"] == "body"

@@ -29,7 +29,7 @@ T = TypeVar("T")
 class NewMemory(BaseModel):
     """A memory to store in the caller's tenant."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as every request body (api.models._Body)
     namespace: str = Field(description="tenant/agent/user/...: must start with your tenant")
     text: str = Field(min_length=1, max_length=32_000)
     strategy: Strategy = "semantic"
@@ -42,7 +42,7 @@ class NewMemory(BaseModel):
 class MemoryEdit(BaseModel):
     """A correction of a memory: its new text (a new version supersedes the old)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as every request body (api.models._Body)
     text: str = Field(min_length=1, max_length=32_000)
     metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
@@ -50,7 +50,7 @@ class MemoryEdit(BaseModel):
 class MemorySearch(BaseModel):
     """A search of the caller's memories by meaning, optionally as of a past time."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as every request body (api.models._Body)
     text: str
     namespaces: list[str] | None = Field(default=None, description="namespace prefixes (default: your whole tenant)")
     strategies: list[Strategy] | None = None

@@ -22,7 +22,10 @@ STEPS = (  # a run's `steps`, in its view and in a runs list
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys and values of another JSON type are refused (strict: ``"5"`` is not a number,
+    ``"yes"`` not a boolean), so every field reads as documented and none is guessed at."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GraphSource(_Body):
@@ -72,7 +75,7 @@ class ExecuteAgent(_Body):
     """Start a run of an agent version: its input, thread, and whether to wait for it."""
 
     input: dict[str, Any] = Field(default_factory=dict, description="initial state update of the run")
-    version: int | None = Field(None, ge=1, strict=True, description="run this version (default: the `live` alias)")
+    version: int | None = Field(None, ge=1, description="run this version (default: the `live` alias)")
     alias: str | None = Field(None, pattern=ALIAS, description="run the version this alias points at")
     thread_id: str | None = Field(None, pattern=THREAD_ID, description="continue this thread (yours), or start it with this id")
     wait_seconds: float = Field(
@@ -121,13 +124,13 @@ class RedriveRun(_Body):
 class ForkThread(_Body):
     """Fork a thread at a sequence number (default: its head)."""
 
-    at: int | None = Field(None, ge=1, strict=True, description="sequence number to fork at (default: the head)")
+    at: int | None = Field(None, ge=1, description="sequence number to fork at (default: the head)")
 
 
 class SetAlias(_Body):
     """Point an alias at a version."""
 
-    version: int = Field(ge=1, strict=True)
+    version: int = Field(ge=1)
 
 
 # -- responses ---------------------------------------------------------------------------------
