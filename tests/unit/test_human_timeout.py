@@ -207,3 +207,24 @@ def test_the_serve_scheduler_fails_an_overdue_wait_at_its_deadline(clock: FakeCl
     run = wait_for(ended, f"run {run_id} to fail at its deadline")  # expired on the API's background threads
     assert run.error["error"] == "States.Timeout" and run.error["message"] == MESSAGE
     assert ("run.failed", "acme") in [(kind, tenant) for kind, tenant, _ in h.sink.events]
+
+
+def test_a_wait_begun_while_the_scheduler_sleeps_wakes_it_for_its_deadline() -> None:
+    """The loop sleeps up to ``poll`` (30 s) when nothing is due; a run that begins to wait wakes it, so a 1 s
+    timeout ends about a second later, not up to 30 s late (real time: the loop's own sleeping is under test)."""
+    h = make(client=Stepwise.in_memory())
+    assert h("POST", "/agents", {"yaml": TIMED_YAML.replace("timeout_seconds: 60", "timeout_seconds: 1")}).status == 201
+    scheduler = TriggerScheduler(h.api, poll=30.0)
+    scheduler.start()
+    try:
+        assert scheduler.next_wake() > 1.5  # asleep for a poll or a minute boundary: nothing is waiting yet
+        run_id = h("POST", "/agents/timed-approval/execute", {"input": {}}).body["run_id"]
+
+        def failed() -> Any:
+            found = h.client.get_run(run_id)
+            return found if found is not None and found.status == "failed" else None
+
+        run = wait_for(failed, f"run {run_id} to fail a second after it began to wait", timeout=10)
+        assert run.error["error"] == "States.Timeout" and run.error["node"] == "approve"
+    finally:
+        scheduler.stop()

@@ -161,6 +161,7 @@ class TriggerScheduler:
         self.poll = poll
         self.now = now or (lambda: datetime.now(UTC))
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a run began to wait: its deadline may come before the loop's sleep ends
         self._thread: threading.Thread | None = None
         self._last = self.now()
 
@@ -243,13 +244,29 @@ class TriggerScheduler:
         return wait
 
     def start(self) -> None:
+        self._listen()
         self._thread = threading.Thread(target=self._loop, name="stepwise-scheduler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        """Chain onto the engine's observer: a run that begins to wait wakes the loop, which then sleeps until
+        that wait's deadline if it is the nearest (else a 2 s timeout could end up to ``poll`` seconds late)."""
+        services = self.api.client.services
+        previous = services.observer
+
+        def both(event: dict[str, Any]) -> None:
+            if previous is not None:
+                previous(event)
+            if event.get("kind") == "waiting":
+                self._wake.set()
+
+        services.observer = both
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -262,4 +279,5 @@ class TriggerScheduler:
             except Exception:
                 log.exception("scheduler could not read the next deadline")
                 wait = min(self.poll, 60.0 - time.time() % 60.0 + 0.05)
-            self._stop.wait(wait)
+            self._wake.wait(wait)
+            self._wake.clear()
