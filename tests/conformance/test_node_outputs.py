@@ -46,7 +46,9 @@ graph:
         ({"x": {"at": [{"when": datetime.date(2024, 1, 2)}]}}, "holds a date at x.at[0].when, which JSON cannot carry; return an ISO 8601"),
         ({"x": math.inf}, "holds inf at x,"),
         ({"x": "\ud800"}, "holds a lone surrogate (like \\ud800) at x, which is not text; return valid Unicode"),
-        ({1: "one"}, "node 'produce' returned a int key 1; channel names are text"),
+        ({1: "one"}, "node 'produce' returned an int key 1; channel names are text"),
+        ({"x": {1: "one"}}, "holds an int key 1 at x, which JSON cannot carry (its keys are text); return the key as text, e.g. '1'"),
+        ({"x": [{(1, 2): "a"}]}, "holds a tuple key (1, 2) at x[0], which JSON cannot carry"),
     ],
 )
 def test_an_update_json_cannot_carry_fails_the_node_locally(update: dict[Any, Any], message: str, local: Stepwise) -> None:  # noqa: F811

@@ -794,3 +794,36 @@ def test_a_failed_runs_error_reaches_api_clients_without_tracebacks(h: Harness) 
     assert all("Traceback" in e.data["traceback"] for e in logged)
     for e in logged:
         assert "Traceback" not in event_frame(e).decode() and "Traceback" not in json.dumps(websocket_frame(e))
+
+
+SLEEPY_FAIL = """
+name: failing
+graph:
+  nodes:
+    ok: {kind: function, fn: "stepwise.examples.nodes:draft"}
+    explode: {kind: function, fn: "stepwise.examples.nodes:fail_on_purpose"}
+  edges: [{from: ok, to: explode}]
+  entry: ok
+"""
+
+
+def test_the_engine_thread_behind_a_shared_name_never_shows_in_answers(h: Harness) -> None:
+    """A tenant's own thread behind a name another tenant uses is ``name~<hex>`` in the engine: errors the engine
+    wrote (a busy thread), a failed run's redrive point and a fork's marker must all say the name."""
+    for tenant in ("acme", "globex"):
+        h.register("human_approval", tenant=tenant)
+        assert h("POST", "/agents", {"yaml": SLEEPY_FAIL}, tenant=tenant).status == 201
+    h("POST", "/agents/human-approval/execute", {"thread_id": "room-7"})  # acme owns the name
+    other = dict(tenant="globex")
+    waiting = h("POST", "/agents/human-approval/execute", {"thread_id": "room-7"}, **other).body
+    busy = h("POST", "/agents/human-approval/execute", {"thread_id": "room-7", "multitask": "reject"}, **other)
+    assert busy.status == 409 and error_code(busy) == "thread_busy"
+    assert "thread 'room-7' is busy" in busy.body["error"]["message"] and "~" not in json.dumps(busy.body)
+    fork = h("POST", "/threads/room-7/fork", {"at": 1}, **other).body
+    marker = h("GET", f"/threads/{fork['thread_id']}/events", **other).body["events"][0]
+    assert marker["type"] == "forked" and marker["data"]["from"] == "room-7"
+    h("POST", f"/runs/{waiting['run_id']}/cancel", **other)
+    failed = h("POST", "/agents/failing/execute", {"thread_id": "room-7"}, **other).body
+    assert failed["status"] == "failed" and failed["error"]["redrive"] == {"start_at": "explode"}
+    for path in (f"/runs/{failed['run_id']}", f"/runs/{failed['run_id']}/events", "/threads/room-7/events", "/runs"):
+        assert "~" not in json.dumps(h("GET", path, **other).body), path

@@ -108,7 +108,7 @@ def test_the_library_refuses_an_input_json_cannot_carry(tmp_path: Path) -> None:
     what a reader of the thread got back."""
     client = Stepwise.embedded(tmp_path / "home")
     spec = load_text("name: g\nstate: {x: replace}\ngraph:\n  nodes:\n    a: {fn: 'stepwise.examples.nodes:fetch'}\n  entry: a\n")
-    for bad, kind in (({"s": {1, 2}}, "a set"), ({"x": float("nan")}, "nan"), ({"when": object()}, "a object")):
+    for bad, kind in (({"s": {1, 2}}, "a set"), ({"x": float("nan")}, "nan"), ({"when": object()}, "an object")):
         with pytest.raises(StepwiseError, match=f"the input holds {kind}"):
             client.run(spec, bad)
     assert client.run(spec, {"t": (1, 2), "n": None, "f": 0.5}).status == "succeeded"

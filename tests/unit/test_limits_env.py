@@ -127,7 +127,8 @@ def _walked(value: object, lim: Limits) -> str | None:
         {"deep": [[[[["five levels"]]]]]},  # one past it
         list(range(9)),  # at the value limit (10 with the list itself)
         list(range(10)),  # one past it
-        {1: "an int key"},  # JSON keys are text: the full walk lets it through, as before
+        {1: "an int key"},  # JSON keys are text: refused (it read back as "1")
+        {"a": {None: "a None key"}},
         {"bad": "\ud800"},
         {"nan": float("nan")},
         {"set": {1, 2}},

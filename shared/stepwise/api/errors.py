@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler import Response
 
 from stepwise.api import models as m
 from stepwise.errors import StepwiseError
+from stepwise.store import thread_names_in
 
 
 class ApiError(StepwiseError):
@@ -34,13 +35,13 @@ class ApiError(StepwiseError):
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
 ) -> Response[str]:
-    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=message, details=details))
+    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=thread_names_in(message), details=details))
     return Response(status_code=status, content_type="application/json", body=body.model_dump_json(exclude_none=True), headers=headers)
 
 
 def proxy_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A proxy response built without the resolver (for auth, size and rate-limit failures)."""
-    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=message)).model_dump_json(exclude_none=True)
+    body = m.ErrorBody(error=m.ErrorDetail(code=code, message=thread_names_in(message))).model_dump_json(exclude_none=True)
     return {
         "statusCode": status,
         "headers": {"Content-Type": "application/json", **(headers or {})},

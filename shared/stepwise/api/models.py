@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stepwise.state.events import Event
+from stepwise.state.events import FORKED, Event
 from stepwise.state.ports import RunRecord
 from stepwise.state.waits import deadline_of
 from stepwise.store import AgentRecord, VersionRecord, thread_name
@@ -285,6 +285,8 @@ def public_error(error: dict[str, Any]) -> dict[str, Any]:
         parsed = None
     if isinstance(parsed, dict) and "stackTrace" in parsed:
         out["cause"] = json.dumps({k: v for k, v in parsed.items() if k != "stackTrace"})
+    if isinstance(out.get("redrive"), dict):  # where a redrive starts; its cursor is the engine's (thread ids, visits)
+        out["redrive"] = {k: v for k, v in out["redrive"].items() if k != "cursor"}
     return out
 
 
@@ -294,6 +296,8 @@ def public_event(e: Event) -> dict[str, Any]:
     out = e.to_json()
     out.pop("key", None)
     out["data"] = public_error({k: v for k, v in e.data.items() if k not in PRIVATE_EVENT_FIELDS})
+    if e.type == FORKED and isinstance(out["data"].get("from"), str):  # the thread forked from, by its tenant's name
+        out["data"]["from"] = thread_name(out["data"]["from"])
     return out
 
 

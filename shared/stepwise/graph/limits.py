@@ -224,8 +224,13 @@ def _walk(value: Any, lim: Limits, what: str, where: str | None, verb: str) -> N
             raise LimitError(f"{what} holds more than {lim.values} values")
         if isinstance(item, dict):
             for key, sub in item.items():
-                if isinstance(key, str):
-                    _check_text(key, what, where, path, verb)
+                if not isinstance(key, str):  # stored, 1 read back as "1" and None as "null"; a tuple failed the write
+                    kind = type(key).__name__
+                    raise LimitError(
+                        f"{what} holds {a_or_an(kind)} {kind} key {key!r}{_at(where, path)}, which JSON cannot carry (its keys are text); "
+                        f"{verb} the key as text, e.g. {str(key)!r}"
+                    )
+                _check_text(key, what, where, path, verb)
                 stack.append((sub, depth + 1, (*path, key) if where is not None else path))
         elif isinstance(item, list | tuple):
             stack.extend((sub, depth + 1, (*path, i) if where is not None else path) for i, sub in enumerate(item))
@@ -246,7 +251,12 @@ def _check_scalar(item: Any, lim: Limits, what: str, where: str | None, path: tu
             raise LimitError(f"{what} holds {item!r}{_at(where, path)}, which JSON cannot carry; {verb} a finite number, a string or null")
     else:  # a set, a date, an object: stored as its str() or a list, it read back different
         kind = type(item).__name__
-        raise LimitError(f"{what} holds a {kind}{_at(where, path)}, which JSON cannot carry; {verb} {_INSTEAD.get(kind, _JSON_TYPES)}")
+        instead = _INSTEAD.get(kind, _JSON_TYPES)
+        raise LimitError(f"{what} holds {a_or_an(kind)} {kind}{_at(where, path)}, which JSON cannot carry; {verb} {instead}")
+
+
+def a_or_an(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 _JSON_TYPES = "lists, objects, text and numbers"

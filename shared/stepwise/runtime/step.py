@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stepwise.errors import MaxIterationsError, NodeError, NodeTimeoutError, RateLimitedError, StateConflictError, TaskError
 from stepwise.extras import LLM_KINDS
 from stepwise.graph.conditions import evaluate
-from stepwise.graph.limits import LimitError, Limits, check_value
+from stepwise.graph.limits import LimitError, Limits, a_or_an, check_value
 from stepwise.graph.spec import END, FAILED, GraphSpec
 from stepwise.graph.topology import is_end, locate, topology
 from stepwise.runtime.graph_cache import per_spec, reducers_of
@@ -345,7 +345,8 @@ def check_update(node: str, update: dict[str, Any]) -> None:
     what to return instead."""
     for channel, value in update.items():
         if not isinstance(channel, str):  # JSON keys are text: 1 read back as "1", a tuple failed the append
-            error = NodeError(f"node {node!r} returned a {type(channel).__name__} key {channel!r}; channel names are text")
+            kind = type(channel).__name__
+            error = NodeError(f"node {node!r} returned {a_or_an(kind)} {kind} key {channel!r}; channel names are text")
             error.fix = f"return {{{str(channel)!r}: ...}}, a channel name as a string"
             raise error
         try:

@@ -5,6 +5,6 @@ over three small primitives that each adapter implements — ``memory.py`` (test
 embedded default, ``stepwise serve``) and ``dynamodb.py`` (AWS).
 """
 
-from stepwise.store.base import AgentRecord, ApiKeyRecord, ApiStore, StoreConflict, VersionRecord, thread_name
+from stepwise.store.base import AgentRecord, ApiKeyRecord, ApiStore, StoreConflict, VersionRecord, thread_name, thread_names_in
 
-__all__ = ["AgentRecord", "ApiKeyRecord", "ApiStore", "StoreConflict", "VersionRecord", "thread_name"]
+__all__ = ["AgentRecord", "ApiKeyRecord", "ApiStore", "StoreConflict", "VersionRecord", "thread_name", "thread_names_in"]

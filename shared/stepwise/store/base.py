@@ -10,6 +10,7 @@ can never both claim a thread. The base class owns all of that; an adapter imple
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -73,11 +74,18 @@ class AgentRecord(BaseModel):
 
 #: Separates a thread's name from the suffix of a tenant's own thread behind a name another tenant owns.
 ALIAS_MARK = "~"
+_ALIAS_BYTES = 6  # the suffix: 12 hex digits
+_ALIAS_SUFFIX = re.compile(rf"{re.escape(ALIAS_MARK)}[0-9a-f]{{{2 * _ALIAS_BYTES}}}(?![0-9a-f])")
 
 
 def thread_name(thread_id: str) -> str:
     """The name a tenant knows an engine thread by: its id, without an alias suffix (``ApiStore.thread_alias``)."""
     return thread_id.split(ALIAS_MARK, 1)[0]
+
+
+def thread_names_in(text: str) -> str:
+    """``text`` (a message the engine wrote) with every engine thread id in it written as its tenant's name."""
+    return _ALIAS_SUFFIX.sub("", text)
 
 
 def _tenant_pk(tenant: str) -> str:
@@ -222,7 +230,7 @@ class ApiStore(ABC):
         found = self._get(pk, sk)
         if found is None and create:
             with contextlib.suppress(StoreConflict):  # a concurrent first use made it: read theirs
-                self._put(pk, sk, {"thread": f"{name}{ALIAS_MARK}{secrets.token_hex(6)}", "created_at": time.time()}, None)
+                self._put(pk, sk, {"thread": f"{name}{ALIAS_MARK}{secrets.token_hex(_ALIAS_BYTES)}", "created_at": time.time()}, None)
             found = self._get(pk, sk)
         return str(found[1]["thread"]) if found else None
 
