@@ -180,6 +180,8 @@ def test_a_runs_webhook_goes_from_the_events_stream_through_sqs_to_the_receiver(
         kinds.append(message["type"])
         assert message["data"]["run_id"] == run["run_id"] and message["data"]["thread_id"] == run["thread_id"]
     assert kinds == ["run.waiting", "run.succeeded"]
+    waited = json.loads(receiver.requests[0][2])["data"]["waiting"]
+    assert waited["node"] == "approve" and waited["interrupt_id"] == run["waiting"]["interrupt_id"] and "token" not in waited
     assert SECRET not in json.dumps(receiver.requests[0][1]) and SECRET.encode() not in receiver.requests[0][2]
 
     # the stream delivers at least once: a replayed batch sends the same event ids, which the receiver's check drops

@@ -135,6 +135,8 @@ def test_two_different_credentials_are_refused_whichever_is_valid(h: Harness) ->
     both = {"authorization": f"Bearer {h.keys['globex']}"}
     reply = h("GET", "/agents", headers=both)  # x-api-key: acme's key
     assert reply.status == 401 and "two credentials" in reply.body["error"]["message"]
+    twice = h("GET", "/agents", tenant=None, headers={"x-api-key": f"{h.keys['acme']}, {h.keys['acme']}"})  # a repeated header
+    assert twice.status == 401 and "several x-api-key headers" in twice.body["error"]["message"]
     same = {"authorization": f"Bearer {h.keys['acme']}"}
     assert h("GET", "/agents", headers=same).status == 200  # the same key twice is one credential
 

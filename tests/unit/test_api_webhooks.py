@@ -155,6 +155,9 @@ def test_execute_with_a_webhook_reports_waiting_then_the_end(receiver: Receiver)
         time.sleep(0.05)
     kinds = [json.loads(body)["type"] for _, body in receiver.received]
     assert kinds == ["run.waiting", "run.succeeded"]
+    waited = json.loads(receiver.received[0][1])["data"]["waiting"]
+    assert waited["node"] == "approve" and waited["interrupt_id"] == run["waiting"]["interrupt_id"] and "Approve" in waited["prompt"]
+    assert "token" not in waited
     assert all(verify(SECRET, h, b) for h, b in receiver.received)
     # and a private target is refused up front when the server does not allow it
     strict = create_app(lambda: engine, store=store, settings=ApiSettings(backend="memory"))

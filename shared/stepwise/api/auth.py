@@ -89,6 +89,8 @@ def check_one_credential(headers: Mapping[str, str]) -> None:
     one a server honours would otherwise depend on the order its authenticators are tried in."""
     lowered = {k.lower(): v for k, v in headers.items()}
     key, auth = lowered.get("x-api-key", "").strip(), lowered.get("authorization", "").strip()
+    if "," in key:  # a repeated header arrives joined by commas, which no key holds
+        raise AuthError("several x-api-key headers sent: send one API key")
     scheme, _, value = auth.partition(" ")
     if key and auth and not (scheme.lower() == "bearer" and value.strip() == key):
         raise AuthError("two credentials sent (x-api-key and Authorization): send one of them")

@@ -343,7 +343,7 @@ class StepwiseApi:
                         "agent": run.graph_ref.split("@", 1)[0],
                     }
                     if run.waiting:
-                        detail["waiting"] = {"node": run.waiting.get("node"), "prompt": run.waiting.get("prompt")}
+                        detail["waiting"] = m.webhook_waiting(run.waiting)
                     if run.error:
                         detail["error"] = m.public_error(run.error)
                     self.webhooks.deliver(hook.url, hook.secret, f"run.{run.status}", detail)

@@ -273,6 +273,13 @@ class Run(BaseModel):
 PRIVATE_EVENT_FIELDS = frozenset({"token", "payload"})
 
 
+def webhook_waiting(waiting: dict[str, Any]) -> dict[str, Any]:
+    """What a ``run.waiting`` webhook says of the wait: the node, its prompt, the interrupt to answer and, for a
+    human node with ``config.timeout_seconds``, the deadline (never the task token)."""
+    keys = ("node", "prompt", "interrupt_id", "deadline")
+    return {k: waiting[k] for k in keys if waiting.get(k) is not None}
+
+
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
     """A failed node's or run's error as API clients see it: the message, node, ``where`` and ``fix``, without
     the traceback and the ``cause``'s ``stackTrace`` (server paths and engine frames). Operators read those in

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stepwise.api.models import Webhook, public_error
+from stepwise.api.models import Webhook, public_error, webhook_waiting
 from stepwise.api.webhooks import RETRYABLE, WebhookRejected, post_once
 
 #: log event type -> the run status a webhook reports
@@ -86,7 +86,7 @@ def dispatch(records: list[dict[str, Any]], find: Callable[[str], tuple[Webhook,
         raw = (image.get("data") or {}).get("S")
         data = decode(raw) if raw else {}
         if status == "waiting" and isinstance(data, dict):
-            detail["waiting"] = {"node": (image.get("node") or {}).get("S"), "prompt": data.get("prompt")}
+            detail["waiting"] = webhook_waiting({**data, "node": (image.get("node") or {}).get("S")})
         if status == "failed" and isinstance(data, dict) and data:  # a run_failed event's data is the run's error
             detail["error"] = public_error(data)
         event_id = "evt_" + hashlib.sha256(f"{run_id}\0{seq}".encode()).hexdigest()[:32]
