@@ -447,19 +447,24 @@ class Stepwise:
             )
         waiting, token = run.waiting, run.waiting["token"]
         try:  # compare-and-set: of two answers (or an answer and a cancel), exactly one wins
-            run = self.services.runs.update(
-                run_id,
-                expect=("waiting",),
-                expect_interrupt=current if run.interrupt_id else None,
-                status="running",
-                waiting=None,
-                interrupt_id=None,
-                **self._lease(),
-            )
+            run = self._take_wait(run, current)
         except RunTransitionError as exc:
             raise ConflictingRequestError(str(exc)) from None
         out = resume_step(self.services, waiting, dict(input or {}))
         return self._result(run, self.executor.send_token(run, token, out))
+
+    def _take_wait(self, run: RunRecord, current: str | None) -> RunRecord:
+        """Move a waiting run back to running, if it still waits at interrupt ``current`` (a compare-and-set:
+        of an answer, a cancel and an expiry that race, exactly one wins); else RunTransitionError."""
+        return self.services.runs.update(
+            run.run_id,
+            expect=("waiting",),
+            expect_interrupt=current if run.interrupt_id else None,
+            status="running",
+            waiting=None,
+            interrupt_id=None,
+            **self._lease(),
+        )
 
     def _timed_out_refusal(self, run: RunRecord, status: str | None = None) -> WaitTimedOutError:
         """Why an answer to a wait past its deadline is refused, and what to do instead."""
@@ -486,17 +491,8 @@ class Stepwise:
         if not is_overdue(run, moment) or not isinstance(self.executor, LocalExecutor):
             return self._result(run, None)
         waiting = dict(run.waiting or {})
-        current = run.interrupt_id or waiting.get("interrupt_id")
         try:
-            run = self.services.runs.update(
-                run_id,
-                expect=("waiting",),
-                expect_interrupt=current if run.interrupt_id else None,
-                status="running",
-                waiting=None,
-                interrupt_id=None,
-                **self._lease(),
-            )
+            run = self._take_wait(run, run.interrupt_id or waiting.get("interrupt_id"))
         except RunTransitionError:  # answered, cancelled or expired meanwhile: that stands
             latest = self.services.runs.get(run_id)
             assert latest is not None
