@@ -74,7 +74,11 @@ def _timed_out(client: Stepwise, fn: str, fanout: bool = False) -> None:
     took = time.monotonic() - began
     assert result.status == "failed" and result.error is not None, result
     assert result.error["error"] == "States.Timeout", result.error
-    assert "did not finish within its TimeoutSeconds (1 s)" in result.error["message"], result.error
+    if fanout:  # a branch's timeout fails its Parallel block, whose Catch carries the interpreter's cause
+        assert "did not finish within its TimeoutSeconds (1 s)" in result.error["message"], result.error
+    else:  # a top-level node's Task times out into a Pass that names it
+        assert result.error["node"] == "slow" and result.error["redrive"]["start_at"] == "slow", result.error
+        assert result.error["message"] == "node 'slow' did not finish within its config.timeout_seconds (1 s)"
     assert "timeout_seconds" in result.error["fix"]
     assert 0.9 < took < 5, took  # stopped waiting after the timeout, not after the node's 10 s
     RELEASE.set()  # the blocking node's thread finishes now: its late update must not be written
@@ -103,6 +107,8 @@ def test_a_function_within_its_timeout_runs_as_before() -> None:
 def test_the_timeout_is_the_tasks_timeout_seconds() -> None:
     asl = compile_graph(load_text(graph("blocking", timeout=30)))
     assert asl["States"]["slow"]["TimeoutSeconds"] == 30 and "TimeoutSeconds" not in asl["States"]["after"]
+    assert asl["States"]["slow"]["Catch"][0] == {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": "slow.timed_out"}
+    assert asl["States"]["slow.timed_out"] == {"Type": "Pass", "Result": "slow", "ResultPath": "$.timed_out", "Next": "__failed__"}
     split = compile_graph(
         load_text(graph("blocking", timeout=30, fanout=True).replace("split: {", "split: {config: {timeout_seconds: 7}, "))
     )
@@ -121,6 +127,7 @@ def test_a_blocking_function_times_out_on_moto(moto: MotoEngine) -> None:  # noq
     started = moto.client.run(load_text(graph("blocking")), {})
     result = moto.finish(started.run_id)
     assert result.status == "failed" and result.error is not None and result.error["error"] == "States.Timeout", result.error
+    assert result.error["node"] == "slow" and "did not finish within its config.timeout_seconds (1 s)" in result.error["message"]
     RELEASE.set()
     time.sleep(0.5)
     assert "late" not in moto.client.state(result.thread_id)[1]

@@ -169,6 +169,15 @@ class _Compiler:
             state["Catch"].insert(0, {"ErrorEquals": [CONTINUE_ERROR], "ResultPath": "$.handover", "Next": CONTINUED_STATE})
         return state
 
+    def _name_timeout(self, node: str, task: dict[str, Any], states: dict[str, Any]) -> None:
+        """A timed function Task that times out goes to the fail step through a Pass that records the node
+        (``$.timed_out``): the Catch's input is the cursor, which names no node, and Step Functions' Cause for
+        ``States.Timeout`` is empty, so the run's error could not say which node ran too long."""
+        name = self.state_name(node)
+        passed = f"{name}.timed_out"
+        task["Catch"].insert(0, {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.error", "Next": passed})
+        states[passed] = {"Type": "Pass", "Result": node, "ResultPath": "$.timed_out", "Next": FAILED_STATE}
+
     @staticmethod
     def catch(state: dict[str, Any], region: _Region) -> dict[str, Any]:
         if region.top:
@@ -188,6 +197,8 @@ class _Compiler:
             payload = self._subgraph(node, spec.subgraph_spec, region, payload, states)
         task = self.task(node, payload, region, wait=spec.kind == "human", handover=True)
         states[name] = task
+        if region.top and spec.kind == "function" and "TimeoutSeconds" in task:
+            self._name_timeout(node, task, states)
         if region.top:
             self.starts[name] = name
         if node in self.topo.fanout:

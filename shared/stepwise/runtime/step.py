@@ -633,10 +633,14 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
         error.update(timeout)
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
+    timed_out = (cursor.model_extra or {}).get("timed_out")  # the function node whose Task timed out (compiler)
     if raw.get("Error") == "States.Timeout" and not failed and timeout is None:  # a function node's run, not a wait
+        if isinstance(timed_out, str):
+            limit = _timeout_of(services, cursor, timed_out)
+            error.update(node=timed_out, message=f"node {timed_out!r} did not finish within its config.timeout_seconds ({limit} s)")
         error["message"] = error.get("message") or "a Task did not finish within its TimeoutSeconds"
         error["fix"] = "raise the node's config.timeout_seconds, or make it finish sooner"
-    point = _redrive_point(cursor, failed[-1] if failed else None)
+    point = _redrive_point(cursor, failed[-1] if failed else None) or _timed_out_point(cursor, timed_out)
     if point is not None:
         error["redrive"] = point
     final = Event(type=RUN_FAILED, run_id=cursor.run_id, key=task_key(cursor, "", FAILED, "fail"), data=error)
@@ -663,7 +667,20 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
 
 
 _BLOCK = re.compile(r"^(?P<kind>[pm]):(?P<name>.+?)/\d+(?:/|$)")
-_NOT_CURSOR = ("error", "handover", "jumped", "start_at", "execution")
+_NOT_CURSOR = ("error", "handover", "jumped", "start_at", "execution", "timed_out")
+
+
+def _timeout_of(services: Services, cursor: Cursor, node: str) -> Any:
+    spec = services.graph(cursor.graph).graph.nodes.get(node)
+    return spec.config.get("timeout_seconds") if spec is not None else "?"
+
+
+def _timed_out_point(cursor: Cursor, node: Any) -> dict[str, Any] | None:
+    """A top-level function node that timed out is redriven from its own Task, with the cursor that entered it."""
+    if not isinstance(node, str):
+        return None
+    entered = {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in _NOT_CURSOR}
+    return {"start_at": node, "cursor": entered}
 
 
 def _redrive_point(cursor: Cursor, failed: Event | None) -> dict[str, Any] | None:
