@@ -131,3 +131,15 @@ def test_a_blocking_function_times_out_on_moto(moto: MotoEngine) -> None:  # noq
     RELEASE.set()
     time.sleep(0.5)
     assert "late" not in moto.client.state(result.thread_id)[1]
+
+
+def test_a_timed_out_node_is_redriven_from_itself() -> None:
+    """The error's redrive point is the node: once it is quick enough, a redrive runs it and goes on."""
+    FINISHED.clear()
+    RELEASE.clear()
+    client = Stepwise.in_memory()
+    failed = client.run(load_text(graph("blocking")), {})
+    assert failed.status == "failed" and failed.error is not None and failed.error["redrive"]["start_at"] == "slow"
+    RELEASE.set()  # the node now returns at once
+    again = client.redrive(failed.run_id)
+    assert again.status == "succeeded" and again.state == {"late": True, "quick": True}
