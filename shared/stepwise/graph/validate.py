@@ -130,11 +130,9 @@ def _check_reducer_import(channel: str, path: str) -> Iterator[Problem]:
     if not module or not attr:
         yield Problem(f"{what} is not an import path", "write it as 'package.module:function'", at=at)
         return
-    try:
-        obj = getattr(importlib.import_module(module), attr, None)
-    except Exception as exc:  # noqa: BLE001 - any import failure is reported to the user
-        fix = "run from the project directory or add it to PYTHONPATH"
-        yield Problem(f"{what}: cannot import {module!r}: {type(exc).__name__}: {exc}", fix, at=at)
+    obj, failed = _import_attr(path)
+    if failed is not None:
+        yield Problem(f"{what}: {failed}", _IMPORT_FIX, at=at)
         return
     if not callable(obj):
         yield Problem(f"{what}: {module!r} has no function {attr!r}", f"define `def {attr}(current, update)` in {module}", at=at)
@@ -329,14 +327,24 @@ def _parallel_writes(spec: GraphSpec) -> Iterator[Problem]:
                     writers.setdefault(channel, branch)
 
 
+_IMPORT_FIX = "run from the project directory or add it to PYTHONPATH"
+
+
+def _import_attr(path: str) -> tuple[Any, str | None]:
+    """What ``module:attr`` names (None when the module has no such attribute), or why the module does not
+    import: a function node's ``fn`` and a custom reducer are checked alike."""
+    module, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr, None), None
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported to the user
+        return None, f"cannot import {module!r}: {type(exc).__name__}: {exc}"
+
+
 def _check_import(name: str, fn: str) -> Iterator[Problem]:
     module, _, attr = fn.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr, None)
-    except Exception as exc:  # noqa: BLE001 - any import failure is reported to the user
-        yield Problem(
-            f"cannot import {module!r}: {type(exc).__name__}: {exc}", "run from the project directory or add it to PYTHONPATH", node=name
-        )
+    obj, failed = _import_attr(fn)
+    if failed is not None:
+        yield Problem(failed, _IMPORT_FIX, node=name)
         return
     if not callable(obj):
         yield Problem(f"{module!r} has no function {attr!r}", f"define `def {attr}(state) -> dict` in {module}", node=name)
