@@ -177,7 +177,7 @@ def _plain_count(value: Any, depth: int, lim: Limits) -> int:
     if kind is str:
         return 1 if value.isascii() or _encodes(value) else -1
     if kind is int:
-        return 1 if value.bit_length() <= lim.int_digits * 3.33 else -1
+        return 1 if _int_fits(value, lim) else -1
     if kind is float:
         return 1 if math.isfinite(value) else -1
     if value is None or kind is bool:
@@ -202,6 +202,10 @@ def _plain_count(value: Any, depth: int, lim: Limits) -> int:
             total += count
         return total
     return -1
+
+
+def _int_fits(value: int, lim: Limits) -> bool:
+    return value.bit_length() <= lim.int_digits * 3.33  # ~3.32 bits a decimal digit
 
 
 def _encodes(text: str) -> bool:
@@ -244,7 +248,7 @@ def _check_scalar(item: Any, lim: Limits, what: str, where: str | None, path: tu
     elif isinstance(item, bool) or item is None:
         return
     elif isinstance(item, int):
-        if item.bit_length() > lim.int_digits * 3.33:
+        if not _int_fits(item, lim):
             raise LimitError(f"{what} holds an integer with more than {lim.int_digits} digits{_at(where, path)}; {verb} it as a string")
     elif isinstance(item, float):
         if not math.isfinite(item):  # stored, it read back as null
@@ -283,11 +287,9 @@ def _at(where: str | None, path: tuple[str | int, ...]) -> str:
 
 
 def _check_text(text: str, what: str, where: str | None, path: tuple[str | int, ...], verb: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _encodes(text):
         here = _at(where, path)
-        raise LimitError(f"{what} holds a lone surrogate (like \\ud800){here}, which is not text; {verb} valid Unicode") from None
+        raise LimitError(f"{what} holds a lone surrogate (like \\ud800){here}, which is not text; {verb} valid Unicode")
 
 
 def check_expression(expression: str, limits: Limits | None = None) -> None:

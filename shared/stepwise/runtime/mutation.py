@@ -15,14 +15,19 @@ Shape = tuple[dict[str, Any], list[int]]
 
 
 def shape(state: dict[str, Any]) -> Shape:
-    """The channels as the node got them (a shallow copy) and each one's size (-1: not a list or dict)."""
-    return dict(state), [len(v) if type(v) is list or type(v) is dict else -1 for v in state.values()]
+    """The channels as the node got them (a shallow copy) and each one's size."""
+    return dict(state), _sizes(state)
+
+
+def _sizes(state: dict[str, Any]) -> list[int]:
+    """Each channel's size: its length for a list or dict, else -1."""
+    return [len(v) if type(v) is list or type(v) is dict else -1 for v in state.values()]
 
 
 def changed_in_place(state: dict[str, Any], before: Shape) -> str | None:
     """What the node changed in ``state`` since ``before`` (a phrase for the error), or None."""
     channels, sizes = before
-    if state == channels and sizes == [len(v) if type(v) is list or type(v) is dict else -1 for v in state.values()]:
+    if state == channels and sizes == _sizes(state):
         return None  # the same objects (== is identity first), and none grew or shrank
     for (channel, value), size in zip(channels.items(), sizes, strict=True):
         if channel not in state:
