@@ -221,6 +221,13 @@ class Waiting(BaseModel):
         "absent: it waits until answered",
     )
 
+    @classmethod
+    def of(cls, waiting: dict[str, Any]) -> Waiting:
+        """From a run record's ``waiting``: never its task token."""
+        return cls(
+            node=waiting.get("node"), prompt=waiting.get("prompt"), interrupt_id=waiting.get("interrupt_id"), deadline=deadline_of(waiting)
+        )
+
 
 class Run(BaseModel):
     """A run: status, what it waits for, and its thread's state."""
@@ -241,16 +248,6 @@ class Run(BaseModel):
 
     @classmethod
     def of(cls, run: RunRecord, version: int | None, state: dict[str, Any] | None) -> Run:
-        waiting = (  # never the token
-            Waiting(
-                node=run.waiting.get("node"),
-                prompt=run.waiting.get("prompt"),
-                interrupt_id=run.waiting.get("interrupt_id"),
-                deadline=deadline_of(run.waiting),
-            )
-            if run.waiting
-            else None
-        )
         return cls(
             run_id=run.run_id,
             thread_id=thread_name(run.thread_id),
@@ -263,7 +260,7 @@ class Run(BaseModel):
             finished_at=run.finished_at,
             steps=run.steps,
             error=public_error(run.error) if run.error else None,
-            waiting=waiting,
+            waiting=Waiting.of(run.waiting) if run.waiting else None,
             state=state,
         )
 
@@ -274,16 +271,14 @@ PRIVATE_EVENT_FIELDS = frozenset({"token", "payload"})
 
 
 def webhook_waiting(waiting: dict[str, Any]) -> dict[str, Any]:
-    """What a ``run.waiting`` webhook says of the wait: the node, its prompt, the interrupt to answer and, for a
-    human node with ``config.timeout_seconds``, the deadline (never the task token)."""
-    keys = ("node", "prompt", "interrupt_id", "deadline")
-    return {k: waiting[k] for k in keys if waiting.get(k) is not None}
+    """What a ``run.waiting`` webhook says of the wait: what ``GET /runs/{id}`` shows of it, without empty fields."""
+    return Waiting.of(waiting).model_dump(exclude_none=True)
 
 
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
     """A failed node's or run's error as API clients see it: the message, node, ``where`` and ``fix``, without
     the traceback and the ``cause``'s ``stackTrace`` (server paths and engine frames). Operators read those in
-    the run record (``stepwise runs show RUN --debug``) and the step's log."""
+    the event log (``stepwise history RUN_ID -o json`` on the server's store) and the step's log."""
     out = {k: v for k, v in error.items() if k != "traceback"}
     cause = out.get("cause")
     try:

@@ -106,16 +106,17 @@ class LocalExecutor:
             self.services.runs.update(run.run_id, expect=("running",), status="waiting", waiting=waiting, lease_until=None)
 
     def send_token(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
-        self.services.runs.complete_token(token, output)
-        found = self.services.registry.get(run.graph_ref)
-        assert found is not None, run.graph_ref
-        return self.start(run, found[1])
+        return self._complete(run, token, output)
 
     def fail_token(self, run: RunRecord, token: str, error: str, cause: str) -> ExecutionResult:
         """Fail a human node's task token (Step Functions' SendTaskFailure; ``States.Timeout`` when its wait's
         deadline passed) and replay the run: the Task fails with ``error``, and its Retry and Catch take it
         from there (by default to the fail step)."""
-        self.services.runs.complete_token(token, task_failure(error, cause))
+        return self._complete(run, token, task_failure(error, cause))
+
+    def _complete(self, run: RunRecord, token: str, output: dict[str, Any]) -> ExecutionResult:
+        """Store the token's outcome where any replay reads it, then replay the run up to the next wait or end."""
+        self.services.runs.complete_token(token, output)
         found = self.services.registry.get(run.graph_ref)
         assert found is not None, run.graph_ref
         return self.start(run, found[1])

@@ -634,7 +634,7 @@ def _fail(services: Services, req: StepInput) -> dict[str, Any]:
     elif raw.get("Cause"):  # failed outside any node (a Lambda error, a timeout): the cause is all there is
         error["message"] = cause_message(str(raw["Cause"]))
     timed_out = (cursor.model_extra or {}).get("timed_out")  # the function node whose Task timed out (compiler)
-    if raw.get("Error") == "States.Timeout" and not failed and timeout is None:  # a function node's run, not a wait
+    if raw.get("Error") == TIMEOUT_ERROR and not failed and timeout is None:  # a function node's run, not a wait
         if isinstance(timed_out, str):
             limit = _timeout_of(services, cursor, timed_out)
             error.update(node=timed_out, message=f"node {timed_out!r} did not finish within its config.timeout_seconds ({limit} s)")
@@ -677,10 +677,12 @@ def _timeout_of(services: Services, cursor: Cursor, node: str) -> Any:
 
 def _timed_out_point(cursor: Cursor, node: Any) -> dict[str, Any] | None:
     """A top-level function node that timed out is redriven from its own Task, with the cursor that entered it."""
-    if not isinstance(node, str):
-        return None
-    entered = {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in _NOT_CURSOR}
-    return {"start_at": node, "cursor": entered}
+    return {"start_at": node, "cursor": _entered(cursor)} if isinstance(node, str) else None
+
+
+def _entered(cursor: Cursor) -> dict[str, Any]:
+    """The cursor that entered the failed state: the fail step's input without what the Catch and Pass added."""
+    return {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in _NOT_CURSOR}
 
 
 def _redrive_point(cursor: Cursor, failed: Event | None) -> dict[str, Any] | None:
@@ -695,8 +697,7 @@ def _redrive_point(cursor: Cursor, failed: Event | None) -> dict[str, Any] | Non
         state = f"{match['name']}.{'fanout' if match['kind'] == 'p' else 'map'}" if match else None
     if state is None:
         return None
-    entered = {k: v for k, v in cursor.model_dump(exclude_none=True).items() if k not in _NOT_CURSOR}
-    return {"start_at": state, "cursor": entered}
+    return {"start_at": state, "cursor": _entered(cursor)}
 
 
 class RouteJump(TaskError):
