@@ -114,15 +114,7 @@ class RunStreams:
 
     def attach(self, api: StepwiseApi) -> None:
         """Chain onto an existing client's observer (for an API built elsewhere)."""
-        services = api.client.services
-        previous = services.observer
-
-        def both(event: dict[str, Any]) -> None:
-            if previous is not None:
-                previous(event)
-            self.observe(event)
-
-        services.observer = both
+        api.client.services.also_observe(self.observe)
 
     def observe(self, event: dict[str, Any]) -> None:
         """The engine's observer: called on the thread that runs the step."""

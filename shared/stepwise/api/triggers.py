@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,11 +236,15 @@ class TriggerScheduler:
         """Seconds until the loop should tick again: the next minute boundary (cron's resolution), ``poll``, or
         the next human wait's deadline, whichever is first (at least half a second apart)."""
         now = self.now().timestamp()
-        wait = min(self.poll, 60.0 - now % 60.0 + 0.05)
+        wait = self._next_tick(now)
         deadline = self.api.client.next_deadline(after=now)
         if deadline is not None:
             wait = min(wait, max(0.5, deadline - now))
         return wait
+
+    def _next_tick(self, now: float) -> float:
+        """Seconds to the next minute boundary (cron's resolution) or ``poll``, whichever is first."""
+        return min(self.poll, 60.0 - now % 60.0 + 0.05)
 
     def start(self) -> None:
         self._listen()
@@ -255,18 +258,13 @@ class TriggerScheduler:
             self._thread.join(timeout=5)
 
     def _listen(self) -> None:
-        """Chain onto the engine's observer: a run that begins to wait wakes the loop, which then sleeps until
-        that wait's deadline if it is the nearest (else a 2 s timeout could end up to ``poll`` seconds late)."""
-        services = self.api.client.services
-        previous = services.observer
+        """A run that begins to wait wakes the loop, which then sleeps until that wait's deadline if it is the
+        nearest (else a 2 s timeout could end up to ``poll`` seconds late)."""
+        self.api.client.services.also_observe(self._on_event)
 
-        def both(event: dict[str, Any]) -> None:
-            if previous is not None:
-                previous(event)
-            if event.get("kind") == "waiting":
-                self._wake.set()
-
-        services.observer = both
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "waiting":
+            self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -278,6 +276,6 @@ class TriggerScheduler:
                 wait = self.next_wake()
             except Exception:
                 log.exception("scheduler could not read the next deadline")
-                wait = min(self.poll, 60.0 - time.time() % 60.0 + 0.05)
+                wait = self._next_tick(self.now().timestamp())
             self._wake.wait(wait)
             self._wake.clear()

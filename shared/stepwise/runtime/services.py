@@ -156,3 +156,15 @@ class Services:
     def notify(self, **event: Any) -> None:
         if self.observer is not None:
             self.observer(event)
+
+    def also_observe(self, observer: Observer) -> None:
+        """Call ``observer`` with every event too, after the observer set before it (live streams and the
+        serve scheduler each listen beside the CLI's progress or a test's observer)."""
+        previous = self.observer
+
+        def both(event: dict[str, Any]) -> None:
+            if previous is not None:
+                previous(event)
+            observer(event)
+
+        self.observer = both
