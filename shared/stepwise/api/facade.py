@@ -235,6 +235,10 @@ class StepwiseApi:
             return False
         return not claim or self.store.claim_thread(tenant, name) == tenant
 
+    def publish_run(self, kind: str, run: RunRecord, **extra: Any) -> None:
+        """Put ``run.<kind>`` on the run's tenant's event sink, naming its thread as the tenant does."""
+        self.events.publish(f"run.{kind}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id), **extra})
+
     def run_view(self, run: RunRecord, *, with_state: bool = True) -> m.Run:
         agent = self.store.get_agent(run.tenant, run.graph_ref.split("@", 1)[0])
         found = agent.by_ref(run.graph_ref) if agent else None
@@ -358,8 +362,7 @@ class StepwiseApi:
         execution of a cancelled run is settled before its rollback; each step is published as an event."""
 
         def report(kind: str, run: RunRecord) -> None:
-            extra = {"by": policy} if kind == "cancelled" else {}
-            self.events.publish(f"run.{kind}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(thread_id), **extra})
+            self.publish_run(kind, run, **({"by": policy} if kind == "cancelled" else {}))
 
         self.client.make_room(thread_id, policy, cause=cause, settle=self.settle, report=report)
 

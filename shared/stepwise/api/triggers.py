@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from stepwise.graph.spec import GraphSpec
 from stepwise.graph.triggers import Schedule, Trigger, TriggerInvocation, TriggerTarget, matches, named
-from stepwise.store import thread_name
 
 if TYPE_CHECKING:
     from stepwise.api.facade import StepwiseApi
@@ -230,7 +229,7 @@ class TriggerScheduler:
         result = self.api.client.expire_wait(run_id, now=now)
         run = self.api.client.get_run(run_id)
         if result.status == "failed" and run is not None:
-            self.api.events.publish("run.failed", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
+            self.api.publish_run("failed", run)
 
     def next_wake(self) -> float:
         """Seconds until the loop should tick again: the next minute boundary (cron's resolution), ``poll``, or

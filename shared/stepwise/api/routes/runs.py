@@ -80,7 +80,7 @@ def _timed_out_now(api: StepwiseApi, before: RunRecord) -> None:
     """A late answer made the local engine fail its run with States.Timeout: say so, and let the thread's queue go on."""
     after = api.client.get_run(before.run_id)
     if before.status == "waiting" and after is not None and after.status == "failed":
-        api.events.publish("run.failed", before.tenant, {"run_id": before.run_id, "thread_id": thread_name(before.thread_id)})
+        api.publish_run("failed", before)
         api.drain(before.thread_id)
 
 
@@ -160,11 +160,11 @@ def router(api: StepwiseApi) -> Router:
             raise ApiError(409, exc.code, str(exc)) from None
         except StepwiseError as exc:
             raise ApiError(409, "conflict", str(exc)) from None
-        api.events.publish("run.resumed", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
+        api.publish_run("resumed", run)
         run = api.wait(run_id, body.wait_seconds)
         api.drain(run.thread_id)
         if run.status != "running":
-            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id)})
+            api.publish_run(run.status, run)
         return api.run_view(run)
 
     @router.post("/runs/<run_id>/cancel", summary="Cancel a running or waiting run", tags=["runs"], responses=documented(409))
@@ -176,7 +176,7 @@ def router(api: StepwiseApi) -> Router:
             run = api.client.cancel(run_id, cause=f"cancelled through the API by {router.context['principal'].subject}")
         except RunTransitionError as exc:
             raise ApiError(409, "run_finished", str(exc)) from None
-        api.events.publish("run.cancelled", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
+        api.publish_run("cancelled", run)
         api.drain(run.thread_id)
         return api.run_view(run)
 
@@ -203,10 +203,10 @@ def redrive_router(api: StepwiseApi) -> Router:
             api.client.redrive(run_id)
         except ConflictingRequestError as exc:
             raise ApiError(409, "run_not_failed", str(exc)) from None
-        api.events.publish("run.redriven", run.tenant, {"run_id": run_id, "thread_id": thread_name(run.thread_id)})
+        api.publish_run("redriven", run)
         run = api.wait(run_id, body.wait_seconds if body is not None else 0)
         if run.status != "running":
-            api.events.publish(f"run.{run.status}", run.tenant, {"run_id": run.run_id, "thread_id": thread_name(run.thread_id)})
+            api.publish_run(run.status, run)
         return api.run_view(run)
 
     return router
